@@ -1,0 +1,1 @@
+"""LLM API failover router."""

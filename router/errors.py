@@ -1,0 +1,178 @@
+"""The router's closed set of errors.
+
+    RouterError                      status, OpenAI-style type and code
+    ├── ConfigError                  routes.yaml is unusable (never an HTTP answer)
+    ├── CallerError                  the client's request is at fault (4xx)
+    │   ├── InvalidRequest           400: malformed JSON, non-object body, missing model
+    │   ├── Unauthorized             401: client key missing or wrong
+    │   ├── UnknownModel             404: model not in routes.yaml
+    │   ├── PathNotFound             404/405: no such endpoint
+    │   └── BodyTooLarge             413: over server.max_body_bytes
+    ├── UpstreamError                one attempt failed before a usable response
+    │   ├── UpstreamTimeout          connect / first_byte / idle deadline passed
+    │   ├── UpstreamConnectionError  refused, reset, DNS, TLS
+    │   └── UpstreamProtocolError    the stream broke or ended without its terminator
+    ├── NoCapacity                   every route of the chain is unavailable or failed:
+    │                                429 + Retry-After when limited, 503 when down
+    └── DeadlineExceeded             504: the per-request deadline passed
+
+Every class maps to one HTTP status and one OpenAI-shaped body in `to_body`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from router.types import Attempt
+
+__all__ = [
+    "BodyTooLarge",
+    "CallerError",
+    "ConfigError",
+    "DeadlineExceeded",
+    "InvalidRequest",
+    "NoCapacity",
+    "PathNotFound",
+    "RouterError",
+    "Unauthorized",
+    "UnknownModel",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+]
+
+
+class RouterError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ConfigError(RouterError):
+    """`routes.yaml` is unusable. The message names file:line and the field path."""
+
+
+class CallerError(RouterError):
+    status = 400
+    type = "invalid_request_error"
+
+    def headers(self) -> dict[str, str]:
+        # The SDKs retry 408/409/429/5xx; a caller fault will not go away by retrying.
+        return {"x-should-retry": "false"}
+
+
+class InvalidRequest(CallerError):
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Unauthorized(CallerError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class UnknownModel(CallerError):
+    status = 404
+    code = "model_not_found"
+
+
+class PathNotFound(CallerError):
+    status = 404
+    code = "not_found"
+
+    def __init__(self, message: str, status: int = 404) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyTooLarge(CallerError):
+    status = 413
+    code = "request_too_large"
+
+
+class UpstreamError(RouterError):
+    """One attempt failed before a usable upstream response; failover decides what next."""
+
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, route_id: str, message: str) -> None:
+        super().__init__(f"{route_id}: {message}")
+        self.route_id = route_id
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+
+    def __init__(self, route_id: str, phase: str) -> None:
+        super().__init__(route_id, f"{phase} timeout")
+        self.phase = phase
+
+
+class UpstreamConnectionError(UpstreamError):
+    code = "upstream_connection_error"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_stream_error"
+
+
+class NoCapacity(RouterError):
+    """Every route of the model and its fallbacks is unavailable or failed.
+
+    `retry_after` set and `limited` true: rate limits will lift by then, so 429 with
+    Retry-After. Otherwise routes are down (circuit open, key disabled, errors): 503.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: Sequence[Attempt],
+        limited: bool,
+        retry_after: float | None,
+    ) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+        self.limited = limited
+        self.retry_after = retry_after
+        if limited:
+            self.status, self.type, self.code = 429, "rate_limit_error", "rate_limit_exceeded"
+        else:
+            self.status, self.type, self.code = 503, "service_unavailable", "no_available_route"
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {"x-should-retry": "false"}
+        seconds = max(1, int(-(-self.retry_after // 1)))  # ceil, at least 1
+        headers = {"retry-after": str(seconds), "retry-after-ms": str(int(self.retry_after * 1000))}
+        # SDKs honour a wait of up to 60 s (openai v3 refuses to retry past 120 s);
+        # beyond that a client retry only burns its own budget (provider-signals §11.3).
+        if seconds > 60:
+            headers["x-should-retry"] = "false"
+        return headers
+
+
+class DeadlineExceeded(RouterError):
+    status = 504
+    type = "timeout_error"
+    code = "request_deadline_exceeded"
+
+    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)

@@ -1,0 +1,209 @@
+"""Value types shared by every layer: the parsed config and what one attempt produced.
+
+Everything here is frozen. `config.py` builds these once at startup; nothing on the
+request path mutates them. Secrets are `repr=False` so that a logged or printed value
+never carries a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_API_BASES: Mapping[str, str] = {
+    "openai": "https://api.openai.com/v1",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Key:
+    """One credential at one provider, referred to by `name` everywhere else."""
+
+    name: str
+    provider: str
+    api_base: str
+    api_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """One way to serve a client model: a key plus the model name the upstream knows."""
+
+    key: Key
+    model: str
+    priority: int = 1
+    weight: float = 1.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.key.name}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """A name clients send as `model`, its routes in config order and its fallbacks.
+
+    `chain` is this model followed by every model reachable through `fallback`,
+    depth-first, each once; it is resolved (and checked for cycles) at load.
+    """
+
+    name: str
+    routes: tuple[Route, ...]
+    fallback: tuple[str, ...] = ()
+    chain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """Seconds. `first_byte`: until the response head (non-streaming) or the first SSE
+    event (streaming); `idle`: between two stream chunks; `request`: the whole client
+    request, every failover included."""
+
+    connect: float = 5.0
+    first_byte: float = 120.0
+    idle: float = 60.0
+    request: float = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailoverSettings:
+    """How hard the router tries and how long it stays away from a failing route."""
+
+    max_attempts: int = 5
+    cooldown_initial: float = 2.0  # 429 without a hint: 2, 4, 8, ... seconds
+    cooldown_max: float = 300.0
+    breaker_failures: int = 3  # consecutive transient failures that open the circuit
+    breaker_open: float = 30.0  # first open period; doubles on each failed probe
+    key_disable: float = 3600.0  # quota / auth: key out of rotation for this long
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 4000
+    client_keys: tuple[str, ...] = field(default=(), repr=False)
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkippedKey:
+    """A key left out at load (its variable unset, say), reported by `check` and at start."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: str
+    server: ServerSettings
+    keys: Mapping[str, Key]
+    models: Mapping[str, ModelSpec]
+    timeouts: Timeouts = Timeouts()
+    failover: FailoverSettings = FailoverSettings()
+    skipped_keys: tuple[SkippedKey, ...] = ()
+    warnings: tuple[str, ...] = ()  # said once at start: literal keys, unset variables
+
+    def all_routes(self) -> tuple[Route, ...]:
+        seen: dict[str, Route] = {}
+        for model in self.models.values():
+            for route in model.routes:
+                seen.setdefault(route.id, route)
+        return tuple(seen.values())
+
+
+class FailureClass(StrEnum):
+    """What an attempt's outcome means for routing (see provider-signals.md §11.1).
+
+    Each class decides failover and cooldown in `health.py` and `failover.py`; the
+    mapping from wire signals to a class lives in `classify.py` only.
+    """
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"  # cool the route down, try the next one now
+    EXCEEDS_TPM = "exceeds_tpm"  # this request can never fit this key's TPM: next route
+    QUOTA = "quota"  # key out of rotation for a long time
+    AUTH = "auth"  # 401/403: key out of rotation
+    OVERLOADED = "overloaded"  # 529 and friends: capacity short for everyone
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
+    CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model
+    CONTENT_POLICY = "content_policy"
+    BAD_REQUEST = "bad_request"  # the request's fault: answer goes back unchanged
+    UNKNOWN = "unknown"  # unrecognised: do not fail over, pass it on
+
+    @property
+    def fails_over(self) -> bool:
+        return self not in _ANSWER_CLIENT
+
+    @property
+    def is_caller_fault(self) -> bool:
+        return self in _CALLER_FAULT
+
+    @property
+    def is_transient(self) -> bool:
+        """Counts toward the circuit breaker."""
+        return self in _TRANSIENT
+
+
+_ANSWER_CLIENT = frozenset(
+    {
+        FailureClass.OK,
+        FailureClass.CONTEXT_TOO_LONG,
+        FailureClass.CONTENT_POLICY,
+        FailureClass.BAD_REQUEST,
+        FailureClass.UNKNOWN,
+    }
+)
+_CALLER_FAULT = frozenset(
+    {FailureClass.CONTEXT_TOO_LONG, FailureClass.CONTENT_POLICY, FailureClass.BAD_REQUEST}
+)
+_TRANSIENT = frozenset(
+    {
+        FailureClass.OVERLOADED,
+        FailureClass.SERVER_ERROR,
+        FailureClass.TIMEOUT,
+        FailureClass.CONNECTION,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Headroom:
+    """Rate-limit headroom a provider reported on its last response for one route.
+
+    `None` means unknown. `*_reset_in` is seconds from the response until the
+    provider says the bucket is full again.
+    """
+
+    remaining_requests: int | None = None
+    limit_requests: int | None = None
+    requests_reset_in: float | None = None
+    remaining_tokens: int | None = None
+    limit_tokens: int | None = None
+    tokens_reset_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """`classify.py`'s reading of one upstream outcome."""
+
+    failure: FailureClass
+    retry_after: float | None = None  # seconds the provider asked us to wait, if it said
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try of one route, as recorded for the response headers, logs and errors."""
+
+    route_id: str
+    model: str  # the client-facing model this attempt served
+    failure: FailureClass
+    status: int | None
+    seconds: float
+    detail: str = ""
