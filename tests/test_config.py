@@ -1,0 +1,793 @@
+"""routes.yaml -> Config: the example loads, every bad file names file:line: field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from router.config import format_route_table, load_config, mask_key, parse_config
+from router.errors import ConfigError
+from router.types import Config
+
+EXAMPLE = """\
+server:
+  host: 127.0.0.1          # loopback by default
+  port: 4000
+keys:                      # provider credentials, referred to by name everywhere else
+  openai-main:
+    provider: openai
+    api_key: ${OPENAI_API_KEY}
+  openai-backup:
+    provider: openai
+    api_key: ${OPENAI_API_KEY_2}
+  groq:
+    provider: openai       # any OpenAI-compatible API: set api_base
+    api_base: https://api.groq.com/openai/v1
+    api_key: ${GROQ_API_KEY}
+models:                    # the names clients send as "model"
+  gpt-4o:
+    routes:
+      - {key: openai-main, model: gpt-4o}                 # priority defaults to 1
+      - {key: openai-backup, model: gpt-4o, weight: 2}    # weight spreads load
+    fallback: [gpt-4o-mini]                              # tried when every route is out
+  gpt-4o-mini:
+    routes:
+      - {key: openai-main, model: gpt-4o-mini}
+      - {key: groq, model: llama-3.3-70b-versatile, priority: 2}
+"""
+
+# Distinctive enough that finding it in any message means a leak.
+PLANTED = "sk-PLANTEDsecret0123456789zyxw"
+ENV = {
+    "OPENAI_API_KEY": "sk-proj-mainmainmainmainmain1111",
+    "OPENAI_API_KEY_2": "sk-proj-backupbackupbackup2222",
+    "GROQ_API_KEY": "gsk_groqgroqgroqgroqgroq3333",
+}
+
+# The smallest valid file; error cases below add one mistake to something like it.
+MINIMAL_KEYS = """\
+keys:
+  main: {provider: openai, api_key: "${OPENAI_API_KEY}"}
+"""
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(
+        textwrap.dedent(text), source="routes.yaml", environ=ENV if env is None else env
+    )
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env)
+    return str(caught.value)
+
+
+def minimal(models: str = "  m:\n    routes: [{key: main, model: up}]\n", extra: str = "") -> str:
+    return f"{MINIMAL_KEYS}models:\n{models}{extra}"
+
+
+# --- the example ---------------------------------------------------------------------
+
+
+def test_the_example_loads_with_every_value_resolved() -> None:
+    config = parse(EXAMPLE)
+
+    assert config.source == "routes.yaml"
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 4000)
+    assert config.server.client_keys == ()
+    assert config.server.max_body_bytes == 10 * 1024 * 1024
+    gpt4o = config.models["gpt-4o"]
+    assert [(r.key.name, r.model, r.priority, r.weight) for r in gpt4o.routes] == [
+        ("openai-main", "gpt-4o", 1, 1.0),
+        ("openai-backup", "gpt-4o", 1, 2.0),
+    ]
+    assert gpt4o.fallback == ("gpt-4o-mini",)
+    assert gpt4o.chain == ("gpt-4o", "gpt-4o-mini")
+    mini = config.models["gpt-4o-mini"]
+    assert mini.chain == ("gpt-4o-mini",)
+    groq_route = mini.routes[1]
+    assert (groq_route.key.name, groq_route.model, groq_route.priority) == (
+        "groq",
+        "llama-3.3-70b-versatile",
+        2,
+    )
+    assert groq_route.key.api_base == "https://api.groq.com/openai/v1"
+    assert groq_route.key.api_key == ENV["GROQ_API_KEY"]
+    assert config.keys["openai-main"].api_base == "https://api.openai.com/v1"
+    assert config.keys["openai-main"].api_key == ENV["OPENAI_API_KEY"]
+    assert config.skipped_keys == ()
+    assert config.warnings == ()
+
+
+def test_load_config_reads_the_file_and_names_it_by_basename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "routes.yaml"
+    path.write_text(EXAMPLE)
+
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config.keys["groq"].api_key == ENV["GROQ_API_KEY"]
+
+    path.write_text(EXAMPLE.replace("weight: 2", "wieght: 2"))
+    with pytest.raises(ConfigError, match=r"^routes\.yaml:19: "):
+        load_config(path, environ=ENV)
+
+
+def test_load_config_says_when_the_file_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", environ=ENV)
+
+
+def test_config_mappings_are_read_only() -> None:
+    config = parse(EXAMPLE)
+    with pytest.raises(TypeError):
+        config.models["new"] = config.models["gpt-4o"]  # type: ignore[index]
+
+
+# --- errors: file:line: path: message ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            EXAMPLE.replace("{key: openai-backup", "{key: openai-bakup"),
+            "routes.yaml:19: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'",
+            id="unknown-route-key",
+        ),
+        pytest.param(
+            EXAMPLE.replace("weight: 2", "wieght: 2"),
+            "routes.yaml:19: models.gpt-4o.routes[1]: unknown field 'wieght' "
+            "(did you mean 'weight'?)",
+            id="misspelt-field",
+        ),
+        pytest.param(
+            EXAMPLE.replace("  port: 4000", "  port: 4000\n  port: 4001"),
+            "routes.yaml:4: server: duplicate key 'port' (first on line 3)",
+            id="duplicate-field",
+        ),
+        pytest.param(
+            EXAMPLE + "  gpt-4o:\n    routes: [{key: groq, model: x}]\n",
+            "routes.yaml:25: models: duplicate key 'gpt-4o' (first on line 16)",
+            id="duplicate-model",
+        ),
+        pytest.param(
+            EXAMPLE.replace("priority: 2", "priority: 0"),
+            "routes.yaml:24: models.gpt-4o-mini.routes[1].priority: must be >= 1, got 0",
+            id="priority-zero",
+        ),
+        pytest.param(
+            EXAMPLE.replace("    api_base: https://api.groq.com/openai/v1\n", ""),
+            None,
+            id="api-base-is-optional",
+        ),
+        pytest.param(
+            EXAMPLE.replace("      - {key: openai-main, model: gpt-4o}  ", "      - {key: x}"),
+            "routes.yaml:18: models.gpt-4o.routes[0]: missing required field 'model'",
+            id="missing-route-model",
+        ),
+        pytest.param(
+            EXAMPLE.replace("    provider: openai       # any", "    provider: opnai  # any"),
+            "routes.yaml:12: keys.groq.provider: unknown provider 'opnai' "
+            "(did you mean 'openai'?); supported: openai",
+            id="unknown-provider",
+        ),
+        pytest.param(
+            EXAMPLE.replace("fallback: [gpt-4o-mini]", "fallback: [gpt-4o-mimi]"),
+            "routes.yaml:20: models.gpt-4o.fallback[0]: unknown model 'gpt-4o-mimi'",
+            id="unknown-fallback-model",
+        ),
+        pytest.param(
+            EXAMPLE.replace("  port: 4000", "  port: [4000"),
+            "routes.yaml:4: YAML syntax error: ",
+            id="yaml-syntax-error",
+        ),
+    ],
+)
+def test_errors_name_the_file_the_line_and_the_field(text: str, message: str | None) -> None:
+    if message is None:
+        parse(text)
+    else:
+        assert error_of(text).startswith(message), error_of(text)
+
+
+def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
+    text = EXAMPLE.replace("{key: openai-backup", "{key: openai-bakup")
+    assert error_of(text) == (
+        "routes.yaml:19: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # --- the document itself
+        pytest.param("", "routes.yaml: the file is empty", id="empty-file"),
+        pytest.param("# only a comment\n", "routes.yaml: the file is empty", id="comments-only"),
+        pytest.param("- a\n- b\n", "routes.yaml:1: the top level must be a mapping", id="top-list"),
+        pytest.param("just text\n", "the top level must be a mapping, got a string", id="top-str"),
+        pytest.param("a: [1\n", "routes.yaml:2: YAML syntax error", id="unclosed-flow-list"),
+        pytest.param("a: b: c\n", "routes.yaml:1: YAML syntax error", id="mapping-in-scalar"),
+        pytest.param(
+            minimal() + "---\nkeys: {}\n",
+            "routes.yaml:6: YAML syntax error: expected a single document in the stream (line 1), "
+            "but found another document",
+            id="two-documents",
+        ),
+        pytest.param(
+            "keys: {}\n", "routes.yaml:1: missing required field 'models'", id="no-models"
+        ),
+        pytest.param(
+            "models: {m: {fallback: []}}\n", "missing required field 'keys'", id="no-keys"
+        ),
+        pytest.param(
+            minimal(extra="bogus: 1\n"), "routes.yaml:6: unknown field 'bogus'", id="unknown-top"
+        ),
+        pytest.param(
+            minimal(extra="timeout:\n  connect: 1\n"),
+            "unknown field 'timeout' (did you mean 'timeouts'?)",
+            id="unknown-top-close-match",
+        ),
+        pytest.param(
+            MINIMAL_KEYS + "models: {}\n",
+            "routes.yaml:3: models: no models are defined",
+            id="models-empty",
+        ),
+        pytest.param(
+            MINIMAL_KEYS + "models: [a]\n",
+            "models: expected a mapping, got a list",
+            id="models-list",
+        ),
+        pytest.param(
+            minimal(extra="<<: {a: 1}\n"), "merge keys (<<) are not supported", id="merge-key"
+        ),
+        # --- server
+        pytest.param(
+            minimal(extra="server: {port: '4000'}\n"),
+            "server.port: expected an integer, got a string",
+            id="port-quoted",
+        ),
+        pytest.param(
+            minimal(extra="server: {port: 70000}\n"),
+            "server.port: must be between 0 and 65535, got 70000",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            minimal(extra="server: {prot: 1}\n"),
+            "server: unknown field 'prot' (did you mean 'port'?)",
+            id="server-unknown-field",
+        ),
+        pytest.param(
+            minimal(extra="server: {allow_unauthenticated: maybe}\n"),
+            "server.allow_unauthenticated: expected true or false, got a string",
+            id="allow-unauthenticated-not-bool",
+        ),
+        pytest.param(
+            minimal(extra="server: {max_body_bytes: 0}\n"),
+            "server.max_body_bytes: must be >= 1, got 0",
+            id="max-body-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {client_keys: abc}\n"),
+            "server.client_keys: expected a list, got a string",
+            id="client-keys-not-a-list",
+        ),
+        pytest.param(
+            minimal(extra="server: {client_keys: ['']}\n"),
+            "server.client_keys[0]: a client key must not be empty",
+            id="client-key-empty",
+        ),
+        pytest.param(
+            minimal(extra="server: {host: ''}\n"),
+            "server.host: must not be empty",
+            id="host-empty",
+        ),
+        pytest.param(
+            minimal(extra="server: {host: '${BIND_HOST}'}\n"),
+            "routes.yaml:6: server.host: BIND_HOST is not set",
+            id="unset-variable-outside-keys",
+        ),
+        pytest.param(
+            minimal(extra="server: {host: '${BIND_HOST'}\n"),
+            "server.host: malformed variable reference",
+            id="malformed-variable",
+        ),
+        pytest.param(
+            minimal(extra="server: {host: '${A:-${B}}'}\n"),
+            "server.host: malformed variable reference",
+            id="nested-variable-default",
+        ),
+        # --- keys
+        pytest.param(
+            "keys:\n  main: {api_key: x}\nmodels: {}\n",
+            "routes.yaml:2: keys.main: missing required field 'provider'",
+            id="key-without-provider",
+        ),
+        pytest.param(
+            "keys:\n  main:\n    provider: openai\nmodels: {}\n",
+            "routes.yaml:2: keys.main: missing required field 'api_key'",
+            id="key-without-api-key",
+        ),
+        pytest.param(
+            "keys:\n  main:\n    provider: openai\n    api_key:\nmodels: {}\n",
+            "routes.yaml:4: keys.main.api_key: needs a value",
+            id="key-with-empty-api-key",
+        ),
+        pytest.param(
+            "keys:\n  main: {provider: openai, api_key: 12345678901234}\nmodels: {}\n",
+            "keys.main.api_key: expected a string, got an integer",
+            id="api-key-not-a-string",
+        ),
+        pytest.param(
+            "keys:\n  main: {provider: openai, api_key: x, api_base: api.groq.com}\nmodels: {}\n",
+            "keys.main.api_base: must be a URL starting with http:// or https://",
+            id="api-base-without-scheme",
+        ),
+        pytest.param(
+            "keys:\n  main: {provider: openai, api_key: x, apikey: y}\nmodels: {}\n",
+            "keys.main: unknown field 'apikey' (did you mean 'api_key'?)",
+            id="key-unknown-field",
+        ),
+        pytest.param(
+            "keys:\n  a/b: {provider: openai, api_key: x}\nmodels: {}\n",
+            "keys.a/b: a key name may not hold '/'",
+            id="key-name-with-slash",
+        ),
+        pytest.param(
+            "keys: [main]\nmodels: {}\n", "routes.yaml:1: keys: expected a mapping", id="keys-list"
+        ),
+        # --- models and routes
+        pytest.param(
+            minimal("  m:\n    routes: []\n"),
+            "routes.yaml:4: models.m: needs at least one route or a fallback",
+            id="no-routes-no-fallback",
+        ),
+        pytest.param(
+            minimal("  m: {}\n"),
+            "models.m: needs at least one route or a fallback",
+            id="model-empty",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: {key: main, model: up}\n"),
+            "models.m.routes: expected a list, got a mapping",
+            id="routes-not-a-list",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [main]\n"),
+            "models.m.routes[0]: expected a mapping, got a string",
+            id="route-not-a-mapping",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{model: up}]\n"),
+            "models.m.routes[0]: missing required field 'key'",
+            id="route-without-key",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up, weight: 0}]\n"),
+            "models.m.routes[0].weight: must be a positive number, got 0",
+            id="weight-zero",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up, weight: -1.5}]\n"),
+            "models.m.routes[0].weight: must be a positive number, got -1.5",
+            id="weight-negative",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up, weight: true}]\n"),
+            "models.m.routes[0].weight: expected a number, got true/false",
+            id="weight-bool",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up, priority: 1.5}]\n"),
+            "models.m.routes[0].priority: expected an integer, got a number",
+            id="priority-float",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up, key: main}]\n"),
+            "routes.yaml:5: models.m.routes[0]: duplicate key 'key' (first on line 5)",
+            id="duplicate-key-in-flow-mapping",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: up}, {key: main, model: up}]\n"),
+            "models.m.routes[1]: route main/up is already listed at models.m.routes[0]",
+            id="route-listed-twice",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: ''}]\n"),
+            "models.m.routes[0].model: must not be empty",
+            id="route-model-empty",
+        ),
+        pytest.param(
+            minimal("  m:\n    routes: [{key: main, model: '${UPSTREAM_MODEL}'}]\n"),
+            "models.m.routes[0].model: UPSTREAM_MODEL is not set",
+            id="unset-variable-in-route",
+        ),
+        # --- fallback
+        pytest.param(
+            minimal(
+                "  a:\n    routes: [{key: main, model: up}]\n    fallback: [b]\n"
+                "  b:\n    routes: [{key: main, model: up2}]\n    fallback: [a]\n"
+            ),
+            "routes.yaml:6: models.a.fallback: fallback cycle a -> b -> a",
+            id="fallback-cycle",
+        ),
+        pytest.param(
+            minimal("  a:\n    routes: [{key: main, model: up}]\n    fallback: [a]\n"),
+            "models.a.fallback: fallback cycle a -> a",
+            id="fallback-to-itself",
+        ),
+        pytest.param(
+            minimal(
+                "  a: {routes: [{key: main, model: up}], fallback: [b]}\n"
+                "  b: {fallback: [c]}\n"
+                "  c: {fallback: [b]}\n"
+            ),
+            "routes.yaml:5: models.b.fallback: fallback cycle b -> c -> b",
+            id="fallback-cycle-behind-a-model",
+        ),
+        pytest.param(
+            minimal("  a:\n    routes: [{key: main, model: up}]\n    fallback: [nope]\n"),
+            "routes.yaml:6: models.a.fallback[0]: unknown model 'nope'",
+            id="fallback-unknown-model",
+        ),
+        pytest.param(
+            minimal("  a:\n    routes: [{key: main, model: up}]\n    fallback: b\n"),
+            "models.a.fallback: expected a list, got a string",
+            id="fallback-not-a-list",
+        ),
+        pytest.param(
+            minimal(
+                "  a: {routes: [{key: main, model: up}], fallback: [b, b]}\n  b: {fallback: [a]}\n"
+            ),
+            "models.a.fallback[1]: 'b' is listed twice",
+            id="fallback-listed-twice",
+        ),
+        # --- timeouts and failover
+        pytest.param(
+            minimal(extra="timeouts: {connect: -1}\n"),
+            "routes.yaml:6: timeouts.connect: must be a positive number, got -1",
+            id="timeout-negative",
+        ),
+        pytest.param(
+            minimal(extra="timeouts: {connect: .inf}\n"),
+            "timeouts.connect: must be a positive number, got inf",
+            id="timeout-infinite",
+        ),
+        pytest.param(
+            minimal(extra="timeouts: {first_token: 5}\n"),
+            "timeouts: unknown field 'first_token' (did you mean 'first_byte'?)",
+            id="timeout-unknown-field",
+        ),
+        pytest.param(
+            minimal(extra="failover: {max_attempts: 0}\n"),
+            "failover.max_attempts: must be >= 1, got 0",
+            id="max-attempts-zero",
+        ),
+        pytest.param(
+            minimal(extra="failover: {breaker_failures: 2.5}\n"),
+            "failover.breaker_failures: expected an integer, got a number",
+            id="breaker-failures-float",
+        ),
+        pytest.param(
+            minimal(extra="failover: {cooldown_max: fast}\n"),
+            "failover.cooldown_max: expected a number, got a string",
+            id="cooldown-not-a-number",
+        ),
+        pytest.param(
+            minimal(extra="failover: [1]\n"),
+            "failover: expected a mapping, got a list",
+            id="failover-list",
+        ),
+    ],
+)
+def test_a_bad_file_is_refused_with_its_line_and_field(text: str, expected: str) -> None:
+    message = error_of(text)
+    assert expected in message, message
+    assert message.startswith("routes.yaml")
+
+
+def test_a_syntax_error_keeps_pyyaml_problem_but_not_the_quoted_line() -> None:
+    text = f"keys:\n  main: {{provider: openai, api_key: {PLANTED}\nmodels: {{}}\n"
+    message = error_of(text)
+    assert message.startswith("routes.yaml:3: YAML syntax error: ")
+    assert PLANTED not in message
+
+
+# --- ${VAR} expansion and skipped keys -----------------------------------------------
+
+
+def test_variables_expand_with_defaults_and_typed_like_yaml() -> None:
+    text = """\
+        server:
+          host: ${BIND_HOST:-localhost}
+          port: ${PORT:-4100}
+          allow_unauthenticated: ${OPEN:-false}
+        keys:
+          main:
+            provider: openai
+            api_base: ${BASE:-http://127.0.0.1:9000/v1/}
+            api_key: ${OPENAI_API_KEY}
+        models:
+          ${NOT_EXPANDED_IN_NAMES}:
+            routes: [{key: main, model: "${UPSTREAM:-gpt-4o}-${SUFFIX:-mini}"}]
+        timeouts:
+          connect: ${CONNECT_TIMEOUT:-2.5}
+    """
+    config = parse(text, {**ENV, "PORT": "4200", "SUFFIX": ""})
+
+    assert config.server.host == "localhost"
+    assert config.server.port == 4200
+    assert config.server.allow_unauthenticated is False
+    assert config.keys["main"].api_base == "http://127.0.0.1:9000/v1"  # trailing / stripped
+    (spec,) = config.models.values()
+    assert spec.name == "${NOT_EXPANDED_IN_NAMES}"
+    assert spec.routes[0].model == "gpt-4o-mini"  # an empty value counts as unset
+    assert config.timeouts.connect == 2.5
+    assert config.warnings == ()
+
+
+def test_a_variable_that_expands_to_the_wrong_type_is_refused() -> None:
+    message = error_of(minimal(extra="server: {port: '${PORT}'}\n"), {**ENV, "PORT": "http"})
+    assert message == "routes.yaml:6: server.port: expected an integer, got a string"
+
+
+def test_a_key_with_an_unset_variable_is_skipped_and_its_routes_left_out() -> None:
+    env = {name: value for name, value in ENV.items() if name != "GROQ_API_KEY"}
+    config = parse(EXAMPLE, env)
+
+    assert "groq" not in config.keys
+    assert config.skipped_keys[0].name == "groq"
+    assert config.skipped_keys[0].reason == "GROQ_API_KEY is not set"
+    assert [route.key.name for route in config.models["gpt-4o-mini"].routes] == ["openai-main"]
+    assert all(route.key.name != "groq" for route in config.all_routes())
+    assert config.warnings == (
+        "keys.groq is skipped: GROQ_API_KEY is not set; its routes are left out",
+    )
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    config = parse(EXAMPLE, {**ENV, "OPENAI_API_KEY_2": ""})
+    assert [key.name for key in config.skipped_keys] == ["openai-backup"]
+    assert [route.key.name for route in config.models["gpt-4o"].routes] == ["openai-main"]
+
+
+def test_an_unset_api_base_variable_skips_the_key_too() -> None:
+    text = EXAMPLE.replace("https://api.groq.com/openai/v1", "${GROQ_BASE}")
+    config = parse(text)
+    assert config.skipped_keys[0].reason == "GROQ_BASE is not set"
+    config = parse(text, {"OPENAI_API_KEY": "sk-proj-x" * 3})
+    assert config.skipped_keys[-1].reason == "GROQ_BASE, GROQ_API_KEY are not set"
+
+
+def test_a_model_whose_routes_are_all_skipped_keeps_its_fallback_with_a_warning() -> None:
+    config = parse(EXAMPLE, {"GROQ_API_KEY": "gsk_groqgroqgroqgroq"})
+    assert config.models["gpt-4o"].routes == ()
+    assert config.models["gpt-4o"].chain == ("gpt-4o", "gpt-4o-mini")
+    assert [route.key.name for route in config.models["gpt-4o-mini"].routes] == ["groq"]
+    assert (
+        "models.gpt-4o: every route uses a skipped key; requests go to its fallbacks"
+        in config.warnings
+    )
+
+
+def test_a_model_left_with_no_usable_route_and_no_fallback_stays_with_a_warning() -> None:
+    text = EXAMPLE.replace("    fallback: [gpt-4o-mini]", "")
+    config = parse(text, {"GROQ_API_KEY": "gsk_groqgroqgroqgroq"})
+    assert config.models["gpt-4o"].routes == ()
+    assert (
+        "models.gpt-4o: every route uses a skipped key and there is no fallback; "
+        "requests for it will get 503"
+    ) in config.warnings
+
+
+def test_every_key_unset_is_an_error_that_lists_the_reasons() -> None:
+    message = error_of(EXAMPLE, {})
+    assert message == (
+        "routes.yaml: no usable route: every key the routes use is skipped ("
+        "openai-main: OPENAI_API_KEY is not set; openai-backup: OPENAI_API_KEY_2 is not set; "
+        "groq: GROQ_API_KEY is not set)"
+    )
+
+
+def test_a_literal_api_key_loads_with_a_warning_that_never_quotes_it() -> None:
+    text = EXAMPLE.replace("${OPENAI_API_KEY}", PLANTED)
+    config = parse(text)
+    assert config.keys["openai-main"].api_key == PLANTED
+    assert config.warnings == (
+        "keys.openai-main.api_key is a literal key in routes.yaml; "
+        "prefer ${VAR} so the file holds no secret",
+    )
+
+
+# --- server: client keys and the bind rule -------------------------------------------
+
+
+def test_client_keys_expand_and_an_unset_entry_is_dropped_with_a_warning() -> None:
+    text = minimal(extra="server:\n  client_keys: ['${CLIENT_A}', '${CLIENT_B}', literal-k]\n")
+    config = parse(text, {**ENV, "CLIENT_A": "client-a-secret"})
+    assert config.server.client_keys == ("client-a-secret", "literal-k")
+    assert config.warnings == ("server.client_keys[1] is dropped: CLIENT_B is not set",)
+
+
+def test_client_keys_all_unset_refuses_to_start_open() -> None:
+    message = error_of(minimal(extra="server:\n  client_keys: ['${CLIENT_A}', '${CLIENT_B}']\n"))
+    assert message == (
+        "routes.yaml:7: server.client_keys: every client key is unset "
+        "(CLIENT_A is not set; CLIENT_B is not set); refusing to start without client auth"
+    )
+
+
+@pytest.mark.parametrize(
+    ("server", "error"),
+    [
+        pytest.param("{host: 0.0.0.0}", True, id="any-ipv4"),
+        pytest.param("{host: '::'}", True, id="any-ipv6"),
+        pytest.param("{host: 10.1.2.3}", True, id="private-address"),
+        pytest.param("{host: router.internal}", True, id="hostname"),
+        pytest.param("{host: 0.0.0.0, client_keys: []}", True, id="empty-client-keys"),
+        pytest.param("{host: 0.0.0.0, allow_unauthenticated: false}", True, id="explicit-false"),
+        pytest.param("{host: 0.0.0.0, client_keys: [k]}", False, id="with-client-keys"),
+        pytest.param("{host: 0.0.0.0, allow_unauthenticated: true}", False, id="explicitly-open"),
+        pytest.param("{host: 127.0.0.1}", False, id="loopback-v4"),
+        pytest.param("{host: 127.8.9.10}", False, id="loopback-range"),
+        pytest.param("{host: '::1'}", False, id="loopback-v6"),
+        pytest.param("{host: LocalHost}", False, id="localhost"),
+        pytest.param("{port: 8080}", False, id="default-host"),
+    ],
+)
+def test_binding_beyond_loopback_needs_client_keys_or_an_explicit_opt_out(
+    server: str, error: bool
+) -> None:
+    text = minimal(extra=f"server: {server}\n")
+    if not error:
+        parse(text)
+        return
+    message = error_of(text)
+    assert message.startswith("routes.yaml:6: server.host: ")
+    assert "set server.client_keys or server.allow_unauthenticated: true" in message
+
+
+# --- fallback chains and route order -------------------------------------------------
+
+
+def test_the_chain_is_depth_first_in_list_order_with_each_model_once() -> None:
+    config = parse(
+        minimal(
+            "  a: {routes: [{key: main, model: a}], fallback: [b, c]}\n"
+            "  b: {routes: [{key: main, model: b}], fallback: [d, c]}\n"
+            "  c: {routes: [{key: main, model: c}], fallback: [d]}\n"
+            "  d: {routes: [{key: main, model: d}]}\n"
+            "  alias: {fallback: [c]}\n"
+        )
+    )
+    assert config.models["a"].chain == ("a", "b", "d", "c")
+    assert config.models["b"].chain == ("b", "d", "c")
+    assert config.models["alias"].chain == ("alias", "c", "d")
+    assert config.models["alias"].routes == ()
+    assert config.warnings == ()  # an alias with no routes of its own is intended
+
+
+def test_routes_keep_file_order_whatever_their_priority() -> None:
+    config = parse(
+        minimal(
+            "  m:\n    routes:\n"
+            "      - {key: main, model: late, priority: 3}\n"
+            "      - {key: main, model: early, priority: 1, weight: 0.5}\n"
+        )
+    )
+    routes = config.models["m"].routes
+    assert [(r.model, r.priority, r.weight) for r in routes] == [
+        ("late", 3, 1.0),
+        ("early", 1, 0.5),
+    ]
+
+
+def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
+    config = parse(
+        minimal(
+            extra="timeouts: {connect: 1, first_byte: 30.5}\n"
+            "failover: {max_attempts: 3, key_disable: 60}\n"
+        )
+    )
+    assert (config.timeouts.connect, config.timeouts.first_byte) == (1.0, 30.5)
+    assert config.timeouts.idle == 60.0
+    assert (config.failover.max_attempts, config.failover.key_disable) == (3, 60.0)
+    assert config.failover.breaker_failures == 3
+
+
+def test_optional_sections_given_as_null_take_their_defaults() -> None:
+    config = parse(minimal(extra="server:\ntimeouts:\n"))
+    assert config.server.port == 4000
+    assert config.timeouts.request == 600.0
+
+
+# --- masking and the route table -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "masked"),
+    [
+        pytest.param("sk-proj-abcdefghijklmnopqrstuvwxyz", "sk-...wxyz", id="openai-project"),
+        pytest.param("sk-ant-api03-abcdefghijklmnop", "sk-...mnop", id="anthropic"),
+        pytest.param("gsk_abcdefghijklmnopqrstuv", "...stuv", id="no-dash"),
+        pytest.param("abcdefghij-klmnopqrstuv", "...stuv", id="dash-after-8"),
+        pytest.param("sk-abcdefghijk", "sk-...hijk", id="fourteen-chars"),
+        pytest.param("abcdefg-ijkl", "...ijkl", id="prefix-would-show-it-all"),
+        pytest.param("abcdefghijk", "***", id="eleven-chars"),
+        pytest.param("", "***", id="empty"),
+    ],
+)
+def test_mask_key_shows_a_prefix_and_the_last_four(secret: str, masked: str) -> None:
+    assert mask_key(secret) == masked
+
+
+def test_the_route_table_shows_routes_chains_skips_and_warnings_with_masked_keys() -> None:
+    env = {**ENV, "OPENAI_API_KEY_2": ""}
+    text = EXAMPLE.replace("${OPENAI_API_KEY}", PLANTED).replace(
+        "  port: 4000", "  port: 4000\n  client_keys: [client-secret-0123456789]"
+    )
+    table = format_route_table(parse(text, env))
+
+    assert "listen  127.0.0.1:4000" in table
+    assert "auth    on (1 client key)" in table
+    assert "model gpt-4o  (fallback chain: gpt-4o -> gpt-4o-mini)" in table
+    assert "model gpt-4o-mini  (no fallback)" in table
+    assert mask_key(PLANTED) in table
+    assert mask_key(ENV["GROQ_API_KEY"]) in table
+    assert "https://api.groq.com/openai/v1" in table
+    assert "llama-3.3-70b-versatile" in table
+    assert "openai-backup: OPENAI_API_KEY_2 is not set" in table
+    assert "literal key in routes.yaml" in table
+    assert "\x1b" not in table
+    for secret in (PLANTED, ENV["GROQ_API_KEY"], "client-secret-0123456789"):
+        assert secret not in table
+    groq_line = next(line for line in table.splitlines() if "llama" in line)
+    assert groq_line.split()[:4] == ["2", "1", "groq", "openai"]
+
+
+# --- no message ever carries a key ---------------------------------------------------
+
+LEAK_CASES = [
+    pytest.param(EXAMPLE.replace("${OPENAI_API_KEY}", PLANTED), id="literal-key-warning"),
+    pytest.param(
+        EXAMPLE.replace("${OPENAI_API_KEY}", PLANTED).replace("weight: 2", "weight: 0"),
+        id="error-next-to-a-literal-key",
+    ),
+    pytest.param(EXAMPLE.replace("${GROQ_API_KEY}", f"[{PLANTED}]"), id="key-as-list"),
+    pytest.param(EXAMPLE.replace("${GROQ_API_KEY}", f"{PLANTED}\n    api_kye: x"), id="typo-field"),
+    pytest.param(
+        EXAMPLE.replace("${GROQ_API_KEY}", f"{PLANTED}\n    api_key: {PLANTED}"), id="duplicate"
+    ),
+    pytest.param(EXAMPLE.replace("${GROQ_API_KEY}", f"{PLANTED}${{"), id="malformed-variable"),
+    pytest.param(EXAMPLE.replace("${GROQ_API_KEY}", f"'{PLANTED}"), id="yaml-error-on-key-line"),
+    pytest.param(
+        EXAMPLE.replace("https://api.groq.com/openai/v1", f"ftp://{PLANTED}@x"), id="bad-base"
+    ),
+    pytest.param(EXAMPLE.replace("${GROQ_API_KEY}", f"!!binary {PLANTED}"), id="tagged"),
+    pytest.param(
+        EXAMPLE.replace("  port: 4000", f"  port: 4000\n  client_keys: [{PLANTED}]\n  host: ::"),
+        id="client-key-then-bind",
+    ),
+    pytest.param(
+        EXAMPLE.replace("  port: 4000", f"  port: '${{PORT:-{PLANTED}}}'"), id="default-as-port"
+    ),
+]
+
+
+@pytest.mark.parametrize("text", LEAK_CASES)
+def test_no_error_or_warning_ever_contains_a_key(text: str) -> None:
+    env = {**ENV, "OPENAI_API_KEY_2": PLANTED}
+    try:
+        config = parse(text, env)
+    except ConfigError as exc:
+        messages = [str(exc), repr(exc), str(exc.__cause__ or "")]
+    else:
+        messages = [*config.warnings, format_route_table(config), repr(config)]
+    for message in messages:
+        assert PLANTED not in message
