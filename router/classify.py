@@ -1,0 +1,159 @@
+"""Pure: an upstream outcome -> a `Verdict` (what happened, what it means for routing).
+
+The order of the checks follows provider-signals.md §11.1: the provider's error type or
+code is read before the status, because the same status means different things (an
+empty credit balance is a 429 at OpenAI and a 400 at Anthropic). A failure this module
+does not recognise is UNKNOWN, and UNKNOWN is passed to the client, not failed over.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from router.ratelimit import (
+    exhausted_reset_in,
+    parse_headroom,
+    retry_after_from_headers,
+    retry_after_from_text,
+)
+from router.types import FailureClass as F
+from router.types import Verdict
+
+OK = Verdict(failure=F.OK)
+
+# §2.2: finer quota codes that newer OpenAI bodies carry next to insufficient_quota.
+_QUOTA_CODE_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded", "_exhausted")
+# Not "exceeded your current quota": Gemini's per-minute 429 says that too (§5.1), and
+# OpenAI's quota body already carries insufficient_quota in its type and code.
+_QUOTA_TEXT = ("credit balance is too low", "spend limit")
+# §11.1 step 7: substrings litellm's exception mapping uses for context overflow.
+_CONTEXT_TEXT = (
+    "maximum context length",
+    "prompt is too long",
+    "exceeds the maximum number of tokens allowed",
+    "input tokens exceed the configured limit",
+    "is longer than the model's context length",
+    "exceeds the available context size",
+    "`inputs` tokens + `max_new_tokens` must be",
+)
+_CONTENT_POLICY_CODES = ("content_policy_violation", "content_filter")
+_CONTENT_POLICY_TEXT = ("safety system", "content management policy", "content filtering policy")
+# Azure answers an empty deployment quota with "retry after 86400 seconds" (§3): a wait
+# this long is a quota, not a rate limit.
+QUOTA_RETRY_AFTER = 3600.0
+
+
+def error_fields(body: bytes) -> tuple[str, str, str]:
+    """(type, code, message) from an OpenAI-style error body; empty strings when absent.
+
+    Accepts `{"error": {...}}`, the legacy vLLM flat form and a Vertex `[{...}]` array.
+    """
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", "", body[:500].decode("utf-8", "replace")
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        return "", "", ""
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return "", "", error
+    if not isinstance(error, dict):
+        return "", "", ""
+    kind = error.get("type")
+    code = error.get("code")
+    message = error.get("message")
+    return (
+        kind if isinstance(kind, str) else "",
+        str(code) if code is not None else "",
+        message if isinstance(message, str) else "",
+    )
+
+
+def _is_quota(status: int, kind: str, code: str, text: str) -> bool:
+    if "insufficient_quota" in (kind, code) or kind == "billing_error":
+        return True
+    if code != "rate_limit_exceeded" and code.endswith(_QUOTA_CODE_SUFFIXES):
+        return True
+    # DeepSeek, Mistral and OpenRouter say "out of money" with 402 (§7).
+    return status == 402 or any(needle in text for needle in _QUOTA_TEXT)
+
+
+def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
+    wait = retry_after_from_headers(headers, now_epoch=time.time())
+    if wait is None:
+        wait = retry_after_from_text(message)
+    if wait is None:
+        headroom = parse_headroom(headers)
+        wait = exhausted_reset_in(headroom) if headroom else None
+    return wait
+
+
+def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+    """Classify a complete upstream HTTP answer (headers already lower-cased by aiohttp)."""
+    if 200 <= status < 300:
+        return OK
+    kind, code, message = error_fields(body)
+    text = message.lower()
+    if _is_quota(status, kind, code, text):
+        return Verdict(failure=F.QUOTA, message=message)
+    if status == 401 or code == "invalid_api_key" or "incorrect api key" in text:
+        return Verdict(failure=F.AUTH, message=message)
+    if status == 403:
+        return Verdict(failure=F.AUTH, message=message)
+    if status == 429 or code == "429" or code == "rate_limit_exceeded":
+        if "request too large" in text:
+            # §2.2: this one request can never fit this key's TPM; a smaller one would.
+            return Verdict(failure=F.EXCEEDS_TPM, message=message)
+        wait = _rate_limit_wait(headers, message)
+        if wait is not None and wait >= QUOTA_RETRY_AFTER:
+            return Verdict(failure=F.QUOTA, retry_after=wait, message=message)
+        return Verdict(failure=F.RATE_LIMITED, retry_after=wait, message=message)
+    if status == 529 or kind == "overloaded_error" or "overloaded" in text:
+        # Capacity is short for every caller, not this key (§4.1, §11.2).
+        return Verdict(
+            failure=F.OVERLOADED,
+            retry_after=retry_after_from_headers(headers, now_epoch=time.time()),
+            message=message,
+        )
+    if code == "context_length_exceeded" or any(needle in text for needle in _CONTEXT_TEXT):
+        return Verdict(failure=F.CONTEXT_TOO_LONG, message=message)
+    if code in _CONTENT_POLICY_CODES or any(needle in text for needle in _CONTENT_POLICY_TEXT):
+        return Verdict(failure=F.CONTENT_POLICY, message=message)
+    if status == 404 or code == "model_not_found":
+        return Verdict(failure=F.MODEL_NOT_FOUND, message=message)
+    if status in (408, 504):
+        return Verdict(failure=F.TIMEOUT, message=message)
+    if status >= 500 or status == 409:
+        # 409 is a transient lock conflict the SDKs retry (§11.1 step 12).
+        return Verdict(failure=F.SERVER_ERROR, message=message)
+    if 400 <= status < 500:
+        return Verdict(failure=F.BAD_REQUEST, message=message)
+    return Verdict(failure=F.UNKNOWN, message=message)
+
+
+def classify_stream_error(payload: bytes) -> Verdict:
+    """An error event inside a 200 stream: `data: {"error": {...}}` (§9.1)."""
+    kind, code, message = error_fields(payload)
+    # The HTTP status is already 200, so read the type; default to a server error.
+    status = 429 if code in ("rate_limit_exceeded", "429") else 500
+    if kind == "invalid_request_error":
+        status = 400
+    return (
+        classify_response(status, {}, payload)
+        if (kind or code or message)
+        else Verdict(failure=F.SERVER_ERROR)
+    )
+
+
+def classify_exception(exc: UpstreamError) -> Verdict:
+    if isinstance(exc, UpstreamTimeout):
+        return Verdict(failure=F.TIMEOUT, message=exc.message)
+    if isinstance(exc, UpstreamConnectionError):
+        return Verdict(failure=F.CONNECTION, message=exc.message)
+    return Verdict(failure=F.SERVER_ERROR, message=exc.message)

@@ -1,0 +1,152 @@
+"""Pure route choice: `plan(model, snapshot, rng)` -> the routes to try, in order.
+
+It never awaits, reads a clock or mutates anything: the health snapshot carries
+relative times, and the RNG is passed in, so a table of snapshots tests it.
+
+Order: the best priority tier first (lower number = preferred), then the next tier.
+Inside a tier, a weighted random order without replacement (Efraimidis & Spirakis,
+"Weighted random sampling with a reservoir", 2006: sort by u ** (1 / w)), where w is
+the configured weight scaled by health: rate-limit headroom left, requests in flight,
+recent errors and latency relative to the tier's fastest route.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from router.types import Headroom, ModelSpec, Route
+
+LIMITED_REASONS = frozenset({"cooldown", "headroom"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHealth:
+    """What the policy knows about one route, relative to the moment of the snapshot."""
+
+    blocked_for: float = 0.0  # seconds until a block (cooldown, open circuit, ...) lifts
+    block_reason: str = ""  # cooldown | circuit_open | quota | auth | misconfigured
+    half_open: bool = False  # circuit was open and may take one probe now
+    streak: int = 0  # consecutive failures plus hintless 429s, cleared by a success
+    headroom: Headroom | None = None
+    headroom_age: float = 0.0
+    in_flight: int = 0
+    error_rate: float = 0.0  # decaying average of failures, 0..1
+    latency: float | None = None  # decaying average seconds to a response head
+
+
+HEALTHY = RouteHealth()
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    route: Route
+    reason: str  # cooldown | headroom | circuit_open | probing | quota | auth | misconfigured
+    recovers_in: float | None  # seconds; None when nothing says
+
+    @property
+    def limited(self) -> bool:
+        """Rate limits lift by themselves; the other reasons mean the route is down."""
+        return self.reason in LIMITED_REASONS
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    routes: tuple[Route, ...]
+    unavailable: tuple[Unavailable, ...]
+
+
+def plan(
+    model: ModelSpec,
+    snapshot: Mapping[str, RouteHealth],
+    rng: random.Random,
+    *,
+    need_tokens: int = 0,
+    exclude: Collection[str] = (),
+) -> Plan:
+    tiers: dict[int, list[tuple[Route, RouteHealth]]] = {}
+    unavailable: list[Unavailable] = []
+    for route in model.routes:
+        if route.id in exclude:
+            continue
+        health = snapshot.get(route.id, HEALTHY)
+        blocked = unavailability(route, health, need_tokens)
+        if blocked is not None:
+            unavailable.append(blocked)
+        else:
+            tiers.setdefault(route.priority, []).append((route, health))
+    ordered: list[Route] = []
+    for priority in sorted(tiers):
+        ordered.extend(_weighted_order(tiers[priority], rng))
+    return Plan(routes=tuple(ordered), unavailable=tuple(unavailable))
+
+
+def unavailability(route: Route, health: RouteHealth, need_tokens: int) -> Unavailable | None:
+    if health.blocked_for > 0:
+        return Unavailable(route, health.block_reason or "cooldown", health.blocked_for)
+    if health.half_open and health.in_flight > 0:
+        # One probe at a time while a circuit is half-open.
+        return Unavailable(route, "probing", None)
+    wait = _headroom_wait(health, need_tokens)
+    if wait is not None:
+        return Unavailable(route, "headroom", wait)
+    return None
+
+
+def _headroom_wait(health: RouteHealth, need_tokens: int) -> float | None:
+    """Seconds until the provider said a spent bucket refills; None when there is room.
+
+    The provider's reset is when the bucket is full again, so skipping until then is the
+    conservative reading (provider-signals.md §2.1, §11.4).
+    """
+    room = health.headroom
+    if room is None:
+        return None
+    waits = []
+    if room.remaining_requests == 0 and room.requests_reset_in is not None:
+        waits.append(room.requests_reset_in - health.headroom_age)
+    if (
+        room.remaining_tokens is not None
+        and room.remaining_tokens < max(need_tokens, 1)
+        and room.tokens_reset_in is not None
+    ):
+        waits.append(room.tokens_reset_in - health.headroom_age)
+    wait = max(waits, default=0.0)
+    return wait if wait > 0 else None
+
+
+def health_weight(route: Route, health: RouteHealth, fastest: float | None) -> float:
+    weight = route.weight
+    room = health.headroom
+    if room is not None:
+        fractions = [
+            remaining / limit
+            for remaining, limit in (
+                (room.remaining_requests, room.limit_requests),
+                (room.remaining_tokens, room.limit_tokens),
+            )
+            if remaining is not None and limit
+        ]
+        if fractions:
+            weight *= 0.2 + 0.8 * min(1.0, min(fractions))
+    weight *= 1.0 - 0.8 * min(1.0, health.error_rate)
+    weight /= 1 + health.in_flight
+    if fastest is not None and health.latency:
+        weight *= min(1.0, max(0.25, fastest / health.latency))
+    if health.half_open:
+        weight *= 0.1
+    return max(weight, 1e-9)
+
+
+def _weighted_order(candidates: list[tuple[Route, RouteHealth]], rng: random.Random) -> list[Route]:
+    if len(candidates) == 1:
+        return [candidates[0][0]]
+    latencies = [health.latency for _, health in candidates if health.latency]
+    fastest = min(latencies) if latencies else None
+    keyed = [
+        (rng.random() ** (1.0 / health_weight(route, health, fastest)), index, route)
+        for index, (route, health) in enumerate(candidates)
+    ]
+    keyed.sort(reverse=True)
+    return [route for _, _, route in keyed]

@@ -1,0 +1,214 @@
+"""The classifier, case by case, with bodies from provider-signals.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router.classify import classify_response, classify_stream_error, error_fields
+from router.ratelimit import parse_duration, parse_headroom, retry_after_from_text
+from router.types import FailureClass as F
+
+
+def openai_error(message: str, kind: str | None, code: str | None) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    ).encode()
+
+
+RATE_LIMIT = openai_error(
+    "Rate limit reached for gpt-4o-mini in project proj_x organization org-x on tokens per min "
+    "(TPM): Limit 50000, Used 47949, Requested 3006. Please try again in 1.146s. Visit "
+    "https://platform.openai.com/account/rate-limits to learn more.",
+    "tokens",
+    "rate_limit_exceeded",
+)
+QUOTA = openai_error(
+    "You exceeded your current quota, please check your plan and billing details.",
+    "insufficient_quota",
+    "insufficient_quota",
+)
+TOO_LARGE = openai_error(
+    "Request too large for gpt-4o in organization org-xxx on tokens per min (TPM): Limit 30000, "
+    "Requested 34307.",
+    "tokens",
+    "rate_limit_exceeded",
+)
+AZURE_429 = json.dumps(
+    {
+        "error": {
+            "code": "429",
+            "message": "Requests to the ChatCompletions_Create Operation under Azure OpenAI API "
+            "version 2024-02-15-preview have exceeded token rate limit of your current OpenAI S0 "
+            "pricing tier. Please retry after 6 seconds.",
+        }
+    }
+).encode()
+AZURE_QUOTA = AZURE_429.replace(b"6 seconds", b"86400 seconds")
+ANTHROPIC_CREDIT = json.dumps(
+    {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "Your credit balance is too low to access the Anthropic API.",
+        },
+    }
+).encode()
+GEMINI_PER_MINUTE = json.dumps(
+    {
+        "error": {
+            "code": 429,
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details. Please retry in 58.934310785s.",
+            "status": "RESOURCE_EXHAUSTED",
+        }
+    }
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "failure", "retry_after"),
+    [
+        pytest.param(200, {}, b"{}", F.OK, None, id="ok"),
+        pytest.param(429, {}, RATE_LIMIT, F.RATE_LIMITED, 1.146, id="openai-429-wait-in-text"),
+        pytest.param(
+            429, {"retry-after-ms": "2500", "retry-after": "9"}, RATE_LIMIT, F.RATE_LIMITED, 2.5,
+            id="retry-after-ms-wins",
+        ),
+        pytest.param(429, {"retry-after": "7"}, b"{}", F.RATE_LIMITED, 7.0, id="retry-after"),
+        pytest.param(
+            429,
+            {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"},
+            openai_error("Rate limit reached", "requests", "rate_limit_exceeded"),
+            F.RATE_LIMITED,
+            360.0,
+            id="reset-header-of-exhausted-dimension",
+        ),
+        pytest.param(429, {}, b"", F.RATE_LIMITED, None, id="429-without-any-hint"),
+        pytest.param(429, {}, QUOTA, F.QUOTA, None, id="openai-insufficient-quota"),
+        pytest.param(
+            429,
+            {},
+            openai_error("limit", "insufficient_quota", "project_spend_limit_exceeded"),
+            F.QUOTA,
+            None,
+            id="openai-spend-limit-code",
+        ),
+        pytest.param(429, {}, TOO_LARGE, F.EXCEEDS_TPM, None, id="request-too-large-for-tpm"),
+        pytest.param(429, {}, AZURE_429, F.RATE_LIMITED, 6.0, id="azure-429-string-code"),
+        pytest.param(429, {}, AZURE_QUOTA, F.QUOTA, 86400.0, id="azure-86400s-is-quota"),
+        pytest.param(429, {}, GEMINI_PER_MINUTE, F.RATE_LIMITED, 58.934310785, id="gemini-minute"),
+        pytest.param(400, {}, ANTHROPIC_CREDIT, F.QUOTA, None, id="anthropic-credit-400"),
+        pytest.param(402, {}, b'{"error":"Insufficient Balance"}', F.QUOTA, None, id="402"),
+        pytest.param(
+            401,
+            {},
+            openai_error("Incorrect API key provided: sk-...abcd.", "invalid_request_error",
+                         "invalid_api_key"),
+            F.AUTH,
+            None,
+            id="openai-401",
+        ),
+        pytest.param(403, {}, b"{}", F.AUTH, None, id="403"),
+        pytest.param(529, {}, b"{}", F.OVERLOADED, None, id="anthropic-529"),
+        pytest.param(
+            503, {}, openai_error("The engine is currently overloaded", "server_error", None),
+            F.OVERLOADED, None, id="openai-503-overloaded",
+        ),
+        pytest.param(
+            400,
+            {},
+            openai_error("This model's maximum context length is 8192 tokens.",
+                         "invalid_request_error", "context_length_exceeded"),
+            F.CONTEXT_TOO_LONG,
+            None,
+            id="context-length",
+        ),
+        pytest.param(
+            400, {}, openai_error("x", "invalid_request_error", "content_policy_violation"),
+            F.CONTENT_POLICY, None, id="content-policy",
+        ),
+        pytest.param(
+            404, {}, openai_error("no", "invalid_request_error", "model_not_found"),
+            F.MODEL_NOT_FOUND, None, id="model-not-found",
+        ),
+        pytest.param(500, {}, b"<html>oops</html>", F.SERVER_ERROR, None, id="500-html"),
+        pytest.param(502, {}, b"", F.SERVER_ERROR, None, id="502-empty"),
+        pytest.param(504, {}, b"", F.TIMEOUT, None, id="504"),
+        pytest.param(
+            400, {}, openai_error("bad temperature", "invalid_request_error", None),
+            F.BAD_REQUEST, None, id="plain-400-is-the-callers",
+        ),
+        pytest.param(422, {}, b"{}", F.BAD_REQUEST, None, id="422"),
+        pytest.param(302, {}, b"", F.UNKNOWN, None, id="redirect-is-unknown"),
+    ],
+)
+def test_classify_response_maps_provider_signals(status, headers, body, failure, retry_after):
+    verdict = classify_response(status, headers, body)
+    assert verdict.failure is failure
+    if retry_after is None:
+        assert verdict.retry_after is None
+    else:
+        assert verdict.retry_after == pytest.approx(retry_after)
+
+
+def test_stream_error_event_is_classified_by_its_type():
+    rate = classify_stream_error(b'{"error":{"message":"slow down","code":"rate_limit_exceeded"}}')
+    assert rate.failure is F.RATE_LIMITED
+    server = classify_stream_error(b'{"error":{"message":"boom","type":"server_error"}}')
+    assert server.failure is F.SERVER_ERROR
+    overloaded = classify_stream_error(b'{"error":{"type":"overloaded_error","message":"O"}}')
+    assert overloaded.failure is F.OVERLOADED
+
+
+def test_error_fields_accepts_flat_and_array_bodies():
+    assert error_fields(b'{"object":"error","message":"m","type":"t","code":400}') == (
+        "t", "400", "m")
+    assert error_fields(b'[{"error":{"code":429,"message":"m","status":"R"}}]') == ("", "429", "m")
+    assert error_fields(b"not json")[2] == "not json"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("12ms", 0.012),
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("2m59.56s", 179.56),
+        ("1h2m3s", 3723.0),
+        ("0.5", 0.5),
+        ("soon", None),
+        ("", None),
+        ("5s junk", None),
+    ],
+)
+def test_parse_duration_reads_go_durations(text, seconds):
+    if seconds is None:
+        assert parse_duration(text) is None
+    else:
+        assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_retry_after_from_text_reads_ms_and_seconds():
+    assert retry_after_from_text("Please try again in 84ms.") == pytest.approx(0.084)
+    assert retry_after_from_text("Please retry after 6 seconds.") == 6.0
+    assert retry_after_from_text("nothing here") is None
+
+
+def test_parse_headroom_treats_negative_values_as_unknown():
+    room = parse_headroom(
+        {
+            "x-ratelimit-limit-requests": "5000",
+            "x-ratelimit-remaining-requests": "4999",
+            "x-ratelimit-reset-requests": "12ms",
+            "x-ratelimit-limit-tokens": "-1",
+            "x-ratelimit-remaining-tokens": "-1",
+            "x-ratelimit-reset-tokens": "0",
+        }
+    )
+    assert room is not None
+    assert room.remaining_requests == 4999 and room.limit_requests == 5000
+    assert room.requests_reset_in == pytest.approx(0.012)
+    assert room.remaining_tokens is None and room.limit_tokens is None
+    assert parse_headroom({"content-type": "application/json"}) is None

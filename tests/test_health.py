@@ -1,0 +1,129 @@
+"""HealthTracker over the in-memory store, with time moved by hand."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from router.health import HealthTracker
+from router.policy import HEALTHY
+from router.state.memory import MemoryStore
+from router.types import FailoverSettings, Headroom, Key, Route, Verdict
+from router.types import FailureClass as F
+from tests.clock import FakeClock
+
+SETTINGS = FailoverSettings(
+    cooldown_initial=2, cooldown_max=60, breaker_failures=3, breaker_open=10, key_disable=3600
+)
+KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1:1/v1", api_key="sk-x")
+R1 = Route(key=KEY, model="m1")
+R2 = Route(key=KEY, model="m2")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def tracker(clock: FakeClock) -> HealthTracker:
+    return HealthTracker(MemoryStore(clock), SETTINGS, clock)
+
+
+async def record(tracker: HealthTracker, route: Route, failure: F, **kwargs) -> None:
+    prior = (await tracker.snapshot([route]))[route.id]
+    await tracker.record(route, Verdict(failure=failure, **kwargs), prior=prior, seconds=0.1)
+
+
+async def health(tracker: HealthTracker, route: Route):
+    return (await tracker.snapshot([route]))[route.id]
+
+
+async def test_rate_limit_cools_the_route_down_for_the_hinted_time(tracker, clock):
+    await record(tracker, R1, F.RATE_LIMITED, retry_after=7)
+    assert (await health(tracker, R1)).blocked_for == pytest.approx(7)
+    assert (await health(tracker, R2)).blocked_for == 0  # other models of the key unaffected
+    clock.advance(7.01)
+    assert (await health(tracker, R1)).blocked_for == 0
+
+
+async def test_rate_limit_without_hint_backs_off_exponentially(tracker, clock):
+    waits = []
+    for _ in range(4):
+        await record(tracker, R1, F.RATE_LIMITED)
+        waits.append((await health(tracker, R1)).blocked_for)
+        clock.advance(waits[-1] + 0.01)
+    assert waits == pytest.approx([2, 4, 8, 16])
+    await record(tracker, R1, F.OK)
+    await record(tracker, R1, F.RATE_LIMITED)
+    assert (await health(tracker, R1)).blocked_for == pytest.approx(2)  # streak was reset
+
+
+@pytest.mark.parametrize("failure", [F.QUOTA, F.AUTH])
+async def test_quota_and_auth_take_every_route_of_the_key_out_once(tracker, failure):
+    with capture_logs() as logs:
+        await record(tracker, R1, failure, message="no money")
+        await record(tracker, R1, failure, message="no money")
+    for route in (R1, R2):
+        state = await health(tracker, route)
+        assert state.blocked_for == pytest.approx(3600) and state.block_reason == failure.value
+    warnings = [e for e in logs if e["event"] == "key_disabled"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert warnings[0]["key"] == "k"
+
+
+async def test_repeated_failures_open_the_circuit_then_one_probe_decides(tracker, clock):
+    with capture_logs() as logs:
+        for _ in range(3):
+            await record(tracker, R1, F.SERVER_ERROR)
+    state = await health(tracker, R1)
+    assert state.block_reason == "circuit_open" and state.blocked_for == pytest.approx(10)
+    assert [e["event"] for e in logs].count("circuit_opened") == 1
+
+    clock.advance(10.01)
+    assert (await health(tracker, R1)).half_open
+    await record(tracker, R1, F.TIMEOUT)  # the probe fails: open again, for twice as long
+    assert (await health(tracker, R1)).blocked_for == pytest.approx(20)
+
+    clock.advance(20.01)
+    with capture_logs() as logs:
+        await record(tracker, R1, F.OK)  # the probe succeeds: closed
+    state = await health(tracker, R1)
+    assert not state.half_open and state.blocked_for == 0 and state.streak == 0
+    assert [e["event"] for e in logs] == ["circuit_closed"]
+
+
+async def test_failures_below_the_threshold_keep_the_circuit_closed(tracker):
+    await record(tracker, R1, F.CONNECTION)
+    await record(tracker, R1, F.SERVER_ERROR)
+    state = await health(tracker, R1)
+    assert state.blocked_for == 0 and not state.half_open and state.streak == 2
+    assert state.error_rate > 0
+
+
+@pytest.mark.parametrize(
+    "failure", [F.BAD_REQUEST, F.CONTEXT_TOO_LONG, F.CONTENT_POLICY, F.EXCEEDS_TPM, F.UNKNOWN]
+)
+async def test_the_requests_own_faults_leave_the_route_healthy(tracker, failure):
+    await record(tracker, R1, failure)
+    state = await health(tracker, R1)
+    assert state.blocked_for == 0 and state.streak == 0 and state.error_rate == 0
+
+
+async def test_headroom_is_kept_until_its_reset(tracker, clock):
+    room = Headroom(remaining_requests=0, limit_requests=3, requests_reset_in=20)
+    await tracker.record(R1, Verdict(failure=F.OK), prior=HEALTHY, seconds=0.1, headroom=room)
+    state = await health(tracker, R1)
+    assert state.headroom == room
+    clock.advance(5)
+    assert (await health(tracker, R1)).headroom_age == pytest.approx(5)
+    clock.advance(16.5)
+    assert (await health(tracker, R1)).headroom is None
+
+
+async def test_in_flight_counts_are_local(tracker):
+    tracker.begin(R1)
+    tracker.begin(R1)
+    assert (await health(tracker, R1)).in_flight == 2
+    tracker.end(R1)
+    assert (await health(tracker, R1)).in_flight == 1
