@@ -73,7 +73,11 @@ GEMINI_PER_MINUTE = json.dumps(
         pytest.param(200, {}, b"{}", F.OK, None, id="ok"),
         pytest.param(429, {}, RATE_LIMIT, F.RATE_LIMITED, 1.146, id="openai-429-wait-in-text"),
         pytest.param(
-            429, {"retry-after-ms": "2500", "retry-after": "9"}, RATE_LIMIT, F.RATE_LIMITED, 2.5,
+            429,
+            {"retry-after-ms": "2500", "retry-after": "9"},
+            RATE_LIMIT,
+            F.RATE_LIMITED,
+            2.5,
             id="retry-after-ms-wins",
         ),
         pytest.param(429, {"retry-after": "7"}, b"{}", F.RATE_LIMITED, 7.0, id="retry-after"),
@@ -104,8 +108,11 @@ GEMINI_PER_MINUTE = json.dumps(
         pytest.param(
             401,
             {},
-            openai_error("Incorrect API key provided: sk-...abcd.", "invalid_request_error",
-                         "invalid_api_key"),
+            openai_error(
+                "Incorrect API key provided: sk-...abcd.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
             F.AUTH,
             None,
             id="openai-401",
@@ -113,32 +120,51 @@ GEMINI_PER_MINUTE = json.dumps(
         pytest.param(403, {}, b"{}", F.AUTH, None, id="403"),
         pytest.param(529, {}, b"{}", F.OVERLOADED, None, id="anthropic-529"),
         pytest.param(
-            503, {}, openai_error("The engine is currently overloaded", "server_error", None),
-            F.OVERLOADED, None, id="openai-503-overloaded",
+            503,
+            {},
+            openai_error("The engine is currently overloaded", "server_error", None),
+            F.OVERLOADED,
+            None,
+            id="openai-503-overloaded",
         ),
         pytest.param(
             400,
             {},
-            openai_error("This model's maximum context length is 8192 tokens.",
-                         "invalid_request_error", "context_length_exceeded"),
+            openai_error(
+                "This model's maximum context length is 8192 tokens.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
             F.CONTEXT_TOO_LONG,
             None,
             id="context-length",
         ),
         pytest.param(
-            400, {}, openai_error("x", "invalid_request_error", "content_policy_violation"),
-            F.CONTENT_POLICY, None, id="content-policy",
+            400,
+            {},
+            openai_error("x", "invalid_request_error", "content_policy_violation"),
+            F.CONTENT_POLICY,
+            None,
+            id="content-policy",
         ),
         pytest.param(
-            404, {}, openai_error("no", "invalid_request_error", "model_not_found"),
-            F.MODEL_NOT_FOUND, None, id="model-not-found",
+            404,
+            {},
+            openai_error("no", "invalid_request_error", "model_not_found"),
+            F.MODEL_NOT_FOUND,
+            None,
+            id="model-not-found",
         ),
         pytest.param(500, {}, b"<html>oops</html>", F.SERVER_ERROR, None, id="500-html"),
         pytest.param(502, {}, b"", F.SERVER_ERROR, None, id="502-empty"),
         pytest.param(504, {}, b"", F.TIMEOUT, None, id="504"),
         pytest.param(
-            400, {}, openai_error("bad temperature", "invalid_request_error", None),
-            F.BAD_REQUEST, None, id="plain-400-is-the-callers",
+            400,
+            {},
+            openai_error("bad temperature", "invalid_request_error", None),
+            F.BAD_REQUEST,
+            None,
+            id="plain-400-is-the-callers",
         ),
         pytest.param(422, {}, b"{}", F.BAD_REQUEST, None, id="422"),
         pytest.param(302, {}, b"", F.UNKNOWN, None, id="redirect-is-unknown"),
@@ -164,7 +190,10 @@ def test_stream_error_event_is_classified_by_its_type():
 
 def test_error_fields_accepts_flat_and_array_bodies():
     assert error_fields(b'{"object":"error","message":"m","type":"t","code":400}') == (
-        "t", "400", "m")
+        "t",
+        "400",
+        "m",
+    )
     assert error_fields(b'[{"error":{"code":429,"message":"m","status":"R"}}]') == ("", "429", "m")
     assert error_fields(b"not json")[2] == "not json"
 

@@ -40,18 +40,31 @@ def test_weight_spreads_load_inside_a_tier():
 @pytest.mark.parametrize(
     ("health", "reason", "limited"),
     [
-        pytest.param(RouteHealth(blocked_for=3, block_reason="cooldown"), "cooldown", True,
-                     id="cooling-down"),
-        pytest.param(RouteHealth(blocked_for=30, block_reason="circuit_open"), "circuit_open",
-                     False, id="circuit-open"),
-        pytest.param(RouteHealth(blocked_for=3600, block_reason="quota"), "quota", False,
-                     id="key-disabled"),
-        pytest.param(RouteHealth(half_open=True, in_flight=1), "probing", False,
-                     id="half-open-probe-in-flight"),
         pytest.param(
-            RouteHealth(headroom=Headroom(remaining_requests=0, requests_reset_in=10),
-                        headroom_age=4),
-            "headroom", True, id="no-requests-left-until-reset",
+            RouteHealth(blocked_for=3, block_reason="cooldown"), "cooldown", True, id="cooling-down"
+        ),
+        pytest.param(
+            RouteHealth(blocked_for=30, block_reason="circuit_open"),
+            "circuit_open",
+            False,
+            id="circuit-open",
+        ),
+        pytest.param(
+            RouteHealth(blocked_for=3600, block_reason="quota"), "quota", False, id="key-disabled"
+        ),
+        pytest.param(
+            RouteHealth(half_open=True, in_flight=1),
+            "probing",
+            False,
+            id="half-open-probe-in-flight",
+        ),
+        pytest.param(
+            RouteHealth(
+                headroom=Headroom(remaining_requests=0, requests_reset_in=10), headroom_age=4
+            ),
+            "headroom",
+            True,
+            id="no-requests-left-until-reset",
         ),
     ],
 )
@@ -63,8 +76,9 @@ def test_unavailable_routes_are_skipped_with_their_reason(health, reason, limite
 
 
 def test_a_spent_bucket_is_tried_again_once_its_reset_has_passed():
-    spent = RouteHealth(headroom=Headroom(remaining_requests=0, requests_reset_in=10),
-                        headroom_age=10.5)
+    spent = RouteHealth(
+        headroom=Headroom(remaining_requests=0, requests_reset_in=10), headroom_age=10.5
+    )
     assert A in plan(MODEL, {A.id: spent}, random.Random(1)).routes
 
 

@@ -1,0 +1,43 @@
+"""What handlers share: the app's state and the per-request trace the log line is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from router.failover import Answer, Failover, Streamed
+from router.health import HealthTracker
+from router.types import Attempt, Config
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    config: Config
+    health: HealthTracker
+    failover: Failover
+
+
+APP_STATE = web.AppKey("router_state", RouterState)
+REQUEST_TRACE = web.RequestKey("router_trace", "RequestTrace")
+
+
+@dataclass(slots=True)
+class RequestTrace:
+    """Filled in as the request moves along; logged once at the end."""
+
+    request_id: str
+    started: float
+    model: str | None = None
+    route: str | None = None
+    served_by: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    stream_outcome: str | None = None
+
+    def served(self, result: Answer | Streamed) -> None:
+        self.route = result.route.id
+        self.served_by = result.served_by
+        self.attempts = result.attempts
+        if isinstance(result, Streamed):
+            end = result.end
+            self.stream_outcome = "client_gone" if end.client_gone else end.verdict.failure.value

@@ -1,0 +1,130 @@
+"""The aiohttp application and the serve loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from aiohttp import web
+
+from router.errors import ConfigError
+from router.failover import Failover
+from router.handlers import ops
+from router.handlers.context import APP_STATE, RouterState
+from router.handlers.middleware import client_auth, request_context
+from router.handlers.openai import chat_completions, list_models
+from router.health import HealthTracker
+from router.state.base import StateStore
+from router.state.memory import MemoryStore
+from router.types import Config
+from router.upstream import Upstream, new_session
+
+log = structlog.get_logger("router.server")
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    store: StateStore | None = None,
+) -> web.Application:
+    """The router as an aiohttp app; `clock`, `rng` and `store` are injectable for tests."""
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[request_context, client_auth(config.server.client_keys)],
+    )
+    state_store: StateStore = store if store is not None else MemoryStore(clock)
+    health = HealthTracker(state_store, config.failover, clock)
+
+    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+        session = new_session()
+        upstream = Upstream(session, config.timeouts)
+        failover = Failover(
+            config, health, upstream, rng=rng if rng is not None else random.Random(), clock=clock
+        )
+        app[APP_STATE] = RouterState(config=config, health=health, failover=failover)
+        yield
+        await session.close()
+        await state_store.close()
+
+    app.cleanup_ctx.append(upstream_session)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: Config, host: str) -> None:
+    """Refuse an open router on a non-loopback address (a `--host` flag may override it)."""
+    server = config.server
+    if not is_loopback(host) and not server.client_keys and not server.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to listen on {host} without client auth: set server.client_keys, "
+            "or server.allow_unauthenticated: true if something else guards this port"
+        )
+
+
+async def start(config: Config, host: str, port: int, **app_args: object) -> web.AppRunner:
+    check_bind(config, host)
+    # handler_cancellation: a client that hangs up cancels its handler, and with it
+    # the upstream request, instead of letting a provider bill a generation nobody reads.
+    runner = web.AppRunner(
+        create_app(config, **app_args),  # type: ignore[arg-type]
+        handler_cancellation=True,
+        access_log=None,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("the router is not listening")
+
+
+async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then finish in-flight requests and stop."""
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    runner = await start(config, host, port)
+    log.info(
+        "listening",
+        url=f"http://{host}:{bound_port(runner)}/v1",
+        models=list(config.models),
+        routes=len(config.all_routes()),
+        client_auth=bool(config.server.client_keys),
+    )
+    try:
+        await wait_for_signal()
+    finally:
+        log.info("stopping")
+        await runner.cleanup()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,182 @@
+"""Bad input gets a clear OpenAI-style error and never hurts another request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import openai
+import pytest
+
+from router.config import parse_config
+from router.errors import ConfigError
+from router.logs import REDACTED, Redactor
+from router.server import check_bind
+from router.sim import Fault
+from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+
+GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post(url: str, data: bytes, path: str = "/v1/chat/completions", **kwargs):
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + path, data=data, **kwargs) as response,
+    ):
+        return response.status, response.headers, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        pytest.param(b'{"model": "gpt-4o", "messages": [', 400, "invalid_json", id="truncated"),
+        pytest.param(b"\xff\xfe not utf-8", 400, "invalid_json", id="not-utf8"),
+        pytest.param(b"", 400, "invalid_json", id="empty"),
+        pytest.param(b'["model", "gpt-4o"]', 400, "invalid_body", id="array"),
+        pytest.param(b'"gpt-4o"', 400, "invalid_body", id="string"),
+        pytest.param(b'{"messages": []}', 400, "missing_model", id="no-model"),
+        pytest.param(b'{"model": 42, "messages": []}', 400, "missing_model", id="model-not-str"),
+        pytest.param(
+            b'{"model": "random-123", "messages": []}', 404, "model_not_found", id="unknown-model"
+        ),
+    ],
+)
+async def test_bad_body_gets_an_openai_style_error(stack, body, status, code):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    got_status, headers, payload = await post(url, body)
+    assert got_status == status
+    assert payload["error"]["code"] == code
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert payload["error"]["message"]
+    assert headers["x-should-retry"] == "false"
+    assert "x-request-id" in headers
+    assert sum(s.requests for s in sim.stats.values()) == 0
+
+
+async def test_unknown_model_is_a_not_found_error_for_the_sdk(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client(url).chat.completions.create(model="gpt-5-nope", messages=GOOD["messages"])
+    assert "gpt-5-nope" in caught.value.message and "gpt-4o" in caught.value.message
+
+
+async def test_oversized_body_is_refused_with_413(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url, extra="server: {max_body_bytes: 2000}"))
+    big = json.dumps({**GOOD, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+    status, _, payload = await post(url, big)
+    assert status == 413
+    assert payload["error"]["code"] == "request_too_large"
+    assert (await post(url, json.dumps(GOOD).encode()))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/nothing-here", 404), ("GET", "/v1/chat/completions", 405)],
+)
+async def test_unknown_paths_and_methods_get_json_errors(stack, method, path, status):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path) as response,
+    ):
+        assert response.status == status
+        assert (await response.json())["error"]["message"]
+
+
+async def test_bad_requests_do_not_disturb_good_ones_running_beside_them(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    bad_bodies = [b"{", b"[]", b'{"model": null}', b'{"model": "x"}', b"\x00" * 100] * 10
+    good = json.dumps(GOOD).encode()
+    results = await asyncio.gather(
+        *(post(url, body) for body in bad_bodies), *(post(url, good) for _ in range(50))
+    )
+    assert [status for status, _, _ in results[len(bad_bodies) :]] == [200] * 50
+    assert all(400 <= status < 500 for status, _, _ in results[: len(bad_bodies)])
+
+
+async def test_client_keys_are_required_when_configured(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    config = two_keys_config(sim_url, extra='server:\n  client_keys: ["${ROUTER_KEY}"]')
+    url = await stack.router(config, environ={"ROUTER_KEY": "router-secret-123"})
+    messages = GOOD["messages"]
+    with pytest.raises(openai.AuthenticationError):
+        await client(url).chat.completions.create(model="gpt-4o", messages=messages)
+    good = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="router-secret-123", max_retries=0)
+    assert (await good.chat.completions.create(model="gpt-4o", messages=messages)).choices
+    status, _, _ = await post(
+        url, json.dumps(GOOD).encode(), headers={"x-api-key": "router-secret-123"}
+    )
+    assert status == 200
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/healthz") as response,
+    ):  # probes need no key
+        assert response.status == 200
+
+
+def test_an_open_router_refuses_a_non_loopback_address():
+    config = parse_config(
+        "keys: {a: {provider: openai, api_key: sk-x-000000000000}}\n"
+        "models: {m: {routes: [{key: a, model: m}]}}\n",
+        source="routes.yaml",
+        environ={},
+    )
+    check_bind(config, "127.0.0.1")
+    with pytest.raises(ConfigError, match="client_keys"):
+        check_bind(config, "0.0.0.0")
+
+
+async def test_models_health_and_readiness(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A)
+    config = f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
+models:
+  gpt-4o: {{routes: [{{key: a, model: gpt-4o}}]}}
+  cheap: {{routes: [{{key: a, model: gpt-4o-mini}}]}}
+"""
+    url = await stack.router(config, clock=clock)
+    models = await client(url).models.list()
+    assert [m.id for m in models.data] == ["gpt-4o", "cheap"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/readyz") as response,
+    ):
+        assert response.status == 200
+        sim.inject("a", Fault.auth())  # the only key is revoked: nothing can serve now
+        with pytest.raises(openai.APIStatusError):
+            await client(url).chat.completions.create(model="gpt-4o", messages=GOOD["messages"])
+        async with session.get(f"{url}/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["routes_available"] == 0
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200
+
+
+def test_redactor_removes_keys_from_strings_nested_values_and_urls():
+    redact = Redactor(["my-literal-secret-key"])
+    event = {
+        "event": "x",
+        "header": "Authorization: Bearer abcdefghijklmnop",
+        "nested": {"list": ["sk-proj-ABCDEFGHIJKLMNOPQRSTUV", ("my-literal-secret-key",)]},
+        "url": "https://h/v1?key=AIzaSyA1234567890abcdefghijklmnopqrstu",
+        "ant": "x-api-key: sk-ant-api03-abcdefghijklmnop",
+        "n": 3,
+    }
+    scrubbed = redact(None, "info", dict(event))
+    text = json.dumps(scrubbed)
+    for secret in (
+        "abcdefghijklmnop",
+        "ABCDEFGHIJKLMNOP",
+        "my-literal-secret-key",
+        "AIzaSyA1234567890",
+        "sk-ant-api03",
+    ):
+        assert secret not in text
+    assert scrubbed["n"] == 3 and REDACTED in scrubbed["header"]

@@ -1,0 +1,133 @@
+"""The command line: check, serve (as a real process) and demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import SIM_A, client
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {
+    **os.environ,
+    "OPENAI_API_KEY": "sk-test-aaaaaaaaaaaaaaaa1234",
+    "OPENAI_API_KEY_2": "sk-test-bbbbbbbbbbbbbbbbb5678",
+}
+ENV.pop("GROQ_API_KEY", None)
+
+
+async def run(*args: str, env: dict[str, str] | None = None, seconds: float = 30):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env or ENV,
+        cwd=REPO,
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_check_prints_the_route_table_with_keys_masked():
+    code, out, _ = await run("check", "routes.yaml")
+    assert code == 0
+    assert "sk-...1234" in out and "sk-test-aaaaaaaaaaaaaaaa1234" not in out
+    assert "gpt-4o -> gpt-4o-mini" in out
+    assert "groq: GROQ_API_KEY is not set" in out
+
+
+async def test_check_fails_with_file_line_and_field_path(tmp_path):
+    bad = tmp_path / "routes.yaml"
+    text = (
+        (REPO / "routes.yaml")
+        .read_text()
+        .replace(
+            "{key: openai-backup, model: gpt-4o, weight: 2}",
+            "{key: openai-bakup, model: gpt-4o, weight: 2}",
+        )
+    )
+    bad.write_text(text)
+    line = text.splitlines().index(next(x for x in text.splitlines() if "openai-bakup" in x)) + 1
+    code, _, err = await run("check", str(bad))
+    assert code == 1
+    assert f"routes.yaml:{line}: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'" in err
+
+
+async def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A)
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: "${{SIM_KEY}}"}}
+models:
+  gpt-4o: {{routes: [{{key: a, model: gpt-4o}}]}}
+"""
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+        env={**ENV, "SIM_KEY": SIM_A.api_key},
+        cwd=REPO,
+    )
+    lines: list[dict] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = await process.stderr.readline()
+                assert line, "router exited before listening"
+                lines.append(json.loads(line))
+                if lines[-1]["event"] == "listening":
+                    break
+            url = lines[-1]["url"].removesuffix("/v1")
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{url}/healthz") as response,
+            ):
+                assert response.status == 200
+            completion = await client(url).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert completion.choices[0].message.content == "Hello from a via gpt-4o."
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            rest = (await process.stderr.read()).decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    logged = "".join(json.dumps(entry) for entry in lines) + rest
+    assert '"event": "request"' in logged and "stopping" in logged
+    assert SIM_A.api_key not in logged
+
+
+async def test_demo_shows_failover_and_fallback_without_any_key():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    code, out, err = await run("demo", "--port", "0", "--drive", "8", env=env)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 8 and all(" 200 " in line for line in lines)
+    assert any("route=budget/gpt-4o-mini" in line for line in lines)  # the fallback served
+    assert "key_disabled" in err and "revoked" in err

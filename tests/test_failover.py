@@ -1,0 +1,294 @@
+"""Failover through the real router, driven with the official openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import aiohttp
+import openai
+import pytest
+
+from router.sim import Fault, SimKey
+from tests.conftest import SIM_A, SIM_B, SIM_C, client, sync_client, two_keys_config
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def preferring_a(sim_url: str, *, fallback: str = "", extra: str = "") -> str:
+    """Key a at priority 1 and b at priority 2, so the first choice is known."""
+    return two_keys_config(sim_url, fallback=fallback, extra=extra).replace(
+        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
+    )
+
+
+async def ask(url: str, model: str = "gpt-4o", **kwargs):
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model=model, messages=HI, **kwargs
+    )
+    return raw.headers, raw.parse()
+
+
+async def test_rate_limited_key_fails_over_and_is_not_hammered_while_cooling(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+
+    headers, completion = await ask(url)
+    assert headers["x-router-route"] == "b/gpt-4o"
+    assert headers["x-router-attempts"] == "2"
+    assert completion.choices[0].message.content == "Hello from b via gpt-4o."
+    for _ in range(9):
+        headers, _ = await ask(url)
+        assert headers["x-router-route"] == "b/gpt-4o"
+        assert headers["x-router-attempts"] == "1"
+    assert sim.stats["a"].requests == 1  # only the request that got the 429
+    assert sim.stats["b"].served == 10
+
+
+async def test_cooled_route_serves_again_once_its_retry_after_has_passed(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+    await ask(url)
+    clock.advance(29)
+    assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+    clock.advance(1.5)
+    assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"
+    assert sim.stats["a"].served == 1
+
+
+async def test_route_whose_headers_say_none_left_is_skipped_not_tried(stack, clock):
+    # Honest limits: key a allows 2 requests a minute; the router reads the
+    # x-ratelimit-* headers of its answers and stops sending before a 429.
+    limited = SimKey(name="a", api_key=SIM_A.api_key, rpm=2)
+    sim, sim_url = await stack.sim(limited, SIM_B, clock=clock)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    routes = [(await ask(url))[0]["x-router-route"] for _ in range(4)]
+    assert routes == ["a/gpt-4o", "a/gpt-4o", "b/gpt-4o", "b/gpt-4o"]
+    assert sim.stats["a"].requests == 2 and sim.stats["a"].rejected == 0
+    clock.advance(61)  # the bucket is full again
+    assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"
+
+
+async def test_model_falls_back_to_the_cheaper_one_when_its_routes_are_limited(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(
+        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock
+    )
+    sim.inject("a", Fault.rate_limit(retry_after=20))
+    sim.inject("b", Fault.rate_limit(retry_after=20))
+    headers, completion = await ask(url, temperature=0.2)
+    assert headers["x-router-route"] == "c/gpt-4o-mini"
+    assert headers["x-router-attempts"] == "3"
+    assert completion.model == "gpt-4o-mini"
+    sent = json.loads(sim.requests[-1].body)
+    assert sent["model"] == "gpt-4o-mini" and sent["temperature"] == 0.2
+
+
+async def test_exhausted_pool_answers_429_with_retry_after_of_the_earliest_route(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url), clock=clock)
+    sim.inject("a", Fault.rate_limit(retry_after=12))
+    sim.inject("b", Fault.rate_limit(retry_after=7))
+    with pytest.raises(openai.RateLimitError) as caught:
+        await ask(url)
+    response = caught.value.response
+    assert response.headers["retry-after"] == "7"
+    assert response.headers["retry-after-ms"] == "7000"
+    assert response.headers["x-router-attempts"] == "2"
+    assert caught.value.code == "rate_limit_exceeded"
+    assert "rate limited" in caught.value.message
+
+    clock.advance(3)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await ask(url)
+    assert caught.value.response.headers["retry-after"] == "4"
+    assert caught.value.response.headers["x-router-attempts"] == "0"
+    assert sim.stats["a"].requests == 1 and sim.stats["b"].requests == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault.auth(), id="401"),
+        pytest.param(Fault.insufficient_quota(), id="insufficient_quota"),
+    ],
+)
+async def test_dead_key_is_taken_out_of_rotation_for_all_its_routes(stack, clock, fault):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    config = preferring_a(sim_url).replace(
+        "  gpt-4o-mini:\n    routes:\n      - {key: c, model: gpt-4o-mini}",
+        "  gpt-4o-mini:\n    routes:\n      - {key: a, model: gpt-4o-mini}\n"
+        "      - {key: b, model: gpt-4o-mini, priority: 2}",
+    )
+    url = await stack.router(config, clock=clock)
+    sim.inject("a", fault)
+    assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+    for _ in range(3):
+        assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+        # the key's other model is out too, though it never failed itself
+        assert (await ask(url, model="gpt-4o-mini"))[0]["x-router-route"] == "b/gpt-4o-mini"
+    assert sim.stats["a"].requests == 1
+    clock.advance(600)  # still out ten minutes later
+    assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+
+
+async def test_server_errors_fail_over_and_open_the_circuit_then_probe(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    sim.inject("a", Fault.server_error(500), Fault.server_error(502), Fault.overloaded())
+    for _ in range(3):
+        assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+    assert (await ask(url))[0]["x-router-attempts"] == "1"  # circuit open: a not tried
+    assert sim.stats["a"].requests == 3
+    clock.advance(31)  # breaker_open is 30 s by default: one probe goes to a
+    assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"
+
+
+async def test_first_byte_timeout_fails_over(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, extra="timeouts: {first_byte: 0.3}"))
+    sim.inject("a", Fault.delay(5))
+    headers, _ = await ask(url)
+    assert headers["x-router-route"] == "b/gpt-4o"
+    assert headers["x-router-attempts"] == "2"
+
+
+async def test_connection_refused_fails_over(stack, unused_tcp_port):
+    _sim, sim_url = await stack.sim(SIM_B)
+    dead = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    config = preferring_a(sim_url).replace(
+        f'api_base: "{sim_url}", api_key: sk-sim-key-a',
+        f'api_base: "{dead}", api_key: sk-sim-key-a',
+    )
+    url = await stack.router(config)
+    headers, _ = await ask(url)
+    assert headers["x-router-route"] == "b/gpt-4o"
+
+
+async def test_the_requests_own_400_goes_back_unchanged_without_a_retry(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.bad_request("Invalid value for 'temperature'.", param="temperature"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await ask(url, temperature=0.5)
+    assert caught.value.body == {
+        "message": "Invalid value for 'temperature'.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": None,
+    }
+    assert caught.value.response.headers["x-router-route"] == "a/gpt-4o"
+    assert sim.stats["b"].requests == 0
+
+
+async def test_context_length_error_is_not_failed_over(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.context_length())
+    with pytest.raises(openai.BadRequestError) as caught:
+        await ask(url)
+    assert caught.value.code == "context_length_exceeded"
+    assert sim.stats["b"].requests == 0
+
+
+async def test_routes_down_rather_than_limited_answer_503(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url), clock=clock)
+    sim.inject("a", Fault.server_error(500))
+    sim.inject("b", Fault.server_error(503))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await ask(url)
+    assert caught.value.status_code == 503
+    assert caught.value.code == "no_available_route"
+    assert "a/gpt-4o: server_error" in caught.value.message
+
+
+async def test_attempt_cap_bounds_the_walk(stack, clock):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(
+        two_keys_config(
+            sim_url, fallback="fallback: [gpt-4o-mini]", extra="failover: {max_attempts: 2}"
+        ),
+        clock=clock,
+    )
+    for name in "abc":
+        sim.inject(name, Fault.server_error(500))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await ask(url)
+    assert caught.value.response.headers["x-router-attempts"] == "2"
+    assert sum(sim.stats[name].requests for name in "abc") == 2
+
+
+async def test_request_deadline_bounds_everything(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        two_keys_config(sim_url, extra="timeouts: {request: 0.5, first_byte: 30}")
+    )
+    sim.inject("a", Fault.hang())
+    sim.inject("b", Fault.hang())
+    with pytest.raises(openai.APIStatusError) as caught:
+        await ask(url)
+    assert caught.value.status_code == 504
+    assert caught.value.code == "request_deadline_exceeded"
+
+
+async def test_upstream_gets_the_route_model_and_key_and_every_other_field_untouched(stack):
+    sim, sim_url = await stack.sim(SIM_A)
+    config = f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
+models:
+  fast:
+    routes: [{{key: a, model: gpt-4.1-mini}}]
+  gpt-4o:
+    routes: [{{key: a, model: gpt-4o}}]
+"""
+    url = await stack.router(config)
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="fast", messages=HI, temperature=0.3, user="u-1", extra_body={"custom": [1, 2]}
+    )
+    assert raw.headers["x-router-route"] == "a/gpt-4.1-mini"
+    recorded = sim.requests[-1]
+    sent = json.loads(recorded.body)
+    assert sent == {
+        "model": "gpt-4.1-mini",
+        "messages": HI,
+        "temperature": 0.3,
+        "user": "u-1",
+        "custom": [1, 2],
+    }
+    assert recorded.headers["authorization"] == "Bearer sk-sim-key-a-000001"
+    assert "client-token" not in json.dumps(recorded.headers)
+
+    # Same model name upstream: the client's very bytes go out, whitespace and all.
+    body = json.dumps({"model": "gpt-4o", "messages": HI, "temperature": 1}, indent=1).encode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", data=body) as response,
+    ):
+        assert response.status == 200
+    assert sim.requests[-1].body == body
+
+
+async def test_the_openai_passthrough_path_never_imports_litellm(stack):
+    # litellm costs seconds to import (litellm-notes.md); OpenAI-format routes must not.
+    assert "litellm" not in sys.modules
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    await ask(url)
+    await ask(url, stream=False)
+    assert "litellm" not in sys.modules
+
+
+async def test_sync_sdk_client_is_served(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+
+    def call() -> str:
+        completion = sync_client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        return completion.choices[0].message.content or ""
+
+    assert (await asyncio.to_thread(call)).startswith("Hello from")
