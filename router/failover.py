@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from router.classify import classify_exception, classify_response
+from router.classify import OK, classify_exception, classify_response
 from router.errors import DeadlineExceeded, NoCapacity, UpstreamError
 from router.health import HealthTracker
 from router.policy import RouteHealth, plan, unavailability
@@ -70,6 +70,22 @@ class Streamed:
 
 
 @dataclass(slots=True)
+class _Try:
+    """One attempt in flight: where it went and, as it comes back, what it got."""
+
+    call: Call
+    model: ModelSpec
+    route: Route
+    started: float
+    budget: float  # seconds left before the request deadline
+    verdict: Verdict = OK
+    status: int | None = None
+    headroom: Headroom | None = None
+    answer: Answer | None = None
+    streamed: Streamed | None = None
+
+
+@dataclass(slots=True)
 class _Walk:
     attempts: list[Attempt] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
@@ -115,9 +131,8 @@ class Failover:
                     break
                 route = routes[0]
                 walk.tried.add(route.id)
-                result = await self._attempt(
-                    call, model, route, snapshot[route.id], walk, remaining, sink
-                )
+                attempt = _Try(call, model, route, started=self._clock(), budget=remaining)
+                result = await self._attempt(attempt, snapshot[route.id], walk, sink)
                 if result is not None:
                     return result
         if walk.tpm_answer is not None and all(
@@ -127,78 +142,102 @@ class Failover:
         raise await self._exhausted(call, walk.attempts)
 
     async def _attempt(
-        self,
-        call: Call,
-        model: ModelSpec,
-        route: Route,
-        prior: RouteHealth,
-        walk: _Walk,
-        remaining: float,
-        sink: StreamSink,
+        self, attempt: _Try, prior: RouteHealth, walk: _Walk, sink: StreamSink
     ) -> Answer | Streamed | None:
-        timeouts = self._config.timeouts
-        started = self._clock()
-        headroom: Headroom | None = None
-        status: int | None = None
-        answer: Answer | None = None
-        streamed: Streamed | None = None
+        """Send one attempt, record what it taught us; the answer, or None to go on."""
+        route = attempt.route
         self._health.begin(route)
         try:
-            async with self._upstream.open(
-                route,
-                call.path,
-                _body_for(call, route),
-                call.headers,
-                head_timeout=min(timeouts.first_byte, remaining),
-            ) as response:
-                status = response.status
-                headroom = parse_headroom(response.headers)
-                content_type = response.headers.get("content-type", "application/json")
-                if call.stream and status == 200 and content_type.startswith("text/event-stream"):
-                    first_timeout = min(timeouts.first_byte, remaining) - (self._clock() - started)
-                    first, data = await read_first_event(response, first_timeout)
-                    verdict = error_in_event(data) or classify_response(status, {}, b"")
-                    if verdict.failure is FailureClass.OK:
-                        walk.attempts.append(
-                            _attempt_of(route, model, verdict, status, started, self._clock())
-                        )
-                        end = await sink(route, response, first, walk.attempts)
-                        streamed = Streamed(route, walk.attempts, model.name, end)
-                        verdict = end.verdict
-                    else:
-                        # Nothing is committed yet: an error event that is not ours to fail
-                        # over (the request's own fault) goes back as a plain error answer.
-                        status = 400 if verdict.failure.is_caller_fault else 502
-                        answer = Answer(
-                            status, data, "application/json", route, walk.attempts, model.name
-                        )
-                else:
-                    body = await response.read(min(timeouts.idle, remaining))
-                    verdict = classify_response(status, response.headers, body)
-                    answer = Answer(status, body, content_type, route, walk.attempts, model.name)
+            await self._exchange(attempt, walk, sink)
         except UpstreamError as exc:
-            verdict = classify_exception(exc)
+            attempt.verdict = classify_exception(exc)
         finally:
             self._health.end(route)
-        seconds = self._clock() - started
-        await self._health.record(route, verdict, prior=prior, seconds=seconds, headroom=headroom)
-        if streamed is not None:
-            return streamed
-        walk.attempts.append(_attempt_of(route, model, verdict, status, started, self._clock()))
+        verdict = attempt.verdict
+        await self._health.record(
+            route,
+            verdict,
+            prior=prior,
+            seconds=self._clock() - attempt.started,
+            headroom=attempt.headroom,
+        )
+        if attempt.streamed is not None:
+            return attempt.streamed
+        walk.attempts.append(self._record_of(attempt))
         if not verdict.failure.fails_over:
-            return answer
+            return attempt.answer
         if verdict.failure is FailureClass.EXCEEDS_TPM:
-            walk.tpm_answer = answer
+            walk.tpm_answer = attempt.answer
         log.info(
             "failover",
-            model=call.model.name,
+            model=attempt.call.model.name,
             route=route.id,
             failure=verdict.failure.value,
-            status=status,
+            status=attempt.status,
             retry_after=verdict.retry_after,
             detail=verdict.message[:200],
         )
         return None
+
+    async def _exchange(self, attempt: _Try, walk: _Walk, sink: StreamSink) -> None:
+        call, route = attempt.call, attempt.route
+        timeouts = self._config.timeouts
+        async with self._upstream.open(
+            route,
+            call.path,
+            _body_for(call, route),
+            call.headers,
+            head_timeout=min(timeouts.first_byte, attempt.budget),
+        ) as response:
+            attempt.status = status = response.status
+            attempt.headroom = parse_headroom(response.headers)
+            content_type = response.headers.get("content-type", "application/json")
+            if call.stream and status == 200 and content_type.startswith("text/event-stream"):
+                await self._open_stream(attempt, response, walk, sink)
+                return
+            body = await response.read(min(timeouts.idle, attempt.budget))
+            attempt.verdict = classify_response(status, response.headers, body)
+            if attempt.verdict.failure is not FailureClass.OK:
+                body = _without_key(body, route)
+            attempt.answer = Answer(
+                status, body, content_type, route, walk.attempts, attempt.model.name
+            )
+
+    async def _open_stream(
+        self, attempt: _Try, response: UpstreamResponse, walk: _Walk, sink: StreamSink
+    ) -> None:
+        """Wait for the first content event; hand the stream to the sink if it is good."""
+        elapsed = self._clock() - attempt.started
+        first_timeout = min(self._config.timeouts.first_byte, attempt.budget) - elapsed
+        first, data = await read_first_event(response, first_timeout)
+        attempt.verdict = error_in_event(data) or OK
+        if attempt.verdict.failure is FailureClass.OK:
+            walk.attempts.append(self._record_of(attempt))
+            end = await sink(attempt.route, response, first, walk.attempts)
+            attempt.streamed = Streamed(attempt.route, walk.attempts, attempt.model.name, end)
+            attempt.verdict = end.verdict
+            return
+        # Nothing is committed yet: an error event that is not ours to fail over (the
+        # request's own fault) goes back as a plain error answer.
+        attempt.status = 400 if attempt.verdict.failure.is_caller_fault else 502
+        attempt.answer = Answer(
+            attempt.status,
+            data,
+            "application/json",
+            attempt.route,
+            walk.attempts,
+            attempt.model.name,
+        )
+
+    def _record_of(self, attempt: _Try) -> Attempt:
+        return Attempt(
+            route_id=attempt.route.id,
+            model=attempt.model.name,
+            failure=attempt.verdict.failure,
+            status=attempt.status,
+            seconds=self._clock() - attempt.started,
+            detail=attempt.verdict.message[:200],
+        )
 
     async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
         """Why nothing could serve: limited (429, wait for the earliest recovery) or down."""
@@ -233,17 +272,10 @@ class Failover:
         return NoCapacity(message, attempts=attempts, limited=limited, retry_after=retry_after)
 
 
-def _attempt_of(
-    route: Route, model: ModelSpec, verdict: Verdict, status: int | None, start: float, end: float
-) -> Attempt:
-    return Attempt(
-        route_id=route.id,
-        model=model.name,
-        failure=verdict.failure,
-        status=status,
-        seconds=end - start,
-        detail=verdict.message[:200],
-    )
+def _without_key(body: bytes, route: Route) -> bytes:
+    """Some providers echo the key in an error; such a body must not reach the client."""
+    secret = route.key.api_key.encode()
+    return body.replace(secret, b"[redacted]") if secret and secret in body else body
 
 
 def _body_for(call: Call, route: Route) -> bytes:

@@ -184,6 +184,16 @@ async def test_the_requests_own_400_goes_back_unchanged_without_a_retry(stack):
     assert sim.stats["b"].requests == 0
 
 
+async def test_an_upstream_error_echoing_the_key_reaches_the_client_redacted(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.bad_request(f"bad request for key {SIM_A.api_key} (echoed)"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await ask(url)
+    assert SIM_A.api_key not in caught.value.response.text
+    assert caught.value.body["message"] == "bad request for key [redacted] (echoed)"
+
+
 async def test_context_length_error_is_not_failed_over(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(preferring_a(sim_url))
