@@ -182,13 +182,14 @@ class Failover:
     async def _exchange(self, attempt: _Try, walk: _Walk, sink: StreamSink) -> None:
         call, route = attempt.call, attempt.route
         timeouts = self._config.timeouts
-        async with self._upstream.open(
+        response = await self._upstream.send(
             route,
             call.path,
             _body_for(call, route),
             call.headers,
             head_timeout=min(timeouts.first_byte, attempt.budget),
-        ) as response:
+        )
+        try:
             attempt.status = status = response.status
             attempt.headroom = parse_headroom(response.headers)
             content_type = response.headers.get("content-type", "application/json")
@@ -202,6 +203,8 @@ class Failover:
             attempt.answer = Answer(
                 status, body, content_type, route, walk.attempts, attempt.model.name
             )
+        finally:
+            response.finish()
 
     async def _open_stream(
         self, attempt: _Try, response: UpstreamResponse, walk: _Walk, sink: StreamSink

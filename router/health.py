@@ -36,6 +36,12 @@ def key_scope(route: Route) -> str:
     return f"key:{route.key.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Scopes:
+    pairs: tuple[tuple[str, str], ...]  # (route scope, key scope) per route, in order
+    unique: list[str]
+
+
 @dataclass(slots=True)
 class _Local:
     in_flight: int = 0
@@ -51,16 +57,26 @@ class HealthTracker:
         self._settings = settings
         self._clock = clock
         self._local: dict[str, _Local] = {}
+        self._scopes: dict[tuple[Route, ...], _Scopes] = {}
+
+    def _scopes_of(self, routes: tuple[Route, ...]) -> _Scopes:
+        # Route sets are the config's own tuples, so this fills once per model.
+        scopes = self._scopes.get(routes)
+        if scopes is None:
+            pairs = tuple((route_scope(r), key_scope(r)) for r in routes)
+            unique = list(dict.fromkeys(s for pair in pairs for s in pair))
+            scopes = self._scopes[routes] = _Scopes(pairs, unique)
+        return scopes
 
     async def snapshot(self, routes: Iterable[Route]) -> dict[str, RouteHealth]:
         routes = tuple(routes)
-        scopes = list({s for r in routes for s in (route_scope(r), key_scope(r))})
-        states = await self._store.read(scopes)
+        scopes = self._scopes_of(routes)
+        states = await self._store.read(scopes.unique)
         threshold = self._settings.breaker_failures
         snapshot: dict[str, RouteHealth] = {}
-        for route in routes:
-            own = states.get(route_scope(route), EMPTY)
-            key = states.get(key_scope(route), EMPTY)
+        for route, (own_scope, key_scope_) in zip(routes, scopes.pairs, strict=True):
+            own = states.get(own_scope, EMPTY)
+            key = states.get(key_scope_, EMPTY)
             block = own.block
             if key.block is not None and (block is None or key.block.remaining > block.remaining):
                 block = key.block

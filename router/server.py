@@ -17,7 +17,7 @@ from router.errors import ConfigError
 from router.failover import Failover
 from router.handlers import ops
 from router.handlers.context import APP_STATE, RouterState
-from router.handlers.middleware import client_auth, request_context
+from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.openai import chat_completions, list_models
 from router.health import HealthTracker
 from router.state.base import StateStore
@@ -36,10 +36,7 @@ def create_app(
     store: StateStore | None = None,
 ) -> web.Application:
     """The router as an aiohttp app; `clock`, `rng` and `store` are injectable for tests."""
-    app = web.Application(
-        client_max_size=config.server.max_body_bytes,
-        middlewares=[request_context, client_auth(config.server.client_keys)],
-    )
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     state_store: StateStore = store if store is not None else MemoryStore(clock)
     health = HealthTracker(state_store, config.failover, clock)
 
@@ -55,11 +52,22 @@ def create_app(
         await state_store.close()
 
     app.cleanup_ctx.append(upstream_session)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
+    add_routes(app, ClientAuth(config.server.client_keys))
     return app
+
+
+def add_routes(app: web.Application, auth: ClientAuth) -> None:
+    table: list[tuple[str, str, Handler, ClientAuth | None]] = [
+        ("POST", "/v1/chat/completions", chat_completions, auth),
+        ("GET", "/v1/models", list_models, auth),
+        ("GET", "/healthz", ops.healthz, None),  # probes carry no key
+        ("GET", "/readyz", ops.readyz, None),
+    ]
+    known: dict[str, frozenset[str]] = {}
+    for method, path, handler, needs in table:
+        app.router.add_route(method, path, endpoint(handler, needs))
+        known[path] = known.get(path, frozenset()) | {method}
+    app.router.add_route("*", "/{tail:.*}", not_found(known))
 
 
 def is_loopback(host: str) -> bool:

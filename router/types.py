@@ -26,18 +26,25 @@ class Key:
     api_key: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Route:
-    """One way to serve a client model: a key plus the model name the upstream knows."""
+    """One way to serve a client model: a key plus the model name the upstream knows.
+
+    Compared and hashed by identity (eq=False): each route is built once from the
+    config, and route sets key caches on the request path, where hashing every field
+    (the Key's included) on each lookup would cost more than the lookup saves.
+    """
 
     key: Key
     model: str
     priority: int = 1
     weight: float = 1.0
+    # "key name / upstream model": the route's name in state, headers, logs and metrics.
+    # Computed once; it is read many times per request.
+    id: str = field(init=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return f"{self.key.name}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.key.name}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

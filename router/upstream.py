@@ -9,8 +9,8 @@ aiohttp's ServerTimeoutError is also a ServerConnectionError.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -103,9 +103,13 @@ class UpstreamResponse:
             async with asyncio.timeout(timeout):
                 return await self._response.content.readany()
 
-    def abort(self) -> None:
-        """Drop the connection, so the provider sees the request cancelled."""
-        self._response.close()
+    def finish(self) -> None:
+        """Give the connection back to the pool when the body was read to the end, and
+        close it otherwise: a stream the client left must reach the provider as cancelled."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class Upstream:
@@ -116,8 +120,7 @@ class Upstream:
             total=None, connect=timeouts.connect, sock_connect=timeouts.connect
         )
 
-    @asynccontextmanager
-    async def open(
+    async def send(
         self,
         route: Route,
         path: str,
@@ -125,25 +128,23 @@ class Upstream:
         headers: Mapping[str, str],
         *,
         head_timeout: float,
-    ) -> AsyncIterator[UpstreamResponse]:
-        """POST `body` to the route's provider; yield once the response head is in.
+    ) -> UpstreamResponse:
+        """POST `body` to the route's provider; return once the response head is in.
 
-        Leaving the block releases the connection to the pool when the body was read
-        to the end, and closes it otherwise (a cancelled stream must reach the provider).
+        The caller must call `finish()` on the result, in a `finally`.
         """
         request_headers = dict(headers)
         request_headers["Authorization"] = f"Bearer {route.key.api_key}"
         request_headers["Content-Type"] = "application/json"
-        url = route.key.api_base + path
         with upstream_errors(route.id, "first_byte"):
             async with asyncio.timeout(head_timeout):
                 response = await self._session.post(
-                    url, data=body, headers=request_headers, timeout=self._connect_timeout
+                    route.key.api_base + path,
+                    data=body,
+                    headers=request_headers,
+                    timeout=self._connect_timeout,
                 )
-        try:
-            yield UpstreamResponse(response, route.id)
-        finally:
-            response.close() if not response.content.at_eof() else response.release()
+        return UpstreamResponse(response, route.id)
 
 
 def new_session() -> aiohttp.ClientSession:

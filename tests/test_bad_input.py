@@ -8,10 +8,11 @@ import json
 import aiohttp
 import openai
 import pytest
+from structlog.processors import JSONRenderer
 
 from router.config import parse_config
 from router.errors import ConfigError
-from router.logs import REDACTED, Redactor
+from router.logs import REDACTED, RedactingRenderer, Redactor
 from router.server import check_bind
 from router.sim import Fault
 from tests.conftest import SIM_A, SIM_B, client, two_keys_config
@@ -159,24 +160,26 @@ models:
             assert response.status == 200
 
 
-def test_redactor_removes_keys_from_strings_nested_values_and_urls():
-    redact = Redactor(["my-literal-secret-key"])
+def test_redactor_removes_keys_from_every_field_of_the_rendered_line():
+    render = RedactingRenderer(JSONRenderer(), Redactor(["my-literal-secret-key", 'q"uote-key']))
     event = {
         "event": "x",
         "header": "Authorization: Bearer abcdefghijklmnop",
         "nested": {"list": ["sk-proj-ABCDEFGHIJKLMNOPQRSTUV", ("my-literal-secret-key",)]},
         "url": "https://h/v1?key=AIzaSyA1234567890abcdefghijklmnopqrstu",
         "ant": "x-api-key: sk-ant-api03-abcdefghijklmnop",
+        "escaped": 'a key with a quote: q"uote-key',
         "n": 3,
     }
-    scrubbed = redact(None, "info", dict(event))
-    text = json.dumps(scrubbed)
+    line = render(None, "info", dict(event))
     for secret in (
         "abcdefghijklmnop",
         "ABCDEFGHIJKLMNOP",
         "my-literal-secret-key",
         "AIzaSyA1234567890",
         "sk-ant-api03",
+        "uote-key",
     ):
-        assert secret not in text
-    assert scrubbed["n"] == 3 and REDACTED in scrubbed["header"]
+        assert secret not in line
+    parsed = json.loads(line)  # still valid JSON
+    assert parsed["n"] == 3 and REDACTED in parsed["header"]
