@@ -1,0 +1,112 @@
+"""The load client and its statistics: one keep-alive aiohttp session, N workers.
+
+A plain aiohttp client rather than an SDK, so the client's own cost stays small next to
+what is measured; it still shares the CPU with the servers, which is why targets run
+back to back under the same load client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+# The first delta with text in it; the role-only first chunk carries "content":"".
+_CONTENT = re.compile(rb'"content":\s*"[^"]')
+_TAIL = 32  # bytes kept from the previous chunk, in case the marker straddles two chunks
+
+
+def request_body(stream: bool) -> bytes:
+    flag = "true" if stream else "false"
+    return (
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"Say hi."}],"stream":'
+        + flag.encode()
+        + b"}"
+    )
+
+
+@dataclass
+class Result:
+    requests: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttfts_ms: list[float] = field(default_factory=list)
+
+    def add(self, other: Result) -> None:
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.errors += other.errors
+        self.latencies_ms += other.latencies_ms
+        self.ttfts_ms += other.ttfts_ms
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; NaN when there is nothing to rank."""
+    if not values:
+        return math.nan
+    ranked = sorted(values)
+    return ranked[max(0, math.ceil(q * len(ranked)) - 1)]
+
+
+async def _one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> tuple:
+    """(ok, latency_ms, ttft_ms or None) for one request, read to the end."""
+    start = time.perf_counter()
+    ttft: float | None = None
+    async with session.post(url, data=body) as response:
+        if not stream:
+            await response.read()
+        else:
+            tail = b""
+            async for chunk in response.content.iter_any():
+                if ttft is None:
+                    if _CONTENT.search(tail + chunk):
+                        ttft = (time.perf_counter() - start) * 1000
+                    tail = chunk[-_TAIL:]
+        ok = response.status == 200 and (not stream or ttft is not None)
+    return ok, (time.perf_counter() - start) * 1000, ttft
+
+
+async def drive(
+    session: aiohttp.ClientSession, url: str, *, stream: bool, concurrency: int, count: int
+) -> Result:
+    """Send `count` requests from `concurrency` workers; time the whole batch."""
+    body = request_body(stream)
+    result = Result(requests=count)
+    left = count
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            try:
+                ok, latency, ttft = await _one(session, url, body, stream)
+            except (aiohttp.ClientError, TimeoutError):
+                result.errors += 1
+                continue
+            result.errors += not ok
+            result.latencies_ms.append(latency)
+            if ttft is not None:
+                result.ttfts_ms.append(ttft)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def client_session(concurrency: int, api_key: str) -> aiohttp.ClientSession:
+    # Every target gets the same headers; the router and the pass-through replace the
+    # Authorization with their own, the simulator checks it.
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=30)
+    return aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout)

@@ -1,0 +1,54 @@
+"""A bare aiohttp pass-through: the baseline that shows what routing itself costs.
+
+    python bench/passthrough.py --upstream http://127.0.0.1:PORT/v1 --key sk-... --port 0
+
+No parsing, no routing, no retries: body bytes out, response chunks back as they arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+
+async def serve(upstream: str, key: str, port: int) -> None:
+    # limit=0 and one shared session, as the router does, so the pools compare alike.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with session.post(upstream + "/chat/completions", data=body, headers=headers) as up:
+            content_type = up.headers.get("Content-Type", "application/json")
+            response = web.StreamResponse(status=up.status, headers={"Content-Type": content_type})
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()  # until SIGTERM kills the process
+    finally:
+        await session.close()
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    uvloop.run(serve(args.upstream.rstrip("/"), args.key, args.port))
