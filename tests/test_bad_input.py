@@ -52,6 +52,7 @@ async def test_bad_body_gets_an_openai_style_error(stack, body, status, code):
     assert payload["error"]["type"] == "invalid_request_error"
     assert payload["error"]["message"]
     assert headers["x-should-retry"] == "false"
+    assert headers["x-router-attempts"] == "0"
     assert "x-request-id" in headers
     assert sum(s.requests for s in sim.stats.values()) == 0
 

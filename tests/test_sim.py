@@ -24,6 +24,7 @@ import pytest
 
 from router.sim import Fault, SimKey, SimProvider
 from router.sim.openai_wire import go_duration
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -34,17 +35,6 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 PROMPT_TOKENS = 7
 REPLY_A = f"Hello from a via {MODEL}."
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s)?$|^\d+ms$")
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def error_response(exc: RouterError, trace: RequestTrace) -> web.Response:
     attempts = getattr(exc, "attempts", None)
     if isinstance(exc, NoCapacity | DeadlineExceeded) and attempts is not None:
         trace.attempts = list(attempts)
-        headers["x-router-attempts"] = str(len(attempts))
+    headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(exc.to_body(), status=exc.status, headers=headers)
 
 
