@@ -85,6 +85,10 @@ class Unauthorized(CallerError):
     type = "authentication_error"
     code = "invalid_api_key"
 
+    def headers(self) -> dict[str, str]:
+        # A browser (the /admin page) then asks for the key; SDKs ignore the header.
+        return {**super().headers(), "WWW-Authenticate": 'Basic realm="llm-router"'}
+
 
 class UnknownModel(CallerError):
     status = 404

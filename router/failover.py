@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,11 +24,13 @@ import structlog
 from router.classify import OK, classify_exception, classify_response
 from router.errors import DeadlineExceeded, NoCapacity, UpstreamError
 from router.health import HealthTracker
+from router.metrics import ATTEMPT_OUTCOME, Metrics, route_labels
 from router.policy import RouteHealth, plan, unavailability
 from router.ratelimit import parse_headroom
 from router.streaming import StreamEnd, error_in_event, read_first_event
 from router.types import Attempt, Config, FailureClass, Headroom, ModelSpec, Route, Verdict
 from router.upstream import Upstream, UpstreamResponse
+from router.usage import Usage, usage_from_body
 
 log = structlog.get_logger("router.failover")
 
@@ -57,6 +60,7 @@ class Answer:
     route: Route
     attempts: list[Attempt]
     served_by: str  # client-facing model that answered
+    usage: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -89,24 +93,29 @@ class _Try:
 class _Walk:
     attempts: list[Attempt] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
+    fallen_back: set[str] = field(default_factory=set)  # fallback models entered
     tpm_answer: Answer | None = None
 
 
 class Failover:
+    """The walk over routes and fallbacks. Durations are real time (perf_counter); the
+    injected clock belongs to the health state alone."""
+
     def __init__(
         self,
         config: Config,
         health: HealthTracker,
         upstream: Upstream,
+        metrics: Metrics,
         *,
         rng: random.Random,
-        clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._health = health
         self._upstream = upstream
+        self._metrics = metrics
         self._rng = rng
-        self._clock = clock
+        self._clock = time.perf_counter
 
     async def run(self, call: Call, sink: StreamSink) -> Answer | Streamed:
         loop = asyncio.get_running_loop()
@@ -130,6 +139,9 @@ class Failover:
                 if not routes:
                     break
                 route = routes[0]
+                if model is not call.model and model.name not in walk.fallen_back:
+                    walk.fallen_back.add(model.name)
+                    self._metrics.fallbacks.labels(call.model.name, model.name).inc()
                 walk.tried.add(route.id)
                 attempt = _Try(call, model, route, started=self._clock(), budget=remaining)
                 result = await self._attempt(attempt, snapshot[route.id], walk, sink)
@@ -154,13 +166,11 @@ class Failover:
         finally:
             self._health.end(route)
         verdict = attempt.verdict
+        seconds = self._clock() - attempt.started
         await self._health.record(
-            route,
-            verdict,
-            prior=prior,
-            seconds=self._clock() - attempt.started,
-            headroom=attempt.headroom,
+            route, verdict, prior=prior, seconds=seconds, headroom=attempt.headroom
         )
+        self._count(attempt, seconds)
         if attempt.streamed is not None:
             return attempt.streamed
         walk.attempts.append(self._record_of(attempt))
@@ -198,10 +208,17 @@ class Failover:
                 return
             body = await response.read(min(timeouts.idle, attempt.budget))
             attempt.verdict = classify_response(status, response.headers, body)
-            if attempt.verdict.failure is not FailureClass.OK:
+            ok = attempt.verdict.failure is FailureClass.OK
+            if not ok:
                 body = _without_key(body, route)
             attempt.answer = Answer(
-                status, body, content_type, route, walk.attempts, attempt.model.name
+                status,
+                body,
+                content_type,
+                route,
+                walk.attempts,
+                attempt.model.name,
+                usage_from_body(body) if ok else None,
             )
         finally:
             response.finish()
@@ -231,6 +248,19 @@ class Failover:
             walk.attempts,
             attempt.model.name,
         )
+
+    def _count(self, attempt: _Try, seconds: float) -> None:
+        metrics, failure = self._metrics, attempt.verdict.failure
+        labels = route_labels(attempt.route)
+        model = attempt.model.name
+        metrics.attempts.labels(model, *labels, ATTEMPT_OUTCOME[failure]).inc()
+        metrics.upstream_seconds.labels(*labels).observe(seconds)
+        if failure.fails_over:
+            metrics.failovers.labels(model, *labels, failure.value).inc()
+        done = attempt.streamed.end if attempt.streamed else attempt.answer
+        if done is not None and done.usage is not None:
+            metrics.tokens.labels(model, *labels, "input").inc(done.usage.input_tokens)
+            metrics.tokens.labels(model, *labels, "output").inc(done.usage.output_tokens)
 
     def _record_of(self, attempt: _Try) -> Attempt:
         return Attempt(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from router.errors import ConfigError
 from router.failover import Failover
@@ -20,6 +21,7 @@ from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.openai import chat_completions, list_models
 from router.health import HealthTracker
+from router.metrics import Metrics
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.types import Config
@@ -34,19 +36,30 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
     store: StateStore | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The router as an aiohttp app; `clock`, `rng` and `store` are injectable for tests."""
+    """The router as an aiohttp app; `clock`, `rng`, `store` and the metrics `registry`
+    are injectable for tests."""
     app = web.Application(client_max_size=config.server.max_body_bytes)
     state_store: StateStore = store if store is not None else MemoryStore(clock)
     health = HealthTracker(state_store, config.failover, clock)
+    if registry is None:
+        registry = CollectorRegistry()
+        # Process metrics (RSS, CPU, open fds) for the dashboard, once per registry.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         session = new_session()
         upstream = Upstream(session, config.timeouts)
         failover = Failover(
-            config, health, upstream, rng=rng if rng is not None else random.Random(), clock=clock
+            config, health, upstream, metrics, rng=rng if rng is not None else random.Random()
         )
-        app[APP_STATE] = RouterState(config=config, health=health, failover=failover)
+        app[APP_STATE] = RouterState(
+            config=config, health=health, failover=failover, metrics=metrics
+        )
         yield
         await session.close()
         await state_store.close()
@@ -60,12 +73,14 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
     table: list[tuple[str, str, Handler, ClientAuth | None]] = [
         ("POST", "/v1/chat/completions", chat_completions, auth),
         ("GET", "/v1/models", list_models, auth),
-        ("GET", "/healthz", ops.healthz, None),  # probes carry no key
+        ("GET", "/healthz", ops.healthz, None),  # probes and scrapers carry no key
         ("GET", "/readyz", ops.readyz, None),
+        ("GET", "/metrics", ops.metrics_page, None),
     ]
     known: dict[str, frozenset[str]] = {}
     for method, path, handler, needs in table:
-        app.router.add_route(method, path, endpoint(handler, needs))
+        counted = path.startswith("/v1/") and method == "POST"
+        app.router.add_route(method, path, endpoint(handler, needs, counted=counted))
         known[path] = known.get(path, frozenset()) | {method}
     app.router.add_route("*", "/{tail:.*}", not_found(known))
 

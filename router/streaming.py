@@ -21,6 +21,7 @@ from router.classify import OK, classify_exception, classify_stream_error
 from router.errors import UpstreamError, UpstreamProtocolError
 from router.types import FailureClass, Verdict
 from router.upstream import UpstreamResponse
+from router.usage import Usage, usage_from_sse
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _DONE = b"data: [DONE]"
@@ -30,6 +31,7 @@ _DONE = b"data: [DONE]"
 class StreamEnd:
     verdict: Verdict  # how the upstream stream ended
     client_gone: bool = False
+    usage: Usage | None = None  # from the usage chunk, when the stream carried one
 
 
 def _data_events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, int]]:
@@ -126,6 +128,7 @@ async def relay(
     tail = first[-16:]
     done = _DONE in first
     upstream_error: Verdict | None = None
+    usage: Usage | None = None
     try:
         await client.write(first)
         while True:
@@ -133,26 +136,30 @@ async def relay(
                 chunk = await response.next_chunk(idle)
             except UpstreamError as exc:
                 await client.write(error_event(f"upstream stream failed: {exc.message}"))
-                return StreamEnd(classify_exception(exc))
+                return StreamEnd(classify_exception(exc), usage=usage)
             if not chunk:
                 break
             await client.write(chunk)
             if b'"error"' in chunk and upstream_error is None:
                 upstream_error = _error_in_chunk(chunk)
+            if b"_tokens" in chunk:
+                usage = usage_from_sse(chunk) or usage
             window = tail + chunk
             done = done or _DONE in window
             tail = window[-16:]
     except ConnectionResetError:
-        return StreamEnd(OK, client_gone=True)
+        return StreamEnd(OK, client_gone=True, usage=usage)
     if upstream_error is not None:
-        return StreamEnd(upstream_error)  # the client has already seen the provider's event
+        # The client has already seen the provider's own error event.
+        return StreamEnd(upstream_error, usage=usage)
     if not done:
         # §9.3.4: a stream with no terminator was truncated; say so instead of ending quietly.
         try:
             await client.write(error_event("upstream ended the stream without [DONE]"))
         except ConnectionResetError:
-            return StreamEnd(OK, client_gone=True)
+            return StreamEnd(OK, client_gone=True, usage=usage)
         return StreamEnd(
-            Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended without [DONE]")
+            Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended without [DONE]"),
+            usage=usage,
         )
-    return StreamEnd(OK)
+    return StreamEnd(OK, usage=usage)

@@ -8,7 +8,9 @@ from aiohttp import web
 
 from router.failover import Answer, Failover, Streamed
 from router.health import HealthTracker
+from router.metrics import Metrics, RequestOutcome
 from router.types import Attempt, Config
+from router.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +18,7 @@ class RouterState:
     config: Config
     health: HealthTracker
     failover: Failover
+    metrics: Metrics
 
 
 APP_STATE = web.AppKey("router_state", RouterState)
@@ -33,6 +36,8 @@ class RequestTrace:
     served_by: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     stream_outcome: str | None = None
+    ttft: float | None = None  # seconds to the first content event, streams only
+    usage: Usage | None = None
 
     def served(self, result: Answer | Streamed) -> None:
         self.route = result.route.id
@@ -41,3 +46,19 @@ class RequestTrace:
         if isinstance(result, Streamed):
             end = result.end
             self.stream_outcome = "client_gone" if end.client_gone else end.verdict.failure.value
+            self.usage = end.usage
+        else:
+            self.usage = result.usage
+
+    def outcome(self, status: int) -> RequestOutcome:
+        if status == 499:
+            return RequestOutcome.CANCELLED
+        if status < 400:
+            if self.served_by is not None and self.served_by != self.model:
+                return RequestOutcome.SERVED_BY_FALLBACK
+            if len(self.attempts) > 1:
+                return RequestOutcome.SERVED_AFTER_FAILOVER
+            return RequestOutcome.SERVED
+        if status == 429:
+            return RequestOutcome.EXHAUSTED
+        return RequestOutcome.REJECTED if status < 500 else RequestOutcome.FAILED

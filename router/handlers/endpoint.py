@@ -9,6 +9,7 @@ coroutine frames on every await of the request (measured: see README "Performanc
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import os
 import re
@@ -26,7 +27,8 @@ from router.errors import (
     RouterError,
     Unauthorized,
 )
-from router.handlers.context import REQUEST_TRACE, RequestTrace
+from router.handlers.context import APP_STATE, REQUEST_TRACE, RequestTrace
+from router.metrics import UNKNOWN_MODEL
 
 log = structlog.get_logger("router.request")
 
@@ -45,6 +47,8 @@ class ClientAuth:
         return bool(self._keys)
 
     def check(self, request: web.Request) -> None:
+        if not self._keys:
+            return
         token = _presented_token(request).encode()
         # Compare against every key in constant time, so timing tells nothing.
         matches = [hmac.compare_digest(token, key) for key in self._keys]
@@ -55,8 +59,12 @@ class ClientAuth:
             )
 
 
-def endpoint(handler: Handler, auth: ClientAuth | None = None) -> Handler:
-    """`handler` with request context and error mapping; `auth` when it needs a key."""
+def endpoint(handler: Handler, auth: ClientAuth | None = None, *, counted: bool = False) -> Handler:
+    """`handler` with request context and error mapping; `auth` when it needs a key.
+
+    A `counted` endpoint (the model APIs) logs one `request` event and updates the
+    request metrics for every call, bad ones included.
+    """
     needs_key = auth is not None and auth.required
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -89,8 +97,8 @@ def endpoint(handler: Handler, auth: ClientAuth | None = None) -> Handler:
             status = response.status
             return response
         finally:
-            if trace.model is not None:
-                _log_request(trace, status)
+            if counted:
+                _finish(request, trace, status)
 
     return handle
 
@@ -132,22 +140,42 @@ def _internal_error(request_id: str) -> web.Response:
     return web.json_response(body, status=500)
 
 
-def _log_request(trace: RequestTrace, status: int) -> None:
+def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
+    seconds = time.perf_counter() - trace.started
+    metrics = request.app[APP_STATE].metrics
+    model = trace.model or UNKNOWN_MODEL
+    outcome = trace.outcome(status)
+    metrics.requests.labels(model, outcome.value).inc()
+    if trace.model is not None:
+        metrics.request_seconds.labels(model).observe(seconds)
+    usage = trace.usage
     log.info(
         "request",
         model=trace.model,
         route=trace.route,
         served_by=trace.served_by,
         status=status,
+        outcome=outcome.value,
         attempts=[f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
         stream=trace.stream_outcome,
-        latency_ms=round((time.perf_counter() - trace.started) * 1000, 2),
+        latency_ms=round(seconds * 1000, 2),
+        ttft_ms=None if trace.ttft is None else round(trace.ttft * 1000, 2),
+        tokens_in=usage.input_tokens if usage else None,
+        tokens_out=usage.output_tokens if usage else None,
     )
 
 
 def _presented_token(request: web.Request) -> str:
+    """Bearer (SDKs), x-api-key (Anthropic-style clients) or HTTP Basic with the key as
+    the password (a browser opening /admin)."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token:
+    scheme = scheme.lower()
+    if scheme == "bearer" and token:
         return token.strip()
+    if scheme == "basic" and token:
+        try:
+            return base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
     return request.headers.get("x-api-key", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -81,12 +82,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)  # the commit point: no failover after this
         prepared.append(response)
+        trace.ttft = time.perf_counter() - trace.started
+        state.metrics.ttft.labels(model.name, route.id).observe(trace.ttft)
         end = await relay(upstream, response, first, state.config.timeouts.idle)
         if not end.client_gone:
             await response.write_eof()
         return end
 
-    result = await state.failover.run(call, open_stream)
+    in_flight = state.metrics.in_flight.labels(model.name)
+    in_flight.inc()
+    try:
+        result = await state.failover.run(call, open_stream)
+    finally:
+        in_flight.dec()
     trace.served(result)
     if isinstance(result, Streamed):
         return prepared[0]

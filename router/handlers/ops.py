@@ -1,11 +1,13 @@
-"""Liveness and readiness for orchestrators."""
+"""Liveness, readiness and the Prometheus page."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router.handlers.context import APP_STATE
 from router.policy import unavailability
+from router.status import disabled_keys, route_statuses
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -25,3 +27,19 @@ async def readyz(request: web.Request) -> web.Response:
         "routes_total": len(routes),
     }
     return web.json_response(body, status=200 if available else 503)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus exposition; route and key gauges are refreshed from health first."""
+    state = request.app[APP_STATE]
+    config, metrics = state.config, state.metrics
+    statuses = await route_statuses(state.health, config.all_routes())
+    for status in statuses:
+        metrics.observe_route(
+            status.route, status.state, status.available_in, status.health.headroom
+        )
+    metrics.observe_keys(
+        disabled_keys(statuses), [(k.name, k.provider) for k in config.keys.values()]
+    )
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,59 @@
+"""Token usage from a provider's answer, without parsing the whole body.
+
+OpenAI puts `usage` at the end of a completion and, when asked, in the last chunk of a
+stream (provider-signals.md §9.1); Anthropic-style names (`input_tokens`) are read too.
+Only the object after the last `"usage"` key is decoded, so the cost does not grow with
+the length of the answer. A `"usage"` inside message text is escaped (`\\"usage\\"`)
+and cannot match.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+_DECODER = json.JSONDecoder()
+_KEY = b'"usage"'
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+def usage_from_body(body: bytes) -> Usage | None:
+    at = body.rfind(_KEY)
+    if at < 0:
+        return None
+    colon = body.find(b":", at + len(_KEY))
+    if colon < 0:
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(body[colon + 1 :].decode("utf-8").lstrip())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _usage(value)
+
+
+def usage_from_sse(chunk: bytes) -> Usage | None:
+    """The usage object of a stream chunk that carries one (`include_usage`)."""
+    if b'"prompt_tokens"' not in chunk and b'"input_tokens"' not in chunk:
+        return None
+    for line in chunk.splitlines():
+        if line.startswith(b"data:") and _KEY in line:
+            usage = usage_from_body(line[5:])
+            if usage is not None:
+                return usage
+    return None
+
+
+def _usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt = value.get("prompt_tokens", value.get("input_tokens"))
+    completion = value.get("completion_tokens", value.get("output_tokens"))
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return Usage(input_tokens=prompt, output_tokens=completion)
+    return None
