@@ -47,6 +47,7 @@ class _Local:
     in_flight: int = 0
     error_rate: float = 0.0
     latency: float | None = None
+    last_failure: str = ""
 
 
 class HealthTracker:
@@ -91,6 +92,7 @@ class HealthTracker:
                 in_flight=local.in_flight if local else 0,
                 error_rate=local.error_rate if local else 0.0,
                 latency=local.latency if local else None,
+                last_failure=local.last_failure if local else "",
             )
         return snapshot
 
@@ -120,6 +122,8 @@ class HealthTracker:
                 if local.latency is None
                 else (local.latency + _EWMA * (seconds - local.latency))
             )
+        else:
+            local.last_failure = failure.value
         if headroom is not None:
             await self._store.put_headroom(route_scope(route), headroom, _headroom_ttl(headroom))
 

@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -69,11 +69,22 @@ def add_timestamp(
 
 
 def configure_logging(
-    *, fmt: str = "json", level: str = "info", secrets: Iterable[str] = ()
+    *,
+    fmt: str = "json",
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    cache_loggers: bool = True,
 ) -> None:
+    """JSON lines (or `console` for people) on `stream`, stderr by default.
+
+    `cache_loggers=False` is for tests: a cached module logger would keep writing to
+    the test's stream after the test has put the default configuration back.
+    """
+    stream = stream or sys.stderr
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
@@ -87,6 +98,6 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=cache_loggers,
     )

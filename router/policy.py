@@ -34,6 +34,7 @@ class RouteHealth:
     in_flight: int = 0
     error_rate: float = 0.0  # decaying average of failures, 0..1
     latency: float | None = None  # decaying average seconds to a response head
+    last_failure: str = ""  # the last failure class this process saw on the route
 
 
 HEALTHY = RouteHealth()

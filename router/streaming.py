@@ -121,45 +121,54 @@ def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+class _Watch:
+    """What the relay learns from the bytes it forwards, chunk by chunk: a provider error
+    event, the usage chunk, and whether `[DONE]` came (it may straddle two chunks)."""
+
+    __slots__ = ("done", "error", "tail", "usage")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: Verdict | None = None
+        self.usage: Usage | None = None
+        self.tail = b""
+
+    def see(self, chunk: bytes) -> None:
+        if b'"error"' in chunk and self.error is None:
+            self.error = _error_in_chunk(chunk)
+        if b"_tokens" in chunk:
+            self.usage = usage_from_sse(chunk) or self.usage
+        window = self.tail + chunk
+        self.done = self.done or _DONE in window
+        self.tail = window[-16:]
+
+    def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
+        return StreamEnd(verdict, client_gone=client_gone, usage=self.usage)
+
+
 async def relay(
     response: UpstreamResponse, client: web.StreamResponse, first: bytes, idle: float
 ) -> StreamEnd:
-    """Pipe the rest of an upstream stream to a prepared client response."""
-    tail = first[-16:]
-    done = _DONE in first
-    upstream_error: Verdict | None = None
-    usage: Usage | None = None
+    """Pipe an upstream stream, from its buffered start, to a prepared client response."""
+    watch = _Watch()
+    chunk = first
     try:
-        await client.write(first)
-        while True:
+        while chunk:
+            await client.write(chunk)
+            watch.see(chunk)
             try:
                 chunk = await response.next_chunk(idle)
             except UpstreamError as exc:
                 await client.write(error_event(f"upstream stream failed: {exc.message}"))
-                return StreamEnd(classify_exception(exc), usage=usage)
-            if not chunk:
-                break
-            await client.write(chunk)
-            if b'"error"' in chunk and upstream_error is None:
-                upstream_error = _error_in_chunk(chunk)
-            if b"_tokens" in chunk:
-                usage = usage_from_sse(chunk) or usage
-            window = tail + chunk
-            done = done or _DONE in window
-            tail = window[-16:]
-    except ConnectionResetError:
-        return StreamEnd(OK, client_gone=True, usage=usage)
-    if upstream_error is not None:
-        # The client has already seen the provider's own error event.
-        return StreamEnd(upstream_error, usage=usage)
-    if not done:
-        # §9.3.4: a stream with no terminator was truncated; say so instead of ending quietly.
-        try:
+                return watch.end(classify_exception(exc))
+        if watch.error is not None:
+            return watch.end(watch.error)  # the client has already seen the provider's event
+        if not watch.done:
+            # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
             await client.write(error_event("upstream ended the stream without [DONE]"))
-        except ConnectionResetError:
-            return StreamEnd(OK, client_gone=True, usage=usage)
-        return StreamEnd(
-            Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended without [DONE]"),
-            usage=usage,
-        )
-    return StreamEnd(OK, usage=usage)
+            return watch.end(
+                Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended without [DONE]")
+            )
+    except ConnectionResetError:
+        return watch.end(client_gone=True)
+    return watch.end()

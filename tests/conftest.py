@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 
 from router.config import parse_config
 from router.server import bound_port, start
@@ -37,11 +38,14 @@ class Stack:
         clock: Callable[[], float] | None = None,
         seed: int = 0,
         environ: dict[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> str:
         config = parse_config(yaml_text, source="routes.yaml", environ=environ or {})
         app_args: dict[str, Any] = {"rng": random.Random(seed)}
         if clock is not None:
             app_args["clock"] = clock
+        if registry is not None:
+            app_args["registry"] = registry
         runner = await start(config, "127.0.0.1", 0, **app_args)
         self._exit.push_async_callback(runner.cleanup)
         return f"http://127.0.0.1:{bound_port(runner)}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from router.handlers.context import APP_STATE
 from router.policy import unavailability
@@ -29,6 +29,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if available else 503)
 
 
+# Every name here is a classic one, so the body is text format 0.0.4, the version every
+# Prometheus release reads (prometheus_client 0.26 would announce 1.0.0).
+EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     """Prometheus exposition; route and key gauges are refreshed from health first."""
     state = request.app[APP_STATE]
@@ -42,4 +47,4 @@ async def metrics_page(request: web.Request) -> web.Response:
         disabled_keys(statuses), [(k.name, k.provider) for k in config.keys.values()]
     )
     body = generate_latest(metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})

@@ -1,0 +1,132 @@
+"""The log a person reads: one JSON event per request, request ids, and no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import aiohttp
+import openai
+import pytest
+import structlog
+
+from router.logs import configure_logging
+from router.sim import Fault, SimKey
+from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+
+HI = [{"role": "user", "content": "hi"}]
+CLIENT_KEY = "router-client-key-0123456789"
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
+
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@pytest.fixture
+def logs() -> Iterator[Captured]:
+    """The real processors (redaction included) writing JSON lines to a buffer."""
+    captured = Captured()
+    secrets = [SIM_A.api_key, SIM_B.api_key, CLIENT_KEY]
+    configure_logging(secrets=secrets, stream=captured.stream, cache_loggers=False)
+    try:
+        yield captured
+    finally:
+        structlog.reset_defaults()
+
+
+def preferring_a(sim_url: str) -> str:
+    return two_keys_config(sim_url).replace(
+        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
+    )
+
+
+async def test_each_request_logs_one_event_with_route_attempts_and_timings(stack, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+    completion = await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+
+    (event,) = [e for e in logs.events() if e["event"] == "request"]
+    assert event["level"] == "info"
+    assert event["model"] == "gpt-4o" and event["route"] == "b/gpt-4o"
+    assert event["attempts"] == ["a/gpt-4o:rate_limited", "b/gpt-4o:ok"]
+    assert event["status"] == 200 and event["outcome"] == "served_after_failover"
+    assert event["latency_ms"] > 0 and event["ttft_ms"] is None
+    assert event["tokens_in"] == completion.usage.prompt_tokens
+    assert event["tokens_out"] == completion.usage.completion_tokens
+    assert event["timestamp"].endswith("+00:00")
+    assert [e["event"] for e in logs.events()].count("route_cooled_down") == 1
+
+
+async def test_a_stream_logs_its_time_to_first_token(stack, logs):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    [chunk async for chunk in stream]
+    await stack.close()  # the router finishes its bookkeeping before it stops
+    (event,) = [e for e in logs.events() if e["event"] == "request"]
+    assert event["ttft_ms"] > 0 and event["stream"] == "ok"
+
+
+async def test_client_request_id_is_returned_and_on_every_line_of_its_request(stack, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.server_error(500))
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HI, extra_headers={"x-request-id": "trace-42"}
+    )
+    assert raw.headers["x-request-id"] == "trace-42"
+    lines = [e for e in logs.events() if e.get("request_id") == "trace-42"]
+    assert {e["event"] for e in lines} == {"failover", "request"}
+    other = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    made = other.headers["x-request-id"]
+    assert len(made) == 32 and made != "trace-42"
+    assert [e["event"] for e in logs.events() if e.get("request_id") == made] == ["request"]
+
+
+async def test_dead_key_warns_once_per_transition_not_per_request(stack, clock, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    sim.inject("a", Fault.auth())
+    for _ in range(5):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    warnings = [e for e in logs.events() if e["level"] == "warning"]
+    assert [(e["event"], e["key"], e["reason"]) for e in warnings] == [
+        ("key_disabled", "a", "auth")
+    ]
+
+
+async def test_keys_planted_in_headers_bodies_urls_and_errors_never_reach_a_line(stack, logs):
+    planted = "sk-proj-PLANTEDplantedPLANTED0123456789"
+    # The provider answers a's key with an error that echoes it (classified as auth).
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SimKey(name="c", api_key=planted))
+    sim.inject("a", Fault.bad_request(f"key {SIM_A.api_key} is invalid", code="invalid_api_key"))
+    config = preferring_a(sim_url) + f'  extra:\n    routes: [{{key: c, model: "{planted}"}}]\n'
+    config = config.replace("sk-sim-key-c-000003", planted)
+    url = await stack.router(
+        config.replace("models:", f'server:\n  client_keys: ["{CLIENT_KEY}"]\nmodels:', 1)
+    )
+    sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    await sdk.chat.completions.create(  # a key in a header, the body and the request id
+        model="gpt-4o",
+        messages=[{"role": "user", "content": f"my key is {planted}"}],
+        extra_headers={"x-request-id": planted, "x-api-key": planted},
+    )
+    await sdk.chat.completions.create(model="extra", messages=HI)  # a key as upstream model
+    async with aiohttp.ClientSession() as session:  # a key in the URL, and a wrong client key
+        await session.post(f"{url}/v1/chat/completions?key={planted}", data=b"{}")
+        await session.post(
+            f"{url}/v1/chat/completions", data=b"{}", headers={"Authorization": f"Bearer {planted}"}
+        )
+    text = logs.text()
+    assert "key_disabled" in text and "[redacted]" in text  # the echo was logged, redacted
+    for secret in (planted, SIM_A.api_key, SIM_B.api_key, CLIENT_KEY, "PLANTEDplanted"):
+        assert secret not in text

@@ -1,0 +1,219 @@
+"""Metrics move exactly as the traffic says, and the live page passes promtool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+import aiohttp
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.sim import Fault
+from tests.conftest import SIM_A, SIM_B, SIM_C, client, two_keys_config
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def preferring_a(sim_url: str, **kwargs: str) -> str:
+    return two_keys_config(sim_url, **kwargs).replace(
+        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
+    )
+
+
+class Reader:
+    """Sample values from the app's own registry, by metric and labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def __call__(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        assert value is not None, f"no sample {name}{labels}"
+        return value
+
+    def route(self, name: str, route: str, **labels: str) -> float:
+        key = route.split("/")[0]
+        return self(name, route=route, key=key, provider="openai", **labels)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def read(registry: CollectorRegistry) -> Reader:
+    return Reader(registry)
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        return await response.text()
+
+
+async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
+    stack, clock, registry, read
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock, registry=registry)
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+    completion = await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="served_after_failover") == 1
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="served") == 0
+    attempts = "llm_router_upstream_attempts_total"
+    assert read.route(attempts, "a/gpt-4o", model="gpt-4o", outcome="rate_limited") == 1
+    assert read.route(attempts, "b/gpt-4o", model="gpt-4o", outcome="ok") == 1
+    assert read.route(attempts, "a/gpt-4o", model="gpt-4o", outcome="ok") == 0
+    failovers = "llm_router_failovers_total"
+    assert read.route(failovers, "a/gpt-4o", model="gpt-4o", reason="rate_limited") == 1
+    assert read.route("llm_router_upstream_duration_seconds_count", "a/gpt-4o") == 1
+    assert read("llm_router_request_duration_seconds_count", model="gpt-4o") == 1
+    tokens = "llm_router_tokens_total"
+    assert read.route(tokens, "b/gpt-4o", model="gpt-4o", direction="input") == (
+        completion.usage.prompt_tokens
+    )
+    assert read.route(tokens, "b/gpt-4o", model="gpt-4o", direction="output") == (
+        completion.usage.completion_tokens
+    )
+    assert read("llm_router_requests_in_flight", model="gpt-4o") == 0
+
+    await scrape(url)  # route gauges are refreshed at scrape time
+    state = "llm_router_route_state"
+    assert read.route(state, "a/gpt-4o", state="cooling_down") == 1
+    assert read.route(state, "a/gpt-4o", state="available") == 0
+    assert read.route(state, "b/gpt-4o", state="available") == 1
+    assert read.route("llm_router_route_available_in_seconds", "a/gpt-4o") == 30
+    remaining = "llm_router_route_headroom_remaining"
+    assert read.route(remaining, "a/gpt-4o", dimension="requests") == 0  # the 429 said so
+
+    clock.advance(30.5)
+    await scrape(url)
+    assert read.route(state, "a/gpt-4o", state="available") == 1
+    assert read.route("llm_router_route_available_in_seconds", "a/gpt-4o") == 0
+
+
+async def test_fallback_and_exhaustion_are_counted_by_outcome(stack, clock, registry, read):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(
+        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock,
+        registry=registry,
+    )  # fmt: skip
+    sim.inject("a", Fault.rate_limit(retry_after=20))
+    sim.inject("b", Fault.rate_limit(retry_after=20))
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="served_by_fallback") == 1
+    assert read("llm_router_fallbacks_total", from_model="gpt-4o", to_model="gpt-4o-mini") == 1
+
+    sim.inject("c", Fault.rate_limit(retry_after=5))
+    with pytest.raises(openai.RateLimitError):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="exhausted") == 1
+    # the second request found gpt-4o's routes cooling and went straight to the fallback
+    assert read("llm_router_fallbacks_total", from_model="gpt-4o", to_model="gpt-4o-mini") == 2
+
+
+async def test_dead_key_shows_disabled_with_its_reason(stack, clock, registry, read):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock, registry=registry)
+    sim.inject("a", Fault.insufficient_quota())
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert read.route("llm_router_failovers_total", "a/gpt-4o", model="gpt-4o", reason="quota")
+    await scrape(url)
+    assert read("llm_router_key_disabled", key="a", provider="openai", reason="quota") == 1
+    assert read("llm_router_key_disabled", key="a", provider="openai", reason="auth") == 0
+    assert read("llm_router_key_disabled", key="b", provider="openai", reason="quota") == 0
+    assert read.route("llm_router_route_state", "a/gpt-4o", state="disabled") == 1
+    assert read.route("llm_router_route_available_in_seconds", "a/gpt-4o") == 3600
+
+
+async def test_server_errors_and_bad_input_are_counted_without_new_series(
+    stack, clock, registry, read
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url), clock=clock, registry=registry)
+    sim.inject("a", Fault.server_error(500))
+    sim.inject("b", Fault.server_error(502))
+    with pytest.raises(openai.InternalServerError):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="failed") == 1
+    for route in ("a/gpt-4o", "b/gpt-4o"):
+        attempts = "llm_router_upstream_attempts_total"
+        assert read.route(attempts, route, model="gpt-4o", outcome="server_error") == 1
+
+    with pytest.raises(openai.NotFoundError):
+        await client(url).chat.completions.create(model="random-123", messages=HI)
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"{url}/v1/chat/completions", data=b"{not json")
+    assert read("llm_router_requests_total", model="_unknown", outcome="rejected") == 2
+    page = await scrape(url)
+    assert "random-123" not in page
+
+
+async def test_streams_count_time_to_first_token_and_usage(stack, registry, read):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), registry=registry)
+    stream = await client(url).chat.completions.create(
+        model="gpt-4o", messages=HI, stream=True, stream_options={"include_usage": True}
+    )
+    usage = [chunk.usage async for chunk in stream if chunk.usage][-1]
+    ttft = "llm_router_time_to_first_token_seconds_count"
+    assert read(ttft, model="gpt-4o", route="a/gpt-4o") == 1
+    # The client has the last byte before the router has done its bookkeeping.
+    served = ("llm_router_requests_total", {"model": "gpt-4o", "outcome": "served"})
+    async with asyncio.timeout(5):
+        while read(served[0], **served[1]) != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    tokens = "llm_router_tokens_total"
+    assert read.route(tokens, "a/gpt-4o", model="gpt-4o", direction="output") == (
+        usage.completion_tokens
+    )
+    assert read.route(tokens, "a/gpt-4o", model="gpt-4o", direction="input") == (
+        usage.prompt_tokens
+    )
+
+
+async def test_in_flight_counts_a_pending_request(stack, registry, read):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), registry=registry)
+    sim.inject("a", Fault.delay(1.0))
+    pending = asyncio.create_task(client(url).chat.completions.create(model="gpt-4o", messages=HI))
+    async with asyncio.timeout(5):
+        while read("llm_router_requests_in_flight", model="gpt-4o") != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await pending
+    assert read("llm_router_requests_in_flight", model="gpt-4o") == 0
+
+
+async def test_live_metrics_page_passes_promtool_check_metrics(stack, clock):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(
+        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock
+    )
+    sim.inject("a", Fault.rate_limit(retry_after=10))
+    for _ in range(3):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    page = await scrape(url)
+    families = {f.name for f in text_string_to_metric_families(page)}
+    assert {"llm_router_requests", "llm_router_route_state", "process_resident_memory_bytes"} <= (
+        families
+    )
+    process = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate(page.encode())
+    assert process.returncode == 0, output.decode()
