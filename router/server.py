@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from router.errors import ConfigError
 from router.failover import Failover
-from router.handlers import ops
+from router.handlers import admin, ops
 from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.openai import chat_completions, list_models
@@ -76,6 +76,9 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
         ("GET", "/healthz", ops.healthz, None),  # probes and scrapers carry no key
         ("GET", "/readyz", ops.readyz, None),
         ("GET", "/metrics", ops.metrics_page, None),
+        ("GET", "/admin/routes", admin.routes_json, auth),  # a browser gets a Basic prompt
+        ("GET", "/admin", admin.status_page, auth),
+        ("GET", "/status", admin.status_page, auth),
     ]
     known: dict[str, frozenset[str]] = {}
     for method, path, handler, needs in table:
