@@ -1,19 +1,38 @@
-"""A simulated OpenAI-compatible provider that speaks OpenAI's real wire format.
+"""A simulated LLM provider that speaks several providers' real wire formats on one port.
 
-It imports nothing from the rest of `router`, so a misreading of a provider cannot show up
-in both the simulator and the code under test. What it sends is built from
-`provider-signals.md` §2 (headers, error bodies), §9.1 (SSE) and §10 (retry hints):
+It imports nothing from the rest of `router` (only the stdlib and aiohttp), so a
+misreading of a provider cannot show up in both the simulator and the code under test.
+What it sends is built from `provider-signals.md` (headers, error bodies, SSE, retry
+hints per provider):
 
     sim = SimProvider(keys=[SimKey(name="a", api_key="sk-sim-a", rpm=60, tpm=100_000)])
     async with sim.serve() as base_url:          # http://127.0.0.1:PORT/v1
+        sim.root                                 # http://127.0.0.1:PORT
         sim.inject("a", Fault.rate_limit(retry_after=2.0), Fault.server_error(500))
         ...
-    sim.stats["a"].requests
+    sim.stats["a"].requests, sim.stats["a"].by_format
 
-Modules: `faults` (the Fault script), `limits` (token buckets), `chat_request` (request
-parsing), `openai_wire` (bodies, chunks, headers), `openai_errors` (error replies),
-`streams` (SSE writing), `state`, `server` (aiohttp app), `provider` (this facade),
-`__main__` (CLI).
+Wire formats, by path (the key travels where that provider expects it):
+
+- OpenAI chat, embeddings, Responses: `POST /v1/chat/completions`, `/v1/embeddings`,
+  `/v1/responses`; `Authorization: Bearer`.
+- Anthropic Messages: `POST /v1/messages`; `x-api-key` or Bearer.
+- Azure OpenAI: `POST /openai/deployments/{d}/chat/completions?api-version=...` and
+  `.../embeddings`; `api-key`.
+- Gemini (AI Studio): `POST /v1beta/models/{m}:generateContent` and
+  `:streamGenerateContent?alt=sse`; `x-goog-api-key` or `?key=`.
+
+Keys, honest limits (token buckets), fault scripts, stats and recorded requests are per
+key and shared by every format. Faults are semantic (`Fault.overloaded()`); each format
+renders them as its provider does (OpenAI 503, Anthropic 529 `overloaded_error`, Gemini
+503 `UNAVAILABLE`).
+
+Modules: `faults` (the Fault script), `limits` (token buckets), `tokens` (estimates),
+`dialect` (the contract each format implements), `pipeline` (one request, any format),
+`streams` (SSE writing), `chat_request`, `openai_wire`, `openai_errors`,
+`openai_dialects`, `embeddings`, `responses_wire`, `anthropic_wire`, `anthropic_errors`,
+`anthropic_limits`, `azure_wire`, `gemini_wire`, `gemini_errors`, `state`, `server`
+(aiohttp app, routes), `provider` (this facade), `__main__` (CLI).
 """
 
 from router.sim.faults import Fault

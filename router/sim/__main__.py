@@ -3,7 +3,9 @@
     python -m router.sim --port 0 --key a:sk-sim-a:60:100000 --key b:sk-sim-b
 
 Prints exactly one line, `listening on http://HOST:PORT/v1`, once the socket is bound, so
-a parent process can read the port when it asked for port 0.
+a parent process can read the port when it asked for port 0. The same port also serves
+Anthropic (`/v1/messages`), Azure OpenAI (`/openai/deployments/...`) and Gemini
+(`/v1beta/models/...`) for the same keys.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ def parse_key(spec: str, *, latency: float = 0.0, chunk_delay: float = 0.0) -> S
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m router.sim", description="Serve a simulated OpenAI-compatible provider."
+        prog="python -m router.sim",
+        description=(
+            "Serve a simulated provider: OpenAI (chat, embeddings, responses), Anthropic "
+            "Messages, Azure OpenAI and Gemini wire formats on one port, one key table."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -1,9 +1,12 @@
 """Scripted faults: what one request to a simulated key should suffer instead of a normal answer.
 
-A `Fault` is a frozen value naming a `kind` plus that kind's parameters. Each constructor maps
-to one real OpenAI failure from provider-signals.md; the bytes on the wire are produced by
-`openai_errors.py` and `streams.py`. `to_dict`/`from_dict` let another process (the demo, the
-bench) script faults through `POST /_sim/faults`.
+A `Fault` is a frozen value naming a `kind` plus that kind's parameters. Each constructor names
+one semantic failure from provider-signals.md; the bytes on the wire depend on the endpoint
+the request came to (`openai_errors.py`, `anthropic_errors.py`, `azure_wire.py`,
+`gemini_errors.py`, and each format's stream encoder), so `Fault.overloaded()` is OpenAI's
+503, Anthropic's 529 and Gemini's 503 UNAVAILABLE. `status` is the OpenAI status.
+`to_dict`/`from_dict` let another process (the demo, the bench) script faults through
+`POST /_sim/faults`.
 
 `FaultQueue` holds the script for one key: groups of faults consumed FIFO, one per request,
 each group repeated a number of rounds (or forever, for a "429 storm").
@@ -32,8 +35,8 @@ FaultKind = Literal[
     "stream_stall",
 ]
 
-# Kinds answered with an HTTP error status and an OpenAI error body; the rest change how
-# (or whether) a normal answer is delivered.
+# Kinds answered with an HTTP error status and the format's error body; the rest change
+# how (or whether) a normal answer is delivered.
 ERROR_KINDS: frozenset[str] = frozenset(
     {
         "rate_limit",

@@ -8,8 +8,8 @@ AUTH_INVALID: providers that echo keys leak them into logs).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
+from router.sim.dialect import ErrorReply
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, DimensionState, LimitState
 from router.sim.openai_wire import (
@@ -29,13 +29,6 @@ _HELP = "help.openai.com"
 NOMINAL_RPM = 500
 NOMINAL_TPM = 200_000
 _WINDOW = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    status: int
-    body: bytes
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def error_object(
@@ -91,6 +84,14 @@ def invalid_type(name: str, expected: str) -> ErrorReply:
 
 def too_short(name: str) -> ErrorReply:
     return _invalid(f"[] is too short - '{name}'", param=name)
+
+
+def invalid_value(name: str, value: object, allowed: str) -> ErrorReply:
+    return _invalid(
+        f"Invalid value for '{name}': {value!r}. Supported values are: {allowed}.",
+        param=name,
+        code="invalid_value",
+    )
 
 
 def below_min(name: str, value: int) -> ErrorReply:

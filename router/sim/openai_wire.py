@@ -7,32 +7,15 @@ Shapes follow provider-signals.md §2.1 (rate-limit headers, Go-style durations)
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from router.sim.dialect import Usage, dumps
 from router.sim.limits import DimensionState, LimitState
 
 SSE_DONE = b"data: [DONE]\n\n"
-
-_WORD = re.compile(r"\s*\S+|\s+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
 
 
 def new_completion_id() -> str:
@@ -41,10 +24,6 @@ def new_completion_id() -> str:
 
 def new_request_id() -> str:
     return f"req_{secrets.token_hex(16)}"
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def completion_body(completion_id: str, model: str, content: str, usage: Usage) -> bytes:
@@ -67,11 +46,6 @@ def completion_body(completion_id: str, model: str, content: str, usage: Usage) 
             "system_fingerprint": None,
         }
     )
-
-
-def reply_pieces(reply: str) -> list[str]:
-    """The reply split one word per chunk, leading space attached as OpenAI tokens carry it."""
-    return _WORD.findall(reply)
 
 
 class ChunkWriter:

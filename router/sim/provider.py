@@ -19,7 +19,11 @@ _SHUTDOWN_TIMEOUT = 1.0
 
 
 class SimProvider:
-    """A simulated OpenAI-compatible provider serving one or more keys.
+    """A simulated provider serving one or more keys in several wire formats on one port.
+
+    OpenAI chat/embeddings/responses live under `serve()`'s `/v1` URL; Anthropic
+    (`/v1/messages`), Azure (`/openai/deployments/...`) and Gemini (`/v1beta/models/...`)
+    hang off `root`. Keys, buckets, fault scripts, stats and recorded requests are shared.
 
     The token buckets read time only through `clock` (seconds as a float), so a test can
     pass a fake clock and step it instead of sleeping.
@@ -33,10 +37,19 @@ class SimProvider:
         models: Iterable[str] = DEFAULT_MODELS,
     ) -> None:
         self._state = SimState(keys, clock, models)
+        self._root: str | None = None
 
     @property
     def keys(self) -> dict[str, SimKey]:
         return self._state.keys
+
+    @property
+    def root(self) -> str:
+        """`http://HOST:PORT` while `serve()` runs: the base URL for the Anthropic SDK
+        (`base_url=`) and Azure (`azure_endpoint=`), and for Gemini's `/v1beta` paths."""
+        if self._root is None:
+            raise RuntimeError("SimProvider.root is only known while serve() is running")
+        return self._root
 
     @property
     def stats(self) -> dict[str, KeyStats]:
@@ -73,7 +86,10 @@ class SimProvider:
 
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve on `host:port` (0 picks a free port) and yield the base URL ending in /v1."""
+        """Serve on `host:port` (0 picks a free port) and yield the base URL ending in /v1.
+
+        While serving, `root` is the same URL without `/v1`.
+        """
         runner = web.AppRunner(
             self.app(),
             handler_cancellation=True,
@@ -85,8 +101,10 @@ class SimProvider:
             site = web.TCPSite(runner, host, port)
             await site.start()
             bound_host, bound_port = runner.addresses[0][:2]
-            yield f"http://{_url_host(bound_host)}:{bound_port}/v1"
+            self._root = f"http://{_url_host(bound_host)}:{bound_port}"
+            yield f"{self._root}/v1"
         finally:
+            self._root = None
             await runner.cleanup()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from router.sim.faults import Fault, FaultQueue
 from router.sim.limits import KeyLimits
@@ -37,12 +38,15 @@ class SimKey:
 
 @dataclass(slots=True)
 class KeyStats:
-    """Counters for one key's chat completions.
+    """Counters for one key's model requests, whatever wire format they came in.
 
     `requests` counts every authenticated request; `served` and `rejected` count response
     heads sent with status 200 and non-200; `cancelled` counts requests whose client went
     away before the response finished; `dropped` counts connections the simulator itself
     closed mid-response (`stream_cut`, or shutdown during `hang`/`stream_stall`).
+    `by_format` splits `requests` by endpoint family (`dialect.FormatName`: "openai_chat",
+    "openai_embeddings", "openai_responses", "anthropic", "azure_chat",
+    "azure_embeddings", "gemini"); a format never used has no entry.
     """
 
     requests: int = 0
@@ -51,19 +55,30 @@ class KeyStats:
     cancelled: int = 0
     streams_completed: int = 0
     dropped: int = 0
+    by_format: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, int]:
+    def count_request(self, format_name: str) -> None:
+        self.requests += 1
+        self.by_format[format_name] = self.by_format.get(format_name, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """A request as received; `key_name` is "" when the API key matched no SimKey."""
+    """A request as received; `key_name` is "" when the API key matched no SimKey.
+
+    `query` is the raw query string (Azure's `api-version`, Gemini's `alt=sse`); `format`
+    names the wire format that handled it ("" for `/v1/models`).
+    """
 
     key_name: str
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""
+    format: str = ""
 
 
 class SimState:
@@ -110,5 +125,5 @@ class SimState:
             self.key(name)
             self.queues[name].clear()
 
-    def stats_dict(self) -> dict[str, dict[str, int]]:
+    def stats_dict(self) -> dict[str, dict[str, Any]]:
         return {name: stats.to_dict() for name, stats in self.stats.items()}

@@ -1,7 +1,8 @@
 """Writing one SSE answer, healthy or broken on purpose, and waiting out a silent client.
 
 Every event is written with its own `await resp.write(...)` so that a client sees chunks
-arrive one by one, the way a real upstream delivers them (provider-signals.md §9.1).
+arrive one by one, the way a real upstream delivers them (provider-signals.md §9). What
+the events say is the dialect's `StreamEncoder`; how many of them go out is the plan's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Literal
 
 from aiohttp import web
 
-from router.sim.openai_errors import stream_error_event
-from router.sim.openai_wire import SSE_DONE, ChunkWriter, Usage
+from router.sim.dialect import StreamEncoder
 from router.sim.state import KeyStats
 
-# How a stream ends: `done` is the healthy ending (finish chunk, optional usage, [DONE]);
-# `cut` closes the TCP connection without the terminating chunk; `error` sends an error
-# event and ends the body cleanly but without [DONE]; `stall` goes silent.
+# How a stream ends: `done` is the healthy ending (the encoder's closing events, e.g.
+# finish chunk, optional usage, [DONE]); `cut` closes the TCP connection without them;
+# `error` sends the encoder's error event and ends the body cleanly but without a
+# terminator; `stall` goes silent.
 Ending = Literal["done", "cut", "error", "stall"]
 
 # How often a silent handler checks whether its client left. With handler_cancellation
@@ -30,7 +31,6 @@ _DISCONNECT_POLL = 0.05
 @dataclass(frozen=True, slots=True)
 class StreamPlan:
     pieces: list[str]
-    usage: Usage
     chunk_delay: float
     ending: Ending = "done"
     after_chunks: int = 0
@@ -69,7 +69,7 @@ async def hold_silent(
 async def write_stream(
     request: web.Request,
     headers: dict[str, str],
-    chunks: ChunkWriter,
+    encoder: StreamEncoder,
     plan: StreamPlan,
     stats: KeyStats,
     shutting_down: Callable[[], bool],
@@ -79,13 +79,14 @@ async def write_stream(
     await resp.prepare(request)
     stats.served += 1
     try:
-        await resp.write(chunks.role())
+        for event in encoder.opening():
+            await resp.write(event)
         pieces = plan.pieces if plan.ending == "done" else plan.pieces[: plan.after_chunks]
         for piece in pieces:
             if plan.chunk_delay:
                 await asyncio.sleep(plan.chunk_delay)
-            await resp.write(chunks.content(piece))
-        await _finish(request, resp, chunks, plan, stats, shutting_down)
+            await resp.write(encoder.content(piece))
+        await _finish(request, resp, encoder, plan, stats, shutting_down)
     except ConnectionError:
         # The client closed the socket while we wrote and aiohttp did not cancel us first.
         stats.cancelled += 1
@@ -95,7 +96,7 @@ async def write_stream(
 async def _finish(
     request: web.Request,
     resp: web.StreamResponse,
-    chunks: ChunkWriter,
+    encoder: StreamEncoder,
     plan: StreamPlan,
     stats: KeyStats,
     shutting_down: Callable[[], bool],
@@ -104,17 +105,15 @@ async def _finish(
         case "done":
             if plan.chunk_delay:
                 await asyncio.sleep(plan.chunk_delay)
-            await resp.write(chunks.finish())
-            if chunks.include_usage:
-                await resp.write(chunks.usage(plan.usage))
-            await resp.write(SSE_DONE)
+            for event in encoder.closing():
+                await resp.write(event)
             await resp.write_eof()
             stats.streams_completed += 1
         case "cut":
             drop_connection(request)
             stats.dropped += 1
         case "error":
-            await resp.write(stream_error_event())
+            await resp.write(encoder.error())
             await resp.write_eof()
         case "stall":
             await hold_silent(request, stats, shutting_down)
