@@ -102,11 +102,14 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     text = message.lower()
     if _is_quota(status, kind, code, text):
         return Verdict(failure=F.QUOTA, message=message)
-    if status == 401 or code == "invalid_api_key" or "incorrect api key" in text:
+    if status == 401 or code == "invalid_api_key" or kind == "authentication_error":
         return Verdict(failure=F.AUTH, message=message)
-    if status == 403:
+    if "incorrect api key" in text or "api key not valid" in text:  # OpenAI; Gemini's is a 400
         return Verdict(failure=F.AUTH, message=message)
-    if status == 429 or code == "429" or code == "rate_limit_exceeded":
+    if status == 403 or kind == "permission_error":
+        return Verdict(failure=F.AUTH, message=message)
+    # Anthropic names the class in `error.type`, which is all a mid-stream error has (§9.2).
+    if status == 429 or code in ("429", "rate_limit_exceeded") or kind == "rate_limit_error":
         if "request too large" in text:
             # §2.2: this one request can never fit this key's TPM; a smaller one would.
             return Verdict(failure=F.EXCEEDS_TPM, message=message)
@@ -125,10 +128,12 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         return Verdict(failure=F.CONTEXT_TOO_LONG, message=message)
     if code in _CONTENT_POLICY_CODES or any(needle in text for needle in _CONTENT_POLICY_TEXT):
         return Verdict(failure=F.CONTENT_POLICY, message=message)
-    if status == 404 or code == "model_not_found":
+    if status == 404 or code == "model_not_found" or kind == "not_found_error":
         return Verdict(failure=F.MODEL_NOT_FOUND, message=message)
-    if status in (408, 504):
+    if status in (408, 504) or kind == "timeout_error":
         return Verdict(failure=F.TIMEOUT, message=message)
+    if status == 413 or kind == "request_too_large":  # Anthropic: over the byte limit (§4.1)
+        return Verdict(failure=F.CONTEXT_TOO_LONG, message=message)
     if status >= 500 or status == 409:
         # 409 is a transient lock conflict the SDKs retry (§11.1 step 12).
         return Verdict(failure=F.SERVER_ERROR, message=message)

@@ -37,7 +37,7 @@ __all__ = ["format_route_table", "load_config", "mask_key", "parse_config"]
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_KEY_FIELDS = ("provider", "api_base", "api_key")
+_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version")
 _MODEL_FIELDS = ("routes", "fallback")
 _ROUTE_FIELDS = ("key", "model", "priority", "weight")
 _FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
@@ -148,7 +148,8 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             raise entry.error("a key name may not hold '/' or spaces (route ids are key/model)")
         found = entry.fields(_KEY_FIELDS, required=("provider", "api_key"))
         provider = _provider(found["provider"])
-        api_base = _api_base(found.get("api_base"), provider)
+        api_base = _api_base(found.get("api_base"), provider, entry)
+        api_version = _api_version(found.get("api_version"), provider)
         api_key = found["api_key"].expand()
         unset = tuple(dict.fromkeys(api_base.unset + api_key.unset))
         if unset:
@@ -163,7 +164,11 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
                 "prefer ${VAR} so the file holds no secret"
             )
         keys[name] = Key(
-            name=name, provider=provider, api_base=api_base.value, api_key=api_key.value
+            name=name,
+            provider=provider,
+            api_base=api_base.value,
+            api_key=api_key.value,
+            api_version=api_version,
         )
     return keys, skipped
 
@@ -178,9 +183,14 @@ def _provider(at: Field) -> str:
     return provider
 
 
-def _api_base(at: Field | None, provider: str) -> Expansion:
+def _api_base(at: Field | None, provider: str, entry: Field) -> Expansion:
     if at is None:
-        return Expansion(DEFAULT_API_BASES[provider])
+        default = DEFAULT_API_BASES[provider]
+        if default is None:
+            raise entry.error(
+                f"provider {provider} needs api_base (for azure: https://NAME.openai.azure.com)"
+            )
+        return Expansion(default)
     expansion = at.expand()
     if expansion.unset:
         return expansion
@@ -188,7 +198,18 @@ def _api_base(at: Field | None, provider: str) -> Expansion:
     url = urlsplit(base)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise at.error("must be a URL starting with http:// or https://")
+    if provider == "anthropic" and url.path.endswith("/v1"):
+        # Anthropic's SDK convention: the host only; the router adds /v1/messages.
+        raise at.error("for provider anthropic, give the host only, without /v1")
     return dataclasses.replace(expansion, value=base)
+
+
+def _api_version(at: Field | None, provider: str) -> str | None:
+    if at is None:
+        return None
+    if provider != "azure":
+        raise at.error("api_version applies to provider azure only")
+    return at.string()
 
 
 def _models(

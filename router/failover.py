@@ -16,18 +16,19 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
 
 from router.classify import OK, classify_exception, classify_response
+from router.dialects import Dialect
 from router.errors import DeadlineExceeded, NoCapacity, UpstreamError
 from router.health import HealthTracker
 from router.metrics import ATTEMPT_OUTCOME, Metrics, route_labels
 from router.policy import RouteHealth, plan, unavailability
-from router.ratelimit import parse_headroom
-from router.streaming import StreamEnd, error_in_event, read_first_event
+from router.providers import Operation, provider_for
+from router.streaming import StreamEnd, read_first_event
 from router.types import Attempt, Config, FailureClass, Headroom, ModelSpec, Route, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.usage import Usage, usage_from_body
@@ -42,7 +43,8 @@ class Call:
     """One client request, parsed once by the handler."""
 
     model: ModelSpec
-    path: str  # appended to the key's api_base, e.g. "/chat/completions"
+    operation: Operation
+    dialect: Dialect  # the client's API: stream semantics and error shape
     payload: dict[str, Any]
     body: bytes
     stream: bool
@@ -116,6 +118,7 @@ class Failover:
         self._metrics = metrics
         self._rng = rng
         self._clock = time.perf_counter
+        self._serving_cache: dict[tuple[str, Operation], ModelSpec] = {}
 
     async def run(self, call: Call, sink: StreamSink) -> Answer | Streamed:
         loop = asyncio.get_running_loop()
@@ -132,6 +135,7 @@ class Failover:
                         f"{len(walk.attempts)} attempts",
                         walk.attempts,
                     )
+                model = self._serving(model, call.operation)
                 snapshot = await self._health.snapshot(model.routes)
                 routes = plan(
                     model, snapshot, self._rng, need_tokens=call.need_tokens, exclude=walk.tried
@@ -192,16 +196,22 @@ class Failover:
     async def _exchange(self, attempt: _Try, walk: _Walk, sink: StreamSink) -> None:
         call, route = attempt.call, attempt.route
         timeouts = self._config.timeouts
+        provider = provider_for(route.key)
+        headers = {
+            **call.headers,
+            **provider.auth_headers(route.key, call.headers),
+            "Content-Type": "application/json",
+        }
         response = await self._upstream.send(
             route,
-            call.path,
+            provider.url(route.key, call.operation, route.model),
             _body_for(call, route),
-            call.headers,
+            headers,
             head_timeout=min(timeouts.first_byte, attempt.budget),
         )
         try:
             attempt.status = status = response.status
-            attempt.headroom = parse_headroom(response.headers)
+            attempt.headroom = provider.headroom(response.headers)
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 await self._open_stream(attempt, response, walk, sink)
@@ -229,11 +239,11 @@ class Failover:
         """Wait for the first content event; hand the stream to the sink if it is good."""
         elapsed = self._clock() - attempt.started
         first_timeout = min(self._config.timeouts.first_byte, attempt.budget) - elapsed
-        first, data = await read_first_event(response, first_timeout)
-        attempt.verdict = error_in_event(data) or OK
+        first = await read_first_event(response, attempt.call.dialect, first_timeout)
+        attempt.verdict = first.error or OK
         if attempt.verdict.failure is FailureClass.OK:
             walk.attempts.append(self._record_of(attempt))
-            end = await sink(attempt.route, response, first, walk.attempts)
+            end = await sink(attempt.route, response, first.buffer, walk.attempts)
             attempt.streamed = Streamed(attempt.route, walk.attempts, attempt.model.name, end)
             attempt.verdict = end.verdict
             return
@@ -242,11 +252,30 @@ class Failover:
         attempt.status = 400 if attempt.verdict.failure.is_caller_fault else 502
         attempt.answer = Answer(
             attempt.status,
-            data,
+            first.data,
             "application/json",
             attempt.route,
             walk.attempts,
             attempt.model.name,
+        )
+
+    def _serving(self, model: ModelSpec, operation: Operation) -> ModelSpec:
+        """The model with only the routes whose provider serves `operation` natively.
+
+        Cached per (model, operation), so that the route tuples stay the same objects
+        (the health tracker keys its caches on them).
+        """
+        cached = self._serving_cache.get((model.name, operation))
+        if cached is None:
+            routes = tuple(r for r in model.routes if operation in provider_for(r.key).operations)
+            cached = model if routes == model.routes else replace(model, routes=routes)
+            self._serving_cache[(model.name, operation)] = cached
+        return cached
+
+    def serves(self, model: ModelSpec, operation: Operation) -> bool:
+        """Whether any model of the chain has a route for `operation`."""
+        return any(
+            self._serving(self._config.models[name], operation).routes for name in model.chain
         )
 
     def _count(self, attempt: _Try, seconds: float) -> None:
@@ -278,6 +307,7 @@ class Failover:
         down_waits: list[float] = []
         for name in call.model.chain:
             model = self._config.models[name]
+            model = self._serving(model, call.operation)
             snapshot = await self._health.snapshot(model.routes)
             for route in model.routes:
                 blocked = unavailability(route, snapshot[route.id], call.need_tokens)

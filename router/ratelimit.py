@@ -10,7 +10,9 @@ Formats (provider-signals.md §2.1, §3, §4.3, §5.1):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from router.types import Headroom
@@ -113,3 +115,45 @@ def exhausted_reset_in(headroom: Headroom) -> float | None:
     if headroom.remaining_tokens == 0 and headroom.tokens_reset_in is not None:
         waits.append(headroom.tokens_reset_in)
     return max(waits) if waits else None
+
+
+def _rfc3339_in(headers: Mapping[str, str], name: str, now_epoch: float) -> float | None:
+    raw = headers.get(name)
+    if not raw:
+        return None
+    try:
+        return max(0.0, datetime.fromisoformat(raw).timestamp() - now_epoch)
+    except ValueError:
+        return None
+
+
+def parse_anthropic_headroom(
+    headers: Mapping[str, str], *, now_epoch: float | None = None
+) -> Headroom | None:
+    """`anthropic-ratelimit-*` headers (§4.3): resets are RFC 3339 times, not durations.
+
+    Tokens are limited in three dimensions (all, input, output); the one with the least
+    room left, as a share of its limit, is the one that stops the next request.
+    """
+    prefix = "anthropic-ratelimit-"
+    if prefix + "requests-remaining" not in headers and prefix + "tokens-remaining" not in headers:
+        return None
+    now = time.time() if now_epoch is None else now_epoch
+    tightest: tuple[float, int, int | None, float | None] | None = None
+    for dimension in ("tokens", "input-tokens", "output-tokens"):
+        remaining = _int_header(headers, f"{prefix}{dimension}-remaining")
+        if remaining is None:
+            continue
+        limit = _int_header(headers, f"{prefix}{dimension}-limit")
+        share = remaining / limit if limit else float(remaining)
+        if tightest is None or share < tightest[0]:
+            reset = _rfc3339_in(headers, f"{prefix}{dimension}-reset", now)
+            tightest = (share, remaining, limit, reset)
+    return Headroom(
+        remaining_requests=_int_header(headers, prefix + "requests-remaining"),
+        limit_requests=_int_header(headers, prefix + "requests-limit"),
+        requests_reset_in=_rfc3339_in(headers, prefix + "requests-reset", now),
+        remaining_tokens=tightest[1] if tightest else None,
+        limit_tokens=tightest[2] if tightest else None,
+        tokens_reset_in=tightest[3] if tightest else None,
+    )

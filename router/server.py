@@ -9,19 +9,22 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
 from router.failover import Failover
 from router.handlers import admin, ops
 from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
-from router.handlers.openai import chat_completions, list_models
+from router.handlers.model_api import PATHS, list_models, model_api
 from router.health import HealthTracker
 from router.metrics import Metrics
+from router.providers import Operation
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.types import Config
@@ -70,21 +73,29 @@ def create_app(
 
 
 def add_routes(app: web.Application, auth: ClientAuth) -> None:
-    table: list[tuple[str, str, Handler, ClientAuth | None]] = [
-        ("POST", "/v1/chat/completions", chat_completions, auth),
-        ("GET", "/v1/models", list_models, auth),
-        ("GET", "/healthz", ops.healthz, None),  # probes and scrapers carry no key
-        ("GET", "/readyz", ops.readyz, None),
-        ("GET", "/metrics", ops.metrics_page, None),
-        ("GET", "/admin/routes", admin.routes_json, auth),  # a browser gets a Basic prompt
-        ("GET", "/admin", admin.status_page, auth),
-        ("GET", "/status", admin.status_page, auth),
+    apis = [
+        (Operation.CHAT, OPENAI_CHAT),
+        (Operation.EMBEDDINGS, OPENAI_CHAT),  # errors as OpenAI's; never streamed
+        (Operation.RESPONSES, OPENAI_RESPONSES),
+        (Operation.MESSAGES, ANTHROPIC_MESSAGES),
     ]
     known: dict[str, frozenset[str]] = {}
-    for method, path, handler, needs in table:
-        counted = path.startswith("/v1/") and method == "POST"
-        app.router.add_route(method, path, endpoint(handler, needs, counted=counted))
+
+    def add(method: str, path: str, handler: Handler, **options: Any) -> None:
+        app.router.add_route(method, path, endpoint(handler, **options))
         known[path] = known.get(path, frozenset()) | {method}
+
+    for operation, dialect in apis:
+        add("POST", PATHS[operation], model_api(operation, dialect), auth=auth,
+            counted=True, dialect=dialect)  # fmt: skip
+    add("GET", "/v1/models", list_models, auth=auth)
+    # Probes and scrapers carry no key; people looking at /admin do.
+    add("GET", "/healthz", ops.healthz)
+    add("GET", "/readyz", ops.readyz)
+    add("GET", "/metrics", ops.metrics_page)
+    add("GET", "/admin", admin.status_page, auth=auth)
+    add("GET", "/status", admin.status_page, auth=auth)
+    add("GET", "/admin/routes", admin.routes_json, auth=auth)
     app.router.add_route("*", "/{tail:.*}", not_found(known))
 
 

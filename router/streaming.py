@@ -1,83 +1,52 @@
-"""SSE relay: the first event under a deadline, then the commit, then a byte pipe.
+"""SSE relay: the first content event under a deadline, then the commit, then a byte pipe.
 
-A streaming attempt ends at the first SSE data event. Until it is in hand nothing has
-gone to the client, so an error (or a silent upstream) fails over. Once it is in hand
-`prepare()` sends status and headers: the commit point. After that an upstream failure
-ends the stream with an error event the client can see, never a fake `[DONE]`
-(provider-signals.md §9.3). Bytes are forwarded as they arrive, untouched.
+A streaming attempt ends at the first event with content (the dialect says which events
+are only preamble). Until it is in hand nothing has gone to the client, so an error, a
+cut or a silent upstream fails over. Once it is in hand `prepare()` sends status and
+headers: the commit point. After that an upstream failure ends the stream with an error
+event in the client's dialect, never a fake terminator (provider-signals.md §9.3).
+Bytes are forwarded as they arrive, untouched; the relay only watches them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.classify import OK, classify_exception, classify_stream_error
+from router import sse
+from router.classify import OK, classify_exception
+from router.dialects import Dialect, UsagePart
 from router.errors import UpstreamError, UpstreamProtocolError
 from router.types import FailureClass, Verdict
 from router.upstream import UpstreamResponse
-from router.usage import Usage, usage_from_sse
+from router.usage import Usage
 
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
-_DONE = b"data: [DONE]"
+_CARRY_LIMIT = 1 << 16  # an event split over chunks is kept this far, no further
 
 
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
     verdict: Verdict  # how the upstream stream ended
     client_gone: bool = False
-    usage: Usage | None = None  # from the usage chunk, when the stream carried one
+    usage: Usage | None = None  # when the stream reported it
 
 
-def _data_events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, int]]:
-    """(data payload, end offset) of each complete event; comments and pings skipped."""
-    while (match := _EVENT_END.search(buffer, start)) is not None:
-        data = [
-            line[5:].lstrip(b" ")
-            for line in buffer[start : match.start()].splitlines()
-            if line.startswith(b"data:")
-        ]
-        start = match.end()
-        if data:
-            yield b"\n".join(data), start
+@dataclass(frozen=True, slots=True)
+class FirstEvent:
+    buffer: bytes  # every byte read so far, to be sent first
+    data: bytes  # the first content event's payload
+    error: Verdict | None  # set when that event is an error
 
 
-def is_preamble(data: bytes) -> bool:
-    """An event that carries nothing yet: OpenAI's first chunk (role, empty content).
+async def read_first_event(
+    response: UpstreamResponse, dialect: Dialect, timeout: float
+) -> FirstEvent:
+    """Read until the first event with content, within `timeout` seconds.
 
-    Failover stays possible until the first event with content (§9.3 item 1), so a
-    provider that sends the preamble and then fails is still invisible to the client.
-    """
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return False
-    if not isinstance(payload, dict) or payload.get("error") or payload.get("usage"):
-        return False
-    choices = payload.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return False
-    for choice in choices:
-        if not isinstance(choice, dict) or choice.get("finish_reason"):
-            return False
-        delta = choice.get("delta")
-        if not isinstance(delta, dict):
-            return False
-        if any(value for name, value in delta.items() if name != "role"):
-            return False
-    return True
-
-
-async def read_first_event(response: UpstreamResponse, timeout: float) -> tuple[bytes, bytes]:
-    """(buffered bytes, payload of the first event with content) within `timeout` seconds.
-
-    Raises UpstreamProtocolError when the stream ends before such an event, and
-    UpstreamTimeout (via `next_chunk`) when the deadline passes first.
+    Raises UpstreamProtocolError when the stream ends before one, and UpstreamTimeout
+    (via `next_chunk`) when the deadline passes first.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -88,69 +57,65 @@ async def read_first_event(response: UpstreamResponse, timeout: float) -> tuple[
         if not chunk:
             raise UpstreamProtocolError(response.route_id, "stream ended before its first event")
         buffer += chunk
-        for data, end in _data_events(buffer, scanned):
+        for event, data, end in sse.events(buffer, scanned):
             scanned = end
-            if not is_preamble(data):
-                return buffer, data
-
-
-def error_in_event(data: bytes) -> Verdict | None:
-    """An OpenAI-style error event: any data object with a truthy `error` (§9.1)."""
-    if b'"error"' not in data:
-        return None
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return None
-    if isinstance(payload, dict) and payload.get("error"):
-        return classify_stream_error(data)
-    return None
-
-
-def _error_in_chunk(chunk: bytes) -> Verdict | None:
-    for line in chunk.splitlines():
-        if line.startswith(b"data:") and b'"error"' in line:
-            verdict = error_in_event(line[5:].strip())
-            if verdict is not None:
-                return verdict
-    return None
-
-
-def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+            if not dialect.is_preamble(event, data):
+                return FirstEvent(buffer, data, dialect.error(event, data))
 
 
 class _Watch:
-    """What the relay learns from the bytes it forwards, chunk by chunk: a provider error
-    event, the usage chunk, and whether `[DONE]` came (it may straddle two chunks)."""
+    """What the relay learns from the bytes it forwards: an error event, usage, and
+    whether the terminator came. Events split over chunks are carried over."""
 
-    __slots__ = ("done", "error", "tail", "usage")
+    __slots__ = ("_carry", "_dialect", "_input", "_output", "done", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._carry = b""
+        self._input: int | None = None
+        self._output: int | None = None
         self.done = False
         self.error: Verdict | None = None
-        self.usage: Usage | None = None
-        self.tail = b""
 
     def see(self, chunk: bytes) -> None:
-        if b'"error"' in chunk and self.error is None:
-            self.error = _error_in_chunk(chunk)
-        if b"_tokens" in chunk:
-            self.usage = usage_from_sse(chunk) or self.usage
-        window = self.tail + chunk
-        self.done = self.done or _DONE in window
-        self.tail = window[-16:]
+        dialect = self._dialect
+        window = self._carry + chunk if self._carry else chunk
+        cut = sse.complete_length(window)  # whole events; the rest waits for the next chunk
+        if (
+            dialect.error_hint in window
+            or dialect.usage_hint in window
+            or (dialect.terminator in window)
+        ):
+            complete = window[:cut]
+            for event, data, _ in sse.events(complete):
+                self._read(event, data)
+            self.done = self.done or dialect.terminator in complete
+        self._carry = window[cut:][-_CARRY_LIMIT:]
+
+    def _read(self, event: bytes, data: bytes) -> None:
+        if self.error is None:
+            self.error = self._dialect.error(event, data)
+        part: UsagePart | None = self._dialect.usage(event, data)
+        if part is not None:
+            self._input = part.input_tokens if part.input_tokens is not None else self._input
+            self._output = part.output_tokens if part.output_tokens is not None else self._output
 
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
-        return StreamEnd(verdict, client_gone=client_gone, usage=self.usage)
+        usage = None
+        if self._input is not None or self._output is not None:
+            usage = Usage(input_tokens=self._input or 0, output_tokens=self._output or 0)
+        return StreamEnd(verdict, client_gone=client_gone, usage=usage)
 
 
 async def relay(
-    response: UpstreamResponse, client: web.StreamResponse, first: bytes, idle: float
+    response: UpstreamResponse,
+    client: web.StreamResponse,
+    first: bytes,
+    dialect: Dialect,
+    idle: float,
 ) -> StreamEnd:
     """Pipe an upstream stream, from its buffered start, to a prepared client response."""
-    watch = _Watch()
+    watch = _Watch(dialect)
     chunk = first
     try:
         while chunk:
@@ -159,15 +124,15 @@ async def relay(
             try:
                 chunk = await response.next_chunk(idle)
             except UpstreamError as exc:
-                await client.write(error_event(f"upstream stream failed: {exc.message}"))
+                await client.write(dialect.error_event(f"upstream stream failed: {exc.message}"))
                 return watch.end(classify_exception(exc))
         if watch.error is not None:
             return watch.end(watch.error)  # the client has already seen the provider's event
         if not watch.done:
             # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
-            await client.write(error_event("upstream ended the stream without [DONE]"))
+            await client.write(dialect.error_event("upstream ended the stream unfinished"))
             return watch.end(
-                Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended without [DONE]")
+                Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
             )
     except ConnectionResetError:
         return watch.end(client_gone=True)

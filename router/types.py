@@ -11,8 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-DEFAULT_API_BASES: Mapping[str, str] = {
+# The providers a key may name, with the api_base each defaults to. Each follows its own
+# SDK's convention: OpenAI-compatible bases end in /v1, Anthropic's is the host only (as
+# ANTHROPIC_BASE_URL), Azure's is the resource endpoint and has no default.
+DEFAULT_API_BASES: Mapping[str, str | None] = {
     "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "azure": None,
 }
 
 
@@ -24,6 +29,7 @@ class Key:
     provider: str
     api_base: str
     api_key: str = field(repr=False)
+    api_version: str | None = None  # Azure's api-version query parameter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

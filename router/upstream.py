@@ -123,26 +123,21 @@ class Upstream:
     async def send(
         self,
         route: Route,
-        path: str,
+        url: str,
         body: bytes,
         headers: Mapping[str, str],
         *,
         head_timeout: float,
     ) -> UpstreamResponse:
-        """POST `body` to the route's provider; return once the response head is in.
+        """POST `body` to `url` for `route`; return once the response head is in.
 
-        The caller must call `finish()` on the result, in a `finally`.
+        `headers` are complete (the provider's auth included). The caller must call
+        `finish()` on the result, in a `finally`.
         """
-        request_headers = dict(headers)
-        request_headers["Authorization"] = f"Bearer {route.key.api_key}"
-        request_headers["Content-Type"] = "application/json"
         with upstream_errors(route.id, "first_byte"):
             async with asyncio.timeout(head_timeout):
                 response = await self._session.post(
-                    route.key.api_base + path,
-                    data=body,
-                    headers=request_headers,
-                    timeout=self._connect_timeout,
+                    url, data=body, headers=headers, timeout=self._connect_timeout
                 )
         return UpstreamResponse(response, route.id)
 

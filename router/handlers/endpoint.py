@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Collection
 import structlog
 from aiohttp import web
 
+from router.dialects import OPENAI_CHAT, Dialect
 from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
@@ -59,11 +60,18 @@ class ClientAuth:
             )
 
 
-def endpoint(handler: Handler, auth: ClientAuth | None = None, *, counted: bool = False) -> Handler:
+def endpoint(
+    handler: Handler,
+    auth: ClientAuth | None = None,
+    *,
+    counted: bool = False,
+    dialect: Dialect = OPENAI_CHAT,
+) -> Handler:
     """`handler` with request context and error mapping; `auth` when it needs a key.
 
     A `counted` endpoint (the model APIs) logs one `request` event and updates the
-    request metrics for every call, bad ones included.
+    request metrics for every call, bad ones included. Errors are written in `dialect`,
+    the shape that endpoint's SDK expects.
     """
     needs_key = auth is not None and auth.required
 
@@ -82,11 +90,11 @@ def endpoint(handler: Handler, auth: ClientAuth | None = None, *, counted: bool 
                     auth.check(request)  # type: ignore[union-attr]
                 response = await handler(request)
             except RouterError as exc:
-                response = error_response(exc, trace)
+                response = error_response(exc, trace, dialect)
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
-                response = error_response(_from_http_exception(exc), trace)
+                response = error_response(_from_http_exception(exc), trace, dialect)
             except (asyncio.CancelledError, ConnectionResetError):
                 raise
             except Exception:
@@ -118,13 +126,15 @@ def not_found(known: dict[str, frozenset[str]]) -> Handler:
     return endpoint(handle)
 
 
-def error_response(exc: RouterError, trace: RequestTrace) -> web.Response:
+def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:
     headers = exc.headers()
     attempts = getattr(exc, "attempts", None)
     if isinstance(exc, NoCapacity | DeadlineExceeded) and attempts is not None:
         trace.attempts = list(attempts)
     headers["x-router-attempts"] = str(len(trace.attempts))
-    return web.json_response(exc.to_body(), status=exc.status, headers=headers)
+    return web.json_response(
+        dialect.error_body(exc), status=dialect.error_status(exc), headers=headers
+    )
 
 
 def _from_http_exception(exc: web.HTTPException) -> RouterError:

@@ -1,0 +1,146 @@
+"""The model APIs: parse, delegate to failover, write the answer.
+
+One handler serves every client-facing API; the operation picks the routes that can
+serve it and the dialect says how its streams and errors look.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from router.dialects import Dialect
+from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
+from router.failover import Answer, Call, Streamed
+from router.handlers.context import APP_STATE, REQUEST_TRACE
+from router.handlers.endpoint import Handler
+from router.providers import Operation
+from router.streaming import StreamEnd, relay
+from router.types import Attempt, Route
+from router.upstream import UpstreamResponse, forwardable_headers
+
+PATHS = {
+    Operation.CHAT: "/v1/chat/completions",
+    Operation.EMBEDDINGS: "/v1/embeddings",
+    Operation.RESPONSES: "/v1/responses",
+    Operation.MESSAGES: "/v1/messages",
+}
+# The body fields that cap a generation, per API, for the headroom estimate.
+_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[APP_STATE].config.server.max_body_bytes
+        raise BodyTooLarge(
+            f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+        ) from None
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("request body must be a JSON object", "invalid_body")
+    return body, payload
+
+
+def routing_headers(route: Route | None, attempts: list[Attempt]) -> dict[str, str]:
+    headers = {"x-router-attempts": str(len(attempts))}
+    if route is not None:
+        headers["x-router-route"] = route.id
+    return headers
+
+
+def model_api(operation: Operation, dialect: Dialect) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[APP_STATE]
+        body, payload = await read_json_object(request)
+        model_name = payload.get("model")
+        if not isinstance(model_name, str) or not model_name:
+            raise InvalidRequest("you must provide a model parameter", "missing_model")
+        model = state.config.models.get(model_name)
+        if model is None:
+            raise UnknownModel(
+                f"the model '{model_name[:200]}' does not exist on this router; "
+                f"configured models: {', '.join(state.config.models)}"
+            )
+        if not state.failover.serves(model, operation):
+            raise InvalidRequest(
+                f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}",
+                "unsupported_api_for_model",
+            )
+        max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
+        call = Call(
+            model=model,
+            operation=operation,
+            dialect=dialect,
+            payload=payload,
+            body=body,
+            stream=payload.get("stream") is True,
+            headers=forwardable_headers(request.headers),
+            # A cheap estimate (about 4 bytes a token) for the headroom check; exact
+            # counts are not worth their cost on the hot path.
+            need_tokens=len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
+        )
+        trace = request[REQUEST_TRACE]
+        trace.model = model.name
+        prepared: list[web.StreamResponse] = []
+
+        async def open_stream(
+            route: Route, upstream: UpstreamResponse, first: bytes, attempts: list[Attempt]
+        ) -> StreamEnd:
+            response = web.StreamResponse(
+                status=200,
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "x-request-id": trace.request_id,
+                    **routing_headers(route, attempts),
+                },
+            )
+            await response.prepare(request)  # the commit point: no failover after this
+            prepared.append(response)
+            trace.ttft = time.perf_counter() - trace.started
+            state.metrics.ttft.labels(model.name, route.id).observe(trace.ttft)
+            end = await relay(upstream, response, first, dialect, state.config.timeouts.idle)
+            if not end.client_gone:
+                await response.write_eof()
+            return end
+
+        in_flight = state.metrics.in_flight.labels(model.name)
+        in_flight.inc()
+        try:
+            result = await state.failover.run(call, open_stream)
+        finally:
+            in_flight.dec()
+        trace.served(result)
+        if isinstance(result, Streamed):
+            return prepared[0]
+        return answer_response(result)
+
+    return handle
+
+
+def answer_response(answer: Answer) -> web.Response:
+    return web.Response(
+        status=answer.status,
+        body=answer.body,
+        headers={
+            "Content-Type": answer.content_type,
+            **routing_headers(answer.route, answer.attempts),
+        },
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[APP_STATE]
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "llm-router"}
+        for name in state.config.models
+    ]
+    return web.json_response({"object": "list", "data": data})
