@@ -14,7 +14,7 @@ probe through. Success closes it; failure reopens it for twice as long (capped).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -125,6 +125,10 @@ class HealthTracker:
         else:
             local.last_failure = failure.value
         if headroom is not None:
+            if failure is F.RATE_LIMITED and verdict.retry_after is not None:
+                # A 429 that says when to come back is more precise than its headroom's
+                # resets, which are when the bucket is full again (§2.1, §4.3).
+                headroom = _capped(headroom, verdict.retry_after)
             await self._store.put_headroom(route_scope(route), headroom, _headroom_ttl(headroom))
 
         if failure is F.OK:
@@ -218,3 +222,14 @@ def _headroom_ttl(headroom: Headroom) -> float:
     """Keep a report until the later of its resets, so a skipped route is retried then."""
     resets = [r for r in (headroom.requests_reset_in, headroom.tokens_reset_in) if r is not None]
     return max(resets, default=60.0) + 1.0
+
+
+def _capped(headroom: Headroom, seconds: float) -> Headroom:
+    def cap(reset: float | None) -> float | None:
+        return None if reset is None else min(reset, seconds)
+
+    return replace(
+        headroom,
+        requests_reset_in=cap(headroom.requests_reset_in),
+        tokens_reset_in=cap(headroom.tokens_reset_in),
+    )

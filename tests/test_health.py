@@ -127,3 +127,22 @@ async def test_in_flight_counts_are_local(tracker):
     assert (await health(tracker, R1)).in_flight == 2
     tracker.end(R1)
     assert (await health(tracker, R1)).in_flight == 1
+
+
+async def test_a_hinted_429s_headroom_resets_no_later_than_its_retry_after(tracker, clock):
+    # The bucket is full again in 60 s, but the provider said "retry after 20".
+    room = Headroom(remaining_requests=0, limit_requests=50, requests_reset_in=60)
+    verdict = Verdict(failure=F.RATE_LIMITED, retry_after=20)
+    await tracker.record(R1, verdict, prior=HEALTHY, seconds=0.1, headroom=room)
+    state = await health(tracker, R1)
+    assert state.headroom.remaining_requests == 0  # still reported as it was
+    assert state.headroom.requests_reset_in == 20
+    clock.advance(20.5)
+    assert (await health(tracker, R1)).blocked_for == 0
+
+
+async def test_the_last_failure_class_is_remembered_per_route(tracker):
+    await record(tracker, R1, F.TIMEOUT)
+    await record(tracker, R1, F.OK)
+    assert (await health(tracker, R1)).last_failure == "timeout"
+    assert (await health(tracker, R2)).last_failure == ""

@@ -1,0 +1,320 @@
+"""Anthropic, Azure, embeddings and the Responses API through the router, with the
+official SDKs as clients and the simulator speaking each provider's wire format."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import anthropic
+import pytest
+
+from router.sim import Fault, SimKey
+from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+
+HI = [{"role": "user", "content": "hi"}]
+ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
+ANT_B = SimKey(name="ant-b", api_key="sk-ant-sim-key-b-0000002")
+AZ = SimKey(name="az", api_key="azure-sim-key-0000000003")
+
+
+def claude_config(root: str, extra: str = "") -> str:
+    return f"""
+keys:
+  ant-a: {{provider: anthropic, api_base: "{root}", api_key: {ANT_A.api_key}}}
+  ant-b: {{provider: anthropic, api_base: "{root}", api_key: {ANT_B.api_key}}}
+models:
+  claude:
+    routes:
+      - {{key: ant-a, model: claude-sonnet-4-5}}
+      - {{key: ant-b, model: claude-sonnet-4-5, priority: 2}}
+{extra}
+"""
+
+
+def claude_client(url: str, **kwargs) -> anthropic.AsyncAnthropic:
+    kwargs.setdefault("api_key", "client-token")
+    return anthropic.AsyncAnthropic(base_url=url, max_retries=0, timeout=20, **kwargs)
+
+
+async def ask_claude(url: str, **kwargs):
+    raw = await claude_client(url).messages.with_raw_response.create(
+        model="claude", max_tokens=64, messages=HI, **kwargs
+    )
+    return raw.headers, await raw.parse()
+
+
+class TestAnthropicMessages:
+    async def test_messages_pass_through_to_an_anthropic_route(self, stack):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root))
+        headers, message = await ask_claude(url)
+        assert message.content[0].text == "Hello from ant-a via claude-sonnet-4-5."
+        assert message.usage.input_tokens > 0
+        assert headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
+        sent = sim.requests[-1]
+        assert sent.path == "/v1/messages"
+        assert sent.headers["x-api-key"] == ANT_A.api_key
+        assert sent.headers["anthropic-version"]  # the SDK's, passed on
+        assert "client-token" not in json.dumps(sent.headers)
+        assert json.loads(sent.body)["model"] == "claude-sonnet-4-5"
+
+    async def test_a_stream_passes_through_event_by_event(self, stack):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root))
+        async with claude_client(url).messages.stream(
+            model="claude", max_tokens=64, messages=HI
+        ) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+            final = await stream.get_final_message()
+        assert text == "Hello from ant-a via claude-sonnet-4-5."
+        assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            pytest.param(Fault.rate_limit(retry_after=30), id="rate_limit_error"),
+            pytest.param(Fault.overloaded(), id="529-overloaded"),
+            pytest.param(Fault.insufficient_quota(), id="credit-balance-400"),
+            pytest.param(Fault.auth(), id="401"),
+        ],
+    )
+    async def test_anthropic_signals_fail_over_to_the_next_key(self, stack, clock, fault):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        sim.inject("ant-a", fault)
+        headers, message = await ask_claude(url)
+        assert headers["x-router-route"] == "ant-b/claude-sonnet-4-5"
+        assert message.content[0].text.startswith("Hello from ant-b")
+
+    async def test_rate_limited_key_cools_for_its_retry_after(self, stack, clock):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        sim.inject("ant-a", Fault.rate_limit(retry_after=30))
+        for _ in range(3):
+            await ask_claude(url)
+        assert sim.stats["ant-a"].requests == 1
+        clock.advance(30.5)
+        assert (await ask_claude(url))[0]["x-router-route"] == "ant-a/claude-sonnet-4-5"
+
+    async def test_credit_balance_takes_the_key_out(self, stack, clock):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        sim.inject("ant-a", Fault.insufficient_quota())
+        for _ in range(3):
+            await ask_claude(url)
+        clock.advance(600)
+        await ask_claude(url)
+        assert sim.stats["ant-a"].requests == 1
+
+    async def test_headroom_headers_stop_sending_before_a_429(self, stack, clock):
+        limited = SimKey(name="ant-a", api_key=ANT_A.api_key, rpm=2)
+        sim, _ = await stack.sim(limited, ANT_B, clock=clock)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        routes = [(await ask_claude(url))[0]["x-router-route"] for _ in range(4)]
+        assert routes == ["ant-a/claude-sonnet-4-5"] * 2 + ["ant-b/claude-sonnet-4-5"] * 2
+        assert sim.stats["ant-a"].rejected == 0
+
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            pytest.param(Fault.stream_error(after_chunks=0), id="error-after-preamble"),
+            pytest.param(Fault.stream_cut(after_chunks=0), id="cut-after-preamble"),
+            pytest.param(Fault.rate_limit(retry_after=9), id="429-before-stream"),
+        ],
+    )
+    async def test_a_stream_fails_over_before_its_first_content(self, stack, fault):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root))
+        sim.inject("ant-a", fault)
+        async with claude_client(url).messages.stream(
+            model="claude", max_tokens=64, messages=HI
+        ) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+        assert text == "Hello from ant-b via claude-sonnet-4-5."
+
+    async def test_a_stream_failing_after_its_first_content_ends_with_an_error(self, stack):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root))
+        sim.inject("ant-a", Fault.stream_cut(after_chunks=2))
+        with pytest.raises(anthropic.APIError):
+            async with claude_client(url).messages.stream(
+                model="claude", max_tokens=64, messages=HI
+            ) as stream:
+                async for _ in stream.text_stream:
+                    pass
+        assert sim.stats["ant-b"].requests == 0
+
+    async def test_exhaustion_answers_in_anthropics_own_error_shape(self, stack, clock):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        sim.inject("ant-a", Fault.rate_limit(retry_after=20))
+        sim.inject("ant-b", Fault.rate_limit(retry_after=8))
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            await ask_claude(url)
+        assert limited.value.body["type"] == "error"
+        assert limited.value.body["error"]["type"] == "rate_limit_error"
+        assert limited.value.response.headers["retry-after"] == "8"
+
+    async def test_routes_down_answer_529_overloaded(self, stack, clock):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root), clock=clock)
+        sim.inject("ant-a", Fault.server_error(500))
+        sim.inject("ant-b", Fault.server_error(500))
+        with pytest.raises(anthropic.APIStatusError) as down:
+            await ask_claude(url)
+        assert down.value.status_code == 529
+        assert down.value.body["error"]["type"] == "overloaded_error"
+
+    async def test_bad_input_is_refused_in_anthropics_shape(self, stack):
+        sim, _ = await stack.sim(ANT_A)
+        url = await stack.router(claude_config(sim.root))
+        with pytest.raises(anthropic.NotFoundError) as unknown:
+            await claude_client(url).messages.create(model="nope", max_tokens=5, messages=HI)
+        assert unknown.value.body["error"]["type"] == "not_found_error"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/messages", data=b"{") as response,
+        ):
+            body = await response.json()
+        assert response.status == 400 and body["error"]["type"] == "invalid_request_error"
+
+    async def test_a_client_key_may_come_as_x_api_key(self, stack):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        config = claude_config(sim.root, extra='server:\n  client_keys: ["${ROUTER_KEY}"]')
+        url = await stack.router(config, environ={"ROUTER_KEY": "router-key-123"})
+        with pytest.raises(anthropic.AuthenticationError):
+            await claude_client(url).messages.create(model="claude", max_tokens=5, messages=HI)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/v1/messages",
+                json={"model": "claude", "max_tokens": 5, "messages": HI},
+                headers={"x-api-key": "router-key-123", "anthropic-version": "2023-06-01"},
+            ) as response,
+        ):
+            assert response.status == 200
+
+    async def test_messages_for_a_model_with_only_openai_routes_say_so(self, stack):
+        _, sim_url = await stack.sim(SIM_A, SIM_B)
+        url = await stack.router(two_keys_config(sim_url))
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await claude_client(url).messages.create(model="gpt-4o", max_tokens=5, messages=HI)
+        assert "serves /v1/messages" in refused.value.body["error"]["message"]
+
+
+def azure_config(root: str, sim_url: str) -> str:
+    return f"""
+keys:
+  az: {{provider: azure, api_base: "{root}", api_key: {AZ.api_key}, api_version: "2024-10-21"}}
+  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
+models:
+  gpt-4o:
+    routes:
+      - {{key: az, model: gpt4o-deployment}}
+      - {{key: b, model: gpt-4o, priority: 2}}
+  embed:
+    routes:
+      - {{key: az, model: embed-deployment}}
+      - {{key: b, model: text-embedding-3-small, priority: 2}}
+"""
+
+
+class TestAzure:
+    async def test_chat_goes_to_the_deployment_url_with_api_key(self, stack):
+        sim, sim_url = await stack.sim(AZ, SIM_B)
+        url = await stack.router(azure_config(sim.root, sim_url))
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "az/gpt4o-deployment"
+        assert raw.parse().choices[0].message.content == "Hello from az via gpt4o-deployment."
+        sent = sim.requests[-1]
+        assert sent.path == "/openai/deployments/gpt4o-deployment/chat/completions"
+        assert "api-version=2024-10-21" in sent.query
+        assert sent.headers["api-key"] == AZ.api_key and "authorization" not in sent.headers
+
+    async def test_azure_429_cools_for_retry_after_ms_and_fails_over(self, stack, clock):
+        sim, sim_url = await stack.sim(AZ, SIM_B)
+        url = await stack.router(azure_config(sim.root, sim_url), clock=clock)
+        sim.inject("az", Fault.rate_limit(retry_after=6))
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "b/gpt-4o"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/admin/routes") as response,
+        ):
+            routes = {r["route"]: r for r in (await response.json())["routes"]}
+        assert routes["az/gpt4o-deployment"]["state"] == "cooling_down"
+        assert routes["az/gpt4o-deployment"]["available_in_seconds"] == 6
+
+    async def test_an_empty_azure_deployment_quota_takes_the_key_out(self, stack, clock):
+        sim, sim_url = await stack.sim(AZ, SIM_B)
+        url = await stack.router(azure_config(sim.root, sim_url), clock=clock)
+        sim.inject("az", Fault.insufficient_quota())  # 429 "retry after 86400 seconds"
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/admin/routes") as response,
+        ):
+            keys = {k["key"]: k for k in (await response.json())["keys"]}
+        assert keys["az"]["state"] == "disabled" and keys["az"]["disabled_reason"] == "quota"
+
+    async def test_azure_streams_pass_through(self, stack):
+        sim, sim_url = await stack.sim(AZ, SIM_B)
+        url = await stack.router(azure_config(sim.root, sim_url))
+        stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "Hello from az via gpt4o-deployment."
+
+
+class TestEmbeddings:
+    async def test_embeddings_fail_over_like_chat(self, stack, clock):
+        sim, sim_url = await stack.sim(AZ, SIM_B)
+        url = await stack.router(azure_config(sim.root, sim_url), clock=clock)
+        first = await client(url).embeddings.create(model="embed", input=["one", "two"])
+        assert len(first.data) == 2 and first.usage.prompt_tokens > 0
+        sim.inject("az", Fault.rate_limit(retry_after=10))
+        raw = await client(url).embeddings.with_raw_response.create(model="embed", input="x")
+        assert raw.headers["x-router-route"] == "b/text-embedding-3-small"
+        assert raw.headers["x-router-attempts"] == "2"
+
+
+def responses_config(sim_url: str) -> str:
+    return two_keys_config(sim_url).replace(
+        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
+    )
+
+
+class TestResponses:
+    async def test_responses_pass_through_and_fail_over(self, stack):
+        sim, sim_url = await stack.sim(SIM_A, SIM_B)
+        url = await stack.router(responses_config(sim_url))
+        response = await client(url).responses.create(model="gpt-4o", input="hi")
+        assert response.output_text == "Hello from a via gpt-4o."
+        sim.inject("a", Fault.server_error(503))
+        raw = await client(url).responses.with_raw_response.create(model="gpt-4o", input="hi")
+        assert raw.headers["x-router-route"] == "b/gpt-4o"
+        assert sim.requests[-1].path == "/v1/responses"
+
+    async def test_a_responses_stream_fails_over_before_its_first_delta(self, stack):
+        sim, sim_url = await stack.sim(SIM_A, SIM_B)
+        url = await stack.router(responses_config(sim_url))
+        sim.inject("a", Fault.stream_error(after_chunks=0))
+        stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
+        events = [event async for event in stream]
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert text == "Hello from b via gpt-4o."
+        assert events[-1].type == "response.completed"
+
+    async def test_a_responses_stream_cut_after_its_first_delta_ends_with_an_error(self, stack):
+        sim, sim_url = await stack.sim(SIM_A, SIM_B)
+        url = await stack.router(responses_config(sim_url))
+        sim.inject("a", Fault.stream_cut(after_chunks=2))
+        stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
+        events = [event async for event in stream]
+        assert events[-1].type == "error"
+        assert "upstream" in events[-1].message
+        assert sim.stats["b"].requests == 0
