@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import itertools
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from router.config_models import parse_budget, parse_models
+from router.config_table import format_route_table, mask_key
 from router.config_yaml import Expansion, Field, read_document, suggestion, unset_reason
 from router.errors import ConfigError
 from router.types import (
@@ -26,8 +27,6 @@ from router.types import (
     Config,
     FailoverSettings,
     Key,
-    ModelSpec,
-    Route,
     ServerSettings,
     SkippedKey,
     Timeouts,
@@ -35,13 +34,11 @@ from router.types import (
 
 __all__ = ["format_route_table", "load_config", "mask_key", "parse_config"]
 
+
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version")
-_MODEL_FIELDS = ("routes", "fallback")
-_ROUTE_FIELDS = ("key", "model", "priority", "weight")
+_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget")
 _FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
-_TABLE_COLUMNS = ("priority", "weight", "key", "provider", "upstream model", "api_base", "api_key")
 
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings)
 
@@ -65,7 +62,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     warnings: list[str] = []
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
-    models = _models(top["models"], keys, skipped, warnings)
+    models = parse_models(top["models"], keys, skipped, warnings)
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     if not any(spec.routes for spec in models.values()):
@@ -169,6 +166,7 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             api_base=api_base.value,
             api_key=api_key.value,
             api_version=api_version,
+            budget=parse_budget(found["budget"]) if "budget" in found else None,
         )
     return keys, skipped
 
@@ -212,130 +210,6 @@ def _api_version(at: Field | None, provider: str) -> str | None:
     return at.string()
 
 
-def _models(
-    at: Field, keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey], warnings: list[str]
-) -> dict[str, ModelSpec]:
-    entries = at.named()
-    if not entries:
-        raise at.error("no models are defined")
-    names = {name for name, _ in entries}
-    routes: dict[str, tuple[Route, ...]] = {}
-    listed: dict[str, int] = {}  # routes written in the file, skipped ones included
-    fallbacks: dict[str, tuple[str, ...]] = {}
-    fallback_at: dict[str, Field] = {}
-    for name, entry in entries:
-        found = entry.fields(_MODEL_FIELDS)
-        route_entries = found["routes"].items() if "routes" in found else []
-        routes[name] = _routes(route_entries, keys, skipped)
-        listed[name] = len(route_entries)
-        fallbacks[name] = _fallback(found["fallback"], names) if "fallback" in found else ()
-        if "fallback" in found:
-            fallback_at[name] = found["fallback"]
-        if not route_entries and not fallbacks[name]:
-            raise entry.error("needs at least one route or a fallback")
-    _reject_cycles(fallbacks, fallback_at)
-    specs = {
-        name: ModelSpec(
-            name=name,
-            routes=routes[name],
-            fallback=fallbacks[name],
-            chain=_chain(name, fallbacks),
-        )
-        for name in routes
-    }
-    for spec in specs.values():
-        if note := _unserved_warning(spec, specs, listed[spec.name] > 0):
-            warnings.append(note)
-    return specs
-
-
-def _routes(
-    entries: list[Field], keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey]
-) -> tuple[Route, ...]:
-    """The model's routes in file order (the policy applies priority), less skipped keys."""
-    usable: list[Route] = []
-    first: dict[str, str] = {}
-    for entry in entries:
-        found = entry.fields(_ROUTE_FIELDS, required=("key", "model"))
-        key_name = found["key"].string()
-        if key_name not in keys and key_name not in skipped:
-            raise found["key"].error(f"unknown key '{key_name}'")
-        model = found["model"].string()
-        if not model:
-            raise found["model"].error("must not be empty")
-        # Health state is kept per route id, so two routes with one id would share it.
-        route_id = f"{key_name}/{model}"
-        if route_id in first:
-            raise entry.error(f"route {route_id} is already listed at {first[route_id]}")
-        first[route_id] = entry.path
-        priority = found["priority"].integer(minimum=1) if "priority" in found else 1
-        weight = found["weight"].positive_number() if "weight" in found else 1.0
-        if key_name in keys:
-            usable.append(Route(key=keys[key_name], model=model, priority=priority, weight=weight))
-    return tuple(usable)
-
-
-def _fallback(at: Field, models: Collection[str]) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for entry in at.items():
-        name = entry.string()
-        if name not in models:
-            raise entry.error(f"unknown model '{name}'")
-        if name in chosen:
-            raise entry.error(f"'{name}' is listed twice")
-        chosen.append(name)
-    return tuple(chosen)
-
-
-def _reject_cycles(fallbacks: Mapping[str, tuple[str, ...]], where: Mapping[str, Field]) -> None:
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = [*path[path.index(name) :], name]
-            raise where[cycle[0]].error(f"fallback cycle {' -> '.join(cycle)}")
-        if name in done:
-            return
-        path.append(name)
-        for target in fallbacks[name]:
-            visit(target, path)
-        path.pop()
-        done.add(name)
-
-    for name in fallbacks:
-        visit(name, [])
-
-
-def _chain(name: str, fallbacks: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """`name`, then every model reachable through fallback: depth-first, in list order, once."""
-    chain: list[str] = []
-    pending = [name]
-    while pending:
-        model = pending.pop()
-        if model not in chain:
-            chain.append(model)
-            pending.extend(reversed(fallbacks[model]))
-    return tuple(chain)
-
-
-def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: bool) -> str | None:
-    if spec.routes:
-        return None
-    rest = spec.chain[1:]
-    if any(specs[name].routes for name in rest):
-        # A model written as an alias of its fallbacks is served as intended: say nothing.
-        if not listed:
-            return None
-        return f"models.{spec.name}: every route uses a skipped key; requests go to its fallbacks"
-    if not rest:
-        return (
-            f"models.{spec.name}: every route uses a skipped key and there is no fallback; "
-            "requests for it will get 503"
-        )
-    chain = " -> ".join(spec.chain)
-    return f"models.{spec.name}: no usable route in {chain}; requests for it will get 503"
-
-
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
     if at is None:
         return kind()
@@ -345,73 +219,3 @@ def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
         for name, field in found.items()
     }
     return kind(**values)
-
-
-def mask_key(secret: str) -> str:
-    """`sk-...abcd`: a recognisable prefix and the last four characters, never the key.
-
-    The prefix (up to the first '-' within 8 characters) is shown only while at least
-    half the key stays hidden, so a short key is not printed nearly whole.
-    """
-    if len(secret) < 12:
-        return "***"
-    dash = secret.find("-", 0, 8)
-    prefix = secret[: dash + 1]
-    if len(prefix) + 4 > len(secret) // 2:
-        prefix = ""
-    return f"{prefix}...{secret[-4:]}"
-
-
-def format_route_table(config: Config) -> str:
-    """What `llm-router check` prints: plain text, keys masked."""
-    server = config.server
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    lines = [
-        f"config  {config.source}",
-        f"listen  {host}:{server.port}",
-        f"auth    {_auth(server)}",
-    ]
-    rows = {
-        name: [_route_row(route) for route in spec.routes] for name, spec in config.models.items()
-    }
-    every_row = [_TABLE_COLUMNS, *itertools.chain.from_iterable(rows.values())]
-    widths = [max(len(cell) for cell in column) for column in zip(*every_row, strict=True)]
-    for spec in config.models.values():
-        chain = f"fallback chain: {' -> '.join(spec.chain)}" if spec.fallback else "no fallback"
-        lines += ["", f"model {spec.name}  ({chain})"]
-        if not rows[spec.name]:
-            lines.append("  (no usable route)")
-            continue
-        for row in [_TABLE_COLUMNS, *rows[spec.name]]:
-            lines.append("  " + "  ".join(map(str.ljust, row, widths)).rstrip())
-    if config.skipped_keys:
-        lines += [
-            "",
-            "skipped keys",
-            *(f"  {key.name}: {key.reason}" for key in config.skipped_keys),
-        ]
-    if config.warnings:
-        lines += ["", "warnings", *(f"  - {warning}" for warning in config.warnings)]
-    return "\n".join(lines) + "\n"
-
-
-def _auth(server: ServerSettings) -> str:
-    if server.client_keys:
-        count = len(server.client_keys)
-        return f"on ({count} client key{'s' if count != 1 else ''})"
-    if server.allow_unauthenticated:
-        return "off (server.allow_unauthenticated: true)"
-    return "off (loopback only)"
-
-
-def _route_row(route: Route) -> tuple[str, ...]:
-    key = route.key
-    return (
-        str(route.priority),
-        f"{route.weight:g}",
-        key.name,
-        key.provider,
-        route.model,
-        key.api_base,
-        mask_key(key.api_key),
-    )

@@ -142,17 +142,29 @@ class Field:
             raise self.error(f"must be {bound}, got {value}")
         return value
 
+    @property
+    def is_scalar(self) -> bool:
+        return isinstance(self.node, yaml.ScalarNode) and not self.is_null
+
     def positive_number(self) -> float:
+        value = self._number()
+        if not (math.isfinite(value) and value > 0):
+            raise self.error(f"must be a positive number, got {value:g}")
+        return value
+
+    def number(self, *, minimum: float) -> float:
+        value = self._number()
+        if not (math.isfinite(value) and value >= minimum):
+            raise self.error(f"must be a number >= {minimum:g}, got {value:g}")
+        return value
+
+    def _number(self) -> float:
         node = self._typed_scalar()
         if node.tag not in (_INT, _FLOAT):
             raise self.error(f"expected a number, got {_describe(node)}")
         if node.tag == _INT:  # construct_yaml_float does not read 0x10 or 0o17
-            value = float(_CONSTRUCTOR.construct_yaml_int(node))
-        else:
-            value = float(_CONSTRUCTOR.construct_yaml_float(node))
-        if not (math.isfinite(value) and value > 0):
-            raise self.error(f"must be a positive number, got {value:g}")
-        return value
+            return float(_CONSTRUCTOR.construct_yaml_int(node))
+        return float(_CONSTRUCTOR.construct_yaml_float(node))
 
     def boolean(self) -> bool:
         node = self._typed_scalar()

@@ -21,6 +21,31 @@ DEFAULT_API_BASES: Mapping[str, str | None] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per token, input and output."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return input_tokens * self.input + output_tokens * self.output
+
+    @property
+    def blended(self) -> float:
+        """One number to rank models by: input and output price together."""
+        return self.input + self.output
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """Spend caps in USD; a key or model that reaches one is out until the period turns
+    (UTC midnight, or the first of the month)."""
+
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Key:
     """One credential at one provider, referred to by `name` everywhere else."""
@@ -30,6 +55,7 @@ class Key:
     api_base: str
     api_key: str = field(repr=False)
     api_version: str | None = None  # Azure's api-version query parameter
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -45,6 +71,8 @@ class Route:
     model: str
     priority: int = 1
     weight: float = 1.0
+    price: Price | None = None  # routes.yaml's, else litellm's model data, else unknown
+    max_input_tokens: int | None = None  # the context window, the same way
     # "key name / upstream model": the route's name in state, headers, logs and metrics.
     # Computed once; it is read many times per request.
     id: str = field(init=False, compare=False)
@@ -65,6 +93,9 @@ class ModelSpec:
     routes: tuple[Route, ...]
     fallback: tuple[str, ...] = ()
     chain: tuple[str, ...] = ()
+    context_fallback: tuple[str, ...] = ()  # where a prompt too long for every route goes
+    budget: Budget | None = None
+    price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
