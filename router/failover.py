@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from router.budgets import BudgetKeeper
 from router.classify import OK, classify_exception, classify_response
 from router.dialects import Dialect
 from router.errors import DeadlineExceeded, NoCapacity, UpstreamError
@@ -50,6 +51,7 @@ class Call:
     stream: bool
     headers: Mapping[str, str]  # client headers that may be forwarded
     need_tokens: int = 0
+    strip_usage: bool = False  # the router asked upstream for a usage chunk the client did not
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Answer:
     attempts: list[Attempt]
     served_by: str  # client-facing model that answered
     usage: Usage | None = None
+    cost_usd: float | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +76,7 @@ class Streamed:
     attempts: list[Attempt]
     served_by: str
     end: StreamEnd
+    cost_usd: float | None = None
 
 
 @dataclass(slots=True)
@@ -109,6 +113,7 @@ class Failover:
         health: HealthTracker,
         upstream: Upstream,
         metrics: Metrics,
+        budgets: BudgetKeeper,
         *,
         rng: random.Random,
     ) -> None:
@@ -116,6 +121,7 @@ class Failover:
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
+        self._budgets = budgets
         self._rng = rng
         self._clock = time.perf_counter
         self._serving_cache: dict[tuple[str, Operation], ModelSpec] = {}
@@ -127,6 +133,8 @@ class Failover:
         walk = _Walk()
         for model_name in call.model.chain:
             model = self._config.models[model_name]
+            if model.budget is not None and await self._health.model_block(model.name):
+                continue  # over its budget: its fallbacks serve until the period turns
             while len(walk.attempts) < settings.max_attempts:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -175,6 +183,7 @@ class Failover:
             route, verdict, prior=prior, seconds=seconds, headroom=attempt.headroom
         )
         self._count(attempt, seconds)
+        await self._charge(attempt)
         if attempt.streamed is not None:
             return attempt.streamed
         walk.attempts.append(self._record_of(attempt))
@@ -290,6 +299,22 @@ class Failover:
         if done is not None and done.usage is not None:
             metrics.tokens.labels(model, *labels, "input").inc(done.usage.input_tokens)
             metrics.tokens.labels(model, *labels, "output").inc(done.usage.output_tokens)
+
+    async def _charge(self, attempt: _Try) -> None:
+        """The answer's cost from the provider's usage and the route's price."""
+        done = attempt.streamed or attempt.answer
+        usage = (
+            attempt.streamed.end.usage
+            if attempt.streamed
+            else (attempt.answer.usage if attempt.answer else None)
+        )
+        price = attempt.route.price
+        if done is None or usage is None or price is None:
+            return
+        done.cost_usd = price.cost(usage.input_tokens, usage.output_tokens)
+        labels = route_labels(attempt.route)
+        self._metrics.spend.labels(attempt.model.name, *labels).inc(done.cost_usd)
+        await self._budgets.spend(attempt.route, attempt.model, done.cost_usd)
 
     def _record_of(self, attempt: _Try) -> Attempt:
         return Attempt(

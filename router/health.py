@@ -136,7 +136,8 @@ class HealthTracker:
         elif failure is F.RATE_LIMITED:
             await self._cool_down(route, verdict)
         elif failure in (F.QUOTA, F.AUTH):
-            await self._disable_key(route, verdict)
+            seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
+            await self.disable_key(route, seconds, failure.value, verdict.message)
         elif failure is F.MODEL_NOT_FOUND:
             await self._block_route(route, self._settings.key_disable, "misconfigured", verdict)
         elif failure.is_transient:
@@ -173,17 +174,28 @@ class HealthTracker:
             hinted=verdict.retry_after is not None,
         )
 
-    async def _disable_key(self, route: Route, verdict: Verdict) -> None:
-        reason = verdict.failure.value
-        seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
+    async def disable_key(
+        self, route: Route, seconds: float, reason: str, upstream_message: str = ""
+    ) -> None:
+        """Every route of the key out for `seconds` (quota, auth, budget); warn once."""
         if await self._store.block(key_scope(route), seconds, reason):
             log.warning(
                 "key_disabled",
                 key=route.key.name,
                 reason=reason,
-                seconds=seconds,
-                upstream_message=verdict.message[:300],
+                seconds=round(seconds, 3),
+                upstream_message=upstream_message[:300],
             )
+
+    async def block_model(self, model: str, seconds: float, reason: str) -> None:
+        """The client model skipped (its fallbacks serve) for `seconds`; warn once."""
+        if await self._store.block(f"model:{model}", seconds, reason):
+            log.warning("model_disabled", model=model, reason=reason, seconds=round(seconds, 3))
+
+    async def model_block(self, model: str) -> str | None:
+        """The reason the client model is skipped now, or None."""
+        state = (await self._store.read([f"model:{model}"])).get(f"model:{model}")
+        return state.block.reason if state is not None and state.block is not None else None
 
     async def _block_route(
         self, route: Route, seconds: float, reason: str, verdict: Verdict

@@ -69,7 +69,7 @@ ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
     FailureClass.BAD_REQUEST: AttemptOutcome.BAD_REQUEST,
     FailureClass.UNKNOWN: AttemptOutcome.BAD_REQUEST,
 }
-DISABLE_REASONS = ("quota", "auth")  # a misconfigured route shows as route_state disabled
+DISABLE_REASONS = ("quota", "auth", "budget")  # a misconfigured route shows as route_state disabled
 _ROUTE = ("route", "key", "provider")
 
 
@@ -132,6 +132,12 @@ class Metrics:
             ["model", *_ROUTE, "direction"],
             registry=r,
         )
+        self.spend = Counter(
+            "llm_router_spend_usd",
+            "Cost of served requests in USD: provider usage times the route's price.",
+            ["model", *_ROUTE],
+            registry=r,
+        )
         self.route_state = Gauge(
             "llm_router_route_state",
             "1 for the route's current state, 0 for the others.",
@@ -184,6 +190,7 @@ class Metrics:
                         self.failovers.labels(model.name, *labels, failure.value)
                 for direction in ("input", "output"):
                     self.tokens.labels(model.name, *labels, direction)
+                self.spend.labels(model.name, *labels)
             for later in model.chain[1:]:
                 self.fallbacks.labels(model.name, later)
         for route in config.all_routes():

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from router.budgets import BudgetKeeper
 from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
 from router.failover import Failover
@@ -40,6 +41,7 @@ def create_app(
     rng: random.Random | None = None,
     store: StateStore | None = None,
     registry: CollectorRegistry | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> web.Application:
     """The router as an aiohttp app; `clock`, `rng`, `store` and the metrics `registry`
     are injectable for tests."""
@@ -57,8 +59,14 @@ def create_app(
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         session = new_session()
         upstream = Upstream(session, config.timeouts)
+        budgets = BudgetKeeper(state_store, health, wall=wall)
         failover = Failover(
-            config, health, upstream, metrics, rng=rng if rng is not None else random.Random()
+            config,
+            health,
+            upstream,
+            metrics,
+            budgets,
+            rng=rng if rng is not None else random.Random(),
         )
         app[APP_STATE] = RouterState(
             config=config, health=health, failover=failover, metrics=metrics

@@ -22,8 +22,9 @@ _STATE_OF_REASON: Mapping[str, RouteState] = {
     "quota": RouteState.DISABLED,
     "auth": RouteState.DISABLED,
     "misconfigured": RouteState.DISABLED,
+    "budget": RouteState.DISABLED,
 }
-KEY_DISABLE_REASONS = frozenset({"quota", "auth"})
+KEY_DISABLE_REASONS = frozenset({"quota", "auth", "budget"})
 
 
 @dataclass(frozen=True, slots=True)

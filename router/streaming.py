@@ -78,19 +78,44 @@ class _Watch:
         self.error: Verdict | None = None
 
     def see(self, chunk: bytes) -> None:
-        dialect = self._dialect
+        """Watch a chunk that is forwarded as it is."""
         window = self._carry + chunk if self._carry else chunk
         cut = sse.complete_length(window)  # whole events; the rest waits for the next chunk
-        if (
-            dialect.error_hint in window
-            or dialect.usage_hint in window
-            or (dialect.terminator in window)
-        ):
+        if self._hinted(window):
             complete = window[:cut]
             for event, data, _ in sse.events(complete):
                 self._read(event, data)
-            self.done = self.done or dialect.terminator in complete
+            self.done = self.done or self._dialect.terminator in complete
         self._carry = window[cut:][-_CARRY_LIMIT:]
+
+    def without_usage(self, chunk: bytes) -> bytes:
+        """The whole events of carry + chunk, less the usage chunk the router asked for
+        on the client's behalf; a partial event waits for the next chunk."""
+        window = self._carry + chunk if self._carry else chunk
+        cut = sse.complete_length(window)
+        complete, self._carry = window[:cut], window[cut:]
+        if not self._hinted(complete):
+            return complete
+        kept: list[bytes] = []
+        start = 0
+        for event, data, end in sse.events(complete):
+            self._read(event, data)
+            if not _usage_only(data):
+                kept.append(complete[start:end])
+            start = end
+        self.done = self.done or self._dialect.terminator in complete
+        return b"".join(kept)
+
+    def rest(self) -> bytes:
+        return self._carry
+
+    def _hinted(self, window: bytes) -> bool:
+        dialect = self._dialect
+        return (
+            dialect.error_hint in window
+            or dialect.usage_hint in window
+            or dialect.terminator in window
+        )
 
     def _read(self, event: bytes, data: bytes) -> None:
         if self.error is None:
@@ -107,30 +132,49 @@ class _Watch:
         return StreamEnd(verdict, client_gone=client_gone, usage=usage)
 
 
+def _usage_only(data: bytes) -> bool:
+    """OpenAI's usage chunk: `choices` empty, `usage` set (§9.1)."""
+    return b'"prompt_tokens"' in data and (b'"choices":[]' in data or b'"choices": []' in data)
+
+
 async def relay(
     response: UpstreamResponse,
     client: web.StreamResponse,
     first: bytes,
     dialect: Dialect,
     idle: float,
+    *,
+    strip_usage: bool = False,
 ) -> StreamEnd:
-    """Pipe an upstream stream, from its buffered start, to a prepared client response."""
+    """Pipe an upstream stream, from its buffered start, to a prepared client response.
+
+    `strip_usage`: the router asked for a usage chunk the client did not; drop it.
+    """
     watch = _Watch(dialect)
     chunk = first
     try:
         while chunk:
-            await client.write(chunk)
-            watch.see(chunk)
+            if strip_usage:
+                out = watch.without_usage(chunk)
+                if out:
+                    await client.write(out)
+            else:
+                await client.write(chunk)
+                watch.see(chunk)
             try:
                 chunk = await response.next_chunk(idle)
             except UpstreamError as exc:
-                await client.write(dialect.error_event(f"upstream stream failed: {exc.message}"))
+                tail = watch.rest() if strip_usage else b""  # otherwise already forwarded
+                await client.write(
+                    tail + dialect.error_event(f"upstream stream failed: {exc.message}")
+                )
                 return watch.end(classify_exception(exc))
         if watch.error is not None:
             return watch.end(watch.error)  # the client has already seen the provider's event
         if not watch.done:
             # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
-            await client.write(dialect.error_event("upstream ended the stream unfinished"))
+            tail = watch.rest() if strip_usage else b""
+            await client.write(tail + dialect.error_event("upstream ended the stream unfinished"))
             return watch.end(
                 Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
             )

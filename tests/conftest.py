@@ -39,6 +39,7 @@ class Stack:
         seed: int = 0,
         environ: dict[str, str] | None = None,
         registry: CollectorRegistry | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> str:
         config = parse_config(yaml_text, source="routes.yaml", environ=environ or {})
         app_args: dict[str, Any] = {"rng": random.Random(seed)}
@@ -46,6 +47,8 @@ class Stack:
             app_args["clock"] = clock
         if registry is not None:
             app_args["registry"] = registry
+        if wall is not None:
+            app_args["wall"] = wall
         runner = await start(config, "127.0.0.1", 0, **app_args)
         self._exit.push_async_callback(runner.cleanup)
         return f"http://127.0.0.1:{bound_port(runner)}"

@@ -38,11 +38,13 @@ class RequestTrace:
     stream_outcome: str | None = None
     ttft: float | None = None  # seconds to the first content event, streams only
     usage: Usage | None = None
+    cost_usd: float | None = None
 
     def served(self, result: Answer | Streamed) -> None:
         self.route = result.route.id
         self.served_by = result.served_by
         self.attempts = result.attempts
+        self.cost_usd = result.cost_usd
         if isinstance(result, Streamed):
             end = result.end
             self.stream_outcome = "client_gone" if end.client_gone else end.verdict.failure.value

@@ -172,6 +172,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
         ttft_ms=None if trace.ttft is None else round(trace.ttft * 1000, 2),
         tokens_in=usage.input_tokens if usage else None,
         tokens_out=usage.output_tokens if usage else None,
+        cost_usd=None if trace.cost_usd is None else round(trace.cost_usd, 8),
     )
 
 

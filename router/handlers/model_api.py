@@ -75,17 +75,32 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
                 "unsupported_api_for_model",
             )
         max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
+        stream = payload.get("stream") is True
+        strip_usage = False
+        options = payload.get("stream_options")
+        if (
+            stream
+            and operation is Operation.CHAT
+            and (options is None or isinstance(options, dict))
+            and not _asks_usage(payload)
+        ):
+            # Costs and token metrics need the usage chunk, which OpenAI sends only when
+            # asked; ask on the client's behalf and keep the extra chunk from it (§9.1).
+            payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            strip_usage = True
         call = Call(
             model=model,
             operation=operation,
             dialect=dialect,
             payload=payload,
             body=body,
-            stream=payload.get("stream") is True,
+            stream=stream,
             headers=forwardable_headers(request.headers),
             # A cheap estimate (about 4 bytes a token) for the headroom check; exact
             # counts are not worth their cost on the hot path.
             need_tokens=len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
+            strip_usage=strip_usage,
         )
         trace = request[REQUEST_TRACE]
         trace.model = model.name
@@ -107,7 +122,14 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
             prepared.append(response)
             trace.ttft = time.perf_counter() - trace.started
             state.metrics.ttft.labels(model.name, route.id).observe(trace.ttft)
-            end = await relay(upstream, response, first, dialect, state.config.timeouts.idle)
+            end = await relay(
+                upstream,
+                response,
+                first,
+                dialect,
+                state.config.timeouts.idle,
+                strip_usage=call.strip_usage,
+            )
             if not end.client_gone:
                 await response.write_eof()
             return end
@@ -126,15 +148,20 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
     return handle
 
 
+def _asks_usage(payload: dict[str, Any]) -> bool:
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def answer_response(answer: Answer) -> web.Response:
-    return web.Response(
-        status=answer.status,
-        body=answer.body,
-        headers={
-            "Content-Type": answer.content_type,
-            **routing_headers(answer.route, answer.attempts),
-        },
-    )
+    headers = {
+        "Content-Type": answer.content_type,
+        **routing_headers(answer.route, answer.attempts),
+    }
+    if answer.cost_usd is not None:
+        # Streams send their headers before the usage exists; they log the cost instead.
+        headers["x-router-cost-usd"] = f"{answer.cost_usd:.8f}"
+    return web.Response(status=answer.status, body=answer.body, headers=headers)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._totals: dict[str, tuple[float, float]] = {}  # counter -> (total, expires)
 
     def _entry(self, scope: str) -> _Entry:
         entry = self._entries.get(scope)
@@ -81,8 +82,18 @@ class MemoryStore:
         entry = self._entry(scope)
         entry.headroom, entry.headroom_at, entry.headroom_until = headroom, now, now + ttl
 
+    async def add(self, counter: str, amount: float, ttl: float) -> float:
+        now = self._clock()
+        total, expires = self._totals.get(counter, (0.0, 0.0))
+        if expires <= now:
+            total = 0.0
+        total += amount
+        self._totals[counter] = (total, now + ttl)
+        return total
+
     async def close(self) -> None:
         self._entries.clear()
+        self._totals.clear()
 
 
 def _live(counter: tuple[int, float] | None, now: float) -> int:

@@ -1,0 +1,175 @@
+"""Costs from provider usage and prices; budgets taking keys and models out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from router.budgets import period_ends
+from router.config import format_route_table, parse_config
+from router.errors import ConfigError
+from tests.conftest import SIM_A, SIM_B, SIM_C, client
+
+HI = [{"role": "user", "content": "hi"}]
+# One dollar per input token and two per output token: costs are easy to check by hand.
+PRICE = "price: {input_per_mtok: 1000000, output_per_mtok: 2000000}"
+
+
+def config(sim_url: str, *, key_a: str = "", model: str = "", route_a: str = PRICE) -> str:
+    return f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}{key_a}}}
+  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
+  c: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_C.api_key}}}
+models:
+  gpt-4o:
+    routes:
+      - {{key: a, model: gpt-4o, {route_a}}}
+      - {{key: b, model: gpt-4o, priority: 2, {PRICE}}}
+    fallback: [gpt-4o-mini]
+{model}
+  gpt-4o-mini:
+    routes:
+      - {{key: c, model: gpt-4o-mini}}
+"""
+
+
+class WallClock:
+    def __init__(self, text: str) -> None:
+        self.now = datetime.fromisoformat(text).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_cost_comes_from_usage_and_the_routes_price(stack):
+    registry = CollectorRegistry()
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url), registry=registry)
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    usage = raw.parse().usage
+    expected = usage.prompt_tokens * 1 + usage.completion_tokens * 2
+    assert float(raw.headers["x-router-cost-usd"]) == expected
+    labels = {"model": "gpt-4o", "route": "a/gpt-4o", "key": "a", "provider": "openai"}
+    assert registry.get_sample_value("llm_router_spend_usd_total", labels) == expected
+
+
+async def test_without_a_price_in_routes_yaml_litellms_model_data_prices_it(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url, route_a=""))
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    usage = raw.parse().usage
+    # gpt-4o in litellm's table: $2.50 in and $10 out per million tokens.
+    expected = usage.prompt_tokens * 2.5e-6 + usage.completion_tokens * 1e-5
+    assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(expected, abs=1e-8)
+
+
+async def test_a_stream_is_costed_from_a_usage_chunk_the_client_never_sees(stack):
+    registry = CollectorRegistry()
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url), registry=registry)
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.usage is None for chunk in chunks)  # the extra chunk was kept back
+    assert all(chunk.choices for chunk in chunks)
+    sent = json.loads(sim.requests[-1].body)
+    assert sent["stream_options"] == {"include_usage": True}  # asked on its behalf
+    labels = {"model": "gpt-4o", "route": "a/gpt-4o", "key": "a", "provider": "openai"}
+    async with asyncio.timeout(5):
+        while not registry.get_sample_value("llm_router_spend_usd_total", labels):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    input_tokens = registry.get_sample_value(
+        "llm_router_tokens_total", {**labels, "direction": "input"}
+    )
+    assert input_tokens > 0
+
+
+async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, clock):
+    wall = WallClock("2026-11-24T23:59:00+00:00")
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(
+        config(sim_url, key_a=", budget: {usd_per_day: 30}"), clock=clock, wall=wall
+    )
+    routes = []
+    for _ in range(4):
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        routes.append(raw.headers["x-router-route"])
+    # Each request costs more than $10 here (usage x $1 or $2 a token): after the
+    # spend reaches $30, key a is out and b serves.
+    first_b = routes.index("b/gpt-4o")
+    assert routes[:first_b] == ["a/gpt-4o"] * first_b and set(routes[first_b:]) == {"b/gpt-4o"}
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin/routes") as response:
+        keys = {k["key"]: k for k in (await response.json())["keys"]}
+    assert keys["a"]["disabled_reason"] == "budget"
+    served_by_a = sim.stats["a"].served
+    clock.advance(61)  # the UTC day turns
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    assert raw.headers["x-router-route"] == "a/gpt-4o"
+    assert sim.stats["a"].served == served_by_a + 1
+
+
+async def test_a_model_over_its_budget_hands_requests_to_its_fallback(stack, clock):
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = config(sim_url).replace(
+        "    fallback: [gpt-4o-mini]\n",
+        "    fallback: [gpt-4o-mini]\n    budget: {usd_per_month: 5}\n",
+    )
+    url = await stack.router(text, clock=clock, wall=wall)
+    first = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    assert first.headers["x-router-route"] == "a/gpt-4o"
+    later = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    assert later.headers["x-router-route"] == "c/gpt-4o-mini"
+    assert later.headers["x-router-attempts"] == "1"  # gpt-4o's routes were not tried
+
+
+def test_periods_turn_at_utc_midnight_and_the_first_of_the_month():
+    moment = datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+    ends = period_ends(moment)
+    assert ends["day"] == ("2026-12-31", 3600.0)
+    assert ends["month"] == ("2026-12", 3600.0)
+
+
+def test_fallback_cheaper_resolves_to_the_cheaper_models_cheapest_last():
+    text = """
+keys:
+  k: {provider: openai, api_key: sk-test-aaaaaaaaaaaa0000}
+models:
+  big:
+    routes: [{key: k, model: gpt-4o}]
+    fallback: cheaper
+  medium:
+    routes: [{key: k, model: m1, price: {input_per_mtok: 1, output_per_mtok: 4}}]
+  small:
+    routes: [{key: k, model: gpt-4o-mini}]
+  pricier:
+    routes: [{key: k, model: m2, price: {input_per_mtok: 30, output_per_mtok: 60}}]
+  unpriced:
+    routes: [{key: k, model: some-local-model}]
+"""
+    loaded = parse_config(text, source="routes.yaml", environ={})
+    assert loaded.models["big"].fallback == ("medium", "small")
+    assert loaded.models["big"].chain == ("big", "medium", "small")
+    table = format_route_table(loaded)
+    assert "fallback chain: big -> medium -> small" in table
+    assert "2.5/10" in table and "128,000" in table  # gpt-4o's price and window
+
+
+def test_fallback_cheaper_needs_a_price_to_compare():
+    text = """
+keys:
+  k: {provider: openai, api_key: sk-test-aaaaaaaaaaaa0000}
+models:
+  local:
+    routes: [{key: k, model: some-local-model}]
+    fallback: cheaper
+"""
+    with pytest.raises(ConfigError, match="'cheaper' needs a price for local"):
+        parse_config(text, source="routes.yaml", environ={})
