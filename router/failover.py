@@ -23,8 +23,9 @@ import structlog
 
 from router.budgets import BudgetKeeper
 from router.classify import OK, classify_exception, classify_response
+from router.context_window import PromptSize
 from router.dialects import Dialect
-from router.errors import DeadlineExceeded, NoCapacity, UpstreamError
+from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, UpstreamError
 from router.health import HealthTracker
 from router.metrics import ATTEMPT_OUTCOME, Metrics, route_labels
 from router.policy import RouteHealth, plan, unavailability
@@ -95,9 +96,15 @@ class _Try:
     streamed: Streamed | None = None
 
 
+_TOO_LONG = object()  # a model's answer was "context too long": go to its context fallback
+
+
 @dataclass(slots=True)
 class _Walk:
+    prompt: PromptSize
     attempts: list[Attempt] = field(default_factory=list)
+    visited: set[str] = field(default_factory=set)
+    too_big: frozenset[str] = frozenset()  # routes skipped: the prompt exceeds their window
     tried: set[str] = field(default_factory=set)
     fallen_back: set[str] = field(default_factory=set)  # fallback models entered
     tpm_answer: Answer | None = None
@@ -127,43 +134,84 @@ class Failover:
         self._serving_cache: dict[tuple[str, Operation], ModelSpec] = {}
 
     async def run(self, call: Call, sink: StreamSink) -> Answer | Streamed:
-        loop = asyncio.get_running_loop()
-        timeouts, settings = self._config.timeouts, self._config.failover
-        deadline = loop.time() + timeouts.request
-        walk = _Walk()
-        for model_name in call.model.chain:
-            model = self._config.models[model_name]
+        deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
+        walk = _Walk(prompt=PromptSize(call.body, call.payload.get("messages")))
+        pending = list(call.model.chain)
+        while pending:
+            model = self._config.models[pending.pop(0)]
+            if model.name in walk.visited:
+                continue
+            walk.visited.add(model.name)
             if model.budget is not None and await self._health.model_block(model.name):
                 continue  # over its budget: its fallbacks serve until the period turns
-            while len(walk.attempts) < settings.max_attempts:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"request deadline of {timeouts.request:g}s passed after "
-                        f"{len(walk.attempts)} attempts",
-                        walk.attempts,
-                    )
-                model = self._serving(model, call.operation)
-                snapshot = await self._health.snapshot(model.routes)
-                routes = plan(
-                    model, snapshot, self._rng, need_tokens=call.need_tokens, exclude=walk.tried
-                ).routes
-                if not routes:
-                    break
-                route = routes[0]
-                if model is not call.model and model.name not in walk.fallen_back:
-                    walk.fallen_back.add(model.name)
-                    self._metrics.fallbacks.labels(call.model.name, model.name).inc()
-                walk.tried.add(route.id)
-                attempt = _Try(call, model, route, started=self._clock(), budget=remaining)
-                result = await self._attempt(attempt, snapshot[route.id], walk, sink)
-                if result is not None:
-                    return result
+            serving = self._serving(model, call.operation)
+            too_big = await walk.prompt.too_big_for(serving.routes)
+            walk.too_big |= too_big
+            if too_big and len(too_big) == len(serving.routes) and model.context_fallback:
+                pending[:0] = model.context_fallback  # no route can hold this prompt
+                continue
+            result = await self._walk_model(call, serving, too_big, walk, deadline, sink)
+            if result is _TOO_LONG:
+                pending[:0] = model.context_fallback
+            elif result is not None:
+                return result
         if walk.tpm_answer is not None and all(
             a.failure is FailureClass.EXCEEDS_TPM for a in walk.attempts
         ):
             return walk.tpm_answer  # no key can take a request this large: say so as-is
+        if walk.too_big and not walk.attempts:
+            raise InvalidRequest(
+                f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
+                f"window of every route of {' -> '.join(call.model.chain)}",
+                "context_length_exceeded",
+            )
         raise await self._exhausted(call, walk.attempts)
+
+    async def _walk_model(
+        self,
+        call: Call,
+        model: ModelSpec,
+        too_big: frozenset[str],
+        walk: _Walk,
+        deadline: float,
+        sink: StreamSink,
+    ) -> Answer | Streamed | object | None:
+        """Try `model`'s routes in plan order: the answer, _TOO_LONG, or None (none left)."""
+        loop = asyncio.get_running_loop()
+        while len(walk.attempts) < self._config.failover.max_attempts:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"request deadline of {self._config.timeouts.request:g}s passed after "
+                    f"{len(walk.attempts)} attempts",
+                    walk.attempts,
+                )
+            snapshot = await self._health.snapshot(model.routes)
+            routes = plan(
+                model,
+                snapshot,
+                self._rng,
+                need_tokens=call.need_tokens,
+                exclude=walk.tried | too_big if too_big else walk.tried,
+            ).routes
+            if not routes:
+                return None
+            route = routes[0]
+            if model.name != call.model.name and model.name not in walk.fallen_back:
+                walk.fallen_back.add(model.name)
+                self._metrics.fallbacks.labels(call.model.name, model.name).inc()
+            walk.tried.add(route.id)
+            attempt = _Try(call, model, route, started=self._clock(), budget=remaining)
+            result = await self._attempt(attempt, snapshot[route.id], walk, sink)
+            if (
+                isinstance(result, Answer)
+                and attempt.verdict.failure is FailureClass.CONTEXT_TOO_LONG
+                and self._config.models[model.name].context_fallback
+            ):
+                return _TOO_LONG  # the provider said so: the context fallback takes it
+            if result is not None:
+                return result
+        return None
 
     async def _attempt(
         self, attempt: _Try, prior: RouteHealth, walk: _Walk, sink: StreamSink

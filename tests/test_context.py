@@ -1,0 +1,81 @@
+"""Context windows: routes too small for a prompt are skipped, context_fallback takes it."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from router.sim import Fault
+from tests.conftest import SIM_A, SIM_B, client
+
+
+def config(sim_url: str, *, window: int, fallback: bool = True) -> str:
+    context = "    context_fallback: [long]\n" if fallback else ""
+    return f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}}}
+  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
+models:
+  short:
+    routes:
+      - {{key: a, model: gpt-4o-mini, max_input_tokens: {window}}}
+{context}  long:
+    routes:
+      - {{key: b, model: gpt-4o}}
+"""
+
+
+def words(count: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": "hello " * count}]
+
+
+async def route_of(url: str, messages: list[dict[str, str]]) -> str:
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="short", messages=messages
+    )
+    return raw.headers["x-router-route"]
+
+
+async def test_a_prompt_far_over_a_window_goes_to_the_context_fallback_unsent(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=50))
+    assert await route_of(url, words(300)) == "b/gpt-4o"
+    assert sim.stats["a"].requests == 0  # no tokens were spent finding out
+
+
+async def test_a_prompt_well_inside_the_window_stays(stack):
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=1000))
+    assert await route_of(url, words(10)) == "a/gpt-4o-mini"
+
+
+async def test_near_the_limit_the_prompt_is_counted_exactly(stack):
+    # About 45 tokens of text in a body whose bytes suggest more: the estimate puts it
+    # near a 60-token window, the exact count says it fits.
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=60))
+    assert await route_of(url, words(40)) == "a/gpt-4o-mini"
+    # About 125 tokens: near a 100-token window by estimate, over it by count.
+    url = await stack.router(config(sim_url, window=100))
+    assert await route_of(url, words(120)) == "b/gpt-4o"
+
+
+async def test_an_upstream_context_length_error_goes_to_the_context_fallback(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=100_000))
+    sim.inject("a", Fault.context_length())
+    raw = await client(url).chat.completions.with_raw_response.create(
+        model="short", messages=words(3)
+    )
+    assert raw.headers["x-router-route"] == "b/gpt-4o"
+    assert raw.headers["x-router-attempts"] == "2"
+
+
+async def test_without_a_context_fallback_a_too_long_prompt_is_a_clear_400(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=50, fallback=False))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client(url).chat.completions.create(model="short", messages=words(300))
+    assert caught.value.code == "context_length_exceeded"
+    assert "context window" in caught.value.message
+    assert sim.stats["a"].requests == 0
