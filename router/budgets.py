@@ -47,8 +47,8 @@ class BudgetKeeper:
         self._wall = wall
 
     async def spend(self, route: Route, model: ModelSpec, usd: float) -> None:
-        if usd <= 0:
-            return
+        if usd <= 0 or (route.key.budget is None and model.budget is None):
+            return  # the common case, on every request: no date arithmetic
         periods = period_ends(self._wall())
         key = route.key
         if key.budget is not None:
@@ -71,10 +71,3 @@ class BudgetKeeper:
             if cap is not None and total >= cap:
                 out_for = max(out_for or 0.0, turns_in)
         return out_for
-
-    async def spent(self, scope: str) -> dict[str, float]:
-        periods = period_ends(self._wall())
-        return {
-            period: await self._store.add(f"spend:{scope}:{name}", 0.0, ttl=turns_in + 60)
-            for period, (name, turns_in) in periods.items()
-        }

@@ -56,6 +56,11 @@ def facts(provider: str, model: str) -> ModelFacts:
     return UNKNOWN
 
 
+def forget() -> None:
+    """Drop the table once the config is loaded: about 8 MB nobody reads afterwards."""
+    _table.cache_clear()
+
+
 def litellm_providers() -> frozenset[str]:
     """Every provider name litellm's table mentions (a config check; no import)."""
     return frozenset(

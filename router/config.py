@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from router import catalog
 from router.config_models import parse_budget, parse_models
 from router.config_table import format_route_table, mask_key
 from router.config_yaml import Expansion, Field, read_document, suggestion, unset_reason
@@ -63,6 +64,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
     models = parse_models(top["models"], keys, skipped, warnings)
+    catalog.forget()
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     if not any(spec.routes for spec in models.values()):

@@ -68,6 +68,8 @@ class OpenAIChat:
         return None
 
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if b'"prompt_tokens"' not in data:  # every other chunk says "usage": null, if at all
+            return None
         payload = _json(data)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if not isinstance(usage, dict):
@@ -117,6 +119,8 @@ class OpenAIResponses(OpenAIChat):
         return classify_stream_error(json.dumps({"error": payload}).encode())
 
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if event != b"response.completed":
+            return None
         payload = _json(data)
         response = payload.get("response") if isinstance(payload, dict) else None
         usage = response.get("usage") if isinstance(response, dict) else None
@@ -163,6 +167,8 @@ class AnthropicMessages:
         return classify_stream_error(data)
 
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if event not in (b"message_start", b"message_delta"):
+            return None
         payload = _json(data)
         if not isinstance(payload, dict):
             return None

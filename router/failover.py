@@ -27,7 +27,7 @@ from router.context_window import PromptSize
 from router.dialects import Dialect
 from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, UpstreamError
 from router.health import HealthTracker
-from router.metrics import ATTEMPT_OUTCOME, Metrics, route_labels
+from router.metrics import Metrics
 from router.policy import RouteHealth, plan, unavailability
 from router.providers import Operation, provider_for
 from router.streaming import StreamEnd, read_first_event
@@ -132,6 +132,7 @@ class Failover:
         self._rng = rng
         self._clock = time.perf_counter
         self._serving_cache: dict[tuple[str, Operation], ModelSpec] = {}
+        self._serves_cache: dict[tuple[str, Operation], bool] = {}
 
     async def run(self, call: Call, sink: StreamSink) -> Answer | Streamed:
         deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
@@ -330,38 +331,41 @@ class Failover:
         return cached
 
     def serves(self, model: ModelSpec, operation: Operation) -> bool:
-        """Whether any model of the chain has a route for `operation`."""
-        return any(
-            self._serving(self._config.models[name], operation).routes for name in model.chain
-        )
+        """Whether any model of the chain has a route for `operation` (cached)."""
+        known = self._serves_cache.get((model.name, operation))
+        if known is None:
+            known = self._serves_cache[(model.name, operation)] = any(
+                self._serving(self._config.models[name], operation).routes for name in model.chain
+            )
+        return known
 
     def _count(self, attempt: _Try, seconds: float) -> None:
-        metrics, failure = self._metrics, attempt.verdict.failure
-        labels = route_labels(attempt.route)
-        model = attempt.model.name
-        metrics.attempts.labels(model, *labels, ATTEMPT_OUTCOME[failure]).inc()
-        metrics.upstream_seconds.labels(*labels).observe(seconds)
+        series = self._metrics.route_series(attempt.model.name, attempt.route)
+        failure = attempt.verdict.failure
+        series.attempts[failure].inc()
+        series.upstream_seconds.observe(seconds)
         if failure.fails_over:
-            metrics.failovers.labels(model, *labels, failure.value).inc()
-        done = attempt.streamed.end if attempt.streamed else attempt.answer
-        if done is not None and done.usage is not None:
-            metrics.tokens.labels(model, *labels, "input").inc(done.usage.input_tokens)
-            metrics.tokens.labels(model, *labels, "output").inc(done.usage.output_tokens)
+            series.failovers[failure].inc()
+        usage = self._usage_of(attempt)
+        if usage is not None:
+            series.tokens_in.inc(usage.input_tokens)
+            series.tokens_out.inc(usage.output_tokens)
+
+    @staticmethod
+    def _usage_of(attempt: _Try) -> Usage | None:
+        if attempt.streamed is not None:
+            return attempt.streamed.end.usage
+        return attempt.answer.usage if attempt.answer is not None else None
 
     async def _charge(self, attempt: _Try) -> None:
         """The answer's cost from the provider's usage and the route's price."""
         done = attempt.streamed or attempt.answer
-        usage = (
-            attempt.streamed.end.usage
-            if attempt.streamed
-            else (attempt.answer.usage if attempt.answer else None)
-        )
+        usage = self._usage_of(attempt)
         price = attempt.route.price
         if done is None or usage is None or price is None:
             return
         done.cost_usd = price.cost(usage.input_tokens, usage.output_tokens)
-        labels = route_labels(attempt.route)
-        self._metrics.spend.labels(attempt.model.name, *labels).inc(done.cost_usd)
+        self._metrics.route_series(attempt.model.name, attempt.route).spend.inc(done.cost_usd)
         await self._budgets.spend(attempt.route, attempt.model, done.cost_usd)
 
     def _record_of(self, attempt: _Try) -> Attempt:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -77,9 +79,33 @@ def route_labels(route: Route) -> tuple[str, str, str]:
     return route.id, route.key.name, route.key.provider
 
 
+@dataclass(slots=True)
+class RouteSeries:
+    """One (client model, route)'s series, resolved once: `labels()` takes a lock and
+    builds a key on every call, which adds up on the request path. Only pairs where the
+    route is one of the model's own (attempts record the model whose route served)."""
+
+    attempts: dict[FailureClass, Any]
+    failovers: dict[FailureClass, Any]
+    upstream_seconds: Any
+    tokens_in: Any
+    tokens_out: Any
+    spend: Any
+
+
+@dataclass(slots=True)
+class ModelSeries:
+    requests: dict[RequestOutcome, Any]
+    seconds: Any
+    in_flight: Any
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry, config: Config) -> None:
         self.registry = registry
+        self._route_series: dict[tuple[str, str], RouteSeries] = {}
+        self._model_series: dict[str, ModelSeries] = {}
+        self._ttft_series: dict[tuple[str, str], Any] = {}
         r = registry
         self.requests = Counter(
             "llm_router_requests", "Client requests by outcome.", ["model", "outcome"], registry=r
@@ -203,6 +229,47 @@ class Metrics:
         for key in config.keys.values():
             for reason in DISABLE_REASONS:
                 self.key_disabled.labels(key.name, key.provider, reason)
+
+    def route_series(self, model: str, route: Route) -> RouteSeries:
+        series = self._route_series.get((model, route.id))
+        if series is None:
+            labels = route_labels(route)
+            series = self._route_series[(model, route.id)] = RouteSeries(
+                attempts={
+                    f: self.attempts.labels(model, *labels, o.value)
+                    for f, o in ATTEMPT_OUTCOME.items()
+                },
+                failovers={
+                    f: self.failovers.labels(model, *labels, f.value)
+                    for f in FailureClass
+                    if f.fails_over
+                },
+                upstream_seconds=self.upstream_seconds.labels(*labels),
+                tokens_in=self.tokens.labels(model, *labels, "input"),
+                tokens_out=self.tokens.labels(model, *labels, "output"),
+                spend=self.spend.labels(model, *labels),
+            )
+        return series
+
+    def ttft_series(self, model: str, route: Route) -> Any:
+        """Kept apart from route_series: a stream of `model` may be served by a fallback's
+        route, and that pair must not create attempt series (the alert rules read those
+        as the table of each model's own routes)."""
+        series = self._ttft_series.get((model, route.id))
+        if series is None:
+            series = self._ttft_series[(model, route.id)] = self.ttft.labels(model, route.id)
+        return series
+
+    def model_series(self, model: str) -> ModelSeries:
+        """`model` is a configured name or UNKNOWN_MODEL, never a client's free text."""
+        series = self._model_series.get(model)
+        if series is None:
+            series = self._model_series[model] = ModelSeries(
+                requests={o: self.requests.labels(model, o.value) for o in RequestOutcome},
+                seconds=self.request_seconds.labels(model),
+                in_flight=self.in_flight.labels(model),
+            )
+        return series
 
     def observe_route(
         self,

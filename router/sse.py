@@ -33,3 +33,16 @@ def complete_length(buffer: bytes) -> int:
     if cut < 0:
         return 0
     return cut + (4 if buffer.startswith(b"\r\n\r\n", cut) else 2)
+
+
+def event_around(buffer: bytes, position: int) -> tuple[int, int]:
+    """(start, end) of the whole event holding byte `position` of `buffer`."""
+    before = max(buffer.rfind(b"\n\n", 0, position), buffer.rfind(b"\r\n\r\n", 0, position))
+    start = 0 if before < 0 else before + (4 if buffer.startswith(b"\r\n\r\n", before) else 2)
+    ends = [
+        i for i in (buffer.find(b"\n\n", position), buffer.find(b"\r\n\r\n", position)) if i >= 0
+    ]
+    if not ends:
+        return start, len(buffer)
+    end = min(ends)
+    return start, end + (4 if buffer.startswith(b"\r\n\r\n", end) else 2)

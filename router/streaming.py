@@ -81,11 +81,7 @@ class _Watch:
         """Watch a chunk that is forwarded as it is."""
         window = self._carry + chunk if self._carry else chunk
         cut = sse.complete_length(window)  # whole events; the rest waits for the next chunk
-        if self._hinted(window):
-            complete = window[:cut]
-            for event, data, _ in sse.events(complete):
-                self._read(event, data)
-            self.done = self.done or self._dialect.terminator in complete
+        self._inspect(window[:cut] if cut < len(window) else window)
         self._carry = window[cut:][-_CARRY_LIMIT:]
 
     def without_usage(self, chunk: bytes) -> bytes:
@@ -94,28 +90,34 @@ class _Watch:
         window = self._carry + chunk if self._carry else chunk
         cut = sse.complete_length(window)
         complete, self._carry = window[:cut], window[cut:]
-        if not self._hinted(complete):
-            return complete
-        kept: list[bytes] = []
-        start = 0
-        for event, data, end in sse.events(complete):
-            self._read(event, data)
-            if not _usage_only(data):
-                kept.append(complete[start:end])
-            start = end
-        self.done = self.done or self._dialect.terminator in complete
-        return b"".join(kept)
+        at = complete.find(b'"prompt_tokens"')
+        if at >= 0:
+            start, end = sse.event_around(complete, at)
+            if _usage_only(complete[start:end]):
+                self._inspect(complete[start:end])
+                complete = complete[:start] + complete[end:]
+        self._inspect(complete)
+        return complete
 
     def rest(self) -> bytes:
         return self._carry
 
-    def _hinted(self, window: bytes) -> bool:
+    def _inspect(self, complete: bytes) -> None:
+        """Read only the events a cheap search points at: errors, usage, the end.
+
+        A fast stream can arrive whole in one read; parsing each of its events would
+        cost more than everything else the relay does.
+        """
         dialect = self._dialect
-        return (
-            dialect.error_hint in window
-            or dialect.usage_hint in window
-            or dialect.terminator in window
-        )
+        for hint in (dialect.error_hint, dialect.usage_hint):
+            at = complete.find(hint)
+            while at >= 0:
+                start, end = sse.event_around(complete, at)
+                for event, data, _ in sse.events(complete[start:end] + b"\n\n"):
+                    self._read(event, data)
+                at = complete.find(hint, end)
+        if dialect.terminator in complete:
+            self.done = True
 
     def _read(self, event: bytes, data: bytes) -> None:
         if self.error is None:

@@ -152,12 +152,11 @@ def _internal_error(request_id: str) -> web.Response:
 
 def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     seconds = time.perf_counter() - trace.started
-    metrics = request.app[APP_STATE].metrics
-    model = trace.model or UNKNOWN_MODEL
+    series = request.app[APP_STATE].metrics.model_series(trace.model or UNKNOWN_MODEL)
     outcome = trace.outcome(status)
-    metrics.requests.labels(model, outcome.value).inc()
+    series.requests[outcome].inc()
     if trace.model is not None:
-        metrics.request_seconds.labels(model).observe(seconds)
+        series.seconds.observe(seconds)
     usage = trace.usage
     log.info(
         "request",

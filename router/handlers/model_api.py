@@ -121,7 +121,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
             await response.prepare(request)  # the commit point: no failover after this
             prepared.append(response)
             trace.ttft = time.perf_counter() - trace.started
-            state.metrics.ttft.labels(model.name, route.id).observe(trace.ttft)
+            state.metrics.ttft_series(model.name, route).observe(trace.ttft)
             end = await relay(
                 upstream,
                 response,
@@ -134,7 +134,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
                 await response.write_eof()
             return end
 
-        in_flight = state.metrics.in_flight.labels(model.name)
+        in_flight = state.metrics.model_series(model.name).in_flight
         in_flight.inc()
         try:
             result = await state.failover.run(call, open_stream)

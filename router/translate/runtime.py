@@ -1,0 +1,106 @@
+"""litellm, loaded once and off the event loop, configured for a router that fails over itself.
+
+`import litellm` costs about 3.6 s and, unless LITELLM_LOCAL_MODEL_COST_MAP is set before
+it, downloads a cost map with retries (litellm-notes.md). So it is imported here only,
+lazily, in a worker thread (`load()`), and never on the passthrough path. Its own retries,
+callbacks and logging are turned off once at load: the router retries, fails over and
+logs, and litellm doing it too would multiply attempts and leak prompts into its logs.
+Per-request settings (key, base URL, timeout) travel as call arguments, never as globals.
+
+`litellm_providers()` names the providers litellm knows without importing it, for the
+config loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from types import ModuleType
+
+_lock = threading.Lock()
+_litellm: ModuleType | None = None
+
+
+def _import() -> ModuleType:
+    global _litellm
+    with _lock:  # several first requests may race here; one import configures it
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
+
+            litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners
+            litellm.telemetry = False  # read by older litellm versions only
+            litellm.num_retries = 0
+            litellm.success_callback = []
+            litellm.failure_callback = []
+            litellm.callbacks = []
+            # Prompts stay out of litellm's logging objects, and a stream is not
+            # re-assembled at its end for loggers nobody registered.
+            litellm.turn_off_message_logging = True
+            litellm.disable_streaming_logging = True
+            _litellm = litellm
+        return _litellm
+
+
+async def load() -> ModuleType:
+    """litellm, imported in a worker thread on first use so the event loop keeps serving."""
+    if _litellm is not None:
+        return _litellm
+    return await asyncio.to_thread(_import)
+
+
+async def preload() -> None:
+    """Warm litellm at startup (when some route needs translation) instead of on a request."""
+    await load()
+
+
+def is_loaded() -> bool:
+    return _litellm is not None
+
+
+def _package_dir() -> Path | None:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+_ENUM_MEMBER = re.compile(r'^    [A-Z0-9_]+ = "([a-z0-9_.-]+)"$', re.MULTILINE)
+_PROVIDER_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+@functools.cache
+def litellm_providers() -> frozenset[str]:
+    """Provider names litellm accepts as `<provider>/<model>`, read from its package files.
+
+    Two sources, both read as text (about 40 ms, no import): the `LlmProviders` enum,
+    which is litellm's own list (it includes providers with no priced model, such as
+    `openrouter` and `hosted_vllm`), and the `litellm_provider` field of its bundled
+    price map. Price-map names with a dash (`vertex_ai-language-models`) are
+    cost-accounting groups, not providers, and are left out.
+    """
+    package = _package_dir()
+    if package is None:
+        return frozenset()
+    names: set[str] = set()
+    types_file = package / "types" / "utils.py"
+    if types_file.is_file():
+        source = types_file.read_text(encoding="utf-8")
+        start = source.find("class LlmProviders(")
+        if start >= 0:
+            end = source.find("\nclass ", start + 1)
+            names.update(_ENUM_MEMBER.findall(source[start : end if end > 0 else None]))
+    prices = package / "model_prices_and_context_window_backup.json"
+    if prices.is_file():
+        with prices.open(encoding="utf-8") as handle:
+            for entry in json.load(handle).values():
+                provider = entry.get("litellm_provider") if isinstance(entry, dict) else None
+                if isinstance(provider, str) and _PROVIDER_NAME.match(provider):
+                    names.add(provider)
+    return frozenset(names)
