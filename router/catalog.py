@@ -61,15 +61,6 @@ def forget() -> None:
     _table.cache_clear()
 
 
-def litellm_providers() -> frozenset[str]:
-    """Every provider name litellm's table mentions (a config check; no import)."""
-    return frozenset(
-        entry["litellm_provider"]
-        for entry in _table().values()
-        if isinstance(entry, dict) and isinstance(entry.get("litellm_provider"), str)
-    )
-
-
 def _facts_of(entry: Mapping[str, Any]) -> ModelFacts:
     price = None
     cost_in, cost_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")

@@ -16,6 +16,7 @@ from typing import Any
 from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
 from router.ratelimit import (
     exhausted_reset_in,
+    parse_duration,
     parse_headroom,
     retry_after_from_headers,
     retry_after_from_text,
@@ -75,6 +76,36 @@ def error_fields(body: bytes) -> tuple[str, str, str]:
     )
 
 
+def google_details(body: bytes) -> tuple[bool, float | None]:
+    """Gemini's 429 details (§5.1): (a per-day quota is spent, RetryInfo's delay).
+
+    `QuotaFailure.violations[].quotaId` naming a PerDay quota will not clear for hours;
+    `RetryInfo.retryDelay` ("58s", "1.5s") is when a per-minute one will.
+    """
+    if b"type.googleapis.com" not in body:
+        return False, None
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False, None
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    per_day, delay = False, None
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("QuotaFailure"):
+            for violation in detail.get("violations") or []:
+                if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                    per_day = True
+        elif kind.endswith("RetryInfo") and isinstance(detail.get("retryDelay"), str):
+            delay = parse_duration(detail["retryDelay"])
+    return per_day, delay
+
+
 def _is_quota(status: int, kind: str, code: str, text: str) -> bool:
     if "insufficient_quota" in (kind, code) or kind == "billing_error":
         return True
@@ -102,6 +133,9 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     text = message.lower()
     if _is_quota(status, kind, code, text):
         return Verdict(failure=F.QUOTA, message=message)
+    per_day, retry_delay = google_details(body) if status == 429 else (False, None)
+    if per_day:
+        return Verdict(failure=F.QUOTA, message=message)
     if status == 401 or code == "invalid_api_key" or kind == "authentication_error":
         return Verdict(failure=F.AUTH, message=message)
     if "incorrect api key" in text or "api key not valid" in text:  # OpenAI; Gemini's is a 400
@@ -113,7 +147,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         if "request too large" in text:
             # §2.2: this one request can never fit this key's TPM; a smaller one would.
             return Verdict(failure=F.EXCEEDS_TPM, message=message)
-        wait = _rate_limit_wait(headers, message)
+        wait = retry_delay if retry_delay is not None else _rate_limit_wait(headers, message)
         if wait is not None and wait >= QUOTA_RETRY_AFTER:
             return Verdict(failure=F.QUOTA, retry_after=wait, message=message)
         return Verdict(failure=F.RATE_LIMITED, retry_after=wait, message=message)

@@ -23,6 +23,7 @@ from router.config_models import parse_budget, parse_models
 from router.config_table import format_route_table, mask_key
 from router.config_yaml import Expansion, Field, read_document, suggestion, unset_reason
 from router.errors import ConfigError
+from router.translate.runtime import litellm_providers
 from router.types import (
     DEFAULT_API_BASES,
     Config,
@@ -174,18 +175,22 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
 
 
 def _provider(at: Field) -> str:
-    # DEFAULT_API_BASES is the one table of providers: adding one there makes it valid here.
+    # DEFAULT_API_BASES lists the providers the router speaks itself; any other provider
+    # litellm knows is reached through translation (its names read without importing it).
     provider = at.string()
-    if provider not in DEFAULT_API_BASES:
-        supported = ", ".join(sorted(DEFAULT_API_BASES))
-        hint = suggestion(provider, DEFAULT_API_BASES)
-        raise at.error(f"unknown provider '{provider}'{hint}; supported: {supported}")
+    if provider not in DEFAULT_API_BASES and provider not in litellm_providers():
+        known = sorted(DEFAULT_API_BASES)
+        hint = suggestion(provider, [*known, *litellm_providers()])
+        raise at.error(
+            f"unknown provider '{provider}'{hint}; supported: {', '.join(known)}, "
+            "or any provider litellm knows"
+        )
     return provider
 
 
 def _api_base(at: Field | None, provider: str, entry: Field) -> Expansion:
     if at is None:
-        default = DEFAULT_API_BASES[provider]
+        default = DEFAULT_API_BASES.get(provider, "")  # "": litellm's own default
         if default is None:
             raise entry.error(
                 f"provider {provider} needs api_base (for azure: https://NAME.openai.azure.com)"

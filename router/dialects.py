@@ -178,7 +178,10 @@ class AnthropicMessages:
             if isinstance(usage, dict):
                 return UsagePart(usage.get("input_tokens"), usage.get("output_tokens"))
         if event == b"message_delta" and isinstance(payload.get("usage"), dict):
-            return UsagePart(None, payload["usage"].get("output_tokens"))
+            # Current streams (and litellm's adapter, whose message_start says 0) give
+            # input_tokens here too; a later value replaces an earlier one.
+            usage = payload["usage"]
+            return UsagePart(usage.get("input_tokens") or None, usage.get("output_tokens"))
         return None
 
     def error_event(self, message: str) -> bytes:

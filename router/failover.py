@@ -29,8 +29,9 @@ from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, Upstream
 from router.health import HealthTracker
 from router.metrics import Metrics
 from router.policy import RouteHealth, plan, unavailability
-from router.providers import Operation, provider_for
+from router.providers import PROVIDERS, Operation
 from router.streaming import StreamEnd, read_first_event
+from router.translate import TranslatedResponse, translator_for
 from router.types import Attempt, Config, FailureClass, Headroom, ModelSpec, Route, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.usage import Usage, usage_from_body
@@ -254,22 +255,31 @@ class Failover:
     async def _exchange(self, attempt: _Try, walk: _Walk, sink: StreamSink) -> None:
         call, route = attempt.call, attempt.route
         timeouts = self._config.timeouts
-        provider = provider_for(route.key)
-        headers = {
-            **call.headers,
-            **provider.auth_headers(route.key, call.headers),
-            "Content-Type": "application/json",
-        }
-        response = await self._upstream.send(
-            route,
-            provider.url(route.key, call.operation, route.model),
-            _body_for(call, route),
-            headers,
-            head_timeout=min(timeouts.first_byte, attempt.budget),
-        )
+        head_timeout = min(timeouts.first_byte, attempt.budget)
+        provider = PROVIDERS.get(route.key.provider)
+        translator = translator_for(route.key.provider, call.operation)
+        response: UpstreamResponse | TranslatedResponse
+        if translator is not None:
+            response = await translator.send(
+                route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
+            )
+        else:
+            assert provider is not None  # config accepts only known or litellm providers
+            headers = {
+                **call.headers,
+                **provider.auth_headers(route.key, call.headers),
+                "Content-Type": "application/json",
+            }
+            response = await self._upstream.send(
+                route,
+                provider.url(route.key, call.operation, route.model),
+                _body_for(call, route),
+                headers,
+                head_timeout=head_timeout,
+            )
         try:
             attempt.status = status = response.status
-            attempt.headroom = provider.headroom(response.headers)
+            attempt.headroom = provider.headroom(response.headers) if provider else None
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 await self._open_stream(attempt, response, walk, sink)
@@ -325,7 +335,7 @@ class Failover:
         """
         cached = self._serving_cache.get((model.name, operation))
         if cached is None:
-            routes = tuple(r for r in model.routes if operation in provider_for(r.key).operations)
+            routes = tuple(r for r in model.routes if _can_serve(r, operation))
             cached = model if routes == model.routes else replace(model, routes=routes)
             self._serving_cache[(model.name, operation)] = cached
         return cached
@@ -410,6 +420,14 @@ class Failover:
             tries = ", ".join(f"{a.route_id}: {a.failure.value}" for a in attempts)
             message += f" (attempts: {tries})"
         return NoCapacity(message, attempts=attempts, limited=limited, retry_after=retry_after)
+
+
+def _can_serve(route: Route, operation: Operation) -> bool:
+    """Natively (byte passthrough) or through litellm's translation."""
+    native = PROVIDERS.get(route.key.provider)
+    if native is not None and operation in native.operations:
+        return True
+    return translator_for(route.key.provider, operation) is not None
 
 
 def _without_key(body: bytes, route: Route) -> bytes:

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from router import translate
 from router.budgets import BudgetKeeper
 from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
@@ -71,7 +72,16 @@ def create_app(
         app[APP_STATE] = RouterState(
             config=config, health=health, failover=failover, metrics=metrics
         )
+        warming = None
+        if needs_translation(config):
+            # litellm takes seconds to import: warm it in a thread now, not on a request.
+            warming = asyncio.create_task(translate.preload(), name="litellm-preload")
         yield
+        if warming is not None:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await warming
+        await translate.shutdown()
         await session.close()
         await state_store.close()
 
@@ -105,6 +115,11 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
     add("GET", "/status", admin.status_page, auth=auth)
     add("GET", "/admin/routes", admin.routes_json, auth=auth)
     app.router.add_route("*", "/{tail:.*}", not_found(known))
+
+
+def needs_translation(config: Config) -> bool:
+    """Whether a key's provider is reached through litellm for chat completions."""
+    return any(key.provider not in ("openai", "azure") for key in config.keys.values())
 
 
 def is_loopback(host: str) -> bool:

@@ -18,6 +18,8 @@ DEFAULT_API_BASES: Mapping[str, str | None] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
     "azure": None,
+    # Through litellm (translate/): Google AI Studio, host only; litellm adds /v1beta.
+    "gemini": "https://generativelanguage.googleapis.com",
 }
 
 

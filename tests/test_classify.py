@@ -67,6 +67,24 @@ GEMINI_PER_MINUTE = json.dumps(
 ).encode()
 
 
+def gemini_429(quota_id: str, retry_delay: str | None) -> bytes:
+    details: list[dict] = [
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{"quotaMetric": "m", "quotaId": quota_id}],
+        }
+    ]
+    if retry_delay is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": retry_delay})  # fmt: skip
+    error = {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": details}
+    return json.dumps({"error": error}).encode()
+
+
+GEMINI_RETRY_INFO = gemini_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "26s")
+GEMINI_PER_DAY = gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier", None)
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "body", "failure", "retry_after"),
     [
@@ -103,6 +121,8 @@ GEMINI_PER_MINUTE = json.dumps(
         pytest.param(429, {}, AZURE_429, F.RATE_LIMITED, 6.0, id="azure-429-string-code"),
         pytest.param(429, {}, AZURE_QUOTA, F.QUOTA, 86400.0, id="azure-86400s-is-quota"),
         pytest.param(429, {}, GEMINI_PER_MINUTE, F.RATE_LIMITED, 58.934310785, id="gemini-minute"),
+        pytest.param(429, {}, GEMINI_RETRY_INFO, F.RATE_LIMITED, 26.0, id="gemini-retryinfo"),
+        pytest.param(429, {}, GEMINI_PER_DAY, F.QUOTA, None, id="gemini-per-day-quota"),
         pytest.param(400, {}, ANTHROPIC_CREDIT, F.QUOTA, None, id="anthropic-credit-400"),
         pytest.param(402, {}, b'{"error":"Insufficient Balance"}', F.QUOTA, None, id="402"),
         pytest.param(

@@ -175,7 +175,8 @@ def test_config_mappings_are_read_only() -> None:
         pytest.param(
             EXAMPLE.replace("    provider: openai       # any", "    provider: opnai  # any"),
             "routes.yaml:12: keys.groq.provider: unknown provider 'opnai' "
-            "(did you mean 'openai'?); supported: anthropic, azure, openai",
+            "(did you mean 'openai'?); supported: anthropic, azure, gemini, openai, "
+            "or any provider litellm knows",
             id="unknown-provider",
         ),
         pytest.param(

@@ -7,6 +7,7 @@ import json
 
 import aiohttp
 import anthropic
+import openai
 import pytest
 
 from router.sim import Fault, SimKey
@@ -16,6 +17,8 @@ HI = [{"role": "user", "content": "hi"}]
 ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
 ANT_B = SimKey(name="ant-b", api_key="sk-ant-sim-key-b-0000002")
 AZ = SimKey(name="az", api_key="azure-sim-key-0000000003")
+GEM = SimKey(name="gem", api_key="gemini-sim-key-000000004")
+GEM2 = SimKey(name="gem2", api_key="gemini-sim-key-000000005")
 
 
 def claude_config(root: str, extra: str = "") -> str:
@@ -195,12 +198,101 @@ class TestAnthropicMessages:
         ):
             assert response.status == 200
 
-    async def test_messages_for_a_model_with_only_openai_routes_say_so(self, stack):
+    async def test_messages_reach_an_openai_route_by_translation(self, stack):
         _, sim_url = await stack.sim(SIM_A, SIM_B)
         url = await stack.router(two_keys_config(sim_url))
-        with pytest.raises(anthropic.BadRequestError) as refused:
-            await claude_client(url).messages.create(model="gpt-4o", max_tokens=5, messages=HI)
-        assert "serves /v1/messages" in refused.value.body["error"]["message"]
+        raw = await claude_client(url).messages.with_raw_response.create(
+            model="gpt-4o", max_tokens=64, messages=HI
+        )
+        message = await raw.parse()
+        assert message.content[0].text == "Hello from a via gpt-4o."
+        assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+        async with claude_client(url).messages.stream(
+            model="gpt-4o", max_tokens=64, messages=HI
+        ) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+        assert text == "Hello from a via gpt-4o."
+
+    async def test_an_api_no_route_can_serve_is_refused_clearly(self, stack):
+        sim, _ = await stack.sim(ANT_A, ANT_B)
+        url = await stack.router(claude_config(sim.root))
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client(url).embeddings.create(model="claude", input="x")
+        assert refused.value.code == "unsupported_api_for_model"
+
+
+class TestTranslatedChat:
+    """OpenAI clients served by Anthropic and Gemini routes through litellm."""
+
+    @staticmethod
+    def config(sim_url: str, root: str) -> str:
+        return f"""
+keys:
+  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}}}
+  ant-a: {{provider: anthropic, api_base: "{root}", api_key: {ANT_A.api_key}}}
+  gem: {{provider: gemini, api_base: "{root}", api_key: {GEM.api_key}}}
+  gem2: {{provider: gemini, api_base: "{root}", api_key: {GEM2.api_key}}}
+models:
+  gpt-4o:
+    routes:
+      - {{key: a, model: gpt-4o}}
+      - {{key: ant-a, model: claude-sonnet-4-5, priority: 2}}
+  flash:
+    routes:
+      - {{key: gem, model: gemini-2.5-flash}}
+      - {{key: gem2, model: gemini-2.5-flash, priority: 2}}
+"""
+
+    async def test_limited_openai_routes_hand_the_request_to_claude(self, stack, clock):
+        sim, sim_url = await stack.sim(SIM_A, ANT_A, GEM, GEM2)
+        url = await stack.router(self.config(sim_url, sim.root), clock=clock)
+        sim.inject("a", Fault.rate_limit(retry_after=30), times=2)
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        completion = raw.parse()
+        assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
+        assert completion.choices[0].message.content == "Hello from ant-a via claude-sonnet-4-5."
+        assert completion.usage.prompt_tokens > 0
+        assert sim.requests[-1].path == "/v1/messages"
+        stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+        chunks = [c async for c in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Hello from ant-a via claude-sonnet-4-5."
+        assert all(c.usage is None for c in chunks)  # usage kept back: not asked for
+
+    async def test_gemini_routes_serve_and_fail_over_on_resource_exhausted(self, stack, clock):
+        sim, sim_url = await stack.sim(SIM_A, ANT_A, GEM, GEM2)
+        url = await stack.router(self.config(sim_url, sim.root), clock=clock)
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="flash", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "gem/gemini-2.5-flash"
+        assert raw.parse().choices[0].message.content == "Hello from gem via gemini-2.5-flash."
+        sim.inject("gem", Fault.rate_limit(retry_after=20))  # RESOURCE_EXHAUSTED + RetryInfo
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="flash", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "gem2/gemini-2.5-flash"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/admin/routes") as response,
+        ):
+            routes = {r["route"]: r for r in (await response.json())["routes"]}
+        assert routes["gem/gemini-2.5-flash"]["state"] == "cooling_down"
+        assert routes["gem/gemini-2.5-flash"]["available_in_seconds"] == 20
+
+    async def test_a_gemini_daily_quota_takes_the_key_out(self, stack, clock):
+        sim, sim_url = await stack.sim(SIM_A, ANT_A, GEM, GEM2)
+        url = await stack.router(self.config(sim_url, sim.root), clock=clock)
+        sim.inject("gem", Fault.insufficient_quota())  # QuotaFailure ...PerDay...
+        await client(url).chat.completions.create(model="flash", messages=HI)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/admin/routes") as response,
+        ):
+            keys = {k["key"]: k for k in (await response.json())["keys"]}
+        assert keys["gem"]["disabled_reason"] == "quota"
 
 
 def azure_config(root: str, sim_url: str) -> str:

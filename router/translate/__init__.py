@@ -17,7 +17,8 @@ hands back an object with `UpstreamResponse`'s surface, in the client's format:
 
 Errors keep the provider's own status, headers and body where litellm kept them
 (`failures.py`), so `classify_response` reads the real signal. Importing this package
-does not import litellm: `runtime.load()` does, on first use or at `preload()`.
+does not import litellm: `runtime.load()` does, on first use or at `preload()`;
+`shutdown()` closes the HTTP clients litellm cached.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from router.providers import PROVIDERS, Operation
 from router.translate.anthropic_litellm import AnthropicMessagesTranslator
 from router.translate.endpoints import GEMINI_API_BASE
 from router.translate.openai_litellm import OpenAIChatTranslator
-from router.translate.runtime import litellm_providers, preload
+from router.translate.runtime import litellm_providers, preload, shutdown
 from router.types import Route
 
 
@@ -85,5 +86,6 @@ __all__ = [
     "Translator",
     "litellm_providers",
     "preload",
+    "shutdown",
     "translator_for",
 ]

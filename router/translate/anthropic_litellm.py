@@ -7,9 +7,9 @@ stop_sequences, thinking) and the answer back, and `AnthropicStreamWrapper` turn
 chunks into Anthropic's events (message_start, content_block_start/delta/stop,
 message_delta with stop_reason and usage, message_stop; provider-signals.md §9.2).
 Those pieces are used here directly rather than through `litellm.anthropic_messages`,
-which runs every call through a thread pool, and whose SSE wrapper turns a failure
-into an `event: error` frame: here a failure reaches `EventStream`, which reports it as
-the router's error so the relay ends the stream in the client's dialect.
+which also runs its proxy's pre-request hooks and interceptors, and whose SSE wrapper
+turns a failure into an `event: error` frame: here a failure reaches `EventStream`, which
+reports it as the router's error so the relay ends the stream in the client's dialect.
 
 The output usage arrives at the end of a chat stream, and so does the input usage: the
 adapter's `message_start` says 0 input tokens and its `message_delta` carries both.
@@ -18,16 +18,16 @@ adapter's `message_start` says 0 input tokens and its `message_delta` carries bo
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from router.errors import UpstreamProtocolError
 from router.providers import Operation
 from router.translate import runtime
 from router.translate.calls import OpenedStream, complete, open_stream, provider_headers
 from router.translate.endpoints import call_arguments
 from router.translate.failures import stream_failure
-from router.translate.responses import Answer, EventStream, carried_headers
+from router.translate.responses import Answer, EventStream, carried_headers, json_bytes
 from router.types import Route
 
 # The Messages fields the adapter translates (the list litellm's own handler passes it).
@@ -94,7 +94,9 @@ class AnthropicMessagesTranslator:
             message = _adapter().translate_completion_output_params(
                 result, tool_name_mapping=tool_names
             )
-            body = json.dumps(message, ensure_ascii=False, default=_plain).encode()
+            if message is None:
+                raise UpstreamProtocolError(route.id, "the answer could not be translated")
+            body = json_bytes(message)
             return Answer(route.id, 200, carried_headers(provider_headers(result), _JSON), body)
         arguments["stream_options"] = {"include_usage": True}
         opened = await open_stream(lib, route, arguments, head_timeout)
@@ -121,19 +123,11 @@ async def message_events(opened: OpenedStream, tool_names: dict[str, str]) -> As
     )
     async for event in events:
         name = event.get("type", "message") if isinstance(event, dict) else "message"
-        data = json.dumps(event, ensure_ascii=False, default=_plain)
-        yield f"event: {name}\ndata: {data}\n\n".encode()
+        yield b"event: " + name.encode() + b"\ndata: " + json_bytes(event) + b"\n\n"
 
 
 def _invalid_request(route: Route, message: str) -> Answer:
     error = {"type": "invalid_request_error", "message": message[:500]}
-    body = json.dumps({"type": "error", "error": error}).encode()
-    return Answer(route.id, 400, carried_headers({}, _JSON), body)
-
-
-def _plain(value: Any) -> Any:
-    """Pydantic objects litellm leaves inside its dicts (usage, tool input)."""
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(exclude_none=True)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return Answer(
+        route.id, 400, carried_headers({}, _JSON), json_bytes({"type": "error", "error": error})
+    )

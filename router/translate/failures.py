@@ -31,7 +31,7 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from router.translate.responses import Answer, carried_headers
+from router.translate.responses import Answer, carried_headers, json_bytes
 
 _JSON = "application/json"
 _CHAIN_LIMIT = 12
@@ -154,9 +154,10 @@ def _synthesised(links: list[BaseException], route_id: str) -> Answer:
             ((kind, code) for name, kind, code in _SYNTHESISED if _is(outer, name)),
             ("api_error", None),
         )
-        message = str(getattr(outer, "message", None) or outer)
+        # litellm appends a traceback and a bug-report link to its own failures.
+        message = str(getattr(outer, "message", None) or outer).split("\nTraceback")[0][:500]
         error = {"message": message, "type": kind, "param": None, "code": code}
-        body = json.dumps({"error": error}).encode()
+        body = json_bytes({"error": error})
     return Answer(route_id, status, carried_headers(headers, _JSON), body)
 
 

@@ -11,7 +11,6 @@ OpenAI ones are written, so the answer has the same shape whichever provider ser
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from router.translate import runtime
 from router.translate.calls import OpenedStream, complete, open_stream, provider_headers
 from router.translate.endpoints import call_arguments
 from router.translate.failures import stream_failure
-from router.translate.responses import Answer, EventStream, carried_headers
+from router.translate.responses import Answer, EventStream, carried_headers, json_bytes
 from router.types import Route
 
 # The request fields passed on. Anything else in the body is left out, so that a client
@@ -91,7 +90,7 @@ class OpenAIChatTranslator:
             result = await complete(lib, route, arguments, head_timeout)
             if isinstance(result, Answer):
                 return result
-            body = json.dumps(completion_object(result), ensure_ascii=False).encode()
+            body = json_bytes(completion_object(result))
             return Answer(route.id, 200, carried_headers(provider_headers(result), _JSON), body)
         # Usage is asked for always: metrics and costs need it; the relay drops the
         # chunk when the client did not ask for it.
@@ -204,9 +203,8 @@ def _chunk_object(
 
 def _invalid_request(route: Route, message: str) -> Answer:
     error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": None}
-    body = json.dumps({"error": error}).encode()
-    return Answer(route.id, 400, carried_headers({}, _JSON), body)
+    return Answer(route.id, 400, carried_headers({}, _JSON), json_bytes({"error": error}))
 
 
 def _event(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + json_bytes(obj) + b"\n\n"

@@ -40,9 +40,9 @@ def _import() -> ModuleType:
             litellm.success_callback = []
             litellm.failure_callback = []
             litellm.callbacks = []
-            # Prompts stay out of litellm's logging objects, and a stream is not
-            # re-assembled at its end for loggers nobody registered.
-            litellm.turn_off_message_logging = True
+            # A stream is not re-assembled at its end for loggers nobody registered.
+            # (turn_off_message_logging stays off: it only redacts what callbacks get,
+            # and there are none, at the cost of a deep copy of every request.)
             litellm.disable_streaming_logging = True
             _litellm = litellm
         return _litellm
@@ -58,6 +58,12 @@ async def load() -> ModuleType:
 async def preload() -> None:
     """Warm litellm at startup (when some route needs translation) instead of on a request."""
     await load()
+
+
+async def shutdown() -> None:
+    """Close the HTTP clients litellm cached, at app shutdown (a no-op if never loaded)."""
+    if _litellm is not None:
+        await _litellm.close_litellm_async_clients()
 
 
 def is_loaded() -> bool:
