@@ -60,7 +60,9 @@ def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None 
     with log.open("wb") as out:
         popen = subprocess.Popen(
             [sys.executable, *args],
-            cwd=ROOT,
+            # `python -m router` puts the working directory first on the path, so the
+            # compared checkout runs from its own tree.
+            cwd=(env or {}).get("PYTHONPATH", ROOT),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -131,8 +133,13 @@ async def start_router(name: str, sim_url: str, workdir: Path, env: dict[str, st
     return proc
 
 
-async def start_all(workdir: Path, procs: list[Proc]) -> list[Proc]:
-    """Start everything; return the targets in bench order. `procs` collects for cleanup."""
+async def start_all(workdir: Path, procs: list[Proc], compare: str = "") -> list[Proc]:
+    """Start everything; return the targets in bench order. `procs` collects for cleanup.
+
+    `compare`: another checkout of the router (`git worktree add /tmp/old REV`), run as
+    `router-compare` in the same cells, so a regression is measured in one run rather
+    than across runs on a noisy machine.
+    """
     sim = spawn("sim", ["-m", "router.sim", "--port", "0", "--key", f"sim:{SIM_KEY}"], workdir)
     procs.append(sim)
     sim.url = await wait_listening(sim)
@@ -141,7 +148,9 @@ async def start_all(workdir: Path, procs: list[Proc]) -> list[Proc]:
     procs.append(passthrough)
     passthrough.url = await wait_listening(passthrough)
     variants = [("router", {})]
-    if uvloop_switch():
+    if compare:
+        variants.append(("router-compare", {"PYTHONPATH": compare}))
+    elif uvloop_switch():
         variants.append(("router-asyncio", {"LLM_ROUTER_UVLOOP": "0"}))
     for name, env in variants:
         procs.append(await start_router(name, sim.url, workdir, env))
@@ -255,7 +264,7 @@ async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="router-bench-") as workdir:
         try:
             async with asyncio.timeout(args.timeout):
-                targets = await start_all(Path(workdir), procs)
+                targets = await start_all(Path(workdir), procs, args.compare)
                 print(
                     f"python {sys.version.split()[0]}, {os.cpu_count()} cores; targets: "
                     + ", ".join(f"{t.name}={t.url}" for t in targets)
@@ -277,6 +286,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating-order rounds per cell")
     parser.add_argument("--cells", default="", help="e.g. json:32,sse:1 (default: all four)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
+    parser.add_argument(
+        "--compare", default="", metavar="PATH", help="also run the router of this checkout"
+    )
     args = parser.parse_args()
     try:
         uvloop.run(bench(args))
