@@ -1,0 +1,53 @@
+"""The configuration examples people copy from README.md and routes.yaml load as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from router.config import parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_ENV = {
+    name: f"test-{name.lower()}-0123456789abcdef"
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_API_KEY_2",
+        "GROQ_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "AZURE_OPENAI_KEY",
+        "ROUTER_CLIENT_KEY",
+    )
+}
+
+
+def readme_configs() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    return [block for block in blocks if "keys:" in block and "models:" in block]
+
+
+def test_readme_has_config_examples():
+    assert len(readme_configs()) >= 2
+
+
+@pytest.mark.parametrize("text", readme_configs())
+def test_every_readme_config_example_loads(text: str):
+    # Indented blocks (inside list items) are dedented as a reader would paste them.
+    lines = text.splitlines()
+    indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+    config = parse_config(
+        "\n".join(line[indent:] for line in lines), source="README.md", environ=FAKE_ENV
+    )
+    assert config.models
+
+
+def test_the_shipped_routes_yaml_loads():
+    config = parse_config(
+        (REPO / "routes.yaml").read_text(encoding="utf-8"), source="routes.yaml", environ=FAKE_ENV
+    )
+    assert set(config.models) == {"gpt-4o", "gpt-4o-mini"}
+    assert config.models["gpt-4o"].chain == ("gpt-4o", "gpt-4o-mini")
