@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from router.failover import Answer, Failover, Streamed
+from router.calls import Answer, Streamed
+from router.failover import Failover
 from router.health import HealthTracker
 from router.metrics import Metrics, RequestOutcome
 from router.types import Attempt, Config

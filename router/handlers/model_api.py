@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from router.calls import Answer, Call, Streamed
 from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
-from router.failover import Answer, Call, Streamed
 from router.handlers.context import APP_STATE, REQUEST_TRACE
 from router.handlers.endpoint import Handler
 from router.providers import Operation
