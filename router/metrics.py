@@ -106,7 +106,14 @@ class Metrics:
         self._route_series: dict[tuple[str, str], RouteSeries] = {}
         self._model_series: dict[str, ModelSeries] = {}
         self._ttft_series: dict[tuple[str, str], Any] = {}
-        r = registry
+        self._declare_requests(registry)
+        self._declare_upstream(registry)
+        self._declare_route_state(registry)
+        Info("llm_router_build", "Router version.", registry=registry).info({"version": _version()})
+        self._create_series(config)
+
+    def _declare_requests(self, r: CollectorRegistry) -> None:
+        """Client requests: by outcome, in flight, and how long they took."""
         self.requests = Counter(
             "llm_router_requests", "Client requests by outcome.", ["model", "outcome"], registry=r
         )
@@ -120,6 +127,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _declare_upstream(self, r: CollectorRegistry) -> None:
+        """Upstream attempts, failovers, fallbacks, first tokens, tokens and spend."""
         self.attempts = Counter(
             "llm_router_upstream_attempts",
             "Upstream attempts by outcome class.",
@@ -164,6 +174,9 @@ class Metrics:
             ["model", *_ROUTE],
             registry=r,
         )
+
+    def _declare_route_state(self, r: CollectorRegistry) -> None:
+        """Route and key state, refreshed from health at each scrape."""
         self.route_state = Gauge(
             "llm_router_route_state",
             "1 for the route's current state, 0 for the others.",
@@ -194,8 +207,6 @@ class Metrics:
             [*_ROUTE, "dimension"],
             registry=r,
         )
-        Info("llm_router_build", "Router version.", registry=r).info({"version": _version()})
-        self._create_series(config)
 
     def _create_series(self, config: Config) -> None:
         for name in (*config.models, UNKNOWN_MODEL):

@@ -15,7 +15,7 @@ from aiohttp import web
 from router.calls import Answer, Call, Streamed
 from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
-from router.handlers.context import APP_STATE, REQUEST_TRACE
+from router.handlers.context import APP_STATE, REQUEST_TRACE, RouterState
 from router.handlers.endpoint import Handler
 from router.providers import Operation
 from router.streaming import StreamEnd, relay
@@ -60,92 +60,116 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[APP_STATE]
         body, payload = await read_json_object(request)
-        model_name = payload.get("model")
-        if not isinstance(model_name, str) or not model_name:
-            raise InvalidRequest("you must provide a model parameter", "missing_model")
-        model = state.config.models.get(model_name)
-        if model is None:
-            raise UnknownModel(
-                f"the model '{model_name[:200]}' does not exist on this router; "
-                f"configured models: {', '.join(state.config.models)}"
-            )
-        if not state.failover.serves(model, operation):
-            raise InvalidRequest(
-                f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}",
-                "unsupported_api_for_model",
-            )
-        max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
-        stream = payload.get("stream") is True
-        strip_usage = False
-        options = payload.get("stream_options")
-        if (
-            stream
-            and operation is Operation.CHAT
-            and (options is None or isinstance(options, dict))
-            and not _asks_usage(payload)
-        ):
-            # Costs and token metrics need the usage chunk, which OpenAI sends only when
-            # asked; ask on the client's behalf and keep the extra chunk from it (§9.1).
-            body = _with_usage_requested(body, payload)
-            payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
-            strip_usage = True
-        call = Call(
-            model=model,
-            operation=operation,
-            dialect=dialect,
-            payload=payload,
-            body=body,
-            stream=stream,
-            headers=forwardable_headers(request.headers),
-            # A cheap estimate (about 4 bytes a token) for the headroom check; exact
-            # counts are not worth their cost on the hot path.
-            need_tokens=len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
-            strip_usage=strip_usage,
-        )
+        call = parse_call(state, request, body, payload, operation, dialect)
         trace = request[REQUEST_TRACE]
-        trace.model = model.name
-        prepared: list[web.StreamResponse] = []
-
-        async def open_stream(
-            route: Route, upstream: UpstreamResponse, first: bytes, attempts: list[Attempt]
-        ) -> StreamEnd:
-            response = web.StreamResponse(
-                status=200,
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "x-request-id": trace.request_id,
-                    **routing_headers(route, attempts),
-                },
-            )
-            await response.prepare(request)  # the commit point: no failover after this
-            prepared.append(response)
-            trace.ttft = time.perf_counter() - trace.started
-            state.metrics.ttft_series(model.name, route).observe(trace.ttft)
-            end = await relay(
-                upstream,
-                response,
-                first,
-                dialect,
-                state.config.timeouts.idle,
-                strip_usage=call.strip_usage,
-            )
-            if not end.client_gone:
-                await response.write_eof()
-            return end
-
-        in_flight = state.metrics.model_series(model.name).in_flight
+        trace.model = call.model.name
+        sink = ClientStream(request, state, call)
+        in_flight = state.metrics.model_series(call.model.name).in_flight
         in_flight.inc()
         try:
-            result = await state.failover.run(call, open_stream)
+            result = await state.failover.run(call, sink)
         finally:
             in_flight.dec()
         trace.served(result)
-        if isinstance(result, Streamed):
-            return prepared[0]
+        if isinstance(result, Streamed) and sink.response is not None:
+            return sink.response
+        assert isinstance(result, Answer)
         return answer_response(result)
 
     return handle
+
+
+def parse_call(
+    state: RouterState,
+    request: web.Request,
+    body: bytes,
+    payload: dict[str, Any],
+    operation: Operation,
+    dialect: Dialect,
+) -> Call:
+    """The client's request as a Call, or the CallerError that says what is wrong."""
+    model_name = payload.get("model")
+    if not isinstance(model_name, str) or not model_name:
+        raise InvalidRequest("you must provide a model parameter", "missing_model")
+    model = state.config.models.get(model_name)
+    if model is None:
+        raise UnknownModel(
+            f"the model '{model_name[:200]}' does not exist on this router; "
+            f"configured models: {', '.join(state.config.models)}"
+        )
+    if not state.failover.serves(model, operation):
+        raise InvalidRequest(
+            f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}",
+            "unsupported_api_for_model",
+        )
+    max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
+    stream = payload.get("stream") is True
+    strip_usage = False
+    options = payload.get("stream_options")
+    if (
+        stream
+        and operation is Operation.CHAT
+        and (options is None or isinstance(options, dict))
+        and not _asks_usage(payload)
+    ):
+        # Costs and token metrics need the usage chunk, which OpenAI sends only when
+        # asked; ask on the client's behalf and keep the extra chunk from it (§9.1).
+        body = _with_usage_requested(body, payload)
+        payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
+        strip_usage = True
+    return Call(
+        model=model,
+        operation=operation,
+        dialect=dialect,
+        payload=payload,
+        body=body,
+        stream=stream,
+        headers=forwardable_headers(request.headers),
+        # A cheap estimate (about 4 bytes a token) for the headroom check; exact counts
+        # are not worth their cost on the hot path.
+        need_tokens=len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
+        strip_usage=strip_usage,
+    )
+
+
+class ClientStream:
+    """The stream sink: commits the client's response at the first content event and
+    relays the rest. `response` is set once committed."""
+
+    def __init__(self, request: web.Request, state: RouterState, call: Call) -> None:
+        self._request = request
+        self._state = state
+        self._call = call
+        self.response: web.StreamResponse | None = None
+
+    async def __call__(
+        self, route: Route, upstream: UpstreamResponse, first: bytes, attempts: list[Attempt]
+    ) -> StreamEnd:
+        trace = self._request[REQUEST_TRACE]
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": trace.request_id,
+                **routing_headers(route, attempts),
+            },
+        )
+        await response.prepare(self._request)  # the commit point: no failover after this
+        self.response = response
+        trace.ttft = time.perf_counter() - trace.started
+        self._state.metrics.ttft_series(self._call.model.name, route).observe(trace.ttft)
+        end = await relay(
+            upstream,
+            response,
+            first,
+            self._call.dialect,
+            self._state.config.timeouts.idle,
+            strip_usage=self._call.strip_usage,
+        )
+        if not end.client_gone:
+            await response.write_eof()
+        return end
 
 
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
