@@ -1,0 +1,147 @@
+"""Router CPU time per request, this checkout against another, in one run.
+
+    python bench/cpu.py --compare /tmp/old [--stream] [--requests 4000]
+
+Throughput ratios on a shared 2-core machine move with whatever else runs; the router
+process's own CPU time (utime + stime from /proc) per request does not care who else is
+busy, so it shows what a change costs. Both routers serve the same simulated provider,
+with default settings (info logging), at concurrency 32, in alternating order.
+Make the other checkout with `git worktree add /tmp/old REV`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sim-bench-key-0000000000001"
+CONCURRENCY = 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_router(tree: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    # `python -m router` puts the working directory first on the path: each tree runs
+    # its own code.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", str(port)],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    health = url.replace("/v1/chat/completions", "/healthz")
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                async with session.get(health) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+Routers = dict[str, tuple[subprocess.Popen[bytes], str]]
+
+
+def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]) -> Routers:
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"sim:{KEY}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    processes.append(sim)
+    assert sim.stdout is not None
+    sim_url = sim.stdout.readline().split()[-1]
+    config = Path(tempfile.mkdtemp()) / "routes.yaml"
+    config.write_text(
+        f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}}}\n'
+        "models: {gpt-4o: {routes: [{key: sim, model: gpt-4o}]}}\n"
+    )
+    routers = {"this": start_router(ROOT, config)}
+    if args.compare:
+        routers["compare"] = start_router(Path(args.compare).resolve(), config)
+    processes += [process for process, _ in routers.values()]
+    return routers
+
+
+async def measure(args: argparse.Namespace, routers: Routers) -> None:
+    body: dict[str, object] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    if args.stream:
+        body["stream"] = True
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _, url in routers.values():
+            await wait_ready(session, url)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(url: str) -> None:
+            async with gate, session.post(url, json=body) as response:
+                await response.read()
+
+        names = list(routers)
+        for round_number in range(args.rounds):
+            for name in names if round_number % 2 == 0 else names[::-1]:
+                process, url = routers[name]
+                await asyncio.gather(*(one(url) for _ in range(200)))  # warm-up
+                before, started = cpu_seconds(process.pid), time.perf_counter()
+                await asyncio.gather(*(one(url) for _ in range(args.requests)))
+                used = cpu_seconds(process.pid) - before
+                rate = args.requests / (time.perf_counter() - started)
+                print(
+                    f"{name:8s} round {round_number}: "
+                    f"{used / args.requests * 1e6:6.1f} us CPU per request, {rate:6.0f} req/s",
+                    flush=True,
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
+    parser.add_argument("--stream", action="store_true", help="streaming requests")
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        routers = start_all(args, processes)
+        asyncio.run(measure(args, routers))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
