@@ -190,7 +190,8 @@ class AttemptRunner:
             return
         done.cost_usd = price.cost(usage.input_tokens, usage.output_tokens)
         self._metrics.route_series(attempt.model.name, attempt.route).spend.inc(done.cost_usd)
-        await self._budgets.spend(attempt.route, attempt.model, done.cost_usd)
+        if attempt.route.key.budget is not None or attempt.model.budget is not None:
+            await self._budgets.spend(attempt.route, attempt.model, done.cost_usd)
 
     def _record_of(self, attempt: Try) -> Attempt:
         return Attempt(

@@ -10,6 +10,7 @@ and cannot match.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,27 @@ class Usage:
     output_tokens: int
 
 
+# The usual shapes, read straight from the bytes: {"prompt_tokens": 9, "completion_tokens": 12}
+# (OpenAI) and {"input_tokens": 9, ... "output_tokens": 12} (Anthropic, Responses).
+_FAST = re.compile(
+    rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)\s*,.*?"(?:completion|output)_tokens"\s*:\s*(\d+)',
+    re.DOTALL,
+)
+_TAIL = 1024  # the usage object sits at the end of an answer
+
+
 def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
+    match = _FAST.search(body, at, min(len(body), at + _TAIL))
+    if match is not None:
+        return Usage(input_tokens=int(match.group(1)), output_tokens=int(match.group(2)))
+    return _decoded(body, at)
+
+
+def _decoded(body: bytes, at: int) -> Usage | None:
+    """The general case (fields in another order, embeddings' prompt tokens only)."""
     colon = body.find(b":", at + len(_KEY))
     if colon < 0:
         return None
@@ -53,7 +71,7 @@ def _usage(value: Any) -> Usage | None:
     if not isinstance(value, dict):
         return None
     prompt = value.get("prompt_tokens", value.get("input_tokens"))
-    completion = value.get("completion_tokens", value.get("output_tokens"))
+    completion = value.get("completion_tokens", value.get("output_tokens", 0))  # embeddings: none
     if isinstance(prompt, int) and isinstance(completion, int):
         return Usage(input_tokens=prompt, output_tokens=completion)
     return None

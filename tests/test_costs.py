@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from router.budgets import period_ends
 from router.config import format_route_table, parse_config
 from router.errors import ConfigError
+from router.usage import usage_from_body
 from tests.conftest import SIM_A, SIM_B, SIM_C, client
 
 HI = [{"role": "user", "content": "hi"}]
@@ -173,3 +174,31 @@ models:
 """
     with pytest.raises(ConfigError, match="'cheaper' needs a price for local"):
         parse_config(text, source="routes.yaml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            b'{"x":1,"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}',
+            (9, 12),
+            id="openai",
+        ),
+        pytest.param(
+            b'{"usage":{"input_tokens":5,"cache_creation_input_tokens":0,"output_tokens":7}}',
+            (5, 7),
+            id="anthropic",
+        ),
+        pytest.param(
+            b'{"usage":{"completion_tokens":3,"prompt_tokens":4}}', (4, 3), id="other-order"
+        ),
+        pytest.param(
+            b'{"data":[],"usage":{"prompt_tokens":6,"total_tokens":6}}', (6, 0), id="embeddings"
+        ),
+        pytest.param(b'{"content":"a \\"usage\\" word"}', None, id="escaped-in-text"),
+        pytest.param(b'{"no":"usage"}', None, id="none"),
+    ],
+)
+def test_usage_is_read_from_the_tail_of_an_answer(body, expected):
+    usage = usage_from_body(body)
+    assert (None if usage is None else (usage.input_tokens, usage.output_tokens)) == expected
