@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
@@ -69,6 +70,16 @@ async def stack() -> AsyncIterator[Stack]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+async def admin_state(router_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The router's /admin/routes, as (routes by route id, keys by key name)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{router_url}/admin/routes") as response,
+    ):
+        state = await response.json()
+    return {r["route"]: r for r in state["routes"]}, {k["key"]: k for k in state["keys"]}
 
 
 def client(router_url: str, **kwargs: Any) -> openai.AsyncOpenAI:

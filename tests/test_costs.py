@@ -6,7 +6,6 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -14,7 +13,7 @@ from router.budgets import period_ends
 from router.config import format_route_table, parse_config
 from router.errors import ConfigError
 from router.usage import usage_from_body
-from tests.conftest import SIM_A, SIM_B, SIM_C, client
+from tests.conftest import SIM_A, SIM_B, SIM_C, admin_state, client
 
 HI = [{"role": "user", "content": "hi"}]
 # One dollar per input token and two per output token: costs are easy to check by hand.
@@ -106,8 +105,7 @@ async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, cloc
     # spend reaches $30, key a is out and b serves.
     first_b = routes.index("b/gpt-4o")
     assert routes[:first_b] == ["a/gpt-4o"] * first_b and set(routes[first_b:]) == {"b/gpt-4o"}
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin/routes") as response:
-        keys = {k["key"]: k for k in (await response.json())["keys"]}
+    _, keys = await admin_state(url)
     assert keys["a"]["disabled_reason"] == "budget"
     served_by_a = sim.stats["a"].served
     clock.advance(61)  # the UTC day turns

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+from tests.conftest import SIM_A, SIM_B, admin_state, client, two_keys_config
 
 HI = [{"role": "user", "content": "hi"}]
 ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
@@ -274,11 +274,7 @@ models:
             model="flash", messages=HI
         )
         assert raw.headers["x-router-route"] == "gem2/gemini-2.5-flash"
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}/admin/routes") as response,
-        ):
-            routes = {r["route"]: r for r in (await response.json())["routes"]}
+        routes, _keys = await admin_state(url)
         assert routes["gem/gemini-2.5-flash"]["state"] == "cooling_down"
         assert routes["gem/gemini-2.5-flash"]["available_in_seconds"] == 20
 
@@ -287,11 +283,7 @@ models:
         url = await stack.router(self.config(sim_url, sim.root), clock=clock)
         sim.inject("gem", Fault.insufficient_quota())  # QuotaFailure ...PerDay...
         await client(url).chat.completions.create(model="flash", messages=HI)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}/admin/routes") as response,
-        ):
-            keys = {k["key"]: k for k in (await response.json())["keys"]}
+        _routes, keys = await admin_state(url)
         assert keys["gem"]["disabled_reason"] == "quota"
 
 
@@ -334,11 +326,7 @@ class TestAzure:
             model="gpt-4o", messages=HI
         )
         assert raw.headers["x-router-route"] == "b/gpt-4o"
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}/admin/routes") as response,
-        ):
-            routes = {r["route"]: r for r in (await response.json())["routes"]}
+        routes, _keys = await admin_state(url)
         assert routes["az/gpt4o-deployment"]["state"] == "cooling_down"
         assert routes["az/gpt4o-deployment"]["available_in_seconds"] == 6
 
@@ -347,11 +335,7 @@ class TestAzure:
         url = await stack.router(azure_config(sim.root, sim_url), clock=clock)
         sim.inject("az", Fault.insufficient_quota())  # 429 "retry after 86400 seconds"
         await client(url).chat.completions.create(model="gpt-4o", messages=HI)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}/admin/routes") as response,
-        ):
-            keys = {k["key"]: k for k in (await response.json())["keys"]}
+        _routes, keys = await admin_state(url)
         assert keys["az"]["state"] == "disabled" and keys["az"]["disabled_reason"] == "quota"
 
     async def test_azure_streams_pass_through(self, stack):
