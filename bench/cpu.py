@@ -1,11 +1,12 @@
 """Router CPU time per request, this checkout against another, in one run.
 
-    python bench/cpu.py --compare /tmp/old [--stream] [--requests 4000]
+    python bench/cpu.py [--compare /tmp/old] [--stream] [--requests 4000]
 
 Throughput ratios on a shared 2-core machine move with whatever else runs; the router
 process's own CPU time (utime + stime from /proc) per request does not care who else is
-busy, so it shows what a change costs. Both routers serve the same simulated provider,
-with default settings (info logging), at concurrency 32, in alternating order.
+busy, so it shows what a change costs. Both routers, and the bare pass-through of
+bench/passthrough.py as the floor, serve the same simulated provider, with default
+settings (info logging), at concurrency 32, in alternating order.
 Make the other checkout with `git worktree add /tmp/old REV`.
 """
 
@@ -53,13 +54,24 @@ def start_router(tree: Path, config: Path) -> tuple[subprocess.Popen[bytes], str
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
+def start_passthrough(sim_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    script = str(ROOT / "bench" / "passthrough.py")
+    process = subprocess.Popen(
+        [sys.executable, script, "--upstream", sim_url, "--key", KEY, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     health = url.replace("/v1/chat/completions", "/healthz")
     async with asyncio.timeout(20):
         while True:
             try:
                 async with session.get(health) as response:
-                    if response.status == 200:
+                    if response.status in (200, 404):  # 404: the pass-through has no /healthz
                         return
             except aiohttp.ClientError:
                 pass
@@ -85,7 +97,7 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
         f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}}}\n'
         "models: {gpt-4o: {routes: [{key: sim, model: gpt-4o}]}}\n"
     )
-    routers = {"this": start_router(ROOT, config)}
+    routers = {"this": start_router(ROOT, config), "pass": start_passthrough(sim_url)}
     if args.compare:
         routers["compare"] = start_router(Path(args.compare).resolve(), config)
     processes += [process for process, _ in routers.values()]

@@ -9,8 +9,7 @@ aiohttp's ServerTimeoutError is also a ServerConnectionError.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -61,27 +60,38 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-@contextmanager
-def upstream_errors(route_id: str, phase: str) -> Iterator[None]:
-    try:
-        yield
-    except TimeoutError as exc:  # before ClientConnectionError: ServerTimeoutError is both
-        raise UpstreamTimeout(route_id, phase) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamProtocolError(route_id, f"broken response body: {exc}") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamProtocolError(route_id, f"bad response: {exc.message}") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}") from exc
+def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
+    """The router's own error for an aiohttp (or socket) failure; None for any other."""
+    if isinstance(exc, TimeoutError):  # before ClientConnectionError: ServerTimeoutError is both
+        return UpstreamTimeout(route_id, phase)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError(route_id, f"broken response body: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(route_id, f"bad response: {exc.message}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}")
+    return None
 
 
 class UpstreamResponse:
-    """A provider's response whose head has arrived; the body is read through here."""
+    """A provider's response whose head has arrived; the body is read through here.
 
-    __slots__ = ("_response", "route_id")
+    Body reads are bounded by one lazy timer per response instead of an
+    `asyncio.timeout` per read (measured: the context manager was the largest
+    per-chunk cost of a stream). Each read only moves the due time; the timer, when it
+    fires, re-arms itself at that time or, if a read is still waiting past it, fails
+    the body with `UpstreamTimeout` (aiohttp's own sock_read timeout works the same way).
+    """
+
+    __slots__ = ("_content", "_due", "_loop", "_phase", "_response", "_timer", "route_id")
 
     def __init__(self, response: aiohttp.ClientResponse, route_id: str) -> None:
         self._response = response
+        self._content = response.content
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the waiting read times out; 0: no read is waiting
+        self._phase = "read"
         self.route_id = route_id
 
     @property
@@ -93,20 +103,59 @@ class UpstreamResponse:
         return self._response.headers
 
     async def read(self, timeout: float) -> bytes:
-        with upstream_errors(self.route_id, "read"):
-            async with asyncio.timeout(timeout):
-                return await self._response.read()
+        """The whole body, within `timeout` seconds."""
+        self._arm(timeout, "read")
+        try:
+            return await self._response.read()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            if (mapped := _mapped(exc, self.route_id, "read")) is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._due = 0.0
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
-        """The next piece of the body as it arrives; b"" at the end."""
-        with upstream_errors(self.route_id, phase):
-            async with asyncio.timeout(timeout):
-                return await self._response.content.readany()
+        """The next piece of the body as it arrives, within `timeout`; b"" at the end."""
+        self._arm(timeout, phase)
+        try:
+            return await self._content.readany()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            if (mapped := _mapped(exc, self.route_id, phase)) is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._due = 0.0
+
+    def _arm(self, timeout: float, phase: str) -> None:
+        self._due = due = self._loop.time() + max(timeout, 0.0)
+        self._phase = phase
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        due = self._due
+        if not due:
+            return  # no read waiting: the next one arms the timer again
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._expire)
+            return
+        self._content.set_exception(UpstreamTimeout(self.route_id, self._phase))
 
     def finish(self) -> None:
         """Give the connection back to the pool when the body was read to the end, and
         close it otherwise: a stream the client left must reach the provider as cancelled."""
-        if self._response.content.at_eof():
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._content.at_eof():
             self._response.release()
         else:
             self._response.close()
@@ -134,11 +183,15 @@ class Upstream:
         `headers` are complete (the provider's auth included). The caller must call
         `finish()` on the result, in a `finally`.
         """
-        with upstream_errors(route.id, "first_byte"):
+        try:
             async with asyncio.timeout(head_timeout):
                 response = await self._session.post(
                     url, data=body, headers=headers, timeout=self._connect_timeout
                 )
+        except Exception as exc:
+            if (mapped := _mapped(exc, route.id, "first_byte")) is None:
+                raise
+            raise mapped from exc
         return UpstreamResponse(response, route.id)
 
 

@@ -1,0 +1,173 @@
+"""The upstream client's body timeouts, against a raw aiohttp server on 127.0.0.1 that
+sends a response head and then stalls, trickles or finishes on command."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from router.errors import UpstreamConnectionError, UpstreamTimeout
+from router.types import Key, Route, Timeouts
+from router.upstream import Upstream, UpstreamResponse, new_session
+
+KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1", api_key="sk-test-0000000000")
+ROUTE = Route(key=KEY, model="m")
+
+
+class Script:
+    """What the server does after the head: write these pieces, `gap` seconds apart,
+    then either end the body or hold the connection open (`stall`)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = [b"one"]
+        self.gap = 0.0
+        self.stall = False
+        self.release = asyncio.Event()
+
+
+@pytest.fixture
+async def upstream_url() -> AsyncIterator[tuple[str, Script]]:
+    script = Script()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in script.pieces:
+            await response.write(piece)
+            await asyncio.sleep(script.gap)
+        if script.stall:
+            await script.release.wait()
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions", script
+    finally:
+        script.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    session = new_session()
+    try:
+        yield Upstream(session, Timeouts())
+    finally:
+        await session.close()
+
+
+async def _open(upstream: Upstream, url: str) -> UpstreamResponse:
+    return await upstream.send(ROUTE, url, b"{}", {}, head_timeout=5)
+
+
+async def test_a_stalled_body_read_times_out_in_its_phase(upstream, upstream_url) -> None:
+    url, script = upstream_url
+    script.stall = True
+    response = await _open(upstream, url)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await response.read(0.3)
+    finally:
+        response.finish()
+    assert caught.value.phase == "read"
+    assert 0.25 <= time.perf_counter() - started < 2.0
+
+
+async def test_a_stalled_stream_times_out_after_the_chunks_it_sent(upstream, upstream_url) -> None:
+    url, script = upstream_url
+    script.pieces, script.stall = [b"a", b"b"], True
+    response = await _open(upstream, url)
+    try:
+        received = b""
+        with pytest.raises(UpstreamTimeout) as caught:
+            while True:
+                received += await response.next_chunk(0.3, phase="idle")
+    finally:
+        response.finish()
+    assert received == b"ab"
+    assert caught.value.phase == "idle"
+
+
+async def test_the_idle_timeout_counts_from_each_read(upstream, upstream_url) -> None:
+    """Pieces 0.2 s apart, over 1 s in all, never wait 0.5 s: no timeout."""
+    url, script = upstream_url
+    script.pieces, script.gap = [b"x"] * 6, 0.2
+    response = await _open(upstream, url)
+    try:
+        received = b""
+        while chunk := await response.next_chunk(0.5):
+            received += chunk
+    finally:
+        response.finish()
+    assert received == b"x" * 6
+
+
+async def test_time_spent_away_from_reads_does_not_count(upstream, upstream_url) -> None:
+    """A slow client holds the relay between reads; that is not upstream idleness."""
+    url, script = upstream_url
+    script.pieces, script.gap = [b"a", b"b"], 0.1
+    response = await _open(upstream, url)
+    try:
+        assert await response.next_chunk(0.2) == b"a"
+        await asyncio.sleep(0.5)  # longer than the timeout, with no read waiting
+        received = b""
+        while chunk := await response.next_chunk(0.2):
+            received += chunk
+    finally:
+        response.finish()
+    assert received == b"b"
+
+
+async def test_a_shorter_timeout_after_a_longer_one_is_honoured(upstream, upstream_url) -> None:
+    url, script = upstream_url
+    script.pieces, script.stall = [b"a"], True
+    response = await _open(upstream, url)
+    started = time.perf_counter()
+    try:
+        assert await response.next_chunk(30) == b"a"
+        with pytest.raises(UpstreamTimeout):
+            await response.next_chunk(0.2)
+    finally:
+        response.finish()
+    assert time.perf_counter() - started < 5
+
+
+async def test_a_stalled_head_times_out_as_first_byte(upstream) -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_post("/", silent)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        with pytest.raises(UpstreamTimeout) as caught:
+            await upstream.send(ROUTE, url, b"{}", {}, head_timeout=0.2)
+        assert caught.value.phase == "first_byte"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_refused_connection_is_a_connection_error(upstream) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: the connect is refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        with pytest.raises(UpstreamConnectionError):
+            await upstream.send(ROUTE, url, b"{}", {}, head_timeout=2)
