@@ -16,6 +16,7 @@ from typing import Any
 from router.classify import classify_response, classify_stream_error
 from router.errors import NoCapacity, RouterError
 from router.types import Verdict
+from router.usage import usage_from_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,17 @@ def _json(data: bytes) -> Any:
         return None
 
 
+# Text in a delta: certainly not preamble, and by far the most common event, so it is
+# recognised from its bytes. In a chunk only `delta.content` is a string-valued
+# "content" (logprobs' is a list); an escaped \"content\" inside a string cannot match.
+_CONTENT = b'"content":"'
+
+
+def _has_text(data: bytes) -> bool:
+    at = data.find(_CONTENT)
+    return at >= 0 and data[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b"")
+
+
 class OpenAIChat:
     """`/v1/chat/completions`: `data:` chunks, `data: {"error": ...}`, `data: [DONE]`."""
 
@@ -43,6 +55,8 @@ class OpenAIChat:
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         """The first chunk carries the role and empty content: nothing to show yet."""
+        if _has_text(data):
+            return False
         payload = _json(data)
         if not isinstance(payload, dict) or payload.get("error") or payload.get("usage"):
             return False
@@ -70,11 +84,8 @@ class OpenAIChat:
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
         if b'"prompt_tokens"' not in data:  # every other chunk says "usage": null, if at all
             return None
-        payload = _json(data)
-        usage = payload.get("usage") if isinstance(payload, dict) else None
-        if not isinstance(usage, dict):
-            return None
-        return UsagePart(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        usage = usage_from_body(data)  # read from the bytes, like a non-streaming answer's
+        return None if usage is None else UsagePart(usage.input_tokens, usage.output_tokens)
 
     def error_event(self, message: str) -> bytes:
         body = {"error": {"message": message, "type": "upstream_error", "param": None,

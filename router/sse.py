@@ -14,21 +14,40 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
     """(event name, data payload, end offset) of each complete event with data."""
-    while (match := _EVENT_END.search(buffer, start)) is not None:
-        name = b""
-        data: list[bytes] = []
-        for line in buffer[start : match.start()].splitlines():
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-            elif line.startswith(b"event:"):
-                name = line[6:].strip()
-        start = match.end()
-        if data:
-            yield name, b"\n".join(data), start
+    if b"\r" in buffer:  # CRLF or mixed line ends: the general pattern
+        while (match := _EVENT_END.search(buffer, start)) is not None:
+            name, data = fields(buffer, start, match.start())
+            start = match.end()
+            if data is not None:
+                yield name, data, start
+        return
+    while (end := buffer.find(b"\n\n", start)) >= 0:  # LF only: a plain search is faster
+        name, data = fields(buffer, start, end)
+        start = end + 2
+        if data is not None:
+            yield name, data, start
+
+
+def fields(buffer: bytes, start: int = 0, end: int | None = None) -> tuple[bytes, bytes | None]:
+    """(event name, data payload) of the one event in `buffer[start:end]`; data is None
+    when it has no `data:` line (a comment, a keep-alive)."""
+    name = b""
+    data: list[bytes] = []
+    for line in buffer[start:end].splitlines():
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    if not data:
+        return name, None
+    return name, data[0] if len(data) == 1 else b"\n".join(data)
 
 
 def complete_length(buffer: bytes) -> int:
     """How many leading bytes of `buffer` are whole events (the rest is carried over)."""
+    if b"\r" not in buffer:
+        cut = buffer.rfind(b"\n\n")
+        return cut + 2 if cut >= 0 else 0
     cut = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\r\n\r\n"))
     if cut < 0:
         return 0
@@ -37,6 +56,10 @@ def complete_length(buffer: bytes) -> int:
 
 def event_around(buffer: bytes, position: int) -> tuple[int, int]:
     """(start, end) of the whole event holding byte `position` of `buffer`."""
+    if b"\r" not in buffer:
+        before = buffer.rfind(b"\n\n", 0, position)
+        end = buffer.find(b"\n\n", position)
+        return (before + 2 if before >= 0 else 0), (end + 2 if end >= 0 else len(buffer))
     before = max(buffer.rfind(b"\n\n", 0, position), buffer.rfind(b"\r\n\r\n", 0, position))
     start = 0 if before < 0 else before + (4 if buffer.startswith(b"\r\n\r\n", before) else 2)
     ends = [

@@ -113,7 +113,8 @@ class _Watch:
             at = complete.find(hint)
             while at >= 0:
                 start, end = sse.event_around(complete, at)
-                for event, data, _ in sse.events(complete[start:end] + b"\n\n"):
+                event, data = sse.fields(complete, start, end)
+                if data is not None:
                     self._read(event, data)
                 at = complete.find(hint, end)
         if dialect.terminator in complete:

@@ -24,6 +24,9 @@ class Usage:
     output_tokens: int
 
 
+# OpenAI's own compact form, matched where the key is, without scanning:
+# "usage":{"prompt_tokens":9,"completion_tokens":12,...}
+_OPENAI = re.compile(rb'"usage":\{"prompt_tokens":(\d+),"completion_tokens":(\d+)')
 # The usual shapes, read straight from the bytes: {"prompt_tokens": 9, "completion_tokens": 12}
 # (OpenAI) and {"input_tokens": 9, ... "output_tokens": 12} (Anthropic, Responses).
 _FAST = re.compile(
@@ -37,7 +40,7 @@ def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
-    match = _FAST.search(body, at, min(len(body), at + _TAIL))
+    match = _OPENAI.match(body, at) or _FAST.search(body, at, min(len(body), at + _TAIL))
     if match is not None:
         return Usage(input_tokens=int(match.group(1)), output_tokens=int(match.group(2)))
     return _decoded(body, at)

@@ -1,0 +1,125 @@
+"""SSE framing and the OpenAI chat dialect's reading of events, on the bytes providers send.
+
+The parsers take a plain-search path for LF-only text and a general one for CRLF or
+mixed line ends; every case here runs through both and must read the same.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router import sse
+from router.dialects import OPENAI_CHAT, UsagePart
+from router.streaming import _Watch
+
+STREAM = (
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    b'"finish_reason":null}],"usage":null}\n\n'
+    b": keep-alive\n\n"
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],'
+    b'"usage":null}\n\n'
+    b"event: note\ndata: line one\ndata: line two\n\n"
+    b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,'
+    b'"total_tokens":9}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def crlf(text: bytes) -> bytes:
+    return text.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("form", [lambda b: b, crlf], ids=["lf", "crlf"])
+def test_events_are_read_alike_with_either_line_end(form) -> None:
+    text = form(STREAM)
+    found = [(name, data) for name, data, _ in sse.events(text)]
+    assert [name for name, _ in found] == [b"", b"", b"note", b"", b""]
+    assert found[2][1] == b"line one\nline two"
+    assert found[4][1] == b"[DONE]"
+    ends = [end for _, _, end in sse.events(text)]
+    assert ends[-1] == len(text)  # the last event ends the buffer exactly
+
+
+@pytest.mark.parametrize("form", [lambda b: b, crlf], ids=["lf", "crlf"])
+def test_a_partial_event_is_not_complete(form) -> None:
+    text = form(STREAM)
+    cut = len(text) - 5  # inside the [DONE] event
+    assert sse.complete_length(text[:cut]) == text.rfind(form(b"data: [DONE]"))
+    assert list(sse.events(text[:cut]))[-1][1].startswith(b'{"id":"c1","choices":[]')
+    assert sse.complete_length(form(b"data: {")) == 0
+
+
+def test_mixed_line_ends_still_end_events() -> None:
+    text = b"data: a\n\r\ndata: b\r\n\ndata: c\n\n"
+    assert [data for _, data, _ in sse.events(text)] == [b"a", b"b", b"c"]
+
+
+@pytest.mark.parametrize("form", [lambda b: b, crlf], ids=["lf", "crlf"])
+def test_event_around_finds_the_whole_event(form) -> None:
+    text = form(STREAM)
+    at = text.find(b'"prompt_tokens"')
+    start, end = sse.event_around(text, at)
+    assert text[start:end].startswith(b'data: {"id":"c1","choices":[]')
+    assert text[start:end].endswith(form(b"}}\n\n"))
+    # The first event has no blank line before it; the last runs to the end.
+    assert sse.event_around(text, 3)[0] == 0
+    assert sse.event_around(text, len(text) - 3)[1] == len(text)
+    assert sse.event_around(b"data: open", 2) == (0, len(b"data: open"))
+
+
+def test_fields_of_a_comment_have_no_data() -> None:
+    assert sse.fields(b": keep-alive\n\n") == (b"", None)
+    assert sse.fields(b"event: ping\ndata:\n\n") == (b"ping", b"")
+
+
+def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
+    body = {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return json.dumps({**body, **extra}, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "preamble"),
+    [
+        (chunk({"role": "assistant", "content": ""}), True),
+        (chunk({"role": "assistant", "content": "", "refusal": None}), True),
+        (chunk({"role": "assistant"}), True),
+        (chunk({"content": "Hi"}), False),
+        (chunk({"content": '"quoted"'}), False),
+        (chunk({"content": ""}, finish="stop"), False),
+        (chunk({"tool_calls": [{"index": 0, "function": {"arguments": ""}}]}), False),
+        (chunk({"role": "assistant", "content": ""}, usage={"prompt_tokens": 1}), False),
+        (b'{"error":{"message":"overloaded","type":"server_error"}}', False),
+        # A role chunk whose text mentions "content":"x" inside a string stays preamble.
+        (chunk({"role": "assistant", "content": ""}, note='say "content":"x"'), True),
+    ],
+)
+def test_openai_preamble_is_only_the_role_chunk(data: bytes, preamble: bool) -> None:
+    assert OPENAI_CHAT.is_preamble(b"", data) is preamble
+
+
+def test_openai_usage_is_read_from_the_usage_chunk_only() -> None:
+    usage_chunk = b'{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}'
+    assert OPENAI_CHAT.usage(b"", usage_chunk) == UsagePart(7, 2)
+    assert OPENAI_CHAT.usage(b"", chunk({"content": "Hi"}, usage=None)) is None
+    spaced = b'{"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 7}}'
+    assert OPENAI_CHAT.usage(b"", spaced) == UsagePart(7, 2)
+
+
+@pytest.mark.parametrize("form", [lambda b: b, crlf], ids=["lf", "crlf"])
+@pytest.mark.parametrize("split", [1, 40, 200, len(STREAM) - 3])
+def test_the_usage_chunk_is_kept_from_the_client_however_the_stream_is_cut(form, split) -> None:
+    text = form(STREAM)
+    watch = _Watch(OPENAI_CHAT)
+    out = watch.without_usage(text[:split]) + watch.without_usage(text[split:]) + watch.rest()
+    assert b"prompt_tokens" not in out
+    assert out == text.replace(
+        form(b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,')
+        + b'"total_tokens":9}}'
+        + form(b"\n\n"),
+        b"",
+    )
+    end = watch.end()
+    assert watch.done
+    assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 2)
