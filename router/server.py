@@ -25,6 +25,7 @@ from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.health import HealthTracker
+from router.logs import request_log
 from router.metrics import Metrics
 from router.providers import Operation
 from router.state.base import StateStore
@@ -70,7 +71,11 @@ def create_app(
             rng=rng if rng is not None else random.Random(),
         )
         app[APP_STATE] = RouterState(
-            config=config, health=health, failover=failover, metrics=metrics
+            config=config,
+            health=health,
+            failover=failover,
+            metrics=metrics,
+            request_log=request_log(),  # after configure_logging(): its stream and format
         )
         warming = None
         if needs_translation(config):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import openai
 import pytest
 import structlog
 
-from router.logs import configure_logging
+from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
 from tests.conftest import SIM_A, SIM_B, client, two_keys_config
 
@@ -39,7 +40,7 @@ def logs() -> Iterator[Captured]:
     try:
         yield captured
     finally:
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def preferring_a(sim_url: str) -> str:
@@ -130,3 +131,54 @@ async def test_keys_planted_in_headers_bodies_urls_and_errors_never_reach_a_line
     assert "key_disabled" in text and "[redacted]" in text  # the echo was logged, redacted
     for secret in (planted, SIM_A.api_key, SIM_B.api_key, CLIENT_KEY, "PLANTEDplanted"):
         assert secret not in text
+
+
+# -- The pipeline itself ---------------------------------------------------------------
+
+
+def test_lines_carry_level_names_a_millisecond_utc_timestamp_and_exceptions() -> None:
+    captured = Captured()
+    configure_logging(stream=captured.stream, cache_loggers=False)
+    log = structlog.get_logger("test")
+    try:
+        log.warning("careful", n=1)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        log.info("unrepresentable", value=object())
+        request_log()("abc123", {"model": "m", "status": 200})
+    finally:
+        reset_logging()
+    careful, failed, odd, request = captured.events()
+    assert (careful["event"], careful["level"], careful["n"]) == ("careful", "warning", 1)
+    assert failed["level"] == "error" and "ValueError: boom" in failed["exception"]
+    assert odd["value"].startswith("<object object")  # repr, not a crash
+    assert request == {
+        "event": "request",
+        "request_id": "abc123",
+        "level": "info",
+        "model": "m",
+        "status": 200,
+        "timestamp": request["timestamp"],
+    }
+    for event in (careful, request):
+        stamp = datetime.fromisoformat(event["timestamp"])
+        assert stamp.utcoffset() == timedelta(0)
+        assert abs(stamp - datetime.now(UTC)) < timedelta(seconds=5)
+        assert len(event["timestamp"]) == len("2026-11-24T06:39:53.123+00:00")
+
+
+def test_request_lines_follow_the_level_and_the_console_format() -> None:
+    captured = Captured()
+    configure_logging(level="warning", stream=captured.stream, cache_loggers=False)
+    try:
+        request_log()("abc123", {"model": "m"})
+        assert captured.text() == ""  # info lines are below the level
+        configure_logging(fmt="console", stream=captured.stream, cache_loggers=False)
+        request_log()("abc123", {"model": "m", "key": SIM_A.api_key})
+    finally:
+        reset_logging()
+    text = captured.text()
+    assert "request" in text and "model" in text and "{" not in text  # not JSON
+    assert SIM_A.api_key not in text  # shaped like a key: redacted in either format

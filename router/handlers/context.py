@@ -9,6 +9,7 @@ from aiohttp import web
 from router.calls import Answer, Streamed
 from router.failover import Failover
 from router.health import HealthTracker
+from router.logs import RequestLog
 from router.metrics import Metrics, RequestOutcome
 from router.types import Attempt, Config
 from router.usage import Usage
@@ -20,6 +21,7 @@ class RouterState:
     health: HealthTracker
     failover: Failover
     metrics: Metrics
+    request_log: RequestLog
 
 
 APP_STATE = web.AppKey("router_state", RouterState)

@@ -152,26 +152,29 @@ def _internal_error(request_id: str) -> web.Response:
 
 def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     seconds = time.perf_counter() - trace.started
-    series = request.app[APP_STATE].metrics.model_series(trace.model or UNKNOWN_MODEL)
+    state = request.app[APP_STATE]
+    series = state.metrics.model_series(trace.model or UNKNOWN_MODEL)
     outcome = trace.outcome(status)
     series.requests[outcome].inc()
     if trace.model is not None:
         series.seconds.observe(seconds)
     usage = trace.usage
-    log.info(
-        "request",
-        model=trace.model,
-        route=trace.route,
-        served_by=trace.served_by,
-        status=status,
-        outcome=outcome.value,
-        attempts=[f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
-        stream=trace.stream_outcome,
-        latency_ms=round(seconds * 1000, 2),
-        ttft_ms=None if trace.ttft is None else round(trace.ttft * 1000, 2),
-        tokens_in=usage.input_tokens if usage else None,
-        tokens_out=usage.output_tokens if usage else None,
-        cost_usd=None if trace.cost_usd is None else round(trace.cost_usd, 8),
+    state.request_log(
+        trace.request_id,
+        {
+            "model": trace.model,
+            "route": trace.route,
+            "served_by": trace.served_by,
+            "status": status,
+            "outcome": outcome.value,
+            "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
+            "stream": trace.stream_outcome,
+            "latency_ms": round(seconds * 1000, 2),
+            "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
+            "tokens_in": usage.input_tokens if usage else None,
+            "tokens_out": usage.output_tokens if usage else None,
+            "cost_usd": None if trace.cost_usd is None else round(trace.cost_usd, 8),
+        },
     )
 
 
