@@ -10,6 +10,7 @@ SDK expects them (§11.3): OpenAI's `{"error": {...}}` or Anthropic's
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,24 @@ def _has_text(data: bytes) -> bool:
     return at >= 0 and data[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b"")
 
 
+# The role chunk every OpenAI stream opens with, in the compact form OpenAI and most
+# compatible servers write: one choice, a delta of the role and empty content (and
+# refusal), no finish reason, no usage object. Anything else is parsed.
+_ROLE_DELTA = re.compile(rb'"delta":\{"role":"assistant"(?:,"content":"")?(?:,"refusal":null)?\}')
+
+
+def _is_role_chunk(data: bytes) -> bool:
+    at = data.find(b'"delta":')
+    return (
+        at >= 0
+        and _ROLE_DELTA.match(data, at) is not None
+        and data.find(b'"delta":', at + 8) < 0
+        and b'"finish_reason":null' in data
+        and b'"usage":{' not in data
+        and b'"error"' not in data
+    )
+
+
 class OpenAIChat:
     """`/v1/chat/completions`: `data:` chunks, `data: {"error": ...}`, `data: [DONE]`."""
 
@@ -57,6 +76,8 @@ class OpenAIChat:
         """The first chunk carries the role and empty content: nothing to show yet."""
         if _has_text(data):
             return False
+        if _is_role_chunk(data):
+            return True
         payload = _json(data)
         if not isinstance(payload, dict) or payload.get("error") or payload.get("usage"):
             return False

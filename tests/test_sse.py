@@ -85,6 +85,13 @@ def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) 
         (chunk({"role": "assistant", "content": ""}), True),
         (chunk({"role": "assistant", "content": "", "refusal": None}), True),
         (chunk({"role": "assistant"}), True),
+        (chunk({"role": "assistant", "content": ""}, usage=None), True),
+        (chunk({"role": "assistant", "content": ""}, finish="stop"), False),
+        (
+            b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+            b'"finish_reason":null},{"index":1,"delta":{"content":"x"},"finish_reason":null}]}',
+            False,  # one choice already has text
+        ),
         (chunk({"content": "Hi"}), False),
         (chunk({"content": '"quoted"'}), False),
         (chunk({"content": ""}, finish="stop"), False),
