@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import random
 import signal
@@ -172,6 +173,7 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     host = host or config.server.host
     port = config.server.port if port is None else port
     runner = await start(config, host, port)
+    tune_garbage_collector()
     log.info(
         "listening",
         url=f"http://{host}:{bound_port(runner)}/v1",
@@ -184,6 +186,25 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     finally:
         log.info("stopping")
         await runner.cleanup()
+
+
+# Container allocations between young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic collections on the request path.
+
+    Everything built at startup (modules, config, the app) lives as long as the
+    process: `gc.freeze()` moves it out of the collector's scans. A request allocates
+    a few hundred containers, so CPython's default young threshold of 700 collected
+    every two or three requests; at 20,000 the collector runs about once every fifty,
+    holding at most a few MB of young garbage. Measured with bench/cpu.py: about 18 us
+    less CPU per non-streaming request (see README "Performance").
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def wait_for_signal() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from router.server import GC_YOUNG_THRESHOLD, tune_garbage_collector
 from tests.conftest import SIM_A, client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,3 +133,14 @@ async def test_demo_shows_failover_and_fallback_without_any_key():
     assert len(lines) == 8 and all(" 200 " in line for line in lines)
     assert any("route=budget/gpt-4o-mini" in line for line in lines)  # the fallback served
     assert "key_disabled" in err and "revoked" in err
+
+
+def test_serving_freezes_startup_objects_and_collects_young_ones_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_freeze_count() > 0  # this process's startup objects: out of the scans
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
