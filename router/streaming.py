@@ -93,8 +93,9 @@ class _Watch:
         at = complete.find(b'"prompt_tokens"')
         if at >= 0:
             start, end = sse.event_around(complete, at)
-            if _usage_only(complete[start:end]):
-                self._inspect(complete[start:end])
+            event, data = sse.fields(complete, start, end)
+            if data is not None and _usage_only(data):
+                self._read(event, data)  # read here: it is not in what the client gets
                 complete = complete[:start] + complete[end:]
         self._inspect(complete)
         return complete
