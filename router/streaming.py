@@ -160,11 +160,16 @@ async def relay(
         while chunk:
             if strip_usage:
                 out = watch.without_usage(chunk)
-                if out:
-                    await client.write(out)
             else:
-                await client.write(chunk)
+                out = chunk
                 watch.see(chunk)
+            if watch.done and response.ended():
+                # The terminator came with the end of the body: send the last events and
+                # the end of the response in one write, not two.
+                await client.write_eof(out + watch.rest() if strip_usage else out)
+                break
+            if out:
+                await client.write(out)
             try:
                 chunk = await response.next_chunk(idle)
             except UpstreamError as exc:

@@ -130,6 +130,10 @@ class UpstreamResponse:
         finally:
             self._due = 0.0
 
+    def ended(self) -> bool:
+        """Whether the whole body is in and has been read: next_chunk() would say b""."""
+        return self._content.at_eof()
+
     def _arm(self, timeout: float, phase: str) -> None:
         self._due = due = self._loop.time() + max(timeout, 0.0)
         self._phase = phase

@@ -86,6 +86,9 @@ class Answer:
         self._sent = True
         return self._body
 
+    def ended(self) -> bool:
+        return self._sent
+
     def finish(self) -> None:
         pass
 
@@ -135,6 +138,9 @@ class EventStream:
             raise
         except Exception as exc:  # the boundary for litellm's errors, as upstream.py is aiohttp's
             raise self._fail(exc, phase) from exc
+
+    def ended(self) -> bool:
+        return False  # known only once next_chunk() says so
 
     async def read(self, timeout: float) -> bytes:
         """The whole stream, for a caller that asked for a stream but reads it at once."""
