@@ -20,11 +20,14 @@ _CONTENT = re.compile(rb'"content":\s*"[^"]')
 _TAIL = 32  # bytes kept from the previous chunk, in case the marker straddles two chunks
 
 
-def request_body(stream: bool) -> bytes:
+def request_body(stream: bool, *, usage: bool = False) -> bytes:
+    """`usage`: a stream that asks for its usage chunk itself (stream_options)."""
     flag = "true" if stream else "false"
+    options = b',"stream_options":{"include_usage":true}' if stream and usage else b""
     return (
         b'{"model":"gpt-4o","messages":[{"role":"user","content":"Say hi."}],"stream":'
         + flag.encode()
+        + options
         + b"}"
     )
 
@@ -76,10 +79,16 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bo
 
 
 async def drive(
-    session: aiohttp.ClientSession, url: str, *, stream: bool, concurrency: int, count: int
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    stream: bool,
+    concurrency: int,
+    count: int,
+    usage: bool = False,
 ) -> Result:
     """Send `count` requests from `concurrency` workers; time the whole batch."""
-    body = request_body(stream)
+    body = request_body(stream, usage=usage)
     result = Result(requests=count)
     left = count
 

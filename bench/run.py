@@ -180,7 +180,9 @@ async def run_cell(
     stream = kind == "sse"
     count = args.requests * (2 if concurrency > 1 else 1) // args.rounds
     results = {t.name: Result() for t in targets}
-    send = functools.partial(drive, session, stream=stream, concurrency=concurrency)
+    send = functools.partial(
+        drive, session, stream=stream, concurrency=concurrency, usage=args.client_usage
+    )
     for target in targets:
         await send(target.url + "/chat/completions", count=args.warmup)
     for number in range(args.rounds):
@@ -269,6 +271,11 @@ async def bench(args: argparse.Namespace) -> None:
                     f"python {sys.version.split()[0]}, {os.cpu_count()} cores; targets: "
                     + ", ".join(f"{t.name}={t.url}" for t in targets)
                 )
+                if args.client_usage:
+                    print(
+                        "streams ask for usage themselves: the router neither adds nor strips "
+                        "a usage chunk, and the provider does the same work for every target"
+                    )
                 if not uvloop_switch():
                     print("router/cli.py has no LLM_ROUTER_UVLOOP switch: router runs uvloop only")
                 async with client_session(max(c for _, c in cells), SIM_KEY) as session:
@@ -288,6 +295,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     parser.add_argument(
         "--compare", default="", metavar="PATH", help="also run the router of this checkout"
+    )
+    parser.add_argument(
+        "--client-usage",
+        action="store_true",
+        help="streams ask for their usage chunk themselves, so the provider does the same "
+        "work for every target (by default only the router asks, for its costs)",
     )
     args = parser.parse_args()
     try:
