@@ -8,10 +8,10 @@ Durations are real time (perf_counter); the injected clock belongs to health sta
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
+from router.body_edits import with_model
 from router.budgets import BudgetKeeper
 from router.calls import Answer, Call, Streamed, StreamSink
 from router.classify import OK, classify_exception, classify_response
@@ -214,5 +214,4 @@ def _body_for(call: Call, route: Route) -> bytes:
     """The client's bytes untouched when the upstream model name is the same."""
     if call.payload.get("model") == route.model:
         return call.body
-    payload = {**call.payload, "model": route.model}
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return with_model(call.body, call.payload, route.model)

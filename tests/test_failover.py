@@ -282,6 +282,14 @@ models:
         assert response.status == 200
     assert sim.requests[-1].body == body
 
+    # Another name upstream: only the model's value changes, the rest is the client's.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", data=body.replace(b"gpt-4o", b"fast")),
+    ):
+        pass
+    assert sim.requests[-1].body == body.replace(b"gpt-4o", b"gpt-4.1-mini")
+
 
 async def test_the_openai_passthrough_path_never_imports_litellm():
     # litellm costs seconds to import (litellm-notes.md); OpenAI-format routes must not.

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from router.body_edits import with_usage_requested
 from router.calls import Answer, Call, Streamed
 from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
@@ -114,7 +115,7 @@ def parse_call(
     ):
         # Costs and token metrics need the usage chunk, which OpenAI sends only when
         # asked; ask on the client's behalf and keep the extra chunk from it (§9.1).
-        body = _with_usage_requested(body, payload)
+        body = with_usage_requested(body, payload)
         payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
         strip_usage = True
     return Call(
@@ -170,21 +171,6 @@ class ClientStream:
         if not end.client_gone:
             await response.write_eof()
         return end
-
-
-_USAGE_OPTION = b'"stream_options":{"include_usage":true},'
-
-
-def _with_usage_requested(body: bytes, payload: dict[str, Any]) -> bytes:
-    """The body asking for a usage chunk. Without stream_options (the usual case) the
-    member is spliced in after the opening brace, leaving the client's bytes as they
-    were; the body has a `model` member, so a comma after ours is always valid."""
-    if "stream_options" not in payload:
-        brace = body.find(b"{")
-        return body[: brace + 1] + _USAGE_OPTION + body[brace + 1 :]
-    options = payload["stream_options"]
-    merged = {**payload, "stream_options": {**options, "include_usage": True}}
-    return json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _asks_usage(payload: dict[str, Any]) -> bool:
