@@ -1,11 +1,12 @@
 """Benchmark: straight to the simulator vs a bare pass-through vs the router, side by side.
 
-    python bench/run.py [--requests 2000] [--warmup 200] [--rounds 2] [--cells json:1,sse:32]
+    python bench/run.py [--requests 4000] [--warmup 200] [--rounds 6] [--cells json:1,sse:32]
 
 Everything runs on 127.0.0.1 as subprocesses of this script, which is also the load
 client; all of them share this machine's cores, so the numbers are relative, not absolute.
 Per cell the targets run back to back, in alternating order each round, so that machine
-noise hits them alike.
+noise hits them alike; six rounds by default, because two let one burst of noise on
+this shared machine move a cell's ratio by 0.1.
 """
 
 from __future__ import annotations
@@ -288,9 +289,9 @@ async def bench(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000, help="per target at c=1 (x2 at c=32)")
+    parser.add_argument("--requests", type=int, default=4000, help="per target at c=1 (x2 at c=32)")
     parser.add_argument("--warmup", type=int, default=200, help="per target and cell, unmeasured")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating-order rounds per cell")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating-order rounds per cell")
     parser.add_argument("--cells", default="", help="e.g. json:32,sse:1 (default: all four)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     parser.add_argument(
