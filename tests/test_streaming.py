@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from router.sim import Fault
 from tests.conftest import SIM_A, SIM_B, client, sync_client, two_keys_config
@@ -142,3 +143,50 @@ async def test_client_leaving_a_pending_request_cancels_the_upstream_request(sta
         await client(url, timeout=0.3).chat.completions.create(model="gpt-4o", messages=HI)
     await wait_until(lambda: sim.stats["a"].cancelled == 1)
     assert sim.stats["b"].requests == 0
+
+
+async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(stack):
+    """The relay sends the last events and the end of the response in one write only
+    when the upstream body has already ended; a terminator whose body end is late (a
+    provider holding the connection a moment) must not wait for it."""
+    release = asyncio.Event()
+    role = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    text = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+    async def late_end(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(role + text + b"data: [DONE]\n\n")
+        await release.wait()  # the body ends only when the test says so
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", late_end)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        upstream = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        url = await stack.router(
+            f'keys: {{u: {{provider: openai, api_base: "{upstream}", api_key: sk-test-000001}}}}\n'
+            "models: {gpt-4o: {routes: [{key: u, model: gpt-4o}]}}\n"
+        )
+        body = {"model": "gpt-4o", "messages": HI, "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/chat/completions", json=body) as response,
+        ):
+            received = b""
+            async with asyncio.timeout(5):
+                while b"data: [DONE]\n\n" not in received:
+                    received += await response.content.readany()
+            assert not response.content.at_eof()  # [DONE] came before the body's end
+            release.set()
+            async with asyncio.timeout(5):
+                received += await response.content.read()
+        assert received == role + text + b"data: [DONE]\n\n"
+    finally:
+        release.set()
+        await runner.cleanup()
