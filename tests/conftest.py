@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from router.config import parse_config
@@ -56,6 +57,21 @@ class Stack:
 
     async def close(self) -> None:
         await self._exit.aclose()
+
+
+@asynccontextmanager
+async def raw_upstream(path: str, handler: Callable[..., Any]) -> AsyncIterator[str]:
+    """A bare aiohttp server on 127.0.0.1 that answers POST `path` with `handler`, for
+    upstream behaviour the simulator does not script. Yields its base URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture

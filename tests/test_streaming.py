@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from router.sim import Fault
-from tests.conftest import SIM_A, SIM_B, client, sync_client, two_keys_config
+from tests.conftest import SIM_A, SIM_B, client, raw_upstream, sync_client, two_keys_config
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -162,31 +162,25 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", late_end)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        upstream = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    async with raw_upstream("/v1/chat/completions", late_end) as upstream:
         url = await stack.router(
-            f'keys: {{u: {{provider: openai, api_base: "{upstream}", api_key: sk-test-000001}}}}\n'
+            f'keys: {{u: {{provider: openai, api_base: "{upstream}/v1", api_key: sk-test-01}}}}\n'
             "models: {gpt-4o: {routes: [{key: u, model: gpt-4o}]}}\n"
         )
         body = {"model": "gpt-4o", "messages": HI, "stream": True}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(f"{url}/v1/chat/completions", json=body) as response,
-        ):
-            received = b""
-            async with asyncio.timeout(5):
-                while b"data: [DONE]\n\n" not in received:
-                    received += await response.content.readany()
-            assert not response.content.at_eof()  # [DONE] came before the body's end
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{url}/v1/chat/completions", json=body) as response,
+            ):
+                received = b""
+                async with asyncio.timeout(5):
+                    while b"data: [DONE]\n\n" not in received:
+                        received += await response.content.readany()
+                assert not response.content.at_eof()  # [DONE] came before the body's end
+                release.set()
+                async with asyncio.timeout(5):
+                    received += await response.content.read()
+        finally:
             release.set()
-            async with asyncio.timeout(5):
-                received += await response.content.read()
-        assert received == role + text + b"data: [DONE]\n\n"
-    finally:
-        release.set()
-        await runner.cleanup()
+    assert received == role + text + b"data: [DONE]\n\n"

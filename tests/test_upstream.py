@@ -14,6 +14,7 @@ from aiohttp import web
 from router.errors import UpstreamConnectionError, UpstreamTimeout
 from router.types import Key, Route, Timeouts
 from router.upstream import Upstream, UpstreamResponse, new_session
+from tests.conftest import raw_upstream
 
 KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1", api_key="sk-test-0000000000")
 ROUTE = Route(key=KEY, model="m")
@@ -46,18 +47,11 @@ async def upstream_url() -> AsyncIterator[tuple[str, Script]]:
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", script
-    finally:
-        script.release.set()
-        await runner.cleanup()
+    async with raw_upstream("/v1/chat/completions", handle) as base:
+        try:
+            yield f"{base}/v1/chat/completions", script
+        finally:
+            script.release.set()
 
 
 @pytest.fixture
@@ -151,18 +145,10 @@ async def test_a_stalled_head_times_out_as_first_byte(upstream) -> None:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
 
-    app = web.Application()
-    app.router.add_post("/", silent)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    async with raw_upstream("/", silent) as base:
         with pytest.raises(UpstreamTimeout) as caught:
-            await upstream.send(ROUTE, url, b"{}", {}, head_timeout=0.2)
-        assert caught.value.phase == "first_byte"
-    finally:
-        await runner.cleanup()
+            await upstream.send(ROUTE, f"{base}/", b"{}", {}, head_timeout=0.2)
+    assert caught.value.phase == "first_byte"
 
 
 async def test_a_refused_connection_is_a_connection_error(upstream) -> None:
