@@ -14,13 +14,20 @@ from router.sim.dialect import InvalidRequest, ModelCall, load_object
 from router.sim.tokens import estimate_prompt_tokens
 
 
-def parse_chat_request(body: bytes, *, deployment: str | None = None) -> ModelCall:
+def object_with_model(body: bytes, deployment: str | None) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object and the model it names (an Azure deployment names it
+    instead), or the InvalidRequest OpenAI answers a body without them with."""
     data = load_object(body)
     if data is None:
         raise InvalidRequest(openai_errors.unparsable_json())
     model = deployment or data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest(openai_errors.missing_model())
+    return data, model
+
+
+def parse_chat_request(body: bytes, *, deployment: str | None = None) -> ModelCall:
+    data, model = object_with_model(body, deployment)
     messages = data.get("messages")
     if messages is None:
         raise InvalidRequest(openai_errors.missing_parameter("messages"))

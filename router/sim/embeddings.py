@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from router.sim import openai_errors
+from router.sim.chat_request import object_with_model
 from router.sim.dialect import (
     EmbeddingInput,
     ErrorReply,
@@ -24,7 +25,6 @@ from router.sim.dialect import (
     ModelCall,
     Usage,
     dumps,
-    load_object,
 )
 from router.sim.tokens import estimate_tokens
 
@@ -34,12 +34,7 @@ _MAX_INPUTS = 2048
 
 
 def parse_embeddings_request(body: bytes, *, deployment: str | None = None) -> ModelCall:
-    data = load_object(body)
-    if data is None:
-        raise InvalidRequest(openai_errors.unparsable_json())
-    model = deployment or data.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest(openai_errors.missing_model())
+    data, model = object_with_model(body, deployment)
     if "input" not in data:
         raise InvalidRequest(openai_errors.missing_parameter("input"))
     texts, tokens = _inputs(data["input"])
