@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from router.fastjson import log_text
+
 _KEY_SHAPES = re.compile(
     r"(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
@@ -101,7 +103,6 @@ class JSONLines:
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
-        self._encode = json.JSONEncoder(default=repr).encode  # built once, not per line
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         structlog.contextvars.merge_contextvars(logger, method, event)
@@ -109,12 +110,12 @@ class JSONLines:
         event["timestamp"] = _timestamps.now()
         if "exc_info" in event:
             structlog.processors.format_exc_info(logger, method, event)
-        return self._redactor.scrub(self._encode(event))
+        return self._redactor.scrub(log_text(event))
 
     def line(self, event: dict[str, Any]) -> str:
         """A finished event (level and request id set by the caller) as a redacted line."""
         event["timestamp"] = _timestamps.now()
-        return self._redactor.scrub(self._encode(event)) + "\n"
+        return self._redactor.scrub(log_text(event)) + "\n"
 
 
 class RequestLog:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from router import fastjson
 from router.body_edits import with_model, with_usage_requested
 
 # The order the openai SDK sends: messages first, the model after them.
@@ -47,3 +48,13 @@ def test_usage_is_asked_for_by_splice_or_by_merging_the_clients_options() -> Non
     own = b'{"model":"gpt-4o","stream":true,"stream_options":{"continuous_usage_stats":true}}'
     merged = json.loads(with_usage_requested(own, json.loads(own)))
     assert merged["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
+
+
+def test_reserialising_keeps_integers_too_big_for_the_fast_parser() -> None:
+    # The handler parses with orjson, which reads 2**70 as a float; the body that goes
+    # upstream must still say 1180591620717411303424.
+    body = b'{"model": "a", "model": "fast", "seed": 1180591620717411303424}'
+    edited = with_model(body, fastjson.loads(body), "m")
+    assert b'"seed":1180591620717411303424' in edited
+    own = b'{"model":"a","stream_options":{"x":1},"seed":1180591620717411303424}'
+    assert b"1180591620717411303424}" in with_usage_requested(own, fastjson.loads(own))

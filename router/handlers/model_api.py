@@ -6,12 +6,12 @@ serve it and the dialect says how its streams and errors look.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from aiohttp import web
 
+from router import fastjson
 from router.body_edits import with_usage_requested
 from router.calls import Answer, Call, Streamed
 from router.dialects import Dialect
@@ -42,7 +42,7 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
             f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
         ) from None
     try:
-        payload = json.loads(body)
+        payload = fastjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(payload, dict):
