@@ -120,8 +120,9 @@ models:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    events = [entry["event"] for entry in lines + [json.loads(x) for x in rest.splitlines()]]
+    assert "request" in events and events[-1] == "stopping"
     logged = "".join(json.dumps(entry) for entry in lines) + rest
-    assert '"event": "request"' in logged and "stopping" in logged
     assert SIM_A.api_key not in logged
 
 
