@@ -88,6 +88,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await warming
         await translate.shutdown()
+        upstream.close()
         await session.close()
         await state_store.close()
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from router.deadlines import Deadline, Deadlines
 from router.errors import (
     UpstreamConnectionError,
     UpstreamError,
@@ -76,20 +77,34 @@ def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
 class UpstreamResponse:
     """A provider's response whose head has arrived; the body is read through here.
 
-    Body reads are bounded by one lazy timer per response instead of an
+    Body reads are bounded by one lazy deadline per response instead of an
     `asyncio.timeout` per read (measured: the context manager was the largest
-    per-chunk cost of a stream). Each read only moves the due time; the timer, when it
-    fires, re-arms itself at that time or, if a read is still waiting past it, fails
+    per-chunk cost of a stream). Each read only moves the due time; the deadline, when
+    it fires, is set again for that time or, if a read is still waiting past it, fails
     the body with `UpstreamTimeout` (aiohttp's own sock_read timeout works the same way).
     """
 
-    __slots__ = ("_content", "_due", "_loop", "_phase", "_response", "_timer", "route_id")
+    __slots__ = (
+        "_content",
+        "_deadlines",
+        "_due",
+        "_loop",
+        "_phase",
+        "_response",
+        "_timer",
+        "_when",
+        "route_id",
+    )
 
-    def __init__(self, response: aiohttp.ClientResponse, route_id: str) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, route_id: str, deadlines: Deadlines
+    ) -> None:
         self._response = response
         self._content = response.content
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = deadlines
+        self._timer: Deadline | None = None
+        self._when = 0.0  # when the pending deadline fires
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
         self._phase = "read"
         self.route_id = route_id
@@ -138,18 +153,20 @@ class UpstreamResponse:
         self._due = due = self._loop.time() + max(timeout, 0.0)
         self._phase = phase
         timer = self._timer
-        if timer is None or timer.when() > due:
+        if timer is None or self._when > due:
             if timer is not None:
                 timer.cancel()
-            self._timer = self._loop.call_at(due, self._expire)
+            self._when = due
+            self._timer = self._deadlines.at(due, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
         due = self._due
         if not due:
-            return  # no read waiting: the next one arms the timer again
+            return  # no read waiting: the next one sets the deadline again
         if self._loop.time() < due:
-            self._timer = self._loop.call_at(due, self._expire)
+            self._when = due
+            self._timer = self._deadlines.at(due, self._expire)
             return
         self._content.set_exception(UpstreamTimeout(self.route_id, self._phase))
 
@@ -172,6 +189,7 @@ class Upstream:
         self._connect_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect, sock_connect=timeouts.connect
         )
+        self._deadlines = Deadlines()  # the head and body deadlines of every attempt
 
     async def send(
         self,
@@ -187,16 +205,29 @@ class Upstream:
         `headers` are complete (the provider's auth included). The caller must call
         `finish()` on the result, in a `finally`.
         """
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadline = self._deadlines.after(head_timeout, task.cancel)
         try:
-            async with asyncio.timeout(head_timeout):
-                response = await self._session.post(
-                    url, data=body, headers=headers, timeout=self._connect_timeout
-                )
+            response = await self._session.post(
+                url, data=body, headers=headers, timeout=self._connect_timeout
+            )
+        except asyncio.CancelledError:
+            # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).
+            if deadline.fired and task.uncancel() <= cancelling:
+                raise UpstreamTimeout(route.id, "first_byte") from None
+            raise
         except Exception as exc:
             if (mapped := _mapped(exc, route.id, "first_byte")) is None:
                 raise
             raise mapped from exc
-        return UpstreamResponse(response, route.id)
+        finally:
+            deadline.cancel()
+        return UpstreamResponse(response, route.id, self._deadlines)
+
+    def close(self) -> None:
+        self._deadlines.close()
 
 
 def new_session() -> aiohttp.ClientSession:

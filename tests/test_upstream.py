@@ -57,9 +57,11 @@ async def upstream_url() -> AsyncIterator[tuple[str, Script]]:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     session = new_session()
+    upstream = Upstream(session, Timeouts())
     try:
-        yield Upstream(session, Timeouts())
+        yield upstream
     finally:
+        upstream.close()
         await session.close()
 
 
@@ -149,6 +151,34 @@ async def test_a_stalled_head_times_out_as_first_byte(upstream) -> None:
         with pytest.raises(UpstreamTimeout) as caught:
             await upstream.send(ROUTE, f"{base}/", b"{}", {}, head_timeout=0.2)
     assert caught.value.phase == "first_byte"
+
+
+async def test_a_caller_cancelled_while_waiting_for_the_head_stays_cancelled(upstream) -> None:
+    """A client that leaves is not an upstream timeout, and leaves no deadline behind."""
+    arrived = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    async with raw_upstream("/", silent) as base:
+        sending = asyncio.create_task(upstream.send(ROUTE, f"{base}/", b"{}", {}, head_timeout=5))
+        await asyncio.wait_for(arrived.wait(), 5)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+    assert upstream._deadlines.pending() == 0
+
+
+async def test_a_head_in_time_leaves_no_deadline_pending(upstream, upstream_url) -> None:
+    url, _ = upstream_url
+    response = await _open(upstream, url)
+    try:
+        assert await response.read(5) == b"one"
+    finally:
+        response.finish()
+    assert upstream._deadlines.pending() == 0
 
 
 async def test_a_refused_connection_is_a_connection_error(upstream) -> None:
