@@ -90,40 +90,48 @@ class _Watch:
         window = self._carry + chunk if self._carry else chunk
         cut = sse.complete_length(window)
         complete, self._carry = window[:cut], window[cut:]
-        at = complete.find(b'"prompt_tokens"')
+        # The usage chunk comes last before the terminator, and after any running counts
+        # (vLLM's continuous_usage_stats): search from the end.
+        at = complete.rfind(b'"prompt_tokens"')
         if at >= 0:
             start, end = sse.event_around(complete, at)
             event, data = sse.fields(complete, start, end)
             if data is not None and _usage_only(data):
                 self._read(event, data)  # read here: it is not in what the client gets
+                # Its counts are the final ones: earlier running counts must not replace them.
                 complete = complete[:start] + complete[end:]
+                self._inspect(complete, usage=False)
+                return complete
         self._inspect(complete)
         return complete
 
     def rest(self) -> bytes:
         return self._carry
 
-    def _inspect(self, complete: bytes) -> None:
+    def _inspect(self, complete: bytes, *, usage: bool = True) -> None:
         """Read only the events a cheap search points at: errors, usage, the end.
 
         A fast stream can arrive whole in one read; parsing each of its events would
         cost more than everything else the relay does.
         """
         dialect = self._dialect
-        for hint in (dialect.error_hint, dialect.usage_hint):
+        for hint in (dialect.error_hint, dialect.usage_hint) if usage else (dialect.error_hint,):
             at = complete.find(hint)
             while at >= 0:
                 start, end = sse.event_around(complete, at)
                 event, data = sse.fields(complete, start, end)
                 if data is not None:
-                    self._read(event, data)
+                    self._read(event, data, usage=usage)
                 at = complete.find(hint, end)
-        if dialect.terminator in complete:
+        # The terminator ends the stream, so it is nearly always at the end: search back.
+        if complete.rfind(dialect.terminator) >= 0:
             self.done = True
 
-    def _read(self, event: bytes, data: bytes) -> None:
+    def _read(self, event: bytes, data: bytes, *, usage: bool = True) -> None:
         if self.error is None:
             self.error = self._dialect.error(event, data)
+        if not usage:
+            return
         part: UsagePart | None = self._dialect.usage(event, data)
         if part is not None:
             self._input = part.input_tokens if part.input_tokens is not None else self._input

@@ -130,3 +130,20 @@ def test_the_usage_chunk_is_kept_from_the_client_however_the_stream_is_cut(form,
     end = watch.end()
     assert watch.done
     assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 2)
+
+
+def test_with_usage_in_every_chunk_the_final_usage_chunk_is_kept_and_counted() -> None:
+    """vLLM's `continuous_usage_stats` puts running counts in every chunk; the client did
+    not ask for the final usage-only chunk, and its counts are the ones that hold."""
+    running = b'"usage":{"prompt_tokens":7,"completion_tokens":1,"total_tokens":8}'
+    final = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
+    text = (
+        b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}],' + running + b"}\n\n"
+        + final
+        + b"data: [DONE]\n\n"
+    )  # fmt: skip
+    watch = _Watch(OPENAI_CHAT)
+    out = watch.without_usage(text) + watch.rest()
+    assert out == text.replace(final, b"")
+    end = watch.end()
+    assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 3)
