@@ -52,7 +52,8 @@ def with_usage_requested(body: bytes, payload: dict[str, Any]) -> bytes:
         brace = body.find(b"{")
         return body[: brace + 1] + _USAGE_OPTION + body[brace + 1 :]
     exact = exact_loads(body)
-    return _dumps({**exact, "stream_options": {**exact["stream_options"], "include_usage": True}})
+    options = exact["stream_options"] or {}  # `null` is the same as leaving it out
+    return _dumps({**exact, "stream_options": {**options, "include_usage": True}})
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:

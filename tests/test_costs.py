@@ -89,6 +89,21 @@ async def test_a_stream_is_costed_from_a_usage_chunk_the_client_never_sees(stack
     assert input_tokens > 0
 
 
+async def test_a_stream_with_null_stream_options_is_costed_the_same_way(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url))
+    stream = await client(url).chat.completions.create(
+        model="gpt-4o",
+        messages=HI,
+        stream=True,
+        stream_options=None,  # sent as null
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks and all(chunk.usage is None and chunk.choices for chunk in chunks)
+    sent = json.loads(sim.requests[-1].body)
+    assert sent["stream_options"] == {"include_usage": True}
+
+
 async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, clock):
     wall = WallClock("2026-11-24T23:59:00+00:00")
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
