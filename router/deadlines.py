@@ -122,6 +122,12 @@ class Deadlines:
         assert loop is not None
         for slot in due:
             for deadline in slots.pop(slot):
+                # Called here, not scheduled: a wait that ends before a scheduled call ran
+                # would still be cancelled by it, later, at some other await.
                 deadline.fired = True
-                # Through the loop, so that one failing callback cannot stop the others.
-                loop.call_soon(deadline.expire)
+                try:
+                    deadline.expire()
+                except Exception as exc:  # one failing callback must not stop the others
+                    loop.call_exception_handler(
+                        {"message": "deadline callback failed", "exception": exc}
+                    )
