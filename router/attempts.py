@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from router.body_edits import with_model
+from router.body_edits import with_model, with_usage_requested
 from router.budgets import BudgetKeeper
 from router.calls import Answer, Call, Streamed, StreamSink
 from router.classify import OK, classify_exception, classify_response
@@ -25,6 +25,7 @@ from router.translate import TranslatedResponse, translator_for
 from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.usage import Usage, usage_from_body
+from router.usage_request import UsageRequest
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class AttemptRunner:
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
+        self._usage_request = UsageRequest()
         self._budgets = budgets
         self._clock = time.perf_counter
 
@@ -70,7 +72,9 @@ class AttemptRunner:
         route = attempt.route
         self._health.begin(route)
         try:
-            await self._exchange(attempt, attempts, sink)
+            ask_usage = self._usage_request.wanted(attempt.call, route.key)
+            while not await self._exchange(attempt, attempts, sink, ask_usage=ask_usage):
+                ask_usage = False  # the upstream refused the usage ask: again, without it
         except UpstreamError as exc:
             attempt.verdict = classify_exception(exc)
         finally:
@@ -84,14 +88,19 @@ class AttemptRunner:
         if attempt.streamed is None:
             attempts.append(self._record_of(attempt))
 
-    async def _exchange(self, attempt: Try, attempts: list[Attempt], sink: StreamSink) -> None:
+    async def _exchange(
+        self, attempt: Try, attempts: list[Attempt], sink: StreamSink, *, ask_usage: bool
+    ) -> bool:
+        """False when the upstream refused the usage ask and nothing else happened."""
         call, route = attempt.call, attempt.route
         timeouts = self._timeouts
-        head_timeout = min(timeouts.first_byte, attempt.budget)
+        budget = attempt.budget - (self._clock() - attempt.started)
+        head_timeout = min(timeouts.first_byte, budget)
         provider = PROVIDERS.get(route.key.provider)
         translator = translator_for(route.key.provider, call.operation)
         response: UpstreamResponse | TranslatedResponse
         if translator is not None:
+            ask_usage = False  # a translation asks for usage itself
             response = await translator.send(
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
@@ -105,7 +114,7 @@ class AttemptRunner:
             response = await self._upstream.send(
                 route,
                 provider.url(route.key, call.operation, route.model),
-                _body_for(call, route),
+                _body_for(call, route, ask_usage=ask_usage),
                 headers,
                 head_timeout=head_timeout,
             )
@@ -115,8 +124,10 @@ class AttemptRunner:
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 await self._open_stream(attempt, response, attempts, sink)
-                return
-            body = await response.read(min(timeouts.idle, attempt.budget))
+                return True
+            body = await response.read(min(timeouts.idle, budget))
+            if ask_usage and self._usage_request.refused(route.key, status, body):
+                return False
             attempt.verdict = classify_response(status, response.headers, body)
             ok = attempt.verdict.failure is FailureClass.OK
             if not ok:
@@ -130,6 +141,7 @@ class AttemptRunner:
                 attempt.model.name,
                 usage_from_body(body) if ok else None,
             )
+            return True
         finally:
             response.finish()
 
@@ -210,8 +222,12 @@ def _without_key(body: bytes, route: Route) -> bytes:
     return body.replace(secret, b"[redacted]") if secret and secret in body else body
 
 
-def _body_for(call: Call, route: Route) -> bytes:
-    """The client's bytes untouched when the upstream model name is the same."""
-    if call.payload.get("model") == route.model:
-        return call.body
-    return with_model(call.body, call.payload, route.model)
+def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:
+    """The client's bytes untouched when the upstream model name is the same and no
+    usage is asked for."""
+    body = call.body
+    if call.payload.get("model") != route.model:
+        body = with_model(body, call.payload, route.model)
+    if ask_usage:
+        body = with_usage_requested(body, call.payload)
+    return body

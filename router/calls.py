@@ -28,7 +28,9 @@ class Call:
     stream: bool
     headers: Mapping[str, str]  # client headers that may be forwarded
     need_tokens: int = 0
-    strip_usage: bool = False  # the router asked upstream for a usage chunk the client did not
+    # The client did not ask for the usage chunk: attempts ask for it where the key allows
+    # (usage_request.py), and the relay keeps it from the client.
+    strip_usage: bool = False
 
 
 @dataclass(slots=True)

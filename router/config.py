@@ -39,7 +39,8 @@ __all__ = ["format_route_table", "load_config", "mask_key", "parse_config"]
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget")
+_PASSTHROUGH_CHAT = ("openai", "azure")  # OpenAI-format chat streams, sent as they are
+_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
 _FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
 
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings)
@@ -150,6 +151,7 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
         provider = _provider(found["provider"])
         api_base = _api_base(found.get("api_base"), provider, entry)
         api_version = _api_version(found.get("api_version"), provider)
+        stream_usage = _stream_usage(found.get("stream_usage"), provider)
         api_key = found["api_key"].expand()
         unset = tuple(dict.fromkeys(api_base.unset + api_key.unset))
         if unset:
@@ -170,6 +172,7 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             api_key=api_key.value,
             api_version=api_version,
             budget=parse_budget(found["budget"]) if "budget" in found else None,
+            stream_usage=stream_usage,
         )
     return keys, skipped
 
@@ -215,6 +218,15 @@ def _api_version(at: Field | None, provider: str) -> str | None:
     if provider != "azure":
         raise at.error("api_version applies to provider azure only")
     return at.string()
+
+
+def _stream_usage(at: Field | None, provider: str) -> bool:
+    if at is None:
+        return True
+    if provider not in _PASSTHROUGH_CHAT:
+        # Other providers' streams are translated; the translation asks for usage itself.
+        raise at.error("stream_usage applies to providers openai and azure only")
+    return at.boolean()
 
 
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:

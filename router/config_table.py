@@ -48,6 +48,11 @@ def format_route_table(config: Config) -> str:
             continue
         for row in [_TABLE_COLUMNS, *rows[spec.name]]:
             lines.append("  " + "  ".join(map(str.ljust, row, widths)).rstrip())
+    routes = itertools.chain.from_iterable(spec.routes for spec in config.models.values())
+    unasked = sorted({route.key.name for route in routes if not route.key.stream_usage})
+    if unasked:
+        lines += ["", "keys not asked for stream usage (stream_usage: false): their streams "
+                  "have no costs or token counts", *(f"  {name}" for name in unasked)]  # fmt: skip
     if config.skipped_keys:
         lines += [
             "",

@@ -58,6 +58,8 @@ class Key:
     api_key: str = field(repr=False)
     api_version: str | None = None  # Azure's api-version query parameter
     budget: Budget | None = None
+    # Ask this key's streams for their usage chunk when the client did not (usage_request.py).
+    stream_usage: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

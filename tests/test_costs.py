@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import UTC, datetime
 
+import openai
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from router.budgets import period_ends
 from router.config import format_route_table, parse_config
@@ -102,6 +105,62 @@ async def test_a_stream_with_null_stream_options_is_costed_the_same_way(stack):
     assert chunks and all(chunk.usage is None and chunk.choices for chunk in chunks)
     sent = json.loads(sim.requests[-1].body)
     assert sent["stream_options"] == {"include_usage": True}
+
+
+async def test_an_upstream_refusing_stream_options_still_streams_and_is_not_asked_again(stack):
+    """Azure before api-version 2024-09-01-preview answers the usage ask with a 400; the
+    client never sent the field, so it must not see that 400."""
+    refusing = dataclasses.replace(SIM_A, refuses_stream_options=True)
+    sim, sim_url = await stack.sim(refusing, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url))
+    with capture_logs() as logs:
+        for _ in range(2):
+            stream = await client(url).chat.completions.create(
+                model="gpt-4o", messages=HI, stream=True
+            )
+            chunks = [chunk async for chunk in stream]
+            assert chunks and all(chunk.choices for chunk in chunks)
+            assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Hello")
+    bodies = [json.loads(request.body) for request in sim.requests if request.key_name == "a"]
+    # Asked once, refused, sent again without the field; the next stream is not asked.
+    assert ["stream_options" in body for body in bodies] == [True, False, False]
+    assert sim.stats["a"].rejected == 1 and sim.stats["b"].requests == 0
+    warnings = [entry for entry in logs if entry["event"] == "usage_request_refused"]
+    assert [(w["key"], w["status"], w["log_level"]) for w in warnings] == [("a", 400, "warning")]
+
+
+async def test_a_client_that_asks_for_usage_gets_the_upstreams_400_as_its_own(stack):
+    refusing = dataclasses.replace(SIM_A, refuses_stream_options=True)
+    sim, sim_url = await stack.sim(refusing, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url))
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        await client(url).chat.completions.create(
+            model="gpt-4o", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+    assert sim.stats["a"].requests == 1  # the client's own field: no second try, no failover
+    assert sim.stats["b"].requests == 0
+
+
+async def test_stream_usage_false_keeps_the_ask_from_that_key_only(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(config(sim_url, key_a=", stream_usage: false"))
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    assert [chunk async for chunk in stream]
+    assert "stream_options" not in json.loads(sim.requests[-1].body)
+    assert sim.stats["a"].rejected == 0
+    table = format_route_table(
+        parse_config(config(sim_url, key_a=", stream_usage: false"), source="r.yaml", environ={})
+    )
+    assert "(stream_usage: false): their streams have no costs or token counts\n  a\n" in table
+
+
+def test_stream_usage_applies_to_keys_whose_streams_are_passed_through():
+    text = """
+keys: {claude: {provider: anthropic, api_key: sk-ant-test-0001, stream_usage: false}}
+models: {claude: {routes: [{key: claude, model: claude-sonnet-4-5}]}}
+"""
+    with pytest.raises(ConfigError, match="stream_usage applies to providers openai and azure"):
+        parse_config(text, source="routes.yaml", environ={})
 
 
 async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, clock):

@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from router import fastjson
-from router.body_edits import with_usage_requested
 from router.calls import Answer, Call, Streamed
 from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
@@ -105,19 +104,16 @@ def parse_call(
         )
     max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
     stream = payload.get("stream") is True
-    strip_usage = False
     options = payload.get("stream_options")
-    if (
+    # Costs and token metrics need the usage chunk, which OpenAI sends only when asked:
+    # each attempt asks on the client's behalf where the key allows (usage_request.py),
+    # and the relay keeps the extra chunk from the client (§9.1).
+    strip_usage = (
         stream
         and operation is Operation.CHAT
         and (options is None or isinstance(options, dict))
         and not _asks_usage(payload)
-    ):
-        # Costs and token metrics need the usage chunk, which OpenAI sends only when
-        # asked; ask on the client's behalf and keep the extra chunk from it (§9.1).
-        body = with_usage_requested(body, payload)
-        payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
-        strip_usage = True
+    )
     return Call(
         model=model,
         operation=operation,

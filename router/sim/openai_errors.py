@@ -57,6 +57,12 @@ def _invalid(message: str, *, param: str | None = None, code: str | None = None)
 # --- caller mistakes (400) -------------------------------------------------------------
 
 
+def unrecognized_argument(name: str) -> ErrorReply:
+    """What an API that predates a field answers (Azure before 2024-09-01-preview, for
+    `stream_options`)."""
+    return _invalid(f"Unrecognized request argument supplied: {name}")
+
+
 def unparsable_json() -> ErrorReply:
     return _invalid(
         "We could not parse the JSON body of your request. (HINT: This likely means you "

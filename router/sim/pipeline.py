@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from router.sim import openai_errors
 from router.sim.dialect import Dialect, ErrorReply, InvalidRequest, ModelCall, Usage, reply_pieces
 from router.sim.faults import Fault
 from router.sim.state import KeyStats, RecordedRequest, SimKey, SimState
@@ -92,6 +93,8 @@ class ModelEndpoint:
         limits = state.limits[key.name]
         id_headers = dialect.id_headers(request_id)
         try:
+            if key.refuses_stream_options and b'"stream_options"' in body:
+                raise InvalidRequest(openai_errors.unrecognized_argument("stream_options"))
             call = dialect.parse(request, body, request_id)
         except InvalidRequest as exc:
             headers = dialect.limit_headers(limits.state(state.now())) | id_headers

@@ -31,6 +31,9 @@ class SimKey:
     latency: float = 0.0
     chunk_delay: float = 0.0
     reply: str | None = None
+    # Answer a body holding `stream_options` with a 400, as Azure api-versions before
+    # 2024-09-01-preview do.
+    refuses_stream_options: bool = False
 
     def reply_for(self, model: str) -> str:
         return self.reply if self.reply is not None else f"Hello from {self.name} via {model}."
