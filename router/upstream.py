@@ -234,7 +234,11 @@ def new_session() -> aiohttp.ClientSession:
     # One connection pool per app; per-host pools inside it keep connections alive
     # to each upstream base URL. No global limit: the providers' own limits apply.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    # No cookie jar: the session serves every key, and a cookie one key's answer sets
+    # (Cloudflare's __cf_bm on OpenAI's) must not go out with another key's requests.
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar()
+    )
 
 
 __all__ = [

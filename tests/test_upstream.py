@@ -187,3 +187,24 @@ async def test_a_refused_connection_is_a_connection_error(upstream) -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
         with pytest.raises(UpstreamConnectionError):
             await upstream.send(ROUTE, url, b"{}", {}, head_timeout=2)
+
+
+async def test_cookies_an_upstream_sets_are_never_sent_back(upstream) -> None:
+    """One session serves every key: a cookie from one key's answer (Cloudflare's
+    __cf_bm on OpenAI's) must not ride along with another key's requests."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        return web.json_response({}, headers={"Set-Cookie": "__cf_bm=abc; Path=/; HttpOnly"})
+
+    async with raw_upstream("/v1/chat/completions", handle) as base:
+        # By name: aiohttp's default cookie jar ignores cookies from IP addresses.
+        url = base.replace("127.0.0.1", "localhost") + "/v1/chat/completions"
+        for _ in range(2):
+            response = await upstream.send(ROUTE, url, b"{}", {}, head_timeout=5)
+            try:
+                await response.read(5)
+            finally:
+                response.finish()
+    assert seen == [None, None]
