@@ -30,10 +30,11 @@ def parse_duration(text: str) -> float | None:
     text = text.strip()
     if not text:
         return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    if text[-1].isdigit():  # a bare number; a Go duration ends in its unit
+        try:
+            return float(text)
+        except ValueError:
+            return None
     total, end = 0.0, 0
     for match in _GO_DURATION.finditer(text):
         if match.start() != end:
@@ -76,9 +77,12 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     if raw is None:
         return None
     try:
-        value = int(float(raw))
+        value = int(raw)  # the usual form; raising is the rare path
     except ValueError:
-        return None
+        try:
+            value = int(float(raw))
+        except ValueError:
+            return None
     # Azure sends -1 on some APIs: unknown, not "none left" (§2.1).
     return value if value >= 0 else None
 

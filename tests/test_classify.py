@@ -230,6 +230,9 @@ def test_error_fields_accepts_flat_and_array_bodies():
         ("soon", None),
         ("", None),
         ("5s junk", None),
+        ("inf", None),  # float() reads these; no reset is infinitely far
+        ("nan", None),
+        ("1e3", 1000.0),
     ],
 )
 def test_parse_duration_reads_go_durations(text, seconds):
@@ -261,3 +264,11 @@ def test_parse_headroom_treats_negative_values_as_unknown():
     assert room.requests_reset_in == pytest.approx(0.012)
     assert room.remaining_tokens is None and room.limit_tokens is None
     assert parse_headroom({"content-type": "application/json"}) is None
+
+
+def test_parse_headroom_reads_counts_written_as_floats():
+    room = parse_headroom(
+        {"x-ratelimit-remaining-requests": "4999.0", "x-ratelimit-remaining-tokens": "junk"}
+    )
+    assert room is not None
+    assert room.remaining_requests == 4999 and room.remaining_tokens is None
