@@ -23,6 +23,7 @@ from router.config_models import parse_budget, parse_models
 from router.config_table import format_route_table, mask_key
 from router.config_yaml import Expansion, Field, read_document, suggestion, unset_reason
 from router.errors import ConfigError
+from router.providers import PROVIDERS, Operation
 from router.translate.runtime import litellm_providers
 from router.types import (
     DEFAULT_API_BASES,
@@ -39,7 +40,6 @@ __all__ = ["format_route_table", "load_config", "mask_key", "parse_config"]
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_PASSTHROUGH_CHAT = ("openai", "azure")  # OpenAI-format chat streams, sent as they are
 _KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
 _FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
 
@@ -223,9 +223,11 @@ def _api_version(at: Field | None, provider: str) -> str | None:
 def _stream_usage(at: Field | None, provider: str) -> bool:
     if at is None:
         return True
-    if provider not in _PASSTHROUGH_CHAT:
-        # Other providers' streams are translated; the translation asks for usage itself.
-        raise at.error("stream_usage applies to providers openai and azure only")
+    native = PROVIDERS.get(provider)
+    if native is None or Operation.CHAT not in native.operations:
+        # Chat streams to this provider are translated; the translation asks for usage.
+        passed = [name for name, p in PROVIDERS.items() if Operation.CHAT in p.operations]
+        raise at.error(f"stream_usage applies to providers {' and '.join(passed)} only")
     return at.boolean()
 
 
