@@ -1,18 +1,20 @@
 """Benchmark: straight to the simulator vs a bare pass-through vs the router, side by side.
 
-    python bench/run.py [--requests 4000] [--warmup 200] [--rounds 6] [--cells json:1,sse:32]
+    python bench/run.py [--requests 4000] [--warmup 200] [--rounds 8] [--cells json:1,sse:32]
 
 Everything runs on 127.0.0.1 as subprocesses of this script, which is also the load
 client; all of them share this machine's cores, so the numbers are relative, not absolute.
-Per cell the targets run back to back, in alternating order each round, so that machine
-noise hits them alike; six rounds by default, because two let one burst of noise on
-this shared machine move a cell's ratio by 0.1.
+Per cell the targets run back to back, the order rotating each round, so that machine
+noise hits them alike and each of the four targets takes each place twice in the
+default eight rounds (two rounds let one burst of noise on this shared machine move a
+cell's ratio by 0.1). Each target keeps its own warm keep-alive connections.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import os
@@ -172,23 +174,29 @@ def stop_all(procs: list[Proc]) -> None:
 
 
 async def run_cell(
-    session: aiohttp.ClientSession,
+    sessions: dict[str, aiohttp.ClientSession],
     targets: list[Proc],
     cell: tuple[str, int],
     args: argparse.Namespace,
 ) -> dict[str, Result]:
+    """Each target has its own client session, so its keep-alive connections stay open
+    between its turns: with one shared pool, each turn closed the previous target's
+    connections and opened its own, and a target that ran twice in a row at a round's
+    turn skipped that cost (an A/A run measured the same router 4-5 points apart in two
+    positions). The order rotates each round, so every target takes every position."""
     kind, concurrency = cell
     stream = kind == "sse"
     count = args.requests * (2 if concurrency > 1 else 1) // args.rounds
     results = {t.name: Result() for t in targets}
-    send = functools.partial(
-        drive, session, stream=stream, concurrency=concurrency, usage=args.client_usage
-    )
+    send = functools.partial(drive, stream=stream, concurrency=concurrency, usage=args.client_usage)
     for target in targets:
-        await send(target.url + "/chat/completions", count=args.warmup)
+        url = target.url + "/chat/completions"
+        await send(sessions[target.name], url, count=args.warmup)
     for number in range(args.rounds):
-        for target in targets if number % 2 == 0 else targets[::-1]:
-            results[target.name].add(await send(target.url + "/chat/completions", count=count))
+        shift = number % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            url = target.url + "/chat/completions"
+            results[target.name].add(await send(sessions[target.name], url, count=count))
     return results
 
 
@@ -279,9 +287,16 @@ async def bench(args: argparse.Namespace) -> None:
                     )
                 if not uvloop_switch():
                     print("router/cli.py has no LLM_ROUTER_UVLOOP switch: router runs uvloop only")
-                async with client_session(max(c for _, c in cells), SIM_KEY) as session:
+                async with contextlib.AsyncExitStack() as stack:
+                    concurrency = max(c for _, c in cells)
+                    sessions = {
+                        t.name: await stack.enter_async_context(
+                            client_session(concurrency, SIM_KEY)
+                        )
+                        for t in targets
+                    }
                     for cell in cells:
-                        print_cell(cell, await run_cell(session, targets, cell, args))
+                        print_cell(cell, await run_cell(sessions, targets, cell, args))
                 print_process_report(targets)
         finally:
             stop_all(procs)
@@ -291,7 +306,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=4000, help="per target at c=1 (x2 at c=32)")
     parser.add_argument("--warmup", type=int, default=200, help="per target and cell, unmeasured")
-    parser.add_argument("--rounds", type=int, default=6, help="alternating-order rounds per cell")
+    parser.add_argument("--rounds", type=int, default=8, help="rotating-order rounds per cell")
     parser.add_argument("--cells", default="", help="e.g. json:32,sse:1 (default: all four)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     parser.add_argument(
