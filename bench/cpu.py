@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -110,24 +111,30 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
     body: dict[str, object] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     if args.stream:
         body["stream"] = True
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _, url in routers.values():
-            await wait_ready(session, url)
+    # A pool per target, so that no turn pays for closing the previous one's connections.
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {
+            name: await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY))
+            )
+            for name in routers
+        }
+        for name, (_, url) in routers.items():
+            await wait_ready(sessions[name], url)
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(url: str) -> None:
-            async with gate, session.post(url, json=body) as response:
+        async def one(name: str, url: str) -> None:
+            async with gate, sessions[name].post(url, json=body) as response:
                 await response.read()
 
         names = list(routers)
         for round_number in range(args.rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
                 process, url = routers[name]
-                await asyncio.gather(*(one(url) for _ in range(200)))  # warm-up
+                await asyncio.gather(*(one(name, url) for _ in range(200)))  # warm-up
                 before, started = cpu_seconds(process.pid), time.perf_counter()
                 sim_before = cpu_seconds(sim_pid)
-                await asyncio.gather(*(one(url) for _ in range(args.requests)))
+                await asyncio.gather(*(one(name, url) for _ in range(args.requests)))
                 used = cpu_seconds(process.pid) - before
                 sim_used = cpu_seconds(sim_pid) - sim_before
                 rate = args.requests / (time.perf_counter() - started)
