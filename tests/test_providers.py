@@ -3,6 +3,7 @@ official SDKs as clients and the simulator speaking each provider's wire format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import aiohttp
@@ -344,6 +345,23 @@ class TestAzure:
         stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == "Hello from az via gpt4o-deployment."
+
+    async def test_an_older_api_version_refusing_stream_options_still_streams(self, stack):
+        older = dataclasses.replace(AZ, refuses_stream_options=True)
+        sim, sim_url = await stack.sim(older, SIM_B)
+        url = await stack.router(
+            azure_config(sim.root, sim_url).replace("2024-10-21", "2024-06-01")
+        )
+        for _ in range(2):
+            stream = await client(url).chat.completions.create(
+                model="gpt-4o", messages=HI, stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text == "Hello from az via gpt4o-deployment."
+        sent = [request for request in sim.requests if request.key_name == "az"]
+        assert ["api-version=2024-06-01" in request.query for request in sent] == [True] * 3
+        assert [b"stream_options" in request.body for request in sent] == [True, False, False]
+        assert sim.stats["b"].requests == 0
 
 
 class TestEmbeddings:
