@@ -26,13 +26,14 @@ from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.health import HealthTracker
+from router.http_client import HttpClient
 from router.logs import request_log
 from router.metrics import Metrics
 from router.providers import Operation
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.types import Config
-from router.upstream import Upstream, new_session
+from router.upstream import Upstream
 
 log = structlog.get_logger("router.server")
 
@@ -60,8 +61,8 @@ def create_app(
     metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        session = new_session()
-        upstream = Upstream(session, config.timeouts)
+        client = HttpClient()
+        upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
         failover = Failover(
             config,
@@ -89,7 +90,7 @@ def create_app(
                 await warming
         await translate.shutdown()
         upstream.close()
-        await session.close()
+        client.close()
         await state_store.close()
 
     app.cleanup_ctx.append(upstream_session)

@@ -1,9 +1,8 @@
-"""Talking to providers: one ClientSession, and the only place aiohttp errors are caught.
+"""Talking to providers: one HttpClient, and the only place its errors are caught.
 
-Every aiohttp client exception is mapped here to the router's own `UpstreamError`
+Every client and socket exception is mapped here to the router's own `UpstreamError`
 classes (httpx `_transports/default.py` does the same at its boundary), so the rest of
-the code deals in one closed set of failures. asyncio's TimeoutError is checked first:
-aiohttp's ServerTimeoutError is also a ServerConnectionError.
+the code deals in one closed set of failures.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-import aiohttp
 from multidict import CIMultiDictProxy
 
 from router.deadlines import Deadline, Deadlines
@@ -21,10 +19,11 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from router.http_client import BadResponse, BrokenBody, Disconnected, HttpClient, Response
 from router.types import Route, Timeouts
 
 # Never forwarded: the client's own credentials (the route's key replaces them),
-# hop-by-hop headers, and what aiohttp computes itself for the new request.
+# hop-by-hop headers, and what the client computes itself for the new request.
 _DROPPED_REQUEST_HEADERS = frozenset(
     {
         "authorization",
@@ -62,14 +61,14 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
-    """The router's own error for an aiohttp (or socket) failure; None for any other."""
-    if isinstance(exc, TimeoutError):  # before ClientConnectionError: ServerTimeoutError is both
+    """The router's own error for a client (or socket) failure; None for any other."""
+    if isinstance(exc, TimeoutError):  # the connect timeout; reads time out as UpstreamTimeout
         return UpstreamTimeout(route_id, phase)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, BrokenBody):
         return UpstreamProtocolError(route_id, f"broken response body: {exc}")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return UpstreamProtocolError(route_id, f"bad response: {exc.message}")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, BadResponse):
+        return UpstreamProtocolError(route_id, f"bad response: {exc}")
+    if isinstance(exc, Disconnected | OSError):
         return UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}")
     return None
 
@@ -85,7 +84,6 @@ class UpstreamResponse:
     """
 
     __slots__ = (
-        "_content",
         "_deadlines",
         "_due",
         "_loop",
@@ -96,11 +94,8 @@ class UpstreamResponse:
         "route_id",
     )
 
-    def __init__(
-        self, response: aiohttp.ClientResponse, route_id: str, deadlines: Deadlines
-    ) -> None:
+    def __init__(self, response: Response, route_id: str, deadlines: Deadlines) -> None:
         self._response = response
-        self._content = response.content
         self._loop = asyncio.get_running_loop()
         self._deadlines = deadlines
         self._timer: Deadline | None = None
@@ -135,7 +130,7 @@ class UpstreamResponse:
         """The next piece of the body as it arrives, within `timeout`; b"" at the end."""
         self._arm(timeout, phase)
         try:
-            return await self._content.readany()
+            return await self._response.readany()
         except UpstreamError:
             raise
         except Exception as exc:
@@ -147,7 +142,7 @@ class UpstreamResponse:
 
     def ended(self) -> bool:
         """Whether the whole body is in and has been read: next_chunk() would say b""."""
-        return self._content.at_eof()
+        return self._response.at_eof()
 
     def _arm(self, timeout: float, phase: str) -> None:
         self._due = due = self._loop.time() + max(timeout, 0.0)
@@ -168,7 +163,7 @@ class UpstreamResponse:
             self._when = due
             self._timer = self._deadlines.at(due, self._expire)
             return
-        self._content.set_exception(UpstreamTimeout(self.route_id, self._phase))
+        self._response.set_exception(UpstreamTimeout(self.route_id, self._phase))
 
     def finish(self) -> None:
         """Give the connection back to the pool when the body was read to the end, and
@@ -176,19 +171,16 @@ class UpstreamResponse:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._content.at_eof():
+        if self._response.at_eof():
             self._response.release()
         else:
             self._response.close()
 
 
 class Upstream:
-    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
-        self._session = session
+    def __init__(self, client: HttpClient, timeouts: Timeouts) -> None:
+        self._client = client
         self._timeouts = timeouts
-        self._connect_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-        )
         self._deadlines = Deadlines()  # the head and body deadlines of every attempt
 
     async def send(
@@ -210,8 +202,8 @@ class Upstream:
         cancelling = task.cancelling()
         deadline = self._deadlines.after(head_timeout, task.cancel)
         try:
-            response = await self._session.post(
-                url, data=body, headers=headers, timeout=self._connect_timeout
+            response = await self._client.post(
+                url, body, headers, connect_timeout=self._timeouts.connect
             )
         except asyncio.CancelledError:
             # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).
@@ -230,21 +222,9 @@ class Upstream:
         self._deadlines.close()
 
 
-def new_session() -> aiohttp.ClientSession:
-    # One connection pool per app; per-host pools inside it keep connections alive
-    # to each upstream base URL. No global limit: the providers' own limits apply.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    # No cookie jar: the session serves every key, and a cookie one key's answer sets
-    # (Cloudflare's __cf_bm on OpenAI's) must not go out with another key's requests.
-    return aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar()
-    )
-
-
 __all__ = [
     "Upstream",
     "UpstreamError",
     "UpstreamResponse",
     "forwardable_headers",
-    "new_session",
 ]

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamTimeout
+from router.http_client import HttpClient
 from router.types import Key, Route, Timeouts
-from router.upstream import Upstream, UpstreamResponse, new_session
+from router.upstream import Upstream, UpstreamResponse
 from tests.conftest import raw_upstream
 
 KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1", api_key="sk-test-0000000000")
@@ -56,13 +57,13 @@ async def upstream_url() -> AsyncIterator[tuple[str, Script]]:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    session = new_session()
-    upstream = Upstream(session, Timeouts())
+    client = HttpClient()
+    upstream = Upstream(client, Timeouts())
     try:
         yield upstream
     finally:
         upstream.close()
-        await session.close()
+        client.close()
 
 
 async def _open(upstream: Upstream, url: str) -> UpstreamResponse:
