@@ -6,7 +6,9 @@ Throughput ratios on a shared 2-core machine move with whatever else runs; the r
 process's own CPU time (utime + stime from /proc) per request does not care who else is
 busy, so it shows what a change costs. Both routers, and the bare pass-through of
 bench/passthrough.py as the floor, serve the same simulated provider, with default
-settings (info logging), at concurrency 32, in alternating order. The provider's CPU
+settings (info logging), at concurrency 32, in alternating order. `pass-lean` is the
+same pass-through on the router's own upstream client (bench/passthrough_lean.py): the
+router over it is what routing alone costs. The provider's CPU
 per request is printed too: what the router asks of it (a usage chunk on streams) is
 work on the same cores.
 Make the other checkout with `git worktree add /tmp/old REV`.
@@ -57,11 +59,14 @@ def start_router(tree: Path, config: Path) -> tuple[subprocess.Popen[bytes], str
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-def start_passthrough(sim_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_passthrough(
+    sim_url: str, script: str = "passthrough.py"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    script = str(ROOT / "bench" / "passthrough.py")
+    path = str(ROOT / "bench" / script)
     process = subprocess.Popen(
-        [sys.executable, script, "--upstream", sim_url, "--key", KEY, "--port", str(port)],
+        [sys.executable, path, "--upstream", sim_url, "--key", KEY, "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # passthrough_lean.py imports router
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -100,7 +105,11 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
         f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}}}\n'
         "models: {gpt-4o: {routes: [{key: sim, model: gpt-4o}]}}\n"
     )
-    routers = {"this": start_router(ROOT, config), "pass": start_passthrough(sim_url)}
+    routers = {
+        "this": start_router(ROOT, config),
+        "pass": start_passthrough(sim_url),
+        "pass-lean": start_passthrough(sim_url, "passthrough_lean.py"),
+    }
     if args.compare:
         routers["compare"] = start_router(Path(args.compare).resolve(), config)
     processes += [process for process, _ in routers.values()]
@@ -139,7 +148,7 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
                 sim_used = cpu_seconds(sim_pid) - sim_before
                 rate = args.requests / (time.perf_counter() - started)
                 print(
-                    f"{name:8s} round {round_number}: "
+                    f"{name:9s} round {round_number}: "
                     f"{used / args.requests * 1e6:6.1f} us CPU per request, {rate:6.0f} req/s; "
                     f"the provider's CPU for it {sim_used / args.requests * 1e6:6.1f} us",
                     flush=True,

@@ -325,7 +325,7 @@ async def test_a_line_break_in_a_header_never_reaches_the_wire(client) -> None:
     assert server.requests == []
 
 
-async def test_tls_with_the_server_name_checked() -> None:
+async def test_tls_with_the_server_name_checked(monkeypatch, tmp_path) -> None:
     authority = trustme.CA()
     served = authority.issue_cert("localhost")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -343,6 +343,7 @@ async def test_tls_with_the_server_name_checked() -> None:
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
     port = runner.addresses[0][1]
     trusted, untrusted = HttpClient(ssl_context=trusting), HttpClient()
+    by_env = HttpClient()  # the default context, told of the CA the way README says
     try:
         assert await post(trusted, f"https://localhost:{port}/v1/chat/completions") == (
             200,
@@ -352,9 +353,14 @@ async def test_tls_with_the_server_name_checked() -> None:
             await post(untrusted, f"https://localhost:{port}/v1/chat/completions")
         with pytest.raises(ssl.SSLCertVerificationError):  # the name is not on the cert
             await post(trusted, f"https://127.0.0.1:{port}/v1/chat/completions")
+        bundle = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        assert (await post(by_env, f"https://localhost:{port}/v1/chat/completions"))[0] == 200
     finally:
         trusted.close()
         untrusted.close()
+        by_env.close()
         await runner.cleanup()
 
 
