@@ -160,6 +160,12 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
                 f"{entry.path} is skipped: {skipped[name].reason}; its routes are left out"
             )
             continue
+        if any(char.isspace() or not char.isprintable() for char in api_key.value):
+            # Would fail every request at the header; say so once, here, without the key.
+            raise found["api_key"].error(
+                "the key holds whitespace or a control character "
+                "(a line end copied from a file or an echo?)"
+            )
         if api_key.value and not api_key.referenced:
             warnings.append(
                 f"{entry.path}.api_key is a literal key in {entry.source}; "

@@ -7,12 +7,14 @@ all of it on every request: it was half of the bare pass-through's CPU per strea
 request (bench/cpu.py). This client keeps what a provider call needs: TLS with the
 system's trust store, a keep-alive pool per scheme, host and port, a connect timeout,
 gzip/deflate bodies. No cookies (one pool serves every key), no redirects (a provider
-that redirects a POST is answering wrongly), no proxy (as the router had before).
+that redirects a POST is answering wrongly), no proxy (as the router had before), no
+retries (a POST that went out may have been read; the failover decides what is next).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,25 +61,49 @@ def _target(url: str) -> _Target:
     return _Target((parts.scheme, host, port), host, port, tls, line)
 
 
+# Control characters other than tab may not appear in a field (RFC 9110 5.5); CR and LF
+# would end the line and let a value write headers of its own. _CONTROL leaves CR and LF
+# to a count: each line has exactly one pair, its end.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class InvalidHeader(ValueError):
+    """A header that cannot go on the wire as given."""
+
+
 def _header_block(headers: Mapping[str, str], length: int) -> bytes:
     lines = []
     names = set()
     for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-            raise ValueError(f"header {name!r} has a line break or a colon in its name")
         names.add(name.lower())
         lines.append(f"{name}: {value}\r\n")
-    for name in ("host", "content-length", "transfer-encoding", "connection"):
-        if name in names:
-            raise ValueError(f"header {name!r} is the client's to set")
+    fields = "".join(lines)
+    # One search and two counts over every line at once; the names' own test after.
+    if (
+        _CONTROL.search(fields)
+        or fields.count("\n") != len(lines)
+        or fields.count("\r") != len(lines)
+        or any(":" in name or " " in name for name in headers)
+    ):
+        bad = next(
+            name
+            for name, value in headers.items()
+            if _FORBIDDEN.search(name + value) or ":" in name or " " in name
+        )
+        raise InvalidHeader(f"header {bad!r} has a control character, colon or space in it")
+    if names & _SET_HERE:
+        raise InvalidHeader(f"headers {sorted(names & _SET_HERE)} are the client's to set")
     if "user-agent" not in names:
-        lines.append(f"User-Agent: {_USER_AGENT}\r\n")
+        fields += f"User-Agent: {_USER_AGENT}\r\n"
     if "accept" not in names:
-        lines.append("Accept: */*\r\n")
+        fields += "Accept: */*\r\n"
     if "accept-encoding" not in names:
-        lines.append("Accept-Encoding: gzip, deflate\r\n")
-    lines.append(f"Content-Length: {length}\r\n\r\n")
-    return "".join(lines).encode()
+        fields += "Accept-Encoding: gzip, deflate\r\n"
+    fields += f"Content-Length: {length}\r\n\r\n"
+    # surrogateescape: a header byte the server read as not UTF-8 goes out as it came in.
+    return fields.encode("utf-8", "surrogateescape")
 
 
 class HttpClient:
@@ -99,30 +125,25 @@ class HttpClient:
         """Send the request; return once the response head is in.
 
         Raises OSError (or TimeoutError) when no connection can be made, and
-        `HttpError` when the server does not answer. A reused keep-alive connection
-        that the server closed before saying anything is replaced by a new one, once.
+        `HttpError` when the server does not answer. A request that went out is never
+        sent again here, not even when a reused connection turns out closed: the
+        provider may have read it, and a POST to an LLM costs money (Go's net/http and
+        aiohttp retry only idempotent requests; the failover decides what is next).
         """
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = _target(url)
         request = [target.request_line, _header_block(headers, len(body)), body]
         connection = self._reusable(target.pool)
-        while True:
-            if connection is None:
-                connection = await self._connect(target, connect_timeout)
-            response = connection.send(request)
-            try:
-                await response.head()
-            except Disconnected as exc:
-                connection.close()
-                if connection.reused and not exc.anything_received:
-                    connection = None  # the server had closed it while idle: once more
-                    continue
-                raise
-            except BaseException:
-                connection.close()
-                raise
-            return response
+        if connection is None:
+            connection = await self._connect(target, connect_timeout)
+        response = connection.send(request)
+        try:
+            await response.head()
+        except BaseException:
+            response.close()
+            raise
+        return response
 
     def close(self) -> None:
         for connection in list(self._open):
@@ -137,7 +158,7 @@ class HttpClient:
         now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
-            if not connection.closed and now - connection.idle_since < self._keepalive:
+            if connection.usable() and now - connection.idle_since < self._keepalive:
                 return connection
             connection.close()
         return None
@@ -147,8 +168,17 @@ class HttpClient:
         pool = target.pool
 
         def on_idle(connection: Connection) -> None:
-            if not connection.closed:
-                self._idle.setdefault(pool, []).append(connection)
+            if connection.closed:
+                return
+            idle = self._idle.setdefault(pool, [])
+            idle.append(connection)
+            # The oldest sit at the front, never picked while newer ones are there: close
+            # those past the keep-alive limit here, so a pool shrinks after a burst.
+            while now_expired(idle[0]):
+                idle.pop(0).close()
+
+        def now_expired(connection: Connection) -> bool:
+            return loop.time() - connection.idle_since >= self._keepalive
 
         def on_lost(connection: Connection) -> None:
             self._open.discard(connection)
@@ -174,4 +204,12 @@ class HttpClient:
         return connection
 
 
-__all__ = ["BadResponse", "BrokenBody", "Disconnected", "HttpClient", "HttpError", "Response"]
+__all__ = [
+    "BadResponse",
+    "BrokenBody",
+    "Disconnected",
+    "HttpClient",
+    "HttpError",
+    "InvalidHeader",
+    "Response",
+]

@@ -2,9 +2,10 @@
 
 httptools (llhttp, the parser uvicorn serves with) does the parsing: status, headers,
 chunked framing, keep-alive. What is left here is the part a proxy needs: the body
-arrives as pieces to relay as they come, reading pauses when the client falls behind,
+arrives as pieces to relay as they come, reading pauses when the relay falls behind,
 a read can be failed from outside (the router's own deadlines do that), and the
-connection goes back to its pool only when its response was read to the end.
+connection goes back to its pool only when its response was read to the end and
+nothing else came after it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # Reading from the provider pauses above this many unread body bytes, and goes on
 # once the relay has taken them (aiohttp's StreamReader pauses at 128 KiB).
 _HIGH_WATER = 1 << 17
+# A response head larger than this is refused (aiohttp allows 8 KiB a field).
+_MAX_HEAD = 1 << 16
 
 
 class HttpError(Exception):
@@ -29,10 +32,6 @@ class HttpError(Exception):
 
 class Disconnected(HttpError):
     """The connection closed before a whole response head came back."""
-
-    def __init__(self, message: str, *, anything_received: bool) -> None:
-        super().__init__(message)
-        self.anything_received = anything_received
 
 
 class BrokenBody(HttpError):
@@ -43,6 +42,38 @@ class BadResponse(HttpError):
     """What came back is not HTTP/1.1 this client can read."""
 
 
+class _Decoder:
+    """gzip, zlib-wrapped deflate, or raw deflate (some servers send that as `deflate`),
+    told apart by the first two bytes, as browsers and aiohttp do."""
+
+    __slots__ = ("_fed", "_held", "_inflate")
+
+    def __init__(self, encoding: str) -> None:
+        self._inflate = zlib.decompressobj(31) if encoding == "gzip" else None
+        self._held = b""  # deflate's first byte, until the second says which framing
+        self._fed = False
+
+    def decompress(self, data: bytes) -> bytes:
+        self._fed = True
+        if self._inflate is None:
+            data = self._held + data
+            if len(data) < 2:
+                self._held = data
+                return b""
+            zlib_header = data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0
+            self._inflate = zlib.decompressobj(15 if zlib_header else -15)
+        return self._inflate.decompress(data)
+
+    def flush(self) -> bytes:
+        return self._inflate.flush() if self._inflate is not None else b""
+
+    def ended(self) -> bool:
+        """Whether the compressed stream reached its own end (an empty body counts)."""
+        if not self._fed:
+            return True
+        return self._inflate is not None and self._inflate.eof
+
+
 class Response:
     """A response whose head is in (once `head()` returned); its body is read here."""
 
@@ -50,27 +81,31 @@ class Response:
         "_complete",
         "_connection",
         "_decoder",
+        "_done_with",
         "_exception",
         "_head_done",
+        "_head_size",
         "_pending",
         "_raw_headers",
         "_size",
         "_waiter",
+        "_whole",
         "headers",
         "keep_alive",
-        "received",
         "status",
     )
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
         self._pending: deque[bytes] = deque()
         self._size = 0
-        self.received = False  # any byte of it: a connection lost before that can be redone
+        self._whole = False  # read() waits for all of it: reading must not pause
         self._head_done = False
         self._complete = False
-        self._decoder: zlib._Decompress | None = None
+        self._done_with = False  # released or closed: the connection is not ours any more
+        self._decoder: _Decoder | None = None
         self._exception: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
@@ -101,6 +136,8 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        self._whole = True
+        self._connection.resume()
         while not self._complete:
             if self._exception is not None:
                 raise self._exception
@@ -116,19 +153,26 @@ class Response:
 
     def set_exception(self, exc: BaseException) -> None:
         """Fail the read that waits now, and every later one."""
+        if self._complete and not self._pending:
+            return  # nothing left to fail: a late deadline or a close after the end
         self._exception = exc
         self._wake()
 
     def release(self) -> None:
         """Done with the response: the connection goes back to its pool if it can be
         used again (the body read to the end, keep-alive), and is closed otherwise."""
+        if self._done_with:
+            return
+        self._done_with = True
         if self.at_eof() and self.keep_alive and self._exception is None:
             self._connection.idle()
         else:
             self._connection.close()
 
     def close(self) -> None:
-        self._connection.close()
+        if not self._done_with:
+            self._done_with = True
+            self._connection.close()
 
     async def _wait(self) -> None:
         waiter = self._waiter = self._connection.loop.create_future()
@@ -144,24 +188,28 @@ class Response:
 
     # What the connection's parser reports.
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name, value))
-
     def interim(self) -> None:
         self._raw_headers = []
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > _MAX_HEAD:
+            raise BadResponse(f"response head larger than {_MAX_HEAD} bytes")
+        self._raw_headers.append((name, value))
+
     def on_headers_complete(self, status: int, keep_alive: bool) -> None:
         headers: CIMultiDict[str] = CIMultiDict(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw_headers
+            [
+                (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+                for name, value in self._raw_headers
+            ]
         )
         self._raw_headers = []
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
-            # wbits 47: gzip or zlib framing, told apart by the header (deflate is zlib).
-            self._decoder = zlib.decompressobj(47)
+            self._decoder = _Decoder(encoding)
         elif encoding != "identity":
-            self.set_exception(BadResponse(f"unsupported content-encoding {encoding!r}"))
-            return
+            raise BadResponse(f"unsupported content-encoding {encoding!r}")
         self.status = status
         self.keep_alive = keep_alive
         self.headers = CIMultiDictProxy(headers)
@@ -173,45 +221,52 @@ class Response:
             try:
                 body = self._decoder.decompress(body)
             except zlib.error as exc:
-                self.set_exception(BrokenBody(f"cannot decompress the body: {exc}"))
-                return
+                raise BrokenBody(f"cannot decompress the body: {exc}") from None
             if not body:
                 return
         self._pending.append(body)
         self._size += len(body)
-        if self._size > _HIGH_WATER:
+        if self._size > _HIGH_WATER and not self._whole:
             self._connection.pause()
         self._wake()
 
     def on_message_complete(self) -> None:
         if self._decoder is not None:
-            tail = self._decoder.flush()
+            try:
+                tail = self._decoder.flush()
+            except zlib.error as exc:
+                self.set_exception(BrokenBody(f"cannot decompress the body: {exc}"))
+                return
             if tail:
                 self._pending.append(tail)
+            if not self._decoder.ended():
+                self.set_exception(BrokenBody("the compressed body ended part way through"))
+                return
         self._complete = True
         self._wake()
 
     def on_lost(self, exc: BaseException | None, *, until_eof: bool) -> None:
-        """The connection closed. A body delimited by the close is complete now."""
+        """The connection closed. A body delimited by a clean close is complete now."""
         if self._complete or self._exception is not None:
             return
-        if self._head_done and until_eof:
+        if self._head_done and until_eof and exc is None:
             self.on_message_complete()
             return
         reason = f": {exc}" if exc is not None else ""
         if not self._head_done:
-            self.set_exception(
-                Disconnected(
-                    f"the server closed the connection before answering{reason}",
-                    anything_received=self.received,
-                )
-            )
+            message = f"the server closed the connection before answering{reason}"
+            self.set_exception(Disconnected(message))
         else:
             self.set_exception(BrokenBody(f"the connection closed inside the body{reason}"))
 
 
 class Connection(asyncio.Protocol):
-    """A transport, its parser, and the one response it is reading (or none: idle)."""
+    """A transport, its parser, and the one response it is reading (or none: idle).
+
+    Once a response is complete the connection owes nothing more: any byte after it
+    (a second answer nobody asked for, a stray head) means it cannot be trusted with
+    another request, so it is closed and the finished response is left as it was.
+    """
 
     def __init__(
         self,
@@ -228,21 +283,26 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._length_known = False  # the response has Content-Length or chunked framing
         self._interim = False  # a 1xx head was parsed: its message end is not the response's
+        self._finished = False  # the response is complete: nothing more may arrive
+        self._extra = False  # bytes came after it
         self.closed = False
         self.idle_since = 0.0
-        self.reused = False
+
+    def usable(self) -> bool:
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
 
     def send(self, data: list[bytes]) -> Response:
         """Write a whole request; the response is read into what is returned."""
         assert self._transport is not None and self._response is None
         self._response = response = Response(self)
         self._length_known = False
+        self._finished = self._extra = False
         self._transport.writelines(data)
         return response
 
     def idle(self) -> None:
         self._response = None
-        self.reused = True
+        self.resume()
         self.idle_since = self.loop.time()
         self._on_idle(self)
 
@@ -270,14 +330,21 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self._response
-        if response is None:
+        if response is None or self._finished:
             self.close()  # bytes nobody asked for: this connection cannot be trusted again
             return
-        response.received = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            response.set_exception(BadResponse(f"malformed response: {exc}"))
+        except Exception as exc:  # a parser error, or one our callbacks raised
+            self.close()
+            if not self._finished:
+                raised = exc.__context__  # httptools re-raises a callback's error as context
+                if isinstance(raised, HttpError):
+                    response.set_exception(raised)
+                else:
+                    response.set_exception(BadResponse(f"malformed response: {exc!r}"))
+            return
+        if self._finished and self._extra:
             self.close()
 
     def eof_received(self) -> bool:
@@ -286,13 +353,17 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._on_lost(self)
-        if self._response is not None:
+        if self._response is not None and not self._finished:
             self._response.on_lost(exc, until_eof=not self._length_known)
 
-    # httptools callbacks
+    # httptools callbacks; after the response is complete, only noted as extra bytes.
+
+    def on_message_begin(self) -> None:
+        if self._finished:
+            self._extra = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._response is not None:
+        if self._response is not None and not self._finished:
             lowered = name.lower()
             if lowered == b"content-length" or (
                 lowered == b"transfer-encoding" and b"chunked" in value.lower()
@@ -301,10 +372,12 @@ class Connection(asyncio.Protocol):
             self._response.on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._response is not None:
+        if self._response is not None and not self._finished:
             parser = self._parser
             status = parser.get_status_code()
             if 100 <= status < 200:  # 100 Continue and the like: the real head follows
+                if status == 101:
+                    raise BadResponse("the server switched protocols (101), unasked")
                 self._interim = True
                 self._length_known = False
                 self._response.interim()
@@ -312,11 +385,12 @@ class Connection(asyncio.Protocol):
             self._response.on_headers_complete(status, parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
-        if self._response is not None:
+        if self._response is not None and not self._finished:
             self._response.on_body(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
-        elif self._response is not None:
+        elif self._response is not None and not self._finished:
+            self._finished = True
             self._response.on_message_complete()

@@ -19,7 +19,14 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from router.http_client import BadResponse, BrokenBody, Disconnected, HttpClient, Response
+from router.http_client import (
+    BadResponse,
+    BrokenBody,
+    Disconnected,
+    HttpClient,
+    InvalidHeader,
+    Response,
+)
 from router.types import Route, Timeouts
 
 # Never forwarded: the client's own credentials (the route's key replaces them),
@@ -68,6 +75,8 @@ def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
         return UpstreamProtocolError(route_id, f"broken response body: {exc}")
     if isinstance(exc, BadResponse):
         return UpstreamProtocolError(route_id, f"bad response: {exc}")
+    if isinstance(exc, InvalidHeader):
+        return UpstreamProtocolError(route_id, f"request not sent: {exc}")
     if isinstance(exc, Disconnected | OSError):
         return UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}")
     return None

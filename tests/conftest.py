@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,20 @@ from router.config import parse_config
 from router.server import bound_port, start
 from router.sim import SimKey, SimProvider
 from tests.clock import FakeClock
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, LoopFactory]:
+    """asyncio's loop for every test; a module that sets BOTH_LOOPS runs on uvloop too."""
+    module = getattr(item, "module", None)
+    if getattr(module, "BOTH_LOOPS", False):
+        import uvloop
+
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 class Stack:

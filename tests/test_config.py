@@ -606,6 +606,13 @@ def test_a_literal_api_key_loads_with_a_warning_that_never_quotes_it() -> None:
     )
 
 
+def test_a_key_with_a_line_end_in_it_is_refused_without_quoting_it() -> None:
+    message = error_of(EXAMPLE, {**ENV, "OPENAI_API_KEY": PLANTED + "\n"})
+    assert message.startswith("routes.yaml:")
+    assert "keys.openai-main.api_key: the key holds whitespace or a control character" in message
+    assert PLANTED not in message
+
+
 # --- server: client keys and the bind rule -------------------------------------------
 
 
