@@ -425,7 +425,7 @@ async def test_a_whole_body_larger_than_the_pause_mark_is_read(client) -> None:
                 writer.write(body[at : at + (16 << 10)])
                 await writer.drain()
 
-    async with wire(serve) as server:
+    async with wire(serve) as server, asyncio.timeout(5):
         assert await post(client, server.url) == (200, body)
         assert await post(client, server.url) == (200, body)  # and the connection is fine
     assert server.connections == 1
