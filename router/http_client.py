@@ -31,6 +31,7 @@ from router.http_connection import (
 
 KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
 _USER_AGENT = "llm-router"
+_BLOCKS_KEPT = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,9 @@ class InvalidHeader(ValueError):
     """A header that cannot go on the wire as given."""
 
 
-def _header_block(headers: Mapping[str, str], length: int) -> bytes:
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    """The header lines, checked, with this client's defaults; Content-Length and the
+    blank line are the caller's (they change with every body)."""
     lines = []
     names = set()
     for name, value in headers.items():
@@ -101,7 +104,6 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
         fields += "Accept: */*\r\n"
     if "accept-encoding" not in names:
         fields += "Accept-Encoding: gzip, deflate\r\n"
-    fields += f"Content-Length: {length}\r\n\r\n"
     # surrogateescape: a header byte the server read as not UTF-8 goes out as it came in.
     return fields.encode("utf-8", "surrogateescape")
 
@@ -116,6 +118,7 @@ class HttpClient:
         self._keepalive = keepalive
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._targets: dict[str, _Target] = {}
+        self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._open: set[Connection] = set()
         self._ssl = ssl_context
 
@@ -133,7 +136,15 @@ class HttpClient:
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = _target(url)
-        request = [target.request_line, _header_block(headers, len(body)), body]
+        # The same headers come again and again (a key's auth, an SDK's own): their
+        # checked block is kept, a few hundred at most.
+        fields = tuple(headers.items())
+        block = self._blocks.get(fields)
+        if block is None:
+            if len(self._blocks) >= _BLOCKS_KEPT:
+                self._blocks.clear()
+            block = self._blocks[fields] = _header_block(headers)
+        request = [target.request_line, block, b"Content-Length: %d\r\n\r\n" % len(body), body]
         connection = self._reusable(target.pool)
         if connection is None:
             connection = await self._connect(target, connect_timeout)

@@ -26,6 +26,9 @@ _HIGH_WATER = 1 << 17
 _MAX_HEAD = 1 << 16
 
 
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
 class HttpError(Exception):
     """The connection or the response failed; the subclasses say how."""
 
@@ -110,7 +113,7 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
         self.keep_alive = False
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.headers: CIMultiDictProxy[str] = _NO_HEADERS
 
     async def head(self) -> None:
         """Wait until the status and headers are in."""
