@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import uvloop
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def serve(upstream: str, key: str, port: int) -> None:
@@ -31,6 +34,14 @@ async def serve(upstream: str, key: str, port: int) -> None:
             await response.write_eof()
             return response
 
+    try:
+        await listen(forward, port)
+    finally:
+        await session.close()
+
+
+async def listen(forward: Handler, port: int) -> None:
+    """Serve `forward` on POST /v1/chat/completions until SIGTERM ends the process."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", forward)
     runner = web.AppRunner(app, access_log=None)
@@ -39,16 +50,19 @@ async def serve(upstream: str, key: str, port: int) -> None:
     await site.start()
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
     try:
-        await asyncio.Event().wait()  # until SIGTERM kills the process
+        await asyncio.Event().wait()
     finally:
-        await session.close()
         await runner.cleanup()
 
 
-if __name__ == "__main__":
+def main(serve: Callable[[str, str, int], Awaitable[None]]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     uvloop.run(serve(args.upstream.rstrip("/"), args.key, args.port))
+
+
+if __name__ == "__main__":
+    main(serve)

@@ -9,11 +9,8 @@ router gains that; against this one, what is left is the cost of routing alone.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
-import uvloop
 from aiohttp import web
+from passthrough import listen, main  # bench/ is first on the path of a script run here
 
 from router.http_client import HttpClient
 
@@ -37,24 +34,11 @@ async def serve(upstream: str, key: str, port: int) -> None:
         finally:
             up.release()
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
     try:
-        await asyncio.Event().wait()  # until SIGTERM kills the process
+        await listen(forward, port)
     finally:
         client.close()
-        await runner.cleanup()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    uvloop.run(serve(args.upstream.rstrip("/"), args.key, args.port))
+    main(serve)

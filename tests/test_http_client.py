@@ -9,7 +9,7 @@ import socket
 import ssl
 import struct
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -329,31 +329,33 @@ async def test_an_empty_compressed_body_is_empty(client) -> None:
         assert await post(client, server.url) == (200, b"")
 
 
-async def test_an_encoding_not_asked_for_fails_through_the_upstream(client) -> None:
+@pytest.fixture
+def upstream(client: HttpClient) -> Iterator[Upstream]:
+    """The router's side of the client, where its errors become UpstreamErrors."""
+    upstream = Upstream(client, Timeouts())
+    try:
+        yield upstream
+    finally:
+        upstream.close()
+
+
+async def test_an_encoding_not_asked_for_fails_through_the_upstream(upstream) -> None:
     async def serve(reader, writer, n) -> None:
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\n\x0b")
 
-    upstream = Upstream(client, Timeouts())
-    try:
-        async with wire(serve) as server:
-            with pytest.raises(UpstreamProtocolError, match="unsupported content-encoding"):
-                await upstream.send(ROUTE, server.url, b"{}", {}, head_timeout=2)
-    finally:
-        upstream.close()
+    async with wire(serve) as server:
+        with pytest.raises(UpstreamProtocolError, match="unsupported content-encoding"):
+            await upstream.send(ROUTE, server.url, b"{}", {}, head_timeout=2)
 
 
-async def test_the_upstream_maps_a_dropped_connection_to_a_connection_error(client) -> None:
+async def test_the_upstream_maps_a_dropped_connection_to_a_connection_error(upstream) -> None:
     async def serve(reader, writer, n) -> None:
         await server.read_request(reader)
 
-    upstream = Upstream(client, Timeouts())
-    try:
-        async with wire(serve) as server:
-            with pytest.raises(UpstreamConnectionError, match="closed the connection"):
-                await upstream.send(ROUTE, server.url, b"{}", {}, head_timeout=2)
-    finally:
-        upstream.close()
+    async with wire(serve) as server:
+        with pytest.raises(UpstreamConnectionError, match="closed the connection"):
+            await upstream.send(ROUTE, server.url, b"{}", {}, head_timeout=2)
 
 
 async def test_a_reader_that_falls_behind_does_not_buffer_the_whole_body(client) -> None:
