@@ -81,6 +81,7 @@ class Response:
     """A response whose head is in (once `head()` returned); its body is read here."""
 
     __slots__ = (
+        "_close_delimited",
         "_complete",
         "_connection",
         "_decoder",
@@ -107,6 +108,7 @@ class Response:
         self._whole = False  # read() waits for all of it: reading must not pause
         self._head_done = False
         self._complete = False
+        self._close_delimited = False  # no Content-Length, not chunked: the close ends it
         self._done_with = False  # released or closed: the connection is not ours any more
         self._decoder: _Decoder | None = None
         self._exception: BaseException | None = None
@@ -213,6 +215,9 @@ class Response:
             self._decoder = _Decoder(encoding)
         elif encoding != "identity":
             raise BadResponse(f"unsupported content-encoding {encoding!r}")
+        self._close_delimited = "Content-Length" not in headers and (
+            "chunked" not in headers.get("Transfer-Encoding", "").lower()
+        )
         self.status = status
         self.keep_alive = keep_alive
         self.headers = CIMultiDictProxy(headers)
@@ -248,11 +253,11 @@ class Response:
         self._complete = True
         self._wake()
 
-    def on_lost(self, exc: BaseException | None, *, until_eof: bool) -> None:
+    def on_lost(self, exc: BaseException | None) -> None:
         """The connection closed. A body delimited by a clean close is complete now."""
         if self._complete or self._exception is not None:
             return
-        if self._head_done and until_eof and exc is None:
+        if self._head_done and self._close_delimited and exc is None:
             self.on_message_complete()
             return
         reason = f": {exc}" if exc is not None else ""
@@ -284,7 +289,6 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._response: Response | None = None
         self._paused = False
-        self._length_known = False  # the response has Content-Length or chunked framing
         self._interim = False  # a 1xx head was parsed: its message end is not the response's
         self._finished = False  # the response is complete: nothing more may arrive
         self._extra = False  # bytes came after it
@@ -298,7 +302,6 @@ class Connection(asyncio.Protocol):
         """Write a whole request; the response is read into what is returned."""
         assert self._transport is not None and self._response is None
         self._response = response = Response(self)
-        self._length_known = False
         self._finished = self._extra = False
         self._transport.writelines(data)
         return response
@@ -357,7 +360,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._on_lost(self)
         if self._response is not None and not self._finished:
-            self._response.on_lost(exc, until_eof=not self._length_known)
+            self._response.on_lost(exc)
 
     # httptools callbacks; after the response is complete, only noted as extra bytes.
 
@@ -367,11 +370,6 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._response is not None and not self._finished:
-            lowered = name.lower()
-            if lowered == b"content-length" or (
-                lowered == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                self._length_known = True
             self._response.on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -382,7 +380,6 @@ class Connection(asyncio.Protocol):
                 if status == 101:
                     raise BadResponse("the server switched protocols (101), unasked")
                 self._interim = True
-                self._length_known = False
                 self._response.interim()
                 return
             self._response.on_headers_complete(status, parser.should_keep_alive())

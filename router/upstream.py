@@ -180,10 +180,7 @@ class UpstreamResponse:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._response.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        self._response.release()  # pooled only when read to the end, closed otherwise
 
 
 class Upstream:
