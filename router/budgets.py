@@ -16,7 +16,7 @@ import structlog
 
 from router.health import HealthTracker
 from router.state.base import StateStore
-from router.types import Budget, ModelSpec, Route
+from router.types import BlockReason, Budget, ModelSpec, Route
 
 log = structlog.get_logger("router.budgets")
 
@@ -54,11 +54,11 @@ class BudgetKeeper:
         if key.budget is not None:
             seconds = await self._over(f"key:{key.name}", key.budget, usd, periods)
             if seconds is not None:
-                await self._health.disable_key(route, seconds, "budget")
+                await self._health.disable_key(route, seconds, BlockReason.BUDGET)
         if model.budget is not None:
             seconds = await self._over(f"model:{model.name}", model.budget, usd, periods)
             if seconds is not None:
-                await self._health.block_model(model.name, seconds, "budget")
+                await self._health.block_model(model.name, seconds, BlockReason.BUDGET)
 
     async def _over(
         self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]

@@ -1,19 +1,14 @@
-"""A client call as the handler parsed it, and what answered it."""
+"""A client call as the handler parsed it, and the complete answer to it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from router.dialects import Dialect
-from router.providers import Operation
-from router.streaming import StreamEnd
-from router.types import Attempt, ModelSpec, Route
-from router.upstream import UpstreamResponse
+from router.types import Attempt, ModelSpec, Operation, Route
 from router.usage import Usage
-
-StreamSink = Callable[[Route, UpstreamResponse, bytes, list[Attempt]], Awaitable[StreamEnd]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +28,7 @@ class Call:
     strip_usage: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """A complete response to send: the provider's (success or its verdict to pass on)."""
 
@@ -41,18 +36,7 @@ class Answer:
     body: bytes
     content_type: str
     route: Route
-    attempts: list[Attempt]
+    attempts: tuple[Attempt, ...]  # every attempt of the request, this one included
     served_by: str  # client-facing model that answered
     usage: Usage | None = None
-    cost_usd: float | None = None
-
-
-@dataclass(slots=True)
-class Streamed:
-    """The stream went to the client through the sink; it has already been answered."""
-
-    route: Route
-    attempts: list[Attempt]
-    served_by: str
-    end: StreamEnd
     cost_usd: float | None = None

@@ -1,4 +1,8 @@
-"""Pure: an upstream outcome -> a `Verdict` (what happened, what it means for routing).
+"""Pure: an upstream outcome -> a `Verdict` -> an `Action`.
+
+Everything the failover walk and the health tracker know about provider errors lives in
+this module: how the wire reads (`classify_response`, `classify_stream_error`,
+`classify_exception`) and what the router does about each class (`ACTIONS`).
 
 The order of the checks follows provider-signals.md §11.1: the provider's error type or
 code is read before the status, because the same status means different things (an
@@ -11,6 +15,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
@@ -46,6 +52,73 @@ _CONTENT_POLICY_TEXT = ("safety system", "content management policy", "content f
 # Azure answers an empty deployment quota with "retry after 86400 seconds" (§3): a wait
 # this long is a quota, not a rate limit.
 QUOTA_RETRY_AFTER = 3600.0
+
+
+class Next(StrEnum):
+    """Where the walk goes after an attempt."""
+
+    ANSWER = "answer"  # pass the upstream's answer on, as it is
+    NEXT_ROUTE = "next_route"  # try another route (of this model, then its fallbacks)
+    CONTEXT_FALLBACK = "context_fallback"  # the model's context_fallback; ANSWER without one
+
+
+class Penalty(StrEnum):
+    """What the health tracker does to the route (or its key) that failed."""
+
+    NONE = "none"
+    COOLDOWN = "cooldown"  # the route rests for the 429's wait, else 2, 4, 8, ... seconds
+    CIRCUIT = "circuit"  # counts toward the route's circuit breaker
+    KEY_OUT = "key_out"  # every route of the key out for failover.key_disable
+    ROUTE_OUT = "route_out"  # the route out for failover.key_disable: it is misconfigured
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    next: Next
+    penalty: Penalty
+    caller_fault: bool = False  # the request's own fault: a 4xx for the client
+    # When every attempt of a request ends this way, the last answer goes back as it is.
+    answer_when_all: bool = False
+
+    @property
+    def fails_over(self) -> bool:
+        return self.next is Next.NEXT_ROUTE
+
+    @property
+    def counts_as_error(self) -> bool:
+        """Lowers the route's weight (its decaying error rate)."""
+        return self.fails_over and self.penalty is not Penalty.NONE
+
+
+# One row per failure class; the provider fact that justifies it beside it.
+ACTIONS: Mapping[F, Action] = {
+    F.OK: Action(Next.ANSWER, Penalty.NONE),
+    # 429 with Retry-After, retry-after-ms or "try again in 1.2s"; other keys may have room (§2.1).
+    F.RATE_LIMITED: Action(Next.NEXT_ROUTE, Penalty.COOLDOWN),
+    # "Request too large ... (TPM)": this request never fits this key's per-minute tokens,
+    # a smaller one would, so the key is not at fault; if no key can take it, say so (§2.2).
+    F.EXCEEDS_TPM: Action(Next.NEXT_ROUTE, Penalty.NONE, answer_when_all=True),
+    # insufficient_quota (OpenAI 429), credit balance too low (Anthropic 400), 402
+    # (DeepSeek, Mistral): no request on this key succeeds until someone pays (§2.2, §4.1, §7).
+    F.QUOTA: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT),
+    # 401/403, invalid_api_key: the key is wrong everywhere it is used (§11.1).
+    F.AUTH: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT),
+    # 529 overloaded_error: capacity is short for every caller; rotating keys of the same
+    # provider would only burn through them, so the route's breaker counts it (§4.1).
+    F.OVERLOADED: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    F.SERVER_ERROR: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    F.TIMEOUT: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    F.CONNECTION: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    # 404 model_not_found: the route names a model this upstream does not have (§11.1).
+    F.MODEL_NOT_FOUND: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
+    # The prompt is too long for this model; a model with a larger window may take it.
+    F.CONTEXT_TOO_LONG: Action(Next.CONTEXT_FALLBACK, Penalty.NONE, caller_fault=True),
+    F.CONTENT_POLICY: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
+    # Any other 4xx: another route would refuse the same request the same way.
+    F.BAD_REQUEST: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
+    # Unrecognised: pass it on, never fail over (style.md §4, bifrost's default).
+    F.UNKNOWN: Action(Next.ANSWER, Penalty.NONE),
+}
 
 
 def error_fields(body: bytes) -> tuple[str, str, str]:
@@ -126,7 +199,7 @@ def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
 
 
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
-    """Classify a complete upstream HTTP answer (headers already lower-cased by aiohttp)."""
+    """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
         return OK
     kind, code, message = error_fields(body)

@@ -23,13 +23,17 @@ from router.config_models import parse_budget, parse_models
 from router.config_table import format_route_table, mask_key
 from router.config_yaml import Expansion, Field, read_document, suggestion, unset_reason
 from router.errors import ConfigError
-from router.providers import PROVIDERS, Operation
+from router.providers import PROVIDERS
+from router.translate import can_serve
 from router.translate.runtime import litellm_providers
 from router.types import (
     DEFAULT_API_BASES,
     Config,
     FailoverSettings,
     Key,
+    ModelSpec,
+    Operation,
+    Route,
     ServerSettings,
     SkippedKey,
     Timeouts,
@@ -65,7 +69,10 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     warnings: list[str] = []
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
-    models = parse_models(top["models"], keys, skipped, warnings)
+    models = {
+        name: dataclasses.replace(spec, routes_for=_routes_per_operation(spec))
+        for name, spec in parse_models(top["models"], keys, skipped, warnings).items()
+    }
     catalog.forget()
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
@@ -83,6 +90,15 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         failover=failover,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
+    )
+
+
+def _routes_per_operation(model: ModelSpec) -> Mapping[Operation, tuple[Route, ...]]:
+    return MappingProxyType(
+        {
+            operation: tuple(r for r in model.routes if can_serve(r.key.provider, operation))
+            for operation in Operation
+        }
     )
 
 

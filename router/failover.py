@@ -2,74 +2,67 @@
 
     for model in [requested, *fallback chain]:
         for route in policy.plan(model, health.snapshot()):      # re-planned after each try
-            send -> classify -> health.record
-            ok: return | the request's own fault, unknown: pass upstream's answer on | else: next
+            outcome = attempts.run(call, route)                  # settled, or an open stream
+            ACTIONS[outcome.verdict.failure].next: answer | next route | context fallback
     raise NoCapacity   # 429 + Retry-After when rate-limited, 503 when routes are down
 
-`max_attempts` and the per-request deadline bound the whole walk.
+`max_attempts` and the per-request deadline bound the whole walk. The walk returns a
+value, an `Answer` or an `OpenStream`, and never touches the client's response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 from dataclasses import dataclass, field, replace
 
 import structlog
 
-from router.attempts import AttemptRunner, Try
-from router.budgets import BudgetKeeper
-from router.calls import Answer, Call, Streamed, StreamSink
+from router.attempts import AttemptRunner, OpenStream, Outcome
+from router.calls import Answer, Call
+from router.classify import ACTIONS, Next
 from router.context_window import PromptSize
 from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity
 from router.health import HealthTracker
 from router.metrics import Metrics
 from router.policy import plan, unavailability
-from router.providers import PROVIDERS, Operation
-from router.translate import translator_for
-from router.types import Attempt, Config, FailureClass, ModelSpec, Route
-from router.upstream import Upstream
+from router.types import Attempt, Config, FailureClass, ModelSpec, Operation, Route
 
 log = structlog.get_logger("router.failover")
-
-_TOO_LONG = object()  # a model's answer was "context too long": go to its context fallback
 
 
 @dataclass(slots=True)
 class _Walk:
     prompt: PromptSize
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)  # the walk's own; answers get a tuple
     visited: set[str] = field(default_factory=set)
     too_big: frozenset[str] = frozenset()  # routes skipped: the prompt exceeds their window
     tried: set[str] = field(default_factory=set)
     fallen_back: set[str] = field(default_factory=set)  # fallback models entered
-    tpm_answer: Answer | None = None
+    kept_answer: Answer | None = None  # returned if every attempt ends the way it did
 
 
 class Failover:
-    """The walk over routes and fallbacks. Durations are real time (perf_counter); the
+    """The walk over routes and fallbacks. Durations are real time (loop time); the
     injected clock belongs to the health state alone."""
 
     def __init__(
         self,
         config: Config,
         health: HealthTracker,
-        upstream: Upstream,
+        attempts: AttemptRunner,
         metrics: Metrics,
-        budgets: BudgetKeeper,
         *,
         rng: random.Random,
     ) -> None:
         self._config = config
         self._health = health
+        self._attempts = attempts
         self._metrics = metrics
         self._rng = rng
-        self._attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
-        self._serving_cache: dict[tuple[str, Operation], ModelSpec] = {}
-        self._serves_cache: dict[tuple[str, Operation], bool] = {}
 
-    async def run(self, call: Call, sink: StreamSink) -> Answer | Streamed:
+    async def run(self, call: Call) -> Answer | OpenStream:
+        """The answer, or a stream to relay: nothing has gone to the client yet."""
         deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
         walk = _Walk(prompt=PromptSize(call.body, call.payload.get("messages")))
         pending = list(call.model.chain)
@@ -80,21 +73,28 @@ class Failover:
             walk.visited.add(model.name)
             if model.budget is not None and await self._health.model_block(model.name):
                 continue  # over its budget: its fallbacks serve until the period turns
-            serving = self._serving(model, call.operation)
-            too_big = await walk.prompt.too_big_for(serving.routes)
+            routes = model.routes_for[call.operation]
+            too_big = await walk.prompt.too_big_for(routes)
             walk.too_big |= too_big
-            if too_big and len(too_big) == len(serving.routes) and model.context_fallback:
+            if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt
                 continue
-            result = await self._walk_model(call, serving, too_big, walk, deadline, sink)
-            if result is _TOO_LONG:
-                pending[:0] = model.context_fallback
-            elif result is not None:
-                return result
-        if walk.tpm_answer is not None and all(
-            a.failure is FailureClass.EXCEEDS_TPM for a in walk.attempts
+            outcome = await self._walk_model(call, model, routes, too_big, walk, deadline)
+            if outcome is None:
+                continue  # no route of this model left: its fallbacks
+            if outcome.stream is not None:
+                return outcome.stream
+            next_step = ACTIONS[outcome.verdict.failure].next
+            if next_step is Next.CONTEXT_FALLBACK and model.context_fallback:
+                pending[:0] = model.context_fallback  # the provider said so: the fallback takes it
+                continue
+            assert outcome.answer is not None  # only an upstream's answer is passed on
+            return outcome.answer
+        if walk.kept_answer is not None and all(
+            ACTIONS[a.failure].answer_when_all for a in walk.attempts
         ):
-            return walk.tpm_answer  # no key can take a request this large: say so as-is
+            # No key can take a request this large: say so as the provider did.
+            return replace(walk.kept_answer, attempts=tuple(walk.attempts))
         if walk.too_big and not walk.attempts:
             raise InvalidRequest(
                 f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
@@ -107,12 +107,13 @@ class Failover:
         self,
         call: Call,
         model: ModelSpec,
+        routes: tuple[Route, ...],
         too_big: frozenset[str],
         walk: _Walk,
         deadline: float,
-        sink: StreamSink,
-    ) -> Answer | Streamed | object | None:
-        """Try `model`'s routes in plan order: the answer, _TOO_LONG, or None (none left)."""
+    ) -> Outcome | None:
+        """Try `routes` in plan order: the first outcome that does not fail over, or None
+        when no route (or attempt) is left."""
         loop = asyncio.get_running_loop()
         while len(walk.attempts) < self._config.failover.max_attempts:
             remaining = deadline - loop.time()
@@ -120,79 +121,59 @@ class Failover:
                 raise DeadlineExceeded(
                     f"request deadline of {self._config.timeouts.request:g}s passed after "
                     f"{len(walk.attempts)} attempts",
-                    walk.attempts,
+                    tuple(walk.attempts),
                 )
-            snapshot = await self._health.snapshot(model.routes)
-            routes = plan(
+            snapshot = await self._health.snapshot(routes)
+            planned = plan(
                 model,
                 snapshot,
                 self._rng,
                 need_tokens=call.need_tokens,
                 exclude=walk.tried | too_big if too_big else walk.tried,
+                routes=routes,
             ).routes
-            if not routes:
+            if not planned:
                 return None
-            route = routes[0]
+            route = planned[0]
             if model.name != call.model.name and model.name not in walk.fallen_back:
                 walk.fallen_back.add(model.name)
                 self._metrics.fallbacks.labels(call.model.name, model.name).inc()
             walk.tried.add(route.id)
-            attempt = Try(call, model, route, started=time.perf_counter(), budget=remaining)
-            await self._attempts.run(attempt, snapshot[route.id], walk.attempts, sink)
-            if attempt.streamed is not None:
-                return attempt.streamed
-            failure = attempt.verdict.failure
-            if not failure.fails_over:
-                if (
-                    failure is FailureClass.CONTEXT_TOO_LONG
-                    and self._config.models[model.name].context_fallback
-                ):
-                    return _TOO_LONG  # the provider said so: the context fallback takes it
-                return attempt.answer
-            if failure is FailureClass.EXCEEDS_TPM:
-                walk.tpm_answer = attempt.answer
+            outcome = await self._attempts.run(
+                call, model, route, snapshot[route.id], budget=remaining,
+                earlier=tuple(walk.attempts),
+            )  # fmt: skip
+            walk.attempts.append(outcome.record)
+            verdict = outcome.verdict
+            action = ACTIONS[verdict.failure]
+            if not action.fails_over:
+                return outcome
+            if action.answer_when_all and outcome.answer is not None:
+                walk.kept_answer = outcome.answer
             log.info(
                 "failover",
                 model=call.model.name,
                 route=route.id,
-                failure=failure.value,
-                status=attempt.status,
-                retry_after=attempt.verdict.retry_after,
-                detail=attempt.verdict.message[:200],
+                failure=verdict.failure.value,
+                status=outcome.record.status,
+                retry_after=verdict.retry_after,
+                detail=verdict.message[:200],
             )
         return None
 
-    def _serving(self, model: ModelSpec, operation: Operation) -> ModelSpec:
-        """The model with only the routes whose provider serves `operation` natively.
-
-        Cached per (model, operation), so that the route tuples stay the same objects
-        (the health tracker keys its caches on them).
-        """
-        cached = self._serving_cache.get((model.name, operation))
-        if cached is None:
-            routes = tuple(r for r in model.routes if _can_serve(r, operation))
-            cached = model if routes == model.routes else replace(model, routes=routes)
-            self._serving_cache[(model.name, operation)] = cached
-        return cached
-
     def serves(self, model: ModelSpec, operation: Operation) -> bool:
-        """Whether any model of the chain has a route for `operation` (cached)."""
-        known = self._serves_cache.get((model.name, operation))
-        if known is None:
-            known = self._serves_cache[(model.name, operation)] = any(
-                self._serving(self._config.models[name], operation).routes for name in model.chain
-            )
-        return known
+        """Whether any model of the chain has a route for `operation`."""
+        models = self._config.models
+        return any(models[name].routes_for[operation] for name in model.chain)
 
     async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
         """Why nothing could serve: limited (429, wait for the earliest recovery) or down."""
         limited_waits: list[float] = []
         down_waits: list[float] = []
         for name in call.model.chain:
-            model = self._config.models[name]
-            model = self._serving(model, call.operation)
-            snapshot = await self._health.snapshot(model.routes)
-            for route in model.routes:
+            routes = self._config.models[name].routes_for[call.operation]
+            snapshot = await self._health.snapshot(routes)
+            for route in routes:
                 blocked = unavailability(route, snapshot[route.id], call.need_tokens)
                 if blocked is None or blocked.recovers_in is None:
                     continue
@@ -215,15 +196,9 @@ class Failover:
         if attempts:
             tries = ", ".join(f"{a.route_id}: {a.failure.value}" for a in attempts)
             message += f" (attempts: {tries})"
-        return NoCapacity(message, attempts=attempts, limited=limited, retry_after=retry_after)
-
-
-def _can_serve(route: Route, operation: Operation) -> bool:
-    """Natively (byte passthrough) or through litellm's translation."""
-    native = PROVIDERS.get(route.key.provider)
-    if native is not None and operation in native.operations:
-        return True
-    return translator_for(route.key.provider, operation) is not None
+        return NoCapacity(
+            message, attempts=tuple(attempts), limited=limited, retry_after=retry_after
+        )
 
 
 __all__ = ["Failover"]

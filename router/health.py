@@ -18,14 +18,16 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from router.classify import ACTIONS, Penalty
 from router.policy import RouteHealth
 from router.state.base import EMPTY, StateStore
-from router.types import FailoverSettings, Headroom, Route, Verdict
+from router.types import BlockReason, FailoverSettings, Headroom, Route, Verdict
 from router.types import FailureClass as F
 
 log = structlog.get_logger("router.health")
 
 _EWMA = 0.2  # weight of the newest observation in the decaying averages
+_KEY_OUT_REASON = {F.QUOTA: BlockReason.QUOTA, F.AUTH: BlockReason.AUTH}
 
 
 def route_scope(route: Route) -> str:
@@ -84,7 +86,7 @@ class HealthTracker:
             local = self._local.get(route.id)
             snapshot[route.id] = RouteHealth(
                 blocked_for=block.remaining if block else 0.0,
-                block_reason=block.reason if block else "",
+                block_reason=block.reason if block else None,
                 half_open=block is None and own.failures >= threshold,
                 streak=own.failures + own.rate_limits,
                 headroom=own.headroom,
@@ -113,9 +115,9 @@ class HealthTracker:
     ) -> None:
         """Apply one attempt's outcome. `prior` is the route's health when it was chosen."""
         failure = verdict.failure
+        action = ACTIONS[failure]
         local = self._local_for(route)
-        failed = failure.fails_over and failure is not F.EXCEEDS_TPM
-        local.error_rate += _EWMA * ((1.0 if failed else 0.0) - local.error_rate)
+        local.error_rate += _EWMA * ((1.0 if action.counts_as_error else 0.0) - local.error_rate)
         if failure is F.OK:
             local.latency = (
                 seconds
@@ -131,17 +133,20 @@ class HealthTracker:
                 headroom = _capped(headroom, verdict.retry_after)
             await self._store.put_headroom(route_scope(route), headroom, _headroom_ttl(headroom))
 
-        if failure is F.OK:
-            await self._on_success(route, prior)
-        elif failure is F.RATE_LIMITED:
-            await self._cool_down(route, verdict)
-        elif failure in (F.QUOTA, F.AUTH):
-            seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
-            await self.disable_key(route, seconds, failure.value, verdict.message)
-        elif failure is F.MODEL_NOT_FOUND:
-            await self._block_route(route, self._settings.key_disable, "misconfigured", verdict)
-        elif failure.is_transient:
-            await self._count_failure(route, verdict)
+        match action.penalty:
+            case Penalty.NONE if failure is F.OK:
+                await self._on_success(route, prior)
+            case Penalty.COOLDOWN:
+                await self._cool_down(route, verdict)
+            case Penalty.KEY_OUT:
+                seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
+                await self.disable_key(route, seconds, _KEY_OUT_REASON[failure], verdict.message)
+            case Penalty.ROUTE_OUT:
+                await self._block_route(
+                    route, self._settings.key_disable, BlockReason.MISCONFIGURED, verdict
+                )
+            case Penalty.CIRCUIT:
+                await self._count_failure(route, verdict)
 
     def _local_for(self, route: Route) -> _Local:
         local = self._local.get(route.id)
@@ -166,7 +171,7 @@ class HealthTracker:
             )
             wait = settings.cooldown_initial * 2 ** (streak - 1)
         wait = min(max(wait, 0.05), settings.cooldown_max)
-        await self._store.block(route_scope(route), wait, "cooldown")
+        await self._store.block(route_scope(route), wait, BlockReason.COOLDOWN)
         log.info(
             "route_cooled_down",
             route=route.id,
@@ -175,7 +180,7 @@ class HealthTracker:
         )
 
     async def disable_key(
-        self, route: Route, seconds: float, reason: str, upstream_message: str = ""
+        self, route: Route, seconds: float, reason: BlockReason, upstream_message: str = ""
     ) -> None:
         """Every route of the key out for `seconds` (quota, auth, budget); warn once."""
         if await self._store.block(key_scope(route), seconds, reason):
@@ -187,18 +192,18 @@ class HealthTracker:
                 upstream_message=upstream_message[:300],
             )
 
-    async def block_model(self, model: str, seconds: float, reason: str) -> None:
+    async def block_model(self, model: str, seconds: float, reason: BlockReason) -> None:
         """The client model skipped (its fallbacks serve) for `seconds`; warn once."""
         if await self._store.block(f"model:{model}", seconds, reason):
             log.warning("model_disabled", model=model, reason=reason, seconds=round(seconds, 3))
 
-    async def model_block(self, model: str) -> str | None:
+    async def model_block(self, model: str) -> BlockReason | None:
         """The reason the client model is skipped now, or None."""
         state = (await self._store.read([f"model:{model}"])).get(f"model:{model}")
         return state.block.reason if state is not None and state.block is not None else None
 
     async def _block_route(
-        self, route: Route, seconds: float, reason: str, verdict: Verdict
+        self, route: Route, seconds: float, reason: BlockReason, verdict: Verdict
     ) -> None:
         if await self._store.block(route_scope(route), seconds, reason):
             log.warning(
@@ -220,7 +225,7 @@ class HealthTracker:
             settings.breaker_open * 2 ** (failures - settings.breaker_failures),
             settings.cooldown_max,
         )
-        if await self._store.block(route_scope(route), opened_for, "circuit_open"):
+        if await self._store.block(route_scope(route), opened_for, BlockReason.CIRCUIT_OPEN):
             log.warning(
                 "circuit_opened",
                 route=route.id,

@@ -19,7 +19,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from router.types import Config, FailureClass, Headroom, Route
+from router.classify import ACTIONS
+from router.types import BlockReason, Config, FailureClass, Headroom, Route
 
 UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 # 50 ms to 5 min: LLM calls span first tokens in tens of ms to long generations.
@@ -71,7 +72,8 @@ ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
     FailureClass.BAD_REQUEST: AttemptOutcome.BAD_REQUEST,
     FailureClass.UNKNOWN: AttemptOutcome.BAD_REQUEST,
 }
-DISABLE_REASONS = ("quota", "auth", "budget")  # a misconfigured route shows as route_state disabled
+# A misconfigured route shows as route_state disabled, not as its key disabled.
+DISABLE_REASONS = tuple(reason for reason in BlockReason if reason.takes_key_out)
 _ROUTE = ("route", "key", "provider")
 
 
@@ -223,7 +225,7 @@ class Metrics:
                 for outcome in AttemptOutcome:
                     self.attempts.labels(model.name, *labels, outcome.value)
                 for failure in FailureClass:
-                    if failure.fails_over:
+                    if ACTIONS[failure].fails_over:
                         self.failovers.labels(model.name, *labels, failure.value)
                 for direction in ("input", "output"):
                     self.tokens.labels(model.name, *labels, direction)
@@ -253,7 +255,7 @@ class Metrics:
                 failovers={
                     f: self.failovers.labels(model, *labels, f.value)
                     for f in FailureClass
-                    if f.fails_over
+                    if ACTIONS[f].fails_over
                 },
                 upstream_seconds=self.upstream_seconds.labels(*labels),
                 tokens_in=self.tokens.labels(model, *labels, "input"),

@@ -13,12 +13,10 @@ recent errors and latency relative to the tier's fastest route.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from router.types import Headroom, ModelSpec, Route
-
-LIMITED_REASONS = frozenset({"cooldown", "headroom"})
+from router.types import BlockReason, Headroom, ModelSpec, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +24,7 @@ class RouteHealth:
     """What the policy knows about one route, relative to the moment of the snapshot."""
 
     blocked_for: float = 0.0  # seconds until a block (cooldown, open circuit, ...) lifts
-    block_reason: str = ""  # cooldown | circuit_open | quota | auth | misconfigured
+    block_reason: BlockReason | None = None
     half_open: bool = False  # circuit was open and may take one probe now
     streak: int = 0  # consecutive failures plus hintless 429s, cleared by a success
     headroom: Headroom | None = None
@@ -43,13 +41,13 @@ HEALTHY = RouteHealth()
 @dataclass(frozen=True, slots=True)
 class Unavailable:
     route: Route
-    reason: str  # cooldown | headroom | circuit_open | probing | quota | auth | misconfigured
+    reason: BlockReason
     recovers_in: float | None  # seconds; None when nothing says
 
     @property
     def limited(self) -> bool:
         """Rate limits lift by themselves; the other reasons mean the route is down."""
-        return self.reason in LIMITED_REASONS
+        return self.reason.limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +63,12 @@ def plan(
     *,
     need_tokens: int = 0,
     exclude: Collection[str] = (),
+    routes: Sequence[Route] | None = None,
 ) -> Plan:
+    """`routes`: the model's routes that can serve the call (default: all of them)."""
     tiers: dict[int, list[tuple[Route, RouteHealth]]] = {}
     unavailable: list[Unavailable] = []
-    for route in model.routes:
+    for route in model.routes if routes is None else routes:
         if route.id in exclude:
             continue
         health = snapshot.get(route.id, HEALTHY)
@@ -85,13 +85,14 @@ def plan(
 
 def unavailability(route: Route, health: RouteHealth, need_tokens: int) -> Unavailable | None:
     if health.blocked_for > 0:
-        return Unavailable(route, health.block_reason or "cooldown", health.blocked_for)
+        reason = BlockReason(health.block_reason or BlockReason.COOLDOWN)
+        return Unavailable(route, reason, health.blocked_for)
     if health.half_open and health.in_flight > 0:
         # One probe at a time while a circuit is half-open.
-        return Unavailable(route, "probing", None)
+        return Unavailable(route, BlockReason.PROBING, None)
     wait = _headroom_wait(health, need_tokens)
     if wait is not None:
-        return Unavailable(route, "headroom", wait)
+        return Unavailable(route, BlockReason.HEADROOM, wait)
     return None
 
 

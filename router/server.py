@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from router import translate
+from router.attempts import AttemptRunner
 from router.budgets import BudgetKeeper
 from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
@@ -29,10 +30,9 @@ from router.health import HealthTracker
 from router.http_client import HttpClient
 from router.logs import request_log
 from router.metrics import Metrics
-from router.providers import Operation
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
-from router.types import Config
+from router.types import Config, Operation
 from router.upstream import Upstream
 
 log = structlog.get_logger("router.server")
@@ -64,13 +64,9 @@ def create_app(
         client = HttpClient()
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
+        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
         failover = Failover(
-            config,
-            health,
-            upstream,
-            metrics,
-            budgets,
-            rng=rng if rng is not None else random.Random(),
+            config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
         )
         app[APP_STATE] = RouterState(
             config=config,

@@ -12,26 +12,25 @@ from dataclasses import dataclass
 from router.health import HealthTracker
 from router.metrics import RouteState
 from router.policy import RouteHealth, unavailability
-from router.types import Route
+from router.types import BlockReason, Route
 
-_STATE_OF_REASON: Mapping[str, RouteState] = {
-    "cooldown": RouteState.COOLING_DOWN,
-    "headroom": RouteState.COOLING_DOWN,
-    "circuit_open": RouteState.CIRCUIT_OPEN,
-    "probing": RouteState.HALF_OPEN,
-    "quota": RouteState.DISABLED,
-    "auth": RouteState.DISABLED,
-    "misconfigured": RouteState.DISABLED,
-    "budget": RouteState.DISABLED,
+_STATE_OF_REASON: Mapping[BlockReason, RouteState] = {
+    BlockReason.COOLDOWN: RouteState.COOLING_DOWN,
+    BlockReason.HEADROOM: RouteState.COOLING_DOWN,
+    BlockReason.CIRCUIT_OPEN: RouteState.CIRCUIT_OPEN,
+    BlockReason.PROBING: RouteState.HALF_OPEN,
+    BlockReason.QUOTA: RouteState.DISABLED,
+    BlockReason.AUTH: RouteState.DISABLED,
+    BlockReason.MISCONFIGURED: RouteState.DISABLED,
+    BlockReason.BUDGET: RouteState.DISABLED,
 }
-KEY_DISABLE_REASONS = frozenset({"quota", "auth", "budget"})
 
 
 @dataclass(frozen=True, slots=True)
 class RouteStatus:
     route: Route
     state: RouteState
-    reason: str  # why it is not available ("" when it is)
+    reason: BlockReason | None  # why it is not available (None when it is)
     available_in: float  # seconds; 0 when available now
     health: RouteHealth
 
@@ -40,10 +39,10 @@ def status_of(route: Route, health: RouteHealth) -> RouteStatus:
     blocked = unavailability(route, health, 0)
     if blocked is None:
         state = RouteState.HALF_OPEN if health.half_open else RouteState.AVAILABLE
-        return RouteStatus(route, state, "", 0.0, health)
+        return RouteStatus(route, state, None, 0.0, health)
     return RouteStatus(
         route,
-        _STATE_OF_REASON.get(blocked.reason, RouteState.DISABLED),
+        _STATE_OF_REASON[blocked.reason],
         blocked.reason,
         blocked.recovers_in or 0.0,
         health,
@@ -55,6 +54,10 @@ async def route_statuses(health: HealthTracker, routes: Sequence[Route]) -> list
     return [status_of(route, snapshot[route.id]) for route in routes]
 
 
-def disabled_keys(statuses: Iterable[RouteStatus]) -> dict[str, str]:
-    """Key name -> reason, for keys out of rotation (quota or auth)."""
-    return {s.route.key.name: s.reason for s in statuses if s.reason in KEY_DISABLE_REASONS}
+def disabled_keys(statuses: Iterable[RouteStatus]) -> dict[str, BlockReason]:
+    """Key name -> reason, for keys out of rotation (quota, auth or budget)."""
+    return {
+        s.route.key.name: s.reason
+        for s in statuses
+        if s.reason is not None and s.reason.takes_key_out
+    }

@@ -23,6 +23,15 @@ DEFAULT_API_BASES: Mapping[str, str | None] = {
 }
 
 
+class Operation(StrEnum):
+    """A client-facing API; each is served by routes whose provider speaks it natively."""
+
+    CHAT = "chat"  # OpenAI /v1/chat/completions
+    EMBEDDINGS = "embeddings"  # OpenAI /v1/embeddings
+    RESPONSES = "responses"  # OpenAI /v1/responses
+    MESSAGES = "messages"  # Anthropic /v1/messages
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per token, input and output."""
@@ -100,6 +109,9 @@ class ModelSpec:
     context_fallback: tuple[str, ...] = ()  # where a prompt too long for every route goes
     budget: Budget | None = None
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
+    # Per operation, the routes whose provider serves it (natively or through litellm),
+    # in config order: fixed at load, so the request path never works it out again.
+    routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,8 +177,8 @@ class Config:
 class FailureClass(StrEnum):
     """What an attempt's outcome means for routing (see provider-signals.md §11.1).
 
-    Each class decides failover and cooldown in `health.py` and `failover.py`; the
-    mapping from wire signals to a class lives in `classify.py` only.
+    The mapping from wire signals to a class, and from a class to what the router does
+    next (`ACTIONS`), both live in `classify.py`.
     """
 
     OK = "ok"
@@ -184,40 +196,32 @@ class FailureClass(StrEnum):
     BAD_REQUEST = "bad_request"  # the request's fault: answer goes back unchanged
     UNKNOWN = "unknown"  # unrecognised: do not fail over, pass it on
 
-    @property
-    def fails_over(self) -> bool:
-        return self not in _ANSWER_CLIENT
+
+class BlockReason(StrEnum):
+    """Why a route, a key or a model is out of rotation for now."""
+
+    COOLDOWN = "cooldown"  # a 429: its Retry-After, or backoff without one
+    HEADROOM = "headroom"  # the provider's last report says the bucket is spent
+    CIRCUIT_OPEN = "circuit_open"  # repeated transient failures
+    PROBING = "probing"  # half-open: one probe is already in flight
+    QUOTA = "quota"  # the key's credit or quota is spent
+    AUTH = "auth"  # the provider refuses the key
+    BUDGET = "budget"  # routes.yaml's spend cap for the key or model is reached
+    MISCONFIGURED = "misconfigured"  # the upstream does not know the route's model
 
     @property
-    def is_caller_fault(self) -> bool:
-        return self in _CALLER_FAULT
+    def limited(self) -> bool:
+        """Lifts by itself soon (a 429 with Retry-After for the client, not a 503)."""
+        return self in _LIMITED
 
     @property
-    def is_transient(self) -> bool:
-        """Counts toward the circuit breaker."""
-        return self in _TRANSIENT
+    def takes_key_out(self) -> bool:
+        """Blocks every route of the key, not only one route."""
+        return self in _KEY_OUT
 
 
-_ANSWER_CLIENT = frozenset(
-    {
-        FailureClass.OK,
-        FailureClass.CONTEXT_TOO_LONG,
-        FailureClass.CONTENT_POLICY,
-        FailureClass.BAD_REQUEST,
-        FailureClass.UNKNOWN,
-    }
-)
-_CALLER_FAULT = frozenset(
-    {FailureClass.CONTEXT_TOO_LONG, FailureClass.CONTENT_POLICY, FailureClass.BAD_REQUEST}
-)
-_TRANSIENT = frozenset(
-    {
-        FailureClass.OVERLOADED,
-        FailureClass.SERVER_ERROR,
-        FailureClass.TIMEOUT,
-        FailureClass.CONNECTION,
-    }
-)
+_LIMITED = frozenset({BlockReason.COOLDOWN, BlockReason.HEADROOM})
+_KEY_OUT = frozenset({BlockReason.QUOTA, BlockReason.AUTH, BlockReason.BUDGET})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

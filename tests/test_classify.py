@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from router.classify import classify_response, classify_stream_error, error_fields
+from router.classify import (
+    ACTIONS,
+    Next,
+    Penalty,
+    classify_response,
+    classify_stream_error,
+    error_fields,
+)
 from router.ratelimit import parse_duration, parse_headroom, retry_after_from_text
+from router.types import FailureClass
 from router.types import FailureClass as F
 
 
@@ -272,3 +280,46 @@ def test_parse_headroom_reads_counts_written_as_floats():
     )
     assert room is not None
     assert room.remaining_requests == 4999 and room.remaining_tokens is None
+
+
+def test_every_failure_class_has_exactly_one_action() -> None:
+    assert list(ACTIONS) == list(FailureClass)
+
+
+@pytest.mark.parametrize(
+    ("failures", "next_step", "penalty", "caller_fault"),
+    [
+        pytest.param([F.RATE_LIMITED], Next.NEXT_ROUTE, Penalty.COOLDOWN, False, id="429"),
+        pytest.param([F.QUOTA, F.AUTH], Next.NEXT_ROUTE, Penalty.KEY_OUT, False, id="key-out"),
+        pytest.param(
+            [F.SERVER_ERROR, F.OVERLOADED, F.CONNECTION, F.TIMEOUT],
+            Next.NEXT_ROUTE,
+            Penalty.CIRCUIT,
+            False,
+            id="transient",
+        ),
+        pytest.param([F.MODEL_NOT_FOUND], Next.NEXT_ROUTE, Penalty.ROUTE_OUT, False, id="404"),
+        pytest.param(
+            [F.BAD_REQUEST, F.CONTENT_POLICY], Next.ANSWER, Penalty.NONE, True, id="own-fault"
+        ),
+        pytest.param(
+            [F.CONTEXT_TOO_LONG], Next.CONTEXT_FALLBACK, Penalty.NONE, True, id="too-long"
+        ),
+        pytest.param([F.UNKNOWN], Next.ANSWER, Penalty.NONE, False, id="unknown-is-passed-on"),
+    ],
+)
+def test_the_actions_are_the_rules_readme_states(failures, next_step, penalty, caller_fault):
+    """README "How it chooses and fails over", row by row."""
+    for failure in failures:
+        action = ACTIONS[failure]
+        assert (action.next, action.penalty, action.caller_fault) == (
+            next_step,
+            penalty,
+            caller_fault,
+        )
+        assert action.counts_as_error == (penalty is not Penalty.NONE)
+
+
+def test_a_request_too_large_for_a_key_fails_over_without_blaming_the_key() -> None:
+    action = ACTIONS[F.EXCEEDS_TPM]
+    assert action.fails_over and not action.counts_as_error and action.answer_when_all

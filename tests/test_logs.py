@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ import aiohttp
 import openai
 import pytest
 import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+from tests.conftest import SIM_A, SIM_B, admin_state, client, raw_upstream, two_keys_config
 
 HI = [{"role": "user", "content": "hi"}]
 CLIENT_KEY = "router-client-key-0123456789"
@@ -182,3 +185,67 @@ def test_request_lines_follow_the_level_and_the_console_format() -> None:
     text = captured.text()
     assert "request" in text and "model" in text and "{" not in text  # not JSON
     assert SIM_A.api_key not in text  # shaped like a key: redacted in either format
+
+
+async def test_a_stream_the_client_leaves_right_after_its_terminator_is_served_in_full(stack, logs):
+    """SDK-based clients (Codex, aider, LangChain) close the connection as soon as they
+    read `data: [DONE]`. When the provider's end of body comes a moment later, the
+    handler is cancelled mid-relay; the stream was still delivered, so it is logged and
+    counted as served, with its route, tokens and cost, and health records a success."""
+    release = asyncio.Event()
+    usage = b'"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}'
+    events = (
+        b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        b'data: {"choices":[],' + usage + b"}\n\n"
+        b"data: [DONE]\n\n"
+    )
+
+    async def late_end(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(events)
+        await release.wait()  # the body's end comes after the client has left
+        await response.write_eof()
+        return response
+
+    registry = CollectorRegistry()
+    async with raw_upstream("/v1/chat/completions", late_end) as upstream:
+        url = await stack.router(
+            f'keys: {{u: {{provider: openai, api_base: "{upstream}/v1", api_key: sk-test-01}}}}\n'
+            "models: {gpt-4o: {routes: [{key: u, model: gpt-4o,"
+            " price: {input_per_mtok: 2, output_per_mtok: 10}}]}}\n",
+            registry=registry,
+        )
+        body = {"model": "gpt-4o", "messages": HI, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    received = b""
+                    async with asyncio.timeout(5):
+                        while b"data: [DONE]\n\n" not in received:
+                            received += await response.content.readany()
+                    response.close()  # hang up at once, as the SDKs do
+                async with asyncio.timeout(5):
+                    while not [e for e in logs.events() if e["event"] == "request"]:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+        finally:
+            release.set()
+        (event,) = [e for e in logs.events() if e["event"] == "request"]
+        assert event["status"] == 200 and event["outcome"] == "served"
+        assert event["route"] == "u/gpt-4o" and event["attempts"] == ["u/gpt-4o:ok"]
+        assert event["stream"] == "ok"
+        assert (event["tokens_in"], event["tokens_out"]) == (11, 7)
+        assert event["cost_usd"] == pytest.approx((11 * 2 + 7 * 10) / 1e6)
+        labels = {"model": "gpt-4o", "route": "u/gpt-4o", "key": "u", "provider": "openai"}
+        sample = registry.get_sample_value
+        assert sample("llm_router_requests_total", {"model": "gpt-4o", "outcome": "served"}) == 1
+        assert sample("llm_router_requests_total", {"model": "gpt-4o", "outcome": "cancelled"}) == 0
+        assert sample("llm_router_upstream_attempts_total", {**labels, "outcome": "ok"}) == 1
+        assert sample("llm_router_spend_usd_total", labels) == pytest.approx(92 / 1e6)
+        routes, _ = await admin_state(url)
+        route = routes["u/gpt-4o"]  # health saw a success: a latency, nothing in flight
+        assert route["latency_ms"] is not None and route["in_flight"] == 0
+        assert route["last_error"] is None

@@ -12,7 +12,7 @@ import pytest
 
 from router import sse
 from router.dialects import OPENAI_CHAT, UsagePart
-from router.streaming import _Watch
+from router.stream_watch import StreamWatch as _Watch
 
 STREAM = (
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},'

@@ -20,17 +20,17 @@ from router.config import mask_key
 from router.handlers.context import APP_STATE
 from router.metrics import RouteState
 from router.status import RouteStatus, disabled_keys, route_statuses
-from router.types import Config, Key
+from router.types import BlockReason, Config, Key
 
 # `last_failure` is this process's own memory; a block written by another replica (or
 # before a restart, with Redis) still names its cause, so fall back on the block reason.
-_LAST_ERROR_OF_REASON: Mapping[str, str] = {
-    "cooldown": "rate_limited",
-    "circuit_open": "server_error/timeout",
-    "probing": "server_error/timeout",
-    "quota": "quota",
-    "auth": "auth",
-    "misconfigured": "misconfigured",
+_LAST_ERROR_OF_REASON: Mapping[BlockReason, str] = {
+    BlockReason.COOLDOWN: "rate_limited",
+    BlockReason.CIRCUIT_OPEN: "server_error/timeout",
+    BlockReason.PROBING: "server_error/timeout",
+    BlockReason.QUOTA: "quota",
+    BlockReason.AUTH: "auth",
+    BlockReason.MISCONFIGURED: "misconfigured",
 }
 _NO_STORE = {"Cache-Control": "no-store"}
 # Nothing on the page loads or runs anything: inline CSS only.
@@ -81,9 +81,11 @@ def _route_row(status: RouteStatus, models: list[str]) -> dict[str, Any]:
         circuit = "open"
     else:
         circuit = "half_open" if health.half_open else "closed"
-    last_error = health.last_failure or _LAST_ERROR_OF_REASON.get(status.reason)
+    last_error = health.last_failure or (
+        _LAST_ERROR_OF_REASON.get(status.reason) if status.reason is not None else None
+    )
     if last_error is None and health.half_open:
-        last_error = _LAST_ERROR_OF_REASON["circuit_open"]
+        last_error = _LAST_ERROR_OF_REASON[BlockReason.CIRCUIT_OPEN]
     return {
         "route": route.id,
         "key": route.key.name,
@@ -93,7 +95,7 @@ def _route_row(status: RouteStatus, models: list[str]) -> dict[str, Any]:
         "priority": route.priority,
         "weight": route.weight,
         "state": status.state.value,
-        "reason": status.reason,
+        "reason": status.reason or "",
         "available_in_seconds": available_in,
         "cooldown_ends_in": available_in if status.state is RouteState.COOLING_DOWN else None,
         "circuit": circuit,

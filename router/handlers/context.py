@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.calls import Answer, Streamed
+from router.attempts import OpenStream
+from router.calls import Answer
 from router.failover import Failover
 from router.health import HealthTracker
 from router.logs import RequestLog
@@ -30,30 +31,51 @@ REQUEST_TRACE = web.RequestKey("router_trace", "RequestTrace")
 
 @dataclass(slots=True)
 class RequestTrace:
-    """Filled in as the request moves along; logged once at the end."""
+    """Filled in as the request moves along; logged once at the end, when an open
+    stream has settled, so its end, tokens and cost are read from it then."""
 
     request_id: str
     started: float
     model: str | None = None
-    route: str | None = None
-    served_by: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    stream_outcome: str | None = None
+    result: Answer | OpenStream | None = None
+    failed_attempts: tuple[Attempt, ...] = ()  # from an error that carried them
     ttft: float | None = None  # seconds to the first content event, streams only
-    usage: Usage | None = None
-    cost_usd: float | None = None
 
-    def served(self, result: Answer | Streamed) -> None:
-        self.route = result.route.id
-        self.served_by = result.served_by
-        self.attempts = result.attempts
-        self.cost_usd = result.cost_usd
-        if isinstance(result, Streamed):
-            end = result.end
-            self.stream_outcome = "client_gone" if end.client_gone else end.verdict.failure.value
-            self.usage = end.usage
-        else:
-            self.usage = result.usage
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return self.result.attempts if self.result is not None else self.failed_attempts
+
+    @property
+    def route(self) -> str | None:
+        return self.result.route.id if self.result is not None else None
+
+    @property
+    def served_by(self) -> str | None:
+        return self.result.served_by if self.result is not None else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.result.cost_usd if self.result is not None else None
+
+    @property
+    def usage(self) -> Usage | None:
+        if isinstance(self.result, OpenStream):
+            return self.result.end.usage if self.result.end is not None else None
+        return self.result.usage if self.result is not None else None
+
+    @property
+    def stream_outcome(self) -> str | None:
+        end = self.result.end if isinstance(self.result, OpenStream) else None
+        if end is None:
+            return None
+        return "client_gone" if end.client_gone else end.verdict.failure.value
+
+    @property
+    def delivered(self) -> bool:
+        """A stream whose terminator reached the client: served, even when the client
+        hung up before the upstream's body ended."""
+        end = self.result.end if isinstance(self.result, OpenStream) else None
+        return end is not None and not end.client_gone
 
     def outcome(self, status: int) -> RequestOutcome:
         if status == 499:

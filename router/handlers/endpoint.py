@@ -96,6 +96,8 @@ def endpoint(
                     raise
                 response = error_response(_from_http_exception(exc), trace, dialect)
             except (asyncio.CancelledError, ConnectionResetError):
+                if trace.delivered:
+                    status = 200  # the client left after the stream's end reached it
                 raise
             except Exception:
                 log.exception("unhandled_error", path=request.path)
@@ -128,9 +130,8 @@ def not_found(known: dict[str, frozenset[str]]) -> Handler:
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:
     headers = exc.headers()
-    attempts = getattr(exc, "attempts", None)
-    if isinstance(exc, NoCapacity | DeadlineExceeded) and attempts is not None:
-        trace.attempts = list(attempts)
+    if isinstance(exc, NoCapacity | DeadlineExceeded):
+        trace.failed_attempts = exc.attempts
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(
         dialect.error_body(exc), status=dialect.error_status(exc), headers=headers

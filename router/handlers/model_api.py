@@ -1,4 +1,4 @@
-"""The model APIs: parse, delegate to failover, write the answer.
+"""The model APIs: parse, delegate to failover, write the answer or commit and relay.
 
 One handler serves every client-facing API; the operation picks the routes that can
 serve it and the dialect says how its streams and errors look.
@@ -12,15 +12,15 @@ from typing import Any
 from aiohttp import web
 
 from router import fastjson
-from router.calls import Answer, Call, Streamed
+from router.attempts import OpenStream
+from router.calls import Answer, Call
 from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.handlers.context import APP_STATE, REQUEST_TRACE, RouterState
 from router.handlers.endpoint import Handler
-from router.providers import Operation
-from router.streaming import StreamEnd, relay
-from router.types import Attempt, Route
-from router.upstream import UpstreamResponse, forwardable_headers
+from router.streaming import relay
+from router.types import Attempt, Operation, Route
+from router.upstream import forwardable_headers
 
 PATHS = {
     Operation.CHAT: "/v1/chat/completions",
@@ -49,7 +49,7 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
     return body, payload
 
 
-def routing_headers(route: Route | None, attempts: list[Attempt]) -> dict[str, str]:
+def routing_headers(route: Route | None, attempts: tuple[Attempt, ...]) -> dict[str, str]:
     headers = {"x-router-attempts": str(len(attempts))}
     if route is not None:
         headers["x-router-route"] = route.id
@@ -63,18 +63,25 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
         call = parse_call(state, request, body, payload, operation, dialect)
         trace = request[REQUEST_TRACE]
         trace.model = call.model.name
-        sink = ClientStream(request, state, call)
         in_flight = state.metrics.model_series(call.model.name).in_flight
         in_flight.inc()
         try:
-            result = await state.failover.run(call, sink)
+            result = await state.failover.run(call)  # or raises NoCapacity, DeadlineExceeded
+            trace.result = result
+            if isinstance(result, Answer):
+                return answer_response(result)
+            async with result as stream:  # leaving it settles the attempt: health, cost
+                response = await commit(request, stream, state, call)  # no failover after this
+                await relay(
+                    stream,
+                    response,
+                    call.dialect,
+                    state.config.timeouts.idle,
+                    strip_usage=call.strip_usage,
+                )
+            return response
         finally:
             in_flight.dec()
-        trace.served(result)
-        if isinstance(result, Streamed) and sink.response is not None:
-            return sink.response
-        assert isinstance(result, Answer)
-        return answer_response(result)
 
     return handle
 
@@ -129,44 +136,25 @@ def parse_call(
     )
 
 
-class ClientStream:
-    """The stream sink: commits the client's response at the first content event and
-    relays the rest. `response` is set once committed."""
-
-    def __init__(self, request: web.Request, state: RouterState, call: Call) -> None:
-        self._request = request
-        self._state = state
-        self._call = call
-        self.response: web.StreamResponse | None = None
-
-    async def __call__(
-        self, route: Route, upstream: UpstreamResponse, first: bytes, attempts: list[Attempt]
-    ) -> StreamEnd:
-        trace = self._request[REQUEST_TRACE]
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "x-request-id": trace.request_id,
-                **routing_headers(route, attempts),
-            },
-        )
-        await response.prepare(self._request)  # the commit point: no failover after this
-        self.response = response
-        trace.ttft = time.perf_counter() - trace.started
-        self._state.metrics.ttft_series(self._call.model.name, route).observe(trace.ttft)
-        end = await relay(
-            upstream,
-            response,
-            first,
-            self._call.dialect,
-            self._state.config.timeouts.idle,
-            strip_usage=self._call.strip_usage,
-        )
-        if not end.client_gone:
-            await response.write_eof()
-        return end
+async def commit(
+    request: web.Request, stream: OpenStream, state: RouterState, call: Call
+) -> web.StreamResponse:
+    """Send the stream's status and headers: the commit point. From here on an upstream
+    failure ends the stream with an error event; it cannot fail over."""
+    trace = request[REQUEST_TRACE]
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-request-id": trace.request_id,
+            **routing_headers(stream.route, stream.attempts),
+        },
+    )
+    await response.prepare(request)
+    trace.ttft = time.perf_counter() - trace.started
+    state.metrics.ttft_series(call.model.name, stream.route).observe(trace.ttft)
+    return response
 
 
 def _asks_usage(payload: dict[str, Any]) -> bool:

@@ -1,21 +1,11 @@
-"""The operations a client can ask for, and what every provider module offers."""
+"""What every provider module offers (`Operation` lives in `types.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Protocol
 
-from router.types import Headroom, Key
-
-
-class Operation(StrEnum):
-    """A client-facing API; each is served by routes whose provider speaks it natively."""
-
-    CHAT = "chat"  # OpenAI /v1/chat/completions
-    EMBEDDINGS = "embeddings"  # OpenAI /v1/embeddings
-    RESPONSES = "responses"  # OpenAI /v1/responses
-    MESSAGES = "messages"  # Anthropic /v1/messages
+from router.types import Headroom, Key, Operation
 
 
 class Provider(Protocol):

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from router.types import Headroom
+from router.types import BlockReason, Headroom
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
     remaining: float  # seconds until the scope may be used again
-    reason: str
+    reason: BlockReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class StateStore(Protocol):
         """State of each scope that has any; absent scopes are EMPTY."""
         ...
 
-    async def block(self, scope: str, seconds: float, reason: str) -> bool:
+    async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
         """Block `scope` for at least `seconds`. True when it was not blocked before."""
         ...
 

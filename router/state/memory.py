@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from router.state.base import Block, ScopeState
-from router.types import Headroom
+from router.types import BlockReason, Headroom
 
 
 @dataclass(slots=True)
 class _Entry:
     blocked_until: float = 0.0
-    block_reason: str = ""
+    block_reason: BlockReason = BlockReason.COOLDOWN  # read only while blocked
     counters: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (n, expires)
     headroom: Headroom | None = None
     headroom_at: float = 0.0
@@ -51,7 +51,7 @@ class MemoryStore:
             )
         return states
 
-    async def block(self, scope: str, seconds: float, reason: str) -> bool:
+    async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
         now = self._clock()
         entry = self._entry(scope)
         was_blocked = entry.blocked_until > now

@@ -27,12 +27,12 @@ import functools
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from router.providers import PROVIDERS, Operation
+from router.providers import PROVIDERS
 from router.translate.anthropic_litellm import AnthropicMessagesTranslator
 from router.translate.endpoints import GEMINI_API_BASE
 from router.translate.openai_litellm import OpenAIChatTranslator
 from router.translate.runtime import litellm_providers, preload, shutdown
-from router.types import Route
+from router.types import Operation, Route
 
 
 class TranslatedResponse(Protocol):
@@ -66,6 +66,15 @@ _CHAT = OpenAIChatTranslator()
 _MESSAGES = AnthropicMessagesTranslator()
 
 
+def can_serve(provider: str, operation: Operation) -> bool:
+    """Whether a key of `provider` serves `operation`: natively (byte passthrough) or
+    through litellm's translation."""
+    native = PROVIDERS.get(provider)
+    if native is not None and operation in native.operations:
+        return True
+    return translator_for(provider, operation) is not None
+
+
 @functools.cache
 def translator_for(provider: str, operation: Operation) -> Translator | None:
     """None when the provider serves the operation natively (passthrough) or not at all."""
@@ -85,6 +94,7 @@ __all__ = [
     "GEMINI_API_BASE",
     "TranslatedResponse",
     "Translator",
+    "can_serve",
     "litellm_providers",
     "preload",
     "shutdown",
