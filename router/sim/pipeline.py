@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.sim import openai_errors
 from router.sim.dialect import Dialect, ErrorReply, InvalidRequest, ModelCall, Usage, reply_pieces
 from router.sim.faults import Fault
+from router.sim.openai import errors as openai_errors
 from router.sim.state import KeyStats, RecordedRequest, SimKey, SimState
 from router.sim.streams import Ending, StreamPlan, drop_connection, hold_silent, write_stream
 from router.sim.tokens import estimate_tokens

@@ -26,14 +26,14 @@ import uuid
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.chat_request import parse_chat_request
 from router.sim.dialect import ErrorReply, FormatName, InvalidRequest, ModelCall, dumps
-from router.sim.embeddings import parse_embeddings_request
 from router.sim.faults import Fault
 from router.sim.limits import Admission, DimensionState, LimitState
-from router.sim.openai_dialects import OpenAIChat, OpenAIEmbeddings
-from router.sim.openai_wire import retry_after_headers
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIChat, OpenAIEmbeddings
+from router.sim.openai.chat import parse_chat_request
+from router.sim.openai.embeddings import parse_embeddings_request
+from router.sim.openai.wire import retry_after_headers
 
 _QUOTA_RETRY_SECONDS = 86_400
 _ACCESS_DENIED = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.sim import openai_errors
 from router.sim.dialect import InvalidRequest, ModelCall, load_object
+from router.sim.openai import errors as openai_errors
 from router.sim.tokens import estimate_prompt_tokens
 
 

@@ -16,8 +16,6 @@ import math
 import struct
 from typing import Any
 
-from router.sim import openai_errors
-from router.sim.chat_request import object_with_model
 from router.sim.dialect import (
     EmbeddingInput,
     ErrorReply,
@@ -26,6 +24,8 @@ from router.sim.dialect import (
     Usage,
     dumps,
 )
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.chat import object_with_model
 from router.sim.tokens import estimate_tokens
 
 DEFAULT_DIMENSIONS = 8

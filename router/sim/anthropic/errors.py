@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from router.sim.anthropic_limits import exhausted_requests_headers, ratelimit_headers
+from router.sim.anthropic.limits import exhausted_requests_headers, ratelimit_headers
 from router.sim.dialect import ErrorReply, dumps, named_event
 from router.sim.faults import Fault
 from router.sim.limits import Admission, LimitState

@@ -12,7 +12,7 @@ import dataclasses
 from router.sim.dialect import ErrorReply
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, DimensionState, LimitState
-from router.sim.openai_wire import (
+from router.sim.openai.wire import (
     dumps,
     ratelimit_headers,
     retry_after_headers,

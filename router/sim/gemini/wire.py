@@ -21,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import gemini_errors
 from router.sim.dialect import (
     ErrorReply,
     FormatName,
@@ -33,6 +32,7 @@ from router.sim.dialect import (
     load_object,
 )
 from router.sim.faults import Fault
+from router.sim.gemini import errors as gemini_errors
 from router.sim.limits import Admission, LimitState
 from router.sim.tokens import content_text, estimate_prompt_tokens
 

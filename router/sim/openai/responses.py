@@ -22,8 +22,6 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.chat_request import positive_int
 from router.sim.dialect import (
     FormatName,
     InvalidRequest,
@@ -34,7 +32,9 @@ from router.sim.dialect import (
     load_object,
     named_event,
 )
-from router.sim.openai_dialects import OpenAIDialect
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIDialect
+from router.sim.openai.chat import positive_int
 from router.sim.tokens import estimate_prompt_tokens
 
 

@@ -9,7 +9,7 @@ Replies are `type: "message"` objects; streams are §9.2 exactly: `message_start
 `content_block_start`, `ping`, one `content_block_delta` per word, `content_block_stop`,
 `message_delta` (stop reason, output tokens), `message_stop`, each framed
 `event: X\\ndata: {...}\\n\\n`. Every response carries `request-id`, and a limited key's
-responses carry the `anthropic-ratelimit-*` family (`anthropic_limits.py`).
+responses carry the `anthropic-ratelimit-*` family (`anthropic/limits.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import anthropic_errors
-from router.sim.anthropic_limits import ratelimit_headers
+from router.sim.anthropic import errors as anthropic_errors
+from router.sim.anthropic.limits import ratelimit_headers
 from router.sim.dialect import (
     ErrorReply,
     FormatName,
@@ -35,7 +35,7 @@ from router.sim.dialect import (
 )
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, LimitState
-from router.sim.openai_dialects import bearer
+from router.sim.openai.base import bearer
 from router.sim.tokens import content_text, estimate_prompt_tokens
 
 _ALPHABET = string.ascii_letters + string.digits

@@ -2,21 +2,21 @@
 
 Both take the key as `Authorization: Bearer`, name each response with `x-request-id`,
 send the `x-ratelimit-*` family (provider-signals.md §2.1) and the error bodies of
-`openai_errors.py` (§2.2, §2.3). `OpenAIDialect` holds what they share; the Responses API
-(`responses_wire.py`) and Azure (`azure_wire.py`) build on it too.
+`openai/errors.py` (§2.2, §2.3). `OpenAIDialect` holds what they share; the Responses API
+(`openai/responses.py`) and Azure (`openai/azure.py`) build on it too.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.chat_request import parse_chat_request
 from router.sim.dialect import ErrorReply, FormatName, ModelCall, StreamEncoder, Usage
-from router.sim.embeddings import embeddings_body, parse_embeddings_request
 from router.sim.faults import Fault
 from router.sim.limits import Admission, LimitState
-from router.sim.openai_wire import (
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.chat import parse_chat_request
+from router.sim.openai.embeddings import embeddings_body, parse_embeddings_request
+from router.sim.openai.wire import (
     SSE_DONE,
     ChunkWriter,
     completion_body,
