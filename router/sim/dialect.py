@@ -177,6 +177,15 @@ def reply_pieces(reply: str) -> list[str]:
     return _WORD.findall(reply)
 
 
+def bearer(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer ...` (OpenAI, and Anthropic's SDK), or None."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 def named_event(event: str, data: Any) -> bytes:
     """`event: X\\ndata: {...}\\n\\n`, the framing of Anthropic and the Responses API."""
     return f"event: {event}\n".encode() + b"data: " + dumps(data) + b"\n\n"

@@ -1,6 +1,6 @@
 """The simulator's aiohttp app: every wire format on one port, by path, plus `/_sim` control.
 
-- `POST /v1/chat/completions`, `/v1/embeddings`: `openai/base.py`
+- `POST /v1/chat/completions`, `/v1/embeddings`: `openai/chat.py`, `openai/embeddings.py`
 - `POST /v1/responses`: `openai/responses.py` (`OpenAIResponses`)
 - `POST /v1/messages`: `anthropic/wire.py` (`AnthropicMessages`)
 - `POST /openai/deployments/{deployment}/chat/completions`, `.../embeddings`:
@@ -16,12 +16,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from router.sim.anthropic.wire import AnthropicMessages
-from router.sim.dialect import Dialect
+from router.sim.dialect import Dialect, bearer
 from router.sim.faults import Fault
 from router.sim.gemini.wire import GeminiGenerate
 from router.sim.openai import errors as openai_errors
 from router.sim.openai.azure import AzureChat, AzureEmbeddings
-from router.sim.openai.base import OpenAIChat, OpenAIEmbeddings, bearer
+from router.sim.openai.chat import OpenAIChat
+from router.sim.openai.embeddings import OpenAIEmbeddings
 from router.sim.openai.responses import OpenAIResponses
 from router.sim.openai.wire import models_list, new_request_id
 from router.sim.pipeline import JSON, ModelEndpoint, error_response

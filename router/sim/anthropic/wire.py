@@ -29,13 +29,13 @@ from router.sim.dialect import (
     ModelCall,
     StreamEncoder,
     Usage,
+    bearer,
     dumps,
     load_object,
     named_event,
 )
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, LimitState
-from router.sim.openai.base import bearer
 from router.sim.tokens import content_text, estimate_prompt_tokens
 
 _ALPHABET = string.ascii_letters + string.digits

@@ -30,9 +30,8 @@ from router.sim.dialect import ErrorReply, FormatName, InvalidRequest, ModelCall
 from router.sim.faults import Fault
 from router.sim.limits import Admission, DimensionState, LimitState
 from router.sim.openai import errors as openai_errors
-from router.sim.openai.base import OpenAIChat, OpenAIEmbeddings
-from router.sim.openai.chat import parse_chat_request
-from router.sim.openai.embeddings import parse_embeddings_request
+from router.sim.openai.chat import OpenAIChat, parse_chat_request
+from router.sim.openai.embeddings import OpenAIEmbeddings, parse_embeddings_request
 from router.sim.openai.wire import retry_after_headers
 
 _QUOTA_RETRY_SECONDS = 86_400
