@@ -28,13 +28,14 @@ renders them as its provider does (OpenAI 503, Anthropic 529 `overloaded_error`,
 503 `UNAVAILABLE`).
 
 The engine, shared by every format: `faults` (the Fault script), `limits` (token
-buckets), `tokens` (estimates), `dialect` (the contract each format implements),
+buckets), `tokens` (estimates), `wire_format` (the contract each format implements),
 `pipeline` (one request, any format), `streams` (SSE writing), `state`, `server` (aiohttp
 app, routes), `provider` (this facade), `__main__` (CLI).
 
-One package per provider, each with its `wire` format and its `errors`:
-`openai/` (`wire`, `errors`, `base`, `chat`, `embeddings`, `responses`, `azure`),
-`anthropic/` (`wire`, `errors`, `limits`), `gemini/` (`wire`, `errors`).
+One package per provider: `openai/` (`wire`: bodies, chunks and headers; `errors`;
+`base`: what the OpenAI-shaped formats share; one module per endpoint: `chat`,
+`embeddings`, `responses`, `azure`), `anthropic/` (`wire`, `errors`, `limits`: its
+rate-limit headers), `gemini/` (`wire`, `errors`).
 """
 
 from router.sim.faults import Fault

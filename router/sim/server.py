@@ -16,7 +16,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from router.sim.anthropic.wire import AnthropicMessages
-from router.sim.dialect import Dialect, bearer
 from router.sim.faults import Fault
 from router.sim.gemini.wire import GeminiGenerate
 from router.sim.openai import errors as openai_errors
@@ -27,12 +26,13 @@ from router.sim.openai.responses import OpenAIResponses
 from router.sim.openai.wire import models_list, new_request_id
 from router.sim.pipeline import JSON, ModelEndpoint, error_response
 from router.sim.state import RecordedRequest, SimState
+from router.sim.wire_format import WireFormat, bearer
 
 _GEMINI_VERSIONS = ("v1beta", "v1")
 
-# Model endpoints: (path, dialect). Gemini's method rides on the model segment after a
+# Model endpoints: (path, wire format). Gemini's method rides on the model segment after a
 # colon (`models/gemini-2.0-flash:streamGenerateContent`), as in Google's REST API.
-_ROUTES: tuple[tuple[str, Dialect], ...] = (
+_ROUTES: tuple[tuple[str, WireFormat], ...] = (
     ("/v1/chat/completions", OpenAIChat()),
     ("/v1/embeddings", OpenAIEmbeddings()),
     ("/v1/responses", OpenAIResponses()),
@@ -110,8 +110,8 @@ def build_app(state: SimState) -> web.Application:
     control = SimControl(state)
     app = web.Application()
     app.on_shutdown.append(control.on_shutdown)
-    for path, dialect in _ROUTES:
-        app.router.add_post(path, ModelEndpoint(state, dialect, control.shutting_down).handle)
+    for path, wire in _ROUTES:
+        app.router.add_post(path, ModelEndpoint(state, wire, control.shutting_down).handle)
     app.router.add_get("/v1/models", control.models)
     app.router.add_post("/_sim/faults", control.post_faults)
     app.router.add_delete("/_sim/faults", control.delete_faults)

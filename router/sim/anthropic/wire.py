@@ -1,4 +1,4 @@
-"""Anthropic Messages (`POST /v1/messages`) as a `Dialect`.
+"""Anthropic Messages (`POST /v1/messages`) as a `WireFormat`.
 
 Key: `x-api-key`, or `Authorization: Bearer` as anthropic-sdk-python 2.12 sends it
 (litellm-notes.md); both are accepted. `anthropic-version` is recorded with the other
@@ -22,7 +22,10 @@ from aiohttp import web
 
 from router.sim.anthropic import errors as anthropic_errors
 from router.sim.anthropic.limits import ratelimit_headers
-from router.sim.dialect import (
+from router.sim.faults import Fault
+from router.sim.limits import NO_LIMITS, Admission, LimitState
+from router.sim.tokens import content_text, estimate_prompt_tokens
+from router.sim.wire_format import (
     ErrorReply,
     FormatName,
     InvalidRequest,
@@ -34,9 +37,6 @@ from router.sim.dialect import (
     load_object,
     named_event,
 )
-from router.sim.faults import Fault
-from router.sim.limits import NO_LIMITS, Admission, LimitState
-from router.sim.tokens import content_text, estimate_prompt_tokens
 
 _ALPHABET = string.ascii_letters + string.digits
 

@@ -1,4 +1,4 @@
-"""What OpenAI's endpoints share, as the `OpenAIDialect` base of their `Dialect`s.
+"""What OpenAI's endpoints share, as the `OpenAIWireFormat` base of their `WireFormat`s.
 
 Chat (`openai/chat.py`), embeddings (`openai/embeddings.py`) and the Responses API
 (`openai/responses.py`) take the key as `Authorization: Bearer`, name each response with
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from router.sim.dialect import ErrorReply, FormatName, ModelCall, bearer
 from router.sim.faults import Fault
 from router.sim.limits import Admission, LimitState
 from router.sim.openai import errors as openai_errors
 from router.sim.openai.wire import new_request_id, ratelimit_headers
+from router.sim.wire_format import ErrorReply, FormatName, ModelCall, bearer
 
 
-class OpenAIDialect:
+class OpenAIWireFormat:
     """Bearer keys, `x-request-id`, `x-ratelimit-*` and OpenAI error bodies."""
 
     name: FormatName

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions (`POST /v1/chat/completions`) as a `Dialect`.
+"""OpenAI Chat Completions (`POST /v1/chat/completions`) as a `WireFormat`.
 
 The body is parsed into the few facts the simulator needs. Validation failures raise
 `InvalidRequest` carrying the 400 body OpenAI sends for that mistake, so the router sees
@@ -13,7 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim.dialect import (
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIWireFormat
+from router.sim.openai.wire import SSE_DONE, ChunkWriter, completion_body, new_completion_id
+from router.sim.tokens import estimate_prompt_tokens
+from router.sim.wire_format import (
     FormatName,
     InvalidRequest,
     ModelCall,
@@ -21,10 +25,6 @@ from router.sim.dialect import (
     Usage,
     load_object,
 )
-from router.sim.openai import errors as openai_errors
-from router.sim.openai.base import OpenAIDialect
-from router.sim.openai.wire import SSE_DONE, ChunkWriter, completion_body, new_completion_id
-from router.sim.tokens import estimate_prompt_tokens
 
 
 def object_with_model(body: bytes, deployment: str | None) -> tuple[dict[str, Any], str]:
@@ -102,7 +102,7 @@ class ChatStream:
         return openai_errors.stream_error_event()
 
 
-class OpenAIChat(OpenAIDialect):
+class OpenAIChat(OpenAIWireFormat):
     name: FormatName = "openai_chat"
 
     def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:

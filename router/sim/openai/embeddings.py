@@ -1,4 +1,4 @@
-"""OpenAI embeddings (`POST /v1/embeddings`, Azure's `/embeddings`) as a `Dialect`.
+"""OpenAI embeddings (`POST /v1/embeddings`, Azure's `/embeddings`) as a `WireFormat`.
 
 Vectors are deterministic: a hash of (model, text) spread over `dimensions` floats (8
 unless the request asks for more) and scaled to unit length, as OpenAI's are. The
@@ -18,7 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim.dialect import (
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIWireFormat
+from router.sim.openai.chat import object_with_model
+from router.sim.tokens import estimate_tokens
+from router.sim.wire_format import (
     EmbeddingInput,
     ErrorReply,
     FormatName,
@@ -28,10 +32,6 @@ from router.sim.dialect import (
     Usage,
     dumps,
 )
-from router.sim.openai import errors as openai_errors
-from router.sim.openai.base import OpenAIDialect
-from router.sim.openai.chat import object_with_model
-from router.sim.tokens import estimate_tokens
 
 DEFAULT_DIMENSIONS = 8
 MAX_DIMENSIONS = 3072
@@ -134,7 +134,7 @@ def embeddings_body(call: ModelCall, usage: Usage) -> bytes:
     )
 
 
-class OpenAIEmbeddings(OpenAIDialect):
+class OpenAIEmbeddings(OpenAIWireFormat):
     name: FormatName = "openai_embeddings"
 
     def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:
