@@ -23,7 +23,7 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey, SimProvider
-from router.sim.openai_wire import go_duration
+from router.sim.openai.wire import go_duration
 from tests.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(20)

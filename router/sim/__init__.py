@@ -27,12 +27,15 @@ key and shared by every format. Faults are semantic (`Fault.overloaded()`); each
 renders them as its provider does (OpenAI 503, Anthropic 529 `overloaded_error`, Gemini
 503 `UNAVAILABLE`).
 
-Modules: `faults` (the Fault script), `limits` (token buckets), `tokens` (estimates),
-`dialect` (the contract each format implements), `pipeline` (one request, any format),
-`streams` (SSE writing), `chat_request`, `openai_wire`, `openai_errors`,
-`openai_dialects`, `embeddings`, `responses_wire`, `anthropic_wire`, `anthropic_errors`,
-`anthropic_limits`, `azure_wire`, `gemini_wire`, `gemini_errors`, `state`, `server`
-(aiohttp app, routes), `provider` (this facade), `__main__` (CLI).
+The engine, shared by every format: `faults` (the Fault script), `limits` (token
+buckets), `tokens` (estimates), `wire_format` (the contract each format implements),
+`pipeline` (one request, any format), `streams` (SSE writing), `state`, `server` (aiohttp
+app, routes), `provider` (this facade), `__main__` (CLI).
+
+One package per provider: `openai/` (`wire`: bodies, chunks and headers; `errors`;
+`base`: what the OpenAI-shaped formats share; one module per endpoint: `chat`,
+`embeddings`, `responses`, `azure`), `anthropic/` (`wire`, `errors`, `limits`: its
+rate-limit headers), `gemini/` (`wire`, `errors`).
 """
 
 from router.sim.faults import Fault

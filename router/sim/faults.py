@@ -2,8 +2,8 @@
 
 A `Fault` is a frozen value naming a `kind` plus that kind's parameters. Each constructor names
 one semantic failure from provider-signals.md; the bytes on the wire depend on the endpoint
-the request came to (`openai_errors.py`, `anthropic_errors.py`, `azure_wire.py`,
-`gemini_errors.py`, and each format's stream encoder), so `Fault.overloaded()` is OpenAI's
+the request came to (`openai/errors.py`, `anthropic/errors.py`, `openai/azure.py`,
+`gemini/errors.py`, and each format's stream encoder), so `Fault.overloaded()` is OpenAI's
 503, Anthropic's 529 and Gemini's 503 UNAVAILABLE. `status` is the OpenAI status.
 `to_dict`/`from_dict` let another process (the demo, the bench) script faults through
 `POST /_sim/faults`.

@@ -1,6 +1,6 @@
 """One model request, whatever its wire format: the order of events every endpoint shares.
 
-Authenticate the key the dialect finds, record the request, parse the body, then either
+Authenticate the key the wire format finds, record the request, parse the body, then either
 play the next scripted fault for that key or ask the key's buckets for admission and
 answer. Keys, buckets, fault scripts and stats are per key and shared by every format, so
 a key's RPM drains the same whether it is spent on `/v1/chat/completions` or
@@ -16,12 +16,19 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.dialect import Dialect, ErrorReply, InvalidRequest, ModelCall, Usage, reply_pieces
 from router.sim.faults import Fault
+from router.sim.openai import errors as openai_errors
 from router.sim.state import KeyStats, RecordedRequest, SimKey, SimState
 from router.sim.streams import Ending, StreamPlan, drop_connection, hold_silent, write_stream
 from router.sim.tokens import estimate_tokens
+from router.sim.wire_format import (
+    ErrorReply,
+    InvalidRequest,
+    ModelCall,
+    Usage,
+    WireFormat,
+    reply_pieces,
+)
 
 JSON = "application/json"
 
@@ -45,27 +52,27 @@ class _Answer:
 
 
 class ModelEndpoint:
-    """The aiohttp handler for one dialect's model endpoint over the shared `SimState`."""
+    """The aiohttp handler for one wire format's model endpoint over the shared `SimState`."""
 
     def __init__(
-        self, state: SimState, dialect: Dialect, shutting_down: Callable[[], bool]
+        self, state: SimState, wire: WireFormat, shutting_down: Callable[[], bool]
     ) -> None:
         self._state = state
-        self._dialect = dialect
+        self._wire = wire
         self._shutting_down = shutting_down
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        dialect = self._dialect
-        presented = dialect.presented_key(request)
+        wire = self._wire
+        presented = wire.presented_key(request)
         key = self._state.by_api_key.get(presented) if presented else None
         self._record(request, key, body)
-        request_id = dialect.new_request_id()
+        request_id = wire.new_request_id()
         if key is None:
-            reply = dialect.unknown_key(presented, request_id)
-            return error_response(reply, dialect.id_headers(request_id))
+            reply = wire.unknown_key(presented, request_id)
+            return error_response(reply, wire.id_headers(request_id))
         stats = self._state.stats[key.name]
-        stats.count_request(dialect.name)
+        stats.count_request(wire.name)
         try:
             return await self._for_key(request, key, body, request_id, stats)
         except asyncio.CancelledError:
@@ -82,22 +89,22 @@ class ModelEndpoint:
                 headers,
                 body,
                 query=request.query_string,
-                format=self._dialect.name,
+                format=self._wire.name,
             )
         )
 
     async def _for_key(
         self, request: web.Request, key: SimKey, body: bytes, request_id: str, stats: KeyStats
     ) -> web.StreamResponse:
-        state, dialect = self._state, self._dialect
+        state, wire = self._state, self._wire
         limits = state.limits[key.name]
-        id_headers = dialect.id_headers(request_id)
+        id_headers = wire.id_headers(request_id)
         try:
             if key.refuses_stream_options and b'"stream_options"' in body:
                 raise InvalidRequest(openai_errors.unrecognized_argument("stream_options"))
-            call = dialect.parse(request, body, request_id)
+            call = wire.parse(request, body, request_id)
         except InvalidRequest as exc:
-            headers = dialect.limit_headers(limits.state(state.now())) | id_headers
+            headers = wire.limit_headers(limits.state(state.now())) | id_headers
             return await self._reject(key, stats, exc.reply, headers)
         fault = state.queues[key.name].pop()
         text = key.reply_for(call.model) if call.generates else ""
@@ -106,17 +113,17 @@ class ModelEndpoint:
             needed = call.prompt_tokens + (call.max_tokens or usage.completion_tokens)
             admission = limits.admit(needed, state.now())
             if not admission.admitted:
-                reply = dialect.rate_limited(admission, call, request_id)
+                reply = wire.rate_limited(admission, call, request_id)
                 return await self._reject(key, stats, reply, id_headers)
-            headers = dialect.limit_headers(admission.state)
+            headers = wire.limit_headers(admission.state)
         else:
             limit_state = limits.state(state.now())
             if fault.is_error_reply:
-                reply = dialect.fault_reply(
+                reply = wire.fault_reply(
                     fault, call, api_key=key.api_key, request_id=request_id, state=limit_state
                 )
                 return await self._reject(key, stats, reply, id_headers)
-            headers = dialect.limit_headers(limit_state)
+            headers = wire.limit_headers(limit_state)
             if fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)
         headers |= id_headers
@@ -148,10 +155,10 @@ class ModelEndpoint:
             await hold_silent(request, stats, self._shutting_down)
             return web.Response()
         if kind == "stream_error":
-            reply = self._dialect.stream_failure(answer.call, answer.request_id)
+            reply = self._wire.stream_failure(answer.call, answer.request_id)
             stats.rejected += 1
             return error_response(reply, answer.headers)
-        body = self._dialect.body(answer.call, answer.text, answer.usage)
+        body = self._wire.body(answer.call, answer.text, answer.usage)
         stats.served += 1
         return web.Response(body=body, content_type=JSON, headers=answer.headers)
 
@@ -162,7 +169,7 @@ class ModelEndpoint:
         if fault is not None and fault.kind == "hang":
             await hold_silent(request, stats, self._shutting_down)
             return web.Response()
-        encoder = self._dialect.encoder(answer.call, answer.text, answer.usage)
+        encoder = self._wire.encoder(answer.call, answer.text, answer.usage)
         plan = StreamPlan(
             pieces=reply_pieces(answer.text),
             chunk_delay=key.chunk_delay,

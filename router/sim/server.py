@@ -1,11 +1,12 @@
 """The simulator's aiohttp app: every wire format on one port, by path, plus `/_sim` control.
 
-- `POST /v1/chat/completions`, `/v1/embeddings`: `openai_dialects`
-- `POST /v1/responses`: `responses_wire.OpenAIResponses`
-- `POST /v1/messages`: `anthropic_wire.AnthropicMessages`
-- `POST /openai/deployments/{deployment}/chat/completions`, `.../embeddings`: `azure_wire`
+- `POST /v1/chat/completions`, `/v1/embeddings`: `openai/chat.py`, `openai/embeddings.py`
+- `POST /v1/responses`: `openai/responses.py` (`OpenAIResponses`)
+- `POST /v1/messages`: `anthropic/wire.py` (`AnthropicMessages`)
+- `POST /openai/deployments/{deployment}/chat/completions`, `.../embeddings`:
+  `openai/azure.py`
 - `POST /{v1beta,v1}/models/{model}:generateContent`, `:streamGenerateContent`:
-  `gemini_wire.GeminiGenerate`
+  `gemini/wire.py` (`GeminiGenerate`)
 
 Each model path runs the same `pipeline.ModelEndpoint` over the one `SimState`.
 """
@@ -14,23 +15,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.anthropic_wire import AnthropicMessages
-from router.sim.azure_wire import AzureChat, AzureEmbeddings
-from router.sim.dialect import Dialect
+from router.sim.anthropic.wire import AnthropicMessages
 from router.sim.faults import Fault
-from router.sim.gemini_wire import GeminiGenerate
-from router.sim.openai_dialects import OpenAIChat, OpenAIEmbeddings, bearer
-from router.sim.openai_wire import models_list, new_request_id
+from router.sim.gemini.wire import GeminiGenerate
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.azure import AzureChat, AzureEmbeddings
+from router.sim.openai.chat import OpenAIChat
+from router.sim.openai.embeddings import OpenAIEmbeddings
+from router.sim.openai.responses import OpenAIResponses
+from router.sim.openai.wire import models_list, new_request_id
 from router.sim.pipeline import JSON, ModelEndpoint, error_response
-from router.sim.responses_wire import OpenAIResponses
 from router.sim.state import RecordedRequest, SimState
+from router.sim.wire_format import WireFormat, bearer
 
 _GEMINI_VERSIONS = ("v1beta", "v1")
 
-# Model endpoints: (path, dialect). Gemini's method rides on the model segment after a
+# Model endpoints: (path, wire format). Gemini's method rides on the model segment after a
 # colon (`models/gemini-2.0-flash:streamGenerateContent`), as in Google's REST API.
-_ROUTES: tuple[tuple[str, Dialect], ...] = (
+_ROUTES: tuple[tuple[str, WireFormat], ...] = (
     ("/v1/chat/completions", OpenAIChat()),
     ("/v1/embeddings", OpenAIEmbeddings()),
     ("/v1/responses", OpenAIResponses()),
@@ -108,8 +110,8 @@ def build_app(state: SimState) -> web.Application:
     control = SimControl(state)
     app = web.Application()
     app.on_shutdown.append(control.on_shutdown)
-    for path, dialect in _ROUTES:
-        app.router.add_post(path, ModelEndpoint(state, dialect, control.shutting_down).handle)
+    for path, wire in _ROUTES:
+        app.router.add_post(path, ModelEndpoint(state, wire, control.shutting_down).handle)
     app.router.add_get("/v1/models", control.models)
     app.router.add_post("/_sim/faults", control.post_faults)
     app.router.add_delete("/_sim/faults", control.delete_faults)

@@ -47,7 +47,7 @@ class KeyStats:
     heads sent with status 200 and non-200; `cancelled` counts requests whose client went
     away before the response finished; `dropped` counts connections the simulator itself
     closed mid-response (`stream_cut`, or shutdown during `hang`/`stream_stall`).
-    `by_format` splits `requests` by endpoint family (`dialect.FormatName`: "openai_chat",
+    `by_format` splits `requests` by endpoint family (`wire_format.FormatName`: "openai_chat",
     "openai_embeddings", "openai_responses", "anthropic", "azure_chat",
     "azure_embeddings", "gemini"); a format never used has no entry.
     """

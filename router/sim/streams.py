@@ -2,7 +2,7 @@
 
 Every event is written with its own `await resp.write(...)` so that a client sees chunks
 arrive one by one, the way a real upstream delivers them (provider-signals.md §9). What
-the events say is the dialect's `StreamEncoder`; how many of them go out is the plan's.
+the events say is the wire format's `StreamEncoder`; how many of them go out is the plan's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from router.sim.dialect import StreamEncoder
 from router.sim.state import KeyStats
+from router.sim.wire_format import StreamEncoder
 
 # How a stream ends: `done` is the healthy ending (the encoder's closing events, e.g.
 # finish chunk, optional usage, [DONE]); `cut` closes the TCP connection without them;

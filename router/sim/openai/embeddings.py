@@ -1,4 +1,4 @@
-"""OpenAI embeddings wire format (`POST /v1/embeddings`, Azure's `/embeddings`).
+"""OpenAI embeddings (`POST /v1/embeddings`, Azure's `/embeddings`) as a `WireFormat`.
 
 Vectors are deterministic: a hash of (model, text) spread over `dimensions` floats (8
 unless the request asks for more) and scaled to unit length, as OpenAI's are. The
@@ -16,17 +16,22 @@ import math
 import struct
 from typing import Any
 
-from router.sim import openai_errors
-from router.sim.chat_request import object_with_model
-from router.sim.dialect import (
+from aiohttp import web
+
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIWireFormat
+from router.sim.openai.chat import object_with_model
+from router.sim.tokens import estimate_tokens
+from router.sim.wire_format import (
     EmbeddingInput,
     ErrorReply,
+    FormatName,
     InvalidRequest,
     ModelCall,
+    StreamEncoder,
     Usage,
     dumps,
 )
-from router.sim.tokens import estimate_tokens
 
 DEFAULT_DIMENSIONS = 8
 MAX_DIMENSIONS = 3072
@@ -127,3 +132,16 @@ def embeddings_body(call: ModelCall, usage: Usage) -> bytes:
             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
         }
     )
+
+
+class OpenAIEmbeddings(OpenAIWireFormat):
+    name: FormatName = "openai_embeddings"
+
+    def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:
+        return parse_embeddings_request(body)
+
+    def body(self, call: ModelCall, text: str, usage: Usage) -> bytes:
+        return embeddings_body(call, usage)
+
+    def encoder(self, call: ModelCall, text: str, usage: Usage) -> StreamEncoder:
+        raise TypeError("embeddings are never streamed")

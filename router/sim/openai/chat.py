@@ -1,17 +1,30 @@
-"""Parse a `POST /v1/chat/completions` body into the few facts the simulator needs.
+"""OpenAI Chat Completions (`POST /v1/chat/completions`) as a `WireFormat`.
 
-Validation failures raise `InvalidRequest` carrying the 400 body OpenAI sends for that
-mistake, so the router sees the same caller-fault signal it would see upstream. Azure's
-deployments endpoint takes the same body, except that the deployment names the model.
+The body is parsed into the few facts the simulator needs. Validation failures raise
+`InvalidRequest` carrying the 400 body OpenAI sends for that mistake, so the router sees
+the same caller-fault signal it would see upstream. Azure's deployments endpoint takes the
+same body, except that the deployment names the model. Replies and chunks are built in
+`openai/wire.py`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from router.sim import openai_errors
-from router.sim.dialect import InvalidRequest, ModelCall, load_object
+from aiohttp import web
+
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIWireFormat
+from router.sim.openai.wire import SSE_DONE, ChunkWriter, completion_body, new_completion_id
 from router.sim.tokens import estimate_prompt_tokens
+from router.sim.wire_format import (
+    FormatName,
+    InvalidRequest,
+    ModelCall,
+    StreamEncoder,
+    Usage,
+    load_object,
+)
 
 
 def object_with_model(body: bytes, deployment: str | None) -> tuple[dict[str, Any], str]:
@@ -60,3 +73,43 @@ def positive_int(data: dict[str, Any], names: tuple[str, ...]) -> int | None:
             raise InvalidRequest(openai_errors.below_min(name, value))
         return value
     return None
+
+
+class ChatStream:
+    """Chat Completions SSE (§9.1): role chunk, one chunk per word, finish, [DONE]."""
+
+    __slots__ = ("_chunks", "_usage")
+
+    def __init__(self, call: ModelCall, usage: Usage) -> None:
+        self._chunks = ChunkWriter(
+            new_completion_id(), call.model, include_usage=call.include_usage
+        )
+        self._usage = usage
+
+    def opening(self) -> list[bytes]:
+        return [self._chunks.role()]
+
+    def content(self, piece: str) -> bytes:
+        return self._chunks.content(piece)
+
+    def closing(self) -> list[bytes]:
+        events = [self._chunks.finish()]
+        if self._chunks.include_usage:
+            events.append(self._chunks.usage(self._usage))
+        return [*events, SSE_DONE]
+
+    def error(self) -> bytes:
+        return openai_errors.stream_error_event()
+
+
+class OpenAIChat(OpenAIWireFormat):
+    name: FormatName = "openai_chat"
+
+    def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:
+        return parse_chat_request(body)
+
+    def body(self, call: ModelCall, text: str, usage: Usage) -> bytes:
+        return completion_body(new_completion_id(), call.model, text, usage)
+
+    def encoder(self, call: ModelCall, text: str, usage: Usage) -> StreamEncoder:
+        return ChatStream(call, usage)

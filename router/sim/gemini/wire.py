@@ -1,4 +1,4 @@
-"""Gemini (AI Studio) `generateContent` / `streamGenerateContent` as a `Dialect`.
+"""Gemini (AI Studio) `generateContent` / `streamGenerateContent` as a `WireFormat`.
 
 `POST /v1beta/models/{model}:generateContent` answers a `GenerateContentResponse`;
 `:streamGenerateContent?alt=sse` answers the same objects as SSE, one per word, the last
@@ -21,8 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import gemini_errors
-from router.sim.dialect import (
+from router.sim.faults import Fault
+from router.sim.gemini import errors as gemini_errors
+from router.sim.limits import Admission, LimitState
+from router.sim.tokens import content_text, estimate_prompt_tokens
+from router.sim.wire_format import (
     ErrorReply,
     FormatName,
     InvalidRequest,
@@ -32,9 +35,6 @@ from router.sim.dialect import (
     dumps,
     load_object,
 )
-from router.sim.faults import Fault
-from router.sim.limits import Admission, LimitState
-from router.sim.tokens import content_text, estimate_prompt_tokens
 
 _ALPHABET = string.ascii_letters + string.digits
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from router.sim.dialect import ErrorReply, dumps
 from router.sim.faults import Fault
 from router.sim.limits import Admission
+from router.sim.wire_format import ErrorReply, dumps
 
 _TYPE = "type.googleapis.com/google.rpc."
 _RATE_LIMITS_URL = "https://ai.google.dev/gemini-api/docs/rate-limits"

@@ -1,9 +1,9 @@
 """The contract between the request pipeline (`pipeline.py`) and one wire format.
 
-A `Dialect` is one provider endpoint's way of speaking: where the key is, what a valid
+A `WireFormat` is one provider endpoint's way of speaking: where the key is, what a valid
 body is, how an error, a rate-limit header, a reply and a stream look. The pipeline owns
 the order of events (authenticate, record, parse, fault or admission, answer) and the
-shared state; each dialect only turns semantic facts into that provider's bytes, so a
+shared state; each wire format only turns semantic facts into that provider's bytes, so a
 `Fault.overloaded()` is a 503 on OpenAI, a 529 `overloaded_error` on Anthropic and a 503
 `UNAVAILABLE` on Gemini.
 """
@@ -60,7 +60,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict[str, int]:
-        """OpenAI's `usage` object; other dialects rename the fields themselves."""
+        """OpenAI's `usage` object; other formats rename the fields themselves."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -118,7 +118,7 @@ class StreamEncoder(Protocol):
         ...
 
 
-class Dialect(Protocol):
+class WireFormat(Protocol):
     """One endpoint's wire format. Methods are pure: no state, no I/O."""
 
     @property
@@ -175,6 +175,15 @@ def load_object(body: bytes) -> dict[str, Any] | None:
 def reply_pieces(reply: str) -> list[str]:
     """The reply split one word per chunk, leading space attached as tokens carry it."""
     return _WORD.findall(reply)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer ...` (OpenAI, and Anthropic's SDK), or None."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def named_event(event: str, data: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""Azure OpenAI's deployment endpoints as `Dialect`s (provider-signals.md §3).
+"""Azure OpenAI's deployment endpoints as `WireFormat`s (provider-signals.md §3).
 
 `POST /openai/deployments/{deployment}/chat/completions?api-version=...` (and
 `/embeddings`) take OpenAI's bodies; the deployment names the model, and replies echo it
@@ -26,14 +26,13 @@ import uuid
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.chat_request import parse_chat_request
-from router.sim.dialect import ErrorReply, FormatName, InvalidRequest, ModelCall, dumps
-from router.sim.embeddings import parse_embeddings_request
 from router.sim.faults import Fault
 from router.sim.limits import Admission, DimensionState, LimitState
-from router.sim.openai_dialects import OpenAIChat, OpenAIEmbeddings
-from router.sim.openai_wire import retry_after_headers
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.chat import OpenAIChat, parse_chat_request
+from router.sim.openai.embeddings import OpenAIEmbeddings, parse_embeddings_request
+from router.sim.openai.wire import retry_after_headers
+from router.sim.wire_format import ErrorReply, FormatName, InvalidRequest, ModelCall, dumps
 
 _QUOTA_RETRY_SECONDS = 86_400
 _ACCESS_DENIED = (
@@ -80,7 +79,7 @@ def throttled(
 
 
 class _AzureDeployment:
-    """Mixed in before an OpenAI dialect: Azure's key, ids, headers and error bodies."""
+    """Mixed in before an OpenAI wire format: Azure's key, ids, headers and error bodies."""
 
     operation: str
 

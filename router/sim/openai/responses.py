@@ -1,6 +1,6 @@
-"""OpenAI's Responses API (`POST /v1/responses`) as a `Dialect`.
+"""OpenAI's Responses API (`POST /v1/responses`) as a `WireFormat`.
 
-Auth, headers and error bodies are OpenAI's (`OpenAIDialect`). The reply is a `response`
+Auth, headers and error bodies are OpenAI's (`OpenAIWireFormat`). The reply is a `response`
 object carrying every field openai-python 2.x's `Response` model requires
 (`types/responses/response.py`: id, created_at, model, object, output,
 parallel_tool_calls, tool_choice, tools), so `response.output_text` gives the reply.
@@ -22,9 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import openai_errors
-from router.sim.chat_request import positive_int
-from router.sim.dialect import (
+from router.sim.openai import errors as openai_errors
+from router.sim.openai.base import OpenAIWireFormat
+from router.sim.openai.chat import positive_int
+from router.sim.tokens import estimate_prompt_tokens
+from router.sim.wire_format import (
     FormatName,
     InvalidRequest,
     ModelCall,
@@ -34,8 +36,6 @@ from router.sim.dialect import (
     load_object,
     named_event,
 )
-from router.sim.openai_dialects import OpenAIDialect
-from router.sim.tokens import estimate_prompt_tokens
 
 
 def parse_responses_request(body: bytes) -> ModelCall:
@@ -180,7 +180,7 @@ class ResponseStream:
         return self._event("error", code="server_error", message=message, param=None)
 
 
-class OpenAIResponses(OpenAIDialect):
+class OpenAIResponses(OpenAIWireFormat):
     name: FormatName = "openai_responses"
 
     def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:

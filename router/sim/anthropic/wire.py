@@ -1,4 +1,4 @@
-"""Anthropic Messages (`POST /v1/messages`) as a `Dialect`.
+"""Anthropic Messages (`POST /v1/messages`) as a `WireFormat`.
 
 Key: `x-api-key`, or `Authorization: Bearer` as anthropic-sdk-python 2.12 sends it
 (litellm-notes.md); both are accepted. `anthropic-version` is recorded with the other
@@ -9,7 +9,7 @@ Replies are `type: "message"` objects; streams are §9.2 exactly: `message_start
 `content_block_start`, `ping`, one `content_block_delta` per word, `content_block_stop`,
 `message_delta` (stop reason, output tokens), `message_stop`, each framed
 `event: X\\ndata: {...}\\n\\n`. Every response carries `request-id`, and a limited key's
-responses carry the `anthropic-ratelimit-*` family (`anthropic_limits.py`).
+responses carry the `anthropic-ratelimit-*` family (`anthropic/limits.py`).
 """
 
 from __future__ import annotations
@@ -20,23 +20,23 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import anthropic_errors
-from router.sim.anthropic_limits import ratelimit_headers
-from router.sim.dialect import (
+from router.sim.anthropic import errors as anthropic_errors
+from router.sim.anthropic.limits import ratelimit_headers
+from router.sim.faults import Fault
+from router.sim.limits import NO_LIMITS, Admission, LimitState
+from router.sim.tokens import content_text, estimate_prompt_tokens
+from router.sim.wire_format import (
     ErrorReply,
     FormatName,
     InvalidRequest,
     ModelCall,
     StreamEncoder,
     Usage,
+    bearer,
     dumps,
     load_object,
     named_event,
 )
-from router.sim.faults import Fault
-from router.sim.limits import NO_LIMITS, Admission, LimitState
-from router.sim.openai_dialects import bearer
-from router.sim.tokens import content_text, estimate_prompt_tokens
 
 _ALPHABET = string.ascii_letters + string.digits
 

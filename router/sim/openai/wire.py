@@ -12,8 +12,8 @@ import secrets
 import time
 from typing import Any
 
-from router.sim.dialect import Usage, dumps
 from router.sim.limits import DimensionState, LimitState
+from router.sim.wire_format import Usage, dumps
 
 SSE_DONE = b"data: [DONE]\n\n"
 

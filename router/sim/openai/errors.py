@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from router.sim.dialect import ErrorReply
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, DimensionState, LimitState
-from router.sim.openai_wire import (
+from router.sim.openai.wire import (
     dumps,
     ratelimit_headers,
     retry_after_headers,
     sse_event,
     try_again_text,
 )
+from router.sim.wire_format import ErrorReply
 
 _ORG = "org-sim"
 _LIMITS_URL = "Visit https://platform.openai.com/account/rate-limits to learn more."

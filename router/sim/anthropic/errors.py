@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
-from router.sim.anthropic_limits import exhausted_requests_headers, ratelimit_headers
-from router.sim.dialect import ErrorReply, dumps, named_event
+from router.sim.anthropic.limits import exhausted_requests_headers, ratelimit_headers
 from router.sim.faults import Fault
 from router.sim.limits import Admission, LimitState
+from router.sim.wire_format import ErrorReply, dumps, named_event
 
 _RATE_LIMITS_URL = "https://docs.claude.com/en/api/rate-limits"
 _ORG = "00000000-0000-4000-8000-000000000000"

@@ -1,0 +1,1 @@
+"""Anthropic Messages wire format: requests, replies, errors and rate-limit headers."""

@@ -1,0 +1,1 @@
+"""Gemini (AI Studio) wire format: generateContent, its stream and Google errors."""

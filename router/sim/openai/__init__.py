@@ -1,0 +1,1 @@
+"""OpenAI wire formats: chat, embeddings, the Responses API, and Azure OpenAI on top."""
