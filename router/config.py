@@ -39,7 +39,7 @@ from router.types import (
     Timeouts,
 )
 
-__all__ = ["format_route_table", "load_config", "mask_key", "parse_config"]
+__all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
@@ -60,7 +60,9 @@ def load_config(
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"{os.path.basename(source)}: not UTF-8 text") from None
-    return parse_config(text, source=source, environ=os.environ if environ is None else environ)
+    config = parse_config(text, source=source, environ=os.environ if environ is None else environ)
+    catalog.forget()  # the loaded config holds what it needs of the model data
+    return config
 
 
 def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Config:
@@ -73,7 +75,6 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         name: dataclasses.replace(spec, routes_for=_routes_per_operation(spec))
         for name, spec in parse_models(top["models"], keys, skipped, warnings).items()
     }
-    catalog.forget()
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     if not any(spec.routes for spec in models.values()):
@@ -118,7 +119,7 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
     if "max_body_bytes" in found:
         values["max_body_bytes"] = found["max_body_bytes"].integer(minimum=1)
     server = ServerSettings(**values)
-    if not (server.client_keys or server.allow_unauthenticated or _is_loopback(server.host)):
+    if not (server.client_keys or server.allow_unauthenticated or is_loopback(server.host)):
         raise found["host"].error(
             f"{server.host} is not a loopback address, so anyone who can reach it could use "
             "your keys; set server.client_keys or server.allow_unauthenticated: true"
@@ -148,7 +149,8 @@ def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (bracketed or not), in any case."""
     if host.lower() == "localhost":
         return True
     try:

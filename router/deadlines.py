@@ -66,9 +66,11 @@ class Deadlines:
         return self.at(loop.time() + max(seconds, 0.0), expire)
 
     def pending(self) -> int:
+        """For tests: how many deadlines are set."""
         return sum(len(bucket) for bucket in self._slots.values())
 
     def running(self) -> bool:
+        """For tests: whether the tick is scheduled."""
         return self._handle is not None
 
     def close(self) -> None:

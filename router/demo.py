@@ -16,6 +16,7 @@ import sys
 import aiohttp
 import structlog
 
+from router import catalog
 from router.config import parse_config
 from router.server import bound_port, start, wait_for_signal
 from router.sim import SimKey, SimProvider
@@ -68,6 +69,7 @@ async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
         config = parse_config(
             DEMO_CONFIG.format(port=port, sim=sim_url), source="demo.yaml", environ={}
         )
+        catalog.forget()  # the loaded config holds what it needs of the model data
         runner = await start(config, config.server.host, port)
         url = f"http://127.0.0.1:{bound_port(runner)}"
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import random
 import signal
 import time
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from router import translate
 from router.attempts import AttemptRunner
 from router.budgets import BudgetKeeper
+from router.config import is_loopback
 from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
 from router.failover import Failover
@@ -124,15 +124,6 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
 def needs_translation(config: Config) -> bool:
     """Whether a key's provider is reached through litellm for chat completions."""
     return any(key.provider not in ("openai", "azure") for key in config.keys.values())
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(config: Config, host: str) -> None:

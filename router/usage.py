@@ -58,18 +58,6 @@ def _decoded(body: bytes, at: int) -> Usage | None:
     return _usage(value)
 
 
-def usage_from_sse(chunk: bytes) -> Usage | None:
-    """The usage object of a stream chunk that carries one (`include_usage`)."""
-    if b'"prompt_tokens"' not in chunk and b'"input_tokens"' not in chunk:
-        return None
-    for line in chunk.splitlines():
-        if line.startswith(b"data:") and _KEY in line:
-            usage = usage_from_body(line[5:])
-            if usage is not None:
-                return usage
-    return None
-
-
 def _usage(value: Any) -> Usage | None:
     if not isinstance(value, dict):
         return None

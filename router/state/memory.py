@@ -60,11 +60,6 @@ class MemoryStore:
             entry.blocked_until, entry.block_reason = until, reason
         return not was_blocked
 
-    async def unblock(self, scope: str) -> None:
-        entry = self._entries.get(scope)
-        if entry is not None:
-            entry.blocked_until = 0.0
-
     async def count(self, scope: str, counter: str, ttl: float) -> int:
         now = self._clock()
         entry = self._entry(scope)

@@ -22,13 +22,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router.errors import UpstreamProtocolError
-from router.providers import Operation
 from router.translate import runtime
 from router.translate.calls import OpenedStream, complete, open_stream, provider_headers
 from router.translate.endpoints import call_arguments
 from router.translate.failures import stream_failure
 from router.translate.responses import Answer, EventStream, carried_headers, json_bytes
-from router.types import Route
+from router.types import Operation, Route
 
 # The Messages fields the adapter translates (the list litellm's own handler passes it).
 # Anything else is left out, so that a client cannot set litellm's own arguments.

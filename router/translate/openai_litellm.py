@@ -14,13 +14,12 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from router.providers import Operation
 from router.translate import runtime
 from router.translate.calls import OpenedStream, complete, open_stream, provider_headers
 from router.translate.endpoints import call_arguments
 from router.translate.failures import stream_failure
 from router.translate.responses import Answer, EventStream, carried_headers, json_bytes
-from router.types import Route
+from router.types import Operation, Route
 
 # The request fields passed on. Anything else in the body is left out, so that a client
 # cannot set litellm's own arguments (api_base, api_key, ...) through its request.

@@ -66,10 +66,6 @@ async def shutdown() -> None:
         await _litellm.close_litellm_async_clients()
 
 
-def is_loaded() -> bool:
-    return _litellm is not None
-
-
 def _package_dir() -> Path | None:
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
