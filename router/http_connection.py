@@ -6,6 +6,9 @@ arrives as pieces to relay as they come, reading pauses when the relay falls beh
 a read can be failed from outside (the router's own deadlines do that), and the
 connection goes back to its pool only when its response was read to the end and
 nothing else came after it.
+
+Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
+Change it with a before/after figure.
 """
 
 from __future__ import annotations

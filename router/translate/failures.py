@@ -9,8 +9,8 @@ mock URL, no headers, no body) and folds statuses together: Anthropic's 529 beco
 1. an `httpx.HTTPStatusError` whose response is the provider's own (status, headers and
    body as sent: Anthropic `retry-after` + `rate_limit_error`, 529 `overloaded_error`,
    Gemini `RESOURCE_EXHAUSTED` with `RetryInfo`/`QuotaFailure`) -> that answer, as is;
-2. a timeout anywhere -> `UpstreamTimeout` (checked before connection errors: aiohttp's
-   ServerTimeoutError is both, as in upstream.py);
+2. a timeout anywhere -> `UpstreamTimeout` (checked before connection errors: litellm's
+   aiohttp transport raises ServerTimeoutError, which is both);
 3. a body cut short -> `UpstreamProtocolError`; a transport failure -> `UpstreamConnectionError`;
 4. otherwise an OpenAI-style error body synthesised from litellm's class, status and
    message, with the provider's headers when litellm kept them (`ContextWindowExceededError`

@@ -136,7 +136,7 @@ class EventStream:
             return b""
         except UpstreamError:
             raise
-        except Exception as exc:  # the boundary for litellm's errors, as upstream.py is aiohttp's
+        except Exception as exc:  # the boundary for litellm's errors (upstream.py: its client's)
             raise self._fail(exc, phase) from exc
 
     def ended(self) -> bool:
