@@ -127,26 +127,6 @@ def sync_client(router_url: str, **kwargs: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{router_url}/v1", api_key="client-token", **kwargs)
 
 
-def two_keys_config(sim_url: str, *, extra: str = "", fallback: str = "") -> str:
-    """gpt-4o on keys a and b (same priority), optionally a fallback model on key c."""
-    return f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-  b: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-b-000002}}
-  c: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-c-000003}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: a, model: gpt-4o}}
-      - {{key: b, model: gpt-4o}}
-    {fallback}
-  gpt-4o-mini:
-    routes:
-      - {{key: c, model: gpt-4o-mini}}
-{extra}
-"""
-
-
 SIM_A = SimKey(name="a", api_key="sk-sim-key-a-000001")
 SIM_B = SimKey(name="b", api_key="sk-sim-key-b-000002")
 SIM_C = SimKey(name="c", api_key="sk-sim-key-c-000003")

@@ -23,7 +23,9 @@ import pytest
 
 from router.sim import Fault, SimKey
 from tests.clock import FakeClock
-from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, client, two_keys_config
+from tests.configs import key as key_entry  # `key` names a SimKey in these tests
+from tests.configs import preferring_a, routes_yaml, sim_keys, two_keys_config, two_keys_models
+from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, client
 
 HI = [{"role": "user", "content": "hi"}]
 SIM_KEYS = (SIM_A, SIM_B, SIM_C)
@@ -37,13 +39,6 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-
-
-def preferring_a(sim_url: str) -> str:
-    """Key a at priority 1 and b at priority 2, so a 429 on a is the first thing to happen."""
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
 
 
 async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
@@ -69,6 +64,7 @@ async def ask(url: str, model: str = "gpt-4o") -> None:
 async def mixed_states(stack: Stack, clock: FakeClock) -> str:
     """a cooling down for 30 s, c disabled for auth, b available."""
     sim, sim_url = await stack.sim(*SIM_KEYS, clock=clock)
+    # a 429 on a is the first thing to happen: a is at priority 1, b at 2
     url = await stack.router(preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=30))
     sim.inject("c", Fault.auth())
@@ -146,8 +142,10 @@ async def test_status_shows_masked_keys_and_never_a_full_one(stack, clock):
 
 async def test_skipped_keys_are_listed_with_their_reasons(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    spare = '  d: {provider: openai, api_key: "${SPARE_KEY}"}\n'
-    yaml_text = two_keys_config(sim_url).replace("models:\n", f"{spare}models:\n", 1)
+    yaml_text = routes_yaml(
+        keys=[*sim_keys(sim_url, *SIM_KEYS), key_entry("d", api_key="${SPARE_KEY}")],
+        models=two_keys_models(),
+    )
     url = await stack.router(yaml_text)
 
     status = await admin_routes(url)
@@ -158,7 +156,7 @@ async def test_skipped_keys_are_listed_with_their_reasons(stack):
 
 async def test_admin_asks_a_browser_for_the_client_key(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    yaml_text = two_keys_config(sim_url, extra='server:\n  client_keys: ["${ROUTER_KEY}"]\n')
+    yaml_text = two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
     url = await stack.router(yaml_text, environ={"ROUTER_KEY": "rk-admin-secret-1234"})
 
     for path in ("/admin", "/admin/routes", "/status"):
@@ -179,7 +177,9 @@ async def test_admin_asks_a_browser_for_the_client_key(stack):
 
 async def test_page_escapes_names_from_the_config(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    url = await stack.router(two_keys_config(sim_url).replace("gpt-4o-mini:", '"<b>mini</b>":'))
+    models = two_keys_models()
+    models["<b>mini</b>"] = models.pop("gpt-4o-mini")
+    url = await stack.router(routes_yaml(keys=sim_keys(sim_url, *SIM_KEYS), models=models))
     _, _, page = await get(f"{url}/admin")
     assert "<b>mini</b>" not in page and "&lt;b&gt;mini&lt;/b&gt;" in page
 

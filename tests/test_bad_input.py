@@ -15,7 +15,8 @@ from router.errors import ConfigError
 from router.logs import REDACTED, RedactingRenderer, Redactor
 from router.server import check_bind
 from router.sim import Fault
-from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+from tests.configs import two_keys_config
+from tests.conftest import SIM_A, SIM_B, client
 
 GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -67,7 +68,7 @@ async def test_unknown_model_is_a_not_found_error_for_the_sdk(stack):
 
 async def test_oversized_body_is_refused_with_413(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(two_keys_config(sim_url, extra="server: {max_body_bytes: 2000}"))
+    url = await stack.router(two_keys_config(sim_url, server={"max_body_bytes": 2000}))
     big = json.dumps({**GOOD, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
     status, _, payload = await post(url, big)
     assert status == 413
@@ -104,7 +105,7 @@ async def test_bad_requests_do_not_disturb_good_ones_running_beside_them(stack):
 
 async def test_client_keys_are_required_when_configured(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
-    config = two_keys_config(sim_url, extra='server:\n  client_keys: ["${ROUTER_KEY}"]')
+    config = two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
     url = await stack.router(config, environ={"ROUTER_KEY": "router-secret-123"})
     messages = GOOD["messages"]
     with pytest.raises(openai.AuthenticationError):

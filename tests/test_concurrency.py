@@ -8,7 +8,8 @@ from collections import Counter
 import openai
 
 from router.sim import SimKey
-from tests.conftest import client, two_keys_config
+from tests.configs import two_keys_config
+from tests.conftest import client
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -14,7 +14,8 @@ import structlog
 
 from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+from tests.configs import key, model, preferring_a, route, routes_yaml, sim_keys, two_keys_models
+from tests.conftest import SIM_A, SIM_B, client
 
 HI = [{"role": "user", "content": "hi"}]
 CLIENT_KEY = "router-client-key-0123456789"
@@ -41,12 +42,6 @@ def logs() -> Iterator[Captured]:
         yield captured
     finally:
         reset_logging()
-
-
-def preferring_a(sim_url: str) -> str:
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
 
 
 async def test_each_request_logs_one_event_with_route_attempts_and_timings(stack, logs):
@@ -110,11 +105,12 @@ async def test_keys_planted_in_headers_bodies_urls_and_errors_never_reach_a_line
     # The provider answers a's key with an error that echoes it (classified as auth).
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SimKey(name="c", api_key=planted))
     sim.inject("a", Fault.bad_request(f"key {SIM_A.api_key} is invalid", code="invalid_api_key"))
-    config = preferring_a(sim_url) + f'  extra:\n    routes: [{{key: c, model: "{planted}"}}]\n'
-    config = config.replace("sk-sim-key-c-000003", planted)
-    url = await stack.router(
-        config.replace("models:", f'server:\n  client_keys: ["{CLIENT_KEY}"]\nmodels:', 1)
+    config = routes_yaml(  # preferring_a's, with key c holding the planted key
+        keys=[*sim_keys(sim_url, SIM_A, SIM_B), key("c", sim_url, api_key=planted)],
+        models={**two_keys_models(priority_b=2), "extra": model(route("c", planted))},
+        server={"client_keys": [CLIENT_KEY]},
     )
+    url = await stack.router(config)
     sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
     await sdk.chat.completions.create(  # a key in a header, the body and the request id
         model="gpt-4o",

@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, admin_state, client, two_keys_config
+from tests.configs import preferring_a, two_keys_config
+from tests.conftest import SIM_A, SIM_B, admin_state, client
 
 HI = [{"role": "user", "content": "hi"}]
 ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
@@ -376,16 +377,10 @@ class TestEmbeddings:
         assert raw.headers["x-router-attempts"] == "2"
 
 
-def responses_config(sim_url: str) -> str:
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
-
-
 class TestResponses:
     async def test_responses_pass_through_and_fail_over(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         response = await client(url).responses.create(model="gpt-4o", input="hi")
         assert response.output_text == "Hello from a via gpt-4o."
         sim.inject("a", Fault.server_error(503))
@@ -395,7 +390,7 @@ class TestResponses:
 
     async def test_a_responses_stream_fails_over_before_its_first_delta(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         sim.inject("a", Fault.stream_error(after_chunks=0))
         stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
         events = [event async for event in stream]
@@ -405,7 +400,7 @@ class TestResponses:
 
     async def test_a_responses_stream_cut_after_its_first_delta_ends_with_an_error(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         sim.inject("a", Fault.stream_cut(after_chunks=2))
         stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
         events = [event async for event in stream]
