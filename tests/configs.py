@@ -59,9 +59,9 @@ def sim_key(sim: Credential, api_base: str, *, provider: str = "openai", **extra
     return key(sim.name, api_base, api_key=sim.api_key, provider=provider, **extra)
 
 
-def sim_keys(api_base: str, *sims: Credential) -> list[KeyEntry]:
-    """Key entries for simulated keys, all at one api_base, in the order given."""
-    return [sim_key(sim, api_base) for sim in sims]
+def sim_keys(api_base: str, *sims: Credential, provider: str = "openai") -> list[KeyEntry]:
+    """Key entries for simulated keys of one provider at one api_base, in the order given."""
+    return [sim_key(sim, api_base, provider=provider) for sim in sims]
 
 
 def route(

@@ -24,7 +24,15 @@ import pytest
 from router.sim import Fault, SimKey
 from tests.clock import FakeClock
 from tests.configs import key as key_entry  # `key` names a SimKey in these tests
-from tests.configs import preferring_a, routes_yaml, sim_keys, two_keys_config, two_keys_models
+from tests.configs import (
+    model,
+    preferring_a,
+    route,
+    routes_yaml,
+    sim_keys,
+    two_keys_config,
+    two_keys_models,
+)
 from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, client
 
 HI = [{"role": "user", "content": "hi"}]
@@ -237,26 +245,24 @@ async def test_chromium_screenshots_the_page(stack, clock, tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
 
-SHOWCASE = """
-keys:
-  openai-prod: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-a-000001}}
-  openai-team: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-b-000002}}
-  openai-batch: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-c-000003}}
-  openai-eu: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-d-000004}}
-  openai-spare: {{provider: openai, api_key: "${{OPENAI_SPARE_KEY}}"}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: openai-prod, model: gpt-4o}}
-      - {{key: openai-team, model: gpt-4o}}
-      - {{key: openai-eu, model: gpt-4o, priority: 2}}
-    fallback: [gpt-4o-mini]
-  gpt-4o-mini:
-    routes:
-      - {{key: openai-batch, model: gpt-4o-mini}}
-      - {{key: openai-team, model: gpt-4o-mini, weight: 2}}
-      - {{key: openai-eu, model: gpt-4o-mini, priority: 2}}
-"""
+def showcase(url: str, sims: list[SimKey]) -> str:
+    """The four simulated keys (prod, team, batch, eu) at `url`, and a spare left unset."""
+    return routes_yaml(
+        keys=[*sim_keys(url, *sims), key_entry("openai-spare", api_key="${OPENAI_SPARE_KEY}")],
+        models={
+            "gpt-4o": model(
+                route("openai-prod", "gpt-4o"),
+                route("openai-team", "gpt-4o"),
+                route("openai-eu", "gpt-4o", priority=2),
+                fallback=["gpt-4o-mini"],
+            ),
+            "gpt-4o-mini": model(
+                route("openai-batch", "gpt-4o-mini"),
+                route("openai-team", "gpt-4o-mini", weight=2),
+                route("openai-eu", "gpt-4o-mini", priority=2),
+            ),
+        },
+    )
 
 
 async def draw_showcase(out: Path) -> None:
@@ -276,7 +282,7 @@ async def draw_showcase(out: Path) -> None:
             for n, (name, latency) in enumerate(zip(names, (0.18, 0.24, 0.09, 0.31), strict=True))
         ]
         sim, sim_url = await stack.sim(*keys, clock=clock)
-        url = await stack.router(SHOWCASE.format(url=sim_url), clock=clock, seed=3)
+        url = await stack.router(showcase(sim_url, keys), clock=clock, seed=3)
         for _ in range(12):
             await ask(url)
             await ask(url, "gpt-4o-mini")

@@ -15,7 +15,7 @@ from router.errors import ConfigError
 from router.logs import REDACTED, RedactingRenderer, Redactor
 from router.server import check_bind
 from router.sim import Fault
-from tests.configs import two_keys_config
+from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_config
 from tests.conftest import SIM_A, SIM_B, client
 
 GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -125,8 +125,9 @@ async def test_client_keys_are_required_when_configured(stack):
 
 def test_an_open_router_refuses_a_non_loopback_address():
     config = parse_config(
-        "keys: {a: {provider: openai, api_key: sk-x-000000000000}}\n"
-        "models: {m: {routes: [{key: a, model: m}]}}\n",
+        routes_yaml(
+            keys=[key("a", api_key="sk-x-000000000000")], models={"m": model(route("a", "m"))}
+        ),
         source="routes.yaml",
         environ={},
     )
@@ -137,13 +138,10 @@ def test_an_open_router_refuses_a_non_loopback_address():
 
 async def test_models_health_and_readiness(stack, clock):
     sim, sim_url = await stack.sim(SIM_A)
-    config = f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-models:
-  gpt-4o: {{routes: [{{key: a, model: gpt-4o}}]}}
-  cheap: {{routes: [{{key: a, model: gpt-4o-mini}}]}}
-"""
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A),
+        models={"gpt-4o": model(route("a", "gpt-4o")), "cheap": model(route("a", "gpt-4o-mini"))},
+    )
     url = await stack.router(config, clock=clock)
     models = await client(url).models.list()
     assert [m.id for m in models.data] == ["gpt-4o", "cheap"]

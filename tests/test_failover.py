@@ -246,15 +246,10 @@ async def test_request_deadline_bounds_everything(stack):
 
 async def test_upstream_gets_the_route_model_and_key_and_every_other_field_untouched(stack):
     sim, sim_url = await stack.sim(SIM_A)
-    config = f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-models:
-  fast:
-    routes: [{{key: a, model: gpt-4.1-mini}}]
-  gpt-4o:
-    routes: [{{key: a, model: gpt-4o}}]
-"""
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A),
+        models={"fast": model(route("a", "gpt-4.1-mini")), "gpt-4o": model(route("a", "gpt-4o"))},
+    )
     url = await stack.router(config)
     raw = await client(url).chat.completions.with_raw_response.create(
         model="fast", messages=HI, temperature=0.3, user="u-1", extra_body={"custom": [1, 2]}

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from router.sim import Fault
-from tests.configs import preferring_a
+from tests.configs import key, model, preferring_a, route, routes_yaml
 from tests.conftest import SIM_A, SIM_B, client, raw_upstream, sync_client
 
 HI = [{"role": "user", "content": "hi"}]
@@ -159,8 +159,10 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
 
     async with raw_upstream("/v1/chat/completions", late_end) as upstream:
         url = await stack.router(
-            f'keys: {{u: {{provider: openai, api_base: "{upstream}/v1", api_key: sk-test-01}}}}\n'
-            "models: {gpt-4o: {routes: [{key: u, model: gpt-4o}]}}\n"
+            routes_yaml(
+                keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
+                models={"gpt-4o": model(route("u", "gpt-4o"))},
+            )
         )
         body = {"model": "gpt-4o", "messages": HI, "stream": True}
         try:
