@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,9 @@ from router.sim import SimKey, SimProvider
 from tests.clock import FakeClock
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+REPO = Path(__file__).resolve().parent.parent
+HI = [{"role": "user", "content": "hi"}]  # the chat most tests send
 
 
 def pytest_asyncio_loop_factories(
@@ -125,6 +129,15 @@ def sync_client(router_url: str, **kwargs: Any) -> openai.OpenAI:
     kwargs.setdefault("max_retries", 0)
     kwargs.setdefault("timeout", 20)
     return openai.OpenAI(base_url=f"{router_url}/v1", api_key="client-token", **kwargs)
+
+
+async def ask(router_url: str, model: str = "gpt-4o", **kwargs: Any) -> tuple[Any, Any]:
+    """HI through the async SDK: (the response headers, the parsed completion). A refusal
+    raises the SDK's error."""
+    raw = await client(router_url).chat.completions.with_raw_response.create(
+        model=model, messages=HI, **kwargs
+    )
+    return raw.headers, raw.parse()
 
 
 SIM_A = SimKey(name="a", api_key="sk-sim-key-a-000001")

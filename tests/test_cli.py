@@ -8,15 +8,13 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 import aiohttp
 
 from router.server import GC_YOUNG_THRESHOLD, tune_garbage_collector
 from tests.configs import key, model, route, routes_yaml
-from tests.conftest import SIM_A, client
+from tests.conftest import REPO, SIM_A, client
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {
     **os.environ,
     "OPENAI_API_KEY": "sk-test-aaaaaaaaaaaaaaaa1234",

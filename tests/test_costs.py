@@ -18,9 +18,8 @@ from router.config import format_route_table, parse_config
 from router.errors import ConfigError
 from router.usage import usage_from_body
 from tests.configs import model, route, routes_yaml, sim_key, sim_keys
-from tests.conftest import SIM_A, SIM_B, SIM_C, admin_state, client
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 
-HI = [{"role": "user", "content": "hi"}]
 # One dollar per input token and two per output token: costs are easy to check by hand.
 PRICE = {"input_per_mtok": 1000000, "output_per_mtok": 2000000}
 

@@ -24,13 +24,12 @@ from router.config import parse_config
 from router.errors import ConfigError
 from router.sim import Fault, SimKey
 from tests.configs import two_keys_config
-from tests.conftest import SIM_A, SIM_B, SIM_C, client
+from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "llm-router.json"
 KUBERNETES = DEPLOY / "kubernetes"
-HI = [{"role": "user", "content": "hi"}]
 FAKE_ENV = {
     "ROUTER_CLIENT_KEY": "fake-client-token",
     "OPENAI_API_KEY": "sk-fake-openai-000001",

@@ -21,16 +21,7 @@ from tests.configs import (
     two_keys_config,
     two_keys_models,
 )
-from tests.conftest import SIM_A, SIM_B, SIM_C, client, sync_client
-
-HI = [{"role": "user", "content": "hi"}]
-
-
-async def ask(url: str, model: str = "gpt-4o", **kwargs):
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model=model, messages=HI, **kwargs
-    )
-    return raw.headers, raw.parse()
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, ask, client, sync_client
 
 
 async def test_rate_limited_key_fails_over_and_is_not_hammered_while_cooling(stack, clock):

@@ -15,9 +15,8 @@ import structlog
 from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
 from tests.configs import key, model, preferring_a, route, routes_yaml, sim_keys, two_keys_models
-from tests.conftest import SIM_A, SIM_B, client
+from tests.conftest import HI, SIM_A, SIM_B, client
 
-HI = [{"role": "user", "content": "hi"}]
 CLIENT_KEY = "router-client-key-0123456789"
 
 

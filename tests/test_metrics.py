@@ -14,9 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim import Fault
 from tests.configs import preferring_a, two_keys_config
-from tests.conftest import SIM_A, SIM_B, SIM_C, client
-
-HI = [{"role": "user", "content": "hi"}]
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, client
 
 
 class Reader:

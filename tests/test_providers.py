@@ -22,9 +22,8 @@ from tests.configs import (
     sim_keys,
     two_keys_config,
 )
-from tests.conftest import SIM_A, SIM_B, admin_state, client
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, client
 
-HI = [{"role": "user", "content": "hi"}]
 ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
 ANT_B = SimKey(name="ant-b", api_key="sk-ant-sim-key-b-0000002")
 AZ = SimKey(name="az", api_key="azure-sim-key-0000000003")

@@ -11,9 +11,7 @@ from aiohttp import web
 
 from router.sim import Fault
 from tests.configs import key, model, preferring_a, route, routes_yaml
-from tests.conftest import SIM_A, SIM_B, client, raw_upstream, sync_client
-
-HI = [{"role": "user", "content": "hi"}]
+from tests.conftest import HI, SIM_A, SIM_B, client, raw_upstream, sync_client
 
 
 async def stream_text(url: str, **kwargs) -> tuple[dict[str, str], str, list]:
