@@ -37,11 +37,6 @@ DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s)?$|^\d+ms$")
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> SimProvider:
     return SimProvider(keys=[SimKey(name="a", api_key="sk-sim-a")], clock=clock)
 
