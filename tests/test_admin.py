@@ -22,17 +22,8 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
+from tests import configs  # by module: key, route and model name test values here
 from tests.clock import FakeClock
-from tests.configs import key as key_entry  # `key` names a SimKey in these tests
-from tests.configs import (
-    model,
-    preferring_a,
-    route,
-    routes_yaml,
-    sim_keys,
-    two_keys_config,
-    two_keys_models,
-)
 from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, ask
 
 SIM_KEYS = (SIM_A, SIM_B, SIM_C)
@@ -73,7 +64,7 @@ async def mixed_states(stack: Stack, clock: FakeClock) -> str:
     """a cooling down for 30 s, c disabled for auth, b available."""
     sim, sim_url = await stack.sim(*SIM_KEYS, clock=clock)
     # a 429 on a is the first thing to happen: a is at priority 1, b at 2
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=30))
     sim.inject("c", Fault.auth())
     await ask_quietly(url)
@@ -83,7 +74,7 @@ async def mixed_states(stack: Stack, clock: FakeClock) -> str:
 
 async def test_cooling_route_shows_its_exact_seconds_left_and_the_other_is_available(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, clock=clock)
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=30))
     await ask_quietly(url)
 
@@ -111,7 +102,7 @@ async def test_cooling_route_shows_its_exact_seconds_left_and_the_other_is_avail
 
 async def test_key_rejected_for_auth_is_listed_disabled_with_its_reason(stack, clock):
     sim, sim_url = await stack.sim(*SIM_KEYS, clock=clock)
-    url = await stack.router(two_keys_config(sim_url), clock=clock)
+    url = await stack.router(configs.two_keys_config(sim_url), clock=clock)
     sim.inject("c", Fault.auth())
     await ask_quietly(url, "gpt-4o-mini")
 
@@ -125,7 +116,7 @@ async def test_key_rejected_for_auth_is_listed_disabled_with_its_reason(stack, c
 
 async def test_route_that_recovered_still_names_its_last_failure(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, clock=clock)
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.server_error(502))
     await ask_quietly(url)
 
@@ -150,9 +141,9 @@ async def test_status_shows_masked_keys_and_never_a_full_one(stack, clock):
 
 async def test_skipped_keys_are_listed_with_their_reasons(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    yaml_text = routes_yaml(
-        keys=[*sim_keys(sim_url, *SIM_KEYS), key_entry("d", api_key="${SPARE_KEY}")],
-        models=two_keys_models(),
+    yaml_text = configs.routes_yaml(
+        keys=[*configs.sim_keys(sim_url, *SIM_KEYS), configs.key("d", api_key="${SPARE_KEY}")],
+        models=configs.two_keys_models(),
     )
     url = await stack.router(yaml_text)
 
@@ -164,7 +155,7 @@ async def test_skipped_keys_are_listed_with_their_reasons(stack):
 
 async def test_admin_asks_a_browser_for_the_client_key(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    yaml_text = two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
+    yaml_text = configs.two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
     url = await stack.router(yaml_text, environ={"ROUTER_KEY": "rk-admin-secret-1234"})
 
     for path in ("/admin", "/admin/routes", "/status"):
@@ -185,9 +176,11 @@ async def test_admin_asks_a_browser_for_the_client_key(stack):
 
 async def test_page_escapes_names_from_the_config(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    models = two_keys_models()
+    models = configs.two_keys_models()
     models["<b>mini</b>"] = models.pop("gpt-4o-mini")
-    url = await stack.router(routes_yaml(keys=sim_keys(sim_url, *SIM_KEYS), models=models))
+    url = await stack.router(
+        configs.routes_yaml(keys=configs.sim_keys(sim_url, *SIM_KEYS), models=models)
+    )
     _, _, page = await get(f"{url}/admin")
     assert "<b>mini</b>" not in page and "&lt;b&gt;mini&lt;/b&gt;" in page
 
@@ -247,19 +240,22 @@ async def test_chromium_screenshots_the_page(stack, clock, tmp_path):
 
 def showcase(url: str, sims: list[SimKey]) -> str:
     """The four simulated keys (prod, team, batch, eu) at `url`, and a spare left unset."""
-    return routes_yaml(
-        keys=[*sim_keys(url, *sims), key_entry("openai-spare", api_key="${OPENAI_SPARE_KEY}")],
+    return configs.routes_yaml(
+        keys=[
+            *configs.sim_keys(url, *sims),
+            configs.key("openai-spare", api_key="${OPENAI_SPARE_KEY}"),
+        ],
         models={
-            "gpt-4o": model(
-                route("openai-prod", "gpt-4o"),
-                route("openai-team", "gpt-4o"),
-                route("openai-eu", "gpt-4o", priority=2),
+            "gpt-4o": configs.model(
+                configs.route("openai-prod", "gpt-4o"),
+                configs.route("openai-team", "gpt-4o"),
+                configs.route("openai-eu", "gpt-4o", priority=2),
                 fallback=["gpt-4o-mini"],
             ),
-            "gpt-4o-mini": model(
-                route("openai-batch", "gpt-4o-mini"),
-                route("openai-team", "gpt-4o-mini", weight=2),
-                route("openai-eu", "gpt-4o-mini", priority=2),
+            "gpt-4o-mini": configs.model(
+                configs.route("openai-batch", "gpt-4o-mini"),
+                configs.route("openai-team", "gpt-4o-mini", weight=2),
+                configs.route("openai-eu", "gpt-4o-mini", priority=2),
             ),
         },
     )
