@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,9 @@ from router.sim import SimKey, SimProvider
 from tests.clock import FakeClock
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+REPO = Path(__file__).resolve().parent.parent
+HI = [{"role": "user", "content": "hi"}]  # the chat most tests send
 
 
 def pytest_asyncio_loop_factories(
@@ -127,24 +131,13 @@ def sync_client(router_url: str, **kwargs: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{router_url}/v1", api_key="client-token", **kwargs)
 
 
-def two_keys_config(sim_url: str, *, extra: str = "", fallback: str = "") -> str:
-    """gpt-4o on keys a and b (same priority), optionally a fallback model on key c."""
-    return f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-  b: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-b-000002}}
-  c: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-c-000003}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: a, model: gpt-4o}}
-      - {{key: b, model: gpt-4o}}
-    {fallback}
-  gpt-4o-mini:
-    routes:
-      - {{key: c, model: gpt-4o-mini}}
-{extra}
-"""
+async def ask(router_url: str, model: str = "gpt-4o", **kwargs: Any) -> tuple[Any, Any]:
+    """HI through the async SDK: (the response headers, the parsed completion). A refusal
+    raises the SDK's error."""
+    raw = await client(router_url).chat.completions.with_raw_response.create(
+        model=model, messages=HI, **kwargs
+    )
+    return raw.headers, raw.parse()
 
 
 SIM_A = SimKey(name="a", api_key="sk-sim-key-a-000001")

@@ -22,10 +22,10 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
+from tests import configs  # by module: key, route and model name test values here
 from tests.clock import FakeClock
-from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, client, two_keys_config
+from tests.conftest import SIM_A, SIM_B, SIM_C, Stack, ask
 
-HI = [{"role": "user", "content": "hi"}]
 SIM_KEYS = (SIM_A, SIM_B, SIM_C)
 CHROMIUM_FLAGS = (
     "--headless",
@@ -37,13 +37,6 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-
-
-def preferring_a(sim_url: str) -> str:
-    """Key a at priority 1 and b at priority 2, so a 429 on a is the first thing to happen."""
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
 
 
 async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
@@ -61,27 +54,29 @@ def by_name(rows: list[dict[str, Any]], field: str) -> dict[str, dict[str, Any]]
     return {row[field]: row for row in rows}
 
 
-async def ask(url: str, model: str = "gpt-4o") -> None:
+async def ask_quietly(url: str, model: str = "gpt-4o") -> None:
+    """`ask`, with a refusal let pass: these tests read the state the request leaves."""
     with contextlib.suppress(openai.APIStatusError):
-        await client(url).chat.completions.create(model=model, messages=HI)
+        await ask(url, model)
 
 
 async def mixed_states(stack: Stack, clock: FakeClock) -> str:
     """a cooling down for 30 s, c disabled for auth, b available."""
     sim, sim_url = await stack.sim(*SIM_KEYS, clock=clock)
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    # a 429 on a is the first thing to happen: a is at priority 1, b at 2
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=30))
     sim.inject("c", Fault.auth())
-    await ask(url)
-    await ask(url, "gpt-4o-mini")
+    await ask_quietly(url)
+    await ask_quietly(url, "gpt-4o-mini")
     return url
 
 
 async def test_cooling_route_shows_its_exact_seconds_left_and_the_other_is_available(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, clock=clock)
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=30))
-    await ask(url)
+    await ask_quietly(url)
 
     status = await admin_routes(url)
     routes = by_name(status["routes"], "route")
@@ -107,9 +102,9 @@ async def test_cooling_route_shows_its_exact_seconds_left_and_the_other_is_avail
 
 async def test_key_rejected_for_auth_is_listed_disabled_with_its_reason(stack, clock):
     sim, sim_url = await stack.sim(*SIM_KEYS, clock=clock)
-    url = await stack.router(two_keys_config(sim_url), clock=clock)
+    url = await stack.router(configs.two_keys_config(sim_url), clock=clock)
     sim.inject("c", Fault.auth())
-    await ask(url, "gpt-4o-mini")
+    await ask_quietly(url, "gpt-4o-mini")
 
     status = await admin_routes(url)
     keys = by_name(status["keys"], "key")
@@ -121,9 +116,9 @@ async def test_key_rejected_for_auth_is_listed_disabled_with_its_reason(stack, c
 
 async def test_route_that_recovered_still_names_its_last_failure(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, clock=clock)
-    url = await stack.router(preferring_a(sim_url), clock=clock)
+    url = await stack.router(configs.preferring_a(sim_url), clock=clock)
     sim.inject("a", Fault.server_error(502))
-    await ask(url)
+    await ask_quietly(url)
 
     route = by_name((await admin_routes(url))["routes"], "route")["a/gpt-4o"]
     assert (route["state"], route["circuit"]) == ("available", "closed")
@@ -146,8 +141,10 @@ async def test_status_shows_masked_keys_and_never_a_full_one(stack, clock):
 
 async def test_skipped_keys_are_listed_with_their_reasons(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    spare = '  d: {provider: openai, api_key: "${SPARE_KEY}"}\n'
-    yaml_text = two_keys_config(sim_url).replace("models:\n", f"{spare}models:\n", 1)
+    yaml_text = configs.routes_yaml(
+        keys=[*configs.sim_keys(sim_url, *SIM_KEYS), configs.key("d", api_key="${SPARE_KEY}")],
+        models=configs.two_keys_models(),
+    )
     url = await stack.router(yaml_text)
 
     status = await admin_routes(url)
@@ -158,7 +155,7 @@ async def test_skipped_keys_are_listed_with_their_reasons(stack):
 
 async def test_admin_asks_a_browser_for_the_client_key(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    yaml_text = two_keys_config(sim_url, extra='server:\n  client_keys: ["${ROUTER_KEY}"]\n')
+    yaml_text = configs.two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
     url = await stack.router(yaml_text, environ={"ROUTER_KEY": "rk-admin-secret-1234"})
 
     for path in ("/admin", "/admin/routes", "/status"):
@@ -179,7 +176,11 @@ async def test_admin_asks_a_browser_for_the_client_key(stack):
 
 async def test_page_escapes_names_from_the_config(stack):
     _, sim_url = await stack.sim(*SIM_KEYS)
-    url = await stack.router(two_keys_config(sim_url).replace("gpt-4o-mini:", '"<b>mini</b>":'))
+    models = configs.two_keys_models()
+    models["<b>mini</b>"] = models.pop("gpt-4o-mini")
+    url = await stack.router(
+        configs.routes_yaml(keys=configs.sim_keys(sim_url, *SIM_KEYS), models=models)
+    )
     _, _, page = await get(f"{url}/admin")
     assert "<b>mini</b>" not in page and "&lt;b&gt;mini&lt;/b&gt;" in page
 
@@ -237,26 +238,27 @@ async def test_chromium_screenshots_the_page(stack, clock, tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
 
-SHOWCASE = """
-keys:
-  openai-prod: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-a-000001}}
-  openai-team: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-b-000002}}
-  openai-batch: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-c-000003}}
-  openai-eu: {{provider: openai, api_base: "{url}", api_key: sk-sim-key-d-000004}}
-  openai-spare: {{provider: openai, api_key: "${{OPENAI_SPARE_KEY}}"}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: openai-prod, model: gpt-4o}}
-      - {{key: openai-team, model: gpt-4o}}
-      - {{key: openai-eu, model: gpt-4o, priority: 2}}
-    fallback: [gpt-4o-mini]
-  gpt-4o-mini:
-    routes:
-      - {{key: openai-batch, model: gpt-4o-mini}}
-      - {{key: openai-team, model: gpt-4o-mini, weight: 2}}
-      - {{key: openai-eu, model: gpt-4o-mini, priority: 2}}
-"""
+def showcase(url: str, sims: list[SimKey]) -> str:
+    """The four simulated keys (prod, team, batch, eu) at `url`, and a spare left unset."""
+    return configs.routes_yaml(
+        keys=[
+            *configs.sim_keys(url, *sims),
+            configs.key("openai-spare", api_key="${OPENAI_SPARE_KEY}"),
+        ],
+        models={
+            "gpt-4o": configs.model(
+                configs.route("openai-prod", "gpt-4o"),
+                configs.route("openai-team", "gpt-4o"),
+                configs.route("openai-eu", "gpt-4o", priority=2),
+                fallback=["gpt-4o-mini"],
+            ),
+            "gpt-4o-mini": configs.model(
+                configs.route("openai-batch", "gpt-4o-mini"),
+                configs.route("openai-team", "gpt-4o-mini", weight=2),
+                configs.route("openai-eu", "gpt-4o-mini", priority=2),
+            ),
+        },
+    )
 
 
 async def draw_showcase(out: Path) -> None:
@@ -276,15 +278,15 @@ async def draw_showcase(out: Path) -> None:
             for n, (name, latency) in enumerate(zip(names, (0.18, 0.24, 0.09, 0.31), strict=True))
         ]
         sim, sim_url = await stack.sim(*keys, clock=clock)
-        url = await stack.router(SHOWCASE.format(url=sim_url), clock=clock, seed=3)
+        url = await stack.router(showcase(sim_url, keys), clock=clock, seed=3)
         for _ in range(12):
-            await ask(url)
-            await ask(url, "gpt-4o-mini")
+            await ask_quietly(url)
+            await ask_quietly(url, "gpt-4o-mini")
         sim.inject("openai-prod", Fault.rate_limit(retry_after=42), times=-1)
         sim.inject("openai-batch", Fault.auth(), times=-1)
         for _ in range(4):
-            await ask(url)
-            await ask(url, "gpt-4o-mini")
+            await ask_quietly(url)
+            await ask_quietly(url, "gpt-4o-mini")
         with tempfile.TemporaryDirectory() as profile:
             shot = (f"--screenshot={out}", "--window-size=1200,860", f"{url}/admin")
             await run_chromium(Path(profile), *shot)

@@ -15,7 +15,8 @@ from router.errors import ConfigError
 from router.logs import REDACTED, RedactingRenderer, Redactor
 from router.server import check_bind
 from router.sim import Fault
-from tests.conftest import SIM_A, SIM_B, client, two_keys_config
+from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_config
+from tests.conftest import SIM_A, SIM_B, client
 
 GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -67,7 +68,7 @@ async def test_unknown_model_is_a_not_found_error_for_the_sdk(stack):
 
 async def test_oversized_body_is_refused_with_413(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(two_keys_config(sim_url, extra="server: {max_body_bytes: 2000}"))
+    url = await stack.router(two_keys_config(sim_url, server={"max_body_bytes": 2000}))
     big = json.dumps({**GOOD, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
     status, _, payload = await post(url, big)
     assert status == 413
@@ -104,7 +105,7 @@ async def test_bad_requests_do_not_disturb_good_ones_running_beside_them(stack):
 
 async def test_client_keys_are_required_when_configured(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
-    config = two_keys_config(sim_url, extra='server:\n  client_keys: ["${ROUTER_KEY}"]')
+    config = two_keys_config(sim_url, server={"client_keys": ["${ROUTER_KEY}"]})
     url = await stack.router(config, environ={"ROUTER_KEY": "router-secret-123"})
     messages = GOOD["messages"]
     with pytest.raises(openai.AuthenticationError):
@@ -124,8 +125,9 @@ async def test_client_keys_are_required_when_configured(stack):
 
 def test_an_open_router_refuses_a_non_loopback_address():
     config = parse_config(
-        "keys: {a: {provider: openai, api_key: sk-x-000000000000}}\n"
-        "models: {m: {routes: [{key: a, model: m}]}}\n",
+        routes_yaml(
+            keys=[key("a", api_key="sk-x-000000000000")], models={"m": model(route("a", "m"))}
+        ),
         source="routes.yaml",
         environ={},
     )
@@ -136,13 +138,10 @@ def test_an_open_router_refuses_a_non_loopback_address():
 
 async def test_models_health_and_readiness(stack, clock):
     sim, sim_url = await stack.sim(SIM_A)
-    config = f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-models:
-  gpt-4o: {{routes: [{{key: a, model: gpt-4o}}]}}
-  cheap: {{routes: [{{key: a, model: gpt-4o-mini}}]}}
-"""
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A),
+        models={"gpt-4o": model(route("a", "gpt-4o")), "cheap": model(route("a", "gpt-4o-mini"))},
+    )
     url = await stack.router(config, clock=clock)
     models = await client(url).models.list()
     assert [m.id for m in models.data] == ["gpt-4o", "cheap"]

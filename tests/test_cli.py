@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 import aiohttp
 
 from router.server import GC_YOUNG_THRESHOLD, tune_garbage_collector
-from tests.conftest import SIM_A, client
+from tests.configs import key, model, route, routes_yaml
+from tests.conftest import REPO, SIM_A, client
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {
     **os.environ,
     "OPENAI_API_KEY": "sk-test-aaaaaaaaaaaaaaaa1234",
@@ -74,12 +73,10 @@ async def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(stack, tmp_p
     _sim, sim_url = await stack.sim(SIM_A)
     config = tmp_path / "routes.yaml"
     config.write_text(
-        f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: "${{SIM_KEY}}"}}
-models:
-  gpt-4o: {{routes: [{{key: a, model: gpt-4o}}]}}
-"""
+        routes_yaml(
+            keys=[key("a", sim_url, api_key="${SIM_KEY}")],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -8,9 +8,8 @@ from collections import Counter
 import openai
 
 from router.sim import SimKey
-from tests.conftest import client, two_keys_config
-
-HI = [{"role": "user", "content": "hi"}]
+from tests.configs import two_keys_config
+from tests.conftest import HI, client
 
 
 async def test_200_concurrent_requests_across_two_limited_keys_all_succeed(stack, clock):

@@ -6,23 +6,20 @@ import openai
 import pytest
 
 from router.sim import Fault
+from tests.configs import model, route, routes_yaml, sim_keys
 from tests.conftest import SIM_A, SIM_B, client
 
 
 def config(sim_url: str, *, window: int, fallback: bool = True) -> str:
-    context = "    context_fallback: [long]\n" if fallback else ""
-    return f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}}}
-  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
-models:
-  short:
-    routes:
-      - {{key: a, model: gpt-4o-mini, max_input_tokens: {window}}}
-{context}  long:
-    routes:
-      - {{key: b, model: gpt-4o}}
-"""
+    """short: gpt-4o-mini on a, limited to `window` input tokens; with `fallback`, a prompt
+    too long for it goes to long: gpt-4o on b."""
+    short = model(route("a", "gpt-4o-mini", max_input_tokens=window))
+    if fallback:
+        short["context_fallback"] = ["long"]
+    return routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B),
+        models={"short": short, "long": model(route("b", "gpt-4o"))},
+    )
 
 
 def words(count: int) -> list[dict[str, str]]:

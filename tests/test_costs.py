@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import openai
 import pytest
@@ -16,30 +17,30 @@ from router.budgets import period_ends
 from router.config import format_route_table, parse_config
 from router.errors import ConfigError
 from router.usage import usage_from_body
-from tests.conftest import SIM_A, SIM_B, SIM_C, admin_state, client
+from tests.configs import model, route, routes_yaml, sim_key, sim_keys
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 
-HI = [{"role": "user", "content": "hi"}]
 # One dollar per input token and two per output token: costs are easy to check by hand.
-PRICE = "price: {input_per_mtok: 1000000, output_per_mtok: 2000000}"
+PRICE = {"input_per_mtok": 1000000, "output_per_mtok": 2000000}
 
 
-def config(sim_url: str, *, key_a: str = "", model: str = "", route_a: str = PRICE) -> str:
-    return f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}{key_a}}}
-  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
-  c: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_C.api_key}}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: a, model: gpt-4o, {route_a}}}
-      - {{key: b, model: gpt-4o, priority: 2, {PRICE}}}
-    fallback: [gpt-4o-mini]
-{model}
-  gpt-4o-mini:
-    routes:
-      - {{key: c, model: gpt-4o-mini}}
-"""
+def config(
+    sim_url: str,
+    *,
+    key_a: dict[str, Any] | None = None,
+    priced_a: bool = True,
+    budget: dict[str, float] | None = None,
+) -> str:
+    """gpt-4o on a, then b at priority 2, both at PRICE (a unpriced if not priced_a),
+    falling back to gpt-4o-mini on c. key_a: more fields for key a; budget: gpt-4o's."""
+    route_a = route("a", "gpt-4o", price=PRICE) if priced_a else route("a", "gpt-4o")
+    gpt_4o = model(route_a, route("b", "gpt-4o", priority=2, price=PRICE), fallback=["gpt-4o-mini"])
+    if budget is not None:
+        gpt_4o["budget"] = budget
+    return routes_yaml(
+        keys=[sim_key(SIM_A, sim_url, **(key_a or {})), *sim_keys(sim_url, SIM_B, SIM_C)],
+        models={"gpt-4o": gpt_4o, "gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+    )
 
 
 class WallClock:
@@ -64,7 +65,7 @@ async def test_cost_comes_from_usage_and_the_routes_price(stack):
 
 async def test_without_a_price_in_routes_yaml_litellms_model_data_prices_it(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(config(sim_url, route_a=""))
+    url = await stack.router(config(sim_url, priced_a=False))
     raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
     usage = raw.parse().usage
     # gpt-4o in litellm's table: $2.50 in and $10 out per million tokens.
@@ -143,13 +144,13 @@ async def test_a_client_that_asks_for_usage_gets_the_upstreams_400_as_its_own(st
 
 async def test_stream_usage_false_keeps_the_ask_from_that_key_only(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(config(sim_url, key_a=", stream_usage: false"))
+    url = await stack.router(config(sim_url, key_a={"stream_usage": False}))
     stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
     assert [chunk async for chunk in stream]
     assert "stream_options" not in json.loads(sim.requests[-1].body)
     assert sim.stats["a"].rejected == 0
     table = format_route_table(
-        parse_config(config(sim_url, key_a=", stream_usage: false"), source="r.yaml", environ={})
+        parse_config(config(sim_url, key_a={"stream_usage": False}), source="r.yaml", environ={})
     )
     assert "(stream_usage: false): their streams have no costs or token counts\n  a\n" in table
 
@@ -167,7 +168,7 @@ async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, cloc
     wall = WallClock("2026-11-24T23:59:00+00:00")
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     url = await stack.router(
-        config(sim_url, key_a=", budget: {usd_per_day: 30}"), clock=clock, wall=wall
+        config(sim_url, key_a={"budget": {"usd_per_day": 30}}), clock=clock, wall=wall
     )
     routes = []
     for _ in range(4):
@@ -191,10 +192,7 @@ async def test_a_key_over_its_daily_budget_is_out_until_midnight_utc(stack, cloc
 async def test_a_model_over_its_budget_hands_requests_to_its_fallback(stack, clock):
     wall = WallClock("2026-11-24T10:00:00+00:00")
     _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    text = config(sim_url).replace(
-        "    fallback: [gpt-4o-mini]\n",
-        "    fallback: [gpt-4o-mini]\n    budget: {usd_per_month: 5}\n",
-    )
+    text = config(sim_url, budget={"usd_per_month": 5})
     url = await stack.router(text, clock=clock, wall=wall)
     first = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
     assert first.headers["x-router-route"] == "a/gpt-4o"

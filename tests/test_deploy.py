@@ -23,13 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.config import parse_config
 from router.errors import ConfigError
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, SIM_C, client, two_keys_config
+from tests.configs import two_keys_config
+from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "llm-router.json"
 KUBERNETES = DEPLOY / "kubernetes"
-HI = [{"role": "user", "content": "hi"}]
 FAKE_ENV = {
     "ROUTER_CLIENT_KEY": "fake-client-token",
     "OPENAI_API_KEY": "sk-fake-openai-000001",
@@ -257,7 +257,7 @@ async def quota_outage_page(stack) -> str:
     streamed and plain requests."""
     limited_c = SimKey(name=SIM_C.name, api_key=SIM_C.api_key, rpm=1000, tpm=1_000_000)
     sim, sim_url = await stack.sim(SIM_A, SIM_B, limited_c)
-    url = await stack.router(two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"))
+    url = await stack.router(two_keys_config(sim_url, fallback=["gpt-4o-mini"]))
     sim.inject("a", Fault.insufficient_quota())
     sim.inject("b", Fault.insufficient_quota())
     async with client(url) as llm:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from router.config import parse_config
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 FAKE_ENV = {
     name: f"test-{name.lower()}-0123456789abcdef"
     for name in (

@@ -11,23 +11,17 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, SIM_C, client, sync_client, two_keys_config
-
-HI = [{"role": "user", "content": "hi"}]
-
-
-def preferring_a(sim_url: str, *, fallback: str = "", extra: str = "") -> str:
-    """Key a at priority 1 and b at priority 2, so the first choice is known."""
-    return two_keys_config(sim_url, fallback=fallback, extra=extra).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
-
-
-async def ask(url: str, model: str = "gpt-4o", **kwargs):
-    raw = await client(url).chat.completions.with_raw_response.create(
-        model=model, messages=HI, **kwargs
-    )
-    return raw.headers, raw.parse()
+from tests.configs import (
+    key,
+    model,
+    preferring_a,
+    route,
+    routes_yaml,
+    sim_keys,
+    two_keys_config,
+    two_keys_models,
+)
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, ask, client, sync_client
 
 
 async def test_rate_limited_key_fails_over_and_is_not_hammered_while_cooling(stack, clock):
@@ -74,9 +68,7 @@ async def test_route_whose_headers_say_none_left_is_skipped_not_tried(stack, clo
 
 async def test_model_falls_back_to_the_cheaper_one_when_its_routes_are_limited(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(
-        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock
-    )
+    url = await stack.router(two_keys_config(sim_url, fallback=["gpt-4o-mini"]), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=20))
     sim.inject("b", Fault.rate_limit(retry_after=20))
     headers, completion = await ask(url, temperature=0.2)
@@ -118,10 +110,12 @@ async def test_exhausted_pool_answers_429_with_retry_after_of_the_earliest_route
 )
 async def test_dead_key_is_taken_out_of_rotation_for_all_its_routes(stack, clock, fault):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    config = preferring_a(sim_url).replace(
-        "  gpt-4o-mini:\n    routes:\n      - {key: c, model: gpt-4o-mini}",
-        "  gpt-4o-mini:\n    routes:\n      - {key: a, model: gpt-4o-mini}\n"
-        "      - {key: b, model: gpt-4o-mini, priority: 2}",
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
+        models={
+            "gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o", priority=2)),
+            "gpt-4o-mini": model(route("a", "gpt-4o-mini"), route("b", "gpt-4o-mini", priority=2)),
+        },
     )
     url = await stack.router(config, clock=clock)
     sim.inject("a", fault)
@@ -149,7 +143,7 @@ async def test_server_errors_fail_over_and_open_the_circuit_then_probe(stack, cl
 
 async def test_first_byte_timeout_fails_over(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(preferring_a(sim_url, extra="timeouts: {first_byte: 0.3}"))
+    url = await stack.router(preferring_a(sim_url, timeouts={"first_byte": 0.3}))
     sim.inject("a", Fault.delay(5))
     headers, _ = await ask(url)
     assert headers["x-router-route"] == "b/gpt-4o"
@@ -159,9 +153,9 @@ async def test_first_byte_timeout_fails_over(stack):
 async def test_connection_refused_fails_over(stack, unused_tcp_port):
     _sim, sim_url = await stack.sim(SIM_B)
     dead = f"http://127.0.0.1:{unused_tcp_port}/v1"
-    config = preferring_a(sim_url).replace(
-        f'api_base: "{sim_url}", api_key: sk-sim-key-a',
-        f'api_base: "{dead}", api_key: sk-sim-key-a',
+    config = routes_yaml(
+        keys=[key("a", dead, api_key=SIM_A.api_key), *sim_keys(sim_url, SIM_B, SIM_C)],
+        models=two_keys_models(priority_b=2),
     )
     url = await stack.router(config)
     headers, _ = await ask(url)
@@ -219,9 +213,7 @@ async def test_routes_down_rather_than_limited_answer_503(stack, clock):
 async def test_attempt_cap_bounds_the_walk(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     url = await stack.router(
-        two_keys_config(
-            sim_url, fallback="fallback: [gpt-4o-mini]", extra="failover: {max_attempts: 2}"
-        ),
+        two_keys_config(sim_url, fallback=["gpt-4o-mini"], failover={"max_attempts": 2}),
         clock=clock,
     )
     for name in "abc":
@@ -234,9 +226,7 @@ async def test_attempt_cap_bounds_the_walk(stack, clock):
 
 async def test_request_deadline_bounds_everything(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(
-        two_keys_config(sim_url, extra="timeouts: {request: 0.5, first_byte: 30}")
-    )
+    url = await stack.router(two_keys_config(sim_url, timeouts={"request": 0.5, "first_byte": 30}))
     sim.inject("a", Fault.hang())
     sim.inject("b", Fault.hang())
     with pytest.raises(openai.APIStatusError) as caught:
@@ -247,15 +237,10 @@ async def test_request_deadline_bounds_everything(stack):
 
 async def test_upstream_gets_the_route_model_and_key_and_every_other_field_untouched(stack):
     sim, sim_url = await stack.sim(SIM_A)
-    config = f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: sk-sim-key-a-000001}}
-models:
-  fast:
-    routes: [{{key: a, model: gpt-4.1-mini}}]
-  gpt-4o:
-    routes: [{{key: a, model: gpt-4o}}]
-"""
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A),
+        models={"fast": model(route("a", "gpt-4.1-mini")), "gpt-4o": model(route("a", "gpt-4o"))},
+    )
     url = await stack.router(config)
     raw = await client(url).chat.completions.with_raw_response.create(
         model="fast", messages=HI, temperature=0.3, user="u-1", extra_body={"custom": [1, 2]}

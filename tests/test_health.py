@@ -21,11 +21,6 @@ R2 = Route(key=KEY, model="m2")
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def tracker(clock: FakeClock) -> HealthTracker:
     return HealthTracker(MemoryStore(clock), SETTINGS, clock)
 

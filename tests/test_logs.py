@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, admin_state, client, raw_upstream, two_keys_config
+from tests.configs import key, model, preferring_a, route, routes_yaml, sim_keys, two_keys_models
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream
 
-HI = [{"role": "user", "content": "hi"}]
 CLIENT_KEY = "router-client-key-0123456789"
 
 
@@ -44,12 +44,6 @@ def logs() -> Iterator[Captured]:
         yield captured
     finally:
         reset_logging()
-
-
-def preferring_a(sim_url: str) -> str:
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
 
 
 async def test_each_request_logs_one_event_with_route_attempts_and_timings(stack, logs):
@@ -113,11 +107,12 @@ async def test_keys_planted_in_headers_bodies_urls_and_errors_never_reach_a_line
     # The provider answers a's key with an error that echoes it (classified as auth).
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SimKey(name="c", api_key=planted))
     sim.inject("a", Fault.bad_request(f"key {SIM_A.api_key} is invalid", code="invalid_api_key"))
-    config = preferring_a(sim_url) + f'  extra:\n    routes: [{{key: c, model: "{planted}"}}]\n'
-    config = config.replace("sk-sim-key-c-000003", planted)
-    url = await stack.router(
-        config.replace("models:", f'server:\n  client_keys: ["{CLIENT_KEY}"]\nmodels:', 1)
+    config = routes_yaml(  # preferring_a's, with key c holding the planted key
+        keys=[*sim_keys(sim_url, SIM_A, SIM_B), key("c", sim_url, api_key=planted)],
+        models={**two_keys_models(priority_b=2), "extra": model(route("c", planted))},
+        server={"client_keys": [CLIENT_KEY]},
     )
+    url = await stack.router(config)
     sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
     await sdk.chat.completions.create(  # a key in a header, the body and the request id
         model="gpt-4o",
@@ -212,12 +207,12 @@ async def test_a_stream_the_client_leaves_right_after_its_terminator_is_served_i
 
     registry = CollectorRegistry()
     async with raw_upstream("/v1/chat/completions", late_end) as upstream:
-        url = await stack.router(
-            f'keys: {{u: {{provider: openai, api_base: "{upstream}/v1", api_key: sk-test-01}}}}\n'
-            "models: {gpt-4o: {routes: [{key: u, model: gpt-4o,"
-            " price: {input_per_mtok: 2, output_per_mtok: 10}}]}}\n",
-            registry=registry,
+        price = {"input_per_mtok": 2, "output_per_mtok": 10}
+        config = routes_yaml(
+            keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
+            models={"gpt-4o": model(route("u", "gpt-4o", price=price))},
         )
+        url = await stack.router(config, registry=registry)
         body = {"model": "gpt-4o", "messages": HI, "stream": True,
                 "stream_options": {"include_usage": True}}  # fmt: skip
         try:
@@ -246,6 +241,6 @@ async def test_a_stream_the_client_leaves_right_after_its_terminator_is_served_i
         assert sample("llm_router_upstream_attempts_total", {**labels, "outcome": "ok"}) == 1
         assert sample("llm_router_spend_usd_total", labels) == pytest.approx(92 / 1e6)
         routes, _ = await admin_state(url)
-        route = routes["u/gpt-4o"]  # health saw a success: a latency, nothing in flight
-        assert route["latency_ms"] is not None and route["in_flight"] == 0
-        assert route["last_error"] is None
+        served = routes["u/gpt-4o"]  # health saw a success: a latency, nothing in flight
+        assert served["latency_ms"] is not None and served["in_flight"] == 0
+        assert served["last_error"] is None

@@ -13,15 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim import Fault
-from tests.conftest import SIM_A, SIM_B, SIM_C, client, two_keys_config
-
-HI = [{"role": "user", "content": "hi"}]
-
-
-def preferring_a(sim_url: str, **kwargs: str) -> str:
-    return two_keys_config(sim_url, **kwargs).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
+from tests.configs import preferring_a, two_keys_config
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, client
 
 
 class Reader:
@@ -102,7 +95,7 @@ async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
 async def test_fallback_and_exhaustion_are_counted_by_outcome(stack, clock, registry, read):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     url = await stack.router(
-        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock,
+        two_keys_config(sim_url, fallback=["gpt-4o-mini"]), clock=clock,
         registry=registry,
     )  # fmt: skip
     sim.inject("a", Fault.rate_limit(retry_after=20))
@@ -198,9 +191,7 @@ async def test_live_metrics_page_passes_promtool_check_metrics(stack, clock):
             pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
         pytest.skip("promtool not installed (apt-get install prometheus)")
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(
-        two_keys_config(sim_url, fallback="fallback: [gpt-4o-mini]"), clock=clock
-    )
+    url = await stack.router(two_keys_config(sim_url, fallback=["gpt-4o-mini"]), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=10))
     for _ in range(3):
         await client(url).chat.completions.create(model="gpt-4o", messages=HI)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -12,9 +13,17 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey
-from tests.conftest import SIM_A, SIM_B, admin_state, client, two_keys_config
+from tests.configs import (
+    model,
+    preferring_a,
+    route,
+    routes_yaml,
+    sim_key,
+    sim_keys,
+    two_keys_config,
+)
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, client
 
-HI = [{"role": "user", "content": "hi"}]
 ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
 ANT_B = SimKey(name="ant-b", api_key="sk-ant-sim-key-b-0000002")
 AZ = SimKey(name="az", api_key="azure-sim-key-0000000003")
@@ -22,18 +31,16 @@ GEM = SimKey(name="gem", api_key="gemini-sim-key-000000004")
 GEM2 = SimKey(name="gem2", api_key="gemini-sim-key-000000005")
 
 
-def claude_config(root: str, extra: str = "") -> str:
-    return f"""
-keys:
-  ant-a: {{provider: anthropic, api_base: "{root}", api_key: {ANT_A.api_key}}}
-  ant-b: {{provider: anthropic, api_base: "{root}", api_key: {ANT_B.api_key}}}
-models:
-  claude:
-    routes:
-      - {{key: ant-a, model: claude-sonnet-4-5}}
-      - {{key: ant-b, model: claude-sonnet-4-5, priority: 2}}
-{extra}
-"""
+def claude_config(root: str, **sections: Any) -> str:
+    return routes_yaml(
+        keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
+        models={
+            "claude": model(
+                route("ant-a", "claude-sonnet-4-5"), route("ant-b", "claude-sonnet-4-5", priority=2)
+            )
+        },
+        **sections,
+    )
 
 
 def claude_client(url: str, **kwargs) -> anthropic.AsyncAnthropic:
@@ -185,7 +192,7 @@ class TestAnthropicMessages:
 
     async def test_a_client_key_may_come_as_x_api_key(self, stack):
         sim, _ = await stack.sim(ANT_A, ANT_B)
-        config = claude_config(sim.root, extra='server:\n  client_keys: ["${ROUTER_KEY}"]')
+        config = claude_config(sim.root, server={"client_keys": ["${ROUTER_KEY}"]})
         url = await stack.router(config, environ={"ROUTER_KEY": "router-key-123"})
         with pytest.raises(anthropic.AuthenticationError):
             await claude_client(url).messages.create(model="claude", max_tokens=5, messages=HI)
@@ -227,22 +234,22 @@ class TestTranslatedChat:
 
     @staticmethod
     def config(sim_url: str, root: str) -> str:
-        return f"""
-keys:
-  a: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_A.api_key}}}
-  ant-a: {{provider: anthropic, api_base: "{root}", api_key: {ANT_A.api_key}}}
-  gem: {{provider: gemini, api_base: "{root}", api_key: {GEM.api_key}}}
-  gem2: {{provider: gemini, api_base: "{root}", api_key: {GEM2.api_key}}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: a, model: gpt-4o}}
-      - {{key: ant-a, model: claude-sonnet-4-5, priority: 2}}
-  flash:
-    routes:
-      - {{key: gem, model: gemini-2.5-flash}}
-      - {{key: gem2, model: gemini-2.5-flash, priority: 2}}
-"""
+        return routes_yaml(
+            keys=[
+                sim_key(SIM_A, sim_url),
+                sim_key(ANT_A, root, provider="anthropic"),
+                sim_key(GEM, root, provider="gemini"),
+                sim_key(GEM2, root, provider="gemini"),
+            ],
+            models={
+                "gpt-4o": model(
+                    route("a", "gpt-4o"), route("ant-a", "claude-sonnet-4-5", priority=2)
+                ),
+                "flash": model(
+                    route("gem", "gemini-2.5-flash"), route("gem2", "gemini-2.5-flash", priority=2)
+                ),
+            },
+        )
 
     async def test_limited_openai_routes_hand_the_request_to_claude(self, stack, clock):
         sim, sim_url = await stack.sim(SIM_A, ANT_A, GEM, GEM2)
@@ -288,21 +295,19 @@ models:
         assert keys["gem"]["disabled_reason"] == "quota"
 
 
-def azure_config(root: str, sim_url: str) -> str:
-    return f"""
-keys:
-  az: {{provider: azure, api_base: "{root}", api_key: {AZ.api_key}, api_version: "2024-10-21"}}
-  b: {{provider: openai, api_base: "{sim_url}", api_key: {SIM_B.api_key}}}
-models:
-  gpt-4o:
-    routes:
-      - {{key: az, model: gpt4o-deployment}}
-      - {{key: b, model: gpt-4o, priority: 2}}
-  embed:
-    routes:
-      - {{key: az, model: embed-deployment}}
-      - {{key: b, model: text-embedding-3-small, priority: 2}}
-"""
+def azure_config(root: str, sim_url: str, *, api_version: str = "2024-10-21") -> str:
+    return routes_yaml(
+        keys=[
+            sim_key(AZ, root, provider="azure", api_version=api_version),
+            *sim_keys(sim_url, SIM_B),
+        ],
+        models={
+            "gpt-4o": model(route("az", "gpt4o-deployment"), route("b", "gpt-4o", priority=2)),
+            "embed": model(
+                route("az", "embed-deployment"), route("b", "text-embedding-3-small", priority=2)
+            ),
+        },
+    )
 
 
 class TestAzure:
@@ -349,9 +354,7 @@ class TestAzure:
     async def test_an_older_api_version_refusing_stream_options_still_streams(self, stack):
         older = dataclasses.replace(AZ, refuses_stream_options=True)
         sim, sim_url = await stack.sim(older, SIM_B)
-        url = await stack.router(
-            azure_config(sim.root, sim_url).replace("2024-10-21", "2024-06-01")
-        )
+        url = await stack.router(azure_config(sim.root, sim_url, api_version="2024-06-01"))
         for _ in range(2):
             stream = await client(url).chat.completions.create(
                 model="gpt-4o", messages=HI, stream=True
@@ -376,16 +379,10 @@ class TestEmbeddings:
         assert raw.headers["x-router-attempts"] == "2"
 
 
-def responses_config(sim_url: str) -> str:
-    return two_keys_config(sim_url).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
-
-
 class TestResponses:
     async def test_responses_pass_through_and_fail_over(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         response = await client(url).responses.create(model="gpt-4o", input="hi")
         assert response.output_text == "Hello from a via gpt-4o."
         sim.inject("a", Fault.server_error(503))
@@ -395,7 +392,7 @@ class TestResponses:
 
     async def test_a_responses_stream_fails_over_before_its_first_delta(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         sim.inject("a", Fault.stream_error(after_chunks=0))
         stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
         events = [event async for event in stream]
@@ -405,7 +402,7 @@ class TestResponses:
 
     async def test_a_responses_stream_cut_after_its_first_delta_ends_with_an_error(self, stack):
         sim, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(responses_config(sim_url))
+        url = await stack.router(preferring_a(sim_url))
         sim.inject("a", Fault.stream_cut(after_chunks=2))
         stream = await client(url).responses.create(model="gpt-4o", input="hi", stream=True)
         events = [event async for event in stream]

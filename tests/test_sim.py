@@ -14,7 +14,6 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,21 +24,16 @@ import pytest
 from router.sim import Fault, SimKey, SimProvider
 from router.sim.openai.wire import go_duration
 from tests.clock import FakeClock
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(20)
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "gpt-4o-mini"
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 # 3 per reply + 3 per message + ceil(len("hi") / 4): the sim's documented estimate.
 PROMPT_TOKENS = 7
 REPLY_A = f"Hello from a via {MODEL}."
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s)?$|^\d+ms$")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -42,11 +42,6 @@ def reply(model: str) -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[SimProvider]:
     provider = SimProvider(keys=[SimKey(name="a", api_key=KEY)], clock=clock)
     async with provider.serve():

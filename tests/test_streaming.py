@@ -10,15 +10,8 @@ import pytest
 from aiohttp import web
 
 from router.sim import Fault
-from tests.conftest import SIM_A, SIM_B, client, raw_upstream, sync_client, two_keys_config
-
-HI = [{"role": "user", "content": "hi"}]
-
-
-def preferring_a(sim_url: str, extra: str = "") -> str:
-    return two_keys_config(sim_url, extra=extra).replace(
-        "{key: b, model: gpt-4o}", "{key: b, model: gpt-4o, priority: 2}"
-    )
+from tests.configs import key, model, preferring_a, route, routes_yaml
+from tests.conftest import HI, SIM_A, SIM_B, client, raw_upstream, sync_client
 
 
 async def stream_text(url: str, **kwargs) -> tuple[dict[str, str], str, list]:
@@ -80,7 +73,7 @@ async def test_sync_sdk_streams_through_the_router(stack):
 )
 async def test_stream_fails_over_before_its_first_byte(stack, fault):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(preferring_a(sim_url, extra="timeouts: {first_byte: 0.5}"))
+    url = await stack.router(preferring_a(sim_url, timeouts={"first_byte": 0.5}))
     sim.inject("a", fault)
     headers, text, _ = await stream_text(url)
     assert text == "Hello from b via gpt-4o."
@@ -98,7 +91,7 @@ async def test_stream_fails_over_before_its_first_byte(stack, fault):
 )
 async def test_stream_dying_midway_ends_with_an_error_the_client_sees(stack, fault, message):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(preferring_a(sim_url, extra="timeouts: {idle: 0.5}"))
+    url = await stack.router(preferring_a(sim_url, timeouts={"idle": 0.5}))
     sim.inject("a", fault)
     received: list[str] = []
     stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
@@ -164,8 +157,10 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
 
     async with raw_upstream("/v1/chat/completions", late_end) as upstream:
         url = await stack.router(
-            f'keys: {{u: {{provider: openai, api_base: "{upstream}/v1", api_key: sk-test-01}}}}\n'
-            "models: {gpt-4o: {routes: [{key: u, model: gpt-4o}]}}\n"
+            routes_yaml(
+                keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
+                models={"gpt-4o": model(route("u", "gpt-4o"))},
+            )
         )
         body = {"model": "gpt-4o", "messages": HI, "stream": True}
         try:
