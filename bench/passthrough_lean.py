@@ -2,7 +2,7 @@
 
     python bench/passthrough_lean.py --upstream http://127.0.0.1:PORT/v1 --key sk-... --port 0
 
-The router talks to providers through router/http_client.py, which costs about half
+The router talks to providers through router/upstream/client.py, which costs about half
 of what aiohttp's ClientSession does per request. Against bench/passthrough.py the
 router gains that; against this one, what is left is the cost of routing alone.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 from passthrough import listen, main  # bench/ is first on the path of a script run here
 
-from router.http_client import HttpClient
+from router.upstream.client import HttpClient
 
 
 async def serve(upstream: str, key: str, port: int) -> None:

@@ -13,7 +13,7 @@ import structlog
 
 from router.config import format_route_table, load_config
 from router.errors import ConfigError
-from router.logs import configure_logging
+from router.telemetry.logs import configure_logging
 from router.types import Config
 
 DEFAULT_CONFIG = os.environ.get("LLM_ROUTER_CONFIG", "routes.yaml")

@@ -16,8 +16,7 @@ import sys
 import aiohttp
 import structlog
 
-from router import catalog
-from router.config import parse_config
+from router.config import catalog, parse_config
 from router.server import bound_port, start, wait_for_signal
 from router.sim import SimKey, SimProvider
 

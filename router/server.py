@@ -15,25 +15,24 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from router import translate
-from router.attempts import AttemptRunner
-from router.budgets import BudgetKeeper
 from router.config import is_loopback
-from router.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 from router.errors import ConfigError
 from router.failover import Failover
+from router.failover.attempt import AttemptRunner
 from router.handlers import admin, ops
-from router.handlers.context import APP_STATE, RouterState
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.model_api import PATHS, list_models, model_api
-from router.health import HealthTracker
-from router.http_client import HttpClient
-from router.logs import request_log
-from router.metrics import Metrics
-from router.state.base import StateStore
-from router.state.memory import MemoryStore
+from router.handlers.state import APP_STATE, RouterState
+from router.health.budgets import BudgetKeeper
+from router.health.memory import MemoryStore
+from router.health.store import StateStore
+from router.health.tracker import HealthTracker
+from router.telemetry.logs import request_log
+from router.telemetry.metrics import Metrics
 from router.types import Config, Operation
-from router.upstream import Upstream
+from router.upstream import Upstream, translate
+from router.upstream.client import HttpClient
+from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
 log = structlog.get_logger("router.server")
 

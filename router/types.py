@@ -67,7 +67,7 @@ class Key:
     api_key: str = field(repr=False)
     api_version: str | None = None  # Azure's api-version query parameter
     budget: Budget | None = None
-    # Ask this key's streams for their usage chunk when the client did not (usage_request.py).
+    # Ask this key's streams for their usage chunk when the client did not (failover/usage_ask.py).
     stream_usage: bool = True
 
 
@@ -178,7 +178,7 @@ class FailureClass(StrEnum):
     """What an attempt's outcome means for routing (see provider-signals.md §11.1).
 
     The mapping from wire signals to a class, and from a class to what the router does
-    next (`ACTIONS`), both live in `classify.py`.
+    next (`ACTIONS`), both live in `rules/failures.py`.
     """
 
     OK = "ok"
@@ -242,7 +242,7 @@ class Headroom:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
-    """`classify.py`'s reading of one upstream outcome."""
+    """`rules/failures.py`'s reading of one upstream outcome."""
 
     failure: FailureClass
     retry_after: float | None = None  # seconds the provider asked us to wait, if it said

@@ -12,9 +12,9 @@ from structlog.processors import JSONRenderer
 
 from router.config import parse_config
 from router.errors import ConfigError
-from router.logs import REDACTED, RedactingRenderer, Redactor
 from router.server import check_bind
 from router.sim import Fault
+from router.telemetry.logs import REDACTED, RedactingRenderer, Redactor
 from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_config
 from tests.conftest import SIM_A, SIM_B, client
 

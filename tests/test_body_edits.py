@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from router import fastjson
-from router.body_edits import with_model, with_usage_requested
+from router.wire import fastjson
+from router.wire.body import with_model, with_usage_requested
 
 # The order the openai SDK sends: messages first, the model after them.
 SDK_BODY = json.dumps(

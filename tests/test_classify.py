@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from router.classify import (
+from router.rules.failures import (
     ACTIONS,
     Next,
     Penalty,
@@ -14,7 +14,7 @@ from router.classify import (
     classify_stream_error,
     error_fields,
 )
-from router.ratelimit import parse_duration, parse_headroom, retry_after_from_text
+from router.rules.ratelimit import parse_duration, parse_headroom, retry_after_from_text
 from router.types import FailureClass
 from router.types import FailureClass as F
 

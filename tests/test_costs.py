@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from router.budgets import period_ends
 from router.config import format_route_table, parse_config
 from router.errors import ConfigError
-from router.usage import usage_from_body
+from router.health.budgets import period_ends
+from router.wire.usage import usage_from_body
 from tests.configs import model, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 

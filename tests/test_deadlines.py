@@ -7,8 +7,8 @@ import asyncio
 import random
 import time
 
-from router import deadlines
-from router.deadlines import TICK, Deadlines
+from router.upstream import deadlines
+from router.upstream.deadlines import TICK, Deadlines
 
 SLACK = 0.25  # scheduling noise on a busy CI machine, on top of the one-tick lateness
 

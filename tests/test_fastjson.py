@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from router import fastjson
+from router.wire import fastjson
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from router.health import HealthTracker
-from router.policy import HEALTHY
-from router.state.memory import MemoryStore
+from router.health.memory import MemoryStore
+from router.health.tracker import HealthTracker
+from router.rules.plan import HEALTHY
 from router.types import FailoverSettings, Headroom, Key, Route, Verdict
 from router.types import FailureClass as F
 from tests.clock import FakeClock

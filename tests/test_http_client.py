@@ -17,9 +17,9 @@ import trustme
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamProtocolError
-from router.http_client import BadResponse, BrokenBody, Disconnected, HttpClient, InvalidHeader
 from router.types import Key, Route, Timeouts
 from router.upstream import Upstream
+from router.upstream.client import BadResponse, BrokenBody, Disconnected, HttpClient, InvalidHeader
 from tests.conftest import raw_upstream
 
 pytestmark = pytest.mark.timeout(20)

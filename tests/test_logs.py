@@ -15,8 +15,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from router.logs import configure_logging, request_log, reset_logging
 from router.sim import Fault, SimKey
+from router.telemetry.logs import configure_logging, request_log, reset_logging
 from tests.configs import key, model, preferring_a, route, routes_yaml, sim_keys, two_keys_models
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from router.policy import HEALTHY, RouteHealth, plan
+from router.rules.plan import HEALTHY, RouteHealth, plan
 from router.types import Headroom, Key, ModelSpec, Route
 
 

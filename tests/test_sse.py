@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from router import sse
-from router.dialects import OPENAI_CHAT, UsagePart
-from router.stream_watch import StreamWatch as _Watch
+from router.wire import sse
+from router.wire.dialects import OPENAI_CHAT, UsagePart
+from router.wire.stream_watch import StreamWatch as _Watch
 
 STREAM = (
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},'

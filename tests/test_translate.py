@@ -21,14 +21,14 @@ import openai
 import pytest
 from aiohttp import web
 
-from router.classify import classify_response
 from router.errors import UpstreamConnectionError, UpstreamProtocolError, UpstreamTimeout
-from router.providers import PROVIDERS as PROVIDERS_BY_NAME
+from router.rules.failures import classify_response
 from router.sim import Fault, SimKey, SimProvider
-from router.translate import TranslatedResponse, litellm_providers, runtime, translator_for
-from router.translate.endpoints import litellm_api_base, litellm_model
-from router.translate.failures import error_answer
 from router.types import FailureClass, Key, Operation, Route
+from router.upstream.providers import PROVIDERS as PROVIDERS_BY_NAME
+from router.upstream.translate import TranslatedResponse, litellm_providers, runtime, translator_for
+from router.upstream.translate.endpoints import litellm_api_base, litellm_model
+from router.upstream.translate.litellm_errors import error_answer
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.timeout(60)  # the first test pays for importing litellm (~3 s)
@@ -606,7 +606,7 @@ def test_route_models_get_the_provider_prefix_once() -> None:
 
 def test_importing_the_package_does_not_import_litellm() -> None:
     code = (
-        "import sys, router.translate as t\n"
+        "import sys, router.upstream.translate as t\n"
         "from router.types import Operation\n"
         "t.litellm_providers(); t.translator_for('gemini', Operation.CHAT)\n"
         "print('litellm' in sys.modules)"

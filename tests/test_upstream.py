@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamTimeout
-from router.http_client import HttpClient
 from router.types import Key, Route, Timeouts
 from router.upstream import Upstream, UpstreamResponse
+from router.upstream.client import HttpClient
 from tests.conftest import raw_upstream
 
 KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1", api_key="sk-test-0000000000")

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from router.config import mask_key
-from router.handlers.context import APP_STATE
-from router.metrics import RouteState
-from router.status import RouteStatus, disabled_keys, route_statuses
+from router.handlers.state import APP_STATE
+from router.health.status import RouteStatus, disabled_keys, route_statuses
+from router.telemetry.metrics import RouteState
 from router.types import BlockReason, Config, Key
 
 # `last_failure` is this process's own memory; a block written by another replica (or

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Collection
 import structlog
 from aiohttp import web
 
-from router.dialects import OPENAI_CHAT, Dialect
 from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
@@ -28,8 +27,9 @@ from router.errors import (
     RouterError,
     Unauthorized,
 )
-from router.handlers.context import APP_STATE, REQUEST_TRACE, RequestTrace
-from router.metrics import UNKNOWN_MODEL
+from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
+from router.telemetry.metrics import UNKNOWN_MODEL
+from router.wire.dialects import OPENAI_CHAT, Dialect
 
 log = structlog.get_logger("router.request")
 

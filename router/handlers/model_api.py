@@ -11,16 +11,16 @@ from typing import Any
 
 from aiohttp import web
 
-from router import fastjson
-from router.attempts import OpenStream
-from router.calls import Answer, Call
-from router.dialects import Dialect
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
-from router.handlers.context import APP_STATE, REQUEST_TRACE, RouterState
+from router.failover.attempt import OpenStream
+from router.failover.call import Answer, Call
 from router.handlers.endpoint import Handler
-from router.streaming import relay
+from router.handlers.relay import relay
+from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
 from router.types import Attempt, Operation, Route
 from router.upstream import forwardable_headers
+from router.wire import fastjson
+from router.wire.dialects import Dialect
 
 PATHS = {
     Operation.CHAT: "/v1/chat/completions",
@@ -113,7 +113,7 @@ def parse_call(
     stream = payload.get("stream") is True
     options = payload.get("stream_options")
     # Costs and token metrics need the usage chunk, which OpenAI sends only when asked:
-    # each attempt asks on the client's behalf where the key allows (usage_request.py),
+    # each attempt asks on the client's behalf where the key allows (failover/usage_ask.py),
     # and the relay keeps the extra chunk from the client (§9.1).
     strip_usage = (
         stream

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from router.handlers.context import APP_STATE
-from router.policy import unavailability
-from router.status import disabled_keys, route_statuses
+from router.handlers.state import APP_STATE
+from router.health.status import disabled_keys, route_statuses
+from router.rules.plan import unavailability
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,266 @@
+"""routes.yaml -> a frozen `Config`, once at startup, and the table `llm-router check` prints.
+
+Every error names file, line and field path:
+`routes.yaml:14: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'`.
+A key whose `${VAR}` is unset is skipped rather than fatal, so one missing credential
+does not stop the router from serving the rest; the skip is reported in
+`Config.skipped_keys` and `Config.warnings`. No message ever quotes a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from router.config import catalog
+from router.config.fields import Expansion, Field, read_document, suggestion, unset_reason
+from router.config.models import parse_budget, parse_models
+from router.config.table import format_route_table, mask_key
+from router.errors import ConfigError
+from router.types import (
+    DEFAULT_API_BASES,
+    Config,
+    FailoverSettings,
+    Key,
+    ModelSpec,
+    Operation,
+    Route,
+    ServerSettings,
+    SkippedKey,
+    Timeouts,
+)
+from router.upstream.providers import PROVIDERS
+from router.upstream.translate import can_serve
+from router.upstream.translate.runtime import litellm_providers
+
+__all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
+
+
+_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
+_SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
+_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
+_FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
+
+_Settings = TypeVar("_Settings", Timeouts, FailoverSettings)
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{os.path.basename(source)}: not UTF-8 text") from None
+    config = parse_config(text, source=source, environ=os.environ if environ is None else environ)
+    catalog.forget()  # the loaded config holds what it needs of the model data
+    return config
+
+
+def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Config:
+    document = read_document(text, source=source, environ=environ)
+    top = document.fields(_TOP_FIELDS, required=("keys", "models"))
+    warnings: list[str] = []
+    server = _server(top["server"], warnings) if "server" in top else ServerSettings()
+    keys, skipped = _keys(top["keys"], warnings)
+    models = {
+        name: dataclasses.replace(spec, routes_for=_routes_per_operation(spec))
+        for name, spec in parse_models(top["models"], keys, skipped, warnings).items()
+    }
+    timeouts = _settings(top.get("timeouts"), Timeouts)
+    failover = _settings(top.get("failover"), FailoverSettings)
+    if not any(spec.routes for spec in models.values()):
+        reasons = "; ".join(f"{key.name}: {key.reason}" for key in skipped.values())
+        raise ConfigError(
+            f"{document.source}: no usable route: every key the routes use is skipped ({reasons})"
+        )
+    return Config(
+        source=source,
+        server=server,
+        keys=MappingProxyType(keys),
+        models=MappingProxyType(models),
+        timeouts=timeouts,
+        failover=failover,
+        skipped_keys=tuple(skipped.values()),
+        warnings=tuple(warnings),
+    )
+
+
+def _routes_per_operation(model: ModelSpec) -> Mapping[Operation, tuple[Route, ...]]:
+    return MappingProxyType(
+        {
+            operation: tuple(r for r in model.routes if can_serve(r.key.provider, operation))
+            for operation in Operation
+        }
+    )
+
+
+def _server(at: Field, warnings: list[str]) -> ServerSettings:
+    found = at.fields(_SERVER_FIELDS)
+    values: dict[str, Any] = {}
+    if "host" in found:
+        values["host"] = found["host"].string()
+        if not values["host"]:
+            raise found["host"].error("must not be empty (0.0.0.0 listens on every interface)")
+    if "port" in found:
+        values["port"] = found["port"].integer(minimum=0, maximum=65535)
+    if "client_keys" in found:
+        values["client_keys"] = _client_keys(found["client_keys"], warnings)
+    if "allow_unauthenticated" in found:
+        values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
+    if "max_body_bytes" in found:
+        values["max_body_bytes"] = found["max_body_bytes"].integer(minimum=1)
+    server = ServerSettings(**values)
+    if not (server.client_keys or server.allow_unauthenticated or is_loopback(server.host)):
+        raise found["host"].error(
+            f"{server.host} is not a loopback address, so anyone who can reach it could use "
+            "your keys; set server.client_keys or server.allow_unauthenticated: true"
+        )
+    return server
+
+
+def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
+    kept: list[str] = []
+    dropped: list[str] = []
+    for entry in at.items():
+        expansion = entry.expand()
+        if expansion.unset:
+            dropped.append(unset_reason(expansion.unset))
+            warnings.append(f"{entry.path} is dropped: {dropped[-1]}")
+        elif not expansion.value:
+            raise entry.error("a client key must not be empty")
+        else:
+            kept.append(expansion.value)
+    if dropped and not kept:
+        # The operator asked for auth; starting open because a variable is missing
+        # would silently undo that.
+        raise at.error(
+            f"every client key is unset ({'; '.join(dropped)}); "
+            "refusing to start without client auth"
+        )
+    return tuple(kept)
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (bracketed or not), in any case."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, SkippedKey]]:
+    keys: dict[str, Key] = {}
+    skipped: dict[str, SkippedKey] = {}
+    for name, entry in at.named():
+        if "/" in name or any(char.isspace() for char in name):
+            raise entry.error("a key name may not hold '/' or spaces (route ids are key/model)")
+        found = entry.fields(_KEY_FIELDS, required=("provider", "api_key"))
+        provider = _provider(found["provider"])
+        api_base = _api_base(found.get("api_base"), provider, entry)
+        api_version = _api_version(found.get("api_version"), provider)
+        stream_usage = _stream_usage(found.get("stream_usage"), provider)
+        api_key = found["api_key"].expand()
+        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset))
+        if unset:
+            skipped[name] = SkippedKey(name=name, reason=unset_reason(unset))
+            warnings.append(
+                f"{entry.path} is skipped: {skipped[name].reason}; its routes are left out"
+            )
+            continue
+        if any(char.isspace() or not char.isprintable() for char in api_key.value):
+            # Would fail every request at the header; say so once, here, without the key.
+            raise found["api_key"].error(
+                "the key holds whitespace or a control character "
+                "(a line end copied from a file or an echo?)"
+            )
+        if api_key.value and not api_key.referenced:
+            warnings.append(
+                f"{entry.path}.api_key is a literal key in {entry.source}; "
+                "prefer ${VAR} so the file holds no secret"
+            )
+        keys[name] = Key(
+            name=name,
+            provider=provider,
+            api_base=api_base.value,
+            api_key=api_key.value,
+            api_version=api_version,
+            budget=parse_budget(found["budget"]) if "budget" in found else None,
+            stream_usage=stream_usage,
+        )
+    return keys, skipped
+
+
+def _provider(at: Field) -> str:
+    # DEFAULT_API_BASES lists the providers the router speaks itself; any other provider
+    # litellm knows is reached through translation (its names read without importing it).
+    provider = at.string()
+    if provider not in DEFAULT_API_BASES and provider not in litellm_providers():
+        known = sorted(DEFAULT_API_BASES)
+        hint = suggestion(provider, [*known, *litellm_providers()])
+        raise at.error(
+            f"unknown provider '{provider}'{hint}; supported: {', '.join(known)}, "
+            "or any provider litellm knows"
+        )
+    return provider
+
+
+def _api_base(at: Field | None, provider: str, entry: Field) -> Expansion:
+    if at is None:
+        default = DEFAULT_API_BASES.get(provider, "")  # "": litellm's own default
+        if default is None:
+            raise entry.error(
+                f"provider {provider} needs api_base (for azure: https://NAME.openai.azure.com)"
+            )
+        return Expansion(default)
+    expansion = at.expand()
+    if expansion.unset:
+        return expansion
+    base = expansion.value.rstrip("/")
+    url = urlsplit(base)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise at.error("must be a URL starting with http:// or https://")
+    if provider == "anthropic" and url.path.endswith("/v1"):
+        # Anthropic's SDK convention: the host only; the router adds /v1/messages.
+        raise at.error("for provider anthropic, give the host only, without /v1")
+    return dataclasses.replace(expansion, value=base)
+
+
+def _api_version(at: Field | None, provider: str) -> str | None:
+    if at is None:
+        return None
+    if provider != "azure":
+        raise at.error("api_version applies to provider azure only")
+    return at.string()
+
+
+def _stream_usage(at: Field | None, provider: str) -> bool:
+    if at is None:
+        return True
+    native = PROVIDERS.get(provider)
+    if native is None or Operation.CHAT not in native.operations:
+        # Chat streams to this provider are translated; the translation asks for usage.
+        passed = [name for name, p in PROVIDERS.items() if Operation.CHAT in p.operations]
+        raise at.error(f"stream_usage applies to providers {' and '.join(passed)} only")
+    return at.boolean()
+
+
+def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
+    if at is None:
+        return kind()
+    found = at.fields([f.name for f in dataclasses.fields(kind)])
+    values = {
+        name: field.integer(minimum=1) if name in _FAILOVER_COUNTS else field.positive_number()
+        for name, field in found.items()
+    }
+    return kind(**values)

@@ -1,0 +1,226 @@
+"""routes.yaml `models:`: routes, fallbacks, context fallbacks, prices and budgets.
+
+Everything that can be is resolved here, once: each route's price and context window
+(routes.yaml first, litellm's model data second), `fallback: cheaper` into the list of
+cheaper models, and every fallback chain, checked for cycles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from statistics import fmean
+
+from router.config import catalog
+from router.config.fields import Field
+from router.types import Budget, Key, ModelSpec, Price, Route, SkippedKey
+
+_MODEL_FIELDS = ("routes", "fallback", "context_fallback", "budget")
+_ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens")
+_PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
+_BUDGET_FIELDS = ("usd_per_day", "usd_per_month")
+CHEAPER = "cheaper"
+
+
+def parse_models(
+    at: Field, keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey], warnings: list[str]
+) -> dict[str, ModelSpec]:
+    entries = at.named()
+    if not entries:
+        raise at.error("no models are defined")
+    names = {name for name, _ in entries}
+    found_of = {name: entry.fields(_MODEL_FIELDS) for name, entry in entries}
+    routes = {name: _routes(found_of[name].get("routes"), keys, skipped) for name in names}
+    prices = {name: model_price(routes[name]) for name in names}
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    fallback_at: dict[str, Field] = {}
+    for name, entry in entries:
+        found = found_of[name]
+        if "fallback" in found:
+            fallback_at[name] = found["fallback"]
+            fallbacks[name] = _fallback(found["fallback"], name, names, prices)
+        else:
+            fallbacks[name] = ()
+        written = found["routes"].items() if "routes" in found else []
+        if not written and not fallbacks[name]:
+            raise entry.error("needs at least one route or a fallback")
+    _reject_cycles(fallbacks, fallback_at)
+    context: dict[str, tuple[str, ...]] = {}
+    for name in names:
+        found = found_of[name]
+        context[name] = (
+            _model_list(found["context_fallback"], name, names)
+            if "context_fallback" in found
+            else ()
+        )
+    _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
+    specs = {
+        name: ModelSpec(
+            name=name,
+            routes=routes[name],
+            fallback=fallbacks[name],
+            chain=_chain(name, fallbacks),
+            context_fallback=context[name],
+            budget=parse_budget(found_of[name]["budget"]) if "budget" in found_of[name] else None,
+            price=prices[name],
+        )
+        for name, _ in entries
+    }
+    for name, _ in entries:
+        if note := _unserved_warning(specs[name], specs, "routes" in found_of[name]):
+            warnings.append(note)
+    return specs
+
+
+def model_price(routes: tuple[Route, ...]) -> Price | None:
+    """The mean price of the best-priority routes that have one."""
+    priced = [r for r in routes if r.price is not None]
+    if not priced:
+        return None
+    best = min(r.priority for r in priced)
+    chosen = [r.price for r in priced if r.priority == best and r.price is not None]
+    return Price(input=fmean(p.input for p in chosen), output=fmean(p.output for p in chosen))
+
+
+def parse_budget(at: Field) -> Budget:
+    found = at.fields(_BUDGET_FIELDS)
+    if not found:
+        raise at.error("give usd_per_day, usd_per_month or both")
+    return Budget(
+        usd_per_day=found["usd_per_day"].positive_number() if "usd_per_day" in found else None,
+        usd_per_month=(
+            found["usd_per_month"].positive_number() if "usd_per_month" in found else None
+        ),
+    )
+
+
+def _routes(
+    at: Field | None, keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey]
+) -> tuple[Route, ...]:
+    """The model's routes in file order (the policy applies priority), less skipped keys."""
+    usable: list[Route] = []
+    first: dict[str, str] = {}
+    for entry in at.items() if at is not None else []:
+        found = entry.fields(_ROUTE_FIELDS, required=("key", "model"))
+        key_name = found["key"].string()
+        if key_name not in keys and key_name not in skipped:
+            raise found["key"].error(f"unknown key '{key_name}'")
+        model = found["model"].string()
+        if not model:
+            raise found["model"].error("must not be empty")
+        # Health state is kept per route id, so two routes with one id would share it.
+        route_id = f"{key_name}/{model}"
+        if route_id in first:
+            raise entry.error(f"route {route_id} is already listed at {first[route_id]}")
+        first[route_id] = entry.path
+        priority = found["priority"].integer(minimum=1) if "priority" in found else 1
+        weight = found["weight"].positive_number() if "weight" in found else 1.0
+        price = _price(found["price"]) if "price" in found else None
+        window = (
+            found["max_input_tokens"].integer(minimum=1) if "max_input_tokens" in found else None
+        )
+        key = keys.get(key_name)
+        if key is None:
+            continue
+        facts = catalog.facts(key.provider, model)
+        usable.append(
+            Route(
+                key=key,
+                model=model,
+                priority=priority,
+                weight=weight,
+                price=price or facts.price,
+                max_input_tokens=window or facts.max_input_tokens,
+            )
+        )
+    return tuple(usable)
+
+
+def _price(at: Field) -> Price:
+    found = at.fields(_PRICE_FIELDS, required=_PRICE_FIELDS)
+    per_million = [found[name].number(minimum=0) for name in _PRICE_FIELDS]
+    return Price(input=per_million[0] / 1e6, output=per_million[1] / 1e6)
+
+
+def _fallback(
+    at: Field, name: str, models: Collection[str], prices: Mapping[str, Price | None]
+) -> tuple[str, ...]:
+    if at.is_scalar and at.string() == CHEAPER:
+        return _cheaper(at, name, prices)
+    return _model_list(at, name, models)  # anything else must be a list
+
+
+def _cheaper(at: Field, name: str, prices: Mapping[str, Price | None]) -> tuple[str, ...]:
+    """The models that cost less than `name`, most expensive first, cheapest last."""
+    own = prices[name]
+    if own is None:
+        raise at.error(
+            f"'{CHEAPER}' needs a price for {name}: litellm's model data has none for its "
+            "routes, so set price: {input_per_mtok, output_per_mtok} on them"
+        )
+    cheaper = [
+        (price.blended, other)
+        for other, price in prices.items()
+        if other != name and price is not None and price.blended < own.blended
+    ]
+    return tuple(other for _, other in sorted(cheaper, reverse=True))
+
+
+def _model_list(at: Field, name: str, models: Collection[str]) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for entry in at.items():
+        target = entry.string()
+        if target not in models:
+            raise entry.error(f"unknown model '{target}'")
+        if target in chosen:
+            raise entry.error(f"'{target}' is listed twice")
+        chosen.append(target)  # a model naming itself is reported as a cycle
+    return tuple(chosen)
+
+
+def _reject_cycles(fallbacks: Mapping[str, tuple[str, ...]], where: Mapping[str, Field]) -> None:
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name) :], name]
+            raise where[cycle[0]].error(f"fallback cycle {' -> '.join(cycle)}")
+        if name in done:
+            return
+        path.append(name)
+        for target in fallbacks.get(name, ()):
+            visit(target, path)
+        path.pop()
+        done.add(name)
+
+    for name in fallbacks:
+        visit(name, [])
+
+
+def _chain(name: str, fallbacks: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """`name`, then every model reachable through fallback: depth-first, in list order, once."""
+    chain: list[str] = []
+    pending = [name]
+    while pending:
+        model = pending.pop()
+        if model not in chain:
+            chain.append(model)
+            pending.extend(reversed(fallbacks[model]))
+    return tuple(chain)
+
+
+def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: bool) -> str | None:
+    if spec.routes:
+        return None
+    rest = spec.chain[1:]
+    if any(specs[name].routes for name in rest):
+        # A model written as an alias of its fallbacks is served as intended: say nothing.
+        if not listed:
+            return None
+        return f"models.{spec.name}: every route uses a skipped key; requests go to its fallbacks"
+    if not rest:
+        return (
+            f"models.{spec.name}: every route uses a skipped key and there is no fallback; "
+            "requests for it will get 503"
+        )
+    chain = " -> ".join(spec.chain)
+    return f"models.{spec.name}: no usable route in {chain}; requests for it will get 503"

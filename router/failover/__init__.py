@@ -1,0 +1,204 @@
+"""The attempt loop: the requested model's routes, then its fallback chain.
+
+    for model in [requested, *fallback chain]:
+        for route in policy.plan(model, health.snapshot()):      # re-planned after each try
+            outcome = attempts.run(call, route)                  # settled, or an open stream
+            ACTIONS[outcome.verdict.failure].next: answer | next route | context fallback
+    raise NoCapacity   # 429 + Retry-After when rate-limited, 503 when routes are down
+
+`max_attempts` and the per-request deadline bound the whole walk. The walk returns a
+value, an `Answer` or an `OpenStream`, and never touches the client's response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity
+from router.failover.attempt import AttemptRunner, OpenStream, Outcome
+from router.failover.call import Answer, Call
+from router.failover.prompt import PromptSize
+from router.health.tracker import HealthTracker
+from router.rules.failures import ACTIONS, Next
+from router.rules.plan import plan, unavailability
+from router.telemetry.metrics import Metrics
+from router.types import Attempt, Config, FailureClass, ModelSpec, Operation, Route
+
+log = structlog.get_logger("router.failover")
+
+
+@dataclass(slots=True)
+class _Walk:
+    prompt: PromptSize
+    attempts: list[Attempt] = field(default_factory=list)  # the walk's own; answers get a tuple
+    visited: set[str] = field(default_factory=set)
+    too_big: frozenset[str] = frozenset()  # routes skipped: the prompt exceeds their window
+    tried: set[str] = field(default_factory=set)
+    fallen_back: set[str] = field(default_factory=set)  # fallback models entered
+    kept_answer: Answer | None = None  # returned if every attempt ends the way it did
+
+
+class Failover:
+    """The walk over routes and fallbacks. Durations are real time (loop time); the
+    injected clock belongs to the health state alone."""
+
+    def __init__(
+        self,
+        config: Config,
+        health: HealthTracker,
+        attempts: AttemptRunner,
+        metrics: Metrics,
+        *,
+        rng: random.Random,
+    ) -> None:
+        self._config = config
+        self._health = health
+        self._attempts = attempts
+        self._metrics = metrics
+        self._rng = rng
+
+    async def run(self, call: Call) -> Answer | OpenStream:
+        """The answer, or a stream to relay: nothing has gone to the client yet."""
+        deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
+        walk = _Walk(prompt=PromptSize(call.body, call.payload.get("messages")))
+        pending = list(call.model.chain)
+        while pending:
+            model = self._config.models[pending.pop(0)]
+            if model.name in walk.visited:
+                continue
+            walk.visited.add(model.name)
+            if model.budget is not None and await self._health.model_block(model.name):
+                continue  # over its budget: its fallbacks serve until the period turns
+            routes = model.routes_for[call.operation]
+            too_big = await walk.prompt.too_big_for(routes)
+            walk.too_big |= too_big
+            if too_big and len(too_big) == len(routes) and model.context_fallback:
+                pending[:0] = model.context_fallback  # no route can hold this prompt
+                continue
+            outcome = await self._walk_model(call, model, routes, too_big, walk, deadline)
+            if outcome is None:
+                continue  # no route of this model left: its fallbacks
+            if outcome.stream is not None:
+                return outcome.stream
+            next_step = ACTIONS[outcome.verdict.failure].next
+            if next_step is Next.CONTEXT_FALLBACK and model.context_fallback:
+                pending[:0] = model.context_fallback  # the provider said so: the fallback takes it
+                continue
+            assert outcome.answer is not None  # only an upstream's answer is passed on
+            return outcome.answer
+        if walk.kept_answer is not None and all(
+            ACTIONS[a.failure].answer_when_all for a in walk.attempts
+        ):
+            # No key can take a request this large: say so as the provider did.
+            return replace(walk.kept_answer, attempts=tuple(walk.attempts))
+        if walk.too_big and not walk.attempts:
+            raise InvalidRequest(
+                f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
+                f"window of every route of {' -> '.join(call.model.chain)}",
+                "context_length_exceeded",
+            )
+        raise await self._exhausted(call, walk.attempts)
+
+    async def _walk_model(
+        self,
+        call: Call,
+        model: ModelSpec,
+        routes: tuple[Route, ...],
+        too_big: frozenset[str],
+        walk: _Walk,
+        deadline: float,
+    ) -> Outcome | None:
+        """Try `routes` in plan order: the first outcome that does not fail over, or None
+        when no route (or attempt) is left."""
+        loop = asyncio.get_running_loop()
+        while len(walk.attempts) < self._config.failover.max_attempts:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"request deadline of {self._config.timeouts.request:g}s passed after "
+                    f"{len(walk.attempts)} attempts",
+                    tuple(walk.attempts),
+                )
+            snapshot = await self._health.snapshot(routes)
+            planned = plan(
+                model,
+                snapshot,
+                self._rng,
+                need_tokens=call.need_tokens,
+                exclude=walk.tried | too_big if too_big else walk.tried,
+                routes=routes,
+            ).routes
+            if not planned:
+                return None
+            route = planned[0]
+            if model.name != call.model.name and model.name not in walk.fallen_back:
+                walk.fallen_back.add(model.name)
+                self._metrics.fallbacks.labels(call.model.name, model.name).inc()
+            walk.tried.add(route.id)
+            outcome = await self._attempts.run(
+                call, model, route, snapshot[route.id], budget=remaining,
+                earlier=tuple(walk.attempts),
+            )  # fmt: skip
+            walk.attempts.append(outcome.record)
+            verdict = outcome.verdict
+            action = ACTIONS[verdict.failure]
+            if not action.fails_over:
+                return outcome
+            if action.answer_when_all and outcome.answer is not None:
+                walk.kept_answer = outcome.answer
+            log.info(
+                "failover",
+                model=call.model.name,
+                route=route.id,
+                failure=verdict.failure.value,
+                status=outcome.record.status,
+                retry_after=verdict.retry_after,
+                detail=verdict.message[:200],
+            )
+        return None
+
+    def serves(self, model: ModelSpec, operation: Operation) -> bool:
+        """Whether any model of the chain has a route for `operation`."""
+        models = self._config.models
+        return any(models[name].routes_for[operation] for name in model.chain)
+
+    async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
+        """Why nothing could serve: limited (429, wait for the earliest recovery) or down."""
+        limited_waits: list[float] = []
+        down_waits: list[float] = []
+        for name in call.model.chain:
+            routes = self._config.models[name].routes_for[call.operation]
+            snapshot = await self._health.snapshot(routes)
+            for route in routes:
+                blocked = unavailability(route, snapshot[route.id], call.need_tokens)
+                if blocked is None or blocked.recovers_in is None:
+                    continue
+                (limited_waits if blocked.limited else down_waits).append(blocked.recovers_in)
+        rate_limited = any(a.failure is FailureClass.RATE_LIMITED for a in attempts)
+        limited = bool(limited_waits) or rate_limited
+        if limited:
+            retry_after: float | None = min(limited_waits, default=1.0)
+        else:
+            retry_after = min(down_waits, default=None)
+        chain = " -> ".join(call.model.chain)
+        if limited:
+            message = f"every route of {chain} is rate limited"
+        elif attempts:
+            message = f"every route of {chain} failed or is unavailable"
+        else:
+            message = f"no route of {chain} is available"
+        if retry_after is not None:
+            message += f"; the earliest recovers in {retry_after:.1f}s"
+        if attempts:
+            tries = ", ".join(f"{a.route_id}: {a.failure.value}" for a in attempts)
+            message += f" (attempts: {tries})"
+        return NoCapacity(
+            message, attempts=tuple(attempts), limited=limited, retry_after=retry_after
+        )
+
+
+__all__ = ["Failover"]

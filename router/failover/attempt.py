@@ -1,0 +1,346 @@
+"""One attempt: send a call to one route, read or open its answer, learn from it.
+
+The upstream is reached byte for byte when the route's provider speaks the client's API
+and through `translate/` when it does not; either way the answer is classified, the
+health tracker records it, and metrics and cost are counted here, once per attempt.
+A complete answer is settled before `run` returns; an open stream is settled when the
+handler leaves its `async with`, however the stream ended.
+Durations are real time (perf_counter); the injected clock belongs to health state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from router.errors import UpstreamError, UpstreamProtocolError
+from router.failover.call import Answer, Call
+from router.failover.usage_ask import UsageRequest
+from router.health.budgets import BudgetKeeper
+from router.health.tracker import HealthTracker
+from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
+from router.rules.plan import RouteHealth
+from router.telemetry.metrics import Metrics
+from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
+from router.upstream import Upstream, UpstreamResponse
+from router.upstream.providers import PROVIDERS
+from router.upstream.translate import TranslatedResponse, translator_for
+from router.wire import sse
+from router.wire.body import with_model, with_usage_requested
+from router.wire.dialects import Dialect
+from router.wire.stream_watch import StreamEnd, StreamWatch
+from router.wire.usage import Usage, usage_from_body
+
+Response = UpstreamResponse | TranslatedResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Where one attempt went, when, and what the route's health was when it was chosen."""
+
+    model: ModelSpec
+    route: Route
+    prior: RouteHealth
+    started: float
+    headroom: Headroom | None = None  # what the provider reported on this answer
+
+
+class OpenStream:
+    """A stream whose first content event is in hand; nothing has gone to the client.
+
+    The handler commits the client's response and relays inside `async with stream:`.
+    Leaving the block closes the upstream and settles the attempt (health, metrics,
+    cost) with how the stream ended, `end`; when the relay did not get to set it (the
+    client left, which cancels the handler), the watch says how far the stream got.
+    """
+
+    __slots__ = ("_runner", "attempts", "cost_usd", "end", "first", "sent", "upstream", "watch")
+
+    def __init__(
+        self,
+        runner: AttemptRunner,
+        sent: Sent,
+        upstream: Response,
+        first: bytes,
+        attempts: tuple[Attempt, ...],
+        dialect: Dialect,
+    ) -> None:
+        self._runner = runner
+        self.sent = sent
+        self.upstream = upstream
+        self.first = first  # every byte read so far, to be sent first
+        self.attempts = attempts
+        self.watch = StreamWatch(dialect)
+        self.end: StreamEnd | None = None
+        self.cost_usd: float | None = None
+
+    @property
+    def route(self) -> Route:
+        return self.sent.route
+
+    @property
+    def served_by(self) -> str:
+        return self.sent.model.name
+
+    async def __aenter__(self) -> OpenStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.end is None:
+            self.end = self.watch.end(client_gone=True)
+        self.upstream.finish()  # a stream the client left reaches the provider as cancelled
+        # Only store operations that do not wait on the network may run here: on a
+        # client's hang-up this runs in a cancelled task.
+        await self._runner.settle_stream(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt came back with: its verdict, its record, and an answer or an
+    open stream (neither when it failed before any answer, a timeout say)."""
+
+    verdict: Verdict
+    record: Attempt
+    answer: Answer | None = None
+    stream: OpenStream | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One exchange with the upstream, as read: a complete body or an opened stream."""
+
+    verdict: Verdict
+    status: int | None = None
+    headroom: Headroom | None = None
+    body: bytes = b""
+    content_type: str = "application/json"
+    usage: Usage | None = None
+    opened: tuple[Response, bytes] | None = None  # the stream and its bytes read so far
+
+
+class AttemptRunner:
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        health: HealthTracker,
+        upstream: Upstream,
+        metrics: Metrics,
+        budgets: BudgetKeeper,
+    ) -> None:
+        self._timeouts = timeouts
+        self._health = health
+        self._upstream = upstream
+        self._metrics = metrics
+        self._usage_request = UsageRequest()
+        self._budgets = budgets
+        self._clock = time.perf_counter
+
+    async def run(
+        self,
+        call: Call,
+        model: ModelSpec,
+        route: Route,
+        prior: RouteHealth,
+        *,
+        budget: float,
+        earlier: tuple[Attempt, ...],
+    ) -> Outcome:
+        """Send `call` to `route` within `budget` seconds. `earlier`: this request's
+        attempts so far, for the answer's record of them."""
+        started = self._clock()
+        self._health.begin(route)
+        handed_over = False
+        try:
+            try:
+                reply = await self._send(call, route, started, budget)
+            except UpstreamError as exc:
+                reply = _Reply(classify_exception(exc))
+            record = self._record(model, route, reply.verdict, reply.status, started)
+            sent = Sent(model, route, prior, started, reply.headroom)
+            if reply.opened is not None:
+                upstream, first = reply.opened
+                stream = OpenStream(self, sent, upstream, first, (*earlier, record), call.dialect)
+                handed_over = True
+                return Outcome(reply.verdict, record, stream=stream)
+        finally:
+            if not handed_over:
+                self._health.end(route)
+        cost = await self._settle(sent, reply.verdict, reply.usage)
+        answer = None
+        if reply.status is not None:
+            answer = Answer(
+                status=reply.status,
+                body=reply.body,
+                content_type=reply.content_type,
+                route=route,
+                attempts=(*earlier, record),
+                served_by=model.name,
+                usage=reply.usage,
+                cost_usd=cost,
+            )
+        return Outcome(reply.verdict, record, answer=answer)
+
+    async def settle_stream(self, stream: OpenStream) -> None:
+        """Called once, as the stream's `async with` is left."""
+        assert stream.end is not None
+        self._health.end(stream.route)
+        stream.cost_usd = await self._settle(stream.sent, stream.end.verdict, stream.end.usage)
+
+    async def _settle(self, sent: Sent, verdict: Verdict, usage: Usage | None) -> float | None:
+        """Record the attempt in health and metrics; charge and return its cost."""
+        route, model = sent.route, sent.model
+        seconds = self._clock() - sent.started
+        await self._health.record(
+            route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
+        )
+        series = self._metrics.route_series(model.name, route)
+        failure = verdict.failure
+        series.attempts[failure].inc()
+        series.upstream_seconds.observe(seconds)
+        if ACTIONS[failure].fails_over:
+            series.failovers[failure].inc()
+        if usage is None:
+            return None
+        series.tokens_in.inc(usage.input_tokens)
+        series.tokens_out.inc(usage.output_tokens)
+        if route.price is None:
+            return None
+        cost = route.price.cost(usage.input_tokens, usage.output_tokens)
+        series.spend.inc(cost)
+        if route.key.budget is not None or model.budget is not None:
+            await self._budgets.spend(route, model, cost)
+        return cost
+
+    async def _send(self, call: Call, route: Route, started: float, budget: float) -> _Reply:
+        # A translation asks for usage itself; a passthrough asks where the key allows.
+        translated = translator_for(route.key.provider, call.operation) is not None
+        ask_usage = not translated and self._usage_request.wanted(call, route.key)
+        reply = await self._exchange(call, route, started, budget, ask_usage=ask_usage)
+        if reply is None:
+            # The upstream refused only the usage ask the router added, not the client's
+            # request: send it again as the client wrote it (failover/usage_ask.py).
+            reply = await self._exchange(call, route, started, budget, ask_usage=False)
+        assert reply is not None  # only a body that asked for usage can be refused for it
+        return reply
+
+    async def _exchange(
+        self, call: Call, route: Route, started: float, budget: float, *, ask_usage: bool
+    ) -> _Reply | None:
+        """One request to the upstream; None when it refused the usage ask."""
+        timeouts = self._timeouts
+        left = budget - (self._clock() - started)
+        provider = PROVIDERS.get(route.key.provider)
+        response = await self._open(call, route, min(timeouts.first_byte, left), ask_usage)
+        handed_over = False
+        try:
+            status = response.status
+            headroom = provider.headroom(response.headers) if provider else None
+            content_type = response.headers.get("content-type", "application/json")
+            if call.stream and status == 200 and content_type.startswith("text/event-stream"):
+                first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
+                buffer, data, error = await read_first_event(response, call.dialect, first_timeout)
+                if error is None:
+                    handed_over = True
+                    return _Reply(OK, status, headroom, opened=(response, buffer))
+                # Nothing is committed yet: an error event that is not ours to fail over
+                # (the request's own fault) goes back as a plain error answer.
+                status = 400 if ACTIONS[error.failure].caller_fault else 502
+                return _Reply(error, status, headroom, body=data)
+            body = await response.read(min(timeouts.idle, left))
+            if ask_usage and self._usage_request.refused(route.key, status, body):
+                return None
+            verdict = classify_response(status, response.headers, body)
+            ok = verdict.failure is FailureClass.OK
+            return _Reply(
+                verdict,
+                status,
+                headroom,
+                body=body if ok else _without_key(body, route),
+                content_type=content_type,
+                usage=usage_from_body(body) if ok else None,
+            )
+        finally:
+            if not handed_over:
+                response.finish()
+
+    async def _open(
+        self, call: Call, route: Route, head_timeout: float, ask_usage: bool
+    ) -> Response:
+        translator = translator_for(route.key.provider, call.operation)
+        if translator is not None:
+            return await translator.send(
+                route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
+            )
+        provider = PROVIDERS[route.key.provider]  # config accepts only known or litellm ones
+        headers = {
+            **call.headers,
+            **provider.auth_headers(route.key, call.headers),
+            "Content-Type": "application/json",
+        }
+        return await self._upstream.send(
+            route,
+            provider.url(route.key, call.operation, route.model),
+            _body_for(call, route, ask_usage=ask_usage),
+            headers,
+            head_timeout=head_timeout,
+        )
+
+    def _record(
+        self, model: ModelSpec, route: Route, verdict: Verdict, status: int | None, started: float
+    ) -> Attempt:
+        return Attempt(
+            route_id=route.id,
+            model=model.name,
+            failure=verdict.failure,
+            status=status,
+            seconds=self._clock() - started,
+            detail=verdict.message[:200],
+        )
+
+
+async def read_first_event(
+    response: Response, dialect: Dialect, timeout: float
+) -> tuple[bytes, bytes, Verdict | None]:
+    """Read until the first event with content, within `timeout` seconds: (every byte
+    read so far, that event's payload, its verdict when it is an error).
+
+    Raises UpstreamProtocolError when the stream ends before one, and UpstreamTimeout
+    (via `next_chunk`) when the deadline passes first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    buffer = b""
+    scanned = 0
+    while True:
+        chunk = await response.next_chunk(max(deadline - loop.time(), 0.0), phase="first_byte")
+        if not chunk:
+            raise UpstreamProtocolError(response.route_id, "stream ended before its first event")
+        buffer += chunk
+        for event, data, end in sse.events(buffer, scanned):
+            scanned = end
+            if not dialect.is_preamble(event, data):
+                return buffer, data, dialect.error(event, data)
+
+
+def _without_key(body: bytes, route: Route) -> bytes:
+    """Some providers echo the key in an error; such a body must not reach the client."""
+    secret = route.key.api_key.encode()
+    return body.replace(secret, b"[redacted]") if secret and secret in body else body
+
+
+def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:
+    """The client's bytes untouched when the upstream model name is the same and no
+    usage is asked for."""
+    body = call.body
+    if call.payload.get("model") != route.model:
+        body = with_model(body, call.payload, route.model)
+    if ask_usage:
+        body = with_usage_requested(body, call.payload)
+    return body

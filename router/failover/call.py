@@ -1,0 +1,42 @@
+"""A client call as the handler parsed it, and the complete answer to it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.types import Attempt, ModelSpec, Operation, Route
+from router.wire.dialects import Dialect
+from router.wire.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One client request, parsed once by the handler."""
+
+    model: ModelSpec
+    operation: Operation
+    dialect: Dialect  # the client's API: stream semantics and error shape
+    payload: dict[str, Any]
+    body: bytes
+    stream: bool
+    headers: Mapping[str, str]  # client headers that may be forwarded
+    need_tokens: int = 0
+    # The client did not ask for the usage chunk: attempts ask for it where the key allows
+    # (failover/usage_ask.py), and the relay keeps it from the client.
+    strip_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """A complete response to send: the provider's (success or its verdict to pass on)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    route: Route
+    attempts: tuple[Attempt, ...]  # every attempt of the request, this one included
+    served_by: str  # client-facing model that answered
+    usage: Usage | None = None
+    cost_usd: float | None = None

@@ -1,0 +1,76 @@
+"""SSE relay: the bytes of an open stream, piped to the client's committed response.
+
+The handler commits (`prepare()`) once the first content event is in hand; from then
+on nothing fails over. An upstream failure ends the stream with an error event in the
+client's dialect, never a fake terminator (provider-signals.md §9.3). Bytes are
+forwarded as they arrive, untouched; the stream's watch only reads them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from router.errors import UpstreamError
+from router.failover.attempt import OpenStream
+from router.rules.failures import classify_exception
+from router.types import FailureClass, Verdict
+from router.wire.dialects import Dialect
+from router.wire.stream_watch import StreamEnd
+
+
+async def relay(
+    stream: OpenStream,
+    client: web.StreamResponse,
+    dialect: Dialect,
+    idle: float,
+    *,
+    strip_usage: bool = False,
+) -> None:
+    """Pipe `stream`, from its buffered start, to the prepared `client` response, and
+    set `stream.end`. A client that leaves cancels this; the stream's exit then reads
+    how far it got from its watch.
+
+    `strip_usage`: the router asked for a usage chunk the client did not; drop it.
+    """
+    try:
+        stream.end = await _pipe(stream, client, dialect, idle, strip_usage)
+    except ConnectionResetError:
+        stream.end = stream.watch.end(client_gone=True)
+        return
+    await client.write_eof()
+
+
+async def _pipe(
+    stream: OpenStream, client: web.StreamResponse, dialect: Dialect, idle: float, strip: bool
+) -> StreamEnd:
+    upstream, watch = stream.upstream, stream.watch
+    chunk = stream.first
+    while chunk:
+        if strip:
+            out = watch.without_usage(chunk)
+        else:
+            out = chunk
+            watch.see(chunk)
+        if watch.done and upstream.ended():
+            # The terminator came with the end of the body: send the last events and
+            # the end of the response in one write, not two.
+            await client.write_eof(out + watch.rest() if strip else out)
+            break
+        if out:
+            await client.write(out)
+        try:
+            chunk = await upstream.next_chunk(idle)
+        except UpstreamError as exc:
+            tail = watch.rest() if strip else b""  # otherwise already forwarded
+            await client.write(tail + dialect.error_event(f"upstream stream failed: {exc.message}"))
+            return watch.end(classify_exception(exc))
+    if watch.error is not None:
+        return watch.end(watch.error)  # the client has already seen the provider's event
+    if not watch.done:
+        # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
+        tail = watch.rest() if strip else b""
+        await client.write(tail + dialect.error_event("upstream ended the stream unfinished"))
+        return watch.end(
+            Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
+        )
+    return watch.end()

@@ -1,0 +1,1 @@
+"""Route, key and model state: the tracker is its only writer."""

@@ -1,0 +1,73 @@
+"""Spend per key and per model, per UTC day and month, against routes.yaml's budgets.
+
+Totals live in the StateStore, so replicas sharing keys share budgets. A key that
+reaches a budget leaves rotation until its period turns, the way a quota-dead key
+does; a model that reaches one is skipped for its fallbacks. Requests already in flight
+when a budget is reached still finish, so a period may overshoot by those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from router.health.store import StateStore
+from router.health.tracker import HealthTracker
+from router.types import BlockReason, Budget, ModelSpec, Route
+
+log = structlog.get_logger("router.budgets")
+
+
+def period_ends(now_epoch: float) -> dict[str, tuple[str, float]]:
+    """Per period: (its name, seconds until it turns), in UTC."""
+    now = datetime.fromtimestamp(now_epoch, UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    next_month = (now.replace(day=28) + timedelta(days=4)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    return {
+        "day": (now.strftime("%Y-%m-%d"), (tomorrow - now).total_seconds()),
+        "month": (now.strftime("%Y-%m"), (next_month - now).total_seconds()),
+    }
+
+
+class BudgetKeeper:
+    def __init__(
+        self,
+        store: StateStore,
+        health: HealthTracker,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._health = health
+        self._wall = wall
+
+    async def spend(self, route: Route, model: ModelSpec, usd: float) -> None:
+        if usd <= 0 or (route.key.budget is None and model.budget is None):
+            return  # the common case, on every request: no date arithmetic
+        periods = period_ends(self._wall())
+        key = route.key
+        if key.budget is not None:
+            seconds = await self._over(f"key:{key.name}", key.budget, usd, periods)
+            if seconds is not None:
+                await self._health.disable_key(route, seconds, BlockReason.BUDGET)
+        if model.budget is not None:
+            seconds = await self._over(f"model:{model.name}", model.budget, usd, periods)
+            if seconds is not None:
+                await self._health.block_model(model.name, seconds, BlockReason.BUDGET)
+
+    async def _over(
+        self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]
+    ) -> float | None:
+        """Add `usd`; seconds until the longest exceeded period turns, or None."""
+        out_for: float | None = None
+        for period, cap in (("day", budget.usd_per_day), ("month", budget.usd_per_month)):
+            name, turns_in = periods[period]
+            total = await self._store.add(f"spend:{scope}:{name}", usd, ttl=turns_in + 60)
+            if cap is not None and total >= cap:
+                out_for = max(out_for or 0.0, turns_in)
+        return out_for

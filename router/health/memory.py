@@ -1,0 +1,97 @@
+"""In-process state: the default backend for a single router process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from router.health.store import Block, ScopeState
+from router.types import BlockReason, Headroom
+
+
+@dataclass(slots=True)
+class _Entry:
+    blocked_until: float = 0.0
+    block_reason: BlockReason = BlockReason.COOLDOWN  # read only while blocked
+    counters: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (n, expires)
+    headroom: Headroom | None = None
+    headroom_at: float = 0.0
+    headroom_until: float = 0.0
+
+
+class MemoryStore:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._totals: dict[str, tuple[float, float]] = {}  # counter -> (total, expires)
+
+    def _entry(self, scope: str) -> _Entry:
+        entry = self._entries.get(scope)
+        if entry is None:
+            entry = self._entries[scope] = _Entry()
+        return entry
+
+    async def read(self, scopes: Sequence[str]) -> dict[str, ScopeState]:
+        now = self._clock()
+        states: dict[str, ScopeState] = {}
+        for scope in scopes:
+            entry = self._entries.get(scope)
+            if entry is None:
+                continue
+            block = None
+            if entry.blocked_until > now:
+                block = Block(entry.blocked_until - now, entry.block_reason)
+            headroom = entry.headroom if entry.headroom_until > now else None
+            states[scope] = ScopeState(
+                block=block,
+                failures=_live(entry.counters.get("failures"), now),
+                rate_limits=_live(entry.counters.get("rate_limits"), now),
+                headroom=headroom,
+                headroom_age=now - entry.headroom_at if headroom else 0.0,
+            )
+        return states
+
+    async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
+        now = self._clock()
+        entry = self._entry(scope)
+        was_blocked = entry.blocked_until > now
+        until = now + seconds
+        if not was_blocked or until > entry.blocked_until:
+            entry.blocked_until, entry.block_reason = until, reason
+        return not was_blocked
+
+    async def count(self, scope: str, counter: str, ttl: float) -> int:
+        now = self._clock()
+        entry = self._entry(scope)
+        value = _live(entry.counters.get(counter), now) + 1
+        entry.counters[counter] = (value, now + ttl)
+        return value
+
+    async def reset(self, scope: str) -> None:
+        entry = self._entries.get(scope)
+        if entry is not None:
+            entry.counters.clear()
+
+    async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None:
+        now = self._clock()
+        entry = self._entry(scope)
+        entry.headroom, entry.headroom_at, entry.headroom_until = headroom, now, now + ttl
+
+    async def add(self, counter: str, amount: float, ttl: float) -> float:
+        now = self._clock()
+        total, expires = self._totals.get(counter, (0.0, 0.0))
+        if expires <= now:
+            total = 0.0
+        total += amount
+        self._totals[counter] = (total, now + ttl)
+        return total
+
+    async def close(self) -> None:
+        self._entries.clear()
+        self._totals.clear()
+
+
+def _live(counter: tuple[int, float] | None, now: float) -> int:
+    if counter is None or counter[1] <= now:
+        return 0
+    return counter[0]

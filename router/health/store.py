@@ -1,0 +1,60 @@
+"""The async interface every state backend implements.
+
+Shared facts only: blocks (cooldowns, open circuits, disabled keys), consecutive-failure
+counters and the last reported headroom. Everything is expressed as *seconds from now*,
+never as absolute times, so that a Redis backend can keep blocks as TTLs: hosts' clocks
+differ, and a TTL means the same on every replica (style.md §4 "One owner of health state").
+Per-process facts (in-flight requests, latency) stay in `health/tracker.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from router.types import BlockReason, Headroom
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    remaining: float  # seconds until the scope may be used again
+    reason: BlockReason
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeState:
+    block: Block | None = None
+    failures: int = 0  # consecutive transient failures (the circuit breaker's count)
+    rate_limits: int = 0  # consecutive 429s without a hint (exponential backoff)
+    headroom: Headroom | None = None
+    headroom_age: float = 0.0  # seconds since the headroom was reported
+
+
+EMPTY = ScopeState()
+
+
+class StateStore(Protocol):
+    async def read(self, scopes: Sequence[str]) -> dict[str, ScopeState]:
+        """State of each scope that has any; absent scopes are EMPTY."""
+        ...
+
+    async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
+        """Block `scope` for at least `seconds`. True when it was not blocked before."""
+        ...
+
+    async def count(self, scope: str, counter: str, ttl: float) -> int:
+        """Increment counter ("failures" or "rate_limits") of scope; return the new value."""
+        ...
+
+    async def reset(self, scope: str) -> None:
+        """Zero both counters of scope."""
+        ...
+
+    async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None: ...
+
+    async def add(self, counter: str, amount: float, ttl: float) -> float:
+        """Add to a running total (spend per period); return the new total."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,252 @@
+"""HealthTracker: the only writer of route and key state.
+
+`record()` turns one attempt's verdict into state: cooldowns for rate limits, a long
+block of the whole key for quota and credential failures, a circuit breaker for
+repeated transient failures. `snapshot()` is what everything else reads. Shared facts
+go through the StateStore (so replicas agree); in-flight counts and latency averages
+are this process's own.
+
+Circuit breaker: `breaker_failures` consecutive transient failures open the circuit for
+`breaker_open` seconds. When that lapses the route is half-open: the policy lets one
+probe through. Success closes it; failure reopens it for twice as long (capped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+import structlog
+
+from router.health.store import EMPTY, StateStore
+from router.rules.failures import ACTIONS, Penalty
+from router.rules.plan import RouteHealth
+from router.types import BlockReason, FailoverSettings, Headroom, Route, Verdict
+from router.types import FailureClass as F
+
+log = structlog.get_logger("router.health")
+
+_EWMA = 0.2  # weight of the newest observation in the decaying averages
+_KEY_OUT_REASON = {F.QUOTA: BlockReason.QUOTA, F.AUTH: BlockReason.AUTH}
+
+
+def route_scope(route: Route) -> str:
+    return f"route:{route.id}"
+
+
+def key_scope(route: Route) -> str:
+    return f"key:{route.key.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Scopes:
+    pairs: tuple[tuple[str, str], ...]  # (route scope, key scope) per route, in order
+    unique: list[str]
+
+
+@dataclass(slots=True)
+class _Local:
+    in_flight: int = 0
+    error_rate: float = 0.0
+    latency: float | None = None
+    last_failure: str = ""
+
+
+class HealthTracker:
+    def __init__(
+        self, store: StateStore, settings: FailoverSettings, clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._local: dict[str, _Local] = {}
+        self._scopes: dict[tuple[Route, ...], _Scopes] = {}
+
+    def _scopes_of(self, routes: tuple[Route, ...]) -> _Scopes:
+        # Route sets are the config's own tuples, so this fills once per model.
+        scopes = self._scopes.get(routes)
+        if scopes is None:
+            pairs = tuple((route_scope(r), key_scope(r)) for r in routes)
+            unique = list(dict.fromkeys(s for pair in pairs for s in pair))
+            scopes = self._scopes[routes] = _Scopes(pairs, unique)
+        return scopes
+
+    async def snapshot(self, routes: Iterable[Route]) -> dict[str, RouteHealth]:
+        routes = tuple(routes)
+        scopes = self._scopes_of(routes)
+        states = await self._store.read(scopes.unique)
+        threshold = self._settings.breaker_failures
+        snapshot: dict[str, RouteHealth] = {}
+        for route, (own_scope, key_scope_) in zip(routes, scopes.pairs, strict=True):
+            own = states.get(own_scope, EMPTY)
+            key = states.get(key_scope_, EMPTY)
+            block = own.block
+            if key.block is not None and (block is None or key.block.remaining > block.remaining):
+                block = key.block
+            local = self._local.get(route.id)
+            snapshot[route.id] = RouteHealth(
+                blocked_for=block.remaining if block else 0.0,
+                block_reason=block.reason if block else None,
+                half_open=block is None and own.failures >= threshold,
+                streak=own.failures + own.rate_limits,
+                headroom=own.headroom,
+                headroom_age=own.headroom_age,
+                in_flight=local.in_flight if local else 0,
+                error_rate=local.error_rate if local else 0.0,
+                latency=local.latency if local else None,
+                last_failure=local.last_failure if local else "",
+            )
+        return snapshot
+
+    def begin(self, route: Route) -> None:
+        self._local_for(route).in_flight += 1
+
+    def end(self, route: Route) -> None:
+        self._local_for(route).in_flight -= 1
+
+    async def record(
+        self,
+        route: Route,
+        verdict: Verdict,
+        *,
+        prior: RouteHealth,
+        seconds: float,
+        headroom: Headroom | None = None,
+    ) -> None:
+        """Apply one attempt's outcome. `prior` is the route's health when it was chosen."""
+        failure = verdict.failure
+        action = ACTIONS[failure]
+        local = self._local_for(route)
+        local.error_rate += _EWMA * ((1.0 if action.counts_as_error else 0.0) - local.error_rate)
+        if failure is F.OK:
+            local.latency = (
+                seconds
+                if local.latency is None
+                else (local.latency + _EWMA * (seconds - local.latency))
+            )
+        else:
+            local.last_failure = failure.value
+        if headroom is not None:
+            if failure is F.RATE_LIMITED and verdict.retry_after is not None:
+                # A 429 that says when to come back is more precise than its headroom's
+                # resets, which are when the bucket is full again (§2.1, §4.3).
+                headroom = _capped(headroom, verdict.retry_after)
+            await self._store.put_headroom(route_scope(route), headroom, _headroom_ttl(headroom))
+
+        match action.penalty:
+            case Penalty.NONE if failure is F.OK:
+                await self._on_success(route, prior)
+            case Penalty.COOLDOWN:
+                await self._cool_down(route, verdict)
+            case Penalty.KEY_OUT:
+                seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
+                await self.disable_key(route, seconds, _KEY_OUT_REASON[failure], verdict.message)
+            case Penalty.ROUTE_OUT:
+                await self._block_route(
+                    route, self._settings.key_disable, BlockReason.MISCONFIGURED, verdict
+                )
+            case Penalty.CIRCUIT:
+                await self._count_failure(route, verdict)
+
+    def _local_for(self, route: Route) -> _Local:
+        local = self._local.get(route.id)
+        if local is None:
+            local = self._local[route.id] = _Local()
+        return local
+
+    async def _on_success(self, route: Route, prior: RouteHealth) -> None:
+        if prior.half_open:
+            log.info("circuit_closed", route=route.id)
+        # Only touch the store when there is a streak to clear: this runs per request.
+        if prior.streak:
+            await self._store.reset(route_scope(route))
+
+    async def _cool_down(self, route: Route, verdict: Verdict) -> None:
+        settings = self._settings
+        wait = verdict.retry_after
+        if wait is None:
+            # No hint from the provider: exponential backoff, 2, 4, 8, ... seconds.
+            streak = await self._store.count(
+                route_scope(route), "rate_limits", ttl=settings.cooldown_max * 2
+            )
+            wait = settings.cooldown_initial * 2 ** (streak - 1)
+        wait = min(max(wait, 0.05), settings.cooldown_max)
+        await self._store.block(route_scope(route), wait, BlockReason.COOLDOWN)
+        log.info(
+            "route_cooled_down",
+            route=route.id,
+            seconds=round(wait, 3),
+            hinted=verdict.retry_after is not None,
+        )
+
+    async def disable_key(
+        self, route: Route, seconds: float, reason: BlockReason, upstream_message: str = ""
+    ) -> None:
+        """Every route of the key out for `seconds` (quota, auth, budget); warn once."""
+        if await self._store.block(key_scope(route), seconds, reason):
+            log.warning(
+                "key_disabled",
+                key=route.key.name,
+                reason=reason,
+                seconds=round(seconds, 3),
+                upstream_message=upstream_message[:300],
+            )
+
+    async def block_model(self, model: str, seconds: float, reason: BlockReason) -> None:
+        """The client model skipped (its fallbacks serve) for `seconds`; warn once."""
+        if await self._store.block(f"model:{model}", seconds, reason):
+            log.warning("model_disabled", model=model, reason=reason, seconds=round(seconds, 3))
+
+    async def model_block(self, model: str) -> BlockReason | None:
+        """The reason the client model is skipped now, or None."""
+        state = (await self._store.read([f"model:{model}"])).get(f"model:{model}")
+        return state.block.reason if state is not None and state.block is not None else None
+
+    async def _block_route(
+        self, route: Route, seconds: float, reason: BlockReason, verdict: Verdict
+    ) -> None:
+        if await self._store.block(route_scope(route), seconds, reason):
+            log.warning(
+                "route_disabled",
+                route=route.id,
+                reason=reason,
+                seconds=seconds,
+                upstream_message=verdict.message[:300],
+            )
+
+    async def _count_failure(self, route: Route, verdict: Verdict) -> None:
+        settings = self._settings
+        failures = await self._store.count(
+            route_scope(route), "failures", ttl=max(settings.breaker_open * 8, 300.0)
+        )
+        if failures < settings.breaker_failures:
+            return
+        opened_for = min(
+            settings.breaker_open * 2 ** (failures - settings.breaker_failures),
+            settings.cooldown_max,
+        )
+        if await self._store.block(route_scope(route), opened_for, BlockReason.CIRCUIT_OPEN):
+            log.warning(
+                "circuit_opened",
+                route=route.id,
+                failures=failures,
+                seconds=opened_for,
+                last_failure=verdict.failure.value,
+            )
+
+
+def _headroom_ttl(headroom: Headroom) -> float:
+    """Keep a report until the later of its resets, so a skipped route is retried then."""
+    resets = [r for r in (headroom.requests_reset_in, headroom.tokens_reset_in) if r is not None]
+    return max(resets, default=60.0) + 1.0
+
+
+def _capped(headroom: Headroom, seconds: float) -> Headroom:
+    def cap(reset: float | None) -> float | None:
+        return None if reset is None else min(reset, seconds)
+
+    return replace(
+        headroom,
+        requests_reset_in=cap(headroom.requests_reset_in),
+        tokens_reset_in=cap(headroom.tokens_reset_in),
+    )

@@ -1,0 +1,1 @@
+"""Pure rules: no await, no clock, no I/O; tested from tables."""

@@ -1,0 +1,240 @@
+"""Talking to providers: one HttpClient, and the only place its errors are caught.
+
+Every client and socket exception is mapped here to the router's own `UpstreamError`
+classes (httpx `_transports/default.py` does the same at its boundary), so the rest of
+the code deals in one closed set of failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from multidict import CIMultiDictProxy
+
+from router.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from router.types import Route, Timeouts
+from router.upstream.client import (
+    BadResponse,
+    BrokenBody,
+    Disconnected,
+    HttpClient,
+    InvalidHeader,
+    Response,
+)
+from router.upstream.deadlines import Deadline, Deadlines
+
+# Never forwarded: the client's own credentials (the route's key replaces them),
+# hop-by-hop headers, and what the client computes itself for the new request.
+_DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "host",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",
+        "expect",
+    }
+)
+
+
+def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers that may go upstream (SDK hints such as `openai-beta`)."""
+    return {
+        name: value
+        for name, value in client_headers.items()
+        if (lowered := name.lower()) not in _DROPPED_REQUEST_HEADERS
+        and not lowered.startswith("x-router-")
+    }
+
+
+def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
+    """The router's own error for a client (or socket) failure; None for any other."""
+    if isinstance(exc, TimeoutError):  # the connect timeout; reads time out as UpstreamTimeout
+        return UpstreamTimeout(route_id, phase)
+    if isinstance(exc, BrokenBody):
+        return UpstreamProtocolError(route_id, f"broken response body: {exc}")
+    if isinstance(exc, BadResponse):
+        return UpstreamProtocolError(route_id, f"bad response: {exc}")
+    if isinstance(exc, InvalidHeader):
+        return UpstreamProtocolError(route_id, f"request not sent: {exc}")
+    if isinstance(exc, Disconnected | OSError):
+        return UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}")
+    return None
+
+
+class UpstreamResponse:
+    """A provider's response whose head has arrived; the body is read through here.
+
+    Body reads are bounded by one lazy deadline per response instead of an
+    `asyncio.timeout` per read (measured: the context manager was the largest
+    per-chunk cost of a stream). Each read only moves the due time; the deadline, when
+    it fires, is set again for that time or, if a read is still waiting past it, fails
+    the body with `UpstreamTimeout` (aiohttp's own sock_read timeout works the same way).
+    """
+
+    __slots__ = (
+        "_deadlines",
+        "_due",
+        "_loop",
+        "_phase",
+        "_response",
+        "_timer",
+        "_when",
+        "route_id",
+    )
+
+    def __init__(self, response: Response, route_id: str, deadlines: Deadlines) -> None:
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._deadlines = deadlines
+        self._timer: Deadline | None = None
+        self._when = 0.0  # when the pending deadline fires
+        self._due = 0.0  # when the waiting read times out; 0: no read is waiting
+        self._phase = "read"
+        self.route_id = route_id
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    # The try blocks below map errors inline rather than through a shared context
+    # manager: next_chunk runs once per stream chunk, and a context manager there is a
+    # measurable cost (bench/cpu.py).
+
+    async def read(self, timeout: float) -> bytes:
+        """The whole body, within `timeout` seconds."""
+        self._arm(timeout, "read")
+        try:
+            return await self._response.read()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            if (mapped := _mapped(exc, self.route_id, "read")) is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._due = 0.0
+
+    async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
+        """The next piece of the body as it arrives, within `timeout`; b"" at the end."""
+        self._arm(timeout, phase)
+        try:
+            return await self._response.readany()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            if (mapped := _mapped(exc, self.route_id, phase)) is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._due = 0.0
+
+    def ended(self) -> bool:
+        """Whether the whole body is in and has been read: next_chunk() would say b""."""
+        return self._response.at_eof()
+
+    def _arm(self, timeout: float, phase: str) -> None:
+        self._due = due = self._loop.time() + max(timeout, 0.0)
+        self._phase = phase
+        timer = self._timer
+        if timer is None or self._when > due:
+            if timer is not None:
+                timer.cancel()
+            self._when = due
+            self._timer = self._deadlines.at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        due = self._due
+        if not due:
+            return  # no read waiting: the next one sets the deadline again
+        if self._loop.time() < due:
+            self._when = due
+            self._timer = self._deadlines.at(due, self._expire)
+            return
+        self._response.set_exception(UpstreamTimeout(self.route_id, self._phase))
+
+    def finish(self) -> None:
+        """Give the connection back to the pool when the body was read to the end, and
+        close it otherwise: a stream the client left must reach the provider as cancelled."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._response.release()  # pooled only when read to the end, closed otherwise
+
+
+class Upstream:
+    def __init__(self, client: HttpClient, timeouts: Timeouts) -> None:
+        self._client = client
+        self._timeouts = timeouts
+        self._deadlines = Deadlines()  # the head and body deadlines of every attempt
+
+    async def send(
+        self,
+        route: Route,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        head_timeout: float,
+    ) -> UpstreamResponse:
+        """POST `body` to `url` for `route`; return once the response head is in.
+
+        `headers` are complete (the provider's auth included). The caller must call
+        `finish()` on the result, in a `finally`.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadline = self._deadlines.after(head_timeout, task.cancel)
+        try:
+            response = await self._client.post(
+                url, body, headers, connect_timeout=self._timeouts.connect
+            )
+        except asyncio.CancelledError:
+            # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).
+            if deadline.fired and task.uncancel() <= cancelling:
+                raise UpstreamTimeout(route.id, "first_byte") from None
+            raise
+        except Exception as exc:
+            if (mapped := _mapped(exc, route.id, "first_byte")) is None:
+                raise
+            raise mapped from exc
+        finally:
+            deadline.cancel()
+        return UpstreamResponse(response, route.id, self._deadlines)
+
+    def close(self) -> None:
+        self._deadlines.close()
+
+
+__all__ = [
+    "Upstream",
+    "UpstreamError",
+    "UpstreamResponse",
+    "forwardable_headers",
+]

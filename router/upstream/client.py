@@ -1,0 +1,229 @@
+"""A lean HTTP/1.1 client for the providers: keep-alive pools and one POST.
+
+The router asks one thing of its upstream client: POST these bytes with these headers,
+hand back the head, then the body as it arrives. aiohttp's ClientSession does that
+and much more (cookies, redirects, proxies, auth, tracing, multipart), and paid for
+all of it on every request: it was half of the bare pass-through's CPU per streamed
+request (bench/cpu.py). This client keeps what a provider call needs: TLS with the
+system's trust store, a keep-alive pool per scheme, host and port, a connect timeout,
+gzip/deflate bodies. No cookies (one pool serves every key), no redirects (a provider
+that redirects a POST is answering wrongly), no proxy (as the router had before), no
+retries (a POST that went out may have been read; the failover decides what is next).
+
+Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
+Change it with a before/after figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from router.upstream.connection import (
+    BadResponse,
+    BrokenBody,
+    Connection,
+    Disconnected,
+    HttpError,
+    Response,
+)
+
+KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
+_USER_AGENT = "llm-router"
+_BLOCKS_KEPT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A URL parsed once: where to connect and what the request line says."""
+
+    pool: tuple[str, str, int]  # scheme, host, port
+    host: str  # to connect to
+    port: int
+    tls: bool
+    request_line: bytes  # b"POST /v1/chat/completions HTTP/1.1\r\nHost: ...\r\n"
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    if port != (443 if tls else 80):
+        shown = f"{shown}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    line = f"POST {path} HTTP/1.1\r\nHost: {shown}\r\n".encode("ascii")
+    return _Target((parts.scheme, host, port), host, port, tls, line)
+
+
+# Control characters other than tab may not appear in a field (RFC 9110 5.5); CR and LF
+# would end the line and let a value write headers of its own. _CONTROL leaves CR and LF
+# to a count: each line has exactly one pair, its end.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class InvalidHeader(ValueError):
+    """A header that cannot go on the wire as given."""
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    """The header lines, checked, with this client's defaults; Content-Length and the
+    blank line are the caller's (they change with every body)."""
+    lines = []
+    names = set()
+    for name, value in headers.items():
+        names.add(name.lower())
+        lines.append(f"{name}: {value}\r\n")
+    fields = "".join(lines)
+    # One search and two counts over every line at once; the names' own test after.
+    if (
+        _CONTROL.search(fields)
+        or fields.count("\n") != len(lines)
+        or fields.count("\r") != len(lines)
+        or any(":" in name or " " in name for name in headers)
+    ):
+        bad = next(
+            name
+            for name, value in headers.items()
+            if _FORBIDDEN.search(name + value) or ":" in name or " " in name
+        )
+        raise InvalidHeader(f"header {bad!r} has a control character, colon or space in it")
+    if names & _SET_HERE:
+        raise InvalidHeader(f"headers {sorted(names & _SET_HERE)} are the client's to set")
+    if "user-agent" not in names:
+        fields += f"User-Agent: {_USER_AGENT}\r\n"
+    if "accept" not in names:
+        fields += "Accept: */*\r\n"
+    if "accept-encoding" not in names:
+        fields += "Accept-Encoding: gzip, deflate\r\n"
+    # surrogateescape: a header byte the server read as not UTF-8 goes out as it came in.
+    return fields.encode("utf-8", "surrogateescape")
+
+
+class HttpClient:
+    """Keep-alive connection pools, one per scheme, host and port."""
+
+    def __init__(
+        self, *, keepalive: float = KEEPALIVE_SECONDS, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """`ssl_context`: the system's trust store (and SSL_CERT_FILE) when None."""
+        self._keepalive = keepalive
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._targets: dict[str, _Target] = {}
+        self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._open: set[Connection] = set()
+        self._ssl = ssl_context
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, connect_timeout: float
+    ) -> Response:
+        """Send the request; return once the response head is in.
+
+        Raises OSError (or TimeoutError) when no connection can be made, and
+        `HttpError` when the server does not answer. A request that went out is never
+        sent again here, not even when a reused connection turns out closed: the
+        provider may have read it, and a POST to an LLM costs money (Go's net/http and
+        aiohttp retry only idempotent requests; the failover decides what is next).
+        """
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = _target(url)
+        # The same headers come again and again (a key's auth, an SDK's own): their
+        # checked block is kept, a few hundred at most.
+        fields = tuple(headers.items())
+        block = self._blocks.get(fields)
+        if block is None:
+            if len(self._blocks) >= _BLOCKS_KEPT:
+                self._blocks.clear()
+            block = self._blocks[fields] = _header_block(headers)
+        request = [target.request_line, block, b"Content-Length: %d\r\n\r\n" % len(body), body]
+        connection = self._reusable(target.pool)
+        if connection is None:
+            connection = await self._connect(target, connect_timeout)
+        response = connection.send(request)
+        try:
+            await response.head()
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def close(self) -> None:
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+    def _reusable(self, pool: tuple[str, str, int]) -> Connection | None:
+        idle = self._idle.get(pool)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be stale
+            if connection.usable() and now - connection.idle_since < self._keepalive:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, target: _Target, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        pool = target.pool
+
+        def on_idle(connection: Connection) -> None:
+            if connection.closed:
+                return
+            idle = self._idle.setdefault(pool, [])
+            idle.append(connection)
+            # The oldest sit at the front, never picked while newer ones are there: close
+            # those past the keep-alive limit here, so a pool shrinks after a burst.
+            while now_expired(idle[0]):
+                idle.pop(0).close()
+
+        def now_expired(connection: Connection) -> bool:
+            return loop.time() - connection.idle_since >= self._keepalive
+
+        def on_lost(connection: Connection) -> None:
+            self._open.discard(connection)
+            idle = self._idle.get(pool)
+            if idle and connection in idle:
+                idle.remove(connection)
+
+        context: ssl.SSLContext | None = None
+        if target.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        async with asyncio.timeout(timeout):
+            _, connection = await loop.create_connection(
+                lambda: Connection(loop, on_idle, on_lost),
+                target.host,
+                target.port,
+                ssl=context,
+                server_hostname=target.host if context is not None else None,
+            )
+        if not connection.closed:  # lost already: on_lost has run, nothing to track
+            self._open.add(connection)
+        return connection
+
+
+__all__ = [
+    "BadResponse",
+    "BrokenBody",
+    "Disconnected",
+    "HttpClient",
+    "HttpError",
+    "InvalidHeader",
+    "Response",
+]

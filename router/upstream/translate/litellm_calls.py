@@ -1,0 +1,116 @@
+"""One call to litellm under the response-head deadline, as failover expects of a send.
+
+A non-streaming call is done when litellm returns. A streaming call is done when its
+first chunk is in: litellm sends some providers' requests (Gemini's) only when the stream
+is first read, and does not apply its own timeout there, so without the first chunk an
+error or a silent provider would surface only after the attempt was already handed to
+the relay. Until that chunk, any failure is the provider's answer (or a transport
+error) and failover may still try the next route (provider-signals.md §9.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from router.errors import UpstreamProtocolError, UpstreamTimeout
+from router.types import Route
+from router.upstream.translate.litellm_errors import error_answer
+from router.upstream.translate.translated import TranslatedAnswer
+
+_PROVIDER_HEADER = "llm_provider-"
+
+
+async def complete(
+    lib: ModuleType, route: Route, arguments: Mapping[str, Any], head_timeout: float
+) -> Any | TranslatedAnswer:
+    """litellm's ModelResponse, or the provider's error answer."""
+    try:
+        async with asyncio.timeout(head_timeout):
+            return await lib.acompletion(**arguments)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(route.id, "first_byte") from exc
+    except Exception as exc:  # litellm's errors; error_answer finds what the provider said
+        return error_answer(exc, route.id)
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """A litellm stream whose first chunk has arrived."""
+
+    route: Route
+    stream: Any  # litellm's CustomStreamWrapper
+    first: Any
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        """Every chunk, the first included. A stream that ends without a finish_reason
+        was cut, and ending it quietly would pass a truncated answer as whole (§9.3.4)."""
+        finished = _finishes(self.first)
+        yield self.first
+        async for chunk in self.stream:
+            finished = finished or _finishes(chunk)
+            yield chunk
+        if not finished:
+            raise UpstreamProtocolError(self.route.id, "stream ended without a finish_reason")
+
+    async def aclose(self) -> None:
+        await close_stream(self.stream)
+
+
+async def open_stream(
+    lib: ModuleType, route: Route, arguments: Mapping[str, Any], head_timeout: float
+) -> OpenedStream | TranslatedAnswer:
+    stream = None
+    opened = False
+    try:
+        async with asyncio.timeout(head_timeout):
+            stream = await lib.acompletion(**arguments)
+            first = await anext(stream)
+        opened = True
+        return OpenedStream(route, stream, first)
+    except StopAsyncIteration as exc:
+        raise UpstreamProtocolError(route.id, "stream ended before its first chunk") from exc
+    except TimeoutError as exc:
+        raise UpstreamTimeout(route.id, "first_byte") from exc
+    except Exception as exc:
+        return error_answer(exc, route.id)
+    finally:
+        if stream is not None and not opened:
+            await close_stream(stream)
+
+
+async def close_stream(stream: Any) -> None:
+    """Close a litellm stream and the provider connection under it.
+
+    `CustomStreamWrapper.aclose()` closes the provider iterators that know how (Gemini's
+    and OpenAI's close their HTTP response). Anthropic's iterator (litellm 1.106) has no
+    `aclose`; it reads httpx's `aiter_lines()` generator, and closing that generator
+    unwinds httpx's generators down to litellm's aiohttp stream, whose `finally` closes
+    the connection: the provider sees the client leave (style.md §3).
+    """
+    iterator = getattr(stream, "completion_stream", None)
+    await stream.aclose()
+    lines = getattr(iterator, "streaming_response", None)
+    if lines is not None and hasattr(lines, "aclose"):
+        await lines.aclose()
+
+
+def provider_headers(result: Any) -> dict[str, str]:
+    """The provider's response headers, which litellm keeps prefixed in `_hidden_params`
+    (its documented way to read them): rate-limit headroom and request ids."""
+    hidden = getattr(result, "_hidden_params", None)
+    extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if not isinstance(extra, dict):
+        return {}
+    return {
+        name[len(_PROVIDER_HEADER) :]: str(value)
+        for name, value in extra.items()
+        if name.startswith(_PROVIDER_HEADER)
+    }
+
+
+def _finishes(chunk: Any) -> bool:
+    return any(getattr(choice, "finish_reason", None) for choice in chunk.choices or ())

@@ -1,0 +1,1 @@
+"""Byte-level formats of the client APIs; no I/O."""

@@ -1,0 +1,239 @@
+"""Client dialects: what a client-facing API's stream means, and how it says errors.
+
+A stream may fail over until its first content event (provider-signals.md §9.3), so each
+dialect names its preamble events, its error events, where its usage is, and the event
+that ends a stream properly. It also renders the router's own errors the way that API's
+SDK expects them (§11.3): OpenAI's `{"error": {...}}` or Anthropic's
+`{"type": "error", "error": {...}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import NoCapacity, RouterError
+from router.rules.failures import classify_response, classify_stream_error
+from router.types import Verdict
+from router.wire.usage import usage_from_body
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePart:
+    """Token counts one event reported; Anthropic splits them over two events."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+# Text in a delta: certainly not preamble, and by far the most common event, so it is
+# recognised from its bytes. In a chunk only `delta.content` is a string-valued
+# "content" (logprobs' is a list); an escaped \"content\" inside a string cannot match.
+_CONTENT = b'"content":"'
+
+
+def _has_text(data: bytes) -> bool:
+    at = data.find(_CONTENT)
+    return at >= 0 and data[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b"")
+
+
+# The role chunk every OpenAI stream opens with, in the compact form OpenAI and most
+# compatible servers write: one choice, a delta of the role and empty content (and
+# refusal), no finish reason, no usage object. Anything else is parsed.
+_ROLE_DELTA = re.compile(rb'"delta":\{"role":"assistant"(?:,"content":"")?(?:,"refusal":null)?\}')
+
+
+def _is_role_chunk(data: bytes) -> bool:
+    at = data.find(b'"delta":')
+    return (
+        at >= 0
+        and _ROLE_DELTA.match(data, at) is not None
+        and data.find(b'"delta":', at + 8) < 0
+        and b'"finish_reason":null' in data
+        and b'"usage":{' not in data
+        and b'"error"' not in data
+    )
+
+
+class OpenAIChat:
+    """`/v1/chat/completions`: `data:` chunks, `data: {"error": ...}`, `data: [DONE]`."""
+
+    name = "openai"
+    terminator = b"data: [DONE]"
+    error_hint = b'"error"'
+    usage_hint = b'"prompt_tokens"'
+
+    def is_preamble(self, event: bytes, data: bytes) -> bool:
+        """The first chunk carries the role and empty content: nothing to show yet."""
+        if _has_text(data):
+            return False
+        if _is_role_chunk(data):
+            return True
+        payload = _json(data)
+        if not isinstance(payload, dict) or payload.get("error") or payload.get("usage"):
+            return False
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("finish_reason"):
+                return False
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                return False
+            if any(value for name, value in delta.items() if name != "role"):
+                return False
+        return True
+
+    def error(self, event: bytes, data: bytes) -> Verdict | None:
+        if b'"error"' not in data:
+            return None
+        payload = _json(data)
+        if isinstance(payload, dict) and payload.get("error"):
+            return classify_stream_error(data)
+        return None
+
+    def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if b'"prompt_tokens"' not in data:  # every other chunk says "usage": null, if at all
+            return None
+        usage = usage_from_body(data)  # read from the bytes, like a non-streaming answer's
+        return None if usage is None else UsagePart(usage.input_tokens, usage.output_tokens)
+
+    def error_event(self, message: str) -> bytes:
+        body = {"error": {"message": message, "type": "upstream_error", "param": None,
+                          "code": "upstream_stream_error"}}  # fmt: skip
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    def error_status(self, exc: RouterError) -> int:
+        return exc.status
+
+    def error_body(self, exc: RouterError) -> dict[str, Any]:
+        return exc.to_body()
+
+
+class OpenAIResponses(OpenAIChat):
+    """`/v1/responses`: named events, `event: error`, ends with `response.completed`."""
+
+    name = "openai_responses"
+    terminator = b"event: response.completed"
+    error_hint = b"error"  # `event: error` and `response.failed` carry an error object
+    usage_hint = b"response.completed"
+    _PREAMBLE = frozenset(
+        {
+            b"response.created",
+            b"response.in_progress",
+            b"response.output_item.added",
+            b"response.content_part.added",
+        }
+    )
+
+    def is_preamble(self, event: bytes, data: bytes) -> bool:
+        return event in self._PREAMBLE
+
+    def error(self, event: bytes, data: bytes) -> Verdict | None:
+        if event not in (b"error", b"response.failed"):
+            return None
+        payload = _json(data)
+        if isinstance(payload, dict) and event == b"response.failed":
+            response = payload.get("response")
+            payload = response.get("error") if isinstance(response, dict) else None
+        if not isinstance(payload, dict):
+            return classify_response(500, {}, b"")
+        return classify_stream_error(json.dumps({"error": payload}).encode())
+
+    def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if event != b"response.completed":
+            return None
+        payload = _json(data)
+        response = payload.get("response") if isinstance(payload, dict) else None
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        return UsagePart(usage.get("input_tokens"), usage.get("output_tokens"))
+
+    def error_event(self, message: str) -> bytes:
+        body = {"type": "error", "code": "upstream_stream_error", "message": message,
+                "param": None}  # fmt: skip
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
+# Anthropic error types by HTTP status (provider-signals.md §4.1).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+class AnthropicMessages:
+    """`/v1/messages`: `event:` + `data:` pairs, `event: error`, ends with `message_stop`."""
+
+    name = "anthropic"
+    terminator = b"event: message_stop"
+    error_hint = b"event: error"
+    usage_hint = b'"usage"'
+    _PREAMBLE = frozenset({b"message_start", b"content_block_start", b"ping"})
+
+    def is_preamble(self, event: bytes, data: bytes) -> bool:
+        return event in self._PREAMBLE
+
+    def error(self, event: bytes, data: bytes) -> Verdict | None:
+        if event != b"error":
+            return None
+        # The HTTP status is already 200: read the error's type (§9.2).
+        return classify_stream_error(data)
+
+    def usage(self, event: bytes, data: bytes) -> UsagePart | None:
+        if event not in (b"message_start", b"message_delta"):
+            return None
+        payload = _json(data)
+        if not isinstance(payload, dict):
+            return None
+        if event == b"message_start":
+            message = payload.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(usage, dict):
+                return UsagePart(usage.get("input_tokens"), usage.get("output_tokens"))
+        if event == b"message_delta" and isinstance(payload.get("usage"), dict):
+            # Current streams (and litellm's adapter, whose message_start says 0) give
+            # input_tokens here too; a later value replaces an earlier one.
+            usage = payload["usage"]
+            return UsagePart(usage.get("input_tokens") or None, usage.get("output_tokens"))
+        return None
+
+    def error_event(self, message: str) -> bytes:
+        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+    def error_status(self, exc: RouterError) -> int:
+        # Routes down rather than limited: Anthropic's clients know 529 as "overloaded,
+        # come back later" (§11.2), and the SDKs retry it.
+        if isinstance(exc, NoCapacity) and not exc.limited:
+            return 529
+        return exc.status
+
+    def error_body(self, exc: RouterError) -> dict[str, Any]:
+        status = self.error_status(exc)
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+Dialect = OpenAIChat | AnthropicMessages
+OPENAI_CHAT = OpenAIChat()
+OPENAI_RESPONSES = OpenAIResponses()
+ANTHROPIC_MESSAGES = AnthropicMessages()

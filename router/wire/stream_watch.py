@@ -1,0 +1,115 @@
+"""What a relay learns from the SSE bytes it forwards: an error event, usage, the end.
+
+Pure byte-level reading of the client's stream format (the dialect says which events
+are errors, usage and the terminator); no I/O. The relay feeds it every chunk it
+forwards, and the open stream reads it when the stream ends, however it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.rules.failures import OK
+from router.types import Verdict
+from router.wire import sse
+from router.wire.dialects import Dialect, UsagePart
+from router.wire.usage import Usage
+
+_CARRY_LIMIT = 1 << 16  # an event split over chunks is kept this far, no further
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    verdict: Verdict  # how the upstream stream ended
+    client_gone: bool = False  # the client left before the terminator reached it
+    usage: Usage | None = None  # when the stream reported it
+
+
+class StreamWatch:
+    """What the relay learns from the bytes it forwards: an error event, usage, and
+    whether the terminator came. Events split over chunks are carried over."""
+
+    __slots__ = ("_carry", "_dialect", "_input", "_output", "done", "error")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._carry = b""
+        self._input: int | None = None
+        self._output: int | None = None
+        self.done = False
+        self.error: Verdict | None = None
+
+    def see(self, chunk: bytes) -> None:
+        """Watch a chunk that is forwarded as it is."""
+        window = self._carry + chunk if self._carry else chunk
+        cut = sse.complete_length(window)  # whole events; the rest waits for the next chunk
+        self._inspect(window[:cut] if cut < len(window) else window)
+        self._carry = window[cut:][-_CARRY_LIMIT:]
+
+    def without_usage(self, chunk: bytes) -> bytes:
+        """The whole events of carry + chunk, less the usage chunk the router asked for
+        on the client's behalf; a partial event waits for the next chunk."""
+        window = self._carry + chunk if self._carry else chunk
+        cut = sse.complete_length(window)
+        complete, self._carry = window[:cut], window[cut:]
+        # The usage chunk comes last before the terminator, and after any running counts
+        # (vLLM's continuous_usage_stats): search from the end.
+        at = complete.rfind(b'"prompt_tokens"')
+        if at >= 0:
+            start, end = sse.event_around(complete, at)
+            event, data = sse.fields(complete, start, end)
+            if data is not None and _usage_only(data):
+                self._read(event, data)  # read here: it is not in what the client gets
+                # Its counts are the final ones: earlier running counts must not replace them.
+                complete = complete[:start] + complete[end:]
+                self._inspect(complete, usage=False)
+                return complete
+        self._inspect(complete)
+        return complete
+
+    def rest(self) -> bytes:
+        return self._carry
+
+    def _inspect(self, complete: bytes, *, usage: bool = True) -> None:
+        """Read only the events a cheap search points at: errors, usage, the end.
+
+        A fast stream can arrive whole in one read; parsing each of its events would
+        cost more than everything else the relay does.
+        """
+        dialect = self._dialect
+        for hint in (dialect.error_hint, dialect.usage_hint) if usage else (dialect.error_hint,):
+            at = complete.find(hint)
+            while at >= 0:
+                start, end = sse.event_around(complete, at)
+                event, data = sse.fields(complete, start, end)
+                if data is not None:
+                    self._read(event, data, usage=usage)
+                at = complete.find(hint, end)
+        # The terminator ends the stream, so it is nearly always at the end: search back.
+        if complete.rfind(dialect.terminator) >= 0:
+            self.done = True
+
+    def _read(self, event: bytes, data: bytes, *, usage: bool = True) -> None:
+        if self.error is None:
+            self.error = self._dialect.error(event, data)
+        if not usage:
+            return
+        part: UsagePart | None = self._dialect.usage(event, data)
+        if part is not None:
+            self._input = part.input_tokens if part.input_tokens is not None else self._input
+            self._output = part.output_tokens if part.output_tokens is not None else self._output
+
+    def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
+        """How the stream ended. A client that leaves after the terminator went out was
+        served in full: that is an ordinary end, not a client gone."""
+        if client_gone and self.done:
+            verdict, client_gone = self.error or OK, False
+        usage = None
+        if self._input is not None or self._output is not None:
+            usage = Usage(input_tokens=self._input or 0, output_tokens=self._output or 0)
+        return StreamEnd(verdict, client_gone=client_gone, usage=usage)
+
+
+def _usage_only(data: bytes) -> bool:
+    """OpenAI's usage chunk: `choices` empty, `usage` set (§9.1)."""
+    return b'"prompt_tokens"' in data and (b'"choices":[]' in data or b'"choices": []' in data)
