@@ -1,0 +1,1 @@
+"""What ships beside the code: README examples, deploy files, alert rules, the layout."""

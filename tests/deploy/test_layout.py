@@ -1,0 +1,79 @@
+"""The package's layers import one way only (README "Development").
+
+An import graph cannot see a callback passed down at run time, but it does keep the
+layers honest: a pure rule that starts reading health state, or the simulator reaching
+into the router it is meant to test independently, fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+# Each part of router/ and the parts it may import (types and errors sit at the bottom).
+ALLOWED: dict[str, set[str]] = {
+    "types": set(),
+    "errors": {"types"},
+    "rules": {"types", "errors"},
+    "wire": {"types", "errors", "rules"},
+    "telemetry": {"types", "rules", "wire"},
+    "upstream": {"types", "errors", "rules", "wire"},
+    "health": {"types", "errors", "rules", "telemetry"},
+    "config": {"types", "errors", "upstream"},
+    "failover": {"types", "errors", "rules", "wire", "telemetry", "upstream", "health"},
+    "handlers": {
+        *("types", "errors", "rules", "wire", "telemetry", "upstream", "health"),
+        *("config", "failover"),
+    },
+    "sim": set(),  # the simulator shares nothing with the code it tests
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(part: str) -> Iterator[tuple[str, str]]:
+    """(file, imported part) for every `router.*` import in `router/<part>`, function-level
+    imports included."""
+    base = REPO / "router"
+    files = [base / f"{part}.py"] if (base / f"{part}.py").exists() else []
+    files += sorted((base / part).rglob("*.py")) if (base / part).is_dir() else []
+    assert files, f"router/{part} is gone: update ALLOWED"
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "router":
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("router."):
+                names = [_part(node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [_part(a.name) for a in node.names if a.name.startswith("router.")]
+            else:
+                continue
+            for name in names:
+                yield path.relative_to(REPO).as_posix(), name
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_each_part_imports_only_the_layers_below_it(part: str) -> None:
+    wrong = sorted(
+        f"{file} imports router.{name}"
+        for file, name in _imports(part)
+        if name != part and name not in ALLOWED[part]
+    )
+    assert wrong == []
+
+
+def test_every_part_of_the_package_has_a_place_in_the_table() -> None:
+    entry_points = {"__init__", "__main__", "cli", "demo", "server"}
+    parts = {
+        path.stem if path.is_file() else path.name
+        for path in (REPO / "router").iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").exists())
+    }
+    assert parts - entry_points == set(ALLOWED)

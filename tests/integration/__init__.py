@@ -1,0 +1,1 @@
+"""The router end to end through real sockets: simulated providers, raw upstreams, SDKs."""

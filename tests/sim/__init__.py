@@ -1,0 +1,1 @@
+"""The simulated providers speak the real wire formats."""

@@ -1,0 +1,1 @@
+"""Pure code tested from tables: no sockets."""
