@@ -21,18 +21,25 @@ _MODEL_KEY = re.compile(rb'"model"\s*:\s*')
 # A JSON string: the model's value, which parsing the body showed is a string.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+# A \u escape of one of the letters of "model" (d e l m o): a key written that way is
+# still `model` to a parser, but not to a byte search.
+_ESCAPED_MODEL_LETTER = re.compile(rb"\\u00(?:6[45cdfCDF])")
 
 
 def with_model(body: bytes, payload: dict[str, Any], model: str) -> bytes:
     """`body` with its top-level `model` set to `model`.
 
     Inside a JSON string a quote is escaped, so `"model"` in the bytes is a key or a
-    whole string value; when it occurs once it is the top-level key (the payload has
-    it). Any other occurrence (a nested schema naming a property `model`, a value
-    "model") means re-serialising.
+    whole string value; when it occurs once, and no key can spell `model` with escapes,
+    it is the top-level key (the payload has it). Anything else (a nested schema naming
+    a property `model`, a value "model", an escaped key) means re-serialising.
     """
     at = body.find(b'"model"')
-    if at >= 0 and body.find(b'"model"', at + 1) < 0:  # a plain search: no regex over the body
+    if (
+        at >= 0
+        and body.find(b'"model"', at + 1) < 0  # plain searches: no parsing of the body
+        and _ESCAPED_MODEL_LETTER.search(body) is None
+    ):
         key = _MODEL_KEY.match(body, at)
         value = _STRING.match(body, key.end()) if key is not None else None
         if value is not None:

@@ -41,6 +41,20 @@ def test_a_repeated_top_level_model_key_makes_it_reserialise_the_body() -> None:
     assert json.loads(with_model(body, json.loads(body), "m")) == {"model": "m"}
 
 
+def test_a_top_level_key_written_with_escapes_is_the_one_that_changes() -> None:
+    """`"\\u006dodel"` is `model` to a parser; the one literal `"model"` is nested."""
+    body = b'{"\\u006dodel":"gpt-4o","metadata":{"model":"y"}}'
+    assert json.loads(with_model(body, json.loads(body), "NEW")) == {
+        "model": "NEW",
+        "metadata": {"model": "y"},
+    }
+
+
+def test_escaped_text_elsewhere_still_gets_a_splice() -> None:
+    body = b'{"messages":[{"role":"user","content":"caf\\u00e9"}],"model":"fast"}'
+    assert with_model(body, json.loads(body), "m") == body.replace(b'"fast"', b'"m"')
+
+
 def test_usage_is_asked_for_by_splice_or_by_merging_the_clients_options() -> None:
     body = b'{"model":"gpt-4o","stream":true}'
     spliced = with_usage_requested(body, json.loads(body))
