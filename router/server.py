@@ -121,8 +121,12 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
 
 
 def needs_translation(config: Config) -> bool:
-    """Whether a key's provider is reached through litellm for chat completions."""
-    return any(key.provider not in ("openai", "azure") for key in config.keys.values())
+    """Whether a key's provider is reached through litellm for chat completions, the
+    API nearly every client speaks (Anthropic clients on OpenAI keys warm it on first use)."""
+    return any(
+        translate.translator_for(key.provider, Operation.CHAT) is not None
+        for key in config.keys.values()
+    )
 
 
 def check_bind(config: Config, host: str) -> None:
