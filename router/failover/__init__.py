@@ -60,6 +60,14 @@ class Failover:
         self._attempts = attempts
         self._metrics = metrics
         self._rng = rng
+        models = config.models
+        # (model, operation) pairs whose chain has a route for it: fixed at load.
+        self._served = frozenset(
+            (model.name, operation)
+            for model in models.values()
+            for operation in Operation
+            if any(models[name].routes_for[operation] for name in model.chain)
+        )
 
     async def run(self, call: Call) -> Answer | OpenStream:
         """The answer, or a stream to relay: nothing has gone to the client yet."""
@@ -163,8 +171,7 @@ class Failover:
 
     def serves(self, model: ModelSpec, operation: Operation) -> bool:
         """Whether any model of the chain has a route for `operation`."""
-        models = self._config.models
-        return any(models[name].routes_for[operation] for name in model.chain)
+        return (model.name, operation) in self._served
 
     async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
         """Why nothing could serve: limited (429, wait for the earliest recovery) or down."""

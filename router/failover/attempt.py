@@ -26,7 +26,7 @@ from router.telemetry.metrics import Metrics
 from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS
-from router.upstream.translate import TranslatedResponse, translator_for
+from router.upstream.translate import TranslatedResponse, Translator, translator_for
 from router.wire import sse
 from router.wire.body import with_model, with_usage_requested
 from router.wire.dialects import Dialect
@@ -219,25 +219,32 @@ class AttemptRunner:
         return cost
 
     async def _send(self, call: Call, route: Route, started: float, budget: float) -> _Reply:
+        translator = translator_for(route.key.provider, call.operation)
         # A translation asks for usage itself; a passthrough asks where the key allows.
-        translated = translator_for(route.key.provider, call.operation) is not None
-        ask_usage = not translated and self._usage_request.wanted(call, route.key)
-        reply = await self._exchange(call, route, started, budget, ask_usage=ask_usage)
+        ask_usage = translator is None and self._usage_request.wanted(call, route.key)
+        reply = await self._exchange(call, route, translator, started, budget, ask_usage)
         if reply is None:
             # The upstream refused only the usage ask the router added, not the client's
             # request: send it again as the client wrote it (failover/usage_ask.py).
-            reply = await self._exchange(call, route, started, budget, ask_usage=False)
+            reply = await self._exchange(call, route, translator, started, budget, False)
         assert reply is not None  # only a body that asked for usage can be refused for it
         return reply
 
     async def _exchange(
-        self, call: Call, route: Route, started: float, budget: float, *, ask_usage: bool
+        self,
+        call: Call,
+        route: Route,
+        translator: Translator | None,
+        started: float,
+        budget: float,
+        ask_usage: bool,
     ) -> _Reply | None:
         """One request to the upstream; None when it refused the usage ask."""
         timeouts = self._timeouts
         left = budget - (self._clock() - started)
         provider = PROVIDERS.get(route.key.provider)
-        response = await self._open(call, route, min(timeouts.first_byte, left), ask_usage)
+        head_timeout = min(timeouts.first_byte, left)
+        response = await self._open(call, route, translator, head_timeout, ask_usage)
         handed_over = False
         try:
             status = response.status
@@ -271,9 +278,13 @@ class AttemptRunner:
                 response.finish()
 
     async def _open(
-        self, call: Call, route: Route, head_timeout: float, ask_usage: bool
+        self,
+        call: Call,
+        route: Route,
+        translator: Translator | None,
+        head_timeout: float,
+        ask_usage: bool,
     ) -> Response:
-        translator = translator_for(route.key.provider, call.operation)
         if translator is not None:
             return await translator.send(
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
