@@ -12,7 +12,7 @@ from router.failover.call import Answer
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics, RequestOutcome
-from router.types import Attempt, Config
+from router.types import Attempt, Config, FailureClass
 from router.wire.usage import Usage
 
 
@@ -71,6 +71,14 @@ class RequestTrace:
         return "client_gone" if end.client_gone else end.verdict.failure.value
 
     @property
+    def stream_broke(self) -> bool:
+        """A stream the upstream failed after its start reached the client."""
+        end = self.result.end if isinstance(self.result, OpenStream) else None
+        if end is None or end.client_gone:
+            return False
+        return end.verdict.failure is not FailureClass.OK
+
+    @property
     def delivered(self) -> bool:
         """A stream whose terminator reached the client: served, even when the client
         hung up before the upstream's body ended."""
@@ -80,6 +88,8 @@ class RequestTrace:
     def outcome(self, status: int) -> RequestOutcome:
         if status == 499:
             return RequestOutcome.CANCELLED
+        if self.stream_broke:
+            return RequestOutcome.FAILED  # the 200 went out, the end of the answer did not
         if status < 400:
             if self.served_by is not None and self.served_by != self.model:
                 return RequestOutcome.SERVED_BY_FALLBACK

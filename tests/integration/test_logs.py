@@ -244,3 +244,19 @@ async def test_a_stream_the_client_leaves_right_after_its_terminator_is_served_i
         served = routes["u/gpt-4o"]  # health saw a success: a latency, nothing in flight
         assert served["latency_ms"] is not None and served["in_flight"] == 0
         assert served["last_error"] is None
+
+
+async def test_a_stream_the_upstream_cuts_after_its_start_is_logged_as_failed(stack, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    registry = CollectorRegistry()
+    url = await stack.router(preferring_a(sim_url), registry=registry)
+    sim.inject("a", Fault.stream_cut(after_chunks=2))
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    with pytest.raises(openai.APIError):
+        [chunk async for chunk in stream]
+    await stack.close()  # the router finishes its bookkeeping before it stops
+    (event,) = [e for e in logs.events() if e["event"] == "request"]
+    assert event["status"] == 200 and event["route"] == "a/gpt-4o"
+    assert event["outcome"] == "failed" and event["stream"] == "server_error"
+    failed = {"model": "gpt-4o", "outcome": "failed"}
+    assert registry.get_sample_value("llm_router_requests_total", failed) == 1
