@@ -58,7 +58,18 @@ class OpenStream:
     client left, which cancels the handler), the watch says how far the stream got.
     """
 
-    __slots__ = ("_runner", "attempts", "cost_usd", "end", "first", "sent", "upstream", "watch")
+    __slots__ = (
+        "_runner",
+        "attempts",
+        "cost_usd",
+        "end",
+        "first",
+        "route",
+        "sent",
+        "served_by",
+        "upstream",
+        "watch",
+    )
 
     def __init__(
         self,
@@ -71,20 +82,14 @@ class OpenStream:
     ) -> None:
         self._runner = runner
         self.sent = sent
+        self.route = sent.route
+        self.served_by = sent.model.name  # the client-facing model that answered
         self.upstream = upstream
         self.first = first  # every byte read so far, to be sent first
         self.attempts = attempts
         self.watch = StreamWatch(dialect)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
-
-    @property
-    def route(self) -> Route:
-        return self.sent.route
-
-    @property
-    def served_by(self) -> str:
-        return self.sent.model.name
 
     async def __aenter__(self) -> OpenStream:
         return self

@@ -27,9 +27,11 @@ from router.errors import (
     RouterError,
     Unauthorized,
 )
+from router.failover.call import Answer
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.telemetry.metrics import UNKNOWN_MODEL
 from router.wire.dialects import OPENAI_CHAT, Dialect
+from router.wire.stream_watch import StreamEnd
 
 log = structlog.get_logger("router.request")
 
@@ -131,7 +133,7 @@ def not_found(known: dict[str, frozenset[str]]) -> Handler:
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:
     headers = exc.headers()
     if isinstance(exc, NoCapacity | DeadlineExceeded):
-        trace.failed_attempts = exc.attempts
+        trace.attempts = exc.attempts
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(
         dialect.error_body(exc), status=dialect.error_status(exc), headers=headers
@@ -155,11 +157,14 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     seconds = time.perf_counter() - trace.started
     state = request.app[APP_STATE]
     series = state.metrics.model_series(trace.model or UNKNOWN_MODEL)
-    outcome = trace.outcome(status)
+    end = trace.stream_end
+    outcome = trace.outcome(status, end)
     series.requests[outcome].inc()
     if trace.model is not None:
         series.seconds.observe(seconds)
-    usage = trace.usage
+    result = trace.result
+    usage = end.usage if end is not None else (result.usage if isinstance(result, Answer) else None)
+    cost = result.cost_usd if result is not None else None
     state.request_log(
         trace.request_id,
         {
@@ -169,14 +174,18 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "status": status,
             "outcome": outcome.value,
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
-            "stream": trace.stream_outcome,
+            "stream": None if end is None else _stream_outcome(end),
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
-            "cost_usd": None if trace.cost_usd is None else round(trace.cost_usd, 8),
+            "cost_usd": None if cost is None else round(cost, 8),
         },
     )
+
+
+def _stream_outcome(end: StreamEnd) -> str:
+    return "client_gone" if end.client_gone else end.verdict.failure.value
 
 
 def _presented_token(request: web.Request) -> str:

@@ -67,7 +67,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
         in_flight.inc()
         try:
             result = await state.failover.run(call)  # or raises NoCapacity, DeadlineExceeded
-            trace.result = result
+            trace.served(result)
             if isinstance(result, Answer):
                 return answer_response(result)
             async with result as stream:  # leaving it settles the attempt: health, cost

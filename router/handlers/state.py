@@ -13,7 +13,7 @@ from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics, RequestOutcome
 from router.types import Attempt, Config, FailureClass
-from router.wire.usage import Usage
+from router.wire.stream_watch import StreamEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,58 +37,34 @@ class RequestTrace:
     request_id: str
     started: float
     model: str | None = None
+    route: str | None = None
+    served_by: str | None = None
+    attempts: tuple[Attempt, ...] = ()
     result: Answer | OpenStream | None = None
-    failed_attempts: tuple[Attempt, ...] = ()  # from an error that carried them
     ttft: float | None = None  # seconds to the first content event, streams only
 
-    @property
-    def attempts(self) -> tuple[Attempt, ...]:
-        return self.result.attempts if self.result is not None else self.failed_attempts
+    def served(self, result: Answer | OpenStream) -> None:
+        self.result = result
+        self.route = result.route.id
+        self.served_by = result.served_by
+        self.attempts = result.attempts
 
     @property
-    def route(self) -> str | None:
-        return self.result.route.id if self.result is not None else None
-
-    @property
-    def served_by(self) -> str | None:
-        return self.result.served_by if self.result is not None else None
-
-    @property
-    def cost_usd(self) -> float | None:
-        return self.result.cost_usd if self.result is not None else None
-
-    @property
-    def usage(self) -> Usage | None:
-        if isinstance(self.result, OpenStream):
-            return self.result.end.usage if self.result.end is not None else None
-        return self.result.usage if self.result is not None else None
-
-    @property
-    def stream_outcome(self) -> str | None:
-        end = self.result.end if isinstance(self.result, OpenStream) else None
-        if end is None:
-            return None
-        return "client_gone" if end.client_gone else end.verdict.failure.value
-
-    @property
-    def stream_broke(self) -> bool:
-        """A stream the upstream failed after its start reached the client."""
-        end = self.result.end if isinstance(self.result, OpenStream) else None
-        if end is None or end.client_gone:
-            return False
-        return end.verdict.failure is not FailureClass.OK
+    def stream_end(self) -> StreamEnd | None:
+        """How a stream ended, once it has settled; None for anything else."""
+        return self.result.end if isinstance(self.result, OpenStream) else None
 
     @property
     def delivered(self) -> bool:
         """A stream whose terminator reached the client: served, even when the client
         hung up before the upstream's body ended."""
-        end = self.result.end if isinstance(self.result, OpenStream) else None
+        end = self.stream_end
         return end is not None and not end.client_gone
 
-    def outcome(self, status: int) -> RequestOutcome:
+    def outcome(self, status: int, end: StreamEnd | None) -> RequestOutcome:
         if status == 499:
             return RequestOutcome.CANCELLED
-        if self.stream_broke:
+        if end is not None and not end.client_gone and end.verdict.failure is not FailureClass.OK:
             return RequestOutcome.FAILED  # the 200 went out, the end of the answer did not
         if status < 400:
             if self.served_by is not None and self.served_by != self.model:

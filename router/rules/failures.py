@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -79,15 +79,14 @@ class Action:
     caller_fault: bool = False  # the request's own fault: a 4xx for the client
     # When every attempt of a request ends this way, the last answer goes back as it is.
     answer_when_all: bool = False
+    # Derived, and stored because they are read on every attempt.
+    fails_over: bool = field(init=False)
+    counts_as_error: bool = field(init=False)  # lowers the route's weight (its error rate)
 
-    @property
-    def fails_over(self) -> bool:
-        return self.next is Next.NEXT_ROUTE
-
-    @property
-    def counts_as_error(self) -> bool:
-        """Lowers the route's weight (its decaying error rate)."""
-        return self.fails_over and self.penalty is not Penalty.NONE
+    def __post_init__(self) -> None:
+        fails_over = self.next is Next.NEXT_ROUTE
+        object.__setattr__(self, "fails_over", fails_over)
+        object.__setattr__(self, "counts_as_error", fails_over and self.penalty is not Penalty.NONE)
 
 
 # One row per failure class; the provider fact that justifies it beside it.
