@@ -45,9 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def _logging_args(parser: argparse.ArgumentParser, default_format: str = "json") -> None:
     parser.add_argument("--log-format", choices=("json", "console"), default=default_format)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help=", ".join(LOG_LEVELS))
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    level = str(args.log_level).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"--log-level {args.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _secrets(config: Config) -> list[str]:
@@ -77,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             config = load_config(args.config)
-            configure_logging(fmt=args.log_format, level=args.log_level, secrets=_secrets(config))
+            level = _log_level(args)
+            configure_logging(fmt=args.log_format, level=level, secrets=_secrets(config))
             log = structlog.get_logger("router")
             for warning in config.warnings:
                 log.warning("config_warning", detail=warning)
@@ -87,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from router.demo import run_demo
 
-        configure_logging(fmt=args.log_format, level=args.log_level)
+        configure_logging(fmt=args.log_format, level=_log_level(args))
         _run(run_demo(port=args.port, drive=args.drive))
         return 0
     except ConfigError as exc:

@@ -150,7 +150,11 @@ async def start(config: Config, host: str, port: int, **app_args: object) -> web
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken, the address is not this host's, ...
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return runner
 
 
@@ -202,9 +206,20 @@ def tune_garbage_collector() -> None:
 
 
 async def wait_for_signal() -> None:
+    """Until SIGINT or SIGTERM. SIGHUP, whose default action ends the process and every
+    stream in it, is logged and ignored: the router has no reload yet."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, _sighup)
     await stop.wait()
+
+
+def _sighup() -> None:
+    log.warning(
+        "sighup_ignored",
+        detail="the router does not reload its config on SIGHUP; restart it to apply changes",
+    )

@@ -58,12 +58,19 @@ _DROPPED_REQUEST_HEADERS = frozenset(
 
 
 def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers that may go upstream (SDK hints such as `openai-beta`)."""
+    """The client's headers that may go upstream (SDK hints such as `openai-beta`).
+
+    Hop-by-hop headers stay on the client's connection: the fixed ones, and any that
+    its `Connection` header nominates (RFC 9110 §7.6.1).
+    """
+    dropped = _DROPPED_REQUEST_HEADERS
+    nominated = client_headers.get("connection")
+    if nominated:
+        dropped = dropped | {name.strip().lower() for name in nominated.split(",")}
     return {
         name: value
         for name, value in client_headers.items()
-        if (lowered := name.lower()) not in _DROPPED_REQUEST_HEADERS
-        and not lowered.startswith("x-router-")
+        if (lowered := name.lower()) not in dropped and not lowered.startswith("x-router-")
     }
 
 

@@ -7,13 +7,15 @@ import gc
 import json
 import os
 import signal
+import socket
 import sys
 
 import aiohttp
 
 from router.server import GC_YOUNG_THRESHOLD, tune_garbage_collector
+from router.sim import Fault
 from tests.configs import key, model, route, routes_yaml
-from tests.conftest import REPO, SIM_A, client
+from tests.conftest import HI, REPO, SIM_A, client
 
 ENV = {
     **os.environ,
@@ -142,3 +144,72 @@ def test_serving_freezes_startup_objects_and_collects_young_ones_less_often() ->
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        routes_yaml(
+            keys=[key("a", "http://127.0.0.1:9/v1", api_key="${SIM_KEY}")],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await run(
+            "serve", "--config", str(config), "--port", str(port),
+            env={**ENV, "SIM_KEY": SIM_A.api_key},
+        )  # fmt: skip
+    assert code == 1
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if not x.startswith("{")]  # JSON lines are logs
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+
+
+async def test_an_unknown_log_level_is_one_clear_line_and_exit_1():
+    code, out, err = await run("demo", "--log-level", "loud")
+    assert (code, out) == (1, "")
+    assert err == "error: --log-level 'loud' is not one of debug, info, warning, error, critical\n"
+
+
+async def test_sighup_is_logged_and_ignored_while_a_request_is_in_flight(stack, tmp_path):
+    sim, sim_url = await stack.sim(SIM_A)
+    sim.inject("a", Fault.delay(1.0))
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        routes_yaml(
+            keys=[key("a", sim_url, api_key="${SIM_KEY}")],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0",
+        stderr=asyncio.subprocess.PIPE, env={**ENV, "SIM_KEY": SIM_A.api_key}, cwd=REPO,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = await process.stderr.readline()
+                assert line, "router exited before listening"
+                if json.loads(line)["event"] == "listening":
+                    url = json.loads(line)["url"].removesuffix("/v1")
+                    break
+            stream = asyncio.create_task(
+                client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+            )
+            while sim.stats["a"].requests == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGHUP)
+            text = "".join([c.choices[0].delta.content or "" async for c in await stream])
+            assert text == "Hello from a via gpt-4o."
+            assert process.returncode is None
+            while json.loads(line := await process.stderr.readline())["event"] != "sighup_ignored":
+                pass
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
