@@ -101,11 +101,16 @@ class OpenStream:
         traceback: TracebackType | None,
     ) -> None:
         if self.end is None:
+            # The relay did not finish: the client left (a cancellation or a reset), or
+            # the router failed. Either way the upstream is not to blame, and the stream
+            # counts as delivered only if its terminator was already sent.
             self.end = self.watch.end(client_gone=True)
-        self.upstream.finish()  # a stream the client left reaches the provider as cancelled
-        # Only store operations that do not wait on the network may run here: on a
-        # client's hang-up this runs in a cancelled task.
-        await self._runner.settle_stream(self)
+        try:
+            self.upstream.finish()  # a stream the client left reaches the provider as cancelled
+        finally:
+            # Only store operations that do not wait on the network may run here: on a
+            # client's hang-up this runs in a cancelled task.
+            await self._runner.settle_stream(self)
 
 
 # Not frozen, as nothing changes it: built on every request, and a frozen dataclass's
@@ -130,7 +135,7 @@ class _Reply:
     verdict: Verdict
     status: int | None = None
     headroom: Headroom | None = None
-    body: bytes = b""
+    body: bytes | None = None  # None: no answer to pass on (a read failed, say)
     content_type: str = "application/json"
     usage: Usage | None = None
     opened: tuple[Response, bytes] | None = None  # the stream and its bytes read so far
@@ -185,7 +190,7 @@ class AttemptRunner:
                 self._health.end(route)
         cost = await self._settle(sent, reply.verdict, reply.usage)
         answer = None
-        if reply.status is not None:
+        if reply.body is not None:
             answer = Answer(
                 status=reply.status,
                 body=reply.body,
@@ -200,17 +205,26 @@ class AttemptRunner:
 
     async def settle_stream(self, stream: OpenStream) -> None:
         """Called once, as the stream's `async with` is left."""
-        assert stream.end is not None
+        end = stream.end
+        assert end is not None
         self._health.end(stream.route)
-        stream.cost_usd = await self._settle(stream.sent, stream.end.verdict, stream.end.usage)
+        # A stream the client left before its end says nothing about the route, good
+        # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
+        stream.cost_usd = await self._settle(
+            stream.sent, end.verdict, end.usage, judged=not end.client_gone
+        )
 
-    async def _settle(self, sent: Sent, verdict: Verdict, usage: Usage | None) -> float | None:
-        """Record the attempt in health and metrics; charge and return its cost."""
+    async def _settle(
+        self, sent: Sent, verdict: Verdict, usage: Usage | None, *, judged: bool = True
+    ) -> float | None:
+        """Record the attempt in health (when `judged`) and metrics; charge and return
+        its cost."""
         route, model = sent.route, sent.model
         seconds = self._clock() - sent.started
-        await self._health.record(
-            route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
-        )
+        if judged:
+            await self._health.record(
+                route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
+            )
         series = self._metrics.route_series(model.name, route)
         failure = verdict.failure
         series.attempts[failure].inc()
@@ -257,9 +271,9 @@ class AttemptRunner:
         head_timeout = min(timeouts.first_byte, left)
         response = await self._open(call, route, translator, head_timeout, ask_usage)
         handed_over = False
+        status = response.status
+        headroom = provider.headroom(response.headers) if provider else None
         try:
-            status = response.status
-            headroom = provider.headroom(response.headers) if provider else None
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
@@ -284,6 +298,8 @@ class AttemptRunner:
                 content_type=content_type,
                 usage=usage_from_body(body) if ok else None,
             )
+        except UpstreamError as exc:  # after the head: its status and headroom still count
+            return _Reply(classify_exception(exc), status, headroom)
         finally:
             if not handed_over:
                 response.finish()

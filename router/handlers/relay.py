@@ -55,9 +55,12 @@ async def _pipe(
             # The terminator came with the end of the body: send the last events and
             # the end of the response in one write, not two.
             await client.write_eof(out + watch.rest() if strip else out)
+            watch.delivered = True
             break
         if out:
             await client.write(out)
+        if watch.done:
+            watch.delivered = True  # written: a client leaving now was served in full
         try:
             chunk = await upstream.next_chunk(idle)
         except UpstreamError as exc:

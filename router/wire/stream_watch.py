@@ -29,14 +29,15 @@ class StreamWatch:
     """What the relay learns from the bytes it forwards: an error event, usage, and
     whether the terminator came. Events split over chunks are carried over."""
 
-    __slots__ = ("_carry", "_dialect", "_input", "_output", "done", "error")
+    __slots__ = ("_carry", "_dialect", "_input", "_output", "delivered", "done", "error")
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._carry = b""
         self._input: int | None = None
         self._output: int | None = None
-        self.done = False
+        self.done = False  # the terminator was seen
+        self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
 
     def see(self, chunk: bytes) -> None:
@@ -100,10 +101,11 @@ class StreamWatch:
             self._output = part.output_tokens if part.output_tokens is not None else self._output
 
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
-        """How the stream ended. A client that leaves after the terminator went out was
-        served in full: that is an ordinary end, not a client gone."""
-        if client_gone and self.done:
-            verdict, client_gone = self.error or OK, False
+        """How the stream ended. A client that leaves after the terminator was written
+        to it was served in full: that is an ordinary end, not a client gone."""
+        if client_gone:
+            verdict = self.error or verdict  # an error event the client saw still counts
+            client_gone = not self.delivered
         usage = None
         if self._input is not None or self._output is not None:
             usage = Usage(input_tokens=self._input or 0, output_tokens=self._output or 0)

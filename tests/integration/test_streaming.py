@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import aiohttp
 import openai
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from router.sim import Fault
 from tests.configs import key, model, preferring_a, route, routes_yaml
-from tests.conftest import HI, SIM_A, SIM_B, client, raw_upstream, sync_client
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream, sync_client
 
 
 async def stream_text(url: str, **kwargs) -> tuple[dict[str, str], str, list]:
@@ -179,3 +180,38 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
         finally:
             release.set()
     assert received == role + text + b"data: [DONE]\n\n"
+
+
+async def test_a_stream_the_client_abandons_mid_way_teaches_health_nothing(stack):
+    """The client left; the stalled upstream proved nothing either way, so the route's
+    failure streak stays as it was (it must not be wiped as if the stream succeeded)."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.server_error(500), times=2)
+    for _ in range(2):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)  # b serves
+    routes, _ = await admin_state(url)
+    assert routes["a/gpt-4o"]["consecutive_failures"] == 2
+    sim.inject("a", Fault.stream_stall(after_chunks=2))
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    async for _ in stream:
+        break
+    await stream.close()
+    await wait_until(lambda: sim.stats["a"].cancelled == 1)
+    async with asyncio.timeout(5):
+        while (await admin_state(url))[0]["a/gpt-4o"]["in_flight"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    routes, _ = await admin_state(url)
+    assert routes["a/gpt-4o"]["consecutive_failures"] == 2
+    assert routes["a/gpt-4o"]["latency_ms"] is None
+
+
+async def test_the_headroom_of_a_stream_whose_first_event_never_comes_is_kept(stack):
+    sim, sim_url = await stack.sim(replace(SIM_A, rpm=100, tpm=100_000), SIM_B)
+    url = await stack.router(preferring_a(sim_url, timeouts={"first_byte": 0.5}))
+    sim.inject("a", Fault.stream_stall(after_chunks=0))
+    stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    async for _ in stream:
+        pass
+    routes, _ = await admin_state(url)
+    assert routes["a/gpt-4o"]["headroom"]["limit_requests"] == 100

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from router.types import FailureClass
 from router.wire import sse
 from router.wire.dialects import OPENAI_CHAT, UsagePart
 from router.wire.stream_watch import StreamWatch as _Watch
@@ -147,3 +148,13 @@ def test_with_usage_in_every_chunk_the_final_usage_chunk_is_kept_and_counted() -
     assert out == text.replace(final, b"")
     end = watch.end()
     assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 3)
+
+
+def test_a_client_gone_after_the_terminator_was_seen_but_not_written_was_not_served() -> None:
+    watch = _Watch(OPENAI_CHAT)
+    watch.see(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+    assert watch.done and not watch.delivered
+    assert watch.end(client_gone=True).client_gone  # the write of [DONE] never returned
+    watch.delivered = True  # what the relay says once that write has returned
+    end = watch.end(client_gone=True)
+    assert not end.client_gone and end.verdict.failure is FailureClass.OK
