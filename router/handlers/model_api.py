@@ -72,7 +72,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
                 return answer_response(result)
             async with result as stream:  # leaving it settles the attempt: health, cost
                 response = await commit(request, stream, state, call)  # no failover after this
-                await relay(
+                stream.end = await relay(
                     stream,
                     response,
                     call.dialect,

@@ -25,19 +25,19 @@ async def relay(
     idle: float,
     *,
     strip_usage: bool = False,
-) -> None:
-    """Pipe `stream`, from its buffered start, to the prepared `client` response, and
-    set `stream.end`. A client that leaves cancels this; the stream's exit then reads
-    how far it got from its watch.
+) -> StreamEnd:
+    """Pipe `stream`, from its buffered start, to the prepared `client` response; how
+    it ended. A client that leaves cancels this; the stream's exit then reads how far
+    it got from its watch.
 
     `strip_usage`: the router asked for a usage chunk the client did not; drop it.
     """
     try:
-        stream.end = await _pipe(stream, client, dialect, idle, strip_usage)
+        end = await _pipe(stream, client, dialect, idle, strip_usage)
     except ConnectionResetError:
-        stream.end = stream.watch.end(client_gone=True)
-        return
+        return stream.watch.end(client_gone=True)
     await client.write_eof()
+    return end
 
 
 async def _pipe(
