@@ -28,15 +28,12 @@ from router.types import (
     Config,
     FailoverSettings,
     Key,
-    ModelSpec,
     Operation,
-    Route,
     ServerSettings,
     SkippedKey,
     Timeouts,
 )
 from router.upstream.providers import PROVIDERS
-from router.upstream.translate import can_serve
 from router.upstream.translate.runtime import litellm_providers
 
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
@@ -71,10 +68,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     warnings: list[str] = []
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
-    models = {
-        name: dataclasses.replace(spec, routes_for=_routes_per_operation(spec))
-        for name, spec in parse_models(top["models"], keys, skipped, warnings).items()
-    }
+    models = parse_models(top["models"], keys, skipped, warnings)
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     if not any(spec.routes for spec in models.values()):
@@ -91,15 +85,6 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         failover=failover,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
-    )
-
-
-def _routes_per_operation(model: ModelSpec) -> Mapping[Operation, tuple[Route, ...]]:
-    return MappingProxyType(
-        {
-            operation: tuple(r for r in model.routes if can_serve(r.key.provider, operation))
-            for operation in Operation
-        }
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from statistics import fmean
+from types import MappingProxyType
 
 from router.config import catalog
 from router.config.fields import Field
-from router.types import Budget, Key, ModelSpec, Price, Route, SkippedKey
+from router.types import Budget, Key, ModelSpec, Operation, Price, Route, SkippedKey
+from router.upstream.translate import can_serve
 
 _MODEL_FIELDS = ("routes", "fallback", "context_fallback", "budget")
 _ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens")
@@ -62,6 +64,7 @@ def parse_models(
             context_fallback=context[name],
             budget=parse_budget(found_of[name]["budget"]) if "budget" in found_of[name] else None,
             price=prices[name],
+            routes_for=_routes_per_operation(routes[name]),
         )
         for name, _ in entries
     }
@@ -224,3 +227,13 @@ def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: b
         )
     chain = " -> ".join(spec.chain)
     return f"models.{spec.name}: no usable route in {chain}; requests for it will get 503"
+
+
+def _routes_per_operation(routes: tuple[Route, ...]) -> Mapping[Operation, tuple[Route, ...]]:
+    """Per operation, the routes whose provider serves it, natively or through litellm."""
+    return MappingProxyType(
+        {
+            operation: tuple(r for r in routes if can_serve(r.key.provider, operation))
+            for operation in Operation
+        }
+    )
