@@ -25,7 +25,7 @@ from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
 from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
 from router.upstream import Upstream, UpstreamResponse
-from router.upstream.providers import PROVIDERS
+from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import TranslatedResponse, Translator, translator_for
 from router.wire import sse
 from router.wire.body import with_model, with_usage_requested
@@ -36,8 +36,9 @@ from router.wire.usage import Usage, usage_from_body
 Response = UpstreamResponse | TranslatedResponse
 
 
-# Not frozen, as nothing changes it: built on every request, and a frozen dataclass's
-# __init__ costs about 1 us more (object.__setattr__ per field).
+# The per-request values here (Sent, Outcome, _Reply) are not frozen, though nothing
+# changes them: a frozen dataclass's __init__ costs about 1 us more per instance
+# (object.__setattr__ per field), and they are built on every attempt.
 @dataclass(slots=True)
 class Sent:
     """Where one attempt went, when, and what the route's health was when it was chosen."""
@@ -113,8 +114,6 @@ class OpenStream:
             await self._runner.settle_stream(self)
 
 
-# Not frozen, as nothing changes it: built on every request, and a frozen dataclass's
-# __init__ costs about 1 us more (object.__setattr__ per field).
 @dataclass(slots=True)
 class Outcome:
     """What one attempt came back with: its verdict, its record, and an answer or an
@@ -126,8 +125,6 @@ class Outcome:
     stream: OpenStream | None = None
 
 
-# Not frozen, as nothing changes it: built on every request, and a frozen dataclass's
-# __init__ costs about 1 us more (object.__setattr__ per field).
 @dataclass(slots=True)
 class _Reply:
     """One exchange with the upstream, as read: a complete body or an opened stream."""
@@ -269,7 +266,7 @@ class AttemptRunner:
         left = budget - (self._clock() - started)
         provider = PROVIDERS.get(route.key.provider)
         head_timeout = min(timeouts.first_byte, left)
-        response = await self._open(call, route, translator, head_timeout, ask_usage)
+        response = await self._open(call, route, translator, provider, head_timeout, ask_usage)
         handed_over = False
         status = response.status
         headroom = provider.headroom(response.headers) if provider else None
@@ -309,6 +306,7 @@ class AttemptRunner:
         call: Call,
         route: Route,
         translator: Translator | None,
+        provider: Provider | None,
         head_timeout: float,
         ask_usage: bool,
     ) -> Response:
@@ -316,7 +314,7 @@ class AttemptRunner:
             return await translator.send(
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
-        provider = PROVIDERS[route.key.provider]  # config accepts only known or litellm ones
+        assert provider is not None  # config accepts only known or litellm providers
         headers = {
             **call.headers,
             **provider.auth_headers(route.key, call.headers),

@@ -28,8 +28,7 @@ class Call:
     strip_usage: bool = False
 
 
-# Not frozen, as nothing changes it: built on every request, and a frozen dataclass's
-# __init__ costs about 1 us more (object.__setattr__ per field).
+# Not frozen, though nothing changes it: built on every request (see failover/attempt.py).
 @dataclass(slots=True, kw_only=True)
 class Answer:
     """A complete response to send: the provider's (success or its verdict to pass on)."""
