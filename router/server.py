@@ -60,10 +60,10 @@ def create_app(
     metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        client = HttpClient()
+        client = HttpClient(limits=config.limits)
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
-        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
+        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets, config.limits)
         failover = Failover(
             config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
         )

@@ -127,6 +127,21 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one upstream response may make the router hold. A response over a limit is
+    that upstream's failure: the router fails over before the client has a byte, and
+    ends the stream with an error event after. Defaults in the spirit of Envoy's."""
+
+    max_head_bytes: int = 64 * 1024  # status line and headers (Envoy: 60 KiB)
+    max_headers: int = 100  # header fields in one response head (Envoy: 100)
+    max_body_bytes: int = 64 * 1024 * 1024  # a non-stream body, decoded
+    max_event_bytes: int = 8 * 1024 * 1024  # one SSE event
+    max_inflate_ratio: int = 200  # decoded bytes per compressed byte, past the first MiB
+    max_connections_per_host: int = 512  # open to one scheme, host and port; more wait
+    idle_connection_seconds: float = 30.0  # an unused keep-alive connection is closed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailoverSettings:
     """How hard the router tries and how long it stays away from a failing route."""
 
@@ -163,6 +178,7 @@ class Config:
     models: Mapping[str, ModelSpec]
     timeouts: Timeouts = Timeouts()
     failover: FailoverSettings = FailoverSettings()
+    limits: Limits = Limits()
     skipped_keys: tuple[SkippedKey, ...] = ()
     warnings: tuple[str, ...] = ()  # said once at start: literal keys, unset variables
 
