@@ -148,8 +148,14 @@ class FailoverSettings:
     max_attempts: int = 5
     cooldown_initial: float = 2.0  # 429 without a hint: 2, 4, 8, ... seconds
     cooldown_max: float = 300.0
-    breaker_failures: int = 3  # consecutive transient failures that open the circuit
-    breaker_open: float = 30.0  # first open period; doubles on each failed probe
+    # The circuit opens when, within `breaker_window` seconds of a route's first transient
+    # failure, at least `breaker_failures` of its calls failed and they were at least
+    # `breaker_failure_rate` of its calls then.
+    breaker_failures: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_window: float = 10.0
+    breaker_open: float = 5.0  # first open period; doubles on each failed probe ...
+    breaker_open_max: float = 120.0  # ... up to this
     key_disable: float = 3600.0  # quota / auth: key out of rotation for this long
 
 

@@ -251,4 +251,7 @@ def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
         name: field.integer(minimum=1) if declared[name] == "int" else field.positive_number()
         for name, field in found.items()
     }
+    rate = found.get("breaker_failure_rate")
+    if rate is not None and values["breaker_failure_rate"] > 1:
+        raise rate.error(f"must be a fraction up to 1, got {values['breaker_failure_rate']:g}")
     return kind(**values)

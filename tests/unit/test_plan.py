@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from router.rules.plan import HEALTHY, RouteHealth, plan
-from router.types import Headroom, Key, ModelSpec, Route
+from router.types import BlockReason, Headroom, Key, ModelSpec, Route
 
 
 def key(name: str) -> Key:
@@ -118,3 +118,36 @@ def test_excluded_routes_are_neither_planned_nor_reported():
 def test_plan_is_deterministic_for_a_seed():
     snapshot = {A.id: HEALTHY}
     assert order(snapshot, 7) == order(snapshot, 7)
+
+
+def _open(seconds: float, **kwargs) -> RouteHealth:
+    return RouteHealth(
+        blocked_for=seconds, block_reason=BlockReason.CIRCUIT_OPEN, opens=1, **kwargs
+    )
+
+
+def test_panic_probes_open_circuits_when_no_route_is_available():
+    every_route_open = {A.id: _open(5), B.id: _open(3), C.id: _open(20)}
+    assert order(every_route_open) == []  # outside panic an open circuit is skipped
+    result = plan(MODEL, every_route_open, random.Random(0), panic=True)
+    assert {r.key.name for r in result.routes} == {"a", "b", "c"}
+    assert result.routes[-1] == C and not result.unavailable  # tiers still hold
+
+
+def test_panic_keeps_one_probe_per_route_and_never_lifts_other_blocks():
+    snapshot = {
+        A.id: _open(5, in_flight=1),  # its probe is under way
+        B.id: RouteHealth(blocked_for=3, block_reason=BlockReason.QUOTA),
+        C.id: _open(20),
+    }
+    result = plan(MODEL, snapshot, random.Random(0), panic=True)
+    assert result.routes == (C,)
+    assert {(u.route.key.name, u.reason) for u in result.unavailable} == {
+        ("a", BlockReason.CIRCUIT_OPEN),
+        ("b", BlockReason.QUOTA),
+    }
+
+
+def test_panic_changes_nothing_while_a_route_is_available():
+    snapshot = {A.id: _open(5), B.id: _open(5)}
+    assert order(snapshot, panic=True) == ["c"]
