@@ -119,7 +119,10 @@ def _headroom_wait(health: RouteHealth, need_tokens: int) -> float | None:
     """Seconds until the provider said a spent bucket refills; None when there is room.
 
     The provider's reset is when the bucket is full again, so skipping until then is the
-    conservative reading (provider-signals.md §2.1, §11.4).
+    conservative reading (provider-signals.md §2.1, §11.4). Only a wait that would cure
+    it is a block: not a reset that is unknown or already past, and not a request
+    needing more tokens than the key's whole limit, which is sent for the provider to
+    judge (it answers "Request too large", EXCEEDS_TPM).
     """
     room = health.headroom
     if room is None:
@@ -131,6 +134,7 @@ def _headroom_wait(health: RouteHealth, need_tokens: int) -> float | None:
         room.remaining_tokens is not None
         and room.remaining_tokens < max(need_tokens, 1)
         and room.tokens_reset_in is not None
+        and (room.limit_tokens is None or need_tokens <= room.limit_tokens)
     ):
         waits.append(room.tokens_reset_in - health.headroom_age)
     wait = max(waits, default=0.0)

@@ -379,3 +379,24 @@ async def test_a_restarted_upstream_serves_again_with_the_first_request_after_it
         assert tries <= 2  # a pooled connection to the old process may fail once
         routes, _ = await admin_state(url)
         assert routes[headers["x-router-route"]]["circuit"] == "closed"
+
+
+async def test_a_request_larger_than_a_keys_whole_token_limit_is_left_to_the_provider(stack, clock):
+    # The key allows 1,000 tokens a minute and said so on its last answer. A request
+    # asking for 5,000 can never fit, and no wait would change that: the router does
+    # not answer a 429 of its own ("recovers in 0.0s") but sends it, and the provider's
+    # own "Request too large" goes back.
+    limited = SimKey(name="a", api_key=SIM_A.api_key, tpm=1000)
+    sim, sim_url = await stack.sim(limited, clock=clock)
+    config = routes_yaml(
+        keys=sim_keys(sim_url, limited), models={"gpt-4o": model(route("a", "gpt-4o"))}
+    )
+    url = await stack.router(config, clock=clock)
+    assert (await ask(url, max_tokens=10))[0]["x-router-route"] == "a/gpt-4o"
+    clock.advance(0.05)  # the bucket is not full again yet: its reset lies ahead
+    with pytest.raises(openai.RateLimitError) as caught:
+        await ask(url, max_tokens=5000)
+    assert caught.value.response.headers["x-router-attempts"] == "1"
+    assert "Request too large" in caught.value.message
+    assert sim.stats["a"].requests == 2
+    assert (await ask(url, max_tokens=10))[0]["x-router-route"] == "a/gpt-4o"  # not blamed

@@ -89,6 +89,33 @@ def test_too_few_tokens_left_for_this_request_skips_the_route():
 
 
 @pytest.mark.parametrize(
+    "room",
+    [
+        pytest.param(
+            RouteHealth(
+                headroom=Headroom(remaining_tokens=100, limit_tokens=1000, tokens_reset_in=5)
+            ),
+            id="needs-more-than-the-whole-limit",
+        ),
+        pytest.param(
+            RouteHealth(headroom=Headroom(remaining_tokens=100, limit_tokens=9000)),
+            id="reset-unknown",
+        ),
+        pytest.param(
+            RouteHealth(
+                headroom=Headroom(remaining_tokens=100, limit_tokens=9000, tokens_reset_in=5),
+                headroom_age=5.5,
+            ),
+            id="reset-passed",
+        ),
+    ],
+)
+def test_headroom_blocks_only_when_a_wait_would_cure_it(room):
+    # No wait makes 2,000 tokens fit a 1,000-token limit: the provider judges that one.
+    assert A in plan(MODEL, {A.id: room}, random.Random(1), need_tokens=2000).routes
+
+
+@pytest.mark.parametrize(
     "sick",
     [
         pytest.param(RouteHealth(error_rate=0.9), id="recent-errors"),
