@@ -212,6 +212,7 @@ class FailureClass(StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    LOCAL_RESOURCE = "local_resource"  # the router itself is out of sockets, files, memory
     MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
     CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model
     CONTENT_POLICY = "content_policy"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity
+from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLocalResources
 from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
 from router.failover.prompt import PromptSize
@@ -129,6 +129,16 @@ class Failover:
             if outcome.stream is not None:
                 return outcome.stream
             next_step = ACTIONS[outcome.verdict.failure].next
+            if next_step is Next.STOP:
+                log.error(
+                    "local_resource_exhausted",
+                    route=outcome.record.route_id,
+                    detail=outcome.verdict.message[:200],
+                )
+                raise OutOfLocalResources(
+                    f"{outcome.verdict.message[:200]}; not the upstream's fault, retry shortly",
+                    tuple(walk.attempts),
+                )
             if next_step is Next.CONTEXT_FALLBACK and model.context_fallback:
                 pending[:0] = model.context_fallback  # the provider said so: the fallback takes it
                 continue

@@ -232,12 +232,12 @@ class AttemptRunner:
         its cost."""
         route, model = sent.route, sent.model
         seconds = self._clock() - sent.started
-        if judged:
+        failure = verdict.failure
+        if judged and ACTIONS[failure].judges_route:
             await self._health.record(
                 route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
             )
         series = self._metrics.route_series(model.name, route)
-        failure = verdict.failure
         series.attempts[failure].inc()
         series.upstream_seconds.observe(seconds)
         if ACTIONS[failure].fails_over:

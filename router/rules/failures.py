@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from router.errors import (
+    LocalResourceError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from router.rules.ratelimit import (
     exhausted_reset_in,
     parse_duration,
@@ -60,6 +65,7 @@ class Next(StrEnum):
     ANSWER = "answer"  # pass the upstream's answer on, as it is
     NEXT_ROUTE = "next_route"  # try another route (of this model, then its fallbacks)
     CONTEXT_FALLBACK = "context_fallback"  # the model's context_fallback; ANSWER without one
+    STOP = "stop"  # end the walk: the router answers 503 itself
 
 
 class Penalty(StrEnum):
@@ -82,11 +88,13 @@ class Action:
     # Derived, and stored because they are read on every attempt.
     fails_over: bool = field(init=False)
     counts_as_error: bool = field(init=False)  # lowers the route's weight (its error rate)
+    judges_route: bool = field(init=False)  # says anything about the route's health
 
     def __post_init__(self) -> None:
         fails_over = self.next is Next.NEXT_ROUTE
         object.__setattr__(self, "fails_over", fails_over)
         object.__setattr__(self, "counts_as_error", fails_over and self.penalty is not Penalty.NONE)
+        object.__setattr__(self, "judges_route", self.next is not Next.STOP)
 
 
 # One row per failure class; the provider fact that justifies it beside it.
@@ -108,6 +116,9 @@ ACTIONS: Mapping[F, Action] = {
     F.SERVER_ERROR: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     F.TIMEOUT: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     F.CONNECTION: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    # EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM on connect: the router's own limit.
+    # No upstream is to blame, and every other route would hit the same limit.
+    F.LOCAL_RESOURCE: Action(Next.STOP, Penalty.NONE),
     # 404 model_not_found: the route names a model this upstream does not have (§11.1).
     F.MODEL_NOT_FOUND: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
     # The prompt is too long for this model; a model with a larger window may take it.
@@ -265,6 +276,8 @@ def classify_stream_error(payload: bytes) -> Verdict:
 def classify_exception(exc: UpstreamError) -> Verdict:
     if isinstance(exc, UpstreamTimeout):
         return Verdict(failure=F.TIMEOUT, message=exc.message)
+    if isinstance(exc, LocalResourceError):
+        return Verdict(failure=F.LOCAL_RESOURCE, message=exc.message)
     if isinstance(exc, UpstreamConnectionError):
         return Verdict(failure=F.CONNECTION, message=exc.message)
     return Verdict(failure=F.SERVER_ERROR, message=exc.message)
