@@ -34,7 +34,6 @@ from router.types import FailureClass as F
 log = structlog.get_logger("router.health")
 
 _EWMA = 0.2  # weight of the newest observation in the decaying averages
-_KEY_OUT_REASON = {F.QUOTA: BlockReason.QUOTA, F.AUTH: BlockReason.AUTH}
 
 
 def route_scope(route: Route) -> str:
@@ -148,12 +147,12 @@ class HealthTracker:
             case Penalty.COOLDOWN:
                 await self._cool_down(route, verdict)
             case Penalty.KEY_OUT:
+                assert action.out_for is not None  # Action checks it
                 seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
-                await self.disable_key(route, seconds, _KEY_OUT_REASON[failure], verdict.message)
+                await self.disable_key(route, seconds, action.out_for, verdict.message)
             case Penalty.ROUTE_OUT:
-                await self._block_route(
-                    route, self._settings.key_disable, BlockReason.MISCONFIGURED, verdict
-                )
+                assert action.out_for is not None
+                await self._block_route(route, self._settings.key_disable, action.out_for, verdict)
             case Penalty.CIRCUIT:
                 await self._count_failure(route, verdict, prior)
 
