@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
+from router.telemetry.stdlib import adopt_library_loggers
+
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
 
@@ -44,6 +46,9 @@ def _import() -> ModuleType:
             # (turn_off_message_logging stays off: it only redacts what callbacks get,
             # and there are none, at the cost of a deep copy of every request.)
             litellm.disable_streaming_logging = True
+            # litellm writes to stderr through a handler of its own: through the
+            # router's redacting log instead.
+            adopt_library_loggers()
             _litellm = litellm
         return _litellm
 
