@@ -29,6 +29,7 @@ from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import request_log
 from router.telemetry.metrics import Metrics
+from router.telemetry.redact import Redactor, config_secrets
 from router.types import Config, Operation
 from router.upstream import Upstream, translate
 from router.upstream.client import HttpClient
@@ -63,7 +64,8 @@ def create_app(
         client = HttpClient()
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
-        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
+        redactor = Redactor(config_secrets(config))
+        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets, redactor)
         failover = Failover(
             config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
         )

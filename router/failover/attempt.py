@@ -11,6 +11,7 @@ Durations are real time (perf_counter); the injected clock belongs to health sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,6 +24,7 @@ from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
+from router.telemetry.redact import Redactor
 from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS, Provider
@@ -146,8 +148,12 @@ class AttemptRunner:
         upstream: Upstream,
         metrics: Metrics,
         budgets: BudgetKeeper,
+        redactor: Redactor,
     ) -> None:
+        """`redactor` knows the configured secrets: no error body, error event or
+        failure message from an upstream leaves an attempt without passing it."""
         self._timeouts = timeouts
+        self._redactor = redactor
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
@@ -175,6 +181,11 @@ class AttemptRunner:
                 reply = await self._send(call, route, started, budget)
             except UpstreamError as exc:
                 reply = _Reply(classify_exception(exc))
+            # Redacted here, whole, before anything (a record's detail, a log field)
+            # cuts it short: half a key no longer matches.
+            message = self._redactor.scrub(reply.verdict.message)
+            if message is not reply.verdict.message:
+                reply.verdict = dataclasses.replace(reply.verdict, message=message)
             record = self._record(model, route, reply.verdict, reply.status, started)
             sent = Sent(model, route, prior, started, reply.headroom)
             if reply.opened is not None:
@@ -274,7 +285,9 @@ class AttemptRunner:
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
-                buffer, data, error = await read_first_event(response, call.dialect, first_timeout)
+                buffer, data, error = await read_first_event(
+                    response, call.dialect, first_timeout, self._redactor
+                )
                 if error is None:
                     handed_over = True
                     return _Reply(OK, status, headroom, opened=(response, buffer))
@@ -287,11 +300,18 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is FailureClass.OK
+            if not ok:
+                # Some providers echo the key in an error: redacted (escaped forms too)
+                # before the client or the log sees the body, or the verdict's message.
+                clean = self._redactor.scrub_bytes(body)
+                if clean is not body:
+                    body = clean
+                    verdict = classify_response(status, response.headers, body)
             return _Reply(
                 verdict,
                 status,
                 headroom,
-                body=body if ok else _without_key(body, route),
+                body=body,
                 content_type=content_type,
                 usage=usage_from_body(body) if ok else None,
             )
@@ -342,10 +362,11 @@ class AttemptRunner:
 
 
 async def read_first_event(
-    response: Response, dialect: Dialect, timeout: float
+    response: Response, dialect: Dialect, timeout: float, redactor: Redactor
 ) -> tuple[bytes, bytes, Verdict | None]:
     """Read until the first event with content, within `timeout` seconds: (every byte
-    read so far, that event's payload, its verdict when it is an error).
+    read so far, that event's payload, its verdict when it is an error). An error
+    event's payload, which goes back to the client as an error body, is redacted.
 
     Raises UpstreamProtocolError when the stream ends before one, and UpstreamTimeout
     (via `next_chunk`) when the deadline passes first.
@@ -362,13 +383,12 @@ async def read_first_event(
         for event, data, end in sse.events(buffer, scanned):
             scanned = end
             if not dialect.is_preamble(event, data):
-                return buffer, data, dialect.error(event, data)
-
-
-def _without_key(body: bytes, route: Route) -> bytes:
-    """Some providers echo the key in an error; such a body must not reach the client."""
-    secret = route.key.api_key.encode()
-    return body.replace(secret, b"[redacted]") if secret and secret in body else body
+                error = dialect.error(event, data)
+                if error is not None:
+                    clean = redactor.scrub_bytes(data)
+                    if clean is not data:
+                        data, error = clean, dialect.error(event, clean)
+                return buffer, data, error
 
 
 def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:

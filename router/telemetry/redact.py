@@ -12,9 +12,12 @@ cut: a key cut in half no longer matches, and its first half is still a leak.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
+
+from router.types import Config
 
 REDACTED = "[redacted]"
 
@@ -92,4 +95,18 @@ class Redactor:
         return data if scrubbed is text else scrubbed.encode("utf-8", "surrogateescape")
 
 
-NO_SECRETS = Redactor()
+def config_secrets(config: Config) -> list[str]:
+    """Every secret routes.yaml holds: provider keys, client keys."""
+    return [key.api_key for key in config.keys.values()] + list(config.server.client_keys)
+
+
+@functools.lru_cache(maxsize=256)
+def _redactor_for(secret: str) -> Redactor:
+    return Redactor((secret,))
+
+
+def clip(text: str, limit: int, secret: str) -> str:
+    """At most `limit` characters of `text`, redacted (`secret` and key shapes) before it
+    is cut: cut first, a key split at the end would no longer match, yet half of it leaks.
+    For code that knows one key (the route's) but not the configured set."""
+    return _redactor_for(secret).scrub(text)[:limit]

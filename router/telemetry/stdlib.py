@@ -11,6 +11,7 @@ and through the same redaction as the router's lines.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TextIO
@@ -46,12 +47,18 @@ class RecordLines(logging.Handler):
             self.handleError(record)
 
 
+# Libraries speak at warning and above: their info and debug lines (litellm's, one per
+# call, and its debug dumps of prompts) are chatter the router's own events already cover.
+LIBRARY_LEVEL = logging.WARNING
+
+
 def install(handler: RecordLines, level: int) -> None:
-    """`handler` as the root logger's only RecordLines, at `level`; Python warnings too."""
+    """`handler` as the root logger's only RecordLines, at `level` but never below
+    warning; Python warnings too."""
     root = logging.getLogger()
     uninstall()
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(max(level, LIBRARY_LEVEL))
     logging.captureWarnings(True)
     adopt_library_loggers()
 
@@ -71,12 +78,16 @@ def adopt_library_loggers() -> None:
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if not isinstance(logger, logging.Logger):
             continue
-        console = [
-            h
-            for h in logger.handlers
-            if type(h) is logging.StreamHandler  # exactly: not a file or a test's capture
-        ]
+        console = [h for h in logger.handlers if _writes_to_console(h)]
         for handler in console:
             logger.removeHandler(handler)
         if console:
             logger.propagate = True
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    """A handler writing to stdout or stderr itself (not a file, not a test's capture)."""
+    if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+        return False
+    consoles = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return any(handler.stream is console for console in consoles)

@@ -4,18 +4,27 @@ not in an error body or error event the client gets, escaped or cut short."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import pytest
+from aiohttp import web
+
+from router.telemetry.logs import configure_logging, reset_logging
 from tests.configs import key, model, route, routes_yaml
-from tests.conftest import REPO, SIM_A
+from tests.conftest import HI, REPO, SIM_A, raw_upstream
 from tests.integration.test_cli import ENV
 
 CLIENT_KEY = "router-client-key-0123456789"
+# An Azure-style key: 32 hex digits, no prefix, so only its exact value can be matched.
+AZURE_KEY = "0f3a9c5e7b1d4f2a8c6e0b9d3f5a7c1e"
 
 
 @asynccontextmanager
@@ -94,3 +103,129 @@ async def test_aiohttps_bad_request_line_is_json_and_redacted_like_the_routers_o
     events = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     (bad,) = [e for e in events if e.get("logger") == "aiohttp.server"]
     assert bad["level"] == "error" and "[redacted]" in bad["exception"]
+
+
+# -- What an upstream echoes -------------------------------------------------------------
+
+
+def escaped(text: str) -> str:
+    """`text` with every character as a JSON `\\uXXXX` escape."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def leaks(text: str, secret: str, window: int = 8) -> bool:
+    """Whether any `window` characters of `secret` appear in `text`, as written or with
+    its JSON escapes decoded: a key cut short or escaped still counts."""
+    forms = [text, text.encode("latin-1", "replace").decode("unicode_escape", "replace")]
+    parts = {secret[i : i + window] for i in range(len(secret) - window + 1)}
+    return any(part in form for form in forms for part in parts)
+
+
+@pytest.fixture
+def log_text() -> Iterator[io.StringIO]:
+    """The router's log, as `serve` configures it (the config's keys as secrets)."""
+    stream = io.StringIO()
+    configure_logging(secrets=[AZURE_KEY, CLIENT_KEY], stream=stream, cache_loggers=False)
+    try:
+        yield stream
+    finally:
+        reset_logging()
+
+
+def _sent_key(request: web.Request) -> str:
+    bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return request.headers.get("x-api-key", bearer)  # Anthropic's header, or OpenAI's
+
+
+# One upstream answer per way of echoing the key. Each is an error the router passes to
+# the client (a request error, in a body or a stream's first event; auth errors fail
+# over) or logs (a 500 it fails over from).
+def _plain_400(sent: str) -> web.StreamResponse:
+    body = {"error": {"message": f"Incorrect API key provided: {sent}.", "type": "x"}}
+    return web.json_response(body, status=400)
+
+
+def _escaped_400(sent: str) -> web.StreamResponse:
+    message = f"near {escaped(sent)}"
+    text = '{"error": {"message": "' + message + '", "type": "invalid_request_error"}}'
+    return web.Response(body=text.encode(), status=400, content_type="application/json")
+
+
+def _long_500(sent: str) -> web.StreamResponse:
+    # Not JSON, the key straddling the 200th and 300th characters where messages are cut.
+    return web.Response(body=("x" * 185 + sent + " " + "y" * 70 + sent).encode(), status=500)
+
+
+def _long_json_500(sent: str) -> web.StreamResponse:
+    body = {"error": {"message": "z" * 180 + sent + "z" * 80 + sent, "type": "server_error"}}
+    return web.json_response(body, status=500)
+
+
+async def _stream_error_event(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    message = f"unsupported value near {_sent_key(request)}"
+    error = {"error": {"message": message, "type": "invalid_request_error"}}
+    await response.write(f"data: {json.dumps(error)}\n\n".encode())
+    return response
+
+
+async def _stream_escaped_error_event(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    message = escaped(_sent_key(request)).encode()
+    event = b'data: {"error": {"message": "near %s", "type": "invalid_request_error"}}\n\n'
+    await response.write(event % message)
+    return response
+
+
+def _answering(make: Callable[[str], web.StreamResponse]) -> Callable[..., Any]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return make(_sent_key(request))
+
+    return handler
+
+
+ECHOES = {
+    # (the upstream's handler, stream or not, the key's provider)
+    "plain_400": (_answering(_plain_400), False, "openai"),
+    "escaped_request_error": (_answering(_escaped_400), False, "openai"),
+    "long_text_500": (_answering(_long_500), False, "openai"),
+    "long_json_500": (_answering(_long_json_500), False, "openai"),
+    "stream_first_event_request_error": (_stream_error_event, True, "openai"),
+    "stream_first_event_escaped_request_error": (_stream_escaped_error_event, True, "openai"),
+    # Through litellm (an Anthropic key answering OpenAI chat), whose messages are cut.
+    "translated_long_text_500": (_answering(_long_500), False, "anthropic"),
+    "translated_long_json_500": (_answering(_long_json_500), False, "anthropic"),
+    "translated_stream_long_500": (_answering(_long_500), True, "anthropic"),
+}
+# Where each provider's API base points and the path the upstream answers.
+UPSTREAM = {"openai": ("/v1", "/v1/chat/completions"), "anthropic": ("", "/v1/messages")}
+
+
+@pytest.mark.parametrize("echo", list(ECHOES))
+async def test_a_key_the_upstream_echoes_reaches_neither_client_nor_log(stack, log_text, echo):
+    handler, stream, provider = ECHOES[echo]
+    base, path = UPSTREAM[provider]
+    async with raw_upstream(path, handler) as upstream_url:
+        config = routes_yaml(
+            keys=[key("azure", upstream_url + base, api_key=AZURE_KEY, provider=provider)],
+            models={"gpt-4o": model(route("azure", "gpt-4o"))},
+        )
+        url = await stack.router(config)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": HI, "stream": stream},
+            ) as response,
+        ):
+            seen = (await response.read()).decode()
+            status = response.status
+        await stack.close()  # every log line of the request is written
+    assert status >= 400, seen
+    if "request_error" in echo:
+        assert status == 400 and "near [redacted]" in seen  # the upstream's own error
+    assert not leaks(seen, AZURE_KEY), seen
+    assert not leaks(log_text.getvalue(), AZURE_KEY), log_text.getvalue()
+    assert "[redacted]" in seen + log_text.getvalue()  # it was there to be redacted
