@@ -96,8 +96,9 @@ class Redactor:
 
 
 def config_secrets(config: Config) -> list[str]:
-    """Every secret routes.yaml holds: provider keys, client keys."""
-    return [key.api_key for key in config.keys.values()] + list(config.server.client_keys)
+    """Every secret routes.yaml holds: provider keys, client keys, admin keys."""
+    server = config.server
+    return [key.api_key for key in config.keys.values()] + [*server.client_keys, *server.admin_keys]
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,6 +4,7 @@ not in an error body or error event the client gets, escaped or cut short."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from aiohttp import web
 
@@ -229,3 +231,53 @@ async def test_a_key_the_upstream_echoes_reaches_neither_client_nor_log(stack, l
     assert not leaks(seen, AZURE_KEY), seen
     assert not leaks(log_text.getvalue(), AZURE_KEY), log_text.getvalue()
     assert "[redacted]" in seen + log_text.getvalue()  # it was there to be redacted
+
+
+# -- Who may read /metrics and /admin ------------------------------------------------------
+
+ADMIN_KEY = "router-admin-key-9876543210"
+OPERATOR_PAGES = ("/metrics", "/admin", "/status", "/admin/routes")
+
+
+async def _status(url: str, path: str, headers: dict[str, str] | None = None) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url + path, headers=headers) as r:
+        await r.read()
+        return r.status
+
+
+def _keyed_config(sim_url: str, **server: object) -> str:
+    return routes_yaml(
+        keys=[key("a", f"{sim_url}", api_key=SIM_A.api_key)],
+        models={"gpt-4o": model(route("a", "gpt-4o"))},
+        server={"client_keys": [CLIENT_KEY], **server},
+    )
+
+
+async def test_admin_keys_guard_metrics_and_admin_and_nothing_else_opens_them(stack):
+    _sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(_keyed_config(sim_url, admin_keys=[ADMIN_KEY]))
+    for probe in ("/healthz", "/readyz"):  # probes stay open
+        assert await _status(url, probe) == 200
+    basic = "Basic " + base64.b64encode(f"admin:{ADMIN_KEY}".encode()).decode()
+    for page in OPERATOR_PAGES:
+        assert await _status(url, page) == 401
+        assert await _status(url, page, {"Authorization": f"Bearer {CLIENT_KEY}"}) == 401
+        assert await _status(url, page, {"Authorization": f"Bearer {ADMIN_KEY}"}) == 200
+        assert await _status(url, page, {"x-api-key": ADMIN_KEY}) == 200
+        assert await _status(url, page, {"Authorization": basic}) == 200  # a browser
+    # An admin key is not a client key: it reads the router, it does not spend its keys.
+    as_admin = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await as_admin.chat.completions.create(model="gpt-4o", messages=HI)
+    as_client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    answer = await as_client.chat.completions.create(model="gpt-4o", messages=HI)
+    assert answer.choices[0].message.content
+
+
+async def test_without_admin_keys_the_admin_pages_need_a_client_key_and_metrics_stay_open(stack):
+    _sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(_keyed_config(sim_url))
+    assert await _status(url, "/metrics") == 200  # scrapers as deploy/ configures them
+    for page in OPERATOR_PAGES[1:]:
+        assert await _status(url, page) == 401
+        assert await _status(url, page, {"Authorization": f"Bearer {CLIENT_KEY}"}) == 200
