@@ -14,7 +14,7 @@ import structlog
 from router.config import format_route_table, load_config
 from router.errors import ConfigError
 from router.telemetry.logs import configure_logging
-from router.telemetry.redact import config_secrets
+from router.wire.redact import config_secrets
 
 DEFAULT_CONFIG = os.environ.get("LLM_ROUTER_CONFIG", "routes.yaml")
 

@@ -29,11 +29,11 @@ from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import request_log
 from router.telemetry.metrics import Metrics
-from router.telemetry.redact import Redactor, config_secrets
 from router.types import Config, Operation
 from router.upstream import Upstream, translate
 from router.upstream.client import HttpClient
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
+from router.wire.redact import Redactor, config_secrets
 
 log = structlog.get_logger("router.server")
 

@@ -24,7 +24,6 @@ from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
-from router.telemetry.redact import Redactor
 from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
 from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS, Provider
@@ -32,6 +31,7 @@ from router.upstream.translate import TranslatedResponse, Translator, translator
 from router.wire import sse
 from router.wire.body import with_model, with_usage_requested
 from router.wire.dialects import Dialect
+from router.wire.redact import Redactor
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 

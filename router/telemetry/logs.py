@@ -18,8 +18,8 @@ from typing import Any, TextIO
 import structlog
 
 from router.telemetry import stdlib
-from router.telemetry.redact import REDACTED, Redactor
 from router.wire.fastjson import log_text
+from router.wire.redact import REDACTED, Redactor
 
 __all__ = [
     "REDACTED",

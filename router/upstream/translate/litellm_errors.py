@@ -31,8 +31,8 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from router.telemetry.redact import clip
 from router.upstream.translate.translated import TranslatedAnswer, carried_headers, json_bytes
+from router.wire.redact import clip
 
 _JSON = "application/json"
 _CHAIN_LIMIT = 12
