@@ -31,7 +31,7 @@ from router.upstream.translate import TranslatedResponse, Translator, translator
 from router.wire import sse
 from router.wire.body import with_model, with_usage_requested
 from router.wire.dialects import Dialect
-from router.wire.redact import Redactor
+from router.wire.redact import Redactor, StreamRedaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 
@@ -67,6 +67,7 @@ class OpenStream:
         "cost_usd",
         "end",
         "first",
+        "redaction",
         "route",
         "sent",
         "served_by",
@@ -91,6 +92,9 @@ class OpenStream:
         self.first = first  # every byte read so far, to be sent first
         self.attempts = attempts
         self.watch = StreamWatch(dialect)
+        # What the relay passes on is redacted too: an upstream may echo its key in an
+        # error event after the stream has started.
+        self.redaction = StreamRedaction(runner.redactor, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 
@@ -153,7 +157,7 @@ class AttemptRunner:
         """`redactor` knows the configured secrets: no error body, error event or
         failure message from an upstream leaves an attempt without passing it."""
         self._timeouts = timeouts
-        self._redactor = redactor
+        self.redactor = redactor
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
@@ -183,7 +187,7 @@ class AttemptRunner:
                 reply = _Reply(classify_exception(exc))
             # Redacted here, whole, before anything (a record's detail, a log field)
             # cuts it short: half a key no longer matches.
-            message = self._redactor.scrub(reply.verdict.message)
+            message = self.redactor.scrub(reply.verdict.message)
             if message is not reply.verdict.message:
                 reply.verdict = dataclasses.replace(reply.verdict, message=message)
             record = self._record(model, route, reply.verdict, reply.status, started)
@@ -286,7 +290,7 @@ class AttemptRunner:
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
                 buffer, data, error = await read_first_event(
-                    response, call.dialect, first_timeout, self._redactor
+                    response, call.dialect, first_timeout, self.redactor
                 )
                 if error is None:
                     handed_over = True
@@ -303,7 +307,7 @@ class AttemptRunner:
             if not ok:
                 # Some providers echo the key in an error: redacted (escaped forms too)
                 # before the client or the log sees the body, or the verdict's message.
-                clean = self._redactor.scrub_bytes(body)
+                clean = self.redactor.scrub_bytes(body)
                 if clean is not body:
                     body = clean
                     verdict = classify_response(status, response.headers, body)

@@ -44,6 +44,8 @@ async def _pipe(
     stream: OpenStream, client: web.StreamResponse, dialect: Dialect, idle: float, strip: bool
 ) -> StreamEnd:
     upstream, watch = stream.upstream, stream.watch
+    # Whole lines only, redacted (failover/attempt.py): a key never spans two writes.
+    redaction = stream.redaction
     chunk = stream.first
     while chunk:
         if strip:
@@ -51,10 +53,12 @@ async def _pipe(
         else:
             out = chunk
             watch.see(chunk)
+        out = redaction.feed(out)
         if watch.done and upstream.ended():
             # The terminator came with the end of the body: send the last events and
             # the end of the response in one write, not two.
-            await client.write_eof(out + watch.rest() if strip else out)
+            tail = redaction.feed(watch.rest()) if strip else b""
+            await client.write_eof(out + tail + redaction.flush())
             watch.delivered = True
             break
         if out:
@@ -64,16 +68,27 @@ async def _pipe(
         try:
             chunk = await upstream.next_chunk(idle)
         except UpstreamError as exc:
-            tail = watch.rest() if strip else b""  # otherwise already forwarded
-            await client.write(tail + dialect.error_event(f"upstream stream failed: {exc.message}"))
+            message = redaction.text(f"upstream stream failed: {exc.message}")
+            await client.write(_rest(stream, strip) + dialect.error_event(message))
             return watch.end(classify_exception(exc))
+    if watch.error is not None or watch.done:
+        held = redaction.flush()  # a last line with no newline
+        if held:
+            await client.write(held)
     if watch.error is not None:
         return watch.end(watch.error)  # the client has already seen the provider's event
     if not watch.done:
         # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
-        tail = watch.rest() if strip else b""
-        await client.write(tail + dialect.error_event("upstream ended the stream unfinished"))
+        unfinished = dialect.error_event("upstream ended the stream unfinished")
+        await client.write(_rest(stream, strip) + unfinished)
         return watch.end(
             Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
         )
     return watch.end()
+
+
+def _rest(stream: OpenStream, strip: bool) -> bytes:
+    """What is not yet forwarded: the watch's unfinished event when usage is stripped
+    (otherwise already passed on) and the redaction's unfinished line."""
+    tail = stream.watch.rest() if strip else b""
+    return stream.redaction.feed(tail) + stream.redaction.flush()

@@ -72,6 +72,11 @@ class Redactor:
         # Substring tests cost far less than the regex, and nearly every line fails all
         # of them: then the regex is skipped.
         self._secrets = tuple(sorted(forms))
+        self._secret_bytes = tuple(form.encode() for form in self._secrets)
+
+    def holds_secret(self, data: bytes) -> bool:
+        """Whether `data` holds a configured secret as written (or JSON-escaped)."""
+        return any(secret in data for secret in self._secret_bytes)
 
     def _suspect(self, text: str) -> bool:
         if any(secret in text for secret in self._secrets):
@@ -93,6 +98,53 @@ class Redactor:
         text = data.decode("utf-8", "surrogateescape")
         scrubbed = self.scrub(text)
         return data if scrubbed is text else scrubbed.encode("utf-8", "surrogateescape")
+
+
+class StreamRedaction:
+    """Redacts a stream the relay forwards piece by piece, without splitting a secret
+    between two pieces: it passes on whole lines only (a key holds no newline, and an
+    SSE client reads nothing of a line before its end anyway) and holds back the rest
+    until its line ends, or the stream does.
+
+    A piece is redacted in full (escapes, key shapes) when it holds the dialect's error
+    hint, so an error event is redacted like an error body; otherwise only configured
+    secrets are looked for, so a model's own text is left alone unless it holds one.
+    """
+
+    __slots__ = ("_error_hint", "_held", "_redactor")
+
+    # A line longer than this is passed on without its last bytes (longer than any
+    # key), so holding back never buffers much while a line does not end.
+    MAX_HELD = 64 * 1024
+    _TAIL = 512
+
+    def __init__(self, redactor: Redactor, error_hint: bytes) -> None:
+        self._redactor = redactor
+        self._error_hint = error_hint
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `data` (and of what was held) can go to the client now, redacted."""
+        if self._held:
+            data = self._held + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > self.MAX_HELD:
+            cut = len(data) - self._TAIL
+        self._held = data[cut:]
+        return self._clean(data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        """Everything held back, redacted: the stream has ended."""
+        held, self._held = self._held, b""
+        return self._clean(held) if held else b""
+
+    def text(self, message: str) -> str:
+        return self._redactor.scrub(message)
+
+    def _clean(self, data: bytes) -> bytes:
+        if self._error_hint in data or self._redactor.holds_secret(data):
+            return self._redactor.scrub_bytes(data)
+        return data
 
 
 def config_secrets(config: Config) -> list[str]:
