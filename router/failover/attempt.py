@@ -185,11 +185,7 @@ class AttemptRunner:
                 reply = await self._send(call, route, started, budget)
             except UpstreamError as exc:
                 reply = _Reply(classify_exception(exc))
-            # Redacted here, whole, before anything (a record's detail, a log field)
-            # cuts it short: half a key no longer matches.
-            message = self.redactor.scrub(reply.verdict.message)
-            if message is not reply.verdict.message:
-                reply.verdict = dataclasses.replace(reply.verdict, message=message)
+            reply.verdict = self._redacted(reply.verdict)
             record = self._record(model, route, reply.verdict, reply.status, started)
             sent = Sent(model, route, prior, started, reply.headroom)
             if reply.opened is not None:
@@ -223,7 +219,15 @@ class AttemptRunner:
         # A stream the client left before its end says nothing about the route, good
         # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
         stream.cost_usd = await self._settle(
-            stream.sent, end.verdict, end.usage, judged=not end.client_gone
+            stream.sent, self._redacted(end.verdict), end.usage, judged=not end.client_gone
+        )
+
+    def _redacted(self, verdict: Verdict) -> Verdict:
+        """`verdict` with its upstream message redacted, whole, before anything (a
+        record's detail, a log field) cuts it short: half a key no longer matches."""
+        message = self.redactor.scrub(verdict.message)
+        return (
+            verdict if message is verdict.message else dataclasses.replace(verdict, message=message)
         )
 
     async def _settle(

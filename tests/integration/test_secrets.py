@@ -195,8 +195,11 @@ async def _mid_stream_error(request: web.Request, *, escape: bool) -> web.Stream
     await response.write(_content_chunk("Hello"))
     sent = _sent_key(request)
     shown = escaped(sent) if escape else sent
-    event = b'data: {"error": {"message": "key %s revoked", "type": "server_error"}}\n\n'
-    event %= shown.encode()
+    # Quota: the key is disabled and the log quotes the message, cut at 300 characters.
+    event = (
+        b'data: {"error": {"message": "%s key %s revoked", "type": "insufficient_quota",'
+        b' "code": "insufficient_quota"}}\n\n'
+    ) % (b"z" * 280, shown.encode())
     half = event.index(shown.encode()) + len(shown) // 2
     await response.write(event[:half])
     await asyncio.sleep(0.05)  # two reads for the router, not one
@@ -253,6 +256,7 @@ async def test_a_key_the_upstream_echoes_reaches_neither_client_nor_log(stack, l
     assert status >= 400 or "mid_stream" in echo, seen
     if "mid_stream" in echo:  # the content, then the provider's event, redacted
         assert "Hello" in seen and "key [redacted] revoked" in seen
+        assert "key_disabled" in log_text.getvalue()
     if "request_error" in echo:
         assert status == 400 and "near [redacted]" in seen  # the upstream's own error
     assert not leaks(seen, AZURE_KEY), seen
