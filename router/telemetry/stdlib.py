@@ -57,8 +57,10 @@ def install(handler: RecordLines, level: int) -> None:
     warning; Python warnings too."""
     root = logging.getLogger()
     uninstall()
+    level = max(level, LIBRARY_LEVEL)
+    handler.setLevel(level)  # a library logger with a level of its own still stops here
     root.addHandler(handler)
-    root.setLevel(max(level, LIBRARY_LEVEL))
+    root.setLevel(level)
     logging.captureWarnings(True)
     adopt_library_loggers()
 
@@ -67,6 +69,7 @@ def uninstall() -> None:
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, RecordLines)]:
         root.removeHandler(old)
+    logging.captureWarnings(False)
 
 
 def adopt_library_loggers() -> None:
