@@ -164,6 +164,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 4000
     client_keys: tuple[str, ...] = field(default=(), repr=False)
+    # When set, /metrics, /admin, /status and /admin/routes need one of these (and a
+    # client key no longer opens them); unset, they stay as client auth leaves them.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
 

@@ -100,6 +100,8 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
         values["port"] = found["port"].integer(minimum=0, maximum=65535)
     if "client_keys" in found:
         values["client_keys"] = _client_keys(found["client_keys"], warnings)
+    if "admin_keys" in found:
+        values["admin_keys"] = _client_keys(found["admin_keys"], warnings, kind="admin")
     if "allow_unauthenticated" in found:
         values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
     if "max_body_bytes" in found:
@@ -113,7 +115,9 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
     return server
 
 
-def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
+def _client_keys(at: Field, warnings: list[str], kind: str = "client") -> tuple[str, ...]:
+    """server.client_keys or server.admin_keys (`kind`): `${VAR}` entries expanded, unset
+    ones dropped with a warning; all of them unset refuses to start."""
     kept: list[str] = []
     dropped: list[str] = []
     for entry in at.items():
@@ -122,15 +126,16 @@ def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
             dropped.append(unset_reason(expansion.unset))
             warnings.append(f"{entry.path} is dropped: {dropped[-1]}")
         elif not expansion.value:
-            raise entry.error("a client key must not be empty")
+            article = "an" if kind == "admin" else "a"
+            raise entry.error(f"{article} {kind} key must not be empty")
         else:
             kept.append(expansion.value)
     if dropped and not kept:
         # The operator asked for auth; starting open because a variable is missing
         # would silently undo that.
         raise at.error(
-            f"every client key is unset ({'; '.join(dropped)}); "
-            "refusing to start without client auth"
+            f"every {kind} key is unset ({'; '.join(dropped)}); "
+            f"refusing to start without {kind} auth"
         )
     return tuple(kept)
 

@@ -11,6 +11,7 @@ Durations are real time (perf_counter); the injected clock belongs to health sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,6 +40,7 @@ from router.upstream.translate import TranslatedResponse, Translator, translator
 from router.wire import sse
 from router.wire.body import with_model, with_usage_requested
 from router.wire.dialects import Dialect
+from router.wire.redact import Redactor, StreamRedaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 
@@ -74,6 +76,7 @@ class OpenStream:
         "cost_usd",
         "end",
         "first",
+        "redaction",
         "route",
         "sent",
         "served_by",
@@ -99,6 +102,9 @@ class OpenStream:
         self.first = first  # every byte read so far, to be sent first
         self.attempts = attempts
         self.watch = StreamWatch(dialect, max_event)
+        # What the relay passes on is redacted too: an upstream may echo its key in an
+        # error event after the stream has started.
+        self.redaction = StreamRedaction(runner.redactor, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 
@@ -157,9 +163,13 @@ class AttemptRunner:
         metrics: Metrics,
         budgets: BudgetKeeper,
         limits: Limits,
+        redactor: Redactor,
     ) -> None:
+        """`redactor` knows the configured secrets: no error body, error event or
+        failure message from an upstream leaves an attempt without passing it."""
         self._timeouts = timeouts
         self._max_event = limits.max_event_bytes
+        self.redactor = redactor
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
@@ -187,6 +197,7 @@ class AttemptRunner:
                 reply = await self._send(call, route, started, budget)
             except UpstreamError as exc:
                 reply = _Reply(classify_exception(exc))
+            reply.verdict = self._redacted(reply.verdict)
             record = self._record(model, route, reply.verdict, reply.status, started)
             sent = Sent(model, route, prior, started, reply.headroom)
             if reply.opened is not None:
@@ -222,7 +233,15 @@ class AttemptRunner:
         # A stream the client left before its end says nothing about the route, good
         # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
         stream.cost_usd = await self._settle(
-            stream.sent, end.verdict, end.usage, judged=not end.client_gone
+            stream.sent, self._redacted(end.verdict), end.usage, judged=not end.client_gone
+        )
+
+    def _redacted(self, verdict: Verdict) -> Verdict:
+        """`verdict` with its upstream message redacted, whole, before anything (a
+        record's detail, a log field) cuts it short: half a key no longer matches."""
+        message = self.redactor.scrub(verdict.message)
+        return (
+            verdict if message is verdict.message else dataclasses.replace(verdict, message=message)
         )
 
     async def _settle(
@@ -289,7 +308,7 @@ class AttemptRunner:
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
                 buffer, data, error = await read_first_event(
-                    response, call.dialect, first_timeout, self._max_event
+                    response, call.dialect, first_timeout, self._max_event, self.redactor
                 )
                 if error is None:
                     handed_over = True
@@ -303,11 +322,18 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is FailureClass.OK
+            if not ok:
+                # Some providers echo the key in an error: redacted (escaped forms too)
+                # before the client or the log sees the body, or the verdict's message.
+                clean = self.redactor.scrub_bytes(body)
+                if clean is not body:
+                    body = clean
+                    verdict = classify_response(status, response.headers, body)
             return _Reply(
                 verdict,
                 status,
                 headroom,
-                body=body if ok else _without_key(body, route),
+                body=body,
                 content_type=content_type,
                 usage=usage_from_body(body) if ok else None,
             )
@@ -358,10 +384,11 @@ class AttemptRunner:
 
 
 async def read_first_event(
-    response: Response, dialect: Dialect, timeout: float, max_bytes: int
+    response: Response, dialect: Dialect, timeout: float, max_bytes: int, redactor: Redactor
 ) -> tuple[bytes, bytes, Verdict | None]:
     """Read until the first event with content, within `timeout` seconds: (every byte
-    read so far, that event's payload, its verdict when it is an error).
+    read so far, that event's payload, its verdict when it is an error). An error
+    event's payload, which goes back to the client as an error body, is redacted.
 
     Everything before that event is held, so all of it must fit in `max_bytes` (the
     limit on one event): an upstream that sends an endless event, or endless pings,
@@ -380,17 +407,16 @@ async def read_first_event(
         for event, data, end in sse.events(buffer, scanned):
             scanned = end
             if not dialect.is_preamble(event, data):
-                return buffer, data, dialect.error(event, data)
+                error = dialect.error(event, data)
+                if error is not None:
+                    clean = redactor.scrub_bytes(data)
+                    if clean is not data:
+                        data, error = clean, dialect.error(event, clean)
+                return buffer, data, error
         if len(buffer) > max_bytes:
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
             )
-
-
-def _without_key(body: bytes, route: Route) -> bytes:
-    """Some providers echo the key in an error; such a body must not reach the client."""
-    secret = route.key.api_key.encode()
-    return body.replace(secret, b"[redacted]") if secret and secret in body else body
 
 
 def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:

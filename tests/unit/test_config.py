@@ -636,6 +636,18 @@ def test_client_keys_all_unset_refuses_to_start_open() -> None:
     )
 
 
+def test_admin_keys_expand_like_client_keys_and_all_unset_refuses_to_start() -> None:
+    text = minimal(extra="server:\n  admin_keys: ['${ADMIN_A}', '${ADMIN_B}']\n")
+    config = parse(text, {**ENV, "ADMIN_A": "admin-a-secret"})
+    assert config.server.admin_keys == ("admin-a-secret",)
+    assert config.warnings == ("server.admin_keys[1] is dropped: ADMIN_B is not set",)
+    assert "admin-a-secret" not in repr(config.server)
+    assert error_of(text) == (
+        "routes.yaml:7: server.admin_keys: every admin key is unset "
+        "(ADMIN_A is not set; ADMIN_B is not set); refusing to start without admin auth"
+    )
+
+
 @pytest.mark.parametrize(
     ("server", "error"),
     [
