@@ -19,8 +19,10 @@ from router.config import is_loopback
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
+from router.front_door import FrontDoor, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
+from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.state import APP_STATE, RouterState
 from router.health.budgets import BudgetKeeper
@@ -89,11 +91,11 @@ def create_app(
         await state_store.close()
 
     app.cleanup_ctx.append(upstream_session)
-    add_routes(app, ClientAuth(config.server.client_keys))
+    add_routes(app, ClientAuth(config.server.client_keys), HostCheck(config.server))
     return app
 
 
-def add_routes(app: web.Application, auth: ClientAuth) -> None:
+def add_routes(app: web.Application, auth: ClientAuth, hosts: HostCheck) -> None:
     apis = [
         (Operation.CHAT, OPENAI_CHAT),
         (Operation.EMBEDDINGS, OPENAI_CHAT),  # errors as OpenAI's; never streamed
@@ -102,22 +104,24 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
     ]
     known: dict[str, frozenset[str]] = {}
 
-    def add(method: str, path: str, handler: Handler, **options: Any) -> None:
-        app.router.add_route(method, path, endpoint(handler, **options))
+    def add(method: str, path: str, handler: Handler, checked: bool = True, **options: Any) -> None:
+        guard = hosts if checked else None
+        app.router.add_route(method, path, endpoint(handler, hosts=guard, **options))
         known[path] = known.get(path, frozenset()) | {method}
 
     for operation, dialect in apis:
         add("POST", PATHS[operation], model_api(operation, dialect), auth=auth,
             counted=True, dialect=dialect)  # fmt: skip
     add("GET", "/v1/models", list_models, auth=auth)
-    # Probes and scrapers carry no key; people looking at /admin do.
-    add("GET", "/healthz", ops.healthz)
-    add("GET", "/readyz", ops.readyz)
+    # Probes and scrapers carry no key; people looking at /admin do. Probes come from
+    # the pod's or container's address and tell nothing: every Host may ask.
+    add("GET", "/healthz", ops.healthz, checked=False)
+    add("GET", "/readyz", ops.readyz, checked=False)
     add("GET", "/metrics", ops.metrics_page)
     add("GET", "/admin", admin.status_page, auth=auth)
     add("GET", "/status", admin.status_page, auth=auth)
     add("GET", "/admin/routes", admin.routes_json, auth=auth)
-    app.router.add_route("*", "/{tail:.*}", not_found(known))
+    app.router.add_route("*", "/{tail:.*}", not_found(known, hosts))
 
 
 def needs_translation(config: Config) -> bool:
@@ -139,14 +143,17 @@ def check_bind(config: Config, host: str) -> None:
         )
 
 
-async def start(config: Config, host: str, port: int, **app_args: object) -> web.AppRunner:
+async def start(config: Config, host: str, port: int, **app_args: object) -> Runner:
     check_bind(config, host)
     # handler_cancellation: a client that hangs up cancels its handler, and with it
     # the upstream request, instead of letting a provider bill a generation nobody reads.
-    runner = web.AppRunner(
+    runner = Runner(
         create_app(config, **app_args),  # type: ignore[arg-type]
         handler_cancellation=True,
         access_log=None,
+        keepalive_timeout=config.server.idle_timeout,
+        head_timeout=config.server.header_timeout,
+        max_connections=connection_cap(config.server.max_connections),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -156,6 +163,12 @@ async def start(config: Config, host: str, port: int, **app_args: object) -> web
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return runner
+
+
+def front_door(runner: web.AppRunner) -> FrontDoor:
+    server = runner.server
+    assert isinstance(server, FrontDoor), "start() makes the runner"
+    return server
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -176,6 +189,7 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         models=list(config.models),
         routes=len(config.all_routes()),
         client_auth=bool(config.server.client_keys),
+        max_connections=front_door(runner).max_connections,
     )
     try:
         await wait_for_signal()

@@ -1,0 +1,198 @@
+"""Client connections: how long one may take over a request head or sit idle, and how
+many may be open at once.
+
+aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request begun)
+that long after it opened or after its last response. Two things it lacks are added
+here, on its server and connection classes:
+
+- a head timeout counted from the first byte of a request head, not reset by each new
+  byte, so a client that sends one header byte every few seconds (slowloris) is closed
+  when it expires; while a head is arriving this timer replaces the idle one;
+- a cap on open connections. At the cap a new connection first displaces the oldest one
+  that is not serving a request (idle keep-alive, or a head still arriving), as nginx
+  reuses its idle keep-alive connections when it runs short, so idle sockets cannot
+  starve real requests. Only when every open connection is serving a request is the new
+  one refused: a 503 with `Connection: close` written at once and the socket closed
+  (nothing of its request has been read, so the answer cannot depend on it).
+
+The subclasses reach into three attributes of aiohttp's `RequestHandler` (`_waiter`: the
+future it awaits between requests; `_keepalive_handle`; `_request_in_progress`, and the
+queue `_messages`) and two of its `Server` (`_kwargs`, `_loop`); tests through real
+sockets (tests/integration/test_front_door.py) notice if a new aiohttp moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = structlog.get_logger("router.front_door")
+
+_REFUSAL_BODY = json.dumps(
+    {
+        "error": {
+            "message": "the router has too many open connections; retry shortly",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "too_many_connections",
+        }
+    }
+).encode()
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+# At most one `connections_refused` warning per this many seconds, with the count since.
+_REFUSAL_LOG_EVERY = 10.0
+
+
+class Connection(RequestHandler):
+    """aiohttp's connection handler plus the request head timeout."""
+
+    __slots__ = ("_head_timeout", "_head_timer", "_head_waiter")
+
+    def __init__(self, manager: FrontDoor, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        """A request is being handled, or one has fully arrived and waits its turn."""
+        return self._request_in_progress or bool(self._messages)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        waiter = self._waiter  # pending: between requests, no complete head yet
+        if waiter is not None and not waiter.done():
+            if data and self._head_waiter is not waiter:
+                self._start_head_timer(waiter)
+        elif self._head_timer is not None:  # the head is complete
+            self._stop_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self, waiter: asyncio.Future[None]) -> None:
+        self._stop_head_timer()
+        self._head_waiter = waiter
+        self._head_timer = self._loop.call_later(self._head_timeout, self._head_expired)
+        # The idle timer stops counting once a request has begun: the head timer rules.
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = None
+        self._head_waiter = None
+
+    def _head_expired(self) -> None:
+        waiter = self._head_waiter
+        self._head_timer = None
+        self._head_waiter = None
+        if waiter is not None and waiter is self._waiter and not waiter.done():
+            log.debug("request_head_timeout", seconds=self._head_timeout)
+            self.force_close()
+
+
+class FrontDoor(web.Server):
+    """aiohttp's server with `Connection`s and a cap on how many are open."""
+
+    def __init__(self, stock: web.Server, *, head_timeout: float, max_connections: int) -> None:
+        super().__init__(
+            stock.request_handler,
+            request_factory=stock.request_factory,
+            handler_cancellation=stock.handler_cancellation,
+            loop=stock._loop,
+            **stock._kwargs,
+        )
+        self._head_timeout = head_timeout
+        self.max_connections = max_connections
+        self._open: dict[RequestHandler, None] = {}  # oldest first
+        self.refused = 0  # connections turned away at the cap, since start
+        self.displaced = 0  # idle connections closed to make room, since start
+        self._refused_unlogged = 0
+        self._refusal_logged_at = float("-inf")
+
+    def __call__(self) -> Connection:
+        return Connection(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._open) >= self.max_connections and not self._displace_one():
+            self._refuse(handler, transport)
+            return
+        self._open[handler] = None
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._open.pop(handler, None)
+        super().connection_lost(handler, exc)
+
+    def _displace_one(self) -> bool:
+        """Close the oldest connection that serves no request; False if all do."""
+        for handler in self._open:
+            if not (isinstance(handler, Connection) and handler.serving):
+                del self._open[handler]
+                handler.force_close()
+                self.displaced += 1
+                return True
+        return False
+
+    def _refuse(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        self.refused += 1
+        self._refused_unlogged += 1
+        transport.write(REFUSAL)
+        handler.force_close()  # the transport sends what it holds, then closes
+        now = self._loop.time()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_EVERY:
+            log.warning(
+                "connections_refused",
+                count=self._refused_unlogged,
+                max_connections=self.max_connections,
+                detail="every open client connection is serving a request; "
+                "raise server.max_connections if this is expected load",
+            )
+            self._refusal_logged_at = now
+            self._refused_unlogged = 0
+
+
+class Runner(web.AppRunner):
+    """`web.AppRunner` whose server is a `FrontDoor`."""
+
+    def __init__(
+        self, app: web.Application, *, head_timeout: float, max_connections: int, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._front_door = {"head_timeout": head_timeout, "max_connections": max_connections}
+
+    async def _make_server(self) -> web.Server:
+        return FrontDoor(await super()._make_server(), **self._front_door)  # type: ignore[arg-type]
+
+
+def connection_cap(configured: int) -> int:
+    """`configured`, or less if the open-files limit cannot hold that many client
+    connections with an upstream socket each and some room for everything else."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, (soft - 64) // 2))
