@@ -1,13 +1,16 @@
-"""Client connections: how long one may take over a request head or sit idle, and how
-many may be open at once.
+"""Client connections: how long one may take over a request or sit idle, and how many
+may be open at once.
 
 aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request begun)
-that long after it opened or after its last response. Two things it lacks are added
-here, on its server and connection classes:
+that long after it opened or after its last response. What it lacks is added here, on
+its server and connection classes:
 
-- a head timeout counted from the first byte of a request head, not reset by each new
-  byte, so a client that sends one header byte every few seconds (slowloris) is closed
-  when it expires; while a head is arriving this timer replaces the idle one;
+- read deadlines: a request head must be complete within its timeout of its first byte
+  (not reset by each new byte, so a client that sends one header byte every few seconds,
+  slowloris, is closed when it expires; while a head arrives this timer replaces the
+  idle one), and a request body that is still due may not go longer than its timeout
+  without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
+  body cannot hold a connection, and its handler, forever;
 - a cap on open connections. At the cap a new connection first displaces the oldest one
   that is not serving a request (idle keep-alive, or a head still arriving), as nginx
   reuses its idle keep-alive connections when it runs short, so idle sockets cannot
@@ -15,20 +18,23 @@ here, on its server and connection classes:
   one refused: a 503 with `Connection: close` written at once and the socket closed
   (nothing of its request has been read, so the answer cannot depend on it).
 
-The subclasses reach into three attributes of aiohttp's `RequestHandler` (`_waiter`: the
-future it awaits between requests; `_keepalive_handle`; `_request_in_progress`, and the
-queue `_messages`) and two of its `Server` (`_kwargs`, `_loop`); tests through real
-sockets (tests/integration/test_front_door.py) notice if a new aiohttp moves them.
+The subclasses reach into four attributes of aiohttp's `RequestHandler` (`_waiter`: the
+future it awaits between requests; the queue of parsed requests `_messages`;
+`_keepalive_handle`; `_request_in_progress`) and two of its `Server` (`_kwargs`,
+`_loop`); tests through real sockets (tests/integration/test_front_door.py) notice if a
+new aiohttp moves them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 log = structlog.get_logger("router.front_door")
@@ -54,16 +60,27 @@ REFUSAL = (
 _REFUSAL_LOG_EVERY = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class ReadTimeouts:
+    """Seconds: `head` from a request head's first byte to its end; `body` without a
+    byte while a request body is still due (nginx's client_body_timeout)."""
+
+    head: float
+    body: float
+
+
 class Connection(RequestHandler):
-    """aiohttp's connection handler plus the request head timeout."""
+    """aiohttp's connection handler plus read deadlines for a request's head and body."""
 
-    __slots__ = ("_head_timeout", "_head_timer", "_head_waiter")
+    __slots__ = ("_body", "_deadline", "_head_waiter", "_reading", "_timer")
 
-    def __init__(self, manager: FrontDoor, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._head_timeout = head_timeout
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_waiter: asyncio.Future[None] | None = None
+        self._reading = reading
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
+        self._body: StreamReader | None = None  # the body being timed
 
     @property
     def serving(self) -> bool:
@@ -71,46 +88,67 @@ class Connection(RequestHandler):
         return self._request_in_progress or bool(self._messages)
 
     def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
         super().data_received(data)
+        now = self._loop.time()
         waiter = self._waiter  # pending: between requests, no complete head yet
-        if waiter is not None and not waiter.done():
-            if data and self._head_waiter is not waiter:
-                self._start_head_timer(waiter)
-        elif self._head_timer is not None:  # the head is complete
-            self._stop_head_timer()
+        if len(self._messages) > queued:  # a head is complete
+            self._head_waiter = None
+            payload = self._messages[-1][1]
+            self._body = None if payload.is_eof() else payload
+            if self._body is not None:
+                self._arm(now + self._reading.body)
+        elif self._body is not None:
+            if self._body.is_eof():
+                self._body = None
+            elif data:
+                self._deadline = now + self._reading.body  # progress: the timer catches up
+        elif data and waiter is not None and not waiter.done() and self._head_waiter is not waiter:
+            self._head_waiter = waiter  # the first bytes of a head
+            self._arm(now + self._reading.head)
+            # The idle timer stops counting once a request has begun: this one rules.
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+        if self._body is None and self._head_waiter is None:
+            self._disarm()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_head_timer()
+        self._disarm()
+        self._body = self._head_waiter = None
         super().connection_lost(exc)
 
-    def _start_head_timer(self, waiter: asyncio.Future[None]) -> None:
-        self._stop_head_timer()
-        self._head_waiter = waiter
-        self._head_timer = self._loop.call_later(self._head_timeout, self._head_expired)
-        # The idle timer stops counting once a request has begun: the head timer rules.
-        if self._keepalive_handle is not None:
-            self._keepalive_handle.cancel()
-            self._keepalive_handle = None
+    def _arm(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._timer is None or self._timer.when() > deadline:
+            self._disarm()
+            self._timer = self._loop.call_at(deadline, self._expired)
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = None
-        self._head_waiter = None
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _head_expired(self) -> None:
-        waiter = self._head_waiter
-        self._head_timer = None
-        self._head_waiter = None
-        if waiter is not None and waiter is self._waiter and not waiter.done():
-            log.debug("request_head_timeout", seconds=self._head_timeout)
-            self.force_close()
+    def _expired(self) -> None:
+        self._timer = None
+        if self._body is not None and self._body.is_eof():
+            self._body = None
+        head = self._head_waiter
+        if head is not None and (head is not self._waiter or head.done()):
+            self._head_waiter = head = None
+        if self._body is None and head is None:
+            return
+        if self._loop.time() < self._deadline:  # bytes came since: wait for the new deadline
+            self._timer = self._loop.call_at(self._deadline, self._expired)
+            return
+        log.debug("request_read_timeout", phase="head" if head is not None else "body")
+        self.force_close()
 
 
 class FrontDoor(web.Server):
     """aiohttp's server with `Connection`s and a cap on how many are open."""
 
-    def __init__(self, stock: web.Server, *, head_timeout: float, max_connections: int) -> None:
+    def __init__(self, stock: web.Server, *, reading: ReadTimeouts, max_connections: int) -> None:
         super().__init__(
             stock.request_handler,
             request_factory=stock.request_factory,
@@ -118,7 +156,7 @@ class FrontDoor(web.Server):
             loop=stock._loop,
             **stock._kwargs,
         )
-        self._head_timeout = head_timeout
+        self._reading = reading
         self.max_connections = max_connections
         self._open: dict[RequestHandler, None] = {}  # oldest first
         self.refused = 0  # connections turned away at the cap, since start
@@ -127,7 +165,7 @@ class FrontDoor(web.Server):
         self._refusal_logged_at = float("-inf")
 
     def __call__(self) -> Connection:
-        return Connection(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
+        return Connection(self, loop=self._loop, reading=self._reading, **self._kwargs)
 
     @property
     def open_connections(self) -> int:
@@ -176,13 +214,15 @@ class Runner(web.AppRunner):
     """`web.AppRunner` whose server is a `FrontDoor`."""
 
     def __init__(
-        self, app: web.Application, *, head_timeout: float, max_connections: int, **kwargs: Any
+        self, app: web.Application, *, reading: ReadTimeouts, max_connections: int, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
-        self._front_door = {"head_timeout": head_timeout, "max_connections": max_connections}
+        self._reading = reading
+        self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
-        return FrontDoor(await super()._make_server(), **self._front_door)  # type: ignore[arg-type]
+        stock = await super()._make_server()
+        return FrontDoor(stock, reading=self._reading, max_connections=self._max_connections)
 
 
 def connection_cap(configured: int) -> int:

@@ -19,7 +19,7 @@ from router.config import is_loopback
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
-from router.front_door import FrontDoor, Runner, connection_cap
+from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.host_check import HostCheck
@@ -152,7 +152,7 @@ async def start(config: Config, host: str, port: int, **app_args: object) -> Run
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=config.server.idle_timeout,
-        head_timeout=config.server.header_timeout,
+        reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
         max_connections=connection_cap(config.server.max_connections),
     )
     await runner.setup()

@@ -326,3 +326,26 @@ async def test_with_client_keys_the_key_guards_and_hosts_are_checked_only_if_lis
     assert status == 200
     status, body = await _ask(url, host="evil.example", headers=bearer)
     assert (status, body["error"]["code"]) == (403, "host_not_allowed")
+
+
+async def test_a_body_that_stops_coming_is_cut_when_its_timeout_expires(stack):
+    """A head with a Content-Length and then silence: the handler would wait forever."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"body_timeout": 0.3}))
+    async with _socket(url) as (reader, writer):
+        writer.write(_head(url)[: -len(REQUEST) // 2])
+        assert await _closed_by_router(reader) == b""
+
+
+async def test_a_slow_body_that_keeps_coming_is_served(stack):
+    """The body timeout counts from the last byte: a slow upload is not a stalled one."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"body_timeout": 0.3}))
+    async with _socket(url) as (reader, writer):
+        request = _head(url, "Connection: close\r\n")
+        body_at = len(request) - len(REQUEST)
+        writer.write(request[:body_at])
+        for start in range(body_at, len(request), 8):  # about a second in all
+            await asyncio.sleep(0.1)
+            writer.write(request[start : start + 8])
+        assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")

@@ -79,7 +79,8 @@ def test_the_example_loads_with_every_value_resolved() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 4000)
     assert config.server.client_keys == ()
     assert config.server.max_body_bytes == 10 * 1024 * 1024
-    assert (config.server.header_timeout, config.server.idle_timeout) == (30.0, 75.0)
+    server = config.server
+    assert (server.header_timeout, server.body_timeout, server.idle_timeout) == (30, 60, 75)
     assert config.server.max_connections == 1024
     assert (config.server.allowed_hosts, config.server.allowed_origins) == (None, ())
     gpt4o = config.models["gpt-4o"]
