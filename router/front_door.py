@@ -11,12 +11,13 @@ its server and connection classes:
   idle one), and a request body that is still due may not go longer than its timeout
   without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
   body cannot hold a connection, and its handler, forever;
-- a cap on open connections. At the cap a new connection first displaces the oldest one
-  that is not serving a request (idle keep-alive, or a head still arriving), as nginx
-  reuses its idle keep-alive connections when it runs short, so idle sockets cannot
-  starve real requests. Only when every open connection is serving a request is the new
-  one refused: a 503 with `Connection: close` written at once and the socket closed
-  (nothing of its request has been read, so the answer cannot depend on it).
+- a cap on open connections. At the cap a new connection first displaces, of those not
+  serving a request (idle keep-alive, or a head still arriving), the one that opened or
+  last received a request longest ago (as nginx reuses its idle keep-alive connections
+  when it runs short), so idle sockets cannot starve real requests. Only when every
+  open connection is serving a request is the new one refused: a 503 with
+  `Connection: close` written at once and the socket closed (nothing of its request has
+  been read, so the answer cannot depend on it).
 
 The subclasses reach into four attributes of aiohttp's `RequestHandler` (`_waiter`: the
 future it awaits between requests; the queue of parsed requests `_messages`;
@@ -72,10 +73,11 @@ class ReadTimeouts:
 class Connection(RequestHandler):
     """aiohttp's connection handler plus read deadlines for a request's head and body."""
 
-    __slots__ = ("_body", "_deadline", "_head_waiter", "_reading", "_timer")
+    __slots__ = ("_body", "_deadline", "_door", "_head_waiter", "_reading", "_timer")
 
     def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._door = manager
         self._reading = reading
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
@@ -93,6 +95,7 @@ class Connection(RequestHandler):
         now = self._loop.time()
         waiter = self._waiter  # pending: between requests, no complete head yet
         if len(self._messages) > queued:  # a head is complete
+            self._door.used(self)
             self._head_waiter = None
             payload = self._messages[-1][1]
             self._body = None if payload.is_eof() else payload
@@ -158,7 +161,7 @@ class FrontDoor(web.Server):
         )
         self._reading = reading
         self.max_connections = max_connections
-        self._open: dict[RequestHandler, None] = {}  # oldest first
+        self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
         self.refused = 0  # connections turned away at the cap, since start
         self.displaced = 0  # idle connections closed to make room, since start
         self._refused_unlogged = 0
@@ -182,8 +185,14 @@ class FrontDoor(web.Server):
         self._open.pop(handler, None)
         super().connection_lost(handler, exc)
 
+    def used(self, handler: RequestHandler) -> None:
+        """`handler` received a request: the last to be displaced now."""
+        if self._open.pop(handler, False) is None:
+            self._open[handler] = None
+
     def _displace_one(self) -> bool:
-        """Close the oldest connection that serves no request; False if all do."""
+        """Close the connection serving no request that opened or last received one
+        longest ago; False if all are serving."""
         for handler in self._open:
             if not (isinstance(handler, Connection) and handler.serving):
                 del self._open[handler]

@@ -349,3 +349,23 @@ async def test_a_slow_body_that_keeps_coming_is_served(stack):
             await asyncio.sleep(0.1)
             writer.write(request[start : start + 8])
         assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")
+
+
+async def test_at_the_cap_a_connection_in_use_outlasts_idle_ones_opened_after_it(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_connections": 3}))
+    async with contextlib.AsyncExitStack() as sockets:
+        first = await sockets.enter_async_context(_socket(url))
+        reader, writer = await sockets.enter_async_context(_socket(url))
+        second = await sockets.enter_async_context(_socket(url))
+        writer.write(_head(url))
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readuntil(b"Hello from a via gpt-4o.")
+        # Two new idle sockets at a cap of 3: they displace the two idle ones, oldest
+        # first, not the connection that has just carried a request.
+        for _ in range(2):
+            await sockets.enter_async_context(_socket(url))
+        for idle_reader, _writer in (first, second):
+            assert await _closed_by_router(idle_reader) == b""
+        writer.write(_head(url, "Connection: close\r\n"))
+        assert b"HTTP/1.1 200" in await _closed_by_router(reader)
