@@ -145,6 +145,14 @@ def check_bind(config: Config, host: str) -> None:
 
 async def start(config: Config, host: str, port: int, **app_args: object) -> Runner:
     check_bind(config, host)
+    server = config.server
+    if not is_loopback(host) and not server.client_keys and server.allowed_hosts is None:
+        log.warning(
+            "only_loopback_hosts_answered",
+            detail=f"listening on {host} without client_keys, the router answers only "
+            "requests addressed to a loopback name (403 host_not_allowed otherwise); "
+            "list the names clients use in server.allowed_hosts",
+        )
     # handler_cancellation: a client that hangs up cancels its handler, and with it
     # the upstream request, instead of letting a provider bill a generation nobody reads.
     runner = Runner(

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from router.config import parse_config
+from router.server import start
 from router.sim import Fault
 from tests.configs import key, model, preferring_a, route, routes_yaml
 from tests.conftest import HI, REPO, SIM_A, SIM_B, client
@@ -369,3 +372,17 @@ async def test_at_the_cap_a_connection_in_use_outlasts_idle_ones_opened_after_it
             assert await _closed_by_router(idle_reader) == b""
         writer.write(_head(url, "Connection: close\r\n"))
         assert b"HTTP/1.1 200" in await _closed_by_router(reader)
+
+
+async def test_an_open_bind_without_allowed_hosts_says_which_hosts_it_answers(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    text = preferring_a(sim_url, server={"host": "0.0.0.0", "allow_unauthenticated": True})
+    config = parse_config(text, source="routes.yaml", environ={})
+    with capture_logs() as logs:
+        runner = await start(config, "127.0.0.1", 0)  # a --host flag: loopback after all
+        await runner.cleanup()
+    assert not [entry for entry in logs if entry["event"] == "only_loopback_hosts_answered"]
+    with capture_logs() as logs:
+        runner = await start(config, "0.0.0.0", 0)
+        await runner.cleanup()
+    assert [entry for entry in logs if entry["event"] == "only_loopback_hosts_answered"]
