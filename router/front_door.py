@@ -92,7 +92,6 @@ class Connection(RequestHandler):
     def data_received(self, data: bytes) -> None:
         queued = len(self._messages)
         super().data_received(data)
-        now = self._loop.time()
         waiter = self._waiter  # pending: between requests, no complete head yet
         if len(self._messages) > queued:  # a head is complete
             self._door.used(self)
@@ -100,15 +99,15 @@ class Connection(RequestHandler):
             payload = self._messages[-1][1]
             self._body = None if payload.is_eof() else payload
             if self._body is not None:
-                self._arm(now + self._reading.body)
+                self._arm(self._loop.time() + self._reading.body)
         elif self._body is not None:
             if self._body.is_eof():
                 self._body = None
-            elif data:
-                self._deadline = now + self._reading.body  # progress: the timer catches up
+            elif data:  # progress: the timer catches up when it fires
+                self._deadline = self._loop.time() + self._reading.body
         elif data and waiter is not None and not waiter.done() and self._head_waiter is not waiter:
             self._head_waiter = waiter  # the first bytes of a head
-            self._arm(now + self._reading.head)
+            self._arm(self._loop.time() + self._reading.head)
             # The idle timer stops counting once a request has begun: this one rules.
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
