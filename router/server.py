@@ -9,6 +9,7 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -62,10 +63,10 @@ def create_app(
     metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        client = HttpClient()
+        client = HttpClient(limits=config.limits)
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
-        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
+        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets, config.limits)
         failover = Failover(
             config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
         )
@@ -189,11 +190,13 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     """Run until SIGINT or SIGTERM, then finish in-flight requests and stop."""
     host = host or config.server.host
     port = config.server.port if port is None else port
+    open_files = raise_open_file_limit()
     runner = await start(config, host, port)
     tune_garbage_collector()
     log.info(
         "listening",
         url=f"http://{host}:{bound_port(runner)}/v1",
+        open_files_limit=open_files,
         models=list(config.models),
         routes=len(config.all_routes()),
         client_auth=bool(config.server.client_keys),
@@ -225,6 +228,39 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit now in force
+    (None: no limit, or no rlimits on this platform).
+
+    Every client and upstream connection is a file descriptor, and the usual soft limit
+    of 1,024 is a few hundred streams; the hard limit is what the administrator allows.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    # An unlimited hard limit is refused as a soft one beyond fs.nr_open (Linux) or
+    # OPEN_MAX (macOS, 10,240).
+    for target in (hard,) if hard != resource.RLIM_INFINITY else (_nr_open(), 10_240):
+        if target is not None and target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _nr_open() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 async def wait_for_signal() -> None:

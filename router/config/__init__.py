@@ -28,6 +28,7 @@ from router.types import (
     Config,
     FailoverSettings,
     Key,
+    Limits,
     Operation,
     ServerSettings,
     SkippedKey,
@@ -39,12 +40,10 @@ from router.upstream.translate.runtime import litellm_providers
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
-_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
+_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
 _KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
-_FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
-
-_Settings = TypeVar("_Settings", Timeouts, FailoverSettings)
+_Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
 def load_config(
@@ -71,6 +70,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     models = parse_models(top["models"], keys, skipped, warnings)
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
+    limits = _settings(top.get("limits"), Limits)
     if not any(spec.routes for spec in models.values()):
         reasons = "; ".join(f"{key.name}: {key.reason}" for key in skipped.values())
         raise ConfigError(
@@ -83,6 +83,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         models=MappingProxyType(models),
         timeouts=timeouts,
         failover=failover,
+        limits=limits,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
     )
@@ -275,9 +276,14 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
     if at is None:
         return kind()
-    found = at.fields([f.name for f in dataclasses.fields(kind)])
+    declared = {f.name: f.type for f in dataclasses.fields(kind)}
+    found = at.fields(declared)
+    # A count or a size is an integer; anything else (seconds) any positive number.
     values = {
-        name: field.integer(minimum=1) if name in _FAILOVER_COUNTS else field.positive_number()
+        name: field.integer(minimum=1) if declared[name] == "int" else field.positive_number()
         for name, field in found.items()
     }
+    rate = found.get("breaker_failure_rate")
+    if rate is not None and values["breaker_failure_rate"] > 1:
+        raise rate.error(f"must be a fraction up to 1, got {values['breaker_failure_rate']:g}")
     return kind(**values)

@@ -23,7 +23,16 @@ from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
-from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
+from router.types import (
+    Attempt,
+    FailureClass,
+    Headroom,
+    Limits,
+    ModelSpec,
+    Route,
+    Timeouts,
+    Verdict,
+)
 from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import TranslatedResponse, Translator, translator_for
@@ -80,6 +89,7 @@ class OpenStream:
         first: bytes,
         attempts: tuple[Attempt, ...],
         dialect: Dialect,
+        max_event: int,
     ) -> None:
         self._runner = runner
         self.sent = sent
@@ -88,7 +98,7 @@ class OpenStream:
         self.upstream = upstream
         self.first = first  # every byte read so far, to be sent first
         self.attempts = attempts
-        self.watch = StreamWatch(dialect)
+        self.watch = StreamWatch(dialect, max_event)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 
@@ -146,8 +156,10 @@ class AttemptRunner:
         upstream: Upstream,
         metrics: Metrics,
         budgets: BudgetKeeper,
+        limits: Limits,
     ) -> None:
         self._timeouts = timeouts
+        self._max_event = limits.max_event_bytes
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
@@ -179,7 +191,9 @@ class AttemptRunner:
             sent = Sent(model, route, prior, started, reply.headroom)
             if reply.opened is not None:
                 upstream, first = reply.opened
-                stream = OpenStream(self, sent, upstream, first, (*earlier, record), call.dialect)
+                stream = OpenStream(
+                    self, sent, upstream, first, (*earlier, record), call.dialect, self._max_event
+                )
                 handed_over = True
                 return Outcome(reply.verdict, record, stream=stream)
         finally:
@@ -218,12 +232,12 @@ class AttemptRunner:
         its cost."""
         route, model = sent.route, sent.model
         seconds = self._clock() - sent.started
-        if judged:
+        failure = verdict.failure
+        if judged and ACTIONS[failure].judges_route:
             await self._health.record(
                 route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
             )
         series = self._metrics.route_series(model.name, route)
-        failure = verdict.failure
         series.attempts[failure].inc()
         series.upstream_seconds.observe(seconds)
         if ACTIONS[failure].fails_over:
@@ -274,7 +288,9 @@ class AttemptRunner:
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
-                buffer, data, error = await read_first_event(response, call.dialect, first_timeout)
+                buffer, data, error = await read_first_event(
+                    response, call.dialect, first_timeout, self._max_event
+                )
                 if error is None:
                     handed_over = True
                     return _Reply(OK, status, headroom, opened=(response, buffer))
@@ -342,13 +358,15 @@ class AttemptRunner:
 
 
 async def read_first_event(
-    response: Response, dialect: Dialect, timeout: float
+    response: Response, dialect: Dialect, timeout: float, max_bytes: int
 ) -> tuple[bytes, bytes, Verdict | None]:
     """Read until the first event with content, within `timeout` seconds: (every byte
     read so far, that event's payload, its verdict when it is an error).
 
-    Raises UpstreamProtocolError when the stream ends before one, and UpstreamTimeout
-    (via `next_chunk`) when the deadline passes first.
+    Everything before that event is held, so all of it must fit in `max_bytes` (the
+    limit on one event): an upstream that sends an endless event, or endless pings,
+    fails here. Raises UpstreamProtocolError then, and when the stream ends before a
+    content event; UpstreamTimeout (via `next_chunk`) when the deadline passes first.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -363,6 +381,10 @@ async def read_first_event(
             scanned = end
             if not dialect.is_preamble(event, data):
                 return buffer, data, dialect.error(event, data)
+        if len(buffer) > max_bytes:
+            raise UpstreamProtocolError(
+                response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
+            )
 
 
 def _without_key(body: bytes, route: Route) -> bytes:

@@ -23,6 +23,7 @@ from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
     NoCapacity,
+    OutOfLocalResources,
     PathNotFound,
     RouterError,
     Unauthorized,
@@ -138,7 +139,7 @@ def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) 
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:
     headers = exc.headers()
-    if isinstance(exc, NoCapacity | DeadlineExceeded):
+    if isinstance(exc, NoCapacity | DeadlineExceeded | OutOfLocalResources):
         trace.attempts = exc.attempts
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(

@@ -500,6 +500,11 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             id="breaker-failures-float",
         ),
         pytest.param(
+            minimal(extra="failover: {breaker_failure_rate: 1.5}\n"),
+            "failover.breaker_failure_rate: must be a fraction up to 1, got 1.5",
+            id="breaker-rate-over-one",
+        ),
+        pytest.param(
             minimal(extra="failover: {cooldown_max: fast}\n"),
             "failover.cooldown_max: expected a number, got a string",
             id="cooldown-not-a-number",
@@ -730,7 +735,8 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.timeouts.connect, config.timeouts.first_byte) == (1.0, 30.5)
     assert config.timeouts.idle == 60.0
     assert (config.failover.max_attempts, config.failover.key_disable) == (3, 60.0)
-    assert config.failover.breaker_failures == 3
+    assert config.failover.breaker_failures == 5
+    assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
 def test_optional_sections_given_as_null_take_their_defaults() -> None:
