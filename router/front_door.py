@@ -161,17 +161,11 @@ class FrontDoor(web.Server):
         self._reading = reading
         self.max_connections = max_connections
         self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
-        self.refused = 0  # connections turned away at the cap, since start
-        self.displaced = 0  # idle connections closed to make room, since start
-        self._refused_unlogged = 0
+        self._refused_unlogged = 0  # connections turned away since the last warning
         self._refusal_logged_at = float("-inf")
 
     def __call__(self) -> Connection:
         return Connection(self, loop=self._loop, reading=self._reading, **self._kwargs)
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -196,12 +190,10 @@ class FrontDoor(web.Server):
             if not (isinstance(handler, Connection) and handler.serving):
                 del self._open[handler]
                 handler.force_close()
-                self.displaced += 1
                 return True
         return False
 
     def _refuse(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        self.refused += 1
         self._refused_unlogged += 1
         transport.write(REFUSAL)
         handler.force_close()  # the transport sends what it holds, then closes
