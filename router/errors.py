@@ -5,6 +5,7 @@
     ├── CallerError                  the client's request is at fault (4xx)
     │   ├── InvalidRequest           400: malformed JSON, non-object body, missing model
     │   ├── Unauthorized             401: client key missing or wrong
+    │   ├── Forbidden                403: a Host or Origin the router does not answer
     │   ├── UnknownModel             404: model not in routes.yaml
     │   ├── PathNotFound             404/405: no such endpoint
     │   └── BodyTooLarge             413: over server.max_body_bytes
@@ -32,6 +33,7 @@ __all__ = [
     "CallerError",
     "ConfigError",
     "DeadlineExceeded",
+    "Forbidden",
     "InvalidRequest",
     "LocalResourceError",
     "NoCapacity",
@@ -92,6 +94,15 @@ class Unauthorized(CallerError):
     def headers(self) -> dict[str, str]:
         # A browser (the /admin page) then asks for the key; SDKs ignore the header.
         return {**super().headers(), "WWW-Authenticate": 'Basic realm="llm-router"'}
+
+
+class Forbidden(CallerError):
+    status = 403
+    type = "permission_error"
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class UnknownModel(CallerError):

@@ -20,8 +20,10 @@ from router.config import is_loopback
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
+from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
+from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.state import APP_STATE, RouterState
 from router.health.budgets import BudgetKeeper
@@ -94,7 +96,9 @@ def create_app(
         await state_store.close()
 
     app.cleanup_ctx.append(upstream_session)
-    add_routes(app, ClientAuth(config.server.client_keys), operator_auth(config))
+    add_routes(
+        app, ClientAuth(config.server.client_keys), HostCheck(config.server), operator_auth(config)
+    )
     return app
 
 
@@ -108,7 +112,9 @@ def operator_auth(config: Config) -> ClientAuth | None:
     return None
 
 
-def add_routes(app: web.Application, auth: ClientAuth, operator: ClientAuth | None = None) -> None:
+def add_routes(
+    app: web.Application, auth: ClientAuth, hosts: HostCheck, operator: ClientAuth | None = None
+) -> None:
     apis = [
         (Operation.CHAT, OPENAI_CHAT),
         (Operation.EMBEDDINGS, OPENAI_CHAT),  # errors as OpenAI's; never streamed
@@ -117,23 +123,25 @@ def add_routes(app: web.Application, auth: ClientAuth, operator: ClientAuth | No
     ]
     known: dict[str, frozenset[str]] = {}
 
-    def add(method: str, path: str, handler: Handler, **options: Any) -> None:
-        app.router.add_route(method, path, endpoint(handler, **options))
+    def add(method: str, path: str, handler: Handler, checked: bool = True, **options: Any) -> None:
+        guard = hosts if checked else None
+        app.router.add_route(method, path, endpoint(handler, hosts=guard, **options))
         known[path] = known.get(path, frozenset()) | {method}
 
     for operation, dialect in apis:
         add("POST", PATHS[operation], model_api(operation, dialect), auth=auth,
             counted=True, dialect=dialect)  # fmt: skip
     add("GET", "/v1/models", list_models, auth=auth)
-    # Probes carry no key. Scrapers carry one only when server.admin_keys asks for it;
-    # people looking at /admin do (operator_auth).
-    add("GET", "/healthz", ops.healthz)
-    add("GET", "/readyz", ops.readyz)
+    # Probes carry no key, and come from the pod's or container's address: every Host
+    # may ask. Scrapers carry a key only when server.admin_keys asks for one; people
+    # looking at /admin do (operator_auth).
+    add("GET", "/healthz", ops.healthz, checked=False)
+    add("GET", "/readyz", ops.readyz, checked=False)
     add("GET", "/metrics", ops.metrics_page, auth=operator)
     for path, page in (("/admin", admin.status_page), ("/status", admin.status_page),
                        ("/admin/routes", admin.routes_json)):  # fmt: skip
         add("GET", path, page, auth=operator or auth)
-    app.router.add_route("*", "/{tail:.*}", not_found(known))
+    app.router.add_route("*", "/{tail:.*}", not_found(known, hosts))
 
 
 def needs_translation(config: Config) -> bool:
@@ -155,14 +163,25 @@ def check_bind(config: Config, host: str) -> None:
         )
 
 
-async def start(config: Config, host: str, port: int, **app_args: object) -> web.AppRunner:
+async def start(config: Config, host: str, port: int, **app_args: object) -> Runner:
     check_bind(config, host)
+    server = config.server
+    if not is_loopback(host) and not server.client_keys and server.allowed_hosts is None:
+        log.warning(
+            "only_loopback_hosts_answered",
+            detail=f"listening on {host} without client_keys, the router answers only "
+            "requests addressed to a loopback name (403 host_not_allowed otherwise); "
+            "list the names clients use in server.allowed_hosts",
+        )
     # handler_cancellation: a client that hangs up cancels its handler, and with it
     # the upstream request, instead of letting a provider bill a generation nobody reads.
-    runner = web.AppRunner(
+    runner = Runner(
         create_app(config, **app_args),  # type: ignore[arg-type]
         handler_cancellation=True,
         access_log=None,
+        keepalive_timeout=config.server.idle_timeout,
+        reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
+        max_connections=connection_cap(config.server.max_connections),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -172,6 +191,12 @@ async def start(config: Config, host: str, port: int, **app_args: object) -> web
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return runner
+
+
+def front_door(runner: web.AppRunner) -> FrontDoor:
+    server = runner.server
+    assert isinstance(server, FrontDoor), "start() makes the runner"
+    return server
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -195,6 +220,7 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         routes=len(config.all_routes()),
         client_auth=bool(config.server.client_keys),
         admin_auth=bool(config.server.admin_keys),
+        max_connections=front_door(runner).max_connections,
     )
     try:
         await wait_for_signal()

@@ -169,6 +169,17 @@ class ServerSettings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
+    # The front door (README "Front door"): seconds a client may take to send a request
+    # head once it has begun one, and may sit idle between requests; open client
+    # connections at most (clamped at start to what the open-files limit can hold).
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0  # without a byte of a request body still due
+    idle_timeout: float = 75.0
+    max_connections: int = 1024
+    # Host names (any port) and Origins answered besides loopback ones; "*" allows any.
+    # None: not set, so only checked without client_keys.
+    allowed_hosts: tuple[str, ...] | None = None
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

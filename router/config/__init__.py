@@ -106,6 +106,17 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
         values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
     if "max_body_bytes" in found:
         values["max_body_bytes"] = found["max_body_bytes"].integer(minimum=1)
+    for name in ("header_timeout", "body_timeout", "idle_timeout"):
+        if name in found:
+            values[name] = found[name].number(minimum=0.001)
+    if "max_connections" in found:
+        values["max_connections"] = found["max_connections"].integer(minimum=1)
+    if "allowed_hosts" in found:
+        values["allowed_hosts"] = tuple(_host(entry) for entry in found["allowed_hosts"].items())
+    if "allowed_origins" in found:
+        values["allowed_origins"] = tuple(
+            _origin(entry) for entry in found["allowed_origins"].items()
+        )
     server = ServerSettings(**values)
     if not (server.client_keys or server.allow_unauthenticated or is_loopback(server.host)):
         raise found["host"].error(
@@ -113,6 +124,27 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
             "your keys; set server.client_keys or server.allow_unauthenticated: true"
         )
     return server
+
+
+def _host(at: Field) -> str:
+    """A host name or address, any port: `router.example.com`, `10.0.0.5`, `::1`, or `*`."""
+    host = at.string().strip().lower().rstrip(".")
+    if host == "*":
+        return host
+    if not host or "/" in host or (host.count(":") == 1 and not host.startswith("[")):
+        raise at.error(f"expected a host name or address without scheme or port, got {host!r}")
+    return host.strip("[]")
+
+
+def _origin(at: Field) -> str:
+    """`scheme://host[:port]` as browsers send it in `Origin`, or `*`."""
+    origin = at.string().strip().lower().rstrip("/")
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise at.error(f"expected an origin like https://app.example.com, got {origin!r}")
+    return origin
 
 
 def _client_keys(at: Field, warnings: list[str], kind: str = "client") -> tuple[str, ...]:

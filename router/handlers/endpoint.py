@@ -29,6 +29,7 @@ from router.errors import (
     Unauthorized,
 )
 from router.failover.call import Answer
+from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.telemetry.metrics import UNKNOWN_MODEL
 from router.wire.dialects import OPENAI_CHAT, Dialect
@@ -69,16 +70,19 @@ def endpoint(
     handler: Handler,
     auth: ClientAuth | None = None,
     *,
+    hosts: HostCheck | None = None,
     counted: bool = False,
     dialect: Dialect = OPENAI_CHAT,
 ) -> Handler:
-    """`handler` with request context and error mapping; `auth` when it needs a key.
+    """`handler` with request context and error mapping; `auth` when it needs a key,
+    `hosts` when it answers only the Hosts and Origins the router serves.
 
     A `counted` endpoint (the model APIs) logs one `request` event and updates the
     request metrics for every call, bad ones included. Errors are written in `dialect`,
     the shape that endpoint's SDK expects.
     """
     needs_key = auth is not None and auth.required
+    checks_host = hosts is not None and hosts.active
 
     async def handle(request: web.Request) -> web.StreamResponse:
         client_id = request.headers.get("x-request-id", "")
@@ -91,6 +95,8 @@ def endpoint(
         status = 499  # the client went away, unless something below says otherwise
         try:
             try:
+                if checks_host:
+                    hosts.check(request)  # type: ignore[union-attr]
                 if needs_key:
                     auth.check(request)  # type: ignore[union-attr]
                 response = await handler(request)
@@ -118,7 +124,7 @@ def endpoint(
     return handle
 
 
-def not_found(known: dict[str, frozenset[str]]) -> Handler:
+def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) -> Handler:
     """The catch-all route: 405 for a known path with the wrong method, else 404."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -130,7 +136,7 @@ def not_found(known: dict[str, frozenset[str]]) -> Handler:
             )
         raise PathNotFound(f"no endpoint at {request.path[:200]}")
 
-    return endpoint(handle)
+    return endpoint(handle, hosts=hosts)
 
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
         *("types", "errors", "rules", "wire", "telemetry", "upstream", "health"),
         *("config", "failover"),
     },
+    "front_door": set(),  # client connections (timeouts, cap): aiohttp only
     "sim": set(),  # the simulator shares nothing with the code it tests
 }
 

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
-from tests.configs import preferring_a
-from tests.conftest import HI, SIM_A, SIM_B
+import pytest
+from structlog.testing import capture_logs
+
+from router.config import parse_config
+from router.server import start
+from router.sim import Fault
+from tests.configs import key, model, preferring_a, route, routes_yaml
+from tests.conftest import HI, REPO, SIM_A, SIM_B, client
+from tests.integration.test_cli import ENV
+
+REQUEST = json.dumps({"model": "gpt-4o", "messages": HI}).encode()
 
 
 async def _raw_post(url: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -46,3 +60,329 @@ async def test_headers_the_clients_connection_header_nominates_stay_on_that_conn
     sent = {name.lower() for name in sim.requests[-1].headers}
     assert "openai-beta" in sent  # an end-to-end header still goes
     assert not {"x-hop-secret", "x-other-hop", "connection"} & sent
+
+
+# -- timeouts ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _socket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def _head(url: str, extra: str = "") -> bytes:
+    authority = url.removeprefix("http://")
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {authority}\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(REQUEST)}\r\n\r\n"
+    ).encode() + REQUEST
+
+
+async def _closed_by_router(reader: asyncio.StreamReader) -> bytes:
+    """Everything the router writes until it closes the connection (10 s at most)."""
+    async with asyncio.timeout(10):
+        return await reader.read()
+
+
+async def test_a_head_sent_a_byte_at_a_time_is_cut_when_its_timeout_expires(stack):
+    """Slowloris: each byte comes well inside header_timeout, the whole head never does."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        preferring_a(sim_url, server={"header_timeout": 0.3, "idle_timeout": 60})
+    )
+    async with _socket(url) as (reader, writer):
+
+        async def dribble() -> None:
+            for byte in _head(url, "X-Padding: " + "p" * 10_000 + "\r\n"):
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(dribble())
+        try:
+            assert await _closed_by_router(reader) == b""  # closed, nothing answered
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await sender
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        preferring_a(sim_url, server={"idle_timeout": 0.3, "header_timeout": 60})
+    )
+    async with _socket(url) as (reader, writer), _socket(url) as (silent, _):
+        writer.write(_head(url))
+        answer = await _closed_by_router(reader)  # served, then idle until closed
+        assert answer.startswith(b"HTTP/1.1 200") and b"Hello from a" in answer
+        assert await _closed_by_router(silent) == b""  # never sent a byte
+
+
+async def test_a_slow_head_is_not_cut_by_the_idle_timeout_once_it_has_begun(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        preferring_a(sim_url, server={"idle_timeout": 0.2, "header_timeout": 60})
+    )
+    async with _socket(url) as (reader, writer):
+        head = _head(url, "Connection: close\r\n")
+        for start in range(0, len(head), 40):  # about a second in all
+            writer.write(head[start : start + 40])
+            await asyncio.sleep(0.1)
+        assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")
+
+
+# -- the connection cap -----------------------------------------------------------------
+
+
+async def test_idle_sockets_over_the_cap_make_room_oldest_first(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_connections": 5}))
+    async with contextlib.AsyncExitStack() as sockets:
+        idle = [await sockets.enter_async_context(_socket(url)) for _ in range(8)]
+        completion = await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        assert completion.choices[0].message.content == "Hello from a via gpt-4o."
+        # 8 idle + 1 real connection at a cap of 5: the four oldest idle ones made room.
+        for reader, _writer in idle[:4]:
+            assert await _closed_by_router(reader) == b""
+
+
+async def test_beyond_the_cap_of_busy_connections_a_new_one_gets_a_clean_503(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    sim.inject("a", Fault.delay(30), times=2)
+    url = await stack.router(preferring_a(sim_url, server={"max_connections": 2}))
+    busy = [
+        asyncio.create_task(client(url).chat.completions.create(model="gpt-4o", messages=HI))
+        for _ in range(2)
+    ]
+    try:
+        async with asyncio.timeout(10):
+            while sim.stats["a"].requests < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        async with _socket(url) as (reader, _writer):
+            answer = await _closed_by_router(reader)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503")
+        assert b"connection: close" in head.lower()
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+    finally:
+        for task in busy:
+            task.cancel()
+        await asyncio.gather(*busy, return_exceptions=True)
+
+
+def _lower_open_files_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+async def test_1100_idle_sockets_do_not_stop_a_router_with_1024_open_files(stack, tmp_path):
+    """The issue's case, as a process with the common default limit of 1024 open files:
+    without a cap the router runs out of descriptors and accepts nothing more."""
+    _sim, sim_url = await stack.sim(SIM_A)
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        routes_yaml(
+            keys=[key("a", sim_url, api_key="${SIM_KEY}")],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0",
+        stderr=asyncio.subprocess.PIPE, env={**ENV, "SIM_KEY": SIM_A.api_key}, cwd=REPO,
+        preexec_fn=_lower_open_files_limit,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60), contextlib.AsyncExitStack() as sockets:
+            assert process.stderr is not None
+            while True:
+                line = await process.stderr.readline()
+                assert line, "router exited before listening"
+                if json.loads(line)["event"] == "listening":
+                    url = json.loads(line)["url"].removesuffix("/v1")
+                    break
+            for _ in range(1100):
+                await sockets.enter_async_context(_socket(url))
+            completion = await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+            assert completion.choices[0].message.content == "Hello from a via gpt-4o."
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+# -- Host and Origin --------------------------------------------------------------------
+
+
+async def _ask(
+    url: str,
+    path: str = "/v1/chat/completions",
+    *,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+    body: bytes = REQUEST,
+    method: str = "POST",
+) -> tuple[int, Any]:
+    """One request written as a browser or curl would, with the Host given: status and
+    the JSON body."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host or url.removeprefix('http://')}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines += ["Connection: close"]
+    if method == "POST":
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    async with _socket(url) as (reader, writer):
+        writer.write(
+            ("\r\n".join(lines) + "\r\n\r\n").encode() + (body if method == "POST" else b"")
+        )
+        answer = await _closed_by_router(reader)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        payload = b"".join(payload.split(b"\r\n")[1::2])
+    return status, json.loads(payload) if payload.strip() else None
+
+
+async def test_without_client_keys_a_foreign_host_is_refused_in_the_clients_dialect(stack):
+    """DNS rebinding: a page on evil.example re-points its name at 127.0.0.1; its
+    requests then reach the router with `Host: evil.example:<port>`."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    port = url.rsplit(":", 1)[1]
+    status, body = await _ask(url, host=f"evil.example:{port}", content_type="text/plain")
+    assert status == 403
+    assert body["error"]["code"] == "host_not_allowed"
+    assert body["error"]["type"] == "permission_error"
+    messages = json.dumps({"model": "gpt-4o", "max_tokens": 10, "messages": HI}).encode()
+    status, body = await _ask(url, "/v1/messages", host=f"evil.example:{port}", body=messages)
+    assert (status, body["type"], body["error"]["type"]) == (403, "error", "permission_error")
+    status, _ = await _ask(url, "/admin/routes", host=f"evil.example:{port}", method="GET")
+    assert status == 403
+    status, _ = await _ask(url, "/metrics", host=f"evil.example:{port}", method="GET")
+    assert status == 403
+    assert not sim.requests  # nothing was spent
+    # Probes come from the container's or pod's own address and tell nothing.
+    status, _ = await _ask(url, "/healthz", host=f"10.1.2.3:{port}", method="GET")
+    assert status == 200
+
+
+async def test_without_client_keys_a_cross_site_origin_is_refused(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    port = url.rsplit(":", 1)[1]
+    for origin in ("https://evil.example", f"http://localhost:{int(port) + 1}", "null"):
+        status, body = await _ask(url, headers={"Origin": origin}, content_type="text/plain")
+        assert (status, body["error"]["code"]) == (403, "origin_not_allowed"), origin
+    status, _ = await _ask(
+        url, "/admin/routes", method="GET", headers={"Origin": "https://evil.example"}
+    )
+    assert status == 403
+    assert not sim.requests
+    # The router's own status page is same-origin.
+    status, _ = await _ask(url, "/admin/routes", method="GET", headers={"Origin": url})
+    assert status == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST", "127.0.0.2", "[::1]"])
+async def test_curl_from_the_same_machine_keeps_working(stack, host):
+    """`curl -d` sends form-urlencoded, no Origin, and the loopback name it was given."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    port = url.rsplit(":", 1)[1]
+    status, body = await _ask(
+        url, host=f"{host}:{port}", content_type="application/x-www-form-urlencoded"
+    )
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == "Hello from a via gpt-4o."
+
+
+async def test_configured_hosts_and_origins_are_answered(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    server = {"allowed_hosts": ["Router.Example"], "allowed_origins": ["https://app.example"]}
+    url = await stack.router(preferring_a(sim_url, server=server))
+    status, _ = await _ask(url, host="router.example", headers={"Origin": "https://app.example"})
+    assert status == 200
+    status, body = await _ask(url, host="other.example")
+    assert (status, body["error"]["code"]) == (403, "host_not_allowed")
+
+
+async def test_with_client_keys_the_key_guards_and_hosts_are_checked_only_if_listed(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    keyed = {"client_keys": ["${ROUTER_KEY}"]}
+    environ = {"ROUTER_KEY": "router-key-1"}
+    url = await stack.router(preferring_a(sim_url, server=keyed), environ=environ)
+    bearer = {"Authorization": "Bearer router-key-1", "Origin": "https://cursor.example"}
+    status, _ = await _ask(url, host="abc.trycloudflare.com", headers=bearer)
+    assert status == 200  # a tunnel's name and a browser origin: the key decides
+    status, _ = await _ask(
+        url, host="abc.trycloudflare.com", headers={"Origin": "https://x.example"}
+    )
+    assert status == 401
+    listed = {**keyed, "allowed_hosts": ["abc.trycloudflare.com"]}
+    url = await stack.router(preferring_a(sim_url, server=listed), environ=environ)
+    status, _ = await _ask(url, host="abc.trycloudflare.com", headers=bearer)
+    assert status == 200
+    status, body = await _ask(url, host="evil.example", headers=bearer)
+    assert (status, body["error"]["code"]) == (403, "host_not_allowed")
+
+
+async def test_a_body_that_stops_coming_is_cut_when_its_timeout_expires(stack):
+    """A head with a Content-Length and then silence: the handler would wait forever."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"body_timeout": 0.3}))
+    async with _socket(url) as (reader, writer):
+        writer.write(_head(url)[: -len(REQUEST) // 2])
+        assert await _closed_by_router(reader) == b""
+
+
+async def test_a_slow_body_that_keeps_coming_is_served(stack):
+    """The body timeout counts from the last byte: a slow upload is not a stalled one."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"body_timeout": 0.3}))
+    async with _socket(url) as (reader, writer):
+        request = _head(url, "Connection: close\r\n")
+        body_at = len(request) - len(REQUEST)
+        writer.write(request[:body_at])
+        for start in range(body_at, len(request), 8):  # about a second in all
+            await asyncio.sleep(0.1)
+            writer.write(request[start : start + 8])
+        assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")
+
+
+async def test_at_the_cap_a_connection_in_use_outlasts_idle_ones_opened_after_it(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_connections": 3}))
+    async with contextlib.AsyncExitStack() as sockets:
+        first = await sockets.enter_async_context(_socket(url))
+        reader, writer = await sockets.enter_async_context(_socket(url))
+        second = await sockets.enter_async_context(_socket(url))
+        writer.write(_head(url))
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readuntil(b"Hello from a via gpt-4o.")
+        # Two new idle sockets at a cap of 3: they displace the two idle ones, oldest
+        # first, not the connection that has just carried a request.
+        for _ in range(2):
+            await sockets.enter_async_context(_socket(url))
+        for idle_reader, _writer in (first, second):
+            assert await _closed_by_router(idle_reader) == b""
+        writer.write(_head(url, "Connection: close\r\n"))
+        assert b"HTTP/1.1 200" in await _closed_by_router(reader)
+
+
+async def test_an_open_bind_without_allowed_hosts_says_which_hosts_it_answers(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    text = preferring_a(sim_url, server={"host": "0.0.0.0", "allow_unauthenticated": True})
+    config = parse_config(text, source="routes.yaml", environ={})
+    with capture_logs() as logs:
+        runner = await start(config, "127.0.0.1", 0)  # a --host flag: loopback after all
+        await runner.cleanup()
+    assert not [entry for entry in logs if entry["event"] == "only_loopback_hosts_answered"]
+    with capture_logs() as logs:
+        runner = await start(config, "0.0.0.0", 0)
+        await runner.cleanup()
+    assert [entry for entry in logs if entry["event"] == "only_loopback_hosts_answered"]

@@ -79,6 +79,10 @@ def test_the_example_loads_with_every_value_resolved() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 4000)
     assert config.server.client_keys == ()
     assert config.server.max_body_bytes == 10 * 1024 * 1024
+    server = config.server
+    assert (server.header_timeout, server.body_timeout, server.idle_timeout) == (30, 60, 75)
+    assert config.server.max_connections == 1024
+    assert (config.server.allowed_hosts, config.server.allowed_origins) == (None, ())
     gpt4o = config.models["gpt-4o"]
     assert [(r.key.name, r.model, r.priority, r.weight) for r in gpt4o.routes] == [
         ("openai-main", "gpt-4o", 1, 1.0),
@@ -273,6 +277,26 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             minimal(extra="server: {max_body_bytes: 0}\n"),
             "server.max_body_bytes: must be >= 1, got 0",
             id="max-body-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {header_timeout: 0}\n"),
+            "server.header_timeout: must be a number >= 0.001, got 0",
+            id="header-timeout-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {max_connections: 0}\n"),
+            "server.max_connections: must be >= 1, got 0",
+            id="max-connections-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {allowed_hosts: ['router.example:4000']}\n"),
+            "server.allowed_hosts[0]: expected a host name or address without scheme or port",
+            id="allowed-host-with-port",
+        ),
+        pytest.param(
+            minimal(extra="server: {allowed_origins: ['app.example']}\n"),
+            "server.allowed_origins[0]: expected an origin like https://app.example.com",
+            id="allowed-origin-without-scheme",
         ),
         pytest.param(
             minimal(extra="server: {client_keys: abc}\n"),
@@ -817,3 +841,13 @@ def test_no_error_or_warning_ever_contains_a_key(text: str) -> None:
         messages = [*config.warnings, format_route_table(config), repr(config)]
     for message in messages:
         assert PLANTED not in message
+
+
+def test_front_door_lists_are_normalised() -> None:
+    extra = (
+        "server:\n  allowed_hosts: ['Router.Example.', '[::1]', '*']\n"
+        "  allowed_origins: ['HTTPS://App.Example/', 'http://localhost:3000']\n"
+    )
+    server = parse(minimal(extra=extra)).server
+    assert server.allowed_hosts == ("router.example", "::1", "*")
+    assert server.allowed_origins == ("https://app.example", "http://localhost:3000")

@@ -1,0 +1,238 @@
+"""Client connections: how long one may take over a request or sit idle, and how many
+may be open at once.
+
+aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request begun)
+that long after it opened or after its last response. What it lacks is added here, on
+its server and connection classes:
+
+- read deadlines: a request head must be complete within its timeout of its first byte
+  (not reset by each new byte, so a client that sends one header byte every few seconds,
+  slowloris, is closed when it expires; while a head arrives this timer replaces the
+  idle one), and a request body that is still due may not go longer than its timeout
+  without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
+  body cannot hold a connection, and its handler, forever;
+- a cap on open connections. At the cap a new connection first displaces, of those not
+  serving a request (idle keep-alive, or a head still arriving), the one that opened or
+  last received a request longest ago (as nginx reuses its idle keep-alive connections
+  when it runs short), so idle sockets cannot starve real requests. Only when every
+  open connection is serving a request is the new one refused: a 503 with
+  `Connection: close` written at once and the socket closed (nothing of its request has
+  been read, so the answer cannot depend on it).
+
+The subclasses reach into four attributes of aiohttp's `RequestHandler` (`_waiter`: the
+future it awaits between requests; the queue of parsed requests `_messages`;
+`_keepalive_handle`; `_request_in_progress`) and two of its `Server` (`_kwargs`,
+`_loop`); tests through real sockets (tests/integration/test_front_door.py) notice if a
+new aiohttp moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+log = structlog.get_logger("router.front_door")
+
+_REFUSAL_BODY = json.dumps(
+    {
+        "error": {
+            "message": "the router has too many open connections; retry shortly",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "too_many_connections",
+        }
+    }
+).encode()
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+# At most one `connections_refused` warning per this many seconds, with the count since.
+_REFUSAL_LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTimeouts:
+    """Seconds: `head` from a request head's first byte to its end; `body` without a
+    byte while a request body is still due (nginx's client_body_timeout)."""
+
+    head: float
+    body: float
+
+
+class Connection(RequestHandler):
+    """aiohttp's connection handler plus read deadlines for a request's head and body."""
+
+    __slots__ = ("_body", "_deadline", "_door", "_head_waiter", "_reading", "_timer")
+
+    def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._door = manager
+        self._reading = reading
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
+        self._body: StreamReader | None = None  # the body being timed
+
+    @property
+    def serving(self) -> bool:
+        """A request is being handled, or one has fully arrived and waits its turn."""
+        return self._request_in_progress or bool(self._messages)
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        waiter = self._waiter  # pending: between requests, no complete head yet
+        if len(self._messages) > queued:  # a head is complete
+            self._door.used(self)
+            self._head_waiter = None
+            payload = self._messages[-1][1]
+            self._body = None if payload.is_eof() else payload
+            if self._body is not None:
+                self._arm(self._loop.time() + self._reading.body)
+        elif self._body is not None:
+            if self._body.is_eof():
+                self._body = None
+            elif data:  # progress: the timer catches up when it fires
+                self._deadline = self._loop.time() + self._reading.body
+        elif data and waiter is not None and not waiter.done() and self._head_waiter is not waiter:
+            self._head_waiter = waiter  # the first bytes of a head
+            self._arm(self._loop.time() + self._reading.head)
+            # The idle timer stops counting once a request has begun: this one rules.
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+        if self._body is None and self._head_waiter is None:
+            self._disarm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        self._body = self._head_waiter = None
+        super().connection_lost(exc)
+
+    def _arm(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._timer is None or self._timer.when() > deadline:
+            self._disarm()
+            self._timer = self._loop.call_at(deadline, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._body is not None and self._body.is_eof():
+            self._body = None
+        head = self._head_waiter
+        if head is not None and (head is not self._waiter or head.done()):
+            self._head_waiter = head = None
+        if self._body is None and head is None:
+            return
+        if self._loop.time() < self._deadline:  # bytes came since: wait for the new deadline
+            self._timer = self._loop.call_at(self._deadline, self._expired)
+            return
+        log.debug("request_read_timeout", phase="head" if head is not None else "body")
+        self.force_close()
+
+
+class FrontDoor(web.Server):
+    """aiohttp's server with `Connection`s and a cap on how many are open."""
+
+    def __init__(self, stock: web.Server, *, reading: ReadTimeouts, max_connections: int) -> None:
+        super().__init__(
+            stock.request_handler,
+            request_factory=stock.request_factory,
+            handler_cancellation=stock.handler_cancellation,
+            loop=stock._loop,
+            **stock._kwargs,
+        )
+        self._reading = reading
+        self.max_connections = max_connections
+        self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
+        self._refused_unlogged = 0  # connections turned away since the last warning
+        self._refusal_logged_at = float("-inf")
+
+    def __call__(self) -> Connection:
+        return Connection(self, loop=self._loop, reading=self._reading, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._open) >= self.max_connections and not self._displace_one():
+            self._refuse(handler, transport)
+            return
+        self._open[handler] = None
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._open.pop(handler, None)
+        super().connection_lost(handler, exc)
+
+    def used(self, handler: RequestHandler) -> None:
+        """`handler` received a request: the last to be displaced now."""
+        if self._open.pop(handler, False) is None:
+            self._open[handler] = None
+
+    def _displace_one(self) -> bool:
+        """Close the connection serving no request that opened or last received one
+        longest ago; False if all are serving."""
+        for handler in self._open:
+            if not (isinstance(handler, Connection) and handler.serving):
+                del self._open[handler]
+                handler.force_close()
+                return True
+        return False
+
+    def _refuse(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        self._refused_unlogged += 1
+        transport.write(REFUSAL)
+        handler.force_close()  # the transport sends what it holds, then closes
+        now = self._loop.time()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_EVERY:
+            log.warning(
+                "connections_refused",
+                count=self._refused_unlogged,
+                max_connections=self.max_connections,
+                detail="every open client connection is serving a request; "
+                "raise server.max_connections if this is expected load",
+            )
+            self._refusal_logged_at = now
+            self._refused_unlogged = 0
+
+
+class Runner(web.AppRunner):
+    """`web.AppRunner` whose server is a `FrontDoor`."""
+
+    def __init__(
+        self, app: web.Application, *, reading: ReadTimeouts, max_connections: int, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._reading = reading
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web.Server:
+        stock = await super()._make_server()
+        return FrontDoor(stock, reading=self._reading, max_connections=self._max_connections)
+
+
+def connection_cap(configured: int) -> int:
+    """`configured`, or less if the open-files limit cannot hold that many client
+    connections with an upstream socket each and some room for everything else."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, (soft - 64) // 2))
