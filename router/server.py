@@ -53,7 +53,7 @@ def create_app(
     """The router as an aiohttp app; `clock`, `rng`, `store` and the metrics `registry`
     are injectable for tests."""
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    state_store: StateStore = store if store is not None else MemoryStore(clock)
+    state_store = store if store is not None else state_store_for(config, clock)
     health = HealthTracker(state_store, config.failover, clock)
     if registry is None:
         registry = CollectorRegistry()
@@ -64,6 +64,7 @@ def create_app(
     metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+        state_store.start()
         client = HttpClient(limits=config.limits)
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
@@ -80,6 +81,7 @@ def create_app(
             failover=failover,
             metrics=metrics,
             request_log=request_log(),  # after configure_logging(): its stream and format
+            state_store=state_store,
         )
         warming = None
         if needs_translation(config):
@@ -100,6 +102,15 @@ def create_app(
         app, ClientAuth(config.server.client_keys), HostCheck(config.server), operator_auth(config)
     )
     return app
+
+
+def state_store_for(config: Config, clock: Callable[[], float]) -> StateStore:
+    local = MemoryStore(clock)
+    if config.state.backend != "redis":
+        return local
+    from router.health.redis_store import RedisStore  # imports redis-py: only when asked
+
+    return RedisStore(local, config.state.url, config.state.prefix, clock)
 
 
 def operator_auth(config: Config) -> ClientAuth | None:

@@ -142,6 +142,16 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StateSettings:
+    """Where cooldowns, disabled keys, open circuits, headroom and spend live: this
+    process (`memory`) or Redis, shared by every replica that names the same prefix."""
+
+    backend: str = "memory"  # or "redis"
+    url: str = field(default="", repr=False)  # redis://[:password@]host:port/db; may hold a secret
+    prefix: str = "llm-router"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailoverSettings:
     """How hard the router tries and how long it stays away from a failing route."""
 
@@ -199,6 +209,7 @@ class Config:
     timeouts: Timeouts = Timeouts()
     failover: FailoverSettings = FailoverSettings()
     limits: Limits = Limits()
+    state: StateSettings = StateSettings()
     skipped_keys: tuple[SkippedKey, ...] = ()
     warnings: tuple[str, ...] = ()  # said once at start: literal keys, unset variables
 

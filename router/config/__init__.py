@@ -10,6 +10,7 @@ does not stop the router from serving the rest; the skip is reported in
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from router.types import (
     Operation,
     ServerSettings,
     SkippedKey,
+    StateSettings,
     Timeouts,
 )
 from router.upstream.providers import PROVIDERS
@@ -40,7 +42,7 @@ from router.upstream.translate.runtime import litellm_providers
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
-_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits")
+_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits", "state")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
 _KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
@@ -71,6 +73,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
+    state = _state(top["state"]) if "state" in top else StateSettings()
     if not any(spec.routes for spec in models.values()):
         reasons = "; ".join(f"{key.name}: {key.reason}" for key in skipped.values())
         raise ConfigError(
@@ -84,6 +87,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         timeouts=timeouts,
         failover=failover,
         limits=limits,
+        state=state,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
     )
@@ -276,6 +280,31 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
         passed = [name for name, p in PROVIDERS.items() if Operation.CHAT in p.operations]
         raise at.error(f"stream_usage applies to providers {' and '.join(passed)} only")
     return at.boolean()
+
+
+def _state(at: Field) -> StateSettings:
+    found = at.fields(("backend", "url", "prefix"))
+    backend = found["backend"].string() if "backend" in found else "memory"
+    if backend not in ("memory", "redis"):
+        raise found["backend"].error(f"must be memory or redis, got {backend!r}")
+    if backend == "memory":
+        for name in ("url", "prefix"):
+            if name in found:
+                raise found[name].error("applies to backend: redis only")
+        return StateSettings()
+    if "url" not in found:
+        raise at.error('backend redis needs url (for example url: "${REDIS_URL}")')
+    url = found["url"].string()
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise found["url"].error("expected a redis://, rediss:// or unix:// URL")
+    if importlib.util.find_spec("redis") is None:
+        raise found["backend"].error(
+            "backend redis needs the redis package: pip install 'llm-router[redis]'"
+        )
+    prefix = found["prefix"].string() if "prefix" in found else StateSettings.prefix
+    if not prefix:
+        raise found["prefix"].error("must not be empty")
+    return StateSettings(backend="redis", url=url, prefix=prefix)
 
 
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:

@@ -21,11 +21,19 @@ async def readyz(request: web.Request) -> web.Response:
     routes = state.config.all_routes()
     snapshot = await state.health.snapshot(routes)
     available = [r.id for r in routes if unavailability(r, snapshot[r.id], 0) is None]
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if available else "unavailable",
         "routes_available": len(available),
         "routes_total": len(routes),
     }
+    degraded = state.state_store.degraded()
+    if state.config.state.backend != "memory":
+        # Not a reason to take the replica out: it serves on its own copy meanwhile.
+        body["state_store"] = {
+            "backend": state.config.state.backend,
+            "status": "degraded" if degraded else "ok",
+            **({"error": degraded} if degraded else {}),
+        }
     return web.json_response(body, status=200 if available else 503)
 
 
@@ -46,5 +54,6 @@ async def metrics_page(request: web.Request) -> web.Response:
     metrics.observe_keys(
         disabled_keys(statuses), [(k.name, k.provider) for k in config.keys.values()]
     )
+    metrics.state_store_degraded.set(1 if state.state_store.degraded() else 0)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})

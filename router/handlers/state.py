@@ -9,6 +9,7 @@ from aiohttp import web
 from router.failover import Failover
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics, RequestOutcome
@@ -23,6 +24,7 @@ class RouterState:
     failover: Failover
     metrics: Metrics
     request_log: RequestLog
+    state_store: StateStore
 
 
 APP_STATE = web.AppKey("router_state", RouterState)

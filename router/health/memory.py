@@ -19,6 +19,13 @@ class _Entry:
     headroom_until: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    blocks: list[tuple[str, float, BlockReason]]  # scope, seconds left, reason
+    headroom: list[tuple[str, Headroom, float]]  # scope, headroom, seconds left
+    totals: list[tuple[str, float, float]]  # counter, total, seconds left
+
+
 class MemoryStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -98,6 +105,35 @@ class MemoryStore:
         total += amount
         self._totals[counter] = (total, now + ttl)
         return total
+
+    def set_total(self, counter: str, total: float, ttl: float, *, at_least: bool = False) -> None:
+        """Set a running total from a shared store's authoritative sum; `at_least`: only
+        ever raise it (an answer that may predate increments this copy already has)."""
+        now = self._clock()
+        current, expires = self._totals.get(counter, (0.0, 0.0))
+        if not at_least or expires <= now or current < total:
+            self._totals[counter] = (total, now + ttl)
+
+    def live(self) -> LiveState:
+        """What has not expired: blocks, headroom and totals, with seconds left on each
+        (for a shared store to push back after an outage, or a snapshot to save)."""
+        now = self._clock()
+        blocks = []
+        headroom = []
+        for scope, entry in self._entries.items():
+            if entry.blocked_until > now:
+                blocks.append((scope, entry.blocked_until - now, entry.block_reason))
+            if entry.headroom is not None and entry.headroom_until > now:
+                headroom.append((scope, entry.headroom, entry.headroom_until - now))
+        totals = [(name, total, expires - now) for name, (total, expires) in self._totals.items()
+                  if expires > now]  # fmt: skip
+        return LiveState(blocks, headroom, totals)
+
+    def start(self) -> None:
+        return None  # nothing runs in the background
+
+    def degraded(self) -> str | None:
+        return None
 
     async def close(self) -> None:
         self._entries.clear()

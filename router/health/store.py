@@ -67,4 +67,13 @@ class StateStore(Protocol):
         """Add to a running total (spend per period); return the new total."""
         ...
 
+    def start(self) -> None:
+        """Begin any background work (a shared backend's sync); called on the loop."""
+        ...
+
+    def degraded(self) -> str | None:
+        """Why the store serves from a local copy only (a shared backend that is away);
+        None while it works as configured."""
+        ...
+
     async def close(self) -> None: ...

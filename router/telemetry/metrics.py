@@ -181,6 +181,12 @@ class Metrics:
 
     def _declare_route_state(self, r: CollectorRegistry) -> None:
         """Route and key state, refreshed from health at each scrape."""
+        self.state_store_degraded = Gauge(
+            "llm_router_state_store_degraded",
+            "1 while the shared state backend (Redis) is away and this replica serves on "
+            "its own copy of the state.",
+            registry=r,
+        )
         self.route_state = Gauge(
             "llm_router_route_state",
             "1 for the route's current state, 0 for the others.",

@@ -1,0 +1,407 @@
+"""Shared state on Redis: each replica reads its own copy, writes through, hears the others.
+
+No Redis round trip on the request path. Reads come from a local `MemoryStore`; a write
+lands there first and is queued for Redis, where a background task applies it (blocks
+as TTLs, the later deadline winning; spend with INCRBYFLOAT, atomically) and publishes
+it, so the other replicas apply it to their copies within milliseconds. A periodic
+reconciliation read catches what pub/sub missed: a replica that started late, a
+message sent while this one was away. Pending writes are coalesced per scope (the
+later block, the summed spend), so what waits for Redis is bounded by the config.
+
+Redis down, killed or paused: requests go on against the local copy; the store logs
+`state_store_degraded` once, says so in `degraded()` (/readyz detail and a metric), and
+tries again after a short backoff. When Redis answers again it gets this replica's
+live state back (a Redis that restarted empty learns the blocks and spend it lost).
+
+Shared: blocks (cooldowns, open circuits, disabled keys, budget blocks), the headroom
+providers reported, spend totals. Per replica: the breaker's failure counts (each
+replica judges what it saw; the circuit it opens is shared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from router.health.memory import MemoryStore
+from router.health.store import ScopeState
+from router.types import BlockReason, Headroom
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.connection import ConnectionPool, parse_url
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - the config refuses backend: redis without it
+    aioredis = None  # type: ignore[assignment]
+
+log = structlog.get_logger("router.state")
+
+# Whatever the URL says: a Redis that does not answer within this is away, and the
+# client does not retry on its own (the backoff below is the breaker).
+SOCKET_TIMEOUT = 0.25
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+RECONCILE_SECONDS = 5.0
+
+# KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
+_BLOCK = """
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  return 1
+end
+return 0
+"""
+# KEYS[1] block key; ARGV reason. Only a block for that reason ends.
+_LIFT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1] total; ARGV amount, ms, channel, node, name. Atomic across replicas; the
+# period's TTL is set once. The message carries the new sum, not the amount: every
+# replica keeps the largest sum it has seen, which is never more than the true one.
+_SPEND = """
+local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], cjson.encode({op = 'spend', from = ARGV[4], total = ARGV[5],
+  value = total, ms = tonumber(ARGV[2])}))
+return total
+"""
+# KEYS[1] total; ARGV total, ms. After an outage: at least what this replica counted.
+_RAISE = """
+if (tonumber(redis.call('GET', KEYS[1])) or 0) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+class _Pending:
+    """Writes waiting for Redis, coalesced: one entry per scope or total."""
+
+    __slots__ = ("blocks", "headroom", "lifts", "spend")
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, tuple[float, BlockReason]] = {}  # scope -> (deadline, reason)
+        self.lifts: dict[str, BlockReason] = {}
+        self.headroom: dict[str, tuple[Headroom, float]] = {}  # scope -> (it, deadline)
+        self.spend: dict[str, tuple[float, float]] = {}  # total -> (amount, deadline)
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks or self.lifts or self.headroom or self.spend)
+
+    def block(self, scope: str, deadline: float, reason: BlockReason) -> None:
+        self.lifts.pop(scope, None)
+        current = self.blocks.get(scope)
+        if current is None or current[0] < deadline:
+            self.blocks[scope] = (deadline, reason)
+
+    def lift(self, scope: str, reason: BlockReason) -> None:
+        current = self.blocks.get(scope)
+        if current is not None and current[1] is reason:
+            del self.blocks[scope]
+        self.lifts[scope] = reason
+
+    def add(self, total: str, amount: float, deadline: float) -> None:
+        before, _ = self.spend.get(total, (0.0, 0.0))
+        self.spend[total] = (before + amount, deadline)
+
+    def merge(self, earlier: _Pending) -> None:
+        """Put back a batch that did not reach Redis, under what came since."""
+        for scope, (deadline, reason) in earlier.blocks.items():
+            if scope not in self.lifts:
+                self.block(scope, deadline, reason)
+        for scope, reason in earlier.lifts.items():
+            if scope not in self.blocks:
+                self.lifts[scope] = reason
+        for scope, value in earlier.headroom.items():
+            self.headroom.setdefault(scope, value)
+        for total, (amount, deadline) in earlier.spend.items():
+            self.add(total, amount, deadline)
+
+
+class RedisStore:
+    """A `StateStore` whose copy is local and whose writes go through to Redis."""
+
+    def __init__(
+        self, local: MemoryStore, url: str, prefix: str, clock: Callable[[], float]
+    ) -> None:
+        """`clock`: the local copy's, so pending deadlines and its expiries agree."""
+        if aioredis is None:
+            raise RuntimeError("state.backend redis needs the redis package")
+        self._local = local
+        self._url = url
+        self._prefix = prefix
+        self._channel = f"{prefix}:events"
+        self._node = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._clock = clock
+        self._pending = _Pending()
+        self._dirty = asyncio.Event()
+        self._problem: str | None = None
+        self._resync = True  # push the local copy at the next good write (first: nothing)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._raise_totals: list[tuple[str, float, float]] = []  # pushed with a resync
+        options: dict[str, Any] = parse_url(url)
+        options.update(
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=8,
+        )
+        self._redis = aioredis.Redis(connection_pool=ConnectionPool(**options))
+        self._block_script = self._redis.register_script(_BLOCK)
+        self._lift_script = self._redis.register_script(_LIFT)
+        self._spend_script = self._redis.register_script(_SPEND)
+        self._raise_script = self._redis.register_script(_RAISE)
+
+    def start(self) -> None:
+        for name, work in (
+            ("state-writer", self._write_forever),
+            ("state-subscriber", self._listen_forever),
+            ("state-reconciler", self._reconcile_forever),
+        ):
+            self._tasks.append(asyncio.create_task(work(), name=name))
+
+    # The StateStore interface: the local copy answers, Redis hears of it later.
+
+    async def read(self, scopes: Sequence[str]) -> dict[str, ScopeState]:
+        return await self._local.read(scopes)
+
+    async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
+        fresh = await self._local.block(scope, seconds, reason)
+        self._pending.block(scope, self._clock() + seconds, reason)
+        self._dirty.set()
+        return fresh
+
+    async def lift(self, scope: str, reason: BlockReason) -> None:
+        await self._local.lift(scope, reason)
+        self._pending.lift(scope, reason)
+        self._dirty.set()
+
+    async def count(self, scope: str, counter: str, ttl: float, *, window: bool = False) -> int:
+        return await self._local.count(scope, counter, ttl, window=window)
+
+    async def reset(self, scope: str, counters: Sequence[str] = ()) -> None:
+        await self._local.reset(scope, counters)
+
+    async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None:
+        await self._local.put_headroom(scope, headroom, ttl)
+        self._pending.headroom[scope] = (headroom, self._clock() + ttl)
+        self._dirty.set()
+
+    async def add(self, counter: str, amount: float, ttl: float) -> float:
+        # Every replica's new sum reaches this copy through pub/sub: the total here is
+        # the shared one as of the last message, plus what this replica spent since.
+        total = await self._local.add(counter, amount, ttl)
+        self._pending.add(counter, amount, self._clock() + ttl)
+        self._dirty.set()
+        return total
+
+    def degraded(self) -> str | None:
+        return self._problem
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._pending and self._problem is None:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._flush(self._take())  # what the last requests wrote
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._redis.aclose()
+        await self._local.close()
+
+    # Background work.
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}:{kind}:{name}"
+
+    def _take(self) -> _Pending:
+        batch, self._pending = self._pending, _Pending()
+        return batch
+
+    async def _write_forever(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            batch = self._take()
+            try:
+                if self._resync:
+                    self._push_local(batch)
+                await self._flush(batch)
+            except Exception as exc:  # Redis away; anything else must not stop the sync either
+                batch.merge(self._pending)
+                self._pending = batch
+                self._degrade(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._dirty.set()
+                continue
+            backoff = BACKOFF_FIRST
+            self._resync = False
+            self._recover()
+
+    def _push_local(self, batch: _Pending) -> None:
+        """This replica's live copy, for a Redis that may have lost it."""
+        now = self._clock()
+        live = self._local.live()
+        for scope, left, reason in live.blocks:
+            batch.block(scope, now + left, reason)
+        for scope, headroom, left in live.headroom:
+            batch.headroom.setdefault(scope, (headroom, now + left))
+        self._raise_totals = live.totals
+
+    async def _flush(self, batch: _Pending) -> None:
+        now = self._clock()
+        publish: list[dict[str, Any]] = []
+        spent: list[tuple[str, float, int]] = []  # total, deadline, its answer's place
+        queued = 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for scope, (deadline, reason) in batch.blocks.items():
+                if deadline > now:
+                    ms = _ms(deadline - now)
+                    key = self._key("block", scope)
+                    await self._block_script(keys=[key], args=[reason.value, ms], client=pipe)
+                    queued += 1
+                    publish.append({"op": "block", "scope": scope, "reason": reason, "ms": ms})
+            for scope, reason in batch.lifts.items():
+                key = self._key("block", scope)
+                await self._lift_script(keys=[key], args=[reason.value], client=pipe)
+                queued += 1
+                publish.append({"op": "lift", "scope": scope, "reason": reason})
+            for scope, (headroom, deadline) in batch.headroom.items():
+                if deadline > now:
+                    ms = _ms(deadline - now)
+                    value = json.dumps(asdict(headroom))
+                    pipe.set(self._key("headroom", scope), value, px=ms)
+                    queued += 1
+                    publish.append({"op": "headroom", "scope": scope, "value": value, "ms": ms})
+            for total, (amount, deadline) in batch.spend.items():
+                ms = _ms(deadline - now)
+                key = self._key("total", total)
+                args = [repr(amount), ms, self._channel, self._node, total]
+                await self._spend_script(keys=[key], args=args, client=pipe)  # publishes too
+                spent.append((total, deadline, queued))
+                queued += 1
+            for total, value, left in self._raise_totals:
+                key = self._key("total", total)
+                await self._raise_script(keys=[key], args=[repr(value), _ms(left)], client=pipe)
+            for message in publish:
+                pipe.publish(self._channel, json.dumps({"from": self._node, **message}))
+            answers = await pipe.execute()
+        self._raise_totals = []
+        # The spend script answers with the shared total, which this copy may lag.
+        for total, deadline, at in spent:
+            left = max(deadline - now, 0.001)
+            self._local.set_total(total, float(answers[at]), left, at_least=True)
+
+    async def _listen_forever(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                backoff = BACKOFF_FIRST
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self._apply(message["data"])
+            except Exception as exc:  # Redis away; anything else must not stop the sync either
+                self._degrade(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await pubsub.aclose()
+
+    async def _apply(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            if message.get("from") == self._node:
+                return
+            op = message["op"]
+            local = self._local
+            if op == "block":
+                reason = BlockReason(message["reason"])
+                await local.block(message["scope"], message["ms"] / 1000, reason)
+            elif op == "lift":
+                await local.lift(message["scope"], BlockReason(message["reason"]))
+            elif op == "headroom":
+                headroom = Headroom(**json.loads(message["value"]))
+                await local.put_headroom(message["scope"], headroom, message["ms"] / 1000)
+            elif op == "spend":
+                local.set_total(
+                    message["total"], float(message["value"]), message["ms"] / 1000, at_least=True
+                )
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("state_message_ignored", error=f"{type(exc).__name__}: {exc}")
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self._reconcile()
+            except Exception as exc:  # Redis away; anything else must not stop the sync either
+                self._degrade(exc)
+            await asyncio.sleep(RECONCILE_SECONDS)
+
+    async def _reconcile(self) -> None:
+        """Read what Redis holds into the local copy: the later block wins, the larger
+        total (never lowered: a Redis that lost a total gets it back from the resync),
+        the headroom Redis has."""
+        local = self._local
+        for kind in ("block", "headroom", "total"):
+            prefix = self._key(kind, "")
+            keys = [key async for key in self._redis.scan_iter(match=f"{prefix}*", count=500)]
+            if not keys:
+                continue
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                answers = await pipe.execute()
+            for key, value, ms in zip(keys, answers[::2], answers[1::2], strict=True):
+                if value is None or ms is None or ms <= 0:
+                    continue
+                name = key.decode()[len(prefix) :]
+                seconds = ms / 1000
+                if kind == "block":
+                    with contextlib.suppress(ValueError):
+                        await local.block(name, seconds, BlockReason(value.decode()))
+                elif kind == "headroom":
+                    with contextlib.suppress(ValueError, TypeError):
+                        await local.put_headroom(name, Headroom(**json.loads(value)), seconds)
+                else:
+                    with contextlib.suppress(ValueError):
+                        local.set_total(name, float(value), seconds, at_least=True)
+
+    def _degrade(self, exc: BaseException) -> None:
+        if self._problem is None:
+            self._problem = f"{type(exc).__name__}: {exc}"[:200]
+            log.warning(
+                "state_store_degraded",
+                error=self._problem,
+                detail="serving from this replica's copy; retrying Redis in the background",
+            )
+        self._resync = True
+
+    def _recover(self) -> None:
+        if self._problem is not None:
+            log.info("state_store_recovered", was=self._problem)
+            self._problem = None

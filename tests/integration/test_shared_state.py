@@ -1,0 +1,232 @@
+"""Several routers sharing one key pool through a real redis-server on 127.0.0.1.
+
+Each test starts its own redis-server on a free port (Debian's package; `.ci/run`
+installs it) and stops it, whatever happens; the routers run in this process, each
+with its own app, store and clock, exactly as two replicas would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from router.sim import Fault
+from tests.configs import model, preferring_a, route, routes_yaml, sim_key, sim_keys
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
+
+pytestmark = pytest.mark.timeout(60)
+
+PREFIX = "test-router"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process: started, killed, paused and restarted by the test."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        self.process = await asyncio.create_subprocess_exec(
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--protected-mode", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        probe = aioredis.Redis.from_url(self.url)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    with contextlib.suppress(OSError, aioredis.ConnectionError):
+                        if await probe.ping():
+                            return
+                    await asyncio.sleep(0.02)
+        finally:
+            await probe.aclose()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)  # a paused one must die too
+                self.process.kill()
+            await self.process.wait()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url, decode_responses=True)
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+def shared(redis_url: str) -> dict[str, Any]:
+    return {"state": {"backend": "redis", "url": redis_url, "prefix": PREFIX}}
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    """Poll: another process's state has no event to await."""
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def _route_state(url: str, route_id: str) -> dict[str, Any]:
+    routes, _ = await admin_state(url)
+    return routes[route_id]
+
+
+async def test_a_rate_limit_one_replica_sees_keeps_the_other_off_the_key(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    replica_a, replica_b = await stack.router(text), await stack.router(text)
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+    raw = await client(replica_a).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HI
+    )
+    assert raw.headers["x-router-route"] == "b/gpt-4o"  # a said 429: b served
+    assert sim.stats["a"].requests == 1
+
+    async def b_knows() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "cooling_down"
+
+    await until(b_knows, seconds=1.0)  # within a second, as the issue asks
+    for _ in range(3):
+        raw = await client(replica_b).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "b/gpt-4o"
+    assert sim.stats["a"].requests == 1  # replica B never called the limited key
+    async with redis_server.client() as redis:
+        ttl = await redis.pttl(f"{PREFIX}:block:route:a/gpt-4o")
+    assert 25_000 < ttl <= 30_000  # a TTL, not a wall-clock time
+
+
+async def test_a_replica_started_later_reads_the_shared_state(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    first = await stack.router(text)
+    sim.inject("a", Fault.insufficient_quota())
+    await client(first).chat.completions.create(model="gpt-4o", messages=HI)
+    async with redis_server.client() as redis:
+
+        async def stored() -> bool:
+            return await redis.get(f"{PREFIX}:block:key:a") == "quota"
+
+        await until(stored)
+    later = await stack.router(text)  # a restarted replica, say
+
+    async def disabled() -> bool:
+        _, keys = await admin_state(later)
+        return keys["a"]["disabled_reason"] == "quota"
+
+    await until(disabled)
+    await client(later).chat.completions.create(model="gpt-4o", messages=HI)
+    assert sim.stats["a"].requests == 1
+
+
+async def test_the_later_deadline_wins_whichever_replica_writes_first(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    replica_a, replica_b = await stack.router(text), await stack.router(text)
+    # Both replicas try a at once, before either hears of the other: one is told to
+    # wait 40 s, the other 5 s, in whichever order the simulator serves them.
+    sim.inject("a", Fault.rate_limit(retry_after=40), Fault.rate_limit(retry_after=5))
+    await asyncio.gather(
+        *(
+            client(url).chat.completions.create(model="gpt-4o", messages=HI)
+            for url in (replica_a, replica_b)
+        )
+    )
+    assert sim.stats["a"].requests == 2
+    async with redis_server.client() as redis:
+        await until(lambda: _cooling_for_more_than(replica_a, 30))
+        await until(lambda: _cooling_for_more_than(replica_b, 30))
+        assert await redis.pttl(f"{PREFIX}:block:route:a/gpt-4o") > 30_000
+
+
+async def _cooling_for_more_than(url: str, seconds: float) -> bool:
+    state = await _route_state(url, "a/gpt-4o")
+    return state["state"] == "cooling_down" and state["available_in_seconds"] > seconds
+
+
+PRICE = {"input_per_mtok": 1000000, "output_per_mtok": 2000000}  # a dollar a token
+
+
+def _budgeted(sim_url: str, redis_url: str | None, usd_per_day: float) -> str:
+    gpt_4o = model(route("a", "gpt-4o", price=PRICE), route("b", "gpt-4o", priority=2, price=PRICE))
+    return routes_yaml(
+        keys=[
+            sim_key(SIM_A, sim_url, budget={"usd_per_day": usd_per_day}),
+            *sim_keys(sim_url, SIM_B, SIM_C),
+        ],
+        models={"gpt-4o": gpt_4o, "gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+        **(shared(redis_url) if redis_url else {}),
+    )
+
+
+async def _cost(url: str) -> tuple[str, float]:
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    return raw.headers["x-router-route"], float(raw.headers["x-router-cost-usd"])
+
+
+async def test_spend_is_summed_across_replicas_and_the_budget_holds_for_all(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    # One request's cost, to set a budget that two replicas reach together and
+    # neither reaches alone.
+    _, one = await _cost(await stack.router(_budgeted(sim_url, None, 1e9)))
+    replica_a = await stack.router(_budgeted(sim_url, redis_server.url, 2.5 * one))
+    replica_b = await stack.router(_budgeted(sim_url, redis_server.url, 2.5 * one))
+    assert (await _cost(replica_a))[0] == "a/gpt-4o"
+    assert (await _cost(replica_a))[0] == "a/gpt-4o"
+    assert (await _cost(replica_b))[0] == "a/gpt-4o"  # the third: 3 x one >= 2.5 x one
+    async with redis_server.client() as redis:
+
+        async def summed() -> bool:  # the day's total and the month's
+            keys = await redis.keys(f"{PREFIX}:total:spend:key:a:*")
+            values = [float(await redis.get(k)) for k in keys]
+            return len(values) == 2 and all(abs(v - 3 * one) < 1e-6 for v in values)
+
+        await until(summed)
+
+    async def out_on(url: str) -> bool:
+        _, keys = await admin_state(url)
+        return keys["a"]["disabled_reason"] == "budget"
+
+    await until(lambda: out_on(replica_a), seconds=1.0)
+    await until(lambda: out_on(replica_b), seconds=1.0)
+    served = sim.stats["a"].served
+    for url in (replica_a, replica_b):
+        assert (await _cost(url))[0] == "b/gpt-4o"
+    assert sim.stats["a"].served == served
