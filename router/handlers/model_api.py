@@ -46,6 +46,10 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         raise InvalidRequest(f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object", "invalid_body")
+    if fastjson.too_deep(body, payload):
+        raise InvalidRequest(
+            f"request body nests more than {fastjson.MAX_DEPTH} levels deep", "invalid_body"
+        )
     return body, payload
 
 
