@@ -191,6 +191,7 @@ class FailureClass(StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
+    REDIRECT = "redirect"  # a 3xx: the route's address is wrong: next route
     CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model
     CONTENT_POLICY = "content_policy"
     BAD_REQUEST = "bad_request"  # the request's fault: answer goes back unchanged

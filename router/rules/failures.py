@@ -12,7 +12,6 @@ does not recognise is UNKNOWN, and UNKNOWN is passed to the client, not failed o
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from router.rules.ratelimit import (
 )
 from router.types import FailureClass as F
 from router.types import Verdict
+from router.wire import fastjson
 
 OK = Verdict(failure=F.OK)
 
@@ -110,6 +110,10 @@ ACTIONS: Mapping[F, Action] = {
     F.CONNECTION: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     # 404 model_not_found: the route names a model this upstream does not have (§11.1).
     F.MODEL_NOT_FOUND: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
+    # A 3xx: the route's api_base has moved (http for https, a path without /v1). No
+    # request on it succeeds until the config changes, and following the redirect would
+    # send the key wherever the upstream says; the client must not get it either.
+    F.REDIRECT: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
     # The prompt is too long for this model; a model with a larger window may take it.
     F.CONTEXT_TOO_LONG: Action(Next.CONTEXT_FALLBACK, Penalty.NONE, caller_fault=True),
     F.CONTENT_POLICY: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
@@ -126,8 +130,8 @@ def error_fields(body: bytes) -> tuple[str, str, str]:
     Accepts `{"error": {...}}`, the legacy vLLM flat form and a Vertex `[{...}]` array.
     """
     try:
-        payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload: Any = fastjson.loads(body)
+    except ValueError:  # not JSON, or nested too deeply to read
         return "", "", body[:500].decode("utf-8", "replace")
     if isinstance(payload, list) and payload:
         payload = payload[0]
@@ -157,7 +161,7 @@ def google_details(body: bytes) -> tuple[bool, float | None]:
     if b"type.googleapis.com" not in body:
         return False, None
     try:
-        payload: Any = json.loads(body)
+        payload: Any = fastjson.loads(body)
     except (ValueError, UnicodeDecodeError):
         return False, None
     if isinstance(payload, list) and payload:
@@ -200,7 +204,12 @@ def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
     """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
-        return OK
+        # No API answers a request with nothing: the upstream failed to say anything.
+        return OK if body.strip() else Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
+    if 300 <= status < 400:
+        return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
+    if _too_deep(body):
+        return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
     kind, code, message = error_fields(body)
     text = message.lower()
     if _is_quota(status, kind, code, text):
@@ -246,6 +255,31 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     if 400 <= status < 500:
         return Verdict(failure=F.BAD_REQUEST, message=message)
     return Verdict(failure=F.UNKNOWN, message=message)
+
+
+_EMPTY = "the upstream answered 200 with an empty body"
+_TOO_DEEP = "the upstream's error body nests too deeply to read"
+
+
+def _redirect_message(status: int, headers: Mapping[str, str]) -> str:
+    """What a log reader needs to fix the route: where it was sent (without the query,
+    which could carry a key)."""
+    location = headers.get("location", "").partition("?")[0][:200]
+    where = f" to {location}" if location else " with no Location"
+    return f"the upstream answered {status}, a redirect{where}: check the route's api_base"
+
+
+def _too_deep(body: bytes) -> bool:
+    """JSON nested deeper than a request may be: no provider writes such an error, and
+    what the router reads of it (or a client would) cannot be trusted."""
+    if body.count(b"[") + body.count(b"{") <= fastjson.MAX_DEPTH:
+        return False  # the usual case: too few brackets to nest that deep
+    try:
+        return fastjson.too_deep(body, fastjson.loads(body))
+    except fastjson.TooDeep:
+        return True
+    except ValueError:
+        return False
 
 
 def classify_stream_error(payload: bytes) -> Verdict:
