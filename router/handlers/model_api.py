@@ -14,6 +14,7 @@ from aiohttp import web
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer, Call
+from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
@@ -142,11 +143,11 @@ def parse_call(
 
 async def commit(
     request: web.Request, stream: OpenStream, state: RouterState, call: Call
-) -> web.StreamResponse:
+) -> ClientStream:
     """Send the stream's status and headers: the commit point. From here on an upstream
     failure ends the stream with an error event; it cannot fail over."""
     trace = request[REQUEST_TRACE]
-    response = web.StreamResponse(
+    response = ClientStream(
         status=200,
         headers={
             "Content-Type": "text/event-stream",
@@ -156,6 +157,7 @@ async def commit(
         },
     )
     await response.prepare(request)
+    trace.committed = response  # from here on, any failure ends this stream (endpoint.py)
     trace.ttft = time.perf_counter() - trace.started
     state.metrics.ttft_series(call.model.name, stream.route).observe(trace.ttft)
     return response
