@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -13,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from router.failover.attempt import AttemptRunner, OpenStream
+from router.handlers.client_stream import ClientStream
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging
 from router.wire.stream_watch import StreamWatch
@@ -400,3 +404,95 @@ async def two_streams_on_one_connection(url: str) -> list[bytes]:
     finally:
         writer.close()
     return answers
+
+
+async def test_a_client_that_resets_mid_stream_is_logged_as_gone_not_served(stack, logs):
+    """A reset (SO_LINGER 0) while the upstream is still streaming: the relay's next write
+    fails with ConnectionResetError, or the handler is cancelled, whichever the event
+    loop sees first (so it is tried ten times). Either way the end never reached the
+    client: 499, cancelled, never 200 served."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100_000):  # as fast as it can, until the router hangs up on it
+                await response.write(TEXT * 20)
+        return response
+
+    async with raw_upstream("/v1/chat/completions", endless) as upstream:
+        url = await stack.router(one_route(upstream))
+        for tried in range(1, 11):
+            await read_then_reset(url)
+            async with asyncio.timeout(10):
+                while len(request_events(logs)) < tried:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+    logged = {(e["status"], e["outcome"], e["stream"]) for e in request_events(logs)}
+    assert logged == {(499, "cancelled", "client_gone")}
+
+
+def request_events(logs: Captured) -> list[dict]:
+    return [e for e in logs.events() if e["event"] == "request"]
+
+
+async def read_then_reset(url: str) -> None:
+    """Open a stream, read its first events, then reset the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "gpt-4o", "messages": HI, "stream": True}).encode()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    async with asyncio.timeout(10):
+        while received.count(b'"Hi"') < 3:
+            received += await reader.read(65536)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # closed at once: with linger 0 the kernel sends a reset
+
+
+async def test_a_write_that_finds_the_client_gone_is_logged_as_gone_not_served(
+    stack, logs, monkeypatch
+):
+    """The branch the test above cannot force: aiohttp raises ConnectionResetError from a
+    write when the transport closed before its connection_lost ran (the order of two
+    ready sockets in one loop turn decides). The router's response (aiohttp's write, on
+    our subclass only) is made to do just that for the event after the text; the relay
+    swallows the error, the handler returns normally, and the end never reached the
+    client."""
+    write = web.StreamResponse.write
+
+    async def write_to_a_closed_transport(self: web.StreamResponse, data: bytes) -> None:
+        if b"boom" in data:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        await write(self, data)
+
+    monkeypatch.setattr(ClientStream, "write", write_to_a_closed_transport)
+    boom = b'data: {"choices":[{"index":0,"delta":{"content":"boom"}}]}\n\n'
+    text_seen, finished = asyncio.Event(), asyncio.Event()
+
+    async def still_streaming(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE + TEXT)
+        await text_seen.wait()
+        with contextlib.suppress(ConnectionError):
+            await response.write(boom)
+            await finished.wait()  # more would come; the router hangs up first
+        return response
+
+    async with raw_upstream("/v1/chat/completions", still_streaming) as upstream:
+        try:
+            url = await stack.router(one_route(upstream))
+            with contextlib.suppress(AssertionError):  # the body is cut: no chunked end
+                chunked_body(await raw_stream(url, text_seen))
+        finally:
+            finished.set()
+    event = request_event(logs)
+    assert (event["status"], event["outcome"], event["stream"]) == (499, "cancelled", "client_gone")
