@@ -12,6 +12,7 @@ does not recognise is UNKNOWN, and UNKNOWN is passed to the client, not failed o
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from router.rules.ratelimit import (
 )
 from router.types import FailureClass as F
 from router.types import Verdict
-from router.wire import fastjson
 
 OK = Verdict(failure=F.OK)
 
@@ -124,14 +124,29 @@ ACTIONS: Mapping[F, Action] = {
 }
 
 
+class TooDeep(ValueError):
+    """JSON nested too deeply for the parser (Python's recursion) to read."""
+
+
+def _json(body: bytes) -> Any:
+    """`json.loads`, with nesting too deep to parse as TooDeep, not a RecursionError."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise TooDeep("nested too deeply to parse") from None
+
+
 def error_fields(body: bytes) -> tuple[str, str, str]:
     """(type, code, message) from an OpenAI-style error body; empty strings when absent.
 
     Accepts `{"error": {...}}`, the legacy vLLM flat form and a Vertex `[{...}]` array.
+    Raises TooDeep for a body nested too deeply to parse.
     """
     try:
-        payload: Any = fastjson.loads(body)
-    except ValueError:  # not JSON, or nested too deeply to read
+        payload: Any = _json(body)
+    except TooDeep:
+        raise
+    except ValueError:
         return "", "", body[:500].decode("utf-8", "replace")
     if isinstance(payload, list) and payload:
         payload = payload[0]
@@ -161,7 +176,7 @@ def google_details(body: bytes) -> tuple[bool, float | None]:
     if b"type.googleapis.com" not in body:
         return False, None
     try:
-        payload: Any = fastjson.loads(body)
+        payload: Any = _json(body)
     except (ValueError, UnicodeDecodeError):
         return False, None
     if isinstance(payload, list) and payload:
@@ -208,9 +223,10 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         return OK if body.strip() else Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
     if 300 <= status < 400:
         return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
-    if _too_deep(body):
+    try:
+        kind, code, message = error_fields(body)
+    except TooDeep:  # no provider writes such an error: the upstream is broken
         return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
-    kind, code, message = error_fields(body)
     text = message.lower()
     if _is_quota(status, kind, code, text):
         return Verdict(failure=F.QUOTA, message=message)
@@ -269,22 +285,12 @@ def _redirect_message(status: int, headers: Mapping[str, str]) -> str:
     return f"the upstream answered {status}, a redirect{where}: check the route's api_base"
 
 
-def _too_deep(body: bytes) -> bool:
-    """JSON nested deeper than a request may be: no provider writes such an error, and
-    what the router reads of it (or a client would) cannot be trusted."""
-    if body.count(b"[") + body.count(b"{") <= fastjson.MAX_DEPTH:
-        return False  # the usual case: too few brackets to nest that deep
-    try:
-        return fastjson.too_deep(body, fastjson.loads(body))
-    except fastjson.TooDeep:
-        return True
-    except ValueError:
-        return False
-
-
 def classify_stream_error(payload: bytes) -> Verdict:
     """An error event inside a 200 stream: `data: {"error": {...}}` (§9.1)."""
-    kind, code, message = error_fields(payload)
+    try:
+        kind, code, message = error_fields(payload)
+    except TooDeep:
+        return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
     # The HTTP status is already 200, so read the type; default to a server error.
     status = 429 if code in ("rate_limit_exceeded", "429") else 500
     if kind == "invalid_request_error":

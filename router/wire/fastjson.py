@@ -31,10 +31,6 @@ _stdlib_encode = json.JSONEncoder(default=repr).encode
 MAX_DEPTH = 128
 
 
-class TooDeep(ValueError):
-    """JSON nested too deeply for the parser (Python's recursion) to read."""
-
-
 def loads(data: bytes | str) -> Any:
     """Parse `data`; raises ValueError (or UnicodeDecodeError) as `json.loads` would,
     and ValueError for nesting too deep to parse."""
@@ -49,7 +45,7 @@ def exact_loads(data: bytes | str) -> Any:
     try:
         return json.loads(data)
     except RecursionError:
-        raise TooDeep("JSON nested too deeply to parse") from None
+        raise ValueError("JSON nested too deeply to parse") from None
 
 
 def too_deep(body: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from router.sim import SimKey
 from tests.configs import key, model, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, Stack, raw_upstream
 
@@ -175,3 +176,44 @@ async def test_nonsense_token_counts_are_no_counts_not_a_router_error(stack, usa
             if line.startswith("llm_router_tokens_total{") and 'direction="input"' in line
         ]
         assert all(line.endswith(" 0.0") for line in counted), counted
+
+
+ANT = SimKey(name="ant", api_key="sk-ant-sim-key-0000000001")
+MESSAGE_START = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
+    b'"role":"assistant","content":[],"model":"claude","usage":{"input_tokens":1,'
+    b'"output_tokens":0}}}\n\n'
+)
+
+
+@pytest.mark.parametrize("before", [b"", MESSAGE_START], ids=["first", "after-message-start"])
+async def test_a_deep_anthropic_error_event_fails_over(stack, before):
+    deep_error = b"event: error\ndata: " + DEEP + b"\n\n"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return await sse(before, deep_error)(request)
+
+    sim, _ = await stack.sim(ANT)
+    async with raw_upstream("/v1/messages", handle) as bad:
+        config = routes_yaml(
+            keys=[
+                key("bad", bad, api_key="sk-ant-bad-000000001", provider="anthropic"),
+                sim_key(ANT, sim.root, provider="anthropic"),
+            ],
+            models={
+                "claude": model(
+                    route("bad", "claude-sonnet-4-5"),
+                    route("ant", "claude-sonnet-4-5", priority=2),
+                )
+            },
+        )
+        url = await stack.router(config)
+        body = {"model": "claude", "max_tokens": 32, "messages": HI, "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/messages", json=body) as response,
+        ):
+            assert response.status == 200
+            assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
+            assert (await response.read()).rstrip().endswith(b'{"type":"message_stop"}')

@@ -204,7 +204,7 @@ GEMINI_PER_DAY = gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier",
         pytest.param(200, {}, b"", F.SERVER_ERROR, None, id="empty-200"),
         pytest.param(200, {}, b" \r\n", F.SERVER_ERROR, None, id="blank-200"),
         pytest.param(400, {}, b"[" * 100_000, F.SERVER_ERROR, None, id="unparseably-deep"),
-        pytest.param(400, {}, nested_error(500), F.SERVER_ERROR, None, id="deep-400"),
+        pytest.param(400, {}, nested_error(1000), F.SERVER_ERROR, None, id="deep-400"),
         pytest.param(429, {}, nested_error(5000), F.SERVER_ERROR, None, id="deep-429"),
     ],
 )
@@ -215,6 +215,11 @@ def test_classify_response_maps_provider_signals(status, headers, body, failure,
         assert verdict.retry_after is None
     else:
         assert verdict.retry_after == pytest.approx(retry_after)
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_a_stream_error_event_too_deep_to_read_is_a_server_error(depth):
+    assert classify_stream_error(nested_error(depth)).failure is F.SERVER_ERROR
 
 
 def test_stream_error_event_is_classified_by_its_type():
