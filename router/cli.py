@@ -14,7 +14,7 @@ import structlog
 from router.config import format_route_table, load_config
 from router.errors import ConfigError
 from router.telemetry.logs import configure_logging
-from router.types import Config
+from router.wire.redact import config_secrets
 
 DEFAULT_CONFIG = os.environ.get("LLM_ROUTER_CONFIG", "routes.yaml")
 
@@ -60,10 +60,6 @@ def _log_level(args: argparse.Namespace) -> str:
     return level
 
 
-def _secrets(config: Config) -> list[str]:
-    return [key.api_key for key in config.keys.values()] + list(config.server.client_keys)
-
-
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     """uvloop when available (measured faster: see README "Performance");
     LLM_ROUTER_UVLOOP=0 selects asyncio's own loop, for comparison or debugging."""
@@ -88,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             config = load_config(args.config)
             level = _log_level(args)
-            configure_logging(fmt=args.log_format, level=level, secrets=_secrets(config))
+            configure_logging(fmt=args.log_format, level=level, secrets=config_secrets(config))
             log = structlog.get_logger("router")
             for warning in config.warnings:
                 log.warning("config_warning", detail=warning)

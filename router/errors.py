@@ -11,9 +11,11 @@
     ├── UpstreamError                one attempt failed before a usable response
     │   ├── UpstreamTimeout          connect / first_byte / idle deadline passed
     │   ├── UpstreamConnectionError  refused, reset, DNS, TLS
-    │   └── UpstreamProtocolError    the stream broke or ended without its terminator
+    │   ├── UpstreamProtocolError    the stream broke or ended without its terminator
+    │   └── LocalResourceError       the router's own limit (EMFILE, ENOBUFS, ...) stopped it
     ├── NoCapacity                   every route of the chain is unavailable or failed:
     │                                429 + Retry-After when limited, 503 when down
+    ├── OutOfLocalResources          503: the router ran out of a resource of its own
     └── DeadlineExceeded             504: the per-request deadline passed
 
 Every class maps to one HTTP status and one OpenAI-shaped body in `to_body`.
@@ -31,7 +33,9 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "InvalidRequest",
+    "LocalResourceError",
     "NoCapacity",
+    "OutOfLocalResources",
     "PathNotFound",
     "RouterError",
     "Unauthorized",
@@ -134,6 +138,30 @@ class UpstreamConnectionError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_stream_error"
+
+
+class LocalResourceError(UpstreamError):
+    """The router could not reach the upstream for want of a resource of its own: file
+    descriptors (EMFILE, ENFILE), socket buffers (ENOBUFS), ephemeral ports
+    (EADDRNOTAVAIL) or memory (ENOMEM). Not the upstream's fault."""
+
+    code = "local_resource"
+
+
+class OutOfLocalResources(RouterError):
+    """The answer to a request stopped by a LocalResourceError: another route would hit
+    the same limit, so the walk stops and the router says it is its own shortage."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "router_out_of_resources"
+
+    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}  # a local shortage often passes as others finish
 
 
 class NoCapacity(RouterError):

@@ -9,6 +9,7 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ from router.types import Config, Operation
 from router.upstream import Upstream, translate
 from router.upstream.client import HttpClient
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
+from router.wire.redact import Redactor, config_secrets
 
 log = structlog.get_logger("router.server")
 
@@ -60,10 +62,13 @@ def create_app(
     metrics = Metrics(registry, config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        client = HttpClient()
+        client = HttpClient(limits=config.limits)
         upstream = Upstream(client, config.timeouts)
         budgets = BudgetKeeper(state_store, health, wall=wall)
-        attempts = AttemptRunner(config.timeouts, health, upstream, metrics, budgets)
+        redactor = Redactor(config_secrets(config))
+        attempts = AttemptRunner(
+            config.timeouts, health, upstream, metrics, budgets, config.limits, redactor
+        )
         failover = Failover(
             config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
         )
@@ -89,11 +94,21 @@ def create_app(
         await state_store.close()
 
     app.cleanup_ctx.append(upstream_session)
-    add_routes(app, ClientAuth(config.server.client_keys))
+    add_routes(app, ClientAuth(config.server.client_keys), operator_auth(config))
     return app
 
 
-def add_routes(app: web.Application, auth: ClientAuth) -> None:
+def operator_auth(config: Config) -> ClientAuth | None:
+    """Who may read /metrics, /admin, /status and /admin/routes (key names, spend, route
+    state): with server.admin_keys, one of them, for all four; without, the client keys
+    guard the admin pages (as they guard /v1) and /metrics stays open for scrapers,
+    which is what None means here."""
+    if config.server.admin_keys:
+        return ClientAuth(config.server.admin_keys, "server.admin_keys")
+    return None
+
+
+def add_routes(app: web.Application, auth: ClientAuth, operator: ClientAuth | None = None) -> None:
     apis = [
         (Operation.CHAT, OPENAI_CHAT),
         (Operation.EMBEDDINGS, OPENAI_CHAT),  # errors as OpenAI's; never streamed
@@ -110,13 +125,14 @@ def add_routes(app: web.Application, auth: ClientAuth) -> None:
         add("POST", PATHS[operation], model_api(operation, dialect), auth=auth,
             counted=True, dialect=dialect)  # fmt: skip
     add("GET", "/v1/models", list_models, auth=auth)
-    # Probes and scrapers carry no key; people looking at /admin do.
+    # Probes carry no key. Scrapers carry one only when server.admin_keys asks for it;
+    # people looking at /admin do (operator_auth).
     add("GET", "/healthz", ops.healthz)
     add("GET", "/readyz", ops.readyz)
-    add("GET", "/metrics", ops.metrics_page)
-    add("GET", "/admin", admin.status_page, auth=auth)
-    add("GET", "/status", admin.status_page, auth=auth)
-    add("GET", "/admin/routes", admin.routes_json, auth=auth)
+    add("GET", "/metrics", ops.metrics_page, auth=operator)
+    for path, page in (("/admin", admin.status_page), ("/status", admin.status_page),
+                       ("/admin/routes", admin.routes_json)):  # fmt: skip
+        add("GET", path, page, auth=operator or auth)
     app.router.add_route("*", "/{tail:.*}", not_found(known))
 
 
@@ -168,14 +184,17 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     """Run until SIGINT or SIGTERM, then finish in-flight requests and stop."""
     host = host or config.server.host
     port = config.server.port if port is None else port
+    open_files = raise_open_file_limit()
     runner = await start(config, host, port)
     tune_garbage_collector()
     log.info(
         "listening",
         url=f"http://{host}:{bound_port(runner)}/v1",
+        open_files_limit=open_files,
         models=list(config.models),
         routes=len(config.all_routes()),
         client_auth=bool(config.server.client_keys),
+        admin_auth=bool(config.server.admin_keys),
     )
     try:
         await wait_for_signal()
@@ -203,6 +222,39 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit now in force
+    (None: no limit, or no rlimits on this platform).
+
+    Every client and upstream connection is a file descriptor, and the usual soft limit
+    of 1,024 is a few hundred streams; the hard limit is what the administrator allows.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    # An unlimited hard limit is refused as a soft one beyond fs.nr_open (Linux) or
+    # OPEN_MAX (macOS, 10,240).
+    for target in (hard,) if hard != resource.RLIM_INFINITY else (_nr_open(), 10_240):
+        if target is not None and target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _nr_open() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 async def wait_for_signal() -> None:

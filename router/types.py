@@ -127,14 +127,35 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one upstream response may make the router hold. A response over a limit is
+    that upstream's failure: the router fails over before the client has a byte, and
+    ends the stream with an error event after. Defaults in the spirit of Envoy's."""
+
+    max_head_bytes: int = 64 * 1024  # status line and headers (Envoy: 60 KiB)
+    max_headers: int = 100  # header fields in one response head (Envoy: 100)
+    max_body_bytes: int = 64 * 1024 * 1024  # a non-stream body, decoded
+    max_event_bytes: int = 8 * 1024 * 1024  # one SSE event
+    max_inflate_ratio: int = 200  # decoded bytes per compressed byte, past the first MiB
+    max_connections_per_host: int = 512  # open to one scheme, host and port; more wait
+    idle_connection_seconds: float = 30.0  # an unused keep-alive connection is closed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailoverSettings:
     """How hard the router tries and how long it stays away from a failing route."""
 
     max_attempts: int = 5
     cooldown_initial: float = 2.0  # 429 without a hint: 2, 4, 8, ... seconds
     cooldown_max: float = 300.0
-    breaker_failures: int = 3  # consecutive transient failures that open the circuit
-    breaker_open: float = 30.0  # first open period; doubles on each failed probe
+    # The circuit opens when, within `breaker_window` seconds of a route's first transient
+    # failure, at least `breaker_failures` of its calls failed and they were at least
+    # `breaker_failure_rate` of its calls then.
+    breaker_failures: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_window: float = 10.0
+    breaker_open: float = 5.0  # first open period; doubles on each failed probe ...
+    breaker_open_max: float = 120.0  # ... up to this
     key_disable: float = 3600.0  # quota / auth: key out of rotation for this long
 
 
@@ -143,6 +164,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 4000
     client_keys: tuple[str, ...] = field(default=(), repr=False)
+    # When set, /metrics, /admin, /status and /admin/routes need one of these (and a
+    # client key no longer opens them); unset, they stay as client auth leaves them.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
 
@@ -163,6 +187,7 @@ class Config:
     models: Mapping[str, ModelSpec]
     timeouts: Timeouts = Timeouts()
     failover: FailoverSettings = FailoverSettings()
+    limits: Limits = Limits()
     skipped_keys: tuple[SkippedKey, ...] = ()
     warnings: tuple[str, ...] = ()  # said once at start: literal keys, unset variables
 
@@ -190,6 +215,7 @@ class FailureClass(StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    LOCAL_RESOURCE = "local_resource"  # the router itself is out of sockets, files, memory
     MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
     REDIRECT = "redirect"  # a 3xx: the route's address is wrong: next route
     CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model

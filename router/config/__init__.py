@@ -28,6 +28,7 @@ from router.types import (
     Config,
     FailoverSettings,
     Key,
+    Limits,
     Operation,
     ServerSettings,
     SkippedKey,
@@ -39,12 +40,10 @@ from router.upstream.translate.runtime import litellm_providers
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
-_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover")
+_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
 _KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
-_FAILOVER_COUNTS = ("max_attempts", "breaker_failures")  # every other setting is seconds
-
-_Settings = TypeVar("_Settings", Timeouts, FailoverSettings)
+_Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
 def load_config(
@@ -71,6 +70,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     models = parse_models(top["models"], keys, skipped, warnings)
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
+    limits = _settings(top.get("limits"), Limits)
     if not any(spec.routes for spec in models.values()):
         reasons = "; ".join(f"{key.name}: {key.reason}" for key in skipped.values())
         raise ConfigError(
@@ -83,6 +83,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         models=MappingProxyType(models),
         timeouts=timeouts,
         failover=failover,
+        limits=limits,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
     )
@@ -99,6 +100,8 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
         values["port"] = found["port"].integer(minimum=0, maximum=65535)
     if "client_keys" in found:
         values["client_keys"] = _client_keys(found["client_keys"], warnings)
+    if "admin_keys" in found:
+        values["admin_keys"] = _client_keys(found["admin_keys"], warnings, kind="admin")
     if "allow_unauthenticated" in found:
         values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
     if "max_body_bytes" in found:
@@ -112,7 +115,9 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
     return server
 
 
-def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
+def _client_keys(at: Field, warnings: list[str], kind: str = "client") -> tuple[str, ...]:
+    """server.client_keys or server.admin_keys (`kind`): `${VAR}` entries expanded, unset
+    ones dropped with a warning; all of them unset refuses to start."""
     kept: list[str] = []
     dropped: list[str] = []
     for entry in at.items():
@@ -121,15 +126,16 @@ def _client_keys(at: Field, warnings: list[str]) -> tuple[str, ...]:
             dropped.append(unset_reason(expansion.unset))
             warnings.append(f"{entry.path} is dropped: {dropped[-1]}")
         elif not expansion.value:
-            raise entry.error("a client key must not be empty")
+            article = "an" if kind == "admin" else "a"
+            raise entry.error(f"{article} {kind} key must not be empty")
         else:
             kept.append(expansion.value)
     if dropped and not kept:
         # The operator asked for auth; starting open because a variable is missing
         # would silently undo that.
         raise at.error(
-            f"every client key is unset ({'; '.join(dropped)}); "
-            "refusing to start without client auth"
+            f"every {kind} key is unset ({'; '.join(dropped)}); "
+            f"refusing to start without {kind} auth"
         )
     return tuple(kept)
 
@@ -243,9 +249,14 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
     if at is None:
         return kind()
-    found = at.fields([f.name for f in dataclasses.fields(kind)])
+    declared = {f.name: f.type for f in dataclasses.fields(kind)}
+    found = at.fields(declared)
+    # A count or a size is an integer; anything else (seconds) any positive number.
     values = {
-        name: field.integer(minimum=1) if name in _FAILOVER_COUNTS else field.positive_number()
+        name: field.integer(minimum=1) if declared[name] == "int" else field.positive_number()
         for name, field in found.items()
     }
+    rate = found.get("breaker_failure_rate")
+    if rate is not None and values["breaker_failure_rate"] > 1:
+        raise rate.error(f"must be a fraction up to 1, got {values['breaker_failure_rate']:g}")
     return kind(**values)

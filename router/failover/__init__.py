@@ -4,6 +4,7 @@
         for route in policy.plan(model, health.snapshot()):      # re-planned after each try
             outcome = attempts.run(call, route)                  # settled, or an open stream
             ACTIONS[outcome.verdict.failure].next: answer | next route | context fallback
+    again, with plan(panic=True), when a route was skipped only for its open circuit
     raise NoCapacity   # 429 + Retry-After when rate-limited, 503 when routes are down
 
 `max_attempts` and the per-request deadline bound the whole walk. The walk returns a
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity
+from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLocalResources
 from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
 from router.failover.prompt import PromptSize
@@ -26,7 +27,15 @@ from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, Next
 from router.rules.plan import plan, unavailability
 from router.telemetry.metrics import Metrics
-from router.types import Attempt, Config, FailureClass, ModelSpec, Operation, Route
+from router.types import (
+    Attempt,
+    BlockReason,
+    Config,
+    FailureClass,
+    ModelSpec,
+    Operation,
+    Route,
+)
 
 log = structlog.get_logger("router.failover")
 
@@ -40,6 +49,7 @@ class _Walk:
     tried: set[str] = field(default_factory=set)
     fallen_back: set[str] = field(default_factory=set)  # fallback models entered
     kept_answer: Answer | None = None  # returned if every attempt ends the way it did
+    circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
 
 
 class Failover:
@@ -73,6 +83,32 @@ class Failover:
         """The answer, or a stream to relay: nothing has gone to the client yet."""
         deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
         walk = _Walk(prompt=PromptSize(call.body, call.payload.get("messages")))
+        result = await self._walk_chain(call, walk, deadline)
+        if result is None and walk.circuit_open:
+            # Nothing else could serve: probe the open circuits now rather than refuse
+            # (Envoy's panic threshold); a short outage then ends with the upstream's.
+            walk.visited.clear()
+            result = await self._walk_chain(call, walk, deadline, panic=True)
+        if result is not None:
+            return result
+        if walk.kept_answer is not None and all(
+            ACTIONS[a.failure].answer_when_all for a in walk.attempts
+        ):
+            # No key can take a request this large: say so as the provider did.
+            return replace(walk.kept_answer, attempts=tuple(walk.attempts))
+        if walk.too_big and not walk.attempts:
+            raise InvalidRequest(
+                f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
+                f"window of every route of {' -> '.join(call.model.chain)}",
+                "context_length_exceeded",
+            )
+        raise await self._exhausted(call, walk.attempts)
+
+    async def _walk_chain(
+        self, call: Call, walk: _Walk, deadline: float, *, panic: bool = False
+    ) -> Answer | OpenStream | None:
+        """The requested model, then its fallbacks: the first answer or stream, or None
+        when every route of the chain is unavailable or failed over."""
         pending = list(call.model.chain)
         while pending:
             model = self._config.models[pending.pop(0)]
@@ -87,29 +123,28 @@ class Failover:
             if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt
                 continue
-            outcome = await self._walk_model(call, model, routes, too_big, walk, deadline)
+            outcome = await self._walk_model(call, model, routes, too_big, walk, deadline, panic)
             if outcome is None:
                 continue  # no route of this model left: its fallbacks
             if outcome.stream is not None:
                 return outcome.stream
             next_step = ACTIONS[outcome.verdict.failure].next
+            if next_step is Next.STOP:
+                log.error(
+                    "local_resource_exhausted",
+                    route=outcome.record.route_id,
+                    detail=outcome.verdict.message[:200],
+                )
+                raise OutOfLocalResources(
+                    f"{outcome.verdict.message[:200]}; not the upstream's fault, retry shortly",
+                    tuple(walk.attempts),
+                )
             if next_step is Next.CONTEXT_FALLBACK and model.context_fallback:
                 pending[:0] = model.context_fallback  # the provider said so: the fallback takes it
                 continue
             assert outcome.answer is not None  # only an upstream's answer is passed on
             return outcome.answer
-        if walk.kept_answer is not None and all(
-            ACTIONS[a.failure].answer_when_all for a in walk.attempts
-        ):
-            # No key can take a request this large: say so as the provider did.
-            return replace(walk.kept_answer, attempts=tuple(walk.attempts))
-        if walk.too_big and not walk.attempts:
-            raise InvalidRequest(
-                f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
-                f"window of every route of {' -> '.join(call.model.chain)}",
-                "context_length_exceeded",
-            )
-        raise await self._exhausted(call, walk.attempts)
+        return None
 
     async def _walk_model(
         self,
@@ -119,6 +154,7 @@ class Failover:
         too_big: frozenset[str],
         walk: _Walk,
         deadline: float,
+        panic: bool,
     ) -> Outcome | None:
         """Try `routes` in plan order: the first outcome that does not fail over, or None
         when no route (or attempt) is left."""
@@ -139,10 +175,15 @@ class Failover:
                 need_tokens=call.need_tokens,
                 exclude=walk.tried | too_big if too_big else walk.tried,
                 routes=routes,
-            ).routes
-            if not planned:
+                panic=panic,
+            )
+            if not planned.routes:
+                if not walk.circuit_open:
+                    walk.circuit_open = any(
+                        u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
+                    )
                 return None
-            route = planned[0]
+            route = planned.routes[0]
             if model.name != call.model.name and model.name not in walk.fallen_back:
                 walk.fallen_back.add(model.name)
                 self._metrics.fallbacks.labels(call.model.name, model.name).inc()

@@ -11,6 +11,7 @@ Durations are real time (perf_counter); the injected clock belongs to health sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,13 +24,23 @@ from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
-from router.types import Attempt, FailureClass, Headroom, ModelSpec, Route, Timeouts, Verdict
+from router.types import (
+    Attempt,
+    FailureClass,
+    Headroom,
+    Limits,
+    ModelSpec,
+    Route,
+    Timeouts,
+    Verdict,
+)
 from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import TranslatedResponse, Translator, translator_for
 from router.wire import sse
 from router.wire.body import utf8_text, with_model, with_usage_requested
 from router.wire.dialects import Dialect
+from router.wire.redact import Redactor, StreamRedaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 
@@ -65,6 +76,7 @@ class OpenStream:
         "cost_usd",
         "end",
         "first",
+        "redaction",
         "route",
         "sent",
         "served_by",
@@ -80,6 +92,7 @@ class OpenStream:
         first: bytes,
         attempts: tuple[Attempt, ...],
         dialect: Dialect,
+        max_event: int,
     ) -> None:
         self._runner = runner
         self.sent = sent
@@ -88,7 +101,10 @@ class OpenStream:
         self.upstream = upstream
         self.first = first  # every byte read so far, to be sent first
         self.attempts = attempts
-        self.watch = StreamWatch(dialect)
+        self.watch = StreamWatch(dialect, max_event)
+        # What the relay passes on is redacted too: an upstream may echo its key in an
+        # error event after the stream has started.
+        self.redaction = StreamRedaction(runner.redactor, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 
@@ -146,8 +162,14 @@ class AttemptRunner:
         upstream: Upstream,
         metrics: Metrics,
         budgets: BudgetKeeper,
+        limits: Limits,
+        redactor: Redactor,
     ) -> None:
+        """`redactor` knows the configured secrets: no error body, error event or
+        failure message from an upstream leaves an attempt without passing it."""
         self._timeouts = timeouts
+        self._max_event = limits.max_event_bytes
+        self.redactor = redactor
         self._health = health
         self._upstream = upstream
         self._metrics = metrics
@@ -175,11 +197,14 @@ class AttemptRunner:
                 reply = await self._send(call, route, started, budget)
             except UpstreamError as exc:
                 reply = _Reply(classify_exception(exc))
+            reply.verdict = self._redacted(reply.verdict)
             record = self._record(model, route, reply.verdict, reply.status, started)
             sent = Sent(model, route, prior, started, reply.headroom)
             if reply.opened is not None:
                 upstream, first = reply.opened
-                stream = OpenStream(self, sent, upstream, first, (*earlier, record), call.dialect)
+                stream = OpenStream(
+                    self, sent, upstream, first, (*earlier, record), call.dialect, self._max_event
+                )
                 handed_over = True
                 return Outcome(reply.verdict, record, stream=stream)
         finally:
@@ -208,7 +233,15 @@ class AttemptRunner:
         # A stream the client left before its end says nothing about the route, good
         # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
         stream.cost_usd = await self._settle(
-            stream.sent, end.verdict, end.usage, judged=not end.client_gone
+            stream.sent, self._redacted(end.verdict), end.usage, judged=not end.client_gone
+        )
+
+    def _redacted(self, verdict: Verdict) -> Verdict:
+        """`verdict` with its upstream message redacted, whole, before anything (a
+        record's detail, a log field) cuts it short: half a key no longer matches."""
+        message = self.redactor.scrub(verdict.message)
+        return (
+            verdict if message is verdict.message else dataclasses.replace(verdict, message=message)
         )
 
     async def _settle(
@@ -218,12 +251,12 @@ class AttemptRunner:
         its cost."""
         route, model = sent.route, sent.model
         seconds = self._clock() - sent.started
-        if judged:
+        failure = verdict.failure
+        if judged and ACTIONS[failure].judges_route:
             await self._health.record(
                 route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
             )
         series = self._metrics.route_series(model.name, route)
-        failure = verdict.failure
         series.attempts[failure].inc()
         series.upstream_seconds.observe(seconds)
         if ACTIONS[failure].fails_over:
@@ -274,7 +307,9 @@ class AttemptRunner:
             content_type = response.headers.get("content-type", "application/json")
             if call.stream and status == 200 and content_type.startswith("text/event-stream"):
                 first_timeout = min(timeouts.first_byte, budget) - (self._clock() - started)
-                buffer, data, error = await read_first_event(response, call.dialect, first_timeout)
+                buffer, data, error = await read_first_event(
+                    response, call.dialect, first_timeout, self._max_event, self.redactor
+                )
                 if error is None:
                     handed_over = True
                     return _Reply(OK, status, headroom, opened=(response, buffer))
@@ -287,11 +322,18 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is FailureClass.OK
+            if not ok:
+                # Some providers echo the key in an error: redacted (escaped forms too)
+                # before the client or the log sees the body, or the verdict's message.
+                clean = self.redactor.scrub_bytes(body)
+                if clean is not body:
+                    body = clean
+                    verdict = classify_response(status, response.headers, body)
             return _Reply(
                 verdict,
                 status,
                 headroom,
-                body=body if ok else _without_key(body, route),
+                body=body,
                 content_type=content_type,
                 usage=usage_from_body(body) if ok else None,
             )
@@ -349,13 +391,16 @@ class AttemptRunner:
 
 
 async def read_first_event(
-    response: Response, dialect: Dialect, timeout: float
+    response: Response, dialect: Dialect, timeout: float, max_bytes: int, redactor: Redactor
 ) -> tuple[bytes, bytes, Verdict | None]:
     """Read until the first event with content, within `timeout` seconds: (every byte
-    read so far, that event's payload, its verdict when it is an error).
+    read so far, that event's payload, its verdict when it is an error). An error
+    event's payload, which goes back to the client as an error body, is redacted.
 
-    Raises UpstreamProtocolError when the stream ends before one, and UpstreamTimeout
-    (via `next_chunk`) when the deadline passes first.
+    Everything before that event is held, so all of it must fit in `max_bytes` (the
+    limit on one event): an upstream that sends an endless event, or endless pings,
+    fails here. Raises UpstreamProtocolError then, and when the stream ends before a
+    content event; UpstreamTimeout (via `next_chunk`) when the deadline passes first.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -369,13 +414,16 @@ async def read_first_event(
         for event, data, end in sse.events(buffer, scanned):
             scanned = end
             if not dialect.is_preamble(event, data):
-                return buffer, data, dialect.error(event, data)
-
-
-def _without_key(body: bytes, route: Route) -> bytes:
-    """Some providers echo the key in an error; such a body must not reach the client."""
-    secret = route.key.api_key.encode()
-    return body.replace(secret, b"[redacted]") if secret and secret in body else body
+                error = dialect.error(event, data)
+                if error is not None:
+                    clean = redactor.scrub_bytes(data)
+                    if clean is not data:
+                        data, error = clean, dialect.error(event, clean)
+                return buffer, data, error
+        if len(buffer) > max_bytes:
+            raise UpstreamProtocolError(
+                response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
+            )
 
 
 def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:

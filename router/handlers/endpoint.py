@@ -23,6 +23,7 @@ from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
     NoCapacity,
+    OutOfLocalResources,
     PathNotFound,
     RouterError,
     Unauthorized,
@@ -40,10 +41,12 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ClientAuth:
-    """Demands one of `client_keys` (Bearer or x-api-key); with none, accepts any token."""
+    """Demands one of `keys` (Bearer, x-api-key or HTTP Basic's password); with none,
+    accepts any token. `field` names the setting the keys come from, for the 401."""
 
-    def __init__(self, client_keys: Collection[str]) -> None:
-        self._keys = tuple(key.encode() for key in client_keys)
+    def __init__(self, keys: Collection[str], field: str = "server.client_keys") -> None:
+        self._keys = tuple(key.encode() for key in keys)
+        self._field = field
 
     @property
     def required(self) -> bool:
@@ -58,7 +61,7 @@ class ClientAuth:
         if not any(matches):
             raise Unauthorized(
                 "missing or invalid router key: send 'Authorization: Bearer <key>' "
-                "with one of server.client_keys"
+                f"with one of {self._field}"
             )
 
 
@@ -153,7 +156,7 @@ def not_found(known: dict[str, frozenset[str]]) -> Handler:
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:
     headers = exc.headers()
-    if isinstance(exc, NoCapacity | DeadlineExceeded):
+    if isinstance(exc, NoCapacity | DeadlineExceeded | OutOfLocalResources):
         trace.attempts = exc.attempts
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(

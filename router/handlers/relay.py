@@ -15,7 +15,7 @@ from router.failover.attempt import OpenStream
 from router.rules.failures import classify_exception
 from router.types import FailureClass, Verdict
 from router.wire.dialects import Dialect
-from router.wire.stream_watch import StreamEnd
+from router.wire.stream_watch import EventTooLarge, StreamEnd
 
 
 async def relay(
@@ -44,17 +44,22 @@ async def _pipe(
     stream: OpenStream, client: web.StreamResponse, dialect: Dialect, idle: float, strip: bool
 ) -> StreamEnd:
     upstream, watch = stream.upstream, stream.watch
+    # Whole events only (the watch holds an unfinished one), so a key the redaction
+    # must catch never spans two writes.
+    redaction = stream.redaction
     chunk = stream.first
     while chunk:
-        if strip:
-            out = watch.without_usage(chunk)
-        else:
-            out = chunk
-            watch.see(chunk)
+        try:
+            out = watch.without_usage(chunk) if strip else watch.see(chunk)
+        except EventTooLarge as exc:
+            message = f"upstream stream failed: {exc}"
+            await client.write(redaction.clean(exc.complete) + dialect.error_event(message))
+            return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
+        out = redaction.clean(out)
         if watch.done and upstream.ended():
             # The terminator came with the end of the body: send the last events and
             # the end of the response in one write, not two.
-            await client.write_eof(out + watch.rest() if strip else out)
+            await client.write_eof(out + redaction.clean(watch.rest()))
             watch.delivered = True
             break
         if out:
@@ -64,15 +69,20 @@ async def _pipe(
         try:
             chunk = await upstream.next_chunk(idle)
         except UpstreamError as exc:
-            tail = watch.rest() if strip else b""  # otherwise already forwarded
-            await client.write(tail + dialect.error_event(f"upstream stream failed: {exc.message}"))
+            # What is held of an unfinished event is dropped: the error event follows
+            # whole events only.
+            message = redaction.text(f"upstream stream failed: {exc.message}")
+            await client.write(dialect.error_event(message))
             return watch.end(classify_exception(exc))
+    if watch.error is not None or watch.done:
+        held = redaction.clean(watch.rest())  # a last event with no blank line after it
+        if held:
+            await client.write(held)
     if watch.error is not None:
         return watch.end(watch.error)  # the client has already seen the provider's event
     if not watch.done:
         # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
-        tail = watch.rest() if strip else b""
-        await client.write(tail + dialect.error_event("upstream ended the stream unfinished"))
+        await client.write(dialect.error_event("upstream ended the stream unfinished"))
         return watch.end(
             Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
         )

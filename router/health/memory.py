@@ -45,6 +45,8 @@ class MemoryStore:
             states[scope] = ScopeState(
                 block=block,
                 failures=_live(entry.counters.get("failures"), now),
+                successes=_live(entry.counters.get("successes"), now),
+                opens=_live(entry.counters.get("opens"), now),
                 rate_limits=_live(entry.counters.get("rate_limits"), now),
                 headroom=headroom,
                 headroom_age=now - entry.headroom_at if headroom else 0.0,
@@ -60,17 +62,28 @@ class MemoryStore:
             entry.blocked_until, entry.block_reason = until, reason
         return not was_blocked
 
-    async def count(self, scope: str, counter: str, ttl: float) -> int:
+    async def lift(self, scope: str, reason: BlockReason) -> None:
+        entry = self._entries.get(scope)
+        if entry is not None and entry.block_reason is reason:
+            entry.blocked_until = 0.0
+
+    async def count(self, scope: str, counter: str, ttl: float, *, window: bool = False) -> int:
         now = self._clock()
         entry = self._entry(scope)
-        value = _live(entry.counters.get(counter), now) + 1
-        entry.counters[counter] = (value, now + ttl)
+        current = entry.counters.get(counter)
+        value = _live(current, now) + 1
+        expires = current[1] if window and value > 1 and current is not None else now + ttl
+        entry.counters[counter] = (value, expires)
         return value
 
-    async def reset(self, scope: str) -> None:
+    async def reset(self, scope: str, counters: Sequence[str] = ()) -> None:
         entry = self._entries.get(scope)
-        if entry is not None:
+        if entry is None:
+            return
+        if not counters:
             entry.counters.clear()
+        for counter in counters:
+            entry.counters.pop(counter, None)
 
     async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None:
         now = self._clock()

@@ -1,7 +1,7 @@
 """The async interface every state backend implements.
 
-Shared facts only: blocks (cooldowns, open circuits, disabled keys), consecutive-failure
-counters and the last reported headroom. Everything is expressed as *seconds from now*,
+Shared facts only: blocks (cooldowns, open circuits, disabled keys), the circuit
+breaker's counters and the last reported headroom. Everything is expressed as *seconds from now*,
 never as absolute times, so that a Redis backend can keep blocks as TTLs: hosts' clocks
 differ, and a TTL means the same on every replica (style.md §4 "One owner of health state").
 Per-process facts (in-flight requests, latency) stay in `health/tracker.py`.
@@ -25,7 +25,9 @@ class Block:
 @dataclass(frozen=True, slots=True)
 class ScopeState:
     block: Block | None = None
-    failures: int = 0  # consecutive transient failures (the circuit breaker's count)
+    failures: int = 0  # transient failures in the breaker's window
+    successes: int = 0  # successes in the same window (counted only once it has failures)
+    opens: int = 0  # times the circuit opened with no success since (its backoff)
     rate_limits: int = 0  # consecutive 429s without a hint (exponential backoff)
     headroom: Headroom | None = None
     headroom_age: float = 0.0  # seconds since the headroom was reported
@@ -43,12 +45,20 @@ class StateStore(Protocol):
         """Block `scope` for at least `seconds`. True when it was not blocked before."""
         ...
 
-    async def count(self, scope: str, counter: str, ttl: float) -> int:
-        """Increment counter ("failures" or "rate_limits") of scope; return the new value."""
+    async def lift(self, scope: str, reason: BlockReason) -> None:
+        """End the scope's block now, if it is one for `reason`."""
         ...
 
-    async def reset(self, scope: str) -> None:
-        """Zero both counters of scope."""
+    async def count(self, scope: str, counter: str, ttl: float, *, window: bool = False) -> int:
+        """Increment `counter` (a ScopeState counter's name) of scope; return the new value.
+
+        It lapses `ttl` seconds after its last increment, or with `window`, after its
+        first one (a fixed window: Redis `INCR` then `EXPIRE ... NX`).
+        """
+        ...
+
+    async def reset(self, scope: str, counters: Sequence[str] = ()) -> None:
+        """Zero the named counters of scope; every counter when none is named."""
         ...
 
     async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None: ...

@@ -6,9 +6,16 @@ repeated transient failures. `snapshot()` is what everything else reads. Shared 
 go through the StateStore (so replicas agree); in-flight counts and latency averages
 are this process's own.
 
-Circuit breaker: `breaker_failures` consecutive transient failures open the circuit for
-`breaker_open` seconds. When that lapses the route is half-open: the policy lets one
-probe through. Success closes it; failure reopens it for twice as long (capped).
+Circuit breaker (Envoy's outlier detection and resilience4j's breaker, combined): the
+circuit opens when, within `breaker_window` seconds of a route's first transient
+failure, at least `breaker_failures` calls failed and they were at least
+`breaker_failure_rate` of the calls (a minimum volume, then a ratio: a busy route's
+sporadic errors do not open it, a burst of 3 in 12 ms does not either). It opens for
+`breaker_open` seconds, short, because most outages are. When that lapses the route is
+half-open: the policy lets one probe through. Success closes it; failure opens it again
+for twice as long, up to `breaker_open_max` (Envoy's ejection time growing with each
+ejection). The bookkeeping is per route and O(1): a success costs no store call unless
+the route has failed within its window.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ from router.types import FailureClass as F
 log = structlog.get_logger("router.health")
 
 _EWMA = 0.2  # weight of the newest observation in the decaying averages
-_KEY_OUT_REASON = {F.QUOTA: BlockReason.QUOTA, F.AUTH: BlockReason.AUTH}
 
 
 def route_scope(route: Route) -> str:
@@ -75,7 +81,6 @@ class HealthTracker:
         routes = tuple(routes)
         scopes = self._scopes_of(routes)
         states = await self._store.read(scopes.unique)
-        threshold = self._settings.breaker_failures
         snapshot: dict[str, RouteHealth] = {}
         for route, (own_scope, key_scope_) in zip(routes, scopes.pairs, strict=True):
             own = states.get(own_scope, EMPTY)
@@ -87,8 +92,11 @@ class HealthTracker:
             snapshot[route.id] = RouteHealth(
                 blocked_for=block.remaining if block else 0.0,
                 block_reason=block.reason if block else None,
-                half_open=block is None and own.failures >= threshold,
+                half_open=block is None and own.opens > 0,
                 streak=own.failures + own.rate_limits,
+                failures=own.failures,
+                successes=own.successes,
+                opens=own.opens,
                 headroom=own.headroom,
                 headroom_age=own.headroom_age,
                 in_flight=local.in_flight if local else 0,
@@ -139,14 +147,14 @@ class HealthTracker:
             case Penalty.COOLDOWN:
                 await self._cool_down(route, verdict)
             case Penalty.KEY_OUT:
+                assert action.out_for is not None  # Action checks it
                 seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
-                await self.disable_key(route, seconds, _KEY_OUT_REASON[failure], verdict.message)
+                await self.disable_key(route, seconds, action.out_for, verdict.message)
             case Penalty.ROUTE_OUT:
-                await self._block_route(
-                    route, self._settings.key_disable, BlockReason.MISCONFIGURED, verdict
-                )
+                assert action.out_for is not None
+                await self._block_route(route, self._settings.key_disable, action.out_for, verdict)
             case Penalty.CIRCUIT:
-                await self._count_failure(route, verdict)
+                await self._count_failure(route, verdict, prior)
 
     def _local_for(self, route: Route) -> _Local:
         local = self._local.get(route.id)
@@ -155,11 +163,21 @@ class HealthTracker:
         return local
 
     async def _on_success(self, route: Route, prior: RouteHealth) -> None:
-        if prior.half_open:
+        scope = route_scope(route)
+        if prior.opens:
+            # A probe got through (half-open, or every route was open): closed.
             log.info("circuit_closed", route=route.id)
-        # Only touch the store when there is a streak to clear: this runs per request.
-        if prior.streak:
-            await self._store.reset(route_scope(route))
+            await self._store.reset(scope)
+            if prior.blocked_for:
+                await self._store.lift(scope, BlockReason.CIRCUIT_OPEN)
+            return
+        # Only touch the store when there is something to count: this runs per request.
+        if prior.streak > prior.failures:
+            await self._store.reset(scope, ("rate_limits",))
+        if prior.failures:
+            await self._store.count(
+                scope, "successes", ttl=self._settings.breaker_window, window=True
+            )
 
     async def _cool_down(self, route: Route, verdict: Verdict) -> None:
         settings = self._settings
@@ -214,25 +232,48 @@ class HealthTracker:
                 upstream_message=verdict.message[:300],
             )
 
-    async def _count_failure(self, route: Route, verdict: Verdict) -> None:
+    async def _count_failure(self, route: Route, verdict: Verdict, prior: RouteHealth) -> None:
         settings = self._settings
+        scope = route_scope(route)
+        if prior.opens:
+            if prior.half_open:  # the probe failed: open again, for longer
+                await self._open(route, prior.opens, verdict, probe=True)
+            # Else a call let through while every route was open: the period stands.
+            return
         failures = await self._store.count(
-            route_scope(route), "failures", ttl=max(settings.breaker_open * 8, 300.0)
+            scope, "failures", ttl=settings.breaker_window, window=True
         )
+        successes = prior.successes
+        if failures == 1 and successes:
+            await self._store.reset(scope, ("successes",))  # a new window
+            successes = 0
         if failures < settings.breaker_failures:
             return
-        opened_for = min(
-            settings.breaker_open * 2 ** (failures - settings.breaker_failures),
-            settings.cooldown_max,
+        if failures < settings.breaker_failure_rate * (failures + successes):
+            return
+        await self._open(route, 0, verdict, probe=False, failures=failures)
+
+    async def _open(
+        self, route: Route, opens: int, verdict: Verdict, *, probe: bool, failures: int = 0
+    ) -> None:
+        """Open the circuit for breaker_open * 2 ** opens seconds (capped)."""
+        settings = self._settings
+        scope = route_scope(route)
+        seconds = min(settings.breaker_open * 2**opens, settings.breaker_open_max)
+        opened = await self._store.block(scope, seconds, BlockReason.CIRCUIT_OPEN)
+        if not (opened or probe):
+            return  # already open: a call that was under way when it opened
+        # The backoff is remembered while the route is out, and for a while after.
+        await self._store.count(scope, "opens", ttl=settings.breaker_open_max * 4)
+        await self._store.reset(scope, ("failures", "successes"))
+        log.warning(
+            "circuit_opened",
+            route=route.id,
+            seconds=seconds,
+            failures=failures,
+            probe_failed=probe,
+            last_failure=verdict.failure.value,
         )
-        if await self._store.block(route_scope(route), opened_for, BlockReason.CIRCUIT_OPEN):
-            log.warning(
-                "circuit_opened",
-                route=route.id,
-                failures=failures,
-                seconds=opened_for,
-                last_failure=verdict.failure.value,
-            )
 
 
 def _headroom_ttl(headroom: Headroom) -> float:

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from router.errors import (
+    LocalResourceError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from router.rules.ratelimit import (
     exhausted_reset_in,
     parse_duration,
@@ -27,8 +32,8 @@ from router.rules.ratelimit import (
     retry_after_from_headers,
     retry_after_from_text,
 )
+from router.types import BlockReason, Verdict
 from router.types import FailureClass as F
-from router.types import Verdict
 
 OK = Verdict(failure=F.OK)
 
@@ -60,6 +65,7 @@ class Next(StrEnum):
     ANSWER = "answer"  # pass the upstream's answer on, as it is
     NEXT_ROUTE = "next_route"  # try another route (of this model, then its fallbacks)
     CONTEXT_FALLBACK = "context_fallback"  # the model's context_fallback; ANSWER without one
+    STOP = "stop"  # end the walk: the router answers 503 itself
 
 
 class Penalty(StrEnum):
@@ -77,16 +83,22 @@ class Action:
     next: Next
     penalty: Penalty
     caller_fault: bool = False  # the request's own fault: a 4xx for the client
+    # KEY_OUT and ROUTE_OUT: why the key or route is out, as /admin and /metrics say it.
+    out_for: BlockReason | None = None
     # When every attempt of a request ends this way, the last answer goes back as it is.
     answer_when_all: bool = False
     # Derived, and stored because they are read on every attempt.
     fails_over: bool = field(init=False)
     counts_as_error: bool = field(init=False)  # lowers the route's weight (its error rate)
+    judges_route: bool = field(init=False)  # says anything about the route's health
 
     def __post_init__(self) -> None:
+        if (self.penalty in (Penalty.KEY_OUT, Penalty.ROUTE_OUT)) != (self.out_for is not None):
+            raise ValueError("out_for is the reason of a KEY_OUT or ROUTE_OUT, and only of one")
         fails_over = self.next is Next.NEXT_ROUTE
         object.__setattr__(self, "fails_over", fails_over)
         object.__setattr__(self, "counts_as_error", fails_over and self.penalty is not Penalty.NONE)
+        object.__setattr__(self, "judges_route", self.next is not Next.STOP)
 
 
 # One row per failure class; the provider fact that justifies it beside it.
@@ -99,21 +111,26 @@ ACTIONS: Mapping[F, Action] = {
     F.EXCEEDS_TPM: Action(Next.NEXT_ROUTE, Penalty.NONE, answer_when_all=True),
     # insufficient_quota (OpenAI 429), credit balance too low (Anthropic 400), 402
     # (DeepSeek, Mistral): no request on this key succeeds until someone pays (§2.2, §4.1, §7).
-    F.QUOTA: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT),
+    F.QUOTA: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT, out_for=BlockReason.QUOTA),
     # 401/403, invalid_api_key: the key is wrong everywhere it is used (§11.1).
-    F.AUTH: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT),
+    F.AUTH: Action(Next.NEXT_ROUTE, Penalty.KEY_OUT, out_for=BlockReason.AUTH),
     # 529 overloaded_error: capacity is short for every caller; rotating keys of the same
     # provider would only burn through them, so the route's breaker counts it (§4.1).
     F.OVERLOADED: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     F.SERVER_ERROR: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     F.TIMEOUT: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
     F.CONNECTION: Action(Next.NEXT_ROUTE, Penalty.CIRCUIT),
+    # EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM on connect: the router's own limit.
+    # No upstream is to blame, and every other route would hit the same limit.
+    F.LOCAL_RESOURCE: Action(Next.STOP, Penalty.NONE),
     # 404 model_not_found: the route names a model this upstream does not have (§11.1).
-    F.MODEL_NOT_FOUND: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
+    F.MODEL_NOT_FOUND: Action(
+        Next.NEXT_ROUTE, Penalty.ROUTE_OUT, out_for=BlockReason.MISCONFIGURED
+    ),
     # A 3xx: the route's api_base has moved (http for https, a path without /v1). No
     # request on it succeeds until the config changes, and following the redirect would
     # send the key wherever the upstream says; the client must not get it either.
-    F.REDIRECT: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT),
+    F.REDIRECT: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT, out_for=BlockReason.MISCONFIGURED),
     # The prompt is too long for this model; a model with a larger window may take it.
     F.CONTEXT_TOO_LONG: Action(Next.CONTEXT_FALLBACK, Penalty.NONE, caller_fault=True),
     F.CONTENT_POLICY: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
@@ -305,6 +322,8 @@ def classify_stream_error(payload: bytes) -> Verdict:
 def classify_exception(exc: UpstreamError) -> Verdict:
     if isinstance(exc, UpstreamTimeout):
         return Verdict(failure=F.TIMEOUT, message=exc.message)
+    if isinstance(exc, LocalResourceError):
+        return Verdict(failure=F.LOCAL_RESOURCE, message=exc.message)
     if isinstance(exc, UpstreamConnectionError):
         return Verdict(failure=F.CONNECTION, message=exc.message)
     return Verdict(failure=F.SERVER_ERROR, message=exc.message)

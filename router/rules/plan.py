@@ -3,6 +3,11 @@
 It never awaits, reads a clock or mutates anything: the health snapshot carries
 relative times, and the RNG is passed in, so a table of snapshots tests it.
 
+Panic (Envoy's panic threshold): when no route of the model is available and some are
+only out because their circuit is open, those become candidates at once, one call in
+flight each, so a model whose every route opened recovers with the first request after
+its upstream does, not when the open period ends.
+
 Order: the best priority tier first (lower number = preferred), then the next tier.
 Inside a tier, a weighted random order without replacement (Efraimidis & Spirakis,
 "Weighted random sampling with a reservoir", 2006: sort by u ** (1 / w)), where w is
@@ -26,7 +31,10 @@ class RouteHealth:
     blocked_for: float = 0.0  # seconds until a block (cooldown, open circuit, ...) lifts
     block_reason: BlockReason | None = None
     half_open: bool = False  # circuit was open and may take one probe now
-    streak: int = 0  # consecutive failures plus hintless 429s, cleared by a success
+    streak: int = 0  # failures in the breaker's window plus consecutive hintless 429s
+    failures: int = 0  # transient failures in the breaker's window
+    successes: int = 0  # successes in that window
+    opens: int = 0  # times the circuit opened with no success since
     headroom: Headroom | None = None
     headroom_age: float = 0.0
     in_flight: int = 0
@@ -64,8 +72,10 @@ def plan(
     need_tokens: int = 0,
     exclude: Collection[str] = (),
     routes: Sequence[Route] | None = None,
+    panic: bool = False,
 ) -> Plan:
-    """`routes`: the model's routes that can serve the call (default: all of them)."""
+    """`routes`: the model's routes that can serve the call (default: all of them).
+    `panic`: when none is available, probe the routes whose circuit is open."""
     tiers: dict[int, list[tuple[Route, RouteHealth]]] = {}
     unavailable: list[Unavailable] = []
     for route in model.routes if routes is None else routes:
@@ -77,6 +87,15 @@ def plan(
             unavailable.append(blocked)
         else:
             tiers.setdefault(route.priority, []).append((route, health))
+    if panic and not tiers:
+        kept: list[Unavailable] = []
+        for blocked in unavailable:
+            health = snapshot.get(blocked.route.id, HEALTHY)
+            if blocked.reason is BlockReason.CIRCUIT_OPEN and not health.in_flight:
+                tiers.setdefault(blocked.route.priority, []).append((blocked.route, health))
+            else:
+                kept.append(blocked)
+        unavailable = kept
     ordered: list[Route] = []
     for priority in sorted(tiers):
         ordered.extend(_weighted_order(tiers[priority], rng))
@@ -100,7 +119,10 @@ def _headroom_wait(health: RouteHealth, need_tokens: int) -> float | None:
     """Seconds until the provider said a spent bucket refills; None when there is room.
 
     The provider's reset is when the bucket is full again, so skipping until then is the
-    conservative reading (provider-signals.md §2.1, §11.4).
+    conservative reading (provider-signals.md §2.1, §11.4). Only a wait that would cure
+    it is a block: not a reset that is unknown or already past, and not a request
+    needing more tokens than the key's whole limit, which is sent for the provider to
+    judge (it answers "Request too large", EXCEEDS_TPM).
     """
     room = health.headroom
     if room is None:
@@ -112,6 +134,7 @@ def _headroom_wait(health: RouteHealth, need_tokens: int) -> float | None:
         room.remaining_tokens is not None
         and room.remaining_tokens < max(need_tokens, 1)
         and room.tokens_reset_in is not None
+        and (room.limit_tokens is None or need_tokens <= room.limit_tokens)
     ):
         waits.append(room.tokens_reset_in - health.headroom_age)
     wait = max(waits, default=0.0)

@@ -8,9 +8,7 @@ rendered line, so no field, nested or not, escapes it; no ANSI codes in JSON lin
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping
@@ -19,37 +17,19 @@ from typing import Any, TextIO
 
 import structlog
 
+from router.telemetry import stdlib
 from router.wire.fastjson import log_text
+from router.wire.redact import REDACTED, Redactor
 
-_KEY_SHAPES = re.compile(
-    r"(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
-REDACTED = "[redacted]"
-
-
-class Redactor:
-    """Replaces configured secrets and anything shaped like a key in rendered log text.
-
-    It runs on the final line (after the renderer), so one regex pass covers every
-    field, nested values included. A secret is also matched in its JSON-escaped form,
-    the way a JSON renderer would have written it.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms = {form for s in secrets if len(s) >= 6 for form in (s, json.dumps(s)[1:-1])}
-        exact = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-        self._pattern = re.compile(
-            f"{exact}|{_KEY_SHAPES.pattern}" if exact else _KEY_SHAPES.pattern
-        )
-        # Substring tests cost far less than the regex, and nearly every line fails all
-        # of them: then the regex is skipped. Every branch of it starts with one of these.
-        self._hints = (*sorted(forms), "sk-", "AIza")
-
-    def scrub(self, text: str) -> str:
-        if not any(hint in text for hint in self._hints) and "bearer" not in text.lower():
-            return text
-        return self._pattern.sub(REDACTED, text)
+__all__ = [
+    "REDACTED",
+    "JSONLines",
+    "Redactor",
+    "RequestLog",
+    "configure_logging",
+    "request_log",
+    "reset_logging",
+]
 
 
 class RedactingRenderer:
@@ -158,7 +138,8 @@ def configure_logging(
     stream: TextIO | None = None,
     cache_loggers: bool = True,
 ) -> None:
-    """JSON lines (or `console` for people) on `stream`, stderr by default.
+    """JSON lines (or `console` for people) on `stream`, stderr by default; records of
+    the standard `logging` module (aiohttp, asyncio, litellm) go the same way.
 
     `cache_loggers=False` is for tests: a cached module logger would keep writing to
     the test's stream after the test has put the default configuration back
@@ -189,10 +170,12 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=cache_loggers,
     )
+    stdlib.install(stdlib.RecordLines(processors, stream, threshold), threshold)
 
 
 def reset_logging() -> None:
     """structlog's defaults again, and a request log that goes through them."""
     global _request_log
     structlog.reset_defaults()
+    stdlib.uninstall()
     _request_log = RequestLog()

@@ -45,6 +45,7 @@ class AttemptOutcome(StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    LOCAL_RESOURCE = "local_resource"
     BAD_REQUEST = "bad_request"
 
 
@@ -68,6 +69,7 @@ ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
     FailureClass.REDIRECT: AttemptOutcome.SERVER_ERROR,
     FailureClass.TIMEOUT: AttemptOutcome.TIMEOUT,
     FailureClass.CONNECTION: AttemptOutcome.CONNECTION,
+    FailureClass.LOCAL_RESOURCE: AttemptOutcome.LOCAL_RESOURCE,
     FailureClass.CONTEXT_TOO_LONG: AttemptOutcome.BAD_REQUEST,
     FailureClass.CONTENT_POLICY: AttemptOutcome.BAD_REQUEST,
     FailureClass.BAD_REQUEST: AttemptOutcome.BAD_REQUEST,

@@ -8,11 +8,14 @@ the code deals in one closed set of failures.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Mapping
 
 from multidict import CIMultiDictProxy
 
 from router.errors import (
+    LocalResourceError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamProtocolError,
@@ -74,8 +77,20 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+# The router's own limits, not the upstream's fault: out of file descriptors (process,
+# system), socket buffers, ephemeral ports, memory.
+_LOCAL_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL, errno.ENOMEM}
+)
+
+
 def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
     """The router's own error for a client (or socket) failure; None for any other."""
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return LocalResourceError(
+            route_id, f"the router is out of a local resource ({name}: {os.strerror(exc.errno)})"
+        )
     if isinstance(exc, TimeoutError):  # the connect timeout; reads time out as UpstreamTimeout
         return UpstreamTimeout(route_id, phase)
     if isinstance(exc, BrokenBody):

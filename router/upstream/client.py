@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from router.types import Limits
 from router.upstream.connection import (
     BadResponse,
     BrokenBody,
@@ -30,9 +32,9 @@ from router.upstream.connection import (
     Disconnected,
     HttpError,
     Response,
+    TooLarge,
 )
 
-KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
 _USER_AGENT = "llm-router"
 _BLOCKS_KEPT = 512
 
@@ -111,19 +113,42 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     return fields.encode("utf-8", "surrogateescape")
 
 
+class _Pool:
+    """The connections to one scheme, host and port: the idle ones (oldest first), how
+    many are open or opening, and the requests waiting for one to free up."""
+
+    __slots__ = ("idle", "open", "waiting")
+
+    def __init__(self) -> None:
+        self.idle: list[Connection] = []
+        self.open = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    def wake_one(self) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class HttpClient:
-    """Keep-alive connection pools, one per scheme, host and port."""
+    """Keep-alive connection pools, one per scheme, host and port, each capped at
+    `limits.max_connections_per_host`; a request past the cap waits for a connection
+    (within its own deadline, which the caller sets)."""
 
     def __init__(
-        self, *, keepalive: float = KEEPALIVE_SECONDS, ssl_context: ssl.SSLContext | None = None
+        self, *, limits: Limits | None = None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         """`ssl_context`: the system's trust store (and SSL_CERT_FILE) when None."""
-        self._keepalive = keepalive
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._limits = limits if limits is not None else Limits()
+        self._keepalive = self._limits.idle_connection_seconds
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, _Target] = {}
         self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._open: set[Connection] = set()
         self._ssl = ssl_context
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], *, connect_timeout: float
@@ -148,9 +173,12 @@ class HttpClient:
                 self._blocks.clear()
             block = self._blocks[fields] = _header_block(headers)
         request = [target.request_line, block, b"Content-Length: %d\r\n\r\n" % len(body), body]
-        connection = self._reusable(target.pool)
+        pool = self._pools.get(target.pool)
+        if pool is None:
+            pool = self._pools[target.pool] = _Pool()
+        connection = self._reusable(pool)
         if connection is None:
-            connection = await self._connect(target, connect_timeout)
+            connection = await self._connection(target, pool, connect_timeout)
         response = connection.send(request)
         try:
             await response.head()
@@ -160,13 +188,21 @@ class HttpClient:
         return response
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connection in list(self._open):
             connection.close()
         self._open.clear()
-        self._idle.clear()
+        for pool in self._pools.values():
+            pool.idle.clear()
 
-    def _reusable(self, pool: tuple[str, str, int]) -> Connection | None:
-        idle = self._idle.get(pool)
+    def open_connections(self) -> int:
+        """Connections open or opening, idle ones included."""
+        return sum(pool.open for pool in self._pools.values())
+
+    def _reusable(self, pool: _Pool) -> Connection | None:
+        idle = pool.idle
         if not idle:
             return None
         now = asyncio.get_running_loop().time()
@@ -177,28 +213,49 @@ class HttpClient:
             connection.close()
         return None
 
-    async def _connect(self, target: _Target, timeout: float) -> Connection:
+    async def _connection(self, target: _Target, pool: _Pool, timeout: float) -> Connection:
+        """A new connection, once the pool has room for one; an idle one if one frees
+        up first."""
         loop = asyncio.get_running_loop()
-        pool = target.pool
+        while pool.open >= self._limits.max_connections_per_host:
+            waiter = loop.create_future()
+            pool.waiting.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    pool.wake_one()  # woken, then cancelled: the turn passes on
+                else:
+                    waiter.cancel()
+                raise
+            if (connection := self._reusable(pool)) is not None:
+                return connection
+        pool.open += 1
+        try:
+            return await self._connect(target, pool, timeout)
+        except BaseException:
+            pool.open -= 1
+            pool.wake_one()
+            raise
+
+    async def _connect(self, target: _Target, pool: _Pool, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
 
         def on_idle(connection: Connection) -> None:
             if connection.closed:
                 return
-            idle = self._idle.setdefault(pool, [])
-            idle.append(connection)
-            # The oldest sit at the front, never picked while newer ones are there: close
-            # those past the keep-alive limit here, so a pool shrinks after a burst.
-            while now_expired(idle[0]):
-                idle.pop(0).close()
-
-        def now_expired(connection: Connection) -> bool:
-            return loop.time() - connection.idle_since >= self._keepalive
+            pool.idle.append(connection)
+            pool.wake_one()
+            if self._sweep is None:
+                self._sweep = loop.call_at(connection.idle_since + self._keepalive, self._expire)
 
         def on_lost(connection: Connection) -> None:
-            self._open.discard(connection)
-            idle = self._idle.get(pool)
-            if idle and connection in idle:
-                idle.remove(connection)
+            if connection in self._open:
+                self._open.discard(connection)
+                pool.open -= 1
+                pool.wake_one()
+            if connection in pool.idle:
+                pool.idle.remove(connection)
 
         context: ssl.SSLContext | None = None
         if target.tls:
@@ -207,15 +264,34 @@ class HttpClient:
             context = self._ssl
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: Connection(loop, on_idle, on_lost),
+                lambda: Connection(loop, self._limits, on_idle, on_lost),
                 target.host,
                 target.port,
                 ssl=context,
                 server_hostname=target.host if context is not None else None,
             )
-        if not connection.closed:  # lost already: on_lost has run, nothing to track
-            self._open.add(connection)
+        if connection.closed:  # lost already: its slot is free again
+            raise Disconnected("the server closed the connection as it opened")
+        self._open.add(connection)
         return connection
+
+    def _expire(self) -> None:
+        """Close the connections idle past the keep-alive time, with or without traffic
+        (a burst of streams must not leave its sockets open), and come back when the
+        next one is due."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = None
+        for pool in self._pools.values():
+            idle = pool.idle
+            while idle and now - idle[0].idle_since >= self._keepalive:
+                idle.pop(0).close()  # on_lost frees its slot
+            if idle:
+                first = idle[0].idle_since + self._keepalive
+                due = first if due is None else min(due, first)
+        if due is not None:
+            self._sweep = loop.call_at(due, self._expire)
 
 
 __all__ = [
@@ -226,4 +302,5 @@ __all__ = [
     "HttpError",
     "InvalidHeader",
     "Response",
+    "TooLarge",
 ]

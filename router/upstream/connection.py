@@ -22,11 +22,16 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from router.types import Limits
+
 # Reading from the provider pauses above this many unread body bytes, and goes on
 # once the relay has taken them (aiohttp's StreamReader pauses at 128 KiB).
 _HIGH_WATER = 1 << 17
-# A response head larger than this is refused (aiohttp allows 8 KiB a field).
-_MAX_HEAD = 1 << 16
+# An error answer is a few hundred bytes of JSON; one past this is not an error body.
+_MAX_ERROR_BODY = 1 << 20
+# Decoded bytes allowed before the inflate ratio applies: a small compressed answer
+# may inflate far more than a long one without being a bomb.
+_INFLATE_ALLOWANCE = 1 << 20
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -48,16 +53,28 @@ class BadResponse(HttpError):
     """What came back is not HTTP/1.1 this client can read."""
 
 
+class TooLarge(BadResponse):
+    """The response passed one of the limits (`router.types.Limits`) on what it may hold."""
+
+
 class _Decoder:
     """gzip, zlib-wrapped deflate, or raw deflate (some servers send that as `deflate`),
-    told apart by the first two bytes, as browsers and aiohttp do."""
+    told apart by the first two bytes, as browsers and aiohttp do.
 
-    __slots__ = ("_fed", "_held", "_inflate")
+    Bounded: past the first MiB, the decoded size may be at most `ratio` times the
+    compressed size, and a call never decodes more than that allows (zlib's
+    `max_length`), so a bomb fails after a MiB or so instead of inflating into memory.
+    """
 
-    def __init__(self, encoding: str) -> None:
+    __slots__ = ("_fed", "_held", "_in", "_inflate", "_out", "_ratio")
+
+    def __init__(self, encoding: str, ratio: int) -> None:
         self._inflate = zlib.decompressobj(31) if encoding == "gzip" else None
         self._held = b""  # deflate's first byte, until the second says which framing
         self._fed = False
+        self._ratio = ratio
+        self._in = 0
+        self._out = 0
 
     def decompress(self, data: bytes) -> bytes:
         self._fed = True
@@ -68,7 +85,13 @@ class _Decoder:
                 return b""
             zlib_header = data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0
             self._inflate = zlib.decompressobj(15 if zlib_header else -15)
-        return self._inflate.decompress(data)
+        self._in += len(data)
+        room = max(_INFLATE_ALLOWANCE, self._in * self._ratio) - self._out
+        out = self._inflate.decompress(data, room + 1)
+        self._out += len(out)
+        if len(out) > room:
+            raise TooLarge(f"the compressed body inflates more than {self._ratio} times its size")
+        return out
 
     def flush(self) -> bytes:
         return self._inflate.flush() if self._inflate is not None else b""
@@ -91,7 +114,8 @@ class Response:
         "_done_with",
         "_exception",
         "_head_done",
-        "_head_size",
+        "_headers_seen",
+        "_limits",
         "_pending",
         "_raw_headers",
         "_size",
@@ -102,10 +126,11 @@ class Response:
         "status",
     )
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, limits: Limits) -> None:
         self._connection = connection
+        self._limits = limits
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._headers_seen = 0  # interim heads' included: they are read all the same
         self._pending: deque[bytes] = deque()
         self._size = 0
         self._whole = False  # read() waits for all of it: reading must not pause
@@ -143,8 +168,13 @@ class Response:
         return data
 
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body, within the body limit."""
         self._whole = True
+        try:
+            self._check_whole_size()  # what arrived before the whole body was asked for
+        except TooLarge as exc:
+            self._connection.close()
+            raise exc from None
         self._connection.resume()
         while not self._complete:
             if self._exception is not None:
@@ -199,10 +229,14 @@ class Response:
     def interim(self) -> None:
         self._raw_headers = []
 
+    @property
+    def head_done(self) -> bool:
+        return self._head_done
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
-        if self._head_size > _MAX_HEAD:
-            raise BadResponse(f"response head larger than {_MAX_HEAD} bytes")
+        self._headers_seen += 1
+        if self._headers_seen > self._limits.max_headers:
+            raise TooLarge(f"more than {self._limits.max_headers} header fields")
         self._raw_headers.append((name, value))
 
     def on_headers_complete(self, status: int, keep_alive: bool) -> None:
@@ -215,7 +249,7 @@ class Response:
         self._raw_headers = []
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
-            self._decoder = _Decoder(encoding)
+            self._decoder = _Decoder(encoding, self._limits.max_inflate_ratio)
         elif encoding != "identity":
             raise BadResponse(f"unsupported content-encoding {encoding!r}")
         self._close_delimited = "Content-Length" not in headers and (
@@ -237,9 +271,21 @@ class Response:
                 return
         self._pending.append(body)
         self._size += len(body)
-        if self._size > _HIGH_WATER and not self._whole:
-            self._connection.pause()
+        if self._size > _HIGH_WATER:
+            if self._whole:
+                self._check_whole_size()
+            else:
+                self._connection.pause()  # read() turns it into a whole read, and checks
         self._wake()
+
+    def _check_whole_size(self) -> None:
+        """A body read whole is held whole: it may not pass the body limit (an error
+        answer, a smaller one)."""
+        limit = self._limits.max_body_bytes
+        if self.status >= 300:
+            limit = min(limit, _MAX_ERROR_BODY)
+        if self._size > limit:
+            raise TooLarge(f"response body larger than {limit} bytes")
 
     def on_message_complete(self) -> None:
         if self._decoder is not None:
@@ -282,10 +328,13 @@ class Connection(asyncio.Protocol):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        limits: Limits,
         on_idle: Callable[[Connection], None],
         on_lost: Callable[[Connection], None],
     ) -> None:
         self.loop = loop
+        self._limits = limits
+        self._head_bytes = 0  # read for the current response before its head was whole
         self._on_idle = on_idle
         self._on_lost = on_lost
         self._parser = httptools.HttpResponseParser(self)
@@ -304,8 +353,9 @@ class Connection(asyncio.Protocol):
     def send(self, data: list[bytes]) -> Response:
         """Write a whole request; the response is read into what is returned."""
         assert self._transport is not None and self._response is None
-        self._response = response = Response(self)
+        self._response = response = Response(self, self._limits)
         self._finished = self._extra = False
+        self._head_bytes = 0
         self._transport.writelines(data)
         return response
 
@@ -344,6 +394,16 @@ class Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if not response.head_done:
+                # Every byte so far was head: the parser holds a field that has not
+                # ended yet without bound, so the limit is checked here, per read.
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_head_bytes:
+                    raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
+        except TooLarge as exc:
+            self.close()
+            response.set_exception(exc)
+            return
         except Exception as exc:  # a parser error, or one our callbacks raised
             self.close()
             if not self._finished:

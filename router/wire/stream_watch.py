@@ -15,7 +15,14 @@ from router.wire import sse
 from router.wire.dialects import Dialect, UsagePart
 from router.wire.usage import Usage
 
-_CARRY_LIMIT = 1 << 16  # an event split over chunks is kept this far, no further
+
+class EventTooLarge(ValueError):
+    """An SSE event grew past the limit on one event without ending. `complete`: the
+    whole events before it, still to be forwarded."""
+
+    def __init__(self, message: str, complete: bytes) -> None:
+        super().__init__(message)
+        self.complete = complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +34,27 @@ class StreamEnd:
 
 class StreamWatch:
     """What the relay learns from the bytes it forwards: an error event, usage, and
-    whether the terminator came. Events split over chunks are carried over."""
+    whether the terminator came.
 
-    __slots__ = ("_carry", "_dialect", "_input", "_output", "delivered", "done", "error")
+    Only whole events go on to the client: the start of an event split over chunks is
+    held until its end comes, up to `max_event` bytes. So a stream that breaks can
+    always end with a well-formed error event, never one glued to half of another.
+    """
 
-    def __init__(self, dialect: Dialect) -> None:
+    __slots__ = (
+        "_carry",
+        "_dialect",
+        "_input",
+        "_max_event",
+        "_output",
+        "delivered",
+        "done",
+        "error",
+    )
+
+    def __init__(self, dialect: Dialect, max_event: int) -> None:
         self._dialect = dialect
+        self._max_event = max_event
         self._carry = b""
         self._input: int | None = None
         self._output: int | None = None
@@ -40,19 +62,28 @@ class StreamWatch:
         self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
 
-    def see(self, chunk: bytes) -> None:
-        """Watch a chunk that is forwarded as it is."""
+    def see(self, chunk: bytes) -> bytes:
+        """The whole events of carry + chunk, to forward as they are; a partial event
+        waits for the next chunk. Raises EventTooLarge when that wait passes the limit."""
         window = self._carry + chunk if self._carry else chunk
-        cut = sse.complete_length(window)  # whole events; the rest waits for the next chunk
-        self._inspect(window[:cut] if cut < len(window) else window)
-        self._carry = window[cut:][-_CARRY_LIMIT:]
+        cut = sse.complete_length(window)
+        if cut < len(window):
+            complete, self._carry = window[:cut], window[cut:]
+        else:
+            complete, self._carry = window, b""
+        self._inspect(complete)
+        if len(self._carry) > self._max_event:
+            self._too_large(complete)
+        return complete
 
     def without_usage(self, chunk: bytes) -> bytes:
-        """The whole events of carry + chunk, less the usage chunk the router asked for
-        on the client's behalf; a partial event waits for the next chunk."""
+        """As `see`, less the usage chunk the router asked for on the client's behalf."""
         window = self._carry + chunk if self._carry else chunk
         cut = sse.complete_length(window)
         complete, self._carry = window[:cut], window[cut:]
+        if len(self._carry) > self._max_event:
+            self._inspect(complete)
+            self._too_large(complete)
         # The usage chunk comes last before the terminator, and after any running counts
         # (vLLM's continuous_usage_stats): search from the end.
         at = complete.rfind(b'"prompt_tokens"')
@@ -69,7 +100,13 @@ class StreamWatch:
         return complete
 
     def rest(self) -> bytes:
+        """What is held of an event that has not ended (the stream's last bytes, at its end)."""
         return self._carry
+
+    def _too_large(self, complete: bytes) -> None:
+        self._carry = b""
+        message = f"an SSE event passed {self._max_event} bytes without ending"
+        raise EventTooLarge(message, complete)
 
     def _inspect(self, complete: bytes, *, usage: bool = True) -> None:
         """Read only the events a cheap search points at: errors, usage, the end.

@@ -50,3 +50,18 @@ def test_the_shipped_routes_yaml_loads():
     )
     assert set(config.models) == {"gpt-4o", "gpt-4o-mini"}
     assert config.models["gpt-4o"].chain == ("gpt-4o", "gpt-4o-mini")
+
+
+def test_the_tuning_shown_in_routes_yaml_is_the_defaults():
+    """routes.yaml's commented tuning block, uncommented, loads, and says what the
+    defaults are: a default changed in code and not in the example fails here."""
+    text = (REPO / "routes.yaml").read_text(encoding="utf-8")
+    shown = text.split("# Optional tuning", 1)[1].split("\n", 1)[1]
+    block = "\n".join(line[2:] for line in shown.splitlines() if line.startswith("# "))
+    document = text.split("# Optional tuning", 1)[0] + block
+    tuned = parse_config(document, source="routes.yaml", environ=FAKE_ENV)
+    plain = parse_config(text, source="routes.yaml", environ=FAKE_ENV)
+    sections = [name for name in ("timeouts", "failover", "limits") if f"\n{name}:" in "\n" + block]
+    assert sections == ["timeouts", "failover", "limits"]
+    for name in sections:
+        assert getattr(tuned, name) == getattr(plain, name), name

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from router.sim import Fault, SimKey
+from router.sim import Fault, SimKey, SimProvider
 from tests.configs import (
     key,
     model,
@@ -21,7 +21,7 @@ from tests.configs import (
     two_keys_config,
     two_keys_models,
 )
-from tests.conftest import HI, SIM_A, SIM_B, SIM_C, ask, client, sync_client
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client, sync_client
 
 
 async def test_rate_limited_key_fails_over_and_is_not_hammered_while_cooling(stack, clock):
@@ -132,13 +132,27 @@ async def test_dead_key_is_taken_out_of_rotation_for_all_its_routes(stack, clock
 async def test_server_errors_fail_over_and_open_the_circuit_then_probe(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(preferring_a(sim_url), clock=clock)
-    sim.inject("a", Fault.server_error(500), Fault.server_error(502), Fault.overloaded())
-    for _ in range(3):
+    faults = [Fault.server_error(500), Fault.server_error(502), Fault.overloaded()] * 2
+    sim.inject("a", *faults[:5])
+    for _ in range(5):  # breaker_failures is 5 by default, all of a's calls failed
         assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
     assert (await ask(url))[0]["x-router-attempts"] == "1"  # circuit open: a not tried
-    assert sim.stats["a"].requests == 3
-    clock.advance(31)  # breaker_open is 30 s by default: one probe goes to a
+    assert sim.stats["a"].requests == 5
+    clock.advance(5.1)  # breaker_open is 5 s by default: one probe goes to a
     assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"
+
+
+async def test_sporadic_errors_of_a_busy_route_do_not_open_its_circuit(stack, clock):
+    # 5 failures within the window, but among 20 calls: under breaker_failure_rate 0.5.
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url), clock=clock)
+    for _ in range(5):
+        sim.inject("a", Fault.server_error(500))
+        assert (await ask(url))[0]["x-router-route"] == "b/gpt-4o"
+        for _ in range(3):
+            assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"
+    assert sim.stats["a"].requests == 20
+    assert (await ask(url))[0]["x-router-route"] == "a/gpt-4o"  # still closed
 
 
 async def test_first_byte_timeout_fails_over(stack):
@@ -326,3 +340,63 @@ async def test_sync_sdk_client_is_served(stack):
         return completion.choices[0].message.content or ""
 
     assert (await asyncio.to_thread(call)).startswith("Hello from")
+
+
+async def test_a_restarted_upstream_serves_again_with_the_first_request_after_it(stack):
+    # Both routes of gpt-4o reach one simulator. It goes down (connection refused) while
+    # requests keep coming, long enough for both circuits to open, and comes back on the
+    # same port. With every route open the router probes at once instead of answering
+    # 503 until the open period ends.
+    sim = SimProvider(keys=(SIM_A, SIM_B, SIM_C))
+    serving = sim.serve()
+    sim_url = await serving.__aenter__()
+    port = int(sim_url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        url = await stack.router(two_keys_config(sim_url, failover={"breaker_open": 30}))
+        assert (await ask(url))[0]["x-router-route"] in ("a/gpt-4o", "b/gpt-4o")
+    finally:
+        await serving.__aexit__(None, None, None)
+
+    loop = asyncio.get_running_loop()
+    for _ in range(8):
+        with pytest.raises(openai.APIStatusError) as caught:
+            await ask(url)
+        assert caught.value.status_code == 503
+    routes, _ = await admin_state(url)
+    assert {routes[r]["circuit"] for r in ("a/gpt-4o", "b/gpt-4o")} == {"open"}
+
+    async with sim.serve(port=port):
+        back = loop.time()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                headers, _ = await ask(url)
+                break
+            except openai.APIStatusError:
+                assert tries < 20 and loop.time() - back < 10, "no recovery"
+                await asyncio.sleep(0.1)
+        assert tries <= 2  # a pooled connection to the old process may fail once
+        routes, _ = await admin_state(url)
+        assert routes[headers["x-router-route"]]["circuit"] == "closed"
+
+
+async def test_a_request_larger_than_a_keys_whole_token_limit_is_left_to_the_provider(stack, clock):
+    # The key allows 1,000 tokens a minute and said so on its last answer. A request
+    # asking for 5,000 can never fit, and no wait would change that: the router does
+    # not answer a 429 of its own ("recovers in 0.0s") but sends it, and the provider's
+    # own "Request too large" goes back.
+    limited = SimKey(name="a", api_key=SIM_A.api_key, tpm=1000)
+    sim, sim_url = await stack.sim(limited, clock=clock)
+    config = routes_yaml(
+        keys=sim_keys(sim_url, limited), models={"gpt-4o": model(route("a", "gpt-4o"))}
+    )
+    url = await stack.router(config, clock=clock)
+    assert (await ask(url, max_tokens=10))[0]["x-router-route"] == "a/gpt-4o"
+    clock.advance(0.05)  # the bucket is not full again yet: its reset lies ahead
+    with pytest.raises(openai.RateLimitError) as caught:
+        await ask(url, max_tokens=5000)
+    assert caught.value.response.headers["x-router-attempts"] == "1"
+    assert "Request too large" in caught.value.message
+    assert sim.stats["a"].requests == 2
+    assert (await ask(url, max_tokens=10))[0]["x-router-route"] == "a/gpt-4o"  # not blamed

@@ -4,9 +4,12 @@ framing, keep-alive, stale connections, broken answers, compression, back-pressu
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
+import random
 import socket
 import ssl
+import string
 import struct
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,9 +20,16 @@ import trustme
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamProtocolError
-from router.types import Key, Route, Timeouts
+from router.types import Key, Limits, Route, Timeouts
 from router.upstream import Upstream
-from router.upstream.client import BadResponse, BrokenBody, Disconnected, HttpClient, InvalidHeader
+from router.upstream.client import (
+    BadResponse,
+    BrokenBody,
+    Disconnected,
+    HttpClient,
+    InvalidHeader,
+    TooLarge,
+)
 from tests.conftest import raw_upstream
 
 pytestmark = pytest.mark.timeout(20)
@@ -183,7 +193,7 @@ async def test_connections_idle_past_the_keepalive_limit_are_closed() -> None:
         finally:
             closed.append(n)
 
-    client = HttpClient(keepalive=0.25)
+    client = HttpClient(limits=Limits(idle_connection_seconds=0.25))
     try:
         async with wire(serve) as server:
             await asyncio.gather(*(post(client, server.url) for _ in range(3)))  # 3 pooled
@@ -588,3 +598,230 @@ async def test_a_stream_arrives_piece_by_piece_from_aiohttp(client) -> None:
 
 KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1", api_key="sk-test-0000000000")
 ROUTE = Route(key=KEY, model="m")
+
+
+# Limits: what one response may make the client hold (router.types.Limits).
+
+_BIG = 64 << 20  # what a misbehaving server below writes at most, if nobody stops it
+
+
+async def _flood(writer: asyncio.StreamWriter, piece: bytes, total: int = _BIG) -> int:
+    """Write `piece` again and again until `total` bytes or the peer goes; bytes written."""
+    written = 0
+    try:
+        while written < total:
+            writer.write(piece)
+            written += len(piece)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    return written
+
+
+def _limited(**limits: int | float) -> HttpClient:
+    return HttpClient(limits=Limits(**limits))  # type: ignore[arg-type]
+
+
+async def test_a_header_value_that_never_ends_is_refused_while_it_arrives() -> None:
+    sent: list[int] = []
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        sent.append(await _flood(writer, b"v" * 65536))
+        await asyncio.sleep(5)
+
+    client = _limited(max_head_bytes=16384)
+    try:
+        async with wire(serve) as server:
+            with pytest.raises(TooLarge, match="head larger than 16384"):
+                await post(client, server.url)
+            for _ in range(200):  # the client closed: the flood stops well short of its end
+                if sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert sent and sent[0] < _BIG // 2
+    finally:
+        client.close()
+
+
+async def test_too_many_header_fields_are_refused() -> None:
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        fields = b"".join(b"X-F%d: v\r\n" % i for i in range(30))
+        writer.write(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\n{}")
+
+    client = _limited(max_headers=20)
+    try:
+        async with wire(serve) as server:
+            with pytest.raises(TooLarge, match="more than 20 header fields"):
+                await post(client, server.url)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("status", "limit"), [(200, 300_000), (500, 1 << 20)])
+async def test_a_body_read_whole_stops_at_its_limit(status: int, limit: int) -> None:
+    """A whole body has the body limit (4 MiB here); an error body, 1 MiB at most."""
+    sent: list[int] = []
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 %d X\r\nTransfer-Encoding: chunked\r\n\r\n" % status)
+        sent.append(await _flood(writer, b"10000\r\n" + b"x" * 65536 + b"\r\n"))
+        await asyncio.sleep(5)
+
+    client = _limited(max_body_bytes=300_000 if status == 200 else 4 << 20)
+    try:
+        async with wire(serve) as server:
+            with pytest.raises(TooLarge, match=f"body larger than {limit} bytes"):
+                await post(client, server.url)
+            for _ in range(200):
+                if sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert sent and sent[0] < _BIG // 2
+    finally:
+        client.close()
+
+
+@functools.cache
+def _bomb(encoding: str) -> bytes:
+    """64 MiB of zeros, packed to about 64 KiB."""
+    zeros = bytes(_BIG)
+    return gzip.compress(zeros, 9) if encoding == "gzip" else zlib.compress(zeros, 9)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("whole", [True, False], ids=["read", "readany"])
+async def test_a_compression_bomb_fails_before_it_inflates(encoding: str, whole: bool) -> None:
+    bomb = _bomb(encoding)
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n"
+        writer.write(f"{head}Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    client = _limited(max_inflate_ratio=100)
+    try:
+        async with wire(serve) as server:
+            response = await client.post(
+                server.url, b"{}", {"Content-Type": "application/json"}, connect_timeout=2
+            )
+            inflated = 0
+            try:
+                with pytest.raises(TooLarge, match="inflates more than 100 times"):
+                    if whole:
+                        await response.read()
+                    while chunk := await response.readany():
+                        inflated += len(chunk)
+            finally:
+                response.release()
+            assert inflated < 8 << 20  # a MiB, and a hundred times what came in
+    finally:
+        client.close()
+
+
+async def test_a_body_that_compresses_well_but_not_absurdly_is_read() -> None:
+    """A stream of chunks that repeat all but a word each compresses about 25 times."""
+    rng = random.Random(1)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8))) for _ in range(999)]
+    chunk = (
+        '{"id":"chatcmpl-1","object":"chat.completion.chunk",'
+        '"choices":[{"delta":{"content":" %s"}}]}'
+    )
+    text = "".join(f"data: {chunk % rng.choice(words)}\n\n" for _ in range(20_000)).encode()
+    packed = gzip.compress(text)
+    assert len(text) / len(packed) > 20
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(packed)}"
+        writer.write(f"{head}\r\n\r\n".encode() + packed)
+
+    client = HttpClient()  # the default limits
+    try:
+        async with wire(serve) as server:
+            assert await post(client, server.url) == (200, text)
+    finally:
+        client.close()
+
+
+async def test_requests_past_the_per_host_cap_wait_for_a_connection() -> None:
+    in_flight = 0
+    most = 0
+
+    async def serve(reader, writer, n) -> None:
+        nonlocal in_flight, most
+        while True:
+            await server.read_request(reader)
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.05)
+            in_flight -= 1
+            writer.write(OK)
+
+    client = _limited(max_connections_per_host=2)
+    try:
+        async with wire(serve) as server:
+            answers = await asyncio.gather(*(post(client, server.url) for _ in range(7)))
+            assert answers == [(200, b"{}")] * 7
+            assert server.connections == 2 and most == 2
+            assert client.open_connections() == 2
+    finally:
+        client.close()
+
+
+async def test_a_wait_for_a_connection_ends_with_its_deadline() -> None:
+    """A request that gives up waiting leaves no slot taken and no turn lost."""
+    hold = asyncio.Event()
+
+    async def serve(reader, writer, n) -> None:
+        while True:
+            await server.read_request(reader)
+            await hold.wait()
+            writer.write(OK)
+
+    client = _limited(max_connections_per_host=1)
+    try:
+        async with wire(serve) as server:
+            first = asyncio.create_task(post(client, server.url))
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await post(client, server.url)  # no room: it waits, then gives up
+            later = asyncio.create_task(post(client, server.url))
+            hold.set()
+            assert await first == (200, b"{}") and await later == (200, b"{}")
+            assert server.connections == 1 and client.open_connections() == 1
+    finally:
+        client.close()
+
+
+async def test_idle_connections_close_on_time_without_any_traffic() -> None:
+    closed: list[int] = []
+
+    async def serve(reader, writer, n) -> None:
+        try:
+            while True:
+                await server.read_request(reader)
+                await asyncio.sleep(0.02)
+                writer.write(OK)
+        finally:
+            closed.append(n)
+
+    client = _limited(idle_connection_seconds=0.2)
+    try:
+        async with wire(serve) as server:
+            await asyncio.gather(*(post(client, server.url) for _ in range(5)))  # a burst
+            assert client.open_connections() == 5
+            for _ in range(100):  # and then nothing at all
+                if len(closed) == 5:
+                    break
+                await asyncio.sleep(0.02)
+            assert sorted(closed) == [1, 2, 3, 4, 5]
+            assert client.open_connections() == 0
+    finally:
+        client.close()

@@ -476,6 +476,11 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             id="breaker-failures-float",
         ),
         pytest.param(
+            minimal(extra="failover: {breaker_failure_rate: 1.5}\n"),
+            "failover.breaker_failure_rate: must be a fraction up to 1, got 1.5",
+            id="breaker-rate-over-one",
+        ),
+        pytest.param(
             minimal(extra="failover: {cooldown_max: fast}\n"),
             "failover.cooldown_max: expected a number, got a string",
             id="cooldown-not-a-number",
@@ -631,6 +636,18 @@ def test_client_keys_all_unset_refuses_to_start_open() -> None:
     )
 
 
+def test_admin_keys_expand_like_client_keys_and_all_unset_refuses_to_start() -> None:
+    text = minimal(extra="server:\n  admin_keys: ['${ADMIN_A}', '${ADMIN_B}']\n")
+    config = parse(text, {**ENV, "ADMIN_A": "admin-a-secret"})
+    assert config.server.admin_keys == ("admin-a-secret",)
+    assert config.warnings == ("server.admin_keys[1] is dropped: ADMIN_B is not set",)
+    assert "admin-a-secret" not in repr(config.server)
+    assert error_of(text) == (
+        "routes.yaml:7: server.admin_keys: every admin key is unset "
+        "(ADMIN_A is not set; ADMIN_B is not set); refusing to start without admin auth"
+    )
+
+
 @pytest.mark.parametrize(
     ("server", "error"),
     [
@@ -706,7 +723,8 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.timeouts.connect, config.timeouts.first_byte) == (1.0, 30.5)
     assert config.timeouts.idle == 60.0
     assert (config.failover.max_attempts, config.failover.key_disable) == (3, 60.0)
-    assert config.failover.breaker_failures == 3
+    assert config.failover.breaker_failures == 5
+    assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
 def test_optional_sections_given_as_null_take_their_defaults() -> None:

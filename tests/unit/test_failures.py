@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -10,6 +12,7 @@ from router.rules.failures import (
     ACTIONS,
     Next,
     Penalty,
+    classify_exception,
     classify_response,
     classify_stream_error,
     error_fields,
@@ -17,6 +20,7 @@ from router.rules.failures import (
 from router.rules.ratelimit import parse_duration, parse_headroom, retry_after_from_text
 from router.types import FailureClass
 from router.types import FailureClass as F
+from router.upstream import _mapped
 
 
 def nested_error(depth: int) -> bytes:
@@ -323,6 +327,7 @@ def test_every_failure_class_has_exactly_one_action() -> None:
             [F.CONTEXT_TOO_LONG], Next.CONTEXT_FALLBACK, Penalty.NONE, True, id="too-long"
         ),
         pytest.param([F.UNKNOWN], Next.ANSWER, Penalty.NONE, False, id="unknown-is-passed-on"),
+        pytest.param([F.LOCAL_RESOURCE], Next.STOP, Penalty.NONE, False, id="router-own-limit"),
     ],
 )
 def test_the_actions_are_the_rules_readme_states(failures, next_step, penalty, caller_fault):
@@ -340,3 +345,27 @@ def test_the_actions_are_the_rules_readme_states(failures, next_step, penalty, c
 def test_a_request_too_large_for_a_key_fails_over_without_blaming_the_key() -> None:
     action = ACTIONS[F.EXCEEDS_TPM]
     assert action.fails_over and not action.counts_as_error and action.answer_when_all
+
+
+@pytest.mark.parametrize(
+    ("number", "failure"),
+    [
+        (errno.EMFILE, F.LOCAL_RESOURCE),
+        (errno.ENFILE, F.LOCAL_RESOURCE),
+        (errno.ENOBUFS, F.LOCAL_RESOURCE),
+        (errno.EADDRNOTAVAIL, F.LOCAL_RESOURCE),
+        (errno.ENOMEM, F.LOCAL_RESOURCE),
+        (errno.ECONNREFUSED, F.CONNECTION),
+        (errno.ECONNRESET, F.CONNECTION),
+    ],
+)
+def test_the_routers_own_resource_errors_are_not_the_upstreams(number, failure) -> None:
+    mapped = _mapped(OSError(number, os.strerror(number)), "a/m", "first_byte")
+    assert mapped is not None
+    verdict = classify_exception(mapped)
+    assert verdict.failure is failure
+    if failure is F.LOCAL_RESOURCE:
+        assert errno.errorcode[number] in verdict.message
+        action = ACTIONS[failure]
+        assert not action.fails_over and not action.counts_as_error
+        assert not action.judges_route

@@ -13,7 +13,13 @@ from router.types import FailureClass as F
 from tests.clock import FakeClock
 
 SETTINGS = FailoverSettings(
-    cooldown_initial=2, cooldown_max=60, breaker_failures=3, breaker_open=10, key_disable=3600
+    cooldown_initial=2,
+    cooldown_max=60,
+    breaker_failures=3,
+    breaker_window=5,
+    breaker_open=10,
+    breaker_open_max=60,
+    key_disable=3600,
 )
 KEY = Key(name="k", provider="openai", api_base="http://127.0.0.1:1/v1", api_key="sk-x")
 R1 = Route(key=KEY, model="m1")
@@ -86,6 +92,71 @@ async def test_repeated_failures_open_the_circuit_then_one_probe_decides(tracker
     state = await health(tracker, R1)
     assert not state.half_open and state.blocked_for == 0 and state.streak == 0
     assert [e["event"] for e in logs] == ["circuit_closed"]
+    await record(tracker, R1, F.SERVER_ERROR)  # closed means closed: the count starts over
+    assert (await health(tracker, R1)).blocked_for == 0
+
+
+async def test_the_open_period_grows_only_while_probes_fail_and_is_capped(tracker, clock):
+    for _ in range(3):
+        await record(tracker, R1, F.CONNECTION)
+    periods = []
+    for _ in range(6):
+        periods.append((await health(tracker, R1)).blocked_for)
+        clock.advance(periods[-1] + 0.01)
+        await record(tracker, R1, F.CONNECTION)  # the probe fails
+    assert periods == pytest.approx([10, 20, 40, 60, 60, 60])  # breaker_open_max 60
+
+
+async def test_failures_spread_beyond_the_window_never_open_the_circuit(tracker, clock):
+    for _ in range(9):
+        await record(tracker, R1, F.SERVER_ERROR)
+        await record(tracker, R1, F.SERVER_ERROR)
+        clock.advance(5.01)  # breaker_window is 5: at most 2 failures in any window
+    assert (await health(tracker, R1)).blocked_for == 0
+
+
+async def test_failures_among_many_successes_keep_the_circuit_closed(tracker):
+    for _ in range(4):  # 8 failures, 20 successes in the window: under one half
+        await record(tracker, R1, F.SERVER_ERROR)
+        await record(tracker, R1, F.OK)
+        await record(tracker, R1, F.SERVER_ERROR)
+        for _ in range(4):
+            await record(tracker, R1, F.OK)
+    state = await health(tracker, R1)
+    assert state.blocked_for == 0 and state.failures == 8 and state.successes == 20
+    more = 0
+    while (await health(tracker, R1)).blocked_for == 0:
+        await record(tracker, R1, F.SERVER_ERROR)
+        more += 1
+    assert more == 12  # it opens as failures reach one half of the window's calls
+
+
+async def test_a_success_outside_any_failure_window_costs_no_store_call(clock):
+    class Counting(MemoryStore):
+        calls = 0
+
+        async def count(self, *args, **kwargs):
+            Counting.calls += 1
+            return await super().count(*args, **kwargs)
+
+        async def reset(self, *args, **kwargs):
+            Counting.calls += 1
+            await super().reset(*args, **kwargs)
+
+    tracker = HealthTracker(Counting(clock), SETTINGS, clock)
+    for _ in range(50):
+        await record(tracker, R1, F.OK)
+    assert Counting.calls == 0
+
+
+async def test_calls_under_way_when_the_circuit_opened_do_not_lengthen_it(tracker):
+    chosen_while_closed = await health(tracker, R1)
+    for _ in range(3):
+        await record(tracker, R1, F.SERVER_ERROR)
+    for _ in range(5):  # late failures of calls chosen before it opened
+        await tracker.record(R1, Verdict(failure=F.TIMEOUT), prior=chosen_while_closed, seconds=1)
+    state = await health(tracker, R1)
+    assert state.blocked_for == pytest.approx(10) and state.opens == 1
 
 
 async def test_failures_below_the_threshold_keep_the_circuit_closed(tracker):
@@ -141,3 +212,19 @@ async def test_the_last_failure_class_is_remembered_per_route(tracker):
     await record(tracker, R1, F.OK)
     assert (await health(tracker, R1)).last_failure == "timeout"
     assert (await health(tracker, R2)).last_failure == ""
+
+
+async def test_a_call_let_through_an_open_circuit_closes_it_or_leaves_the_period_alone(
+    tracker, clock
+):
+    # When every route is open the policy lets a call through (panic): its failure does
+    # not lengthen the open period, its success closes the circuit and lifts the block.
+    for _ in range(3):
+        await record(tracker, R1, F.CONNECTION)
+    clock.advance(2)
+    await record(tracker, R1, F.CONNECTION)
+    state = await health(tracker, R1)
+    assert state.blocked_for == pytest.approx(8) and state.opens == 1
+    await record(tracker, R1, F.OK)
+    state = await health(tracker, R1)
+    assert state.blocked_for == 0 and state.opens == 0 and not state.half_open

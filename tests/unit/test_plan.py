@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from router.rules.plan import HEALTHY, RouteHealth, plan
-from router.types import Headroom, Key, ModelSpec, Route
+from router.types import BlockReason, Headroom, Key, ModelSpec, Route
 
 
 def key(name: str) -> Key:
@@ -89,6 +89,33 @@ def test_too_few_tokens_left_for_this_request_skips_the_route():
 
 
 @pytest.mark.parametrize(
+    "room",
+    [
+        pytest.param(
+            RouteHealth(
+                headroom=Headroom(remaining_tokens=100, limit_tokens=1000, tokens_reset_in=5)
+            ),
+            id="needs-more-than-the-whole-limit",
+        ),
+        pytest.param(
+            RouteHealth(headroom=Headroom(remaining_tokens=100, limit_tokens=9000)),
+            id="reset-unknown",
+        ),
+        pytest.param(
+            RouteHealth(
+                headroom=Headroom(remaining_tokens=100, limit_tokens=9000, tokens_reset_in=5),
+                headroom_age=5.5,
+            ),
+            id="reset-passed",
+        ),
+    ],
+)
+def test_headroom_blocks_only_when_a_wait_would_cure_it(room):
+    # No wait makes 2,000 tokens fit a 1,000-token limit: the provider judges that one.
+    assert A in plan(MODEL, {A.id: room}, random.Random(1), need_tokens=2000).routes
+
+
+@pytest.mark.parametrize(
     "sick",
     [
         pytest.param(RouteHealth(error_rate=0.9), id="recent-errors"),
@@ -118,3 +145,36 @@ def test_excluded_routes_are_neither_planned_nor_reported():
 def test_plan_is_deterministic_for_a_seed():
     snapshot = {A.id: HEALTHY}
     assert order(snapshot, 7) == order(snapshot, 7)
+
+
+def _open(seconds: float, **kwargs) -> RouteHealth:
+    return RouteHealth(
+        blocked_for=seconds, block_reason=BlockReason.CIRCUIT_OPEN, opens=1, **kwargs
+    )
+
+
+def test_panic_probes_open_circuits_when_no_route_is_available():
+    every_route_open = {A.id: _open(5), B.id: _open(3), C.id: _open(20)}
+    assert order(every_route_open) == []  # outside panic an open circuit is skipped
+    result = plan(MODEL, every_route_open, random.Random(0), panic=True)
+    assert {r.key.name for r in result.routes} == {"a", "b", "c"}
+    assert result.routes[-1] == C and not result.unavailable  # tiers still hold
+
+
+def test_panic_keeps_one_probe_per_route_and_never_lifts_other_blocks():
+    snapshot = {
+        A.id: _open(5, in_flight=1),  # its probe is under way
+        B.id: RouteHealth(blocked_for=3, block_reason=BlockReason.QUOTA),
+        C.id: _open(20),
+    }
+    result = plan(MODEL, snapshot, random.Random(0), panic=True)
+    assert result.routes == (C,)
+    assert {(u.route.key.name, u.reason) for u in result.unavailable} == {
+        ("a", BlockReason.CIRCUIT_OPEN),
+        ("b", BlockReason.QUOTA),
+    }
+
+
+def test_panic_changes_nothing_while_a_route_is_available():
+    snapshot = {A.id: _open(5), B.id: _open(5)}
+    assert order(snapshot, panic=True) == ["c"]

@@ -13,6 +13,7 @@ import pytest
 from router.types import FailureClass
 from router.wire import sse
 from router.wire.dialects import OPENAI_CHAT, UsagePart
+from router.wire.stream_watch import EventTooLarge
 from router.wire.stream_watch import StreamWatch as _Watch
 
 STREAM = (
@@ -119,7 +120,7 @@ def test_openai_usage_is_read_from_the_usage_chunk_only() -> None:
 @pytest.mark.parametrize("split", [1, 40, 200, len(STREAM) - 3])
 def test_the_usage_chunk_is_kept_from_the_client_however_the_stream_is_cut(form, split) -> None:
     text = form(STREAM)
-    watch = _Watch(OPENAI_CHAT)
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
     out = watch.without_usage(text[:split]) + watch.without_usage(text[split:]) + watch.rest()
     assert b"prompt_tokens" not in out
     assert out == text.replace(
@@ -143,7 +144,7 @@ def test_with_usage_in_every_chunk_the_final_usage_chunk_is_kept_and_counted() -
         + final
         + b"data: [DONE]\n\n"
     )  # fmt: skip
-    watch = _Watch(OPENAI_CHAT)
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
     out = watch.without_usage(text) + watch.rest()
     assert out == text.replace(final, b"")
     end = watch.end()
@@ -151,10 +152,35 @@ def test_with_usage_in_every_chunk_the_final_usage_chunk_is_kept_and_counted() -
 
 
 def test_a_client_gone_after_the_terminator_was_seen_but_not_written_was_not_served() -> None:
-    watch = _Watch(OPENAI_CHAT)
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
     watch.see(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
     assert watch.done and not watch.delivered
     assert watch.end(client_gone=True).client_gone  # the write of [DONE] never returned
     watch.delivered = True  # what the relay says once that write has returned
     end = watch.end(client_gone=True)
     assert not end.client_gone and end.verdict.failure is FailureClass.OK
+
+
+@pytest.mark.parametrize("split", [1, 30, 100, len(STREAM) - 3])
+def test_only_whole_events_go_on_and_the_rest_waits(split: int) -> None:
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
+    first = watch.see(STREAM[:split])
+    assert sse.complete_length(first) == len(first)  # never half an event
+    assert first + watch.rest() == STREAM[:split]
+    assert first + watch.see(STREAM[split:]) == STREAM and watch.rest() == b""
+    assert watch.done
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_an_event_that_outgrows_the_limit_is_refused(strip: bool) -> None:
+
+    watch = _Watch(OPENAI_CHAT, 1000)
+    read = watch.without_usage if strip else watch.see
+    assert read(b'data: {"a":"' + b"x" * 900) == b""  # held: it may still end in time
+    with pytest.raises(EventTooLarge, match="1000 bytes") as caught:
+        read(b"x" * 200)
+    assert caught.value.complete == b""
+    with pytest.raises(EventTooLarge) as caught:  # whole events before it still go on
+        read(b'data: {"b":1}\n\ndata: ' + b"x" * 1000)
+    assert caught.value.complete == b'data: {"b":1}\n\n'
+    assert watch.rest() == b""  # nothing of it is kept

@@ -118,7 +118,7 @@ class AnthropicMessagesTranslator:
             carried_headers(provider_headers(opened.stream), _SSE),
             message_events(opened, tool_names),
             opened.aclose,
-            functools.partial(stream_failure, route.id),
+            functools.partial(stream_failure, route.id, secret=route.key.api_key),
         )
 
 

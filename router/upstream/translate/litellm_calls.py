@@ -34,7 +34,7 @@ async def complete(
     except TimeoutError as exc:
         raise UpstreamTimeout(route.id, "first_byte") from exc
     except Exception as exc:  # litellm's errors; error_answer finds what the provider said
-        return error_answer(exc, route.id)
+        return error_answer(exc, route.id, secret=route.key.api_key)
 
 
 @dataclass(slots=True)
@@ -76,7 +76,7 @@ async def open_stream(
     except TimeoutError as exc:
         raise UpstreamTimeout(route.id, "first_byte") from exc
     except Exception as exc:
-        return error_answer(exc, route.id)
+        return error_answer(exc, route.id, secret=route.key.api_key)
     finally:
         if stream is not None and not opened:
             await close_stream(stream)

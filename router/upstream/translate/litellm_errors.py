@@ -32,6 +32,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.upstream.translate.translated import TranslatedAnswer, carried_headers, json_bytes
+from router.wire.redact import clip
 
 _JSON = "application/json"
 _CHAIN_LIMIT = 12
@@ -65,8 +66,9 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         link = original or link.__cause__ or link.__context__
 
 
-def error_answer(exc: BaseException, route_id: str) -> TranslatedAnswer:
-    """The provider's error for a call that failed before any stream chunk.
+def error_answer(exc: BaseException, route_id: str, *, secret: str = "") -> TranslatedAnswer:
+    """The provider's error for a call that failed before any stream chunk; `secret`,
+    the route's key, is redacted from any message before it is cut short.
 
     Raises the router's `UpstreamError` instead when no HTTP answer came (transport).
     """
@@ -78,18 +80,18 @@ def error_answer(exc: BaseException, route_id: str) -> TranslatedAnswer:
             answer = _provider_answer(link.response, route_id)
             if answer is not None:
                 return answer
-    failure = _transport_failure(links, route_id, "first_byte")
+    failure = _transport_failure(links, route_id, "first_byte", secret)
     if failure is not None:
         raise failure from exc
-    return _synthesised(links, route_id)
+    return _synthesised(links, route_id, secret)
 
 
-def stream_failure(route_id: str, exc: BaseException, phase: str) -> UpstreamError:
+def stream_failure(route_id: str, exc: BaseException, phase: str, *, secret: str) -> UpstreamError:
     """A stream that broke after its first chunk: the relay ends it with an error event."""
     links = list(exception_chain(exc))
     if any(_is_timeout(link) for link in links):
         return UpstreamTimeout(route_id, phase)
-    return UpstreamProtocolError(route_id, f"stream broke: {_provider_message(links)}")
+    return UpstreamProtocolError(route_id, f"stream broke: {_provider_message(links, secret)}")
 
 
 def _provider_answer(response: Any, route_id: str) -> TranslatedAnswer | None:
@@ -113,7 +115,7 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 def _transport_failure(
-    links: list[BaseException], route_id: str, phase: str
+    links: list[BaseException], route_id: str, phase: str, secret: str
 ) -> UpstreamError | None:
     import httpx
 
@@ -123,18 +125,19 @@ def _transport_failure(
     if any(
         isinstance(link, aiohttp.ClientPayloadError | httpx.RemoteProtocolError) for link in links
     ):
-        return UpstreamProtocolError(route_id, f"broken response body: {root}")
+        return UpstreamProtocolError(route_id, clip(f"broken response body: {root}", 300, secret))
     # Read from the chain's network errors, not from litellm's class: litellm raises
     # APIConnectionError for its own failures too (a body it could not convert), and
     # reports a refused connection to Anthropic as InternalServerError(500).
     if any(
         isinstance(link, httpx.TransportError | aiohttp.ClientError | OSError) for link in links
     ):
-        return UpstreamConnectionError(route_id, f"{type(root).__name__}: {root}"[:300])
+        message = clip(f"{type(root).__name__}: {root}", 300, secret)
+        return UpstreamConnectionError(route_id, message)
     return None
 
 
-def _synthesised(links: list[BaseException], route_id: str) -> TranslatedAnswer:
+def _synthesised(links: list[BaseException], route_id: str, secret: str) -> TranslatedAnswer:
     """An OpenAI-style error with the meaning litellm gave the failure, when the
     provider's own response is gone (a mid-stream error event, a litellm-side check)."""
     from litellm import exceptions
@@ -155,13 +158,14 @@ def _synthesised(links: list[BaseException], route_id: str) -> TranslatedAnswer:
             ("api_error", None),
         )
         # litellm appends a traceback and a bug-report link to its own failures.
-        message = str(getattr(outer, "message", None) or outer).split("\nTraceback")[0][:500]
+        message = str(getattr(outer, "message", None) or outer).split("\nTraceback")[0]
+        message = clip(message, 500, secret)
         error = {"message": message, "type": kind, "param": None, "code": code}
         body = json_bytes({"error": error})
     return TranslatedAnswer(route_id, status, carried_headers(headers, _JSON), body)
 
 
-def _provider_message(links: list[BaseException]) -> str:
+def _provider_message(links: list[BaseException], secret: str) -> str:
     from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
     provider = next((x for x in links if isinstance(x, BaseLLMException)), None)
@@ -170,7 +174,7 @@ def _provider_message(links: list[BaseException]) -> str:
     )
     if isinstance(message, bytes):
         message = message.decode("utf-8", "replace")
-    return str(message)[:300]
+    return clip(str(message), 300, secret)
 
 
 def _is(exc: BaseException, class_name: str) -> bool:

@@ -114,7 +114,7 @@ class OpenAIChatTranslator:
             carried_headers(provider_headers(opened.stream), _SSE),
             chunk_events(opened),
             opened.aclose,
-            functools.partial(stream_failure, route.id),
+            functools.partial(stream_failure, route.id, secret=route.key.api_key),
         )
 
 

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import importlib.util
 import json
+import logging
 import os
 import re
 import threading
@@ -44,8 +45,23 @@ def _import() -> ModuleType:
             # (turn_off_message_logging stays off: it only redacts what callbacks get,
             # and there are none, at the cost of a deep copy of every request.)
             litellm.disable_streaming_logging = True
+            _quiet_own_handlers()
             _litellm = litellm
         return _litellm
+
+
+def _quiet_own_handlers() -> None:
+    """litellm writes to stderr through handlers of its own, past the router's redacting
+    log: without them its records go up to the root logger, which the router's log
+    configuration (telemetry/stdlib.py) formats and redacts."""
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                logger.removeHandler(handler)
+        logger.propagate = True
 
 
 async def load() -> ModuleType:

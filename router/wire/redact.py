@@ -1,0 +1,143 @@
+"""One redaction for every text that leaves the router: log lines, error bodies, error events.
+
+It replaces the configured secrets (provider keys, client keys, admin keys) wherever they
+appear, and anything shaped like a provider key or a credential header value. JSON string
+escapes are read first: an upstream that writes a key as `\\u0073\\u006b-...` (or `\\/` for
+`/`) hides it from a plain search, so printable ASCII escapes are decoded before matching.
+The decoded text is kept only when something was redacted, so clean text is untouched.
+
+Text that is cut short (a log field, an error message) must be redacted before it is
+cut: a key cut in half no longer matches, and its first half is still a leak.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterable
+
+from router.types import Config
+
+REDACTED = "[redacted]"
+
+# Provider key shapes, and the values of credential headers as a log line or an echoed
+# request shows them (`Authorization: Bearer x`, `"x-api-key": "x"`, `api-key=x`); the
+# header's name (group `head`) stays, so a reader still sees which header it was.
+_KEY_SHAPES = (
+    r"sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}"
+    r"|(?P<head>(?i:authorization|x-api-key|api-key|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?"
+    r"(?i:(?:bearer|basic)\s+)?)[^\s\"',}]{6,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+)
+# Every branch of _KEY_SHAPES contains one of these (lowercased text): a line with none of
+# them, and none of the secrets, skips the regex.
+_SHAPE_HINTS = ("sk-", "aiza", "bearer", "authorization", "api-key")
+
+
+def _replace(match: re.Match[str]) -> str:
+    head = match.group("head")
+    return REDACTED if head is None else head + REDACTED
+
+
+# A JSON escape for a printable ASCII character (`\u0073`, `\/`), or an escaped backslash,
+# which is skipped as a pair so that `\\u0073` (a backslash, then "u0073") stays as it is.
+_ESCAPE = re.compile(r"\\(\\|/|u00[2-7][0-9A-Fa-f])")
+_KEEP_ESCAPED = frozenset('"\\\x7f')
+
+
+def _unescape(match: re.Match[str]) -> str:
+    escape = match.group(1)
+    if escape == "\\":
+        return match.group(0)
+    if escape == "/":
+        return "/"
+    char = chr(int(escape[1:], 16))
+    return match.group(0) if char in _KEEP_ESCAPED else char
+
+
+def unescape_printable(text: str) -> str:
+    """`text` with JSON escapes of printable ASCII decoded; still valid JSON if it was."""
+    return _ESCAPE.sub(_unescape, text) if "\\" in text else text
+
+
+class Redactor:
+    """Replaces configured secrets and anything shaped like a key or credential."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # A secret as written, and as a JSON encoder would escape it.
+        forms = {form for s in secrets if len(s) >= 6 for form in (s, json.dumps(s)[1:-1])}
+        exact = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        self._pattern = re.compile(f"{exact}|{_KEY_SHAPES}" if exact else _KEY_SHAPES)
+        # Substring tests cost far less than the regex, and nearly every line fails all
+        # of them: then the regex is skipped.
+        self._secrets = tuple(sorted(forms))
+        self._secret_bytes = tuple(form.encode() for form in self._secrets)
+
+    def holds_secret(self, data: bytes) -> bool:
+        """Whether `data` holds a configured secret as written (or JSON-escaped)."""
+        return any(secret in data for secret in self._secret_bytes)
+
+    def _suspect(self, text: str) -> bool:
+        if any(secret in text for secret in self._secrets):
+            return True
+        lowered = text.lower()
+        return any(hint in lowered for hint in _SHAPE_HINTS)
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret and key-shaped string replaced by `[redacted]`; the
+        same object when there was nothing to replace."""
+        seen = unescape_printable(text)
+        if not self._suspect(seen):
+            return text
+        scrubbed = self._pattern.sub(_replace, seen)
+        return text if scrubbed == seen else scrubbed
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        """`data` (UTF-8, as an upstream sent it) redacted; the same object when clean."""
+        text = data.decode("utf-8", "surrogateescape")
+        scrubbed = self.scrub(text)
+        return data if scrubbed is text else scrubbed.encode("utf-8", "surrogateescape")
+
+
+class StreamRedaction:
+    """Redacts a stream the relay forwards event by event. The relay passes on whole
+    events only (the stream watch holds an unfinished one), so a secret is never split
+    between two pieces.
+
+    A piece is redacted in full (escapes, key shapes) when it holds the dialect's error
+    hint, so an error event is redacted like an error body; otherwise only configured
+    secrets are looked for, so a model's own text is left alone unless it holds one.
+    """
+
+    __slots__ = ("_error_hint", "_redactor")
+
+    def __init__(self, redactor: Redactor, error_hint: bytes) -> None:
+        self._redactor = redactor
+        self._error_hint = error_hint
+
+    def clean(self, data: bytes) -> bytes:
+        if data and (self._error_hint in data or self._redactor.holds_secret(data)):
+            return self._redactor.scrub_bytes(data)
+        return data
+
+    def text(self, message: str) -> str:
+        return self._redactor.scrub(message)
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret routes.yaml holds: provider keys, client keys, admin keys."""
+    server = config.server
+    return [key.api_key for key in config.keys.values()] + [*server.client_keys, *server.admin_keys]
+
+
+@functools.lru_cache(maxsize=256)
+def _redactor_for(secret: str) -> Redactor:
+    return Redactor((secret,))
+
+
+def clip(text: str, limit: int, secret: str) -> str:
+    """At most `limit` characters of `text`, redacted (`secret` and key shapes) before it
+    is cut: cut first, a key split at the end would no longer match, yet half of it leaks.
+    For code that knows one key (the route's) but not the configured set."""
+    return _redactor_for(secret).scrub(text)[:limit]

@@ -1,0 +1,59 @@
+"""The redaction every log line, error body and relayed stream passes through."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.wire.dialects import OPENAI_CHAT
+from router.wire.redact import REDACTED, Redactor, StreamRedaction, clip
+from router.wire.stream_watch import StreamWatch
+
+AZURE = "0f3a9c5e7b1d4f2a8c6e0b9d3f5a7c1e"
+REDACTOR = Redactor([AZURE, "router-client-key-0123456789"])
+
+
+def escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(f"key {AZURE}.", f"key {REDACTED}.", id="configured"),
+        pytest.param(f'{{"m": "{escaped(AZURE)}"}}', f'{{"m": "{REDACTED}"}}', id="u-escaped"),
+        pytest.param(
+            f'{{"m": "{escaped("sk-")}proj-abcdefghij"}}', f'{{"m": "{REDACTED}"}}', id="shape"
+        ),
+        pytest.param("Authorization: Basic dXNlcjprZXk=", f"Authorization: Basic {REDACTED}"),
+        pytest.param('"x-api-key": "abcdefgh12"', f'"x-api-key": "{REDACTED}"', id="header"),
+        pytest.param("Bearer router-client-key-0123456789\\x01", f"{REDACTED}\\x01", id="bearer"),
+    ],
+)
+def test_secrets_are_replaced_in_every_form(text: str, expected: str) -> None:
+    assert REDACTOR.scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain words", 'a "quoted \\"escape\\" and \\u00e9"', "a\\\\u0073k-proj-abcdefghij"],
+)
+def test_clean_text_is_the_same_object_escapes_untouched(text: str) -> None:
+    assert REDACTOR.scrub(text) is text
+
+
+def test_clip_redacts_before_it_cuts() -> None:
+    text = "x" * 190 + AZURE
+    assert clip(text, 200, AZURE) == ("x" * 190 + REDACTED)[:200]
+    assert AZURE[:8] not in clip(text, 200, AZURE)
+
+
+def test_a_stream_never_splits_a_secret_between_two_writes() -> None:
+    """The relay writes what the watch passes on, whole events only, each redacted."""
+    watch = StreamWatch(OPENAI_CHAT, 1 << 20)
+    stream = StreamRedaction(REDACTOR, OPENAI_CHAT.error_hint)
+    event = f'data: {{"error": {{"message": "{AZURE}"}}}}\n\n'.encode()
+    half = event.index(AZURE.encode()) + 10
+    written = stream.clean(watch.see(b'data: {"x": 1}\n\n' + event[:half]))
+    assert written == b'data: {"x": 1}\n\n'  # the unfinished event waits
+    written += stream.clean(watch.see(event[half:]))
+    assert AZURE.encode()[:10] not in written and REDACTED.encode() in written
