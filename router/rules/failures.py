@@ -237,7 +237,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
         # No API answers a request with nothing: the upstream failed to say anything.
-        return OK if body.strip() else Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
+        return Verdict(failure=F.SERVER_ERROR, message=_EMPTY) if _blank(body) else OK
     if 300 <= status < 400:
         return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
     try:
@@ -292,6 +292,11 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
 
 _EMPTY = "the upstream answered 200 with an empty body"
 _TOO_DEEP = "the upstream's error body nests too deeply to read"
+
+
+def _blank(body: bytes) -> bool:
+    """Empty or only whitespace; a real answer starts with `{` (no copy of a large body)."""
+    return not body or (body[:1].isspace() and not body.strip())
 
 
 def _redirect_message(status: int, headers: Mapping[str, str]) -> str:
