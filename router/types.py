@@ -239,6 +239,7 @@ class FailureClass(StrEnum):
     CONNECTION = "connection"
     LOCAL_RESOURCE = "local_resource"  # the router itself is out of sockets, files, memory
     MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
+    REDIRECT = "redirect"  # a 3xx: the route's address is wrong: next route
     CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model
     CONTENT_POLICY = "content_policy"
     BAD_REQUEST = "bad_request"  # the request's fault: answer goes back unchanged

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from router.errors import UpstreamError, UpstreamProtocolError
+from router.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from router.failover.call import Answer, Call
 from router.failover.usage_ask import UsageRequest
 from router.health.budgets import BudgetKeeper
@@ -38,7 +38,7 @@ from router.upstream import Upstream, UpstreamResponse
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import TranslatedResponse, Translator, translator_for
 from router.wire import sse
-from router.wire.body import with_model, with_usage_requested
+from router.wire.body import utf8_text, with_model, with_usage_requested
 from router.wire.dialects import Dialect
 from router.wire.redact import Redactor, StreamRedaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
@@ -353,6 +353,13 @@ class AttemptRunner:
         ask_usage: bool,
     ) -> Response:
         if translator is not None:
+            if not utf8_text(call.body, call.payload):
+                # litellm sends UTF-8 and cannot; the client's escape is not its to mend.
+                raise InvalidRequest(
+                    "the request holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                    "escape), which cannot be sent to this route's provider",
+                    "invalid_body",
+                )
             return await translator.send(
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )

@@ -100,28 +100,49 @@ def endpoint(
                 if needs_key:
                     auth.check(request)  # type: ignore[union-attr]
                 response = await handler(request)
-            except RouterError as exc:
-                response = error_response(exc, trace, dialect)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                response = error_response(_from_http_exception(exc), trace, dialect)
+                status = 499 if _client_left(trace) else response.status
             except (asyncio.CancelledError, ConnectionResetError):
                 if trace.delivered:
                     status = 200  # the client left after the stream's end reached it
                 raise
-            except Exception:
-                log.exception("unhandled_error", path=request.path)
-                response = _internal_error(request_id)
+            except Exception as exc:
+                if trace.committed is not None:
+                    # The head went out: end the stream; never a second response inside it.
+                    log.exception("unhandled_error_in_stream", path=request.path)
+                    await trace.committed.fail(dialect.error_event(_internal_message(request_id)))
+                    status = 500
+                    return trace.committed
+                response = _error_response(exc, request, trace, dialect)
+                status = response.status
             if not response.prepared:
                 response.headers["x-request-id"] = request_id
-            status = response.status
             return response
         finally:
             if counted:
                 _finish(request, trace, status)
 
     return handle
+
+
+def _client_left(trace: RequestTrace) -> bool:
+    """A stream the client hung up on before its end reached it (a reset the relay saw
+    rather than a cancellation): the client left, whatever the status line said."""
+    end = trace.stream_end
+    return end is not None and end.client_gone
+
+
+def _error_response(
+    exc: Exception, request: web.Request, trace: RequestTrace, dialect: Dialect
+) -> web.Response:
+    """The client's error answer, when nothing has been sent yet."""
+    if isinstance(exc, RouterError):
+        return error_response(exc, trace, dialect)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return error_response(_from_http_exception(exc), trace, dialect)
+    log.exception("unhandled_error", path=request.path)
+    return _internal_error(trace.request_id)
 
 
 def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) -> Handler:
@@ -155,8 +176,12 @@ def _from_http_exception(exc: web.HTTPException) -> RouterError:
     return PathNotFound(f"{exc.reason}", status=exc.status)
 
 
+def _internal_message(request_id: str) -> str:
+    return f"internal router error; see the router log for request id {request_id}"
+
+
 def _internal_error(request_id: str) -> web.Response:
-    message = f"internal router error; see the router log for request id {request_id}"
+    message = _internal_message(request_id)
     body = {"error": {"message": message, "type": "server_error", "param": None,
                       "code": "internal_error"}}  # fmt: skip
     return web.json_response(body, status=500)
@@ -183,7 +208,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "status": status,
             "outcome": outcome.value,
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
-            "stream": None if end is None else _stream_outcome(end),
+            "stream": None if end is None else _stream_outcome(end, status),
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
             "tokens_in": usage.input_tokens if usage else None,
@@ -193,7 +218,9 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     )
 
 
-def _stream_outcome(end: StreamEnd) -> str:
+def _stream_outcome(end: StreamEnd, status: int) -> str:
+    if status == 500:
+        return "router_error"  # the router failed it, not the upstream or the client
     return "client_gone" if end.client_gone else end.verdict.failure.value
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer, Call
+from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
@@ -46,6 +47,10 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         raise InvalidRequest(f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object", "invalid_body")
+    if fastjson.too_deep(body, payload):
+        raise InvalidRequest(
+            f"request body nests more than {fastjson.MAX_DEPTH} levels deep", "invalid_body"
+        )
     return body, payload
 
 
@@ -138,11 +143,11 @@ def parse_call(
 
 async def commit(
     request: web.Request, stream: OpenStream, state: RouterState, call: Call
-) -> web.StreamResponse:
+) -> ClientStream:
     """Send the stream's status and headers: the commit point. From here on an upstream
     failure ends the stream with an error event; it cannot fail over."""
     trace = request[REQUEST_TRACE]
-    response = web.StreamResponse(
+    response = ClientStream(
         status=200,
         headers={
             "Content-Type": "text/event-stream",
@@ -152,6 +157,7 @@ async def commit(
         },
     )
     await response.prepare(request)
+    trace.committed = response  # from here on, any failure ends this stream (endpoint.py)
     trace.ttft = time.perf_counter() - trace.started
     state.metrics.ttft_series(call.model.name, stream.route).observe(trace.ttft)
     return response

@@ -9,6 +9,7 @@ from aiohttp import web
 from router.failover import Failover
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.handlers.client_stream import ClientStream
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog
@@ -44,6 +45,7 @@ class RequestTrace:
     attempts: tuple[Attempt, ...] = ()
     result: Answer | OpenStream | None = None
     ttft: float | None = None  # seconds to the first content event, streams only
+    committed: ClientStream | None = None  # a stream's response, once its head is sent
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result

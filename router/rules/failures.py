@@ -127,6 +127,10 @@ ACTIONS: Mapping[F, Action] = {
     F.MODEL_NOT_FOUND: Action(
         Next.NEXT_ROUTE, Penalty.ROUTE_OUT, out_for=BlockReason.MISCONFIGURED
     ),
+    # A 3xx: the route's api_base has moved (http for https, a path without /v1). No
+    # request on it succeeds until the config changes, and following the redirect would
+    # send the key wherever the upstream says; the client must not get it either.
+    F.REDIRECT: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT, out_for=BlockReason.MISCONFIGURED),
     # The prompt is too long for this model; a model with a larger window may take it.
     F.CONTEXT_TOO_LONG: Action(Next.CONTEXT_FALLBACK, Penalty.NONE, caller_fault=True),
     F.CONTENT_POLICY: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
@@ -137,14 +141,29 @@ ACTIONS: Mapping[F, Action] = {
 }
 
 
+class TooDeep(ValueError):
+    """JSON nested too deeply for the parser (Python's recursion) to read."""
+
+
+def _json(body: bytes) -> Any:
+    """`json.loads`, with nesting too deep to parse as TooDeep, not a RecursionError."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise TooDeep("nested too deeply to parse") from None
+
+
 def error_fields(body: bytes) -> tuple[str, str, str]:
     """(type, code, message) from an OpenAI-style error body; empty strings when absent.
 
     Accepts `{"error": {...}}`, the legacy vLLM flat form and a Vertex `[{...}]` array.
+    Raises TooDeep for a body nested too deeply to parse.
     """
     try:
-        payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload: Any = _json(body)
+    except TooDeep:
+        raise
+    except ValueError:
         return "", "", body[:500].decode("utf-8", "replace")
     if isinstance(payload, list) and payload:
         payload = payload[0]
@@ -174,7 +193,7 @@ def google_details(body: bytes) -> tuple[bool, float | None]:
     if b"type.googleapis.com" not in body:
         return False, None
     try:
-        payload: Any = json.loads(body)
+        payload: Any = _json(body)
     except (ValueError, UnicodeDecodeError):
         return False, None
     if isinstance(payload, list) and payload:
@@ -217,8 +236,14 @@ def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
     """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
-        return OK
-    kind, code, message = error_fields(body)
+        # No API answers a request with nothing: the upstream failed to say anything.
+        return Verdict(failure=F.SERVER_ERROR, message=_EMPTY) if _blank(body) else OK
+    if 300 <= status < 400:
+        return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
+    try:
+        kind, code, message = error_fields(body)
+    except TooDeep:  # no provider writes such an error: the upstream is broken
+        return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
     text = message.lower()
     if _is_quota(status, kind, code, text):
         return Verdict(failure=F.QUOTA, message=message)
@@ -265,9 +290,29 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     return Verdict(failure=F.UNKNOWN, message=message)
 
 
+_EMPTY = "the upstream answered 200 with an empty body"
+_TOO_DEEP = "the upstream's error body nests too deeply to read"
+
+
+def _blank(body: bytes) -> bool:
+    """Empty or only whitespace; a real answer starts with `{` (no copy of a large body)."""
+    return not body or (body[:1].isspace() and not body.strip())
+
+
+def _redirect_message(status: int, headers: Mapping[str, str]) -> str:
+    """What a log reader needs to fix the route: where it was sent (without the query,
+    which could carry a key)."""
+    location = headers.get("location", "").partition("?")[0][:200]
+    where = f" to {location}" if location else " with no Location"
+    return f"the upstream answered {status}, a redirect{where}: check the route's api_base"
+
+
 def classify_stream_error(payload: bytes) -> Verdict:
     """An error event inside a 200 stream: `data: {"error": {...}}` (§9.1)."""
-    kind, code, message = error_fields(payload)
+    try:
+        kind, code, message = error_fields(payload)
+    except TooDeep:
+        return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
     # The HTTP status is already 200, so read the type; default to a server error.
     status = 429 if code in ("rate_limit_exceeded", "429") else 500
     if kind == "invalid_request_error":

@@ -66,6 +66,7 @@ ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
     FailureClass.OVERLOADED: AttemptOutcome.SERVER_ERROR,
     FailureClass.SERVER_ERROR: AttemptOutcome.SERVER_ERROR,
     FailureClass.MODEL_NOT_FOUND: AttemptOutcome.SERVER_ERROR,
+    FailureClass.REDIRECT: AttemptOutcome.SERVER_ERROR,
     FailureClass.TIMEOUT: AttemptOutcome.TIMEOUT,
     FailureClass.CONNECTION: AttemptOutcome.CONNECTION,
     FailureClass.LOCAL_RESOURCE: AttemptOutcome.LOCAL_RESOURCE,

@@ -24,6 +24,8 @@ _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 # A \u escape of one of the letters of "model" (d e l m o): a key written that way is
 # still `model` to a parser, but not to a byte search.
 _ESCAPED_MODEL_LETTER = re.compile(rb"\\u00(?:6[45cdfCDF])")
+# A \u escape of a UTF-16 surrogate: half of a pair, or a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def with_model(body: bytes, payload: dict[str, Any], model: str) -> bytes:
@@ -43,7 +45,7 @@ def with_model(body: bytes, payload: dict[str, Any], model: str) -> bytes:
         key = _MODEL_KEY.match(body, at)
         value = _STRING.match(body, key.end()) if key is not None else None
         if value is not None:
-            name = json.dumps(model, ensure_ascii=False).encode()
+            name = _encoded(model)
             return body[: value.start()] + name + body[value.end() :]
     return _dumps({**exact_loads(body), "model": model})
 
@@ -63,5 +65,28 @@ def with_usage_requested(body: bytes, payload: dict[str, Any]) -> bytes:
     return _dumps({**exact, "stream_options": {**options, "include_usage": True}})
 
 
+def utf8_text(body: bytes, payload: dict[str, Any]) -> bool:
+    """Whether every string of the body has a UTF-8 form: not so when the client escaped
+    a lone surrogate (`"\\ud800"`), which JSON allows and UTF-8 cannot hold. Only a body
+    with a surrogate escape is looked at closely."""
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return True
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _dumps(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return _encoded(payload, separators=(",", ":"))
+
+
+def _encoded(value: Any, **options: Any) -> bytes:
+    """`value` as UTF-8 JSON. A lone surrogate (the client wrote `\\ud800`, which the
+    stdlib parser accepts) has no UTF-8 form: such a value is written with every
+    non-ASCII character escaped, as the client's own escape was."""
+    try:
+        return json.dumps(value, ensure_ascii=False, **options).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, **options).encode()

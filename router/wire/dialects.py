@@ -16,8 +16,9 @@ from typing import Any
 
 from router.errors import NoCapacity, RouterError
 from router.rules.failures import classify_response, classify_stream_error
-from router.types import Verdict
-from router.wire.usage import usage_from_body
+from router.types import FailureClass, Verdict
+from router.wire import fastjson
+from router.wire.usage import tokens, usage_from_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +30,13 @@ class UsagePart:
 
 
 def _json(data: bytes) -> Any:
+    """The event's JSON, or None when it has none. Nesting deeper than a request may
+    have counts as none: no provider writes it, and re-encoding it would recurse too far."""
     try:
-        return json.loads(data)
+        value = fastjson.loads(data)
     except ValueError:
         return None
+    return None if fastjson.too_deep(data, value) else value
 
 
 # Text in a delta: certainly not preamble, and by far the most common event, so it is
@@ -98,6 +102,8 @@ class OpenAIChat:
         if b'"error"' not in data:
             return None
         payload = _json(data)
+        if payload is None:  # names an error, and cannot be read: the upstream is broken
+            return Verdict(failure=FailureClass.SERVER_ERROR, message="unreadable error event")
         if isinstance(payload, dict) and payload.get("error"):
             return classify_stream_error(data)
         return None
@@ -158,7 +164,7 @@ class OpenAIResponses(OpenAIChat):
         usage = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(usage, dict):
             return None
-        return UsagePart(usage.get("input_tokens"), usage.get("output_tokens"))
+        return UsagePart(tokens(usage.get("input_tokens")), tokens(usage.get("output_tokens")))
 
     def error_event(self, message: str) -> bytes:
         body = {"type": "error", "code": "upstream_stream_error", "message": message,
@@ -208,12 +214,16 @@ class AnthropicMessages:
             message = payload.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
             if isinstance(usage, dict):
-                return UsagePart(usage.get("input_tokens"), usage.get("output_tokens"))
+                return UsagePart(
+                    tokens(usage.get("input_tokens")), tokens(usage.get("output_tokens"))
+                )
         if event == b"message_delta" and isinstance(payload.get("usage"), dict):
             # Current streams (and litellm's adapter, whose message_start says 0) give
             # input_tokens here too; a later value replaces an earlier one.
             usage = payload["usage"]
-            return UsagePart(usage.get("input_tokens") or None, usage.get("output_tokens"))
+            return UsagePart(
+                tokens(usage.get("input_tokens")) or None, tokens(usage.get("output_tokens"))
+            )
         return None
 
     def error_event(self, message: str) -> bytes:

@@ -6,6 +6,11 @@ so anything it refuses (NaN, a lone surrogate escape, a byte order mark, an inte
 over 64 bits when writing) falls back to `json`, and callers see exactly what `json`
 would have accepted or raised. It reads integers over 64 bits as floats, so code that
 re-serialises a client's body must parse it with `exact_loads` instead.
+
+Nesting deep enough to exhaust Python's recursion (a body of 100,000 `[`) is a
+`ValueError` like any other malformed JSON, never a RecursionError: these functions
+read bytes from clients and upstreams. `too_deep` is the request path's bound on
+nesting, so that nothing after it (the stdlib's encoder, litellm) recurses too far.
 """
 
 from __future__ import annotations
@@ -19,17 +24,49 @@ _LOG_OPTIONS = orjson.OPT_NON_STR_KEYS
 _stdlib_encode = json.JSONEncoder(default=repr).encode
 
 
-def loads(data: bytes) -> Any:
-    """Parse `data`; raises ValueError (or UnicodeDecodeError) as `json.loads` would."""
+# The deepest nesting a request body may have. Real requests nest a few levels (a JSON
+# schema in a tool definition perhaps twenty); what the router does with a body after
+# parsing it (re-serialising it, litellm's copies and conversions) recurses a few
+# Python frames per level, and Python stops at 1,000 frames.
+MAX_DEPTH = 128
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse `data`; raises ValueError (or UnicodeDecodeError) as `json.loads` would,
+    and ValueError for nesting too deep to parse."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)  # accepts what orjson does not, or raises json's own error
+        return exact_loads(data)  # accepts what orjson does not, or raises json's own error
 
 
-def exact_loads(data: bytes) -> Any:
+def exact_loads(data: bytes | str) -> Any:
     """`json.loads`: every value as written, big integers included."""
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
+
+
+def too_deep(body: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value`, parsed from `body`, nests containers more than `limit` deep.
+
+    Every level opens a bracket, so a body with few brackets is shallow without looking
+    (the usual case, one byte count); otherwise the containers are walked level by level,
+    without recursion.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit or not isinstance(value, dict | list):
+        return False
+    level = [value]
+    for _ in range(limit):
+        inner: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            inner.extend(child for child in children if isinstance(child, dict | list))
+        if not inner:
+            return False
+        level = inner
+    return True
 
 
 def log_text(event: dict[str, Any]) -> str:

@@ -13,9 +13,9 @@ from structlog.processors import JSONRenderer
 from router.config import parse_config
 from router.errors import ConfigError
 from router.server import check_bind
-from router.sim import Fault
+from router.sim import Fault, SimKey
 from router.telemetry.logs import REDACTED, RedactingRenderer, Redactor
-from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_config
+from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys, two_keys_config
 from tests.conftest import SIM_A, SIM_B, client
 
 GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -184,3 +184,119 @@ def test_redactor_removes_keys_from_every_field_of_the_rendered_line():
         assert secret not in line
     parsed = json.loads(line)  # still valid JSON
     assert parsed["n"] == 3 and REDACTED in parsed["header"]
+
+
+# -- bodies that parse into something the router cannot handle naively -------------------
+
+ANT = SimKey(name="ant", api_key="sk-ant-sim-key-0000000001")
+# (path, client model, may stream): every front endpoint, natively and translated.
+ENDPOINTS = [
+    pytest.param("/v1/chat/completions", "chat", id="chat"),
+    pytest.param("/v1/responses", "chat", id="responses"),
+    pytest.param("/v1/embeddings", "embed", id="embeddings"),
+    pytest.param("/v1/messages", "claude", id="messages"),
+    pytest.param("/v1/chat/completions", "chat-by-claude", id="chat-translated"),
+    pytest.param("/v1/messages", "claude-by-gpt", id="messages-translated"),
+]
+
+
+def every_endpoint_config(sim_url: str, root: str) -> str:
+    """Each client model names another upstream model, so every body is edited on its way."""
+    return routes_yaml(
+        keys=[sim_key(SIM_A, sim_url), sim_key(ANT, root, provider="anthropic")],
+        models={
+            "chat": model(route("a", "gpt-4o")),
+            "embed": model(route("a", "text-embedding-3-small")),
+            "claude": model(route("ant", "claude-sonnet-4-5")),
+            "chat-by-claude": model(route("ant", "claude-sonnet-4-5")),
+            "claude-by-gpt": model(route("a", "gpt-4o")),
+        },
+    )
+
+
+def body_for(path: str, name: str, extra: dict, *, stream: bool, text: str = "hi") -> dict:
+    if path == "/v1/embeddings":
+        return {"model": name, "input": text, **extra}
+    if path == "/v1/responses":
+        return {"model": name, "input": text, "stream": stream, **extra}
+    body = {"model": name, "messages": [{"role": "user", "content": text}], "stream": stream}
+    if path == "/v1/messages":
+        body["max_tokens"] = 32
+    return {**body, **extra}
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+async def post_raw(url: str, path: str, data: bytes) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + path, data=data, headers={"Content-Type": "application/json"}) as r,
+    ):
+        return r.status, await r.read()
+
+
+def assert_invalid_request(path: str, status: int, raw: bytes) -> str:
+    """A 400 in the endpoint's own dialect; its message."""
+    assert status == 400, raw[:300]
+    payload = json.loads(raw)
+    if path == "/v1/messages":
+        assert payload["type"] == "error"
+        assert payload["error"]["type"] == "invalid_request_error"
+    else:
+        assert payload["error"]["type"] == "invalid_request_error"
+    return payload["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "name"), ENDPOINTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+async def test_deeply_nested_json_is_a_400_in_the_endpoints_dialect(
+    stack, path, name, stream, depth
+):
+    if stream and path == "/v1/embeddings":
+        pytest.skip("embeddings do not stream")
+    sim, sim_url = await stack.sim(SIM_A, ANT)
+    url = await stack.router(every_endpoint_config(sim_url, sim.root))
+    body = json.dumps(body_for(path, name, {"x_deep": "DEEP"}, stream=stream)).encode()
+    status, raw = await post_raw(url, path, body.replace(b'"DEEP"', nested(depth)))
+    assert "nest" in assert_invalid_request(path, status, raw)
+    # Unbalanced (100,000 `[` and nothing else) is just bad JSON.
+    status, raw = await post_raw(url, path, body.replace(b'"DEEP"', b"[" * depth))
+    assert_invalid_request(path, status, raw)
+    assert sum(s.requests for s in sim.stats.values()) == 0
+    # The deepest body accepted is served, every step after the parse included.
+    status, raw = await post_raw(url, path, body.replace(b'"DEEP"', nested(126)))
+    assert status == 200, raw[:300]
+
+
+@pytest.mark.parametrize(("path", "name"), ENDPOINTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_lone_surrogate_in_a_body_the_router_edits_is_never_a_500(
+    stack, path, name, stream
+):
+    """`\\ud800` is valid JSON that has no UTF-8 form. A second "model" (a value) makes
+    the router re-serialise the body instead of splicing the name in; stream_options
+    makes it re-serialise to ask for usage."""
+    if stream and path == "/v1/embeddings":
+        pytest.skip("embeddings do not stream")
+    sim, sim_url = await stack.sim(SIM_A, ANT)
+    url = await stack.router(every_endpoint_config(sim_url, sim.root))
+    extra: dict = {"x_note": {"note": "model"}}
+    if stream and path == "/v1/chat/completions":
+        extra["stream_options"] = {"include_usage": False}
+    body = json.dumps(body_for(path, name, extra, stream=stream, text="SURROGATE")).encode()
+    body = body.replace(b"SURROGATE", b"hi \\ud800 there")
+    status, raw = await post_raw(url, path, body)
+    if status == 400:
+        assert_invalid_request(path, status, raw)
+        return
+    # Forwarded: the upstream got valid JSON with the client's escape in it. (The
+    # simulator itself refuses a surrogate on some APIs; what it answers is its own.)
+    assert status != 500
+    sent = sim.requests[-1].body
+    assert "hi \\ud800 there" in json.dumps(json.loads(sent)), sent[:300]
+    if status == 200 and stream:
+        terminator = {"/v1/responses": b"response.completed", "/v1/messages": b"message_stop"}
+        assert terminator.get(path, b"[DONE]") in raw and b"upstream_stream_error" not in raw

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import aiohttp
@@ -10,9 +15,14 @@ import openai
 import pytest
 from aiohttp import web
 
+from router.failover.attempt import AttemptRunner, OpenStream
+from router.handlers.client_stream import ClientStream
 from router.sim import Fault
+from router.telemetry.logs import configure_logging, reset_logging
+from router.wire.stream_watch import StreamWatch
 from tests.configs import key, model, preferring_a, route, routes_yaml
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream, sync_client
+from tests.integration.test_logs import Captured
 
 
 async def stream_text(url: str, **kwargs) -> tuple[dict[str, str], str, list]:
@@ -215,3 +225,274 @@ async def test_the_headroom_of_a_stream_whose_first_event_never_comes_is_kept(st
         pass
     routes, _ = await admin_state(url)
     assert routes["a/gpt-4o"]["headroom"]["limit_requests"] == 100
+
+
+# -- after the head: one response, ended by an event, never a second HTTP head ----------
+
+ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+TEXT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+CHUNKED_END = b"0\r\n\r\n"
+
+
+@pytest.fixture
+def logs() -> Iterator[Captured]:
+    captured = Captured()
+    configure_logging(stream=captured.stream, cache_loggers=False)
+    try:
+        yield captured
+    finally:
+        reset_logging()
+
+
+def request_event(logs: Captured) -> dict:
+    (event,) = [e for e in logs.events() if e["event"] == "request"]
+    return event
+
+
+def sse_upstream(*events: bytes, hold: asyncio.Event | None = None) -> Callable:
+    """Writes `events`; with `hold`, the first two, then the rest once `hold` is set."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for at, event in enumerate(events):
+            if at == 2 and hold is not None:
+                await hold.wait()
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    return handle
+
+
+def one_route(upstream: str) -> str:
+    return routes_yaml(
+        keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
+        models={"gpt-4o": model(route("u", "gpt-4o"))},
+    )
+
+
+async def raw_stream(url: str, seen_text: asyncio.Event | None = None) -> bytes:
+    """Every byte the router sends for one streamed chat on a connection of its own,
+    read until the router closes it (`Connection: close`); `seen_text` is set once the
+    text event has arrived."""
+    body = json.dumps({"model": "gpt-4o", "messages": HI, "stream": True}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        received = b""
+        async with asyncio.timeout(10):
+            while seen_text is not None and b'"Hi"' not in received:
+                received += await reader.read(65536)
+            if seen_text is not None:
+                seen_text.set()
+            return received + await reader.read()
+    finally:
+        writer.close()
+
+
+def chunked_body(raw: bytes) -> bytes:
+    """The body of one chunked response, asserting it is well formed and alone."""
+    assert raw.count(b"HTTP/1.1 ") == 1, raw[-400:]
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    body = b""
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            assert rest == b"\r\n", rest[:200]  # the end of the body, and nothing after it
+            return body
+        body, rest = body + rest[:length], rest[length:]
+        assert rest.startswith(b"\r\n")
+        rest = rest[2:]
+
+
+async def test_an_error_event_too_deep_to_read_mid_stream_ends_the_stream_cleanly(stack, logs):
+    """Real input that used to raise inside the relay (RecursionError reading the event),
+    after which aiohttp wrote `HTTP/1.1 500` into the chunked body."""
+    deep = b'data: {"error":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n\n"
+    async with raw_upstream("/v1/chat/completions", sse_upstream(ROLE, TEXT, deep)) as upstream:
+        url = await stack.router(one_route(upstream))
+        body = chunked_body(await raw_stream(url))
+    assert body.startswith(ROLE + TEXT)
+    assert DONE not in body
+    event = request_event(logs)
+    assert event["status"] == 200 and event["outcome"] == "failed"
+    assert event["stream"] == "server_error"
+
+
+async def test_an_unexpected_error_after_the_head_ends_the_stream_with_an_error_event(
+    stack, logs, monkeypatch
+):
+    """No input is known to make the relay raise any more, so its stream watch is made to
+    (the only stand-in for our own code in these tests): whatever raises after the head,
+    the client gets an error event in its dialect and a clean end, never a second head."""
+    inspect = StreamWatch._inspect
+
+    def failing_inspect(self: StreamWatch, complete: bytes, *, usage: bool = True) -> None:
+        if b"boom" in complete:
+            raise RuntimeError("a bug in the relay")
+        inspect(self, complete, usage=usage)
+
+    monkeypatch.setattr(StreamWatch, "_inspect", failing_inspect)
+    boom = b'data: {"choices":[{"index":0,"delta":{"content":"boom"}}]}\n\n'
+    text_seen = asyncio.Event()
+    upstream_events = sse_upstream(ROLE, TEXT, boom, DONE, hold=text_seen)
+    async with raw_upstream("/v1/chat/completions", upstream_events) as upstream:
+        url = await stack.router(one_route(upstream))
+        body = chunked_body(await raw_stream(url, text_seen))
+        assert body.startswith(ROLE + TEXT) and body.endswith(b"\n\n")
+        (error,) = [e for e in body[len(ROLE + TEXT) :].split(b"\n\n") if e]
+        message = json.loads(error.removeprefix(b"data: "))["error"]["message"]
+        assert message.startswith("internal router error")
+        event = request_event(logs)
+        assert event["status"] == 500 and event["outcome"] == "failed"
+        assert event["stream"] == "router_error"
+        assert any(e["event"] == "unhandled_error_in_stream" for e in logs.events())
+        # The route is not blamed for the router's own failure.
+        routes, _ = await admin_state(url)
+        assert routes["u/gpt-4o"]["consecutive_failures"] == 0
+
+
+async def test_an_error_after_the_stream_ended_adds_nothing_to_it(stack, logs, monkeypatch):
+    """Settling the attempt (health, metrics, cost) runs after the end went out; a
+    failure there must not write anything more on the connection."""
+    settle = AttemptRunner.settle_stream
+
+    async def failing_settle(self: AttemptRunner, stream: OpenStream) -> None:
+        await settle(self, stream)
+        raise RuntimeError("a bug in settling")
+
+    monkeypatch.setattr(AttemptRunner, "settle_stream", failing_settle)
+    async with raw_upstream("/v1/chat/completions", sse_upstream(ROLE, TEXT, DONE)) as upstream:
+        url = await stack.router(one_route(upstream))
+        assert chunked_body(await raw_stream(url)) == ROLE + TEXT + DONE
+        # On a kept-alive connection the next request is served on it as usual.
+        first, second = await two_streams_on_one_connection(url)
+        assert chunked_body(first) == chunked_body(second) == ROLE + TEXT + DONE
+    assert [e["status"] for e in logs.events() if e["event"] == "request"] == [500] * 3
+
+
+async def two_streams_on_one_connection(url: str) -> list[bytes]:
+    body = json.dumps({"model": "gpt-4o", "messages": HI, "stream": True}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answers = []
+    try:
+        for _ in range(2):
+            writer.write(head.encode() + body)
+            received = b""
+            async with asyncio.timeout(10):
+                while not received.endswith(CHUNKED_END):
+                    chunk = await reader.read(65536)
+                    assert chunk, f"the router closed the connection after {received[-200:]!r}"
+                    received += chunk
+            answers.append(received)
+    finally:
+        writer.close()
+    return answers
+
+
+async def test_a_client_that_resets_mid_stream_is_logged_as_gone_not_served(stack, logs):
+    """A reset (SO_LINGER 0) while the upstream is still streaming: the relay's next write
+    fails with ConnectionResetError, or the handler is cancelled, whichever the event
+    loop sees first (so it is tried ten times). Either way the end never reached the
+    client: 499, cancelled, never 200 served."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100_000):  # as fast as it can, until the router hangs up on it
+                await response.write(TEXT * 20)
+        return response
+
+    async with raw_upstream("/v1/chat/completions", endless) as upstream:
+        url = await stack.router(one_route(upstream))
+        for tried in range(1, 11):
+            await read_then_reset(url)
+            async with asyncio.timeout(10):
+                while len(request_events(logs)) < tried:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+    logged = {(e["status"], e["outcome"], e["stream"]) for e in request_events(logs)}
+    assert logged == {(499, "cancelled", "client_gone")}
+
+
+def request_events(logs: Captured) -> list[dict]:
+    return [e for e in logs.events() if e["event"] == "request"]
+
+
+async def read_then_reset(url: str) -> None:
+    """Open a stream, read its first events, then reset the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "gpt-4o", "messages": HI, "stream": True}).encode()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    async with asyncio.timeout(10):
+        while received.count(b'"Hi"') < 3:
+            received += await reader.read(65536)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # closed at once: with linger 0 the kernel sends a reset
+
+
+async def test_a_write_that_finds_the_client_gone_is_logged_as_gone_not_served(
+    stack, logs, monkeypatch
+):
+    """The branch the test above cannot force: aiohttp raises ConnectionResetError from a
+    write when the transport closed before its connection_lost ran (the order of two
+    ready sockets in one loop turn decides). The router's response (aiohttp's write, on
+    our subclass only) is made to do just that for the event after the text; the relay
+    swallows the error, the handler returns normally, and the end never reached the
+    client."""
+    write = web.StreamResponse.write
+
+    async def write_to_a_closed_transport(self: web.StreamResponse, data: bytes) -> None:
+        if b"boom" in data:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        await write(self, data)
+
+    monkeypatch.setattr(ClientStream, "write", write_to_a_closed_transport)
+    boom = b'data: {"choices":[{"index":0,"delta":{"content":"boom"}}]}\n\n'
+    text_seen, finished = asyncio.Event(), asyncio.Event()
+
+    async def still_streaming(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE + TEXT)
+        await text_seen.wait()
+        with contextlib.suppress(ConnectionError):
+            await response.write(boom)
+            await finished.wait()  # more would come; the router hangs up first
+        return response
+
+    async with raw_upstream("/v1/chat/completions", still_streaming) as upstream:
+        try:
+            url = await stack.router(one_route(upstream))
+            with contextlib.suppress(AssertionError):  # the body is cut: no chunked end
+                chunked_body(await raw_stream(url, text_seen))
+        finally:
+            finished.set()
+    event = request_event(logs)
+    assert (event["status"], event["outcome"], event["stream"]) == (499, "cancelled", "client_gone")

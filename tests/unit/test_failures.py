@@ -23,6 +23,10 @@ from router.types import FailureClass as F
 from router.upstream import _mapped
 
 
+def nested_error(depth: int) -> bytes:
+    return b'{"error":' + b"[" * depth + b"]" * depth + b"}"
+
+
 def openai_error(message: str, kind: str | None, code: str | None) -> bytes:
     return json.dumps(
         {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -199,7 +203,13 @@ GEMINI_PER_DAY = gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier",
             id="plain-400-is-the-callers",
         ),
         pytest.param(422, {}, b"{}", F.BAD_REQUEST, None, id="422"),
-        pytest.param(302, {}, b"", F.UNKNOWN, None, id="redirect-is-unknown"),
+        pytest.param(302, {}, b"", F.REDIRECT, None, id="redirect-is-a-misconfigured-route"),
+        pytest.param(301, {"location": "https://x/v1"}, b"", F.REDIRECT, None, id="moved"),
+        pytest.param(200, {}, b"", F.SERVER_ERROR, None, id="empty-200"),
+        pytest.param(200, {}, b" \r\n", F.SERVER_ERROR, None, id="blank-200"),
+        pytest.param(400, {}, b"[" * 100_000, F.SERVER_ERROR, None, id="unparseably-deep"),
+        pytest.param(400, {}, nested_error(1000), F.SERVER_ERROR, None, id="deep-400"),
+        pytest.param(429, {}, nested_error(5000), F.SERVER_ERROR, None, id="deep-429"),
     ],
 )
 def test_classify_response_maps_provider_signals(status, headers, body, failure, retry_after):
@@ -209,6 +219,11 @@ def test_classify_response_maps_provider_signals(status, headers, body, failure,
         assert verdict.retry_after is None
     else:
         assert verdict.retry_after == pytest.approx(retry_after)
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_a_stream_error_event_too_deep_to_read_is_a_server_error(depth):
+    assert classify_stream_error(nested_error(depth)).failure is F.SERVER_ERROR
 
 
 def test_stream_error_event_is_classified_by_its_type():
@@ -302,7 +317,9 @@ def test_every_failure_class_has_exactly_one_action() -> None:
             False,
             id="transient",
         ),
-        pytest.param([F.MODEL_NOT_FOUND], Next.NEXT_ROUTE, Penalty.ROUTE_OUT, False, id="404"),
+        pytest.param(
+            [F.MODEL_NOT_FOUND, F.REDIRECT], Next.NEXT_ROUTE, Penalty.ROUTE_OUT, False, id="404-3xx"
+        ),
         pytest.param(
             [F.BAD_REQUEST, F.CONTENT_POLICY], Next.ANSWER, Penalty.NONE, True, id="own-fault"
         ),

@@ -1,0 +1,219 @@
+"""Answers no upstream should give (a redirect, an empty 200, JSON nested 100,000 deep in
+an error or an event) are that upstream's failure: the router fails over to the next
+route, and never answers the client with a 500 or with what the upstream sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from router.sim import SimKey
+from tests.configs import key, model, route, routes_yaml, sim_key
+from tests.conftest import HI, SIM_A, Stack, raw_upstream
+
+Reply = Callable[[web.Request], web.StreamResponse]
+DEEP = b"[" * 100_000 + b"]" * 100_000
+NINES = b"9" * 5000  # digits of a token count
+ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+TEXT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+
+def sse(*events: bytes) -> Reply:
+    async def reply(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    return reply
+
+
+def plain(status: int, body: bytes, **headers: str) -> Reply:
+    async def reply(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body, headers=headers)
+
+    return reply
+
+
+@asynccontextmanager
+async def bad_first(stack: Stack, reply: Reply) -> AsyncIterator[str]:
+    """A router whose model `m` tries the upstream answering with `reply` first, then a
+    good simulated one. Yields the router's URL."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return await reply(request)
+
+    _, sim_url = await stack.sim(SIM_A)
+    async with raw_upstream("/v1/chat/completions", handle) as bad:
+        config = routes_yaml(
+            keys=[key("bad", f"{bad}/v1", api_key="sk-bad-0000000001"), sim_key(SIM_A, sim_url)],
+            models={"m": model(route("bad", "gpt-4o"), route("a", "gpt-4o", priority=2))},
+        )
+        yield await stack.router(config)
+
+
+async def chat(url: str, *, stream: bool) -> tuple[int, dict[str, str], bytes]:
+    body = {"model": "m", "messages": HI, "stream": stream}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=body, allow_redirects=False) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+async def route_state(url: str) -> dict:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin/routes") as response:
+        return {r["route"]: r for r in (await response.json())["routes"]}
+
+
+@pytest.mark.parametrize(
+    ("reply", "failure"),
+    [
+        pytest.param(plain(302, b""), "redirect", id="302-without-location"),
+        pytest.param(
+            plain(301, b"moved", Location="https://elsewhere.example/v1/chat/completions"),
+            "redirect",
+            id="301",
+        ),
+        pytest.param(plain(307, b"", Location="/v2/chat"), "redirect", id="307"),
+        pytest.param(
+            plain(200, b"", **{"Content-Type": "application/json"}), "server_error", id="empty-200"
+        ),
+        pytest.param(plain(500, DEEP), "server_error", id="500-deep"),
+        pytest.param(plain(429, b'{"error":' + DEEP + b"}"), "server_error", id="429-deep"),
+        pytest.param(
+            plain(400, b'{"error":' + b"[" * 1000 + b"]" * 1000 + b"}"),
+            "server_error",
+            id="400-1000-deep",
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_broken_answer_fails_over_to_the_next_route(stack, reply, failure, stream):
+    async with bad_first(stack, reply) as url:
+        status, headers, body = await chat(url, stream=stream)
+        assert status == 200, body[:300]
+        assert headers["x-router-route"] == "a/gpt-4o"
+        assert headers["x-router-attempts"] == "2"
+        assert "Location" not in headers
+        if stream:
+            assert body.endswith(b"data: [DONE]\n\n")
+        else:
+            assert json.loads(body)["choices"][0]["message"]["content"]
+        state = (await route_state(url))["bad/gpt-4o"]
+        assert state["last_error"] == failure
+        if failure == "redirect":  # a misconfigured route: out of rotation, not retried
+            assert state["state"] == "disabled"
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param([b'data: {"error":' + DEEP + b"}\n\n"], id="deep-error-event"),
+        pytest.param([ROLE, b'data: {"error":' + DEEP + b"}\n\n"], id="after-the-role"),
+        pytest.param(
+            [b'data: {"error":{"message":' + b"[" * 1000 + b"]" * 1000 + b"}}\n\n"],
+            id="1000-deep",
+        ),
+    ],
+)
+async def test_a_deep_error_event_before_the_first_content_fails_over(stack, events):
+    async with bad_first(stack, sse(*events)) as url:
+        status, headers, body = await chat(url, stream=True)
+        assert status == 200
+        assert headers["x-router-route"] == "a/gpt-4o"
+        assert headers["x-router-attempts"] == "2"
+        assert body.endswith(b"data: [DONE]\n\n") and b"[[[" not in body
+        assert (await route_state(url))["bad/gpt-4o"]["last_error"] == "server_error"
+
+
+def completion(usage: bytes) -> bytes:
+    return (
+        b'{"id":"c","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,'
+        b'"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],'
+        b'"usage":' + usage + b"}"
+    )
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        pytest.param(b'{"prompt_tokens":-5,"completion_tokens":2}', id="negative"),
+        pytest.param(b'{"completion_tokens":2,"prompt_tokens":%s}' % NINES[:5000], id="5000"),
+        pytest.param(b'{"prompt_tokens":%s,"completion_tokens":2}' % NINES[:4000], id="4000"),
+        pytest.param(b'{"completion_tokens":2,"prompt_tokens":"many"}', id="a-string"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_nonsense_token_counts_are_no_counts_not_a_router_error(stack, usage, stream):
+    """The answer is the upstream's and goes to the client; counts that cannot be true
+    are not charged (prometheus refuses a negative, a float a 4,000-digit integer)."""
+    if stream:
+        chunk = b'{"choices":[],"usage":' + usage + b"}"
+        reply = sse(ROLE, TEXT, b"data: " + chunk + b"\n\n", b"data: [DONE]\n\n")
+    else:
+        reply = plain(200, completion(usage), **{"Content-Type": "application/json"})
+    async with bad_first(stack, reply) as url:
+        status, headers, body = await chat(url, stream=stream)
+        assert status == 200, body[:300]
+        assert headers["x-router-route"] == "bad/gpt-4o"
+        if stream:
+            assert body.startswith(ROLE + TEXT) and body.endswith(b"data: [DONE]\n\n")
+            assert b"HTTP/1.1" not in body
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as metrics:
+            text = await metrics.text()
+        counted = [
+            line
+            for line in text.splitlines()
+            if line.startswith("llm_router_tokens_total{") and 'direction="input"' in line
+        ]
+        assert all(line.endswith(" 0.0") for line in counted), counted
+
+
+ANT = SimKey(name="ant", api_key="sk-ant-sim-key-0000000001")
+MESSAGE_START = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
+    b'"role":"assistant","content":[],"model":"claude","usage":{"input_tokens":1,'
+    b'"output_tokens":0}}}\n\n'
+)
+
+
+@pytest.mark.parametrize("before", [b"", MESSAGE_START], ids=["first", "after-message-start"])
+async def test_a_deep_anthropic_error_event_fails_over(stack, before):
+    deep_error = b"event: error\ndata: " + DEEP + b"\n\n"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return await sse(before, deep_error)(request)
+
+    sim, _ = await stack.sim(ANT)
+    async with raw_upstream("/v1/messages", handle) as bad:
+        config = routes_yaml(
+            keys=[
+                key("bad", bad, api_key="sk-ant-bad-000000001", provider="anthropic"),
+                sim_key(ANT, sim.root, provider="anthropic"),
+            ],
+            models={
+                "claude": model(
+                    route("bad", "claude-sonnet-4-5"),
+                    route("ant", "claude-sonnet-4-5", priority=2),
+                )
+            },
+        )
+        url = await stack.router(config)
+        body = {"model": "claude", "max_tokens": 32, "messages": HI, "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/messages", json=body) as response,
+        ):
+            assert response.status == 200
+            assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
+            assert (await response.read()).rstrip().endswith(b'{"type":"message_stop"}')
