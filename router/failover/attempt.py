@@ -104,7 +104,7 @@ class OpenStream:
         self.watch = StreamWatch(dialect, max_event)
         # What the relay passes on is redacted too: an upstream may echo its key in an
         # error event after the stream has started.
-        self.redaction = StreamRedaction(runner.redactor, dialect.error_hint)
+        self.redaction = StreamRedaction(sent.route.key.api_key, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 
@@ -239,6 +239,8 @@ class AttemptRunner:
     def _redacted(self, verdict: Verdict) -> Verdict:
         """`verdict` with its upstream message redacted, whole, before anything (a
         record's detail, a log field) cuts it short: half a key no longer matches."""
+        if not verdict.message:
+            return verdict  # an answer that went well: nothing to redact
         message = self.redactor.scrub(verdict.message)
         return (
             verdict if message is verdict.message else dataclasses.replace(verdict, message=message)

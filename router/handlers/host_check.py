@@ -20,6 +20,7 @@ from router.errors import Forbidden
 from router.types import ServerSettings
 
 ANY = "*"
+_JUDGED_KEPT = 256
 
 
 class HostCheck:
@@ -33,6 +34,9 @@ class HostCheck:
         origins = server.allowed_origins
         self._check_origin = ANY not in origins and (open_door or bool(origins))
         self._origins = frozenset(origins)
+        # Host header values already judged: a client sends the same one on every request
+        # (parsing an address is most of the check's cost). Bounded: cleared when full.
+        self._judged: dict[str, bool] = {}
 
     @property
     def active(self) -> bool:
@@ -40,7 +44,7 @@ class HostCheck:
 
     def check(self, request: web.Request) -> None:
         host = request.headers.get("Host", "")
-        if self._check_host and not self._host_allowed(host_name(host)):
+        if self._check_host and not self._answered(host):
             raise Forbidden(
                 f"Host {host[:100]!r} is not answered here: without server.client_keys the "
                 "router serves only loopback names; add it to server.allowed_hosts",
@@ -53,6 +57,14 @@ class HostCheck:
                 "server.allowed_origins, or set server.client_keys",
                 code="origin_not_allowed",
             )
+
+    def _answered(self, host: str) -> bool:
+        allowed = self._judged.get(host)
+        if allowed is None:
+            if len(self._judged) >= _JUDGED_KEPT:
+                self._judged.clear()
+            allowed = self._judged[host] = self._host_allowed(host_name(host))
+        return allowed
 
     def _host_allowed(self, name: str) -> bool:
         return is_loopback_name(name) or name in self._hosts

@@ -245,7 +245,8 @@ class HttpClient:
             if connection.closed:
                 return
             pool.idle.append(connection)
-            pool.wake_one()
+            if pool.waiting:
+                pool.wake_one()
             if self._sweep is None:
                 self._sweep = loop.call_at(connection.idle_since + self._keepalive, self._expire)
 
@@ -253,7 +254,8 @@ class HttpClient:
             if connection in self._open:
                 self._open.discard(connection)
                 pool.open -= 1
-                pool.wake_one()
+                if pool.waiting:
+                    pool.wake_one()
             if connection in pool.idle:
                 pool.idle.remove(connection)
 

@@ -113,7 +113,6 @@ class Response:
         "_decoder",
         "_done_with",
         "_exception",
-        "_head_done",
         "_headers_seen",
         "_limits",
         "_pending",
@@ -121,6 +120,7 @@ class Response:
         "_size",
         "_waiter",
         "_whole",
+        "head_done",
         "headers",
         "keep_alive",
         "status",
@@ -134,7 +134,7 @@ class Response:
         self._pending: deque[bytes] = deque()
         self._size = 0
         self._whole = False  # read() waits for all of it: reading must not pause
-        self._head_done = False
+        self.head_done = False
         self._complete = False
         self._close_delimited = False  # no Content-Length, not chunked: the close ends it
         self._done_with = False  # released or closed: the connection is not ours any more
@@ -147,7 +147,7 @@ class Response:
 
     async def head(self) -> None:
         """Wait until the status and headers are in."""
-        while not self._head_done:
+        while not self.head_done:
             if self._exception is not None:
                 raise self._exception
             await self._wait()
@@ -229,10 +229,6 @@ class Response:
     def interim(self) -> None:
         self._raw_headers = []
 
-    @property
-    def head_done(self) -> bool:
-        return self._head_done
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers_seen += 1
         if self._headers_seen > self._limits.max_headers:
@@ -258,7 +254,7 @@ class Response:
         self.status = status
         self.keep_alive = keep_alive
         self.headers = CIMultiDictProxy(headers)
-        self._head_done = True
+        self.head_done = True
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -306,11 +302,11 @@ class Response:
         """The connection closed. A body delimited by a clean close is complete now."""
         if self._complete or self._exception is not None:
             return
-        if self._head_done and self._close_delimited and exc is None:
+        if self.head_done and self._close_delimited and exc is None:
             self.on_message_complete()
             return
         reason = f": {exc}" if exc is not None else ""
-        if not self._head_done:
+        if not self.head_done:
             message = f"the server closed the connection before answering{reason}"
             self.set_exception(Disconnected(message))
         else:

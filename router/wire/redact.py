@@ -105,19 +105,24 @@ class StreamRedaction:
     events only (the stream watch holds an unfinished one), so a secret is never split
     between two pieces.
 
-    A piece is redacted in full (escapes, key shapes) when it holds the dialect's error
-    hint, so an error event is redacted like an error body; otherwise only configured
-    secrets are looked for, so a model's own text is left alone unless it holds one.
+    An upstream can echo only the key it was sent, the route's own: that key, as written
+    or JSON-escaped, is what each piece is searched for, two substring tests whatever the
+    size of the pool. A piece that holds the dialect's error hint is redacted in full
+    (escapes, key shapes), like an error body; a model's own text is left alone unless it
+    holds the key.
     """
 
-    __slots__ = ("_error_hint", "_redactor")
+    __slots__ = ("_error_hint", "_escaped", "_plain", "_redactor")
 
-    def __init__(self, redactor: Redactor, error_hint: bytes) -> None:
-        self._redactor = redactor
+    def __init__(self, secret: str, error_hint: bytes) -> None:
+        self._redactor = _redactor_for(secret)
+        # An empty secret (a keyless local server) matches nothing: an error hint stands in.
+        self._plain = secret.encode() or error_hint
+        self._escaped = json.dumps(secret)[1:-1].encode() or error_hint
         self._error_hint = error_hint
 
     def clean(self, data: bytes) -> bytes:
-        if data and (self._error_hint in data or self._redactor.holds_secret(data)):
+        if self._error_hint in data or self._plain in data or self._escaped in data:
             return self._redactor.scrub_bytes(data)
         return data
 

@@ -50,7 +50,7 @@ def test_clip_redacts_before_it_cuts() -> None:
 def test_a_stream_never_splits_a_secret_between_two_writes() -> None:
     """The relay writes what the watch passes on, whole events only, each redacted."""
     watch = StreamWatch(OPENAI_CHAT, 1 << 20)
-    stream = StreamRedaction(REDACTOR, OPENAI_CHAT.error_hint)
+    stream = StreamRedaction(AZURE, OPENAI_CHAT.error_hint)
     event = f'data: {{"error": {{"message": "{AZURE}"}}}}\n\n'.encode()
     half = event.index(AZURE.encode()) + 10
     written = stream.clean(watch.see(b'data: {"x": 1}\n\n' + event[:half]))
