@@ -40,7 +40,7 @@ from router.upstream.translate import TranslatedResponse, Translator, translator
 from router.wire import sse
 from router.wire.body import utf8_text, with_model, with_usage_requested
 from router.wire.dialects import Dialect
-from router.wire.redact import Redactor, StreamRedaction
+from router.wire.redact import Redactor, stream_redaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 
@@ -104,7 +104,7 @@ class OpenStream:
         self.watch = StreamWatch(dialect, max_event)
         # What the relay passes on is redacted too: an upstream may echo its key in an
         # error event after the stream has started.
-        self.redaction = StreamRedaction(sent.route.key.api_key, dialect.error_hint)
+        self.redaction = stream_redaction(sent.route.key.api_key, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
 

@@ -130,6 +130,12 @@ class StreamRedaction:
         return self._redactor.scrub(message)
 
 
+@functools.lru_cache(maxsize=256)
+def stream_redaction(secret: str, error_hint: bytes) -> StreamRedaction:
+    """The one (stateless) redaction for streams of a key in a dialect."""
+    return StreamRedaction(secret, error_hint)
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret routes.yaml holds: provider keys, client keys, admin keys."""
     server = config.server
