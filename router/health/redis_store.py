@@ -305,6 +305,10 @@ class RedisStore:
                 await self._raise_script(keys=[key], args=[repr(value), _ms(left)], client=pipe)
             for message in publish:
                 pipe.publish(self._channel, json.dumps({"from": self._node, **message}))
+            if self._problem is not None:
+                pipe.ping()  # an empty batch proves nothing about a Redis that was away
+            if not pipe.command_stack:
+                return
             answers = await pipe.execute()
         self._raise_totals = []
         # The spend script answers with the shared total, which this copy may lag.
@@ -399,7 +403,9 @@ class RedisStore:
                 error=self._problem,
                 detail="serving from this replica's copy; retrying Redis in the background",
             )
+        # Push this replica's copy once Redis answers again: it may have restarted empty.
         self._resync = True
+        self._dirty.set()
 
     def _recover(self) -> None:
         if self._problem is not None:
