@@ -149,6 +149,7 @@ class StateSettings:
     backend: str = "memory"  # or "redis"
     url: str = field(default="", repr=False)  # redis://[:password@]host:port/db; may hold a secret
     prefix: str = "llm-router"
+    snapshot: str = ""  # memory only: a file the state is saved to and loaded from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -283,7 +283,7 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
 
 
 def _state(at: Field) -> StateSettings:
-    found = at.fields(("backend", "url", "prefix"))
+    found = at.fields(("backend", "url", "prefix", "snapshot"))
     backend = found["backend"].string() if "backend" in found else "memory"
     if backend not in ("memory", "redis"):
         raise found["backend"].error(f"must be memory or redis, got {backend!r}")
@@ -291,7 +291,14 @@ def _state(at: Field) -> StateSettings:
         for name in ("url", "prefix"):
             if name in found:
                 raise found[name].error("applies to backend: redis only")
-        return StateSettings()
+        snapshot = found["snapshot"].string() if "snapshot" in found else ""
+        if "snapshot" in found and not snapshot:
+            raise found["snapshot"].error("must be a file path")
+        return StateSettings(snapshot=snapshot)
+    if "snapshot" in found:
+        raise found["snapshot"].error(
+            "applies to backend: memory only (with redis, a restarted replica reads Redis)"
+        )
     if "url" not in found:
         raise at.error('backend redis needs url (for example url: "${REDIS_URL}")')
     url = found["url"].string()
@@ -301,7 +308,9 @@ def _state(at: Field) -> StateSettings:
         raise found["backend"].error(
             "backend redis needs the redis package: pip install 'llm-router[redis]'"
         )
-    prefix = found["prefix"].string() if "prefix" in found else StateSettings.prefix
+    if "prefix" not in found:
+        return StateSettings(backend="redis", url=url)
+    prefix = found["prefix"].string()
     if not prefix:
         raise found["prefix"].error("must not be empty")
     return StateSettings(backend="redis", url=url, prefix=prefix)
