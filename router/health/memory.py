@@ -143,6 +143,9 @@ class MemoryStore:
         for name, total, left in state.totals:
             self.set_total(name, total, left, at_least=True)
 
+    def announce_probe(self, scope: str, seconds: float) -> None:
+        return None  # no other replica to tell
+
     def start(self) -> None:
         return None  # nothing runs in the background
 

@@ -51,6 +51,7 @@ log = structlog.get_logger("router.state")
 SOCKET_TIMEOUT = 0.25
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
+CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
 
 # KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
 _BLOCK = """
@@ -210,6 +211,11 @@ class RedisStore:
         self._dirty.set()
         return total
 
+    def announce_probe(self, scope: str, seconds: float) -> None:
+        # Not in this copy (the probe is this replica's own); the others get a block.
+        self._pending.block(scope, self._clock() + seconds, BlockReason.PROBING)
+        self._dirty.set()
+
     def degraded(self) -> str | None:
         return self._problem
 
@@ -344,9 +350,21 @@ class RedisStore:
             local = self._local
             if op == "block":
                 reason = BlockReason(message["reason"])
-                await local.block(message["scope"], message["ms"] / 1000, reason)
+                scope = message["scope"]
+                if reason is BlockReason.CIRCUIT_OPEN and await local.block(
+                    scope, message["ms"] / 1000, reason
+                ):
+                    # Opened elsewhere: half-open here too once it lapses, so only one
+                    # replica's probe (announced as a PROBING block) tries it first.
+                    await local.count(scope, "opens", ttl=CIRCUIT_MEMORY)
+                else:
+                    await local.block(scope, message["ms"] / 1000, reason)
             elif op == "lift":
-                await local.lift(message["scope"], BlockReason(message["reason"]))
+                reason = BlockReason(message["reason"])
+                await local.lift(message["scope"], reason)
+                if reason in (BlockReason.PROBING, BlockReason.CIRCUIT_OPEN):
+                    # A probe elsewhere succeeded: the circuit is closed here too.
+                    await local.reset(message["scope"], ("opens",))
             elif op == "headroom":
                 headroom = Headroom(**json.loads(message["value"]))
                 await local.put_headroom(message["scope"], headroom, message["ms"] / 1000)

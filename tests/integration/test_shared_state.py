@@ -356,3 +356,38 @@ async def test_a_router_starts_and_serves_with_redis_down(stack):
         return status == 200 and body["state_store"]["status"] == "degraded"
 
     await until(degraded)
+
+
+async def test_one_replica_probes_a_circuit_that_lapsed_not_all(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    breaker = {"breaker_failures": 1, "breaker_open": 0.5}
+    text = preferring_a(sim_url, failover=breaker, **shared(redis_server.url))
+    replica_a, replica_b = await stack.router(text), await stack.router(text)
+    sim.inject("a", Fault.server_error(500))
+    await client(replica_a).chat.completions.create(model="gpt-4o", messages=HI)  # a opens
+
+    async def open_on_b() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "circuit_open"
+
+    await until(open_on_b, seconds=1.0)
+    await asyncio.sleep(0.6)  # the open period lapses on both: each may probe now
+    sim.inject("a", Fault.delay(1.0))  # the probe takes a second
+    probe = asyncio.create_task(
+        client(replica_a).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    )
+
+    async def b_leaves_it_to_a() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["reason"] == "probing"
+
+    await until(b_leaves_it_to_a, seconds=1.0)
+    raw = await client(replica_b).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HI
+    )
+    assert raw.headers["x-router-route"] == "b/gpt-4o"
+    assert (await probe).headers["x-router-route"] == "a/gpt-4o"  # the probe succeeded
+    assert sim.stats["a"].requests == 2  # the failure and the one probe
+
+    async def closed_on_b() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "available"
+
+    await until(closed_on_b, seconds=1.0)  # the probe's success lifts the lease
