@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from router.config import catalog
 from router.config.fields import Expansion, Field, read_document, suggestion, unset_reason
 from router.config.models import parse_budget, parse_models
+from router.config.proxies import ProxyEnvironment, ProxyError, parse_proxy
 from router.config.table import format_route_table, mask_key
 from router.errors import ConfigError
 from router.types import (
@@ -31,6 +32,7 @@ from router.types import (
     Key,
     Limits,
     Operation,
+    Proxy,
     ServerSettings,
     SkippedKey,
     StateSettings,
@@ -44,7 +46,15 @@ __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "pars
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits", "state")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
+_KEY_FIELDS = (
+    "provider",
+    "api_base",
+    "api_key",
+    "api_version",
+    "budget",
+    "stream_usage",
+    "proxy",
+)
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
@@ -189,6 +199,7 @@ def is_loopback(host: str) -> bool:
 def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, SkippedKey]]:
     keys: dict[str, Key] = {}
     skipped: dict[str, SkippedKey] = {}
+    proxies = ProxyEnvironment.read(at.environ)  # read once, here, for every key
     for name, entry in at.named():
         if "/" in name or any(char.isspace() for char in name):
             raise entry.error("a key name may not hold '/' or spaces (route ids are key/model)")
@@ -224,8 +235,35 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             api_version=api_version,
             budget=parse_budget(found["budget"]) if "budget" in found else None,
             stream_usage=stream_usage,
+            proxy=_proxy(found.get("proxy"), provider, api_base.value, proxies, entry),
         )
     return keys, skipped
+
+
+def _proxy(
+    at: Field | None, provider: str, api_base: str, proxies: ProxyEnvironment, entry: Field
+) -> Proxy | None:
+    """The proxy the router's own client takes to this key: `proxy:` (a URL or `none`),
+    else the environment's for api_base. litellm reads the environment itself."""
+    if at is None:
+        if provider not in PROVIDERS:
+            return None  # only ever reached through litellm
+        try:
+            return proxies.proxy_for(api_base)
+        except ProxyError as exc:
+            raise entry.error(f"{exc}; set this key's proxy: to an http:// URL or none") from None
+    if provider not in PROVIDERS:
+        raise at.error(
+            f"provider {provider} is reached through litellm, which takes its proxy from "
+            "HTTPS_PROXY/NO_PROXY; a per-key proxy is not supported for it"
+        )
+    value = at.string()
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return parse_proxy(value)
+    except ProxyError as exc:
+        raise at.error(f"the proxy {exc}") from None
 
 
 def _provider(at: Field) -> str:
