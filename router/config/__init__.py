@@ -209,7 +209,9 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
         api_version = _api_version(found.get("api_version"), provider)
         stream_usage = _stream_usage(found.get("stream_usage"), provider)
         api_key = found["api_key"].expand()
-        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset))
+        proxy = found["proxy"].expand() if "proxy" in found else None
+        proxy_unset = proxy.unset if proxy is not None else ()
+        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset + proxy_unset))
         if unset:
             skipped[name] = SkippedKey(name=name, reason=unset_reason(unset))
             warnings.append(
@@ -235,17 +237,22 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             api_version=api_version,
             budget=parse_budget(found["budget"]) if "budget" in found else None,
             stream_usage=stream_usage,
-            proxy=_proxy(found.get("proxy"), provider, api_base.value, proxies, entry),
+            proxy=_proxy(found.get("proxy"), proxy, provider, api_base.value, proxies, entry),
         )
     return keys, skipped
 
 
 def _proxy(
-    at: Field | None, provider: str, api_base: str, proxies: ProxyEnvironment, entry: Field
+    at: Field | None,
+    given: Expansion | None,
+    provider: str,
+    api_base: str,
+    proxies: ProxyEnvironment,
+    entry: Field,
 ) -> Proxy | None:
     """The proxy the router's own client takes to this key: `proxy:` (a URL or `none`),
     else the environment's for api_base. litellm reads the environment itself."""
-    if at is None:
+    if at is None or given is None:
         if provider not in PROVIDERS:
             return None  # only ever reached through litellm
         try:
@@ -257,7 +264,7 @@ def _proxy(
             f"provider {provider} is reached through litellm, which takes its proxy from "
             "HTTPS_PROXY/NO_PROXY; a per-key proxy is not supported for it"
         )
-    value = at.string()
+    value = given.value
     if value.strip().lower() == "none":
         return None
     try:

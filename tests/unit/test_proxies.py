@@ -157,3 +157,8 @@ def test_a_per_key_proxy_on_a_litellm_only_provider_is_refused():
         parse_config(
             config(provider="gemini", proxy="http://corp:3128"), source="routes.yaml", environ={}
         )
+
+
+def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
+    with pytest.raises(ConfigError, match=r"every key the routes use is skipped \(main: EGRESS"):
+        parse_config(config(proxy="${EGRESS}"), source="routes.yaml", environ={})
