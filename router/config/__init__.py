@@ -31,6 +31,7 @@ from router.types import (
     FailoverSettings,
     Key,
     Limits,
+    ModelSpec,
     Operation,
     Proxy,
     ServerSettings,
@@ -39,6 +40,7 @@ from router.types import (
     Timeouts,
 )
 from router.upstream.providers import PROVIDERS
+from router.upstream.translate import translator_for
 from router.upstream.translate.runtime import litellm_providers
 
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
@@ -80,6 +82,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
     models = parse_models(top["models"], keys, skipped, warnings)
+    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
@@ -271,6 +274,23 @@ def _proxy(
         return parse_proxy(value)
     except ProxyError as exc:
         raise at.error(f"the proxy {exc}") from None
+
+
+def _translated_proxy_warnings(at: Field, models: Mapping[str, ModelSpec]) -> list[str]:
+    """A key's `proxy:` that some of its requests do not take: those litellm sends."""
+    given = {name for name, entry in at.named() if "proxy" in entry.fields(_KEY_FIELDS)}
+    translated = {
+        (route.key.name, operation)
+        for spec in models.values()
+        for operation, routes in spec.routes_for.items()
+        for route in routes
+        if route.key.name in given and translator_for(route.key.provider, operation)
+    }
+    return [
+        f"keys.{name}.proxy does not apply to its {operation} requests, which go through "
+        "litellm: litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
+        for name, operation in sorted(translated)
+    ]
 
 
 def _provider(at: Field) -> str:

@@ -21,7 +21,7 @@ from router.types import Key, Proxy, Route, Timeouts
 from router.upstream import Upstream
 from router.upstream.client import HttpClient
 from tests.configs import model, route, routes_yaml, sim_key
-from tests.conftest import SIM_A, SIM_B, admin_state, ask
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, client
 from tests.tinyproxy import free_port, stop, tinyproxy
 
 pytestmark = pytest.mark.timeout(30)
@@ -79,7 +79,7 @@ def one_model(*keys: tuple[str, dict]) -> str:
 
 
 async def test_plain_http_goes_through_the_proxy_in_absolute_form_with_its_credentials(
-    stack, tmp_path
+    stack, tmp_path, capsys
 ):
     sim, sim_url = await stack.sim(SIM_A)
     async with tinyproxy(tmp_path, credentials=("alice", "s3cr3t")) as proxy:
@@ -87,11 +87,15 @@ async def test_plain_http_goes_through_the_proxy_in_absolute_form_with_its_crede
             one_model(sim_key(SIM_A, sim_url)), environ={"http_proxy": proxy.url}
         )
         _, completion = await ask(url)
-        await ask(url)
         assert completion.choices[0].message.content == "Hello from a via gpt-4o."
+        stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+        words = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+        assert "".join(word or "" for word in words) == "Hello from a via gpt-4o."
         log = proxy.log()
     assert f"POST {sim_url}/chat/completions" in log  # tinyproxy logs the request line
     assert sim.stats["a"].served == 2
+    logged = capsys.readouterr()
+    assert "s3cr3t" not in logged.out + logged.err
 
 
 async def test_https_goes_through_a_connect_tunnel_with_tls_to_the_provider_inside(

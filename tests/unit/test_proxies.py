@@ -162,3 +162,19 @@ def test_a_per_key_proxy_on_a_litellm_only_provider_is_refused():
 def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
     with pytest.raises(ConfigError, match=r"every key the routes use is skipped \(main: EGRESS"):
         parse_config(config(proxy="${EGRESS}"), source="routes.yaml", environ={})
+
+
+def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
+    yaml_text = routes_yaml(
+        keys=[
+            key("claude", api_key="sk-ant-000000000001", provider="anthropic", proxy="corp:3128"),
+            key("plain", api_key="sk-ant-000000000002", provider="anthropic"),
+        ],
+        models={"sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x"))},
+    )
+    warnings = parse_config(yaml_text, source="routes.yaml", environ={}).warnings
+    proxied = [warning for warning in warnings if ".proxy" in warning]
+    assert proxied == [
+        "keys.claude.proxy does not apply to its chat requests, which go through litellm: "
+        "litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
+    ]
