@@ -208,7 +208,7 @@ class HttpClient:
         except BaseException:
             response.close()
             raise
-        if response.status == 407 and proxy is not None and not target.tls:
+        if proxy is not None and not target.tls and response.status == 407:
             response.close()  # the proxy's answer, not the provider's
             raise ProxyRefused(f"the proxy {proxy.shown} asks for credentials (407)")
         return response
