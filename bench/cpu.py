@@ -101,9 +101,11 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
     assert sim.stdout is not None
     sim_url = sim.stdout.readline().split()[-1]
     config = Path(tempfile.mkdtemp()) / "routes.yaml"
+    budget = ", budget: {usd_per_day: 1000000}" if args.redis else ""
+    price = ", price: {input_per_mtok: 2.5, output_per_mtok: 10}" if args.redis else ""
     config.write_text(
-        f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}}}\n'
-        "models: {gpt-4o: {routes: [{key: sim, model: gpt-4o}]}}\n"
+        f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"{budget}}}}}\n'
+        f"models: {{gpt-4o: {{routes: [{{key: sim, model: gpt-4o{price}}}]}}}}\n"
     )
     routers = {
         "this": start_router(ROOT, config),
@@ -112,6 +114,19 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
     }
     if args.compare:
         routers["compare"] = start_router(Path(args.compare).resolve(), config)
+    if args.redis:
+        # The same router and budget, its state in a redis-server started here.
+        port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(redis)
+        shared = config.with_name("redis.yaml")
+        state = f'state: {{backend: redis, url: "redis://127.0.0.1:{port}/0", prefix: bench}}\n'
+        shared.write_text(config.read_text() + state)
+        routers["redis"] = start_router(ROOT, shared)
     processes += [process for process, _ in routers.values()]
     return routers
 
@@ -159,6 +174,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
     parser.add_argument("--stream", action="store_true", help="streaming requests")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also `redis`: this router with its state in Redis; both keep a budget, so "
+        "every request writes spend to its state",
+    )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

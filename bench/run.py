@@ -42,6 +42,20 @@ keys:
 models:
   gpt-4o: {routes: [{key: sim, model: gpt-4o}]}
 """
+# --redis: every router prices its route and keeps a budget for the key, so each request
+# writes spend to its state (the work the Redis backend ships to Redis); router-redis
+# keeps that state in Redis, the others in memory.
+BUDGETED = """\
+keys:
+  sim: {provider: openai, api_base: "SIM_URL", api_key: "${BENCH_SIM_KEY}",
+        budget: {usd_per_day: 1000000}}
+models:
+  gpt-4o:
+    routes: [{key: sim, model: gpt-4o, price: {input_per_mtok: 2.5, output_per_mtok: 10}}]
+"""
+REDIS_STATE = 'state: {backend: redis, url: "${BENCH_REDIS_URL}", prefix: bench}\n'
+MAX_REDIS_P50_ADDED_MS = 0.05  # issue 13: no round trip on the path
+MIN_REDIS_RPS_RATIO = 0.95
 CELLS = [("json", 1), ("json", 32), ("sse", 1), ("sse", 32)]
 READY_TIMEOUT = 20.0
 MAX_P50_ADDED_MS = 0.3  # the lead's targets: c=1 latency added, c=32 throughput kept
@@ -120,9 +134,11 @@ def uvloop_switch() -> bool:
     return spec is not None and "LLM_ROUTER_UVLOOP" in Path(str(spec.origin)).read_text()
 
 
-async def start_router(name: str, sim_url: str, workdir: Path, env: dict[str, str]) -> Proc:
-    config = workdir / "routes.yaml"
-    config.write_text(CONFIG.replace("SIM_URL", sim_url))
+async def start_router(
+    name: str, sim_url: str, workdir: Path, env: dict[str, str], config_text: str = CONFIG
+) -> Proc:
+    config = workdir / f"{name}.yaml"
+    config.write_text(config_text.replace("SIM_URL", sim_url))
     port = free_port()
     # -X importtime logs every module as it is first imported, at any time, so the log
     # tells whether litellm was ever loaded; modules already loaded cost nothing extra.
@@ -136,12 +152,15 @@ async def start_router(name: str, sim_url: str, workdir: Path, env: dict[str, st
     return proc
 
 
-async def start_all(workdir: Path, procs: list[Proc], compare: str = "") -> list[Proc]:
+async def start_all(
+    workdir: Path, procs: list[Proc], compare: str = "", redis: bool = False
+) -> list[Proc]:
     """Start everything; return the targets in bench order. `procs` collects for cleanup.
 
     `compare`: another checkout of the router (`git worktree add /tmp/old REV`), run as
     `router-compare` in the same cells, so a regression is measured in one run rather
-    than across runs on a noisy machine.
+    than across runs on a noisy machine. `redis`: a redis-server and `router-redis`,
+    the same router with its state there (every router then keeps a budget).
     """
     sim = spawn("sim", ["-m", "router.sim", "--port", "0", "--key", f"sim:{SIM_KEY}"], workdir)
     procs.append(sim)
@@ -150,15 +169,45 @@ async def start_all(workdir: Path, procs: list[Proc], compare: str = "") -> list
     passthrough = spawn("passthrough", [*passthrough_args, "--port", "0"], workdir)
     procs.append(passthrough)
     passthrough.url = await wait_listening(passthrough)
-    variants = [("router", {})]
+    config = BUDGETED if redis else CONFIG
+    variants: list[tuple[str, dict[str, str], str]] = [("router", {}, config)]
     if compare:
-        variants.append(("router-compare", {"PYTHONPATH": compare}))
-    elif uvloop_switch():
-        variants.append(("router-asyncio", {"LLM_ROUTER_UVLOOP": "0"}))
-    for name, env in variants:
-        procs.append(await start_router(name, sim.url, workdir, env))
+        variants.append(("router-compare", {"PYTHONPATH": compare}, config))
+    elif uvloop_switch() and not redis:
+        variants.append(("router-asyncio", {"LLM_ROUTER_UVLOOP": "0"}, config))
+    if redis:
+        server = await start_redis(workdir)
+        procs.append(server)
+        variants.append(("router-redis", {"BENCH_REDIS_URL": server.url}, config + REDIS_STATE))
+    for name, env, text in variants:
+        procs.append(await start_router(name, sim.url, workdir, env, text))
     direct = Proc("direct", sim.popen, sim.log, sim.url)
-    return [direct, passthrough, *procs[2:]]
+    routers = [proc for proc in procs[2:] if proc.name.startswith("router")]
+    return [direct, passthrough, *routers]
+
+
+def spawn_redis(workdir: Path, port: int) -> Proc:
+    log = workdir / "redis.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    return Proc("redis", popen, log, f"redis://127.0.0.1:{port}/0")
+
+
+async def start_redis(workdir: Path) -> Proc:
+    port = free_port()
+    proc = spawn_redis(workdir, port)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc
+        await asyncio.sleep(0.05)
+    raise TimeoutError("redis-server did not start")
 
 
 def stop_all(procs: list[Proc]) -> None:
@@ -222,6 +271,8 @@ def print_cell(cell: tuple[str, int], results: dict[str, Result]) -> None:
     for router in (n for n in results if n.startswith("router")):
         for base in ("passthrough", "direct"):
             print(compare(router, base, results, concurrency))
+    if "router-redis" in results:
+        print(compare_redis(results, concurrency))
 
 
 def compare(router: str, base: str, results: dict[str, Result], concurrency: int) -> str:
@@ -236,6 +287,18 @@ def compare(router: str, base: str, results: dict[str, Result], concurrency: int
     if base == "passthrough" and concurrency > 1:
         line += f"  [target >= {MIN_RPS_RATIO:.2f}x: {verdict(ratio >= MIN_RPS_RATIO)}]"
     return line
+
+
+def compare_redis(results: dict[str, Result], concurrency: int) -> str:
+    r, b = results["router-redis"], results["router"]
+    ratio = r.rps / b.rps if b.rps else float("nan")
+    added = percentile(r.latencies_ms, 0.5) - percentile(b.latencies_ms, 0.5)
+    line = f"router-redis vs router: {ratio:.2f}x req/s, p50 {added:+.2f} ms"
+    if concurrency == 1:
+        ok = added <= MAX_REDIS_P50_ADDED_MS
+        return line + f"  [target p50 <= +{MAX_REDIS_P50_ADDED_MS} ms: {verdict(ok)}]"
+    ok = ratio >= MIN_REDIS_RPS_RATIO
+    return line + f"  [target >= {MIN_REDIS_RPS_RATIO:.2f}x: {verdict(ok)}]"
 
 
 def verdict(ok: bool) -> str:
@@ -275,7 +338,7 @@ async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="router-bench-") as workdir:
         try:
             async with asyncio.timeout(args.timeout):
-                targets = await start_all(Path(workdir), procs, args.compare)
+                targets = await start_all(Path(workdir), procs, args.compare, args.redis)
                 print(
                     f"python {sys.version.split()[0]}, {os.cpu_count()} cores; targets: "
                     + ", ".join(f"{t.name}={t.url}" for t in targets)
@@ -311,6 +374,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
     parser.add_argument(
         "--compare", default="", metavar="PATH", help="also run the router of this checkout"
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also run router-redis (state in a redis-server started here); every router "
+        "then keeps a budget, so each request writes spend to its state",
     )
     parser.add_argument(
         "--client-usage",

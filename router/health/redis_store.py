@@ -51,6 +51,7 @@ log = structlog.get_logger("router.state")
 SOCKET_TIMEOUT = 0.25
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
+FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
 
 # KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
@@ -246,6 +247,9 @@ class RedisStore:
         backoff = BACKOFF_FIRST
         while True:
             await self._dirty.wait()
+            # Gather what the next few milliseconds write into one pipeline: under load,
+            # one round of Redis work serves many requests instead of one each.
+            await asyncio.sleep(FLUSH_DELAY)
             self._dirty.clear()
             batch = self._take()
             try:
