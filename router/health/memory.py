@@ -129,6 +129,14 @@ class MemoryStore:
                   if expires > now]  # fmt: skip
         return LiveState(blocks, headroom, totals)
 
+    def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
+        for scope in scopes:
+            self._entries.pop(scope, None)
+        if totals:
+            prefixes = tuple(totals)
+            for name in [name for name in self._totals if name.startswith(prefixes)]:
+                del self._totals[name]
+
     def start(self) -> None:
         return None  # nothing runs in the background
 

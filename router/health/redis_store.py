@@ -210,6 +210,9 @@ class RedisStore:
         self._dirty.set()
         return total
 
+    def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
+        self._local.forget(scopes, totals)  # the shared entries stay: see StateStore
+
     def degraded(self) -> str | None:
         return self._problem
 
