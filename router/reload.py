@@ -32,7 +32,7 @@ from router.handlers.state import Current, RouterState
 from router.health.budgets import BudgetKeeper
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
-from router.telemetry.logs import RequestLog
+from router.telemetry.logs import RequestLog, redact_also
 from router.telemetry.metrics import Metrics
 from router.types import Config, Key
 from router.upstream import Upstream
@@ -144,6 +144,7 @@ class Reloader:
         return outcome
 
     def _apply(self, new: Config) -> Outcome:
+        redact_also(config_secrets(new))  # before anything logs a new key's secret
         old_state = self._current.state
         old = old_state.config
         config, needs_restart = effective(old, new)

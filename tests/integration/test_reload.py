@@ -4,6 +4,7 @@ between requests; state carried over for unchanged routes, dropped for removed o
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,11 +13,13 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import structlog
 
 from router.config import load_config
 from router.server import bound_port, start
 from router.sim import Fault
-from tests.configs import model, route, routes_yaml, sim_keys
+from router.telemetry.logs import configure_logging, reset_logging
+from tests.configs import key, model, route, routes_yaml, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
 
 
@@ -191,3 +194,23 @@ async def test_reload_takes_an_admin_key_not_a_client_key(stack, tmp_path):
         assert (await reload(url, Authorization="Bearer client-key-123456"))[0] == 401
         status, answer = await reload(url, Authorization="Bearer admin-key-123456")
         assert (status, answer["status"]) == (200, "reloaded")
+
+
+async def test_a_key_added_by_a_reload_is_redacted_from_the_log(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    secret = "plain-new-secret-value-42"  # no known key shape: only the config names it
+    captured = io.StringIO()
+    configure_logging(secrets=[SIM_A.api_key], stream=captured, cache_loggers=False)
+    try:
+        async with router_for(path) as url:
+            keys = [*sim_keys(sim_url, SIM_A, SIM_B), key("n", sim_url, api_key=secret)]
+            models = {"gpt-4o": model(route("a", "gpt-4o")), "n": model(route("n", "gpt-4o"))}
+            path.write_text(routes_yaml(keys=keys, models=models))
+            assert (await reload(url))[0] == 200
+            structlog.get_logger("test").warning("echo", detail=f"the upstream said {secret}")
+    finally:
+        reset_logging()
+    assert '"detail":"the upstream said [redacted]"' in captured.getvalue()
+    assert secret not in captured.getvalue()
