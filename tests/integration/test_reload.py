@@ -93,12 +93,15 @@ async def test_reload_adds_a_model_keeps_a_kept_routes_cooldown_and_drops_a_remo
         routes, keys = await admin_state(url)
         assert set(routes) == {"a/gpt-4o", "c/gpt-4o-mini"} and set(keys) == {"a", "c"}
         assert routes["a/gpt-4o"]["state"] == "cooling_down"  # kept, with its cooldown
-        _, completion = await ask(url, model="gpt-4o-mini")
-        assert completion.choices[0].message.content == "Hello from c via gpt-4o-mini."
         async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as page:
             metrics = await page.text()
-        assert 'llm_router_requests_total{model="gpt-4o-mini",outcome="served"} 1.0' in metrics
+        # The new model's series exist before its first request, at zero, as at start;
+        # the removed route's state gauges are gone.
+        assert 'llm_router_requests_total{model="gpt-4o-mini",outcome="served"} 0.0' in metrics
+        assert 'model="gpt-4o-mini",outcome="ok",provider="openai",route="c/gpt-4o-mini"' in metrics
         assert 'route="b/gpt-4o"' not in metrics.split("# HELP llm_router_route_state")[1]
+        _, completion = await ask(url, model="gpt-4o-mini")
+        assert completion.choices[0].message.content == "Hello from c via gpt-4o-mini."
         # b comes back without the cooldown it had: its state went with it; a keeps its own.
         path.write_text(a_and_b(sim_url))
         assert (await reload(url))[1]["routes_added"] == ["b/gpt-4o"]
@@ -214,3 +217,11 @@ async def test_a_key_added_by_a_reload_is_redacted_from_the_log(stack, tmp_path)
         reset_logging()
     assert '"detail":"the upstream said [redacted]"' in captured.getvalue()
     assert secret not in captured.getvalue()
+
+
+async def test_a_router_not_started_from_a_file_says_so(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(a_and_b(sim_url))
+    assert await reload(url) == (409, {
+        "status": "rejected", "error": "this router was not started from a routes.yaml file",
+    })  # fmt: skip
