@@ -131,6 +131,57 @@ async def test_a_stream_outliving_drain_timeout_ends_with_an_error_event(tmp_pat
     assert [e["stream"] for e in requests if e["stream"]] == ["shutdown"]
 
 
+async def test_an_anthropic_stream_cut_at_drain_timeout_ends_with_anthropics_error_event(
+    tmp_path,
+):
+    start = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":'
+        b'"message","role":"assistant","content":[],"model":"claude","usage":'
+        b'{"input_tokens":3,"output_tokens":1}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+    )
+    delta = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"Hi"}}\n\n'
+    )
+    held = asyncio.Event()  # never set
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(start + delta)
+        await held.wait()
+        return response
+
+    async with raw_upstream("/v1/messages", handle) as upstream:
+        config = tmp_path / "routes.yaml"
+        config.write_text(
+            routes_yaml(
+                keys=[key("u", upstream, api_key="sk-ant-test-01", provider="anthropic")],
+                models={"claude": model(route("u", "claude"))},
+                server={"drain_timeout": 1},
+            )
+        )
+        body = {"model": "claude", "max_tokens": 10, "messages": HI, "stream": True}
+        async with router_process(config) as router, aiohttp.ClientSession() as session:
+            async with session.post(f"{router.url}/v1/messages", json=body) as response:
+                assert response.status == 200
+                received = b""
+                while b"text_delta" not in received:
+                    received += await response.content.readany()
+                router.signal(signal.SIGTERM)
+                received += await response.content.read()  # to a clean end of the body
+            assert await router.exit_code() == 0
+        held.set()
+    last = received.split(b"\n\n")[-2]
+    assert last.startswith(b"event: error\ndata: ")
+    error = json.loads(last.removeprefix(b"event: error\ndata: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "shutting down" in error["error"]["message"]
+
+
 async def in_flight(router: RouterProcess) -> int:
     """How many requests the router is serving, from its own gauge."""
     async with (
