@@ -26,6 +26,7 @@ from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.state import APP_STATE, Current
 from router.health.memory import MemoryStore
+from router.health.snapshot import SnapshotStore
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.reload import Reloader, Shared, build_state
@@ -52,7 +53,7 @@ def create_app(
     """The router as an aiohttp app; `clock`, `rng`, `store` and the metrics `registry`
     are injectable for tests. `config_path`: the file a reload reads again."""
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    state_store = store if store is not None else state_store_for(config, clock)
+    state_store = store if store is not None else state_store_for(config, clock, wall)
     health = HealthTracker(state_store, config.failover, clock)
     if registry is None:
         registry = CollectorRegistry()
@@ -96,13 +97,17 @@ def create_app(
     return app
 
 
-def state_store_for(config: Config, clock: Callable[[], float]) -> StateStore:
-    local = MemoryStore(clock)
-    if config.state.backend != "redis":
-        return local
-    from router.health.redis_store import RedisStore  # imports redis-py: only when asked
+def state_store_for(
+    config: Config, clock: Callable[[], float], wall: Callable[[], float] = time.time
+) -> StateStore:
+    state = config.state
+    if state.backend == "redis":
+        from router.health.redis_store import RedisStore  # imports redis-py: only when asked
 
-    return RedisStore(local, config.state.url, config.state.prefix, clock)
+        return RedisStore(MemoryStore(clock), state.url, state.prefix, clock)
+    if state.snapshot:
+        return SnapshotStore(state.snapshot, clock, wall=wall)
+    return MemoryStore(clock)
 
 
 def operator_auth(config: Config) -> ClientAuth | None:

@@ -58,6 +58,23 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Proxy:
+    """An HTTP proxy the router reaches providers through: CONNECT tunnels for https://
+    targets, absolute-form requests for http:// ones (config/proxies.py reads it)."""
+
+    host: str
+    port: int
+    # "Basic ..." from the URL's user:password, sent as Proxy-Authorization; never shown.
+    authorization: str | None = field(default=None, repr=False)
+
+    @property
+    def shown(self) -> str:
+        """host:port, for messages and logs (no credentials)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Key:
     """One credential at one provider, referred to by `name` everywhere else."""
 
@@ -69,6 +86,9 @@ class Key:
     budget: Budget | None = None
     # Ask this key's streams for their usage chunk when the client did not (failover/usage_ask.py).
     stream_usage: bool = True
+    # The proxy the router's own client reaches this key's api_base through (None:
+    # direct), resolved once at load from `proxy:` or HTTP(S)_PROXY/ALL_PROXY/NO_PROXY.
+    proxy: Proxy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -149,6 +169,7 @@ class StateSettings:
     backend: str = "memory"  # or "redis"
     url: str = field(default="", repr=False)  # redis://[:password@]host:port/db; may hold a secret
     prefix: str = "llm-router"
+    snapshot: str = ""  # memory only: a file the state is saved to and loaded from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

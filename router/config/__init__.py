@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from router.config import catalog
 from router.config.fields import Expansion, Field, read_document, suggestion, unset_reason
 from router.config.models import parse_budget, parse_models
+from router.config.proxies import ProxyEnvironment, ProxyError, parse_proxy
 from router.config.table import format_route_table, mask_key
 from router.errors import ConfigError
 from router.types import (
@@ -30,13 +31,16 @@ from router.types import (
     FailoverSettings,
     Key,
     Limits,
+    ModelSpec,
     Operation,
+    Proxy,
     ServerSettings,
     SkippedKey,
     StateSettings,
     Timeouts,
 )
 from router.upstream.providers import PROVIDERS
+from router.upstream.translate import translator_for
 from router.upstream.translate.runtime import litellm_providers
 
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
@@ -44,7 +48,15 @@ __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "pars
 
 _TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits", "state")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
-_KEY_FIELDS = ("provider", "api_base", "api_key", "api_version", "budget", "stream_usage")
+_KEY_FIELDS = (
+    "provider",
+    "api_base",
+    "api_key",
+    "api_version",
+    "budget",
+    "stream_usage",
+    "proxy",
+)
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
@@ -70,6 +82,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
     models = parse_models(top["models"], keys, skipped, warnings)
+    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     timeouts = _settings(top.get("timeouts"), Timeouts)
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
@@ -192,6 +205,7 @@ def is_loopback(host: str) -> bool:
 def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, SkippedKey]]:
     keys: dict[str, Key] = {}
     skipped: dict[str, SkippedKey] = {}
+    proxies = ProxyEnvironment.read(at.environ)  # read once, here, for every key
     for name, entry in at.named():
         if "/" in name or any(char.isspace() for char in name):
             raise entry.error("a key name may not hold '/' or spaces (route ids are key/model)")
@@ -201,7 +215,9 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
         api_version = _api_version(found.get("api_version"), provider)
         stream_usage = _stream_usage(found.get("stream_usage"), provider)
         api_key = found["api_key"].expand()
-        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset))
+        proxy = found["proxy"].expand() if "proxy" in found else None
+        proxy_unset = proxy.unset if proxy is not None else ()
+        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset + proxy_unset))
         if unset:
             skipped[name] = SkippedKey(name=name, reason=unset_reason(unset))
             warnings.append(
@@ -227,8 +243,57 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             api_version=api_version,
             budget=parse_budget(found["budget"]) if "budget" in found else None,
             stream_usage=stream_usage,
+            proxy=_proxy(found.get("proxy"), proxy, provider, api_base.value, proxies, entry),
         )
     return keys, skipped
+
+
+def _proxy(
+    at: Field | None,
+    given: Expansion | None,
+    provider: str,
+    api_base: str,
+    proxies: ProxyEnvironment,
+    entry: Field,
+) -> Proxy | None:
+    """The proxy the router's own client takes to this key: `proxy:` (a URL or `none`),
+    else the environment's for api_base. litellm reads the environment itself."""
+    if at is None or given is None:
+        if provider not in PROVIDERS:
+            return None  # only ever reached through litellm
+        try:
+            return proxies.proxy_for(api_base)
+        except ProxyError as exc:
+            raise entry.error(f"{exc}; set this key's proxy: to an http:// URL or none") from None
+    if provider not in PROVIDERS:
+        raise at.error(
+            f"provider {provider} is reached through litellm, which takes its proxy from "
+            "HTTPS_PROXY/NO_PROXY; a per-key proxy is not supported for it"
+        )
+    value = given.value
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return parse_proxy(value)
+    except ProxyError as exc:
+        raise at.error(f"the proxy {exc}") from None
+
+
+def _translated_proxy_warnings(at: Field, models: Mapping[str, ModelSpec]) -> list[str]:
+    """A key's `proxy:` that some of its requests do not take: those litellm sends."""
+    given = {name for name, entry in at.named() if "proxy" in entry.fields(_KEY_FIELDS)}
+    translated = {
+        (route.key.name, operation)
+        for spec in models.values()
+        for operation, routes in spec.routes_for.items()
+        for route in routes
+        if route.key.name in given and translator_for(route.key.provider, operation)
+    }
+    return [
+        f"keys.{name}.proxy does not apply to its {operation} requests, which go through "
+        "litellm: litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
+        for name, operation in sorted(translated)
+    ]
 
 
 def _provider(at: Field) -> str:
@@ -286,7 +351,7 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
 
 
 def _state(at: Field) -> StateSettings:
-    found = at.fields(("backend", "url", "prefix"))
+    found = at.fields(("backend", "url", "prefix", "snapshot"))
     backend = found["backend"].string() if "backend" in found else "memory"
     if backend not in ("memory", "redis"):
         raise found["backend"].error(f"must be memory or redis, got {backend!r}")
@@ -294,7 +359,14 @@ def _state(at: Field) -> StateSettings:
         for name in ("url", "prefix"):
             if name in found:
                 raise found[name].error("applies to backend: redis only")
-        return StateSettings()
+        snapshot = found["snapshot"].string() if "snapshot" in found else ""
+        if "snapshot" in found and not snapshot:
+            raise found["snapshot"].error("must be a file path")
+        return StateSettings(snapshot=snapshot)
+    if "snapshot" in found:
+        raise found["snapshot"].error(
+            "applies to backend: memory only (with redis, a restarted replica reads Redis)"
+        )
     if "url" not in found:
         raise at.error('backend redis needs url (for example url: "${REDIS_URL}")')
     url = found["url"].string()
@@ -304,7 +376,9 @@ def _state(at: Field) -> StateSettings:
         raise found["backend"].error(
             "backend redis needs the redis package: pip install 'llm-router[redis]'"
         )
-    prefix = found["prefix"].string() if "prefix" in found else StateSettings.prefix
+    if "prefix" not in found:
+        return StateSettings(backend="redis", url=url)
+    prefix = found["prefix"].string()
     if not prefix:
         raise found["prefix"].error("must not be empty")
     return StateSettings(backend="redis", url=url, prefix=prefix)

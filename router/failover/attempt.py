@@ -190,7 +190,7 @@ class AttemptRunner:
         """Send `call` to `route` within `budget` seconds. `earlier`: this request's
         attempts so far, for the answer's record of them."""
         started = self._clock()
-        self._health.begin(route)
+        self._health.begin(route, prior)
         handed_over = False
         try:
             try:

@@ -137,6 +137,23 @@ class MemoryStore:
             for name in [name for name in self._totals if name.startswith(prefixes)]:
                 del self._totals[name]
 
+    def restore(self, state: LiveState) -> None:
+        """Take in what a snapshot held (seconds left as of now); the later block and
+        the larger total win over what is here already."""
+        now = self._clock()
+        for scope, left, reason in state.blocks:
+            entry = self._entry(scope)
+            if now + left > entry.blocked_until:
+                entry.blocked_until, entry.block_reason = now + left, reason
+        for scope, headroom, left in state.headroom:
+            entry = self._entry(scope)
+            entry.headroom, entry.headroom_at, entry.headroom_until = headroom, now, now + left
+        for name, total, left in state.totals:
+            self.set_total(name, total, left, at_least=True)
+
+    def announce_probe(self, scope: str, seconds: float) -> None:
+        return None  # no other replica to tell
+
     def start(self) -> None:
         return None  # nothing runs in the background
 

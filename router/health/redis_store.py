@@ -51,6 +51,7 @@ log = structlog.get_logger("router.state")
 SOCKET_TIMEOUT = 0.25
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
+CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
 
 # KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
 _BLOCK = """
@@ -213,6 +214,11 @@ class RedisStore:
     def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
         self._local.forget(scopes, totals)  # the shared entries stay: see StateStore
 
+    def announce_probe(self, scope: str, seconds: float) -> None:
+        # Not in this copy (the probe is this replica's own); the others get a block.
+        self._pending.block(scope, self._clock() + seconds, BlockReason.PROBING)
+        self._dirty.set()
+
     def degraded(self) -> str | None:
         return self._problem
 
@@ -308,6 +314,10 @@ class RedisStore:
                 await self._raise_script(keys=[key], args=[repr(value), _ms(left)], client=pipe)
             for message in publish:
                 pipe.publish(self._channel, json.dumps({"from": self._node, **message}))
+            if self._problem is not None:
+                pipe.ping()  # an empty batch proves nothing about a Redis that was away
+            if not pipe.command_stack:
+                return
             answers = await pipe.execute()
         self._raise_totals = []
         # The spend script answers with the shared total, which this copy may lag.
@@ -343,9 +353,21 @@ class RedisStore:
             local = self._local
             if op == "block":
                 reason = BlockReason(message["reason"])
-                await local.block(message["scope"], message["ms"] / 1000, reason)
+                scope = message["scope"]
+                if reason is BlockReason.CIRCUIT_OPEN and await local.block(
+                    scope, message["ms"] / 1000, reason
+                ):
+                    # Opened elsewhere: half-open here too once it lapses, so only one
+                    # replica's probe (announced as a PROBING block) tries it first.
+                    await local.count(scope, "opens", ttl=CIRCUIT_MEMORY)
+                else:
+                    await local.block(scope, message["ms"] / 1000, reason)
             elif op == "lift":
-                await local.lift(message["scope"], BlockReason(message["reason"]))
+                reason = BlockReason(message["reason"])
+                await local.lift(message["scope"], reason)
+                if reason in (BlockReason.PROBING, BlockReason.CIRCUIT_OPEN):
+                    # A probe elsewhere succeeded: the circuit is closed here too.
+                    await local.reset(message["scope"], ("opens",))
             elif op == "headroom":
                 headroom = Headroom(**json.loads(message["value"]))
                 await local.put_headroom(message["scope"], headroom, message["ms"] / 1000)
@@ -402,7 +424,9 @@ class RedisStore:
                 error=self._problem,
                 detail="serving from this replica's copy; retrying Redis in the background",
             )
+        # Push this replica's copy once Redis answers again: it may have restarted empty.
         self._resync = True
+        self._dirty.set()
 
     def _recover(self) -> None:
         if self._problem is not None:

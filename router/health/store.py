@@ -74,6 +74,12 @@ class StateStore(Protocol):
         expire on their own."""
         ...
 
+    def announce_probe(self, scope: str, seconds: float) -> None:
+        """A probe of `scope` (a half-open circuit) is under way here: replicas that
+        share this state leave the scope alone for `seconds` (a lease), or until the
+        probe's success lifts it. Nothing to do for a store of one process."""
+        ...
+
     def start(self) -> None:
         """Begin any background work (a shared backend's sync); called on the loop."""
         ...

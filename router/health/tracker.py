@@ -34,6 +34,9 @@ from router.types import FailureClass as F
 log = structlog.get_logger("router.health")
 
 _EWMA = 0.2  # weight of the newest observation in the decaying averages
+# How long other replicas sharing the state leave a half-open route to this replica's
+# probe; a probe that takes longer (a long stream) may be joined by one more.
+PROBE_LEASE = 10.0
 
 
 def route_scope(route: Route) -> str:
@@ -117,8 +120,11 @@ class HealthTracker:
             )
         return snapshot
 
-    def begin(self, route: Route) -> None:
+    def begin(self, route: Route, prior: RouteHealth | None = None) -> None:
         self._local_for(route).in_flight += 1
+        if prior is not None and prior.half_open:
+            # This call is the probe: other replicas sharing the state hold off meanwhile.
+            self._store.announce_probe(route_scope(route), PROBE_LEASE)
 
     def end(self, route: Route) -> None:
         self._local_for(route).in_flight -= 1
@@ -181,6 +187,7 @@ class HealthTracker:
             await self._store.reset(scope)
             if prior.blocked_for:
                 await self._store.lift(scope, BlockReason.CIRCUIT_OPEN)
+            await self._store.lift(scope, BlockReason.PROBING)  # others' lease on it ends
             return
         # Only touch the store when there is something to count: this runs per request.
         if prior.streak > prior.failures:

@@ -28,6 +28,7 @@ from router.upstream.client import (
     Disconnected,
     HttpClient,
     InvalidHeader,
+    ProxyRefused,
     Response,
 )
 from router.upstream.deadlines import Deadline, Deadlines
@@ -99,7 +100,7 @@ def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
         return UpstreamProtocolError(route_id, f"bad response: {exc}")
     if isinstance(exc, InvalidHeader):
         return UpstreamProtocolError(route_id, f"request not sent: {exc}")
-    if isinstance(exc, Disconnected | OSError):
+    if isinstance(exc, Disconnected | ProxyRefused | OSError):
         return UpstreamConnectionError(route_id, f"{type(exc).__name__}: {exc}")
     return None
 
@@ -235,7 +236,7 @@ class Upstream:
         deadline = self._deadlines.after(head_timeout, task.cancel)
         try:
             response = await self._client.post(
-                url, body, headers, connect_timeout=self._timeouts.connect
+                url, body, headers, connect_timeout=self._timeouts.connect, proxy=route.key.proxy
             )
         except asyncio.CancelledError:
             # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).

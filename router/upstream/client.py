@@ -6,9 +6,10 @@ and much more (cookies, redirects, proxies, auth, tracing, multipart), and paid 
 all of it on every request: it was half of the bare pass-through's CPU per streamed
 request (bench/cpu.py). This client keeps what a provider call needs: TLS with the
 system's trust store, a keep-alive pool per scheme, host and port, a connect timeout,
-gzip/deflate bodies. No cookies (one pool serves every key), no redirects (a provider
-that redirects a POST is answering wrongly), no proxy (as the router had before), no
-retries (a POST that went out may have been read; the failover decides what is next).
+gzip/deflate bodies, and an HTTP proxy when the key has one (a CONNECT tunnel for
+https://, tunnel.py; an absolute-form request line for http://). No cookies (one pool
+serves every key), no redirects (a provider that redirects a POST is answering wrongly),
+no retries (a POST that went out may have been read; the failover decides what is next).
 
 Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
 Change it with a before/after figure.
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from router.types import Limits
+from router.types import Limits, Proxy
 from router.upstream.connection import (
     BadResponse,
     BrokenBody,
@@ -34,6 +35,7 @@ from router.upstream.connection import (
     Response,
     TooLarge,
 )
+from router.upstream.tunnel import ProxyRefused, open_tunnel
 
 _USER_AGENT = "llm-router"
 _BLOCKS_KEPT = 512
@@ -41,16 +43,17 @@ _BLOCKS_KEPT = 512
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """A URL parsed once: where to connect and what the request line says."""
+    """A URL parsed once (per proxy): where to connect and what the request line says."""
 
-    pool: tuple[str, str, int]  # scheme, host, port
-    host: str  # to connect to
+    pool: tuple[str, str, int, Proxy | None]  # scheme, host, port, the proxy on the way
+    host: str  # the provider's
     port: int
     tls: bool
     request_line: bytes  # b"POST /v1/chat/completions HTTP/1.1\r\nHost: ...\r\n"
+    proxy: Proxy | None = None
 
 
-def _target(url: str) -> _Target:
+def _target(url: str, proxy: Proxy | None = None) -> _Target:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -63,8 +66,15 @@ def _target(url: str) -> _Target:
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    line = f"POST {path} HTTP/1.1\r\nHost: {shown}\r\n".encode("ascii")
-    return _Target((parts.scheme, host, port), host, port, tls, line)
+    if proxy is not None and not tls:
+        # Through a proxy, plain HTTP names the whole URL (RFC 9112 §3.2.2), and each
+        # request carries the proxy's credentials (a tunnel's went with CONNECT).
+        line = f"POST http://{shown}{path} HTTP/1.1\r\nHost: {shown}\r\n"
+        if proxy.authorization is not None:
+            line += f"Proxy-Authorization: {proxy.authorization}\r\n"
+    else:
+        line = f"POST {path} HTTP/1.1\r\nHost: {shown}\r\n"
+    return _Target((parts.scheme, host, port, proxy), host, port, tls, line.encode("ascii"), proxy)
 
 
 # Control characters other than tab may not appear in a field (RFC 9110 5.5); CR and LF
@@ -143,17 +153,25 @@ class HttpClient:
         """`ssl_context`: the system's trust store (and SSL_CERT_FILE) when None."""
         self._limits = limits if limits is not None else Limits()
         self._keepalive = self._limits.idle_connection_seconds
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._pools: dict[tuple[str, str, int, Proxy | None], _Pool] = {}
         self._targets: dict[str, _Target] = {}
+        self._proxied: dict[tuple[str, Proxy], _Target] = {}
         self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._open: set[Connection] = set()
         self._ssl = ssl_context
         self._sweep: asyncio.TimerHandle | None = None
 
     async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, connect_timeout: float
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        connect_timeout: float,
+        proxy: Proxy | None = None,
     ) -> Response:
-        """Send the request; return once the response head is in.
+        """Send the request (through `proxy` when given); return once the response head
+        is in. Connections through different proxies, or none, are pooled apart.
 
         Raises OSError (or TimeoutError) when no connection can be made, and
         `HttpError` when the server does not answer. A request that went out is never
@@ -161,9 +179,14 @@ class HttpClient:
         provider may have read it, and a POST to an LLM costs money (Go's net/http and
         aiohttp retry only idempotent requests; the failover decides what is next).
         """
-        target = self._targets.get(url)
-        if target is None:
-            target = self._targets[url] = _target(url)
+        if proxy is None:
+            target = self._targets.get(url)
+            if target is None:
+                target = self._targets[url] = _target(url)
+        else:
+            target = self._proxied.get((url, proxy))
+            if target is None:
+                target = self._proxied[(url, proxy)] = _target(url, proxy)
         # The same headers come again and again (a key's auth, an SDK's own): their
         # checked block is kept, a few hundred at most.
         fields = tuple(headers.items())
@@ -185,6 +208,9 @@ class HttpClient:
         except BaseException:
             response.close()
             raise
+        if proxy is not None and not target.tls and response.status == 407:
+            response.close()  # the proxy's answer, not the provider's
+            raise ProxyRefused(f"the proxy {proxy.shown} asks for credentials (407)")
         return response
 
     def close(self) -> None:
@@ -264,14 +290,35 @@ class HttpClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
+        proxy = target.proxy
         async with asyncio.timeout(timeout):
-            _, connection = await loop.create_connection(
-                lambda: Connection(loop, self._limits, on_idle, on_lost),
-                target.host,
-                target.port,
-                ssl=context,
-                server_hostname=target.host if context is not None else None,
-            )
+            if proxy is None:
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop, self._limits, on_idle, on_lost),
+                    target.host,
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host if context is not None else None,
+                )
+            elif context is None:  # plain HTTP: absolute-form requests to the proxy
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop, self._limits, on_idle, on_lost),
+                    proxy.host,
+                    proxy.port,
+                )
+            else:  # TLS to the provider inside a CONNECT tunnel, checked by its name
+                tunnel = await open_tunnel(proxy, target.host, target.port)
+                connection = Connection(loop, self._limits, on_idle, on_lost)
+                try:
+                    tls = await loop.start_tls(
+                        tunnel, connection, context, server_hostname=target.host
+                    )
+                except BaseException:
+                    tunnel.close()
+                    raise
+                if tls is None:  # asyncio's type allows it: the tunnel closed meanwhile
+                    raise Disconnected("the proxy closed the tunnel during the TLS handshake")
+                connection.connection_made(tls)
         if connection.closed:  # lost already: its slot is free again
             raise Disconnected("the server closed the connection as it opened")
         self._open.add(connection)
@@ -303,6 +350,7 @@ __all__ = [
     "HttpClient",
     "HttpError",
     "InvalidHeader",
+    "ProxyRefused",
     "Response",
     "TooLarge",
 ]

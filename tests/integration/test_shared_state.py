@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import os
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from router.sim import Fault
+from router.telemetry.logs import configure_logging, reset_logging
 from tests.configs import model, preferring_a, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 
@@ -237,3 +241,153 @@ async def test_spend_is_summed_across_replicas_and_the_budget_holds_for_all(redi
     for url in (replica_a, replica_b):
         assert (await _cost(url))[0] == "b/gpt-4o"
     assert sim.stats["a"].served == served
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(stream=stream, cache_loggers=False)
+    try:
+        yield stream
+    finally:
+        reset_logging()
+
+
+def _events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line]
+    return [line for line in lines if line["event"] == name]
+
+
+async def _readyz(url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
+        return response.status, await response.json()
+
+
+async def test_redis_killed_mid_load_loses_no_request(redis_server, stack, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    replicas = [await stack.router(text), await stack.router(text)]
+    sim.inject("a", Fault.rate_limit(retry_after=30))  # a write for Redis to carry
+
+    async def ask(n: int) -> int:
+        if n == 20:
+            await redis_server.kill()
+        raw = await client(replicas[n % 2]).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        return raw.status_code
+
+    statuses = [await ask(n) for n in range(40)]
+    assert statuses == [200] * 40
+    sim.inject("a", Fault.rate_limit(retry_after=30), times=-1)  # more writes, Redis gone
+
+    async def degraded() -> bool:
+        status, body = await _readyz(replicas[0])
+        await client(replicas[0]).chat.completions.create(model="gpt-4o", messages=HI)
+        return status == 200 and body["state_store"]["status"] == "degraded"
+
+    await until(degraded)
+    status, body = await _readyz(replicas[0])
+    assert status == 200 and "error" in body["state_store"]  # ready, and it says why
+    async with aiohttp.ClientSession() as session, session.get(f"{replicas[0]}/metrics") as page:
+        assert "llm_router_state_store_degraded 1.0" in await page.text()
+    # Once per outage and replica, not once per failed write.
+    assert len(_events(logs, "state_store_degraded")) == 2
+
+
+async def test_a_paused_redis_holds_no_request(redis_server, stack):
+    """SIGSTOP: Redis's sockets stay open and answer nothing, which is worse than down.
+    Nothing on the request path waits for it; the writer times out in the background."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(preferring_a(sim_url, **shared(redis_server.url)))
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    redis_server.pause()
+    try:
+        sim.inject("a", Fault.rate_limit(retry_after=30), times=-1)  # each one a write
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(10):
+            raw = await client(url).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HI
+            )
+            assert raw.status_code == 200
+        # Had each request waited for Redis's 0.25 s timeout, ten would take 2.5 s.
+        assert loop.time() - started < 2.0
+
+        async def degraded() -> bool:
+            return (await _readyz(url))[1]["state_store"]["status"] == "degraded"
+
+        await until(degraded)
+    finally:
+        redis_server.resume()
+
+    async def recovered() -> bool:
+        return (await _readyz(url))[1]["state_store"]["status"] == "ok"
+
+    await until(recovered, seconds=10)
+
+
+async def test_a_restarted_empty_redis_gets_the_replicas_state_back(redis_server, stack, logs):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(preferring_a(sim_url, **shared(redis_server.url)))
+    sim.inject("a", Fault.rate_limit(retry_after=60))
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    key = f"{PREFIX}:block:route:a/gpt-4o"
+    async with redis_server.client() as redis:
+        await until(lambda: redis.exists(key))
+    await redis_server.kill()
+    await redis_server.start()  # the same port, nothing in it
+    async with redis_server.client() as redis:
+        await until(lambda: redis.exists(key), seconds=10)
+        assert 50_000 < await redis.pttl(key) <= 60_000
+    assert len(_events(logs, "state_store_recovered")) == 1
+
+
+async def test_a_router_starts_and_serves_with_redis_down(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    nowhere = f"redis://127.0.0.1:{_free_port()}/0"
+    url = await stack.router(preferring_a(sim_url, **shared(nowhere)))
+    for _ in range(3):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert sim.stats["a"].served == 3
+
+    async def degraded() -> bool:
+        status, body = await _readyz(url)
+        return status == 200 and body["state_store"]["status"] == "degraded"
+
+    await until(degraded)
+
+
+async def test_one_replica_probes_a_circuit_that_lapsed_not_all(redis_server, stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    breaker = {"breaker_failures": 1, "breaker_open": 0.5}
+    text = preferring_a(sim_url, failover=breaker, **shared(redis_server.url))
+    replica_a, replica_b = await stack.router(text), await stack.router(text)
+    sim.inject("a", Fault.server_error(500))
+    await client(replica_a).chat.completions.create(model="gpt-4o", messages=HI)  # a opens
+
+    async def open_on_b() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "circuit_open"
+
+    await until(open_on_b, seconds=1.0)
+    await asyncio.sleep(0.6)  # the open period lapses on both: each may probe now
+    sim.inject("a", Fault.delay(1.0))  # the probe takes a second
+    probe = asyncio.create_task(
+        client(replica_a).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    )
+
+    async def b_leaves_it_to_a() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["reason"] == "probing"
+
+    await until(b_leaves_it_to_a, seconds=1.0)
+    raw = await client(replica_b).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HI
+    )
+    assert raw.headers["x-router-route"] == "b/gpt-4o"
+    assert (await probe).headers["x-router-route"] == "a/gpt-4o"  # the probe succeeded
+    assert sim.stats["a"].requests == 2  # the failure and the one probe
+
+    async def closed_on_b() -> bool:
+        return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "available"
+
+    await until(closed_on_b, seconds=1.0)  # the probe's success lifts the lease

@@ -751,6 +751,35 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
+def test_limits_are_integers_and_seconds_any_positive_number() -> None:
+    config = parse(minimal(extra="limits: {max_event_bytes: 1024, idle_connection_seconds: 2.5}\n"))
+    assert (config.limits.max_event_bytes, config.limits.idle_connection_seconds) == (1024, 2.5)
+    assert config.limits.max_headers == 100
+    assert "expected an integer" in error_of(minimal(extra="limits: {max_headers: 1.5}\n"))
+
+
+def test_the_state_section() -> None:
+    shared = parse(minimal(extra='state: {backend: redis, url: "redis://r:6379/0"}\n'))
+    assert (shared.state.backend, shared.state.prefix) == ("redis", "llm-router")
+    assert parse(minimal(extra="state: {snapshot: /var/lib/r.json}\n")).state.snapshot
+    assert parse(minimal()).state.backend == "memory"
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("{backend: postgres}", "must be memory or redis"),
+        ("{backend: redis}", "backend redis needs url"),
+        ('{backend: redis, url: "http://r"}', "expected a redis://"),
+        ('{backend: redis, url: "redis://r", snapshot: s.json}', "applies to backend: memory"),
+        ('{url: "redis://r"}', "applies to backend: redis only"),
+        ('{backend: redis, url: "redis://r", prefix: ""}', "must not be empty"),
+    ],
+)
+def test_a_state_section_that_cannot_work_is_refused(state: str, message: str) -> None:
+    assert message in error_of(minimal(extra=f"state: {state}\n"))
+
+
 def test_optional_sections_given_as_null_take_their_defaults() -> None:
     config = parse(minimal(extra="server:\ntimeouts:\n"))
     assert config.server.port == 4000

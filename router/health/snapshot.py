@@ -1,0 +1,144 @@
+"""In-process state that survives a restart: saved to a file, loaded at start.
+
+`state: {backend: memory, snapshot: PATH}`. Cooldowns, disabled keys, open circuits,
+budget spend and the last reported headroom are written to PATH every few seconds and
+at shutdown, atomically (a temporary file in the same directory, then a rename: a crash
+mid-write leaves the previous snapshot whole), and read at start. What a snapshot holds
+is "seconds left" as of its wall-clock time; at load, the time since then is taken off
+and whatever has run out is dropped. So a key whose daily budget was spent stays out
+after a restart, and a cooldown that ended while the router was down is gone.
+
+The breaker's counts and latency averages are not kept: they describe the last few
+seconds, which a restart has already ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from router.health.memory import LiveState, MemoryStore
+from router.types import BlockReason, Headroom
+
+log = structlog.get_logger("router.state")
+
+SAVE_EVERY = 10.0  # seconds between saves; a crash loses at most this much
+_VERSION = 1
+
+
+class SnapshotStore(MemoryStore):
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float],
+        *,
+        wall: Callable[[], float] = time.time,
+        every: float = SAVE_EVERY,
+    ) -> None:
+        super().__init__(clock)
+        self._path = Path(path)
+        self._wall = wall
+        self._every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._load()
+        self._task = asyncio.create_task(self._save_forever(), name="state-snapshot")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._save()  # at shutdown: what the last requests did
+        await super().close()
+
+    async def _save_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            self._save()
+
+    def _save(self) -> None:
+        live = self.live()
+        document = {
+            "version": _VERSION,
+            "saved_at": self._wall(),
+            "blocks": [[scope, left, reason.value] for scope, left, reason in live.blocks],
+            "headroom": [[scope, asdict(h), left] for scope, h, left in live.headroom],
+            "totals": [list(total) for total in live.totals],
+        }
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(
+                dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp"
+            )
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as file:
+                    json.dump(document, file)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, self._path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        except OSError as exc:  # a full disk or a read-only mount must not stop serving
+            log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
+
+    def _load(self) -> None:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return  # a first start
+        except OSError as exc:
+            log.warning("state_snapshot_unreadable", path=str(self._path), error=str(exc))
+            return
+        try:
+            state = _parsed(json.loads(text), self._wall())
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "state_snapshot_unreadable",
+                path=str(self._path),
+                error=f"{type(exc).__name__}: {exc}",
+                detail="starting with empty state",
+            )
+            return
+        self.restore(state)
+        log.info(
+            "state_snapshot_loaded",
+            path=str(self._path),
+            blocks=len(state.blocks),
+            totals=len(state.totals),
+        )
+
+
+def _parsed(document: dict[str, Any], now: float) -> LiveState:
+    if document.get("version") != _VERSION:
+        raise ValueError(f"snapshot version {document.get('version')!r}, expected {_VERSION}")
+    elapsed = max(now - float(document["saved_at"]), 0.0)
+    blocks = [
+        (str(scope), float(left) - elapsed, BlockReason(reason))
+        for scope, left, reason in document["blocks"]
+    ]
+    headroom = [
+        (str(scope), Headroom(**fields), float(left) - elapsed)
+        for scope, fields, left in document["headroom"]
+    ]
+    totals = [
+        (str(name), float(total), float(left) - elapsed) for name, total, left in document["totals"]
+    ]
+    return LiveState(
+        [block for block in blocks if block[1] > 0],
+        [entry for entry in headroom if entry[2] > 0],
+        [total for total in totals if total[2] > 0],
+    )

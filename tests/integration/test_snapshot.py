@@ -1,0 +1,117 @@
+"""state: {backend: memory, snapshot: PATH}: what a router learned survives its restart."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from router.config import parse_config
+from router.server import bound_port, start
+from router.sim import Fault
+from tests.configs import preferring_a
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
+from tests.integration.test_costs import config as priced
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def router(text: str, wall: Callable[[], float]) -> AsyncIterator[str]:
+    """A router that stops (and saves) when the block ends, unlike the stack's."""
+    config = parse_config(text, source="routes.yaml", environ={})
+    runner = await start(config, "127.0.0.1", 0, rng=random.Random(0), wall=wall)
+    try:
+        yield f"http://127.0.0.1:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+
+
+def _config(sim_url: str, path: Path, **sections: Any) -> str:
+    return preferring_a(sim_url, state={"backend": "memory", "snapshot": str(path)}, **sections)
+
+
+async def test_a_disabled_key_stays_out_and_a_cooldown_that_ran_out_is_gone(stack, tmp_path):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path, wall = tmp_path / "state.json", Wall()
+    text = _config(sim_url, path)
+    async with router(text, wall) as url:
+        sim.inject("c", Fault.rate_limit(retry_after=30))
+        with pytest.raises(openai.RateLimitError):  # c is gpt-4o-mini's only route
+            await client(url).chat.completions.create(model="gpt-4o-mini", messages=HI)
+        sim.inject("a", Fault.insufficient_quota())
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "quota"
+    saved = json.loads(path.read_text())
+    assert {block[0] for block in saved["blocks"]} == {"key:a", "route:c/gpt-4o-mini"}
+    assert list(tmp_path.iterdir()) == [path]  # written whole, no temporary left
+
+    wall.now += 60  # down for a minute: the 30 s cooldown ran out, the hour's did not
+    async with router(text, wall) as url:
+        routes, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "quota"
+        assert routes["c/gpt-4o-mini"]["state"] == "available"
+        assert 3400 < routes["a/gpt-4o"]["available_in_seconds"] <= 3540
+        before = sim.stats["a"].requests
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "b/gpt-4o"
+        assert sim.stats["a"].requests == before
+
+
+async def test_a_spent_budget_stays_spent_after_a_restart(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path, wall = tmp_path / "state.json", Wall()
+    state = {"state": {"backend": "memory", "snapshot": str(path)}}
+    # Two requests' worth of spend on key a, then a restart, then one more: with the
+    # total kept, that third reaches the budget; a router that forgot would not know.
+    probe = priced(sim_url)
+    async with router(probe, wall) as url:
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        one = float(raw.headers["x-router-cost-usd"])
+    budget = {"budget": {"usd_per_day": 2.5 * one}}
+    text = priced(sim_url, key_a=budget).rstrip("\n") + "\n" + _yaml(state)
+    async with router(text, wall) as url:
+        for _ in range(2):
+            await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    wall.now += 5
+    async with router(text, wall) as url:
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "budget"
+
+
+def _yaml(sections: dict[str, Any]) -> str:
+    return yaml.safe_dump(sections, sort_keys=False)
+
+
+async def test_an_unreadable_snapshot_is_reported_and_the_router_starts_empty(
+    stack, tmp_path, capsys
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "saved_at": "yesterday"')  # cut short
+    async with router(_config(sim_url, path), Wall()) as url:
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        assert sim.stats["a"].served == 1
+    assert "state_snapshot_unreadable" in capsys.readouterr().out
+    assert json.loads(path.read_text())["version"] == 1  # replaced by a good one at stop
