@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("config_warning", detail=warning)
             from router.server import serve
 
-            _run(serve(config, host=args.host, port=args.port))
+            _run(serve(config, host=args.host, port=args.port, config_path=args.config))
             return 0
         from router.demo import run_demo
 

@@ -175,6 +175,15 @@ class OutOfLocalResources(RouterError):
         return {"retry-after": "1"}  # a local shortage often passes as others finish
 
 
+class ShuttingDown(RouterError):
+    """The router is stopping and `server.drain_timeout` passed before the answer did.
+    503: the SDKs retry it, and another replica answers."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "router_shutting_down"
+
+
 class NoCapacity(RouterError):
     """Every route of the model and its fallbacks is unavailable or failed.
 

@@ -19,9 +19,10 @@ its server and connection classes:
   `Connection: close` written at once and the socket closed (nothing of its request has
   been read, so the answer cannot depend on it).
 
-The subclasses reach into four attributes of aiohttp's `RequestHandler` (`_waiter`: the
+The subclasses reach into five attributes of aiohttp's `RequestHandler` (`_waiter`: the
 future it awaits between requests; the queue of parsed requests `_messages`;
-`_keepalive_handle`; `_request_in_progress`) and two of its `Server` (`_kwargs`,
+`_keepalive_handle`; `_request_in_progress`; `_current_request`, the request its handler
+is serving, which the drain at shutdown reads) and two of its `Server` (`_kwargs`,
 `_loop`); tests through real sockets (tests/integration/test_front_door.py) notice if a
 new aiohttp moves them.
 """
@@ -177,6 +178,11 @@ class FrontDoor(web.Server):
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         self._open.pop(handler, None)
         super().connection_lost(handler, exc)
+
+    def in_flight(self) -> list[web.BaseRequest]:
+        """The requests whose handlers are running now (for the drain at shutdown)."""
+        requests = (handler._current_request for handler in self._open)
+        return [request for request in requests if request is not None]
 
     def used(self, handler: RequestHandler) -> None:
         """`handler` received a request: the last to be displaced now."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import random
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,27 +16,26 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from router.config import is_loopback
+from router.drain import Signals, drain
 from router.errors import ConfigError
-from router.failover import Failover
-from router.failover.attempt import AttemptRunner
 from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
-from router.handlers.state import APP_STATE, RouterState
-from router.health.budgets import BudgetKeeper
+from router.handlers.reload import RELOADER, reload_config
+from router.handlers.state import APP_STATE, Current
 from router.health.memory import MemoryStore
 from router.health.snapshot import SnapshotStore
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
+from router.reload import Reloader, Shared, build_state
 from router.telemetry.logs import request_log
 from router.telemetry.metrics import Metrics
 from router.types import Config, Operation
-from router.upstream import Upstream, translate
+from router.upstream import translate
 from router.upstream.client import HttpClient
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
-from router.wire.redact import Redactor, config_secrets
 
 log = structlog.get_logger("router.server")
 
@@ -50,9 +48,10 @@ def create_app(
     store: StateStore | None = None,
     registry: CollectorRegistry | None = None,
     wall: Callable[[], float] = time.time,
+    config_path: str | Path | None = None,
 ) -> web.Application:
     """The router as an aiohttp app; `clock`, `rng`, `store` and the metrics `registry`
-    are injectable for tests."""
+    are injectable for tests. `config_path`: the file a reload reads again."""
     app = web.Application(client_max_size=config.server.max_body_bytes)
     state_store = store if store is not None else state_store_for(config, clock, wall)
     health = HealthTracker(state_store, config.failover, clock)
@@ -67,23 +66,16 @@ def create_app(
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         state_store.start()
         client = HttpClient(limits=config.limits)
-        upstream = Upstream(client, config.timeouts)
-        budgets = BudgetKeeper(state_store, health, wall=wall)
-        redactor = Redactor(config_secrets(config))
-        attempts = AttemptRunner(
-            config.timeouts, health, upstream, metrics, budgets, config.limits, redactor
-        )
-        failover = Failover(
-            config, health, attempts, metrics, rng=rng if rng is not None else random.Random()
-        )
-        app[APP_STATE] = RouterState(
-            config=config,
-            health=health,
-            failover=failover,
+        shared = Shared(
+            store=state_store,
+            client=client,
             metrics=metrics,
             request_log=request_log(),  # after configure_logging(): its stream and format
-            state_store=state_store,
+            rng=rng if rng is not None else random.Random(),
+            wall=wall,
         )
+        current = app[APP_STATE] = Current(build_state(config, health, shared))
+        app[RELOADER] = Reloader(config_path, current, shared)
         warming = None
         if needs_translation(config):
             # litellm takes seconds to import: warm it in a thread now, not on a request.
@@ -94,7 +86,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await warming
         await translate.shutdown()
-        upstream.close()
+        shared.close()
         client.close()
         await state_store.close()
 
@@ -157,6 +149,7 @@ def add_routes(
     for path, page in (("/admin", admin.status_page), ("/status", admin.status_page),
                        ("/admin/routes", admin.routes_json)):  # fmt: skip
         add("GET", path, page, auth=operator or auth)
+    add("POST", "/admin/reload", reload_config, auth=operator or auth)
     app.router.add_route("*", "/{tail:.*}", not_found(known, hosts))
 
 
@@ -179,7 +172,11 @@ def check_bind(config: Config, host: str) -> None:
         )
 
 
-async def start(config: Config, host: str, port: int, **app_args: object) -> Runner:
+async def start(
+    config: Config, host: str, port: int, *, shutdown_timeout: float = 60.0, **app_args: object
+) -> Runner:
+    """Listening on `host`:`port`. `shutdown_timeout`: seconds `runner.cleanup()` lets a
+    handler still running finish before it cancels it (serve() drains first)."""
     check_bind(config, host)
     server = config.server
     if not is_loopback(host) and not server.client_keys and server.allowed_hosts is None:
@@ -198,6 +195,7 @@ async def start(config: Config, host: str, port: int, **app_args: object) -> Run
         keepalive_timeout=config.server.idle_timeout,
         reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
         max_connections=connection_cap(config.server.max_connections),
+        shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -221,12 +219,20 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the router is not listening")
 
 
-async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then finish in-flight requests and stop."""
+async def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    config_path: str | Path | None = None,
+) -> None:
+    """Run until SIGINT or SIGTERM, then drain (drain.py) and stop. SIGHUP reloads
+    `config_path`."""
     host = host or config.server.host
     port = config.server.port if port is None else port
     open_files = raise_open_file_limit()
-    runner = await start(config, host, port)
+    # What the drain leaves running is ended by then: aiohttp's own wait is short.
+    runner = await start(config, host, port, shutdown_timeout=1.0, config_path=config_path)
     tune_garbage_collector()
     log.info(
         "listening",
@@ -238,10 +244,19 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         admin_auth=bool(config.server.admin_keys),
         max_connections=front_door(runner).max_connections,
     )
+    app = runner.app
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def hangup() -> None:
+        task = asyncio.create_task(app[RELOADER].reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    signals = Signals(on_hangup=hangup)
     try:
-        await wait_for_signal()
+        await signals.stop.wait()
+        await drain(runner, front_door(runner), app[APP_STATE], signals)
     finally:
-        log.info("stopping")
         await runner.cleanup()
 
 
@@ -300,20 +315,6 @@ def _nr_open() -> int | None:
 
 
 async def wait_for_signal() -> None:
-    """Until SIGINT or SIGTERM. SIGHUP, whose default action ends the process and every
-    stream in it, is logged and ignored: the router has no reload yet."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
-        loop.add_signal_handler(signal.SIGHUP, _sighup)
-    await stop.wait()
-
-
-def _sighup() -> None:
-    log.warning(
-        "sighup_ignored",
-        detail="the router does not reload its config on SIGHUP; restart it to apply changes",
-    )
+    """Until SIGINT or SIGTERM (the demo: nothing to drain). SIGHUP is logged and
+    ignored: its default action would end the process."""
+    await Signals().stop.wait()

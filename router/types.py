@@ -211,6 +211,10 @@ class ServerSettings:
     # None: not set, so only checked without client_keys.
     allowed_hosts: tuple[str, ...] | None = None
     allowed_origins: tuple[str, ...] = ()
+    # Shutdown (README "Signals and startup"): seconds the listener keeps accepting after
+    # SIGTERM while /readyz says 503, then seconds requests and streams in flight get.
+    drain_grace: float = 0.0
+    drain_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

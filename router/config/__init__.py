@@ -128,6 +128,9 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
             values[name] = found[name].number(minimum=0.001)
     if "max_connections" in found:
         values["max_connections"] = found["max_connections"].integer(minimum=1)
+    for name in ("drain_grace", "drain_timeout"):
+        if name in found:
+            values[name] = found[name].number(minimum=0)
     if "allowed_hosts" in found:
         values["allowed_hosts"] = tuple(_host(entry) for entry in found["allowed_hosts"].items())
     if "allowed_origins" in found:

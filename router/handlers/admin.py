@@ -51,7 +51,7 @@ async def status_page(request: web.Request) -> web.Response:
 
 
 async def _model_for(request: web.Request) -> dict[str, Any]:
-    state = request.app[APP_STATE]
+    state = request.app[APP_STATE].state
     statuses = await route_statuses(state.health, state.config.all_routes())
     return status_model(state.config, statuses, listen=_listen_address(request))
 
@@ -128,7 +128,7 @@ def _listen_address(request: web.Request) -> str:
     """The socket this request came in on, which `--host`/`--port` may have changed."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     if not isinstance(sockname, tuple) or len(sockname) < 2:
-        server = request.app[APP_STATE].config.server
+        server = request.app[APP_STATE].state.config.server
         return f"{server.host}:{server.port}"
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

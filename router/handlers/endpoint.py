@@ -26,6 +26,7 @@ from router.errors import (
     OutOfLocalResources,
     PathNotFound,
     RouterError,
+    ShuttingDown,
     Unauthorized,
 )
 from router.failover.call import Answer
@@ -104,6 +105,10 @@ def endpoint(
             except (asyncio.CancelledError, ConnectionResetError):
                 if trace.delivered:
                     status = 200  # the client left after the stream's end reached it
+                elif trace.cut:  # the drain's deadline, not the client: tell it
+                    response = await _cut_short(trace, dialect)
+                    status = 503
+                    return response
                 raise
             except Exception as exc:
                 if trace.committed is not None:
@@ -122,6 +127,24 @@ def endpoint(
                 _finish(request, trace, status)
 
     return handle
+
+
+async def _cut_short(trace: RequestTrace, dialect: Dialect) -> web.StreamResponse:
+    """The answer to a request the drain ended (drain.py): a stream gets an error event
+    and a clean end, anything else a 503, both in the client's dialect."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # the drain's cancellation is handled here
+    error = ShuttingDown(
+        "the router is shutting down and server.drain_timeout passed before this request "
+        "finished; retry it"
+    )
+    if trace.committed is not None:
+        await trace.committed.fail(dialect.error_event(error.message))
+        return trace.committed
+    response = error_response(error, trace, dialect)
+    response.headers["x-request-id"] = trace.request_id
+    return response
 
 
 def _client_left(trace: RequestTrace) -> bool:
@@ -189,7 +212,7 @@ def _internal_error(request_id: str) -> web.Response:
 
 def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     seconds = time.perf_counter() - trace.started
-    state = request.app[APP_STATE]
+    state = request.app[APP_STATE].state
     series = state.metrics.model_series(trace.model or UNKNOWN_MODEL)
     end = trace.stream_end
     outcome = trace.outcome(status, end)
@@ -208,7 +231,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "status": status,
             "outcome": outcome.value,
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
-            "stream": None if end is None else _stream_outcome(end, status),
+            "stream": None if end is None else _stream_outcome(end, status, trace.cut),
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
             "tokens_in": usage.input_tokens if usage else None,
@@ -218,7 +241,9 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     )
 
 
-def _stream_outcome(end: StreamEnd, status: int) -> str:
+def _stream_outcome(end: StreamEnd, status: int, cut: bool) -> str:
+    if cut and status == 503:
+        return "shutdown"  # the drain's deadline ended it (drain.py)
     if status == 500:
         return "router_error"  # the router failed it, not the upstream or the client
     return "client_gone" if end.client_gone else end.verdict.failure.value

@@ -37,7 +37,7 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[APP_STATE].config.server.max_body_bytes
+        limit = request.app[APP_STATE].state.config.server.max_body_bytes
         raise BodyTooLarge(
             f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
         ) from None
@@ -63,7 +63,7 @@ def routing_headers(route: Route | None, attempts: tuple[Attempt, ...]) -> dict[
 
 def model_api(operation: Operation, dialect: Dialect) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = request.app[APP_STATE]
+        state = request.app[APP_STATE].state
         body, payload = await read_json_object(request)
         call = parse_call(state, request, body, payload, operation, dialect)
         trace = request[REQUEST_TRACE]
@@ -180,7 +180,7 @@ def answer_response(answer: Answer) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = request.app[APP_STATE]
+    state = request.app[APP_STATE].state
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "llm-router"}
         for name in state.config.models

@@ -16,8 +16,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Config loaded and at least one route can take a request now."""
-    state = request.app[APP_STATE]
+    """Config loaded, not shutting down, and at least one route can take a request now."""
+    current = request.app[APP_STATE]
+    if current.draining:  # SIGTERM: out of the load balancer before the listener closes
+        return web.json_response({"status": "draining"}, status=503)
+    state = current.state
     routes = state.config.all_routes()
     snapshot = await state.health.snapshot(routes)
     available = [r.id for r in routes if unavailability(r, snapshot[r.id], 0) is None]
@@ -44,7 +47,7 @@ EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 async def metrics_page(request: web.Request) -> web.Response:
     """Prometheus exposition; route and key gauges are refreshed from health first."""
-    state = request.app[APP_STATE]
+    state = request.app[APP_STATE].state
     config, metrics = state.config, state.metrics
     statuses = await route_statuses(state.health, config.all_routes())
     for status in statuses:

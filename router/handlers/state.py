@@ -28,7 +28,19 @@ class RouterState:
     state_store: StateStore
 
 
-APP_STATE = web.AppKey("router_state", RouterState)
+class Current:
+    """The state requests start on. A reload swaps `state` in one assignment; a handler
+    reads it once, at its start, so a request finishes on the config it began with.
+    `draining`: the process is shutting down (SIGTERM), so /readyz answers 503."""
+
+    __slots__ = ("draining", "state")
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.draining = False
+
+
+APP_STATE = web.AppKey("router_state", Current)
 REQUEST_TRACE = web.RequestKey("router_trace", "RequestTrace")
 
 
@@ -46,6 +58,7 @@ class RequestTrace:
     result: Answer | OpenStream | None = None
     ttft: float | None = None  # seconds to the first content event, streams only
     committed: ClientStream | None = None  # a stream's response, once its head is sent
+    cut: bool = False  # the drain's deadline passed: the router ends this request
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result

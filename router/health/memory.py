@@ -129,6 +129,14 @@ class MemoryStore:
                   if expires > now]  # fmt: skip
         return LiveState(blocks, headroom, totals)
 
+    def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
+        for scope in scopes:
+            self._entries.pop(scope, None)
+        if totals:
+            prefixes = tuple(totals)
+            for name in [name for name in self._totals if name.startswith(prefixes)]:
+                del self._totals[name]
+
     def restore(self, state: LiveState) -> None:
         """Take in what a snapshot held (seconds left as of now); the later block and
         the larger total win over what is here already."""

@@ -212,6 +212,9 @@ class RedisStore:
         self._dirty.set()
         return total
 
+    def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
+        self._local.forget(scopes, totals)  # the shared entries stay: see StateStore
+
     def announce_probe(self, scope: str, seconds: float) -> None:
         # Not in this copy (the probe is this replica's own); the others get a block.
         self._pending.block(scope, self._clock() + seconds, BlockReason.PROBING)

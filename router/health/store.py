@@ -67,6 +67,13 @@ class StateStore(Protocol):
         """Add to a running total (spend per period); return the new total."""
         ...
 
+    def forget(self, scopes: Sequence[str], totals: Sequence[str] = ()) -> None:
+        """Drop this process's state for `scopes` and the running totals whose names
+        begin with one of `totals` (routes, keys and models a reload removed). A shared
+        backend keeps its shared entries: other replicas may still use them, and they
+        expire on their own."""
+        ...
+
     def announce_probe(self, scope: str, seconds: float) -> None:
         """A probe of `scope` (a half-open circuit) is under way here: replicas that
         share this state leave the scope alone for `seconds` (a lease), or until the

@@ -71,6 +71,17 @@ class HealthTracker:
         self._local: dict[str, _Local] = {}
         self._scopes: dict[tuple[Route, ...], _Scopes] = {}
 
+    def successor(self, settings: FailoverSettings, keep: Iterable[str]) -> HealthTracker:
+        """A tracker for a reloaded config: the same store, and this process's own state
+        (in-flight counts, averages) for the route ids in `keep`, shared, so requests
+        still running on this tracker count on the same objects."""
+        tracker = HealthTracker(self._store, settings, self._clock)
+        for route_id in keep:
+            local = self._local.get(route_id)
+            if local is not None:
+                tracker._local[route_id] = local
+        return tracker
+
     def _scopes_of(self, routes: tuple[Route, ...]) -> _Scopes:
         # Route sets are the config's own tuples, so this fills once per model.
         scopes = self._scopes.get(routes)

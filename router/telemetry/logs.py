@@ -27,6 +27,7 @@ __all__ = [
     "Redactor",
     "RequestLog",
     "configure_logging",
+    "redact_also",
     "request_log",
     "reset_logging",
 ]
@@ -123,6 +124,9 @@ class RequestLog:
 
 
 _request_log = RequestLog()
+# The secrets the log redacts, and the steps that hold its Redactor (redact_also()).
+_secrets: frozenset[str] = frozenset()
+_redacting: list[JSONLines | RedactingRenderer] = []
 
 
 def request_log() -> RequestLog:
@@ -145,23 +149,25 @@ def configure_logging(
     the test's stream after the test has put the default configuration back
     (reset_logging()).
     """
-    global _request_log
+    global _request_log, _secrets
     stream = stream or sys.stderr
-    redactor = Redactor(secrets)
+    _secrets = frozenset(secrets)
+    redactor = Redactor(_secrets)
     threshold = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any]
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        redacting: JSONLines | RedactingRenderer = RedactingRenderer(renderer, redactor)
         processors = [
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             add_timestamp,
             structlog.processors.format_exc_info,
-            RedactingRenderer(renderer, redactor),
+            redacting,
         ]
         _request_log = RequestLog()
     else:
-        lines = JSONLines(redactor)
+        lines = redacting = JSONLines(redactor)
         processors = [lines]
         _request_log = RequestLog(lines, stream) if threshold <= logging.INFO else RequestLog()
     structlog.configure(
@@ -171,11 +177,27 @@ def configure_logging(
         cache_logger_on_first_use=cache_loggers,
     )
     stdlib.install(stdlib.RecordLines(processors, stream, threshold), threshold)
+    _redacting[:] = [redacting]
+
+
+def redact_also(secrets: Iterable[str]) -> None:
+    """Redact `secrets` too from now on (keys a reloaded routes.yaml added). Secrets
+    already known stay: a line may still name a request that began on the old config."""
+    global _secrets
+    known = _secrets | frozenset(secrets)
+    if known == _secrets:
+        return
+    _secrets = known
+    redactor = Redactor(known)
+    for step in _redacting:
+        step._redactor = redactor
 
 
 def reset_logging() -> None:
     """structlog's defaults again, and a request log that goes through them."""
-    global _request_log
+    global _request_log, _secrets
     structlog.reset_defaults()
     stdlib.uninstall()
     _request_log = RequestLog()
+    _secrets = frozenset()
+    _redacting.clear()

@@ -11,6 +11,7 @@ Route state gauges are not pushed: they are refreshed from the health snapshot w
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from router.rules.failures import ACTIONS
-from router.types import BlockReason, Config, FailureClass, Headroom, Route
+from router.types import BlockReason, Config, FailureClass, Headroom, Key, Route
 
 UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 # 50 ms to 5 min: LLM calls span first tokens in tens of ms to long generations.
@@ -320,6 +321,30 @@ class Metrics:
                 self.key_disabled.labels(name, provider, reason).set(
                     1 if reason == reason_now else 0
                 )
+
+    def reconfigure(
+        self, config: Config, removed: Iterable[Route], removed_keys: Iterable[Key]
+    ) -> None:
+        """After a reload: the series of `config` exist (at zero for new routes and
+        models), and the state gauges of removed routes and keys are gone, so no alert
+        reads a route that is no longer there as stuck. Counters keep their history."""
+        self._create_series(config)
+        for route in removed:
+            labels = route_labels(route)
+            for each in RouteState:
+                _drop(self.route_state, *labels, each.value)
+            _drop(self.route_available_in, *labels)
+            for dimension in ("requests", "tokens"):
+                _drop(self.headroom_remaining, *labels, dimension)
+                _drop(self.headroom_limit, *labels, dimension)
+        for key in removed_keys:
+            for reason in DISABLE_REASONS:
+                _drop(self.key_disabled, key.name, key.provider, reason)
+
+
+def _drop(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never observed
+        gauge.remove(*labels)
 
 
 def _or_nan(value: int | None) -> float:

@@ -576,3 +576,24 @@ def test_env_example_names_every_variable_of_the_compose_config_and_holds_no_val
     assert variables_in((DEPLOY / "routes.example.yaml").read_text()) == entries.keys()
     assert set(entries.values()) == {""}
     assert not (DEPLOY / ".env").exists() or ".env" in (DEPLOY.parent / ".gitignore").read_text()
+
+
+def test_grace_periods_outlast_the_routers_drain():
+    """SIGKILL comes only after the router's drain: the listener's grace plus the time
+    requests in flight get (README "Signals and startup")."""
+    (deployment,) = [
+        d for d in yaml.safe_load_all((KUBERNETES / "deployment.yaml").read_text())
+        if d["kind"] == "Deployment"
+    ]  # fmt: skip
+    routes_text = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())["data"]["routes.yaml"]
+    server = parse_config(routes_text, source="routes.yaml", environ=FAKE_ENV).server
+    assert server.drain_grace >= 2  # endpoints are removed while it still accepts
+    period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert period > server.drain_grace + server.drain_timeout
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    stop_grace = compose["services"]["router"]["stop_grace_period"]
+    assert stop_grace.endswith("s")
+    routes_text = (DEPLOY / "routes.example.yaml").read_text()
+    server = parse_config(routes_text, source="routes.yaml", environ=FAKE_ENV).server
+    assert float(stop_grace.removesuffix("s")) > server.drain_grace + server.drain_timeout

@@ -30,6 +30,12 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover"),
     },
     "front_door": set(),  # client connections (timeouts, cap): aiohttp only
+    # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
+    "reload": {
+        *("types", "errors", "wire", "telemetry", "upstream", "health"),
+        *("config", "failover", "handlers"),
+    },
+    "drain": {"front_door", "handlers"},
     "sim": set(),  # the simulator shares nothing with the code it tests
 }
 

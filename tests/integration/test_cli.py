@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -16,6 +17,7 @@ from router.server import GC_YOUNG_THRESHOLD, tune_garbage_collector
 from router.sim import Fault
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import HI, REPO, SIM_A, client
+from tests.integration.router_process import router_process
 
 ENV = {
     **os.environ,
@@ -120,7 +122,7 @@ async def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(stack, tmp_p
             process.kill()
             await process.wait()
     events = [entry["event"] for entry in lines + [json.loads(x) for x in rest.splitlines()]]
-    assert "request" in events and events[-1] == "stopping"
+    assert "request" in events and events[-2:] == ["draining", "stopped"]
     logged = "".join(json.dumps(entry) for entry in lines) + rest
     assert SIM_A.api_key not in logged
 
@@ -174,42 +176,41 @@ async def test_an_unknown_log_level_is_one_clear_line_and_exit_1():
     assert err == "error: --log-level 'loud' is not one of debug, info, warning, error, critical\n"
 
 
-async def test_sighup_is_logged_and_ignored_while_a_request_is_in_flight(stack, tmp_path):
+async def test_sighup_reloads_the_config_while_a_stream_is_in_flight(stack, tmp_path):
     sim, sim_url = await stack.sim(SIM_A)
     sim.inject("a", Fault.delay(1.0))
     config = tmp_path / "routes.yaml"
-    config.write_text(
-        routes_yaml(
-            keys=[key("a", sim_url, api_key="${SIM_KEY}")],
-            models={"gpt-4o": model(route("a", "gpt-4o"))},
+    keys = [key("a", sim_url, api_key="${SIM_KEY}")]
+    config.write_text(routes_yaml(keys=keys, models={"gpt-4o": model(route("a", "gpt-4o"))}))
+    env = {**ENV, "SIM_KEY": SIM_A.api_key}
+    async with router_process(config, env) as router:
+        stream = asyncio.create_task(
+            client(router.url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
         )
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0",
-        stderr=asyncio.subprocess.PIPE, env={**ENV, "SIM_KEY": SIM_A.api_key}, cwd=REPO,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                line = await process.stderr.readline()
-                assert line, "router exited before listening"
-                if json.loads(line)["event"] == "listening":
-                    url = json.loads(line)["url"].removesuffix("/v1")
-                    break
-            stream = asyncio.create_task(
-                client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
-            )
-            while sim.stats["a"].requests == 0:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            process.send_signal(signal.SIGHUP)
-            text = "".join([c.choices[0].delta.content or "" async for c in await stream])
-            assert text == "Hello from a via gpt-4o."
-            assert process.returncode is None
-            while json.loads(line := await process.stderr.readline())["event"] != "sighup_ignored":
-                pass
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        while sim.stats["a"].requests == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        mini = model(route("a", "gpt-4o-mini"))
+        config.write_text(routes_yaml(keys=keys, models={"gpt-4o-mini": mini}))
+        router.signal(signal.SIGHUP)
+        reloaded = await router.wait_for("config_reloaded")
+        assert reloaded["routes_added"] == ["a/gpt-4o-mini"]
+        text = "".join([c.choices[0].delta.content or "" async for c in await stream])
+        assert text == "Hello from a via gpt-4o."  # begun before the reload: its config
+        completion = await client(router.url).chat.completions.create(
+            model="gpt-4o-mini", messages=HI
+        )
+        assert completion.choices[0].message.content == "Hello from a via gpt-4o-mini."
+        # A broken file: said with its line, and the config before it goes on serving.
+        config.write_text("keys: {}\nmodels:\n  gpt-4o: [\n")
+        router.signal(signal.SIGHUP)
+        failed = await router.wait_for("reload_failed")
+        assert re.match(r"routes\.yaml:\d+: ", failed["error"]), failed["error"]
+        assert failed["level"] == "error"
+        completion = await client(router.url).chat.completions.create(
+            model="gpt-4o-mini", messages=HI
+        )
+        assert completion.choices[0].message.content == "Hello from a via gpt-4o-mini."
+        router.signal(signal.SIGTERM)
+        assert await router.exit_code() == 0
+    logged = json.dumps(router.events)
+    assert SIM_A.api_key not in logged

@@ -1,0 +1,224 @@
+"""Reload: routes.yaml read again and applied between requests (SIGHUP, POST /admin/reload).
+
+A new config gets a new RouterState (failover, attempts, budgets, redaction), swapped in
+with one assignment: a request reads the state once, at its start, and finishes on the
+config it began with. What outlives configs is built once per process (`Shared`): the
+state store, the upstream connection pool, the metrics and the request log. Route and
+key state carries over where the route's key (its provider, address and credential) and
+upstream model are the same; removed routes, keys and models lose theirs.
+
+Settings the running process cannot change (the listener, the front door, the client
+pool's limits, the state backend) keep their old values; the answer and the log name
+them as needing a restart, so none is ignored silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from router.config import load_config
+from router.errors import ConfigError
+from router.failover import Failover
+from router.failover.attempt import AttemptRunner
+from router.handlers.state import Current, RouterState
+from router.health.budgets import BudgetKeeper
+from router.health.store import StateStore
+from router.health.tracker import HealthTracker
+from router.telemetry.logs import RequestLog, redact_also
+from router.telemetry.metrics import Metrics
+from router.types import Config, Key
+from router.upstream import Upstream
+from router.upstream.client import HttpClient
+from router.wire.redact import Redactor, config_secrets
+
+log = structlog.get_logger("router.reload")
+
+# Server settings a reload applies: read when the process starts to drain, not before.
+_LIVE_SERVER_FIELDS = frozenset({"drain_grace", "drain_timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every config of one process uses."""
+
+    store: StateStore
+    client: HttpClient
+    metrics: Metrics
+    request_log: RequestLog
+    rng: random.Random
+    wall: Callable[[], float]
+    upstreams: list[Upstream] = field(default_factory=list)  # one per config, closed at exit
+
+    def close(self) -> None:
+        for upstream in self.upstreams:
+            upstream.close()
+
+
+def build_state(config: Config, health: HealthTracker, shared: Shared) -> RouterState:
+    upstream = Upstream(shared.client, config.timeouts)
+    shared.upstreams.append(upstream)
+    budgets = BudgetKeeper(shared.store, health, wall=shared.wall)
+    redactor = Redactor(config_secrets(config))
+    attempts = AttemptRunner(
+        config.timeouts, health, upstream, shared.metrics, budgets, config.limits, redactor
+    )
+    failover = Failover(config, health, attempts, shared.metrics, rng=shared.rng)
+    return RouterState(
+        config=config,
+        health=health,
+        failover=failover,
+        metrics=shared.metrics,
+        request_log=shared.request_log,
+        state_store=shared.store,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a reload did: `error` set when the file was rejected (the old config serves)."""
+
+    error: str | None = None
+    models: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()  # route ids
+    removed: tuple[str, ...] = ()
+    kept: int = 0  # routes whose state carried over
+    needs_restart: tuple[str, ...] = ()  # settings that changed but apply only at start
+
+    def as_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"status": "rejected", "error": self.error}
+        return {
+            "status": "reloaded",
+            "models": list(self.models),
+            "routes_added": list(self.added),
+            "routes_removed": list(self.removed),
+            "routes_kept": self.kept,
+            "needs_restart": list(self.needs_restart),
+        }
+
+
+class Reloader:
+    """Reads `path` again on request; one reload at a time."""
+
+    def __init__(self, path: str | Path | None, current: Current, shared: Shared) -> None:
+        self._path = path
+        self._current = current
+        self._shared = shared
+        self._lock = asyncio.Lock()
+
+    @property
+    def has_file(self) -> bool:
+        return self._path is not None
+
+    async def reload(self) -> Outcome:
+        async with self._lock:
+            if self._path is None:
+                outcome = Outcome(error="this router was not started from a routes.yaml file")
+            else:
+                try:
+                    # Parsing reads model data from disk: off the loop, requests go on.
+                    config = await asyncio.to_thread(load_config, self._path)
+                except ConfigError as exc:
+                    outcome = Outcome(error=exc.message)
+                else:
+                    outcome = self._apply(config)
+        if outcome.error is not None:
+            log.error("reload_failed", error=outcome.error, detail="the old config keeps serving")
+        else:
+            log.info("config_reloaded", **outcome.as_json())
+            if outcome.needs_restart:
+                log.warning(
+                    "reload_needs_restart",
+                    settings=list(outcome.needs_restart),
+                    detail="these changed in routes.yaml but apply only when the router "
+                    "starts; they keep their old values until a restart",
+                )
+        return outcome
+
+    def _apply(self, new: Config) -> Outcome:
+        redact_also(config_secrets(new))  # before anything logs a new key's secret
+        old_state = self._current.state
+        old = old_state.config
+        config, needs_restart = effective(old, new)
+        for warning in config.warnings:
+            log.warning("config_warning", detail=warning)
+        old_routes = {route.id: route for route in old.all_routes()}
+        new_routes = {route.id: route for route in config.all_routes()}
+        kept = [
+            i for i, route in new_routes.items()
+            if i in old_routes and _same_key(old_routes[i].key, route.key)
+        ]  # fmt: skip
+        gone_routes = [route for i, route in old_routes.items() if i not in kept]
+        gone_keys = [
+            key for name, key in old.keys.items()
+            if name not in config.keys or not _same_key(key, config.keys[name])
+        ]  # fmt: skip
+        removed_keys = [key for key in gone_keys if key.name not in config.keys]
+        removed_models = [name for name in old.models if name not in config.models]
+        self._shared.store.forget(
+            [f"route:{route.id}" for route in gone_routes]
+            + [f"key:{key.name}" for key in gone_keys]
+            + [f"model:{name}" for name in removed_models],
+            # Spend follows the key's or model's name: a new credential under the same
+            # name keeps its budget's spend; a name gone takes it with it.
+            totals=[f"spend:key:{key.name}:" for key in removed_keys]
+            + [f"spend:model:{name}:" for name in removed_models],
+        )
+        health = old_state.health.successor(config.failover, kept)
+        self._shared.metrics.reconfigure(
+            config, [r for r in gone_routes if r.id not in new_routes], removed_keys
+        )
+        self._current.state = build_state(config, health, self._shared)  # the swap
+        return Outcome(
+            models=tuple(config.models),
+            added=tuple(i for i in new_routes if i not in old_routes),
+            removed=tuple(i for i in old_routes if i not in new_routes),
+            kept=len(kept),
+            needs_restart=needs_restart,
+        )
+
+
+def effective(old: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """`new` as this process can run it: the settings it reads only at start keep their
+    old values; the names of those that differ."""
+    changed = [
+        f"server.{name}"
+        for name in _field_names(old.server)
+        if name not in _LIVE_SERVER_FIELDS
+        and getattr(old.server, name) != getattr(new.server, name)
+    ]
+    for section in ("limits", "state"):
+        before, after = getattr(old, section), getattr(new, section)
+        changed += [
+            f"{section}.{name}"
+            for name in _field_names(before)
+            if getattr(before, name) != getattr(after, name)
+        ]
+    server = dataclasses.replace(
+        old.server, **{name: getattr(new.server, name) for name in _LIVE_SERVER_FIELDS}
+    )
+    config = dataclasses.replace(new, server=server, limits=old.limits, state=old.state)
+    return config, tuple(changed)
+
+
+def _field_names(settings: Any) -> Iterable[str]:
+    return (field.name for field in dataclasses.fields(settings))
+
+
+def _same_key(old: Key, new: Key) -> bool:
+    """The same account: a changed credential or address starts with clean state (a
+    revoked key replaced in routes.yaml serves again at once)."""
+    return (old.provider, old.api_base, old.api_key, old.api_version) == (
+        new.provider, new.api_base, new.api_key, new.api_version,
+    )  # fmt: skip
+
+
+__all__ = ["Outcome", "Reloader", "Shared", "build_state", "effective"]

@@ -1,0 +1,227 @@
+"""POST /admin/reload (SIGHUP is in test_cli.py): routes.yaml read again, swapped in
+between requests; state carried over for unchanged routes, dropped for removed ones."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import structlog
+
+from router.config import load_config
+from router.server import bound_port, start
+from router.sim import Fault
+from router.telemetry.logs import configure_logging, reset_logging
+from tests.configs import key, model, route, routes_yaml, sim_keys
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
+
+
+@asynccontextmanager
+async def router_for(path: Path) -> AsyncIterator[str]:
+    """A router started from the file at `path`, as `llm-router serve --config` does."""
+    runner = await start(load_config(path), "127.0.0.1", 0, config_path=path)
+    try:
+        yield f"http://127.0.0.1:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+
+
+async def reload(url: str, **headers: str) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/admin/reload", headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+def a_and_b(sim_url: str, **sections: Any) -> str:
+    """gpt-4o on keys a and then b."""
+    return routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B),
+        models={"gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o", priority=2))},
+        **sections,
+    )
+
+
+def a_and_c(sim_url: str) -> str:
+    """gpt-4o on key a only (b is gone), and a new model, gpt-4o-mini, on key c."""
+    return routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_C),
+        models={
+            "gpt-4o": model(route("a", "gpt-4o")),
+            "gpt-4o-mini": model(route("c", "gpt-4o-mini")),
+        },
+    )
+
+
+async def chat_status(url: str) -> int:
+    body = {"model": "gpt-4o", "messages": HI}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=body) as response,
+    ):
+        return response.status
+
+
+async def test_reload_adds_a_model_keeps_a_kept_routes_cooldown_and_drops_a_removed_ones(
+    stack, tmp_path
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    async with router_for(path) as url:
+        sim.inject("a", Fault.rate_limit(600))
+        sim.inject("b", Fault.rate_limit(600))
+        assert await chat_status(url) == 429  # both routes cooling down now
+        path.write_text(a_and_c(sim_url))
+        status, answer = await reload(url)
+        assert (status, answer) == (200, {
+            "status": "reloaded",
+            "models": ["gpt-4o", "gpt-4o-mini"],
+            "routes_added": ["c/gpt-4o-mini"],
+            "routes_removed": ["b/gpt-4o"],
+            "routes_kept": 1,
+            "needs_restart": [],
+        })  # fmt: skip
+        routes, keys = await admin_state(url)
+        assert set(routes) == {"a/gpt-4o", "c/gpt-4o-mini"} and set(keys) == {"a", "c"}
+        assert routes["a/gpt-4o"]["state"] == "cooling_down"  # kept, with its cooldown
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as page:
+            metrics = await page.text()
+        # The new model's series exist before its first request, at zero, as at start;
+        # the removed route's state gauges are gone.
+        assert 'llm_router_requests_total{model="gpt-4o-mini",outcome="served"} 0.0' in metrics
+        assert 'model="gpt-4o-mini",outcome="ok",provider="openai",route="c/gpt-4o-mini"' in metrics
+        assert 'route="b/gpt-4o"' not in metrics.split("# HELP llm_router_route_state")[1]
+        _, completion = await ask(url, model="gpt-4o-mini")
+        assert completion.choices[0].message.content == "Hello from c via gpt-4o-mini."
+        # b comes back without the cooldown it had: its state went with it; a keeps its own.
+        path.write_text(a_and_b(sim_url))
+        assert (await reload(url))[1]["routes_added"] == ["b/gpt-4o"]
+        routes, _ = await admin_state(url)
+        assert routes["b/gpt-4o"]["state"] == "available"
+        assert routes["a/gpt-4o"]["state"] == "cooling_down"
+        _, completion = await ask(url)
+        assert completion.choices[0].message.content == "Hello from b via gpt-4o."
+
+
+async def test_a_broken_file_is_rejected_with_its_line_and_the_old_config_serves(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    async with router_for(path) as url:
+        text = a_and_b(sim_url).replace("key: b\n", "key: bee\n")
+        assert "key: bee" in text
+        path.write_text(text)
+        line = text.splitlines().index("    - key: bee") + 1
+        status, answer = await reload(url)
+        assert status == 422
+        assert answer == {
+            "status": "rejected",
+            "error": f"routes.yaml:{line}: models.gpt-4o.routes[1].key: unknown key 'bee'",
+        }
+        _, completion = await ask(url)
+        assert completion.choices[0].message.content.startswith("Hello from ")
+        routes, _ = await admin_state(url)
+        assert set(routes) == {"a/gpt-4o", "b/gpt-4o"}
+
+
+async def test_a_request_in_flight_finishes_on_the_config_it_started_with(stack, tmp_path):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url, timeouts={"first_byte": 1.0}))
+    async with router_for(path) as url:
+        # a never answers: after its first_byte timeout the request fails over to b, a
+        # route of the config it started on, which the reload has removed by then.
+        sim.inject("a", Fault.hang())
+        pending = asyncio.create_task(ask(url))
+        async with asyncio.timeout(5):
+            while sim.stats["a"].requests == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        path.write_text(
+            routes_yaml(
+                keys=sim_keys(sim_url, SIM_A, SIM_C),
+                models={"gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+            )
+        )
+        assert (await reload(url))[0] == 200
+        assert not pending.done()
+        headers, completion = await pending
+        assert completion.choices[0].message.content == "Hello from b via gpt-4o."
+        assert headers["x-router-route"] == "b/gpt-4o"
+        with pytest.raises(openai.NotFoundError):  # a request begun now: the new config
+            await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+
+
+async def test_settings_read_only_at_start_are_reported_as_needing_a_restart(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    async with router_for(path) as url:
+        path.write_text(
+            a_and_b(
+                sim_url,
+                server={"port": 4321, "max_connections": 10, "drain_timeout": 5},
+                limits={"max_event_bytes": 4096},
+            )
+        )
+        status, answer = await reload(url)
+        assert status == 200
+        assert answer["needs_restart"] == [
+            "server.port",
+            "server.max_connections",
+            "limits.max_event_bytes",
+        ]
+        _, completion = await ask(url)  # still served, on the port it listens on
+        assert completion.choices[0].message.content.startswith("Hello from ")
+
+
+async def test_reload_takes_an_admin_key_not_a_client_key(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        a_and_b(
+            sim_url,
+            server={"client_keys": ["client-key-123456"], "admin_keys": ["admin-key-123456"]},
+        )
+    )
+    async with router_for(path) as url:
+        assert (await reload(url))[0] == 401
+        assert (await reload(url, Authorization="Bearer client-key-123456"))[0] == 401
+        status, answer = await reload(url, Authorization="Bearer admin-key-123456")
+        assert (status, answer["status"]) == (200, "reloaded")
+
+
+async def test_a_key_added_by_a_reload_is_redacted_from_the_log(stack, tmp_path):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    secret = "plain-new-secret-value-42"  # no known key shape: only the config names it
+    captured = io.StringIO()
+    configure_logging(secrets=[SIM_A.api_key], stream=captured, cache_loggers=False)
+    try:
+        async with router_for(path) as url:
+            keys = [*sim_keys(sim_url, SIM_A, SIM_B), key("n", sim_url, api_key=secret)]
+            models = {"gpt-4o": model(route("a", "gpt-4o")), "n": model(route("n", "gpt-4o"))}
+            path.write_text(routes_yaml(keys=keys, models=models))
+            assert (await reload(url))[0] == 200
+            structlog.get_logger("test").warning("echo", detail=f"the upstream said {secret}")
+    finally:
+        reset_logging()
+    assert '"detail":"the upstream said [redacted]"' in captured.getvalue()
+    assert secret not in captured.getvalue()
+
+
+async def test_a_router_not_started_from_a_file_says_so(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(a_and_b(sim_url))
+    assert await reload(url) == (409, {
+        "status": "rejected", "error": "this router was not started from a routes.yaml file",
+    })  # fmt: skip
