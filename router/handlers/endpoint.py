@@ -28,6 +28,7 @@ from router.errors import (
     RouterError,
     Unauthorized,
 )
+from router.failover.attempt import OpenStream
 from router.failover.call import Answer
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
@@ -109,7 +110,9 @@ def endpoint(
                 if trace.committed is not None:
                     # The head went out: end the stream; never a second response inside it.
                     log.exception("unhandled_error_in_stream", path=request.path)
-                    await trace.committed.fail(dialect.error_event(_internal_message(request_id)))
+                    last = trace.result.watch.last if isinstance(trace.result, OpenStream) else b""
+                    event = dialect.error_event(_internal_message(request_id), last)
+                    await trace.committed.fail(event)
                     status = 500
                     return trace.committed
                 response = _error_response(exc, request, trace, dialect)
