@@ -148,8 +148,14 @@ def _error_response(
     return _internal_error(trace.request_id)
 
 
-def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) -> Handler:
-    """The catch-all route: 405 for a known path with the wrong method, else 404."""
+def not_found(
+    known: dict[str, frozenset[str]],
+    hosts: HostCheck | None = None,
+    *,
+    dialect: Dialect = OPENAI_CHAT,
+) -> Handler:
+    """The catch-all route: 405 for a known path with the wrong method, else 404, in
+    `dialect`'s error shape."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         allowed = known.get(request.path)
@@ -160,7 +166,7 @@ def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) 
             )
         raise PathNotFound(f"no endpoint at {request.path[:200]}")
 
-    return endpoint(handle, hosts=hosts)
+    return endpoint(handle, hosts=hosts, dialect=dialect)
 
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:

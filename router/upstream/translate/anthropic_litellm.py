@@ -61,7 +61,7 @@ _SSE = "text/event-stream"
 
 
 @functools.cache
-def _adapter() -> Any:
+def adapter() -> Any:
     from litellm.llms.anthropic.pass_through.adapters.transformation import AnthropicAdapter
 
     return AnthropicAdapter()
@@ -83,7 +83,7 @@ class AnthropicMessagesTranslator:
         request = {name: payload[name] for name in MESSAGES_FIELDS if name in payload}
         request["model"] = route.model
         try:
-            chat, tool_names = _adapter().translate_completion_input_params_with_tool_mapping(
+            chat, tool_names = adapter().translate_completion_input_params_with_tool_mapping(
                 request, custom_llm_provider=route.key.provider
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -100,7 +100,7 @@ class AnthropicMessagesTranslator:
             result = await complete(lib, route, arguments, head_timeout)
             if isinstance(result, TranslatedAnswer):
                 return result
-            message = _adapter().translate_completion_output_params(
+            message = adapter().translate_completion_output_params(
                 result, tool_name_mapping=tool_names
             )
             if message is None:
