@@ -20,7 +20,7 @@ from typing import Any
 
 from router.types import Route
 from router.upstream.translate import runtime
-from router.upstream.translate.anthropic_litellm import MESSAGES_FIELDS, adapter
+from router.upstream.translate.anthropic_litellm import adapter, messages_request
 from router.upstream.translate.endpoints import litellm_model
 
 BYTES_PER_TOKEN = 4
@@ -50,10 +50,8 @@ def estimate(body: bytes) -> TokenCount:
 
 
 def _count(lib: Any, route: Route, payload: dict[str, Any]) -> int:
-    request = {name: payload[name] for name in MESSAGES_FIELDS if name in payload}
-    request["model"] = route.model
     chat, _names = adapter().translate_completion_input_params_with_tool_mapping(
-        request, custom_llm_provider=route.key.provider
+        messages_request(payload, route), custom_llm_provider=route.key.provider
     )
     return int(
         lib.token_counter(
