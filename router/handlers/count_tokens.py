@@ -6,14 +6,15 @@ choice and failover as `/v1/messages` (`model_api`). A model served only through
 litellm (an OpenAI model behind `/v1/messages`) has nobody upstream to ask, so the
 router counts the request itself (`upstream/translate/token_count.py`) and answers in
 Anthropic's shape, `{"input_tokens": N}`, saying how it counted in
-`x-router-counted-by`.
+`x-router-counted-by`. So does a count no key could take upstream (all limited or
+down): the client gets an estimate rather than a 429 or 529.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, NoCapacity
 from router.handlers.endpoint import Handler
 from router.handlers.model_api import PATHS, find_model, read_json_object
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
@@ -28,17 +29,24 @@ def count_tokens(passthrough: Handler) -> Handler:
         state = request.app[APP_STATE]
         body, payload = await read_json_object(request)
         model = find_model(state, payload)
+        trace = request[REQUEST_TRACE]
         if state.failover.serves(model, Operation.COUNT_TOKENS):
-            return await passthrough(request)  # aiohttp keeps the body: read again, not resent
+            try:
+                return await passthrough(request)  # aiohttp keeps the body: read, not resent
+            except NoCapacity as exc:
+                # Every key that counts is limited or down (a Messages 429 cools a key
+                # for counts too): an estimate serves the client better than a refusal.
+                trace.attempts = exc.attempts
         route = counting_route(state, model)
         if not isinstance(payload.get("messages"), list):
             raise InvalidRequest("messages: Field required (a list)", "invalid_body")
-        request[REQUEST_TRACE].model = model.name
+        trace.model = model.name
         count = await count_input_tokens(route, payload, body)
-        return web.json_response(
-            {"input_tokens": count.input_tokens},
-            headers={"x-router-attempts": "0", "x-router-counted-by": count.method},
-        )
+        headers = {
+            "x-router-attempts": str(len(trace.attempts)),
+            "x-router-counted-by": count.method,
+        }
+        return web.json_response({"input_tokens": count.input_tokens}, headers=headers)
 
     return handle
 

@@ -80,6 +80,18 @@ async def test_count_tokens_fails_over_and_teaches_health_nothing(stack, clock):
     assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
 
 
+async def test_a_count_no_key_can_take_upstream_is_estimated_here(stack):
+    sim, _ = await stack.sim(ANT_A, ANT_B)
+    url = await stack.router(claude_config(sim.root))
+    sim.inject("ant-a", Fault.rate_limit(retry_after=30))
+    sim.inject("ant-b", Fault.overloaded())
+    headers, counted = await count(url, system=SYSTEM)
+    assert headers["x-router-counted-by"] == "litellm"
+    assert headers["x-router-attempts"] == "2" and "x-router-route" not in headers
+    assert 10 < counted < 40
+    assert sim.stats["ant-a"].requests == sim.stats["ant-b"].requests == 1
+
+
 async def test_a_prompt_longer_than_every_window_can_still_be_counted(stack):
     sim, _ = await stack.sim(ANT_A, ANT_B)
     url = await stack.router(claude_config(sim.root, max_input_tokens=20))
