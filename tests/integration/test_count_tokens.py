@@ -12,6 +12,7 @@ import anthropic
 import pytest
 
 from router.sim import Fault, SimKey
+from router.upstream.translate import runtime
 from tests.configs import model, route, routes_yaml, sim_key, sim_keys, two_keys_config
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state
 
@@ -191,3 +192,19 @@ async def test_the_sdks_batch_api_gets_an_anthropic_not_found(stack):
     with pytest.raises(anthropic.NotFoundError) as missing:
         await sdk(url).messages.batches.retrieve("msgbatch_01")
     assert missing.value.body["error"]["type"] == "not_found_error"
+
+
+async def test_without_litellm_a_local_count_is_the_byte_estimate(stack, monkeypatch):
+    """litellm is optional for a router without translated routes; were a count to need
+    it and find it missing, the answer is the documented estimate, not an error."""
+
+    async def missing() -> None:
+        raise ImportError("No module named 'litellm'")
+
+    monkeypatch.setattr(runtime, "load", missing)
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(two_keys_config(sim_url))
+    headers, counted = await count(url, "gpt-4o", messages=LONG)
+    body = json.dumps({"model": "gpt-4o", "messages": LONG}).encode()
+    assert headers["x-router-counted-by"] == "bytes"
+    assert abs(counted - len(body) // 4) <= 2  # the SDK's own JSON spacing may differ
