@@ -20,6 +20,7 @@ from router.drain import Signals, drain
 from router.errors import ConfigError
 from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
+from router.handlers.count_tokens import count_tokens
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
@@ -128,6 +129,7 @@ def add_routes(
         (Operation.EMBEDDINGS, OPENAI_CHAT),  # errors as OpenAI's; never streamed
         (Operation.RESPONSES, OPENAI_RESPONSES),
         (Operation.MESSAGES, ANTHROPIC_MESSAGES),
+        (Operation.COUNT_TOKENS, ANTHROPIC_MESSAGES),
     ]
     known: dict[str, frozenset[str]] = {}
 
@@ -137,8 +139,10 @@ def add_routes(
         known[path] = known.get(path, frozenset()) | {method}
 
     for operation, dialect in apis:
-        add("POST", PATHS[operation], model_api(operation, dialect), auth=auth,
-            counted=True, dialect=dialect)  # fmt: skip
+        handler = model_api(operation, dialect)
+        if operation is Operation.COUNT_TOKENS:
+            handler = count_tokens(handler)  # counted here when no route counts upstream
+        add("POST", PATHS[operation], handler, auth=auth, counted=True, dialect=dialect)
     add("GET", "/v1/models", list_models, auth=auth)
     # Probes carry no key, and come from the pod's or container's address: every Host
     # may ask. Scrapers carry a key only when server.admin_keys asks for one; people
@@ -150,6 +154,9 @@ def add_routes(
                        ("/admin/routes", admin.routes_json)):  # fmt: skip
         add("GET", path, page, auth=operator or auth)
     add("POST", "/admin/reload", reload_config, auth=operator or auth)
+    # Anthropic's clients read errors in Anthropic's shape: unknown paths under theirs too.
+    messages = not_found(known, hosts, dialect=ANTHROPIC_MESSAGES)
+    app.router.add_route("*", "/v1/messages{tail:(?:/.*)?}", messages)
     app.router.add_route("*", "/{tail:.*}", not_found(known, hosts))
 
 

@@ -30,6 +30,7 @@ class Operation(StrEnum):
     EMBEDDINGS = "embeddings"  # OpenAI /v1/embeddings
     RESPONSES = "responses"  # OpenAI /v1/responses
     MESSAGES = "messages"  # Anthropic /v1/messages
+    COUNT_TOKENS = "count_tokens"  # Anthropic /v1/messages/count_tokens
 
 
 @dataclass(frozen=True, slots=True)

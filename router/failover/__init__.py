@@ -118,7 +118,10 @@ class Failover:
             if model.budget is not None and await self._health.model_block(model.name):
                 continue  # over its budget: its fallbacks serve until the period turns
             routes = model.routes_for[call.operation]
-            too_big = await walk.prompt.too_big_for(routes)
+            # A prompt too long for a window can still be counted: that is how a
+            # client finds out it must shorten it.
+            counting = call.operation is Operation.COUNT_TOKENS
+            too_big = frozenset() if counting else await walk.prompt.too_big_for(routes)
             walk.too_big |= too_big
             if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt

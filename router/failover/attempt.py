@@ -30,6 +30,7 @@ from router.types import (
     Headroom,
     Limits,
     ModelSpec,
+    Operation,
     Route,
     Timeouts,
     Verdict,
@@ -210,7 +211,11 @@ class AttemptRunner:
         finally:
             if not handed_over:
                 self._health.end(route)
-        cost = await self._settle(sent, reply.verdict, reply.usage)
+        # "Token counting and message creation have separate and independent rate
+        # limits" (Anthropic's token-counting docs): a count's 429 says nothing of the
+        # key's Messages, so counts fail over but teach health nothing.
+        judged = call.operation is not Operation.COUNT_TOKENS
+        cost = await self._settle(sent, reply.verdict, reply.usage, judged=judged)
         answer = None
         if reply.body is not None:
             answer = Answer(

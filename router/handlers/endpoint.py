@@ -29,6 +29,7 @@ from router.errors import (
     ShuttingDown,
     Unauthorized,
 )
+from router.failover.attempt import OpenStream
 from router.failover.call import Answer
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
@@ -114,7 +115,9 @@ def endpoint(
                 if trace.committed is not None:
                     # The head went out: end the stream; never a second response inside it.
                     log.exception("unhandled_error_in_stream", path=request.path)
-                    await trace.committed.fail(dialect.error_event(_internal_message(request_id)))
+                    last = trace.result.watch.last if isinstance(trace.result, OpenStream) else b""
+                    event = dialect.error_event(_internal_message(request_id), last)
+                    await trace.committed.fail(event)
                     status = 500
                     return trace.committed
                 response = _error_response(exc, request, trace, dialect)
@@ -168,8 +171,14 @@ def _error_response(
     return _internal_error(trace.request_id)
 
 
-def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) -> Handler:
-    """The catch-all route: 405 for a known path with the wrong method, else 404."""
+def not_found(
+    known: dict[str, frozenset[str]],
+    hosts: HostCheck | None = None,
+    *,
+    dialect: Dialect = OPENAI_CHAT,
+) -> Handler:
+    """The catch-all route: 405 for a known path with the wrong method, else 404, in
+    `dialect`'s error shape."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         allowed = known.get(request.path)
@@ -180,7 +189,7 @@ def not_found(known: dict[str, frozenset[str]], hosts: HostCheck | None = None) 
             )
         raise PathNotFound(f"no endpoint at {request.path[:200]}")
 
-    return endpoint(handle, hosts=hosts)
+    return endpoint(handle, hosts=hosts, dialect=dialect)
 
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:

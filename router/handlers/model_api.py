@@ -18,7 +18,7 @@ from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
-from router.types import Attempt, Operation, Route
+from router.types import Attempt, ModelSpec, Operation, Route
 from router.upstream import forwardable_headers
 from router.wire import fastjson
 from router.wire.dialects import Dialect
@@ -28,6 +28,7 @@ PATHS = {
     Operation.EMBEDDINGS: "/v1/embeddings",
     Operation.RESPONSES: "/v1/responses",
     Operation.MESSAGES: "/v1/messages",
+    Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
 }
 # The body fields that cap a generation, per API, for the headroom estimate.
 _MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -91,15 +92,8 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
     return handle
 
 
-def parse_call(
-    state: RouterState,
-    request: web.Request,
-    body: bytes,
-    payload: dict[str, Any],
-    operation: Operation,
-    dialect: Dialect,
-) -> Call:
-    """The client's request as a Call, or the CallerError that says what is wrong."""
+def find_model(state: RouterState, payload: dict[str, Any]) -> ModelSpec:
+    """The model the body names, or the CallerError that says what is wrong."""
     model_name = payload.get("model")
     if not isinstance(model_name, str) or not model_name:
         raise InvalidRequest("you must provide a model parameter", "missing_model")
@@ -109,13 +103,28 @@ def parse_call(
             f"the model '{model_name[:200]}' does not exist on this router; "
             f"configured models: {', '.join(state.config.models)}"
         )
+    return model
+
+
+def parse_call(
+    state: RouterState,
+    request: web.Request,
+    body: bytes,
+    payload: dict[str, Any],
+    operation: Operation,
+    dialect: Dialect,
+) -> Call:
+    """The client's request as a Call, or the CallerError that says what is wrong."""
+    model = find_model(state, payload)
     if not state.failover.serves(model, operation):
         raise InvalidRequest(
             f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}",
             "unsupported_api_for_model",
         )
+    # A count (count_tokens) generates nothing: it never streams nor spends headroom.
+    counting = operation is Operation.COUNT_TOKENS
     max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
-    stream = payload.get("stream") is True
+    stream = payload.get("stream") is True and not counting
     options = payload.get("stream_options")
     # Costs and token metrics need the usage chunk, which OpenAI sends only when asked:
     # each attempt asks on the client's behalf where the key allows (failover/usage_ask.py),
@@ -136,7 +145,9 @@ def parse_call(
         headers=forwardable_headers(request.headers),
         # A cheap estimate (about 4 bytes a token) for the headroom check; exact counts
         # are not worth their cost on the hot path.
-        need_tokens=len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
+        need_tokens=0
+        if counting
+        else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
     )
 

@@ -53,7 +53,9 @@ async def _pipe(
             out = watch.without_usage(chunk) if strip else watch.see(chunk)
         except EventTooLarge as exc:
             message = f"upstream stream failed: {exc}"
-            await client.write(redaction.clean(exc.complete) + dialect.error_event(message))
+            await client.write(
+                redaction.clean(exc.complete) + dialect.error_event(message, watch.last)
+            )
             return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
         out = redaction.clean(out)
         if watch.done and upstream.ended():
@@ -72,7 +74,7 @@ async def _pipe(
             # What is held of an unfinished event is dropped: the error event follows
             # whole events only.
             message = redaction.text(f"upstream stream failed: {exc.message}")
-            await client.write(dialect.error_event(message))
+            await client.write(dialect.error_event(message, watch.last))
             return watch.end(classify_exception(exc))
     if watch.error is not None or watch.done:
         held = redaction.clean(watch.rest())  # a last event with no blank line after it
@@ -82,7 +84,7 @@ async def _pipe(
         return watch.end(watch.error)  # the client has already seen the provider's event
     if not watch.done:
         # §9.3.4: a stream with no terminator was truncated; say so, do not end quietly.
-        await client.write(dialect.error_event("upstream ended the stream unfinished"))
+        await client.write(dialect.error_event("upstream ended the stream unfinished", watch.last))
         return watch.end(
             Verdict(failure=FailureClass.SERVER_ERROR, message="stream ended unfinished")
         )

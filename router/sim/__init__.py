@@ -16,7 +16,8 @@ Wire formats, by path (the key travels where that provider expects it):
 
 - OpenAI chat, embeddings, Responses: `POST /v1/chat/completions`, `/v1/embeddings`,
   `/v1/responses`; `Authorization: Bearer`.
-- Anthropic Messages: `POST /v1/messages`; `x-api-key` or Bearer.
+- Anthropic Messages: `POST /v1/messages` and `/v1/messages/count_tokens`; `x-api-key`
+  or Bearer.
 - Azure OpenAI: `POST /openai/deployments/{d}/chat/completions?api-version=...` and
   `.../embeddings`; `api-key`.
 - Gemini (AI Studio): `POST /v1beta/models/{m}:generateContent` and

@@ -109,7 +109,9 @@ class ModelEndpoint:
         fault = state.queues[key.name].pop()
         text = key.reply_for(call.model) if call.generates else ""
         usage = Usage(call.prompt_tokens, estimate_tokens(text))
-        if fault is None:
+        if fault is None and call.counts_only:
+            headers = {}  # its own limits, not modelled: no bucket, no rate-limit headers
+        elif fault is None:
             needed = call.prompt_tokens + (call.max_tokens or usage.completion_tokens)
             admission = limits.admit(needed, state.now())
             if not admission.admitted:

@@ -2,7 +2,8 @@
 
 - `POST /v1/chat/completions`, `/v1/embeddings`: `openai/chat.py`, `openai/embeddings.py`
 - `POST /v1/responses`: `openai/responses.py` (`OpenAIResponses`)
-- `POST /v1/messages`: `anthropic/wire.py` (`AnthropicMessages`)
+- `POST /v1/messages`: `anthropic/wire.py` (`AnthropicMessages`); `/v1/messages/count_tokens`
+  (`AnthropicCountTokens`)
 - `POST /openai/deployments/{deployment}/chat/completions`, `.../embeddings`:
   `openai/azure.py`
 - `POST /{v1beta,v1}/models/{model}:generateContent`, `:streamGenerateContent`:
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from router.sim.anthropic.wire import AnthropicMessages
+from router.sim.anthropic.wire import AnthropicCountTokens, AnthropicMessages
 from router.sim.faults import Fault
 from router.sim.gemini.wire import GeminiGenerate
 from router.sim.openai import errors as openai_errors
@@ -37,6 +38,7 @@ _ROUTES: tuple[tuple[str, WireFormat], ...] = (
     ("/v1/embeddings", OpenAIEmbeddings()),
     ("/v1/responses", OpenAIResponses()),
     ("/v1/messages", AnthropicMessages()),
+    ("/v1/messages/count_tokens", AnthropicCountTokens()),
     ("/openai/deployments/{deployment}/chat/completions", AzureChat()),
     ("/openai/deployments/{deployment}/embeddings", AzureEmbeddings()),
     *(

@@ -48,7 +48,7 @@ class KeyStats:
     away before the response finished; `dropped` counts connections the simulator itself
     closed mid-response (`stream_cut`, or shutdown during `hang`/`stream_stall`).
     `by_format` splits `requests` by endpoint family (`wire_format.FormatName`: "openai_chat",
-    "openai_embeddings", "openai_responses", "anthropic", "azure_chat",
+    "openai_embeddings", "openai_responses", "anthropic", "anthropic_count_tokens", "azure_chat",
     "azure_embeddings", "gemini"); a format never used has no entry.
     """
 

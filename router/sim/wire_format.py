@@ -29,6 +29,7 @@ FormatName = Literal[
     "openai_embeddings",
     "openai_responses",
     "anthropic",
+    "anthropic_count_tokens",
     "azure_chat",
     "azure_embeddings",
     "gemini",
@@ -85,6 +86,8 @@ class ModelCall:
     (provider-signals.md §11.4); without it the reply's own size is charged.
     `embedding` is set for embeddings requests, which generate no text.
     `api_version` is Azure's `api-version` query parameter, quoted in its 429 messages.
+    `counts_only`: Anthropic's count_tokens, which generates nothing and, having its own
+    limits apart from Messages' (Anthropic's token-counting docs), draws on no bucket.
     """
 
     model: str
@@ -94,10 +97,11 @@ class ModelCall:
     include_usage: bool = False
     embedding: EmbeddingInput | None = None
     api_version: str | None = None
+    counts_only: bool = False
 
     @property
     def generates(self) -> bool:
-        return self.embedding is None
+        return self.embedding is None and not self.counts_only
 
 
 class StreamEncoder(Protocol):

@@ -93,10 +93,14 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
-    operations = frozenset({Operation.MESSAGES})
+    _paths: Mapping[Operation, str] = {
+        Operation.MESSAGES: "/v1/messages",
+        Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
+    }
+    operations = frozenset(_paths)
 
     def url(self, key: Key, operation: Operation, model: str) -> str:
-        return f"{key.api_base}/v1/messages"
+        return key.api_base + self._paths[operation]
 
     def auth_headers(self, key: Key, client_headers: Mapping[str, str]) -> dict[str, str]:
         version = client_headers.get("anthropic-version") or ANTHROPIC_VERSION

@@ -114,7 +114,8 @@ class OpenAIChat:
         usage = usage_from_body(data)  # read from the bytes, like a non-streaming answer's
         return None if usage is None else UsagePart(usage.input_tokens, usage.output_tokens)
 
-    def error_event(self, message: str) -> bytes:
+    def error_event(self, message: str, last: bytes = b"") -> bytes:
+        """The router's error event; `last`: the whole events most recently sent."""
         body = {"error": {"message": message, "type": "upstream_error", "param": None,
                           "code": "upstream_stream_error"}}  # fmt: skip
         return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -166,10 +167,25 @@ class OpenAIResponses(OpenAIChat):
             return None
         return UsagePart(tokens(usage.get("input_tokens")), tokens(usage.get("output_tokens")))
 
-    def error_event(self, message: str) -> bytes:
+    def error_event(self, message: str, last: bytes = b"") -> bytes:
+        """Every Responses event carries a `sequence_number`, and clients that validate
+        events (the AI SDK) reject one without it: the router's is the one after the
+        last it relayed (found in `last`, the whole events most recently sent; 0 when
+        none had one). Numbers are not tracked per event, which would cost a search on
+        every chunk of every stream; `last` is searched only when an error is written."""
         body = {"type": "error", "code": "upstream_stream_error", "message": message,
-                "param": None}  # fmt: skip
+                "param": None, "sequence_number": next_sequence_number(last)}  # fmt: skip
         return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d{1,18})')
+
+
+def next_sequence_number(last: bytes) -> int:
+    """One past the last `sequence_number` in `last`; 0 when it has none."""
+    at = last.rfind(b'"sequence_number"')
+    match = _SEQUENCE.match(last, at) if at >= 0 else None
+    return int(match.group(1)) + 1 if match is not None else 0
 
 
 # Anthropic error types by HTTP status (provider-signals.md §4.1).
@@ -226,7 +242,7 @@ class AnthropicMessages:
             )
         return None
 
-    def error_event(self, message: str) -> bytes:
+    def error_event(self, message: str, last: bytes = b"") -> bytes:
         body = {"type": "error", "error": {"type": "api_error", "message": message}}
         return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 

@@ -50,6 +50,7 @@ class StreamWatch:
         "delivered",
         "done",
         "error",
+        "last",
     )
 
     def __init__(self, dialect: Dialect, max_event: int) -> None:
@@ -61,6 +62,9 @@ class StreamWatch:
         self.done = False  # the terminator was seen
         self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
+        # The whole events last passed on (read: they go to the client), for the
+        # router's error event to number itself after them.
+        self.last = b""
 
     def see(self, chunk: bytes) -> bytes:
         """The whole events of carry + chunk, to forward as they are; a partial event
@@ -74,6 +78,8 @@ class StreamWatch:
         self._inspect(complete)
         if len(self._carry) > self._max_event:
             self._too_large(complete)
+        if complete:
+            self.last = complete
         return complete
 
     def without_usage(self, chunk: bytes) -> bytes:
@@ -95,8 +101,10 @@ class StreamWatch:
                 # Its counts are the final ones: earlier running counts must not replace them.
                 complete = complete[:start] + complete[end:]
                 self._inspect(complete, usage=False)
+                self.last = complete or self.last
                 return complete
         self._inspect(complete)
+        self.last = complete or self.last
         return complete
 
     def rest(self) -> bytes:
@@ -105,6 +113,7 @@ class StreamWatch:
 
     def _too_large(self, complete: bytes) -> None:
         self._carry = b""
+        self.last = complete or self.last  # still to be sent, before the error event
         message = f"an SSE event passed {self._max_event} bytes without ending"
         raise EventTooLarge(message, complete)
 

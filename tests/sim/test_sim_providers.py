@@ -151,6 +151,35 @@ async def test_anthropic_sdk_gets_a_message_and_the_request_is_recorded(
     assert sim.stats["a"].by_format == {"anthropic": 1}
 
 
+async def test_anthropic_counts_tokens_as_its_messages_report_them(
+    limited: SimProvider, http: aiohttp.ClientSession
+) -> None:
+    async with anthropic.AsyncAnthropic(
+        base_url=limited.root, api_key=KEY, max_retries=0, timeout=5.0
+    ) as client:
+        counted = await client.messages.count_tokens(model=CLAUDE, messages=MESSAGES)
+    assert counted.input_tokens == PROMPT_TOKENS
+    recorded = limited.requests[-1]
+    assert (recorded.path, recorded.format) == (
+        "/v1/messages/count_tokens",
+        "anthropic_count_tokens",
+    )
+    # Counting has limits of its own: the key's Messages buckets are not drawn on.
+    resp = await http.post(
+        f"{limited.root}/v1/messages",
+        json={"model": CLAUDE, "max_tokens": 8, "messages": MESSAGES},
+        headers={"x-api-key": KEY},
+    )
+    assert resp.headers["anthropic-ratelimit-requests-remaining"] == "59"
+    missing = await http.post(
+        f"{limited.root}/v1/messages/count_tokens",
+        json={"model": CLAUDE},
+        headers={"x-api-key": KEY},
+    )
+    assert missing.status == 400
+    assert (await missing.json())["error"]["type"] == "invalid_request_error"
+
+
 async def test_anthropic_accepts_x_api_key_without_a_version_header(
     sim: SimProvider, http: aiohttp.ClientSession
 ) -> None:

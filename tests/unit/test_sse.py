@@ -12,7 +12,7 @@ import pytest
 
 from router.types import FailureClass
 from router.wire import sse
-from router.wire.dialects import OPENAI_CHAT, UsagePart
+from router.wire.dialects import OPENAI_CHAT, UsagePart, next_sequence_number
 from router.wire.stream_watch import EventTooLarge
 from router.wire.stream_watch import StreamWatch as _Watch
 
@@ -184,3 +184,10 @@ def test_an_event_that_outgrows_the_limit_is_refused(strip: bool) -> None:
         read(b'data: {"b":1}\n\ndata: ' + b"x" * 1000)
     assert caught.value.complete == b'data: {"b":1}\n\n'
     assert watch.rest() == b""  # nothing of it is kept
+
+
+def test_the_routers_responses_error_event_numbers_itself_after_the_last_event() -> None:
+    last = b'event: a\ndata: {"sequence_number":7}\n\nevent: b\ndata: {"sequence_number": 12}\n\n'
+    assert next_sequence_number(last) == 13
+    assert next_sequence_number(b"") == 0
+    assert next_sequence_number(b'data: {"sequence_number":"x"}\n\n') == 0

@@ -81,6 +81,29 @@ def parse_messages_request(body: bytes, request_id: str) -> ModelCall:
     )
 
 
+def parse_count_tokens_request(body: bytes, request_id: str) -> ModelCall:
+    """`/v1/messages/count_tokens`: a Messages body without `max_tokens` (none is needed)."""
+
+    def invalid(message: str) -> InvalidRequest:
+        return InvalidRequest(anthropic_errors.invalid_request(message, request_id))
+
+    data = load_object(body)
+    if data is None:
+        raise invalid("There was an error parsing the body of your request: invalid JSON.")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("model: Field required")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise invalid("messages: Field required")
+    system = content_text(data.get("system"))
+    return ModelCall(
+        model=model,
+        prompt_tokens=estimate_prompt_tokens(messages, system=system),
+        counts_only=True,
+    )
+
+
 def _usage(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.prompt_tokens,
@@ -192,3 +215,17 @@ class AnthropicMessages:
 
     def encoder(self, call: ModelCall, text: str, usage: Usage) -> StreamEncoder:
         return MessageStream(call.model, usage)
+
+
+class AnthropicCountTokens(AnthropicMessages):
+    """`POST /v1/messages/count_tokens`: `{"input_tokens": N}`, the same estimate a
+    Messages answer reports as its `usage.input_tokens`. Keys, faults and error bodies
+    are Messages'; the key's buckets are not drawn on (`ModelCall.counts_only`)."""
+
+    name: FormatName = "anthropic_count_tokens"
+
+    def parse(self, request: web.Request, body: bytes, request_id: str) -> ModelCall:
+        return parse_count_tokens_request(body, request_id)
+
+    def body(self, call: ModelCall, text: str, usage: Usage) -> bytes:
+        return dumps({"input_tokens": usage.prompt_tokens})

@@ -48,6 +48,7 @@ def parse_chat_request(body: bytes, *, deployment: str | None = None) -> ModelCa
         raise InvalidRequest(openai_errors.invalid_type("messages", "an array of objects"))
     if not messages:
         raise InvalidRequest(openai_errors.too_short("messages"))
+    check_tools(data.get("tools"))
     stream = data.get("stream") is True
     options = data.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
@@ -58,6 +59,23 @@ def parse_chat_request(body: bytes, *, deployment: str | None = None) -> ModelCa
         prompt_tokens=estimate_prompt_tokens(messages),
         max_tokens=positive_int(data, ("max_completion_tokens", "max_tokens")),
     )
+
+
+def check_tools(tools: Any) -> None:
+    """OpenAI takes `function` and `custom` tools only: another provider's tool types
+    (Anthropic's `web_search_20250305`, say) are refused, naming the first."""
+    if tools is None:
+        return
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise InvalidRequest(openai_errors.invalid_type("tools", "an array of objects"))
+    if not tools:
+        raise InvalidRequest(openai_errors.too_short("tools"))
+    for at, tool in enumerate(tools):
+        if tool.get("type") not in ("function", "custom"):
+            allowed = "'function' and 'custom'"
+            raise InvalidRequest(
+                openai_errors.invalid_value(f"tools[{at}].type", tool.get("type"), allowed)
+            )
 
 
 def positive_int(data: dict[str, Any], names: tuple[str, ...]) -> int | None:

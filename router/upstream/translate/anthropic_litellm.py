@@ -24,6 +24,7 @@ from typing import Any
 from router.errors import UpstreamProtocolError
 from router.types import Operation, Route
 from router.upstream.translate import runtime
+from router.upstream.translate.betas import without_unsupported_betas
 from router.upstream.translate.endpoints import call_arguments
 from router.upstream.translate.litellm_calls import (
     OpenedStream,
@@ -61,7 +62,7 @@ _SSE = "text/event-stream"
 
 
 @functools.cache
-def _adapter() -> Any:
+def adapter() -> Any:
     from litellm.llms.anthropic.pass_through.adapters.transformation import AnthropicAdapter
 
     return AnthropicAdapter()
@@ -80,10 +81,9 @@ class AnthropicMessagesTranslator:
         head_timeout: float,
     ) -> TranslatedAnswer | EventStream:
         lib = await runtime.load()
-        request = {name: payload[name] for name in MESSAGES_FIELDS if name in payload}
-        request["model"] = route.model
+        request = messages_request(payload, route)
         try:
-            chat, tool_names = _adapter().translate_completion_input_params_with_tool_mapping(
+            chat, tool_names = adapter().translate_completion_input_params_with_tool_mapping(
                 request, custom_llm_provider=route.key.provider
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -100,7 +100,7 @@ class AnthropicMessagesTranslator:
             result = await complete(lib, route, arguments, head_timeout)
             if isinstance(result, TranslatedAnswer):
                 return result
-            message = _adapter().translate_completion_output_params(
+            message = adapter().translate_completion_output_params(
                 result, tool_name_mapping=tool_names
             )
             if message is None:
@@ -120,6 +120,13 @@ class AnthropicMessagesTranslator:
             opened.aclose,
             functools.partial(stream_failure, route.id, secret=route.key.api_key),
         )
+
+
+def messages_request(payload: dict[str, Any], route: Route) -> dict[str, Any]:
+    """The fields litellm's adapter translates, less the betas the route cannot honour."""
+    request = {name: payload[name] for name in MESSAGES_FIELDS if name in payload}
+    request["model"] = route.model
+    return without_unsupported_betas(request)
 
 
 async def message_events(opened: OpenedStream, tool_names: dict[str, str]) -> AsyncIterator[bytes]:

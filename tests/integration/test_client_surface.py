@@ -1,0 +1,152 @@
+"""What real coding clients send and read besides the body: `anthropic-beta` and other
+SDK headers, and the `x-router-route` header on streams, through the official SDKs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import pytest
+
+from router.sim import Fault, SimKey
+from tests.configs import model, preferring_a, route, routes_yaml, sim_keys, two_keys_config
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, client
+
+pytestmark = pytest.mark.timeout(60)  # translated requests import litellm once (~3 s)
+
+ANT_A = SimKey(name="ant-a", api_key="sk-ant-sim-key-a-0000001")
+ANT_B = SimKey(name="ant-b", api_key="sk-ant-sim-key-b-0000002")
+BETAS = ["advanced-tool-use-2025-11-20", "claude-code-20250219", "context-management-2025-06-27"]
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+# Advanced tool use: a tool-search tool, and a deferred tool with usage examples.
+BETA_TOOLS: list[Any] = [
+    {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"},
+    {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": WEATHER_SCHEMA,
+        "defer_loading": True,
+        "input_examples": [{"city": "Paris"}],
+    },
+]
+CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
+
+
+def claude_config(root: str) -> str:
+    return routes_yaml(
+        keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
+        models={
+            "claude": model(
+                route("ant-a", "claude-sonnet-4-5"), route("ant-b", "claude-sonnet-4-5", priority=2)
+            )
+        },
+    )
+
+
+def sdk(url: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=url, api_key="client", max_retries=0, timeout=20)
+
+
+async def test_anthropic_beta_headers_pass_through_to_anthropic_routes(stack):
+    sim, _ = await stack.sim(ANT_A, ANT_B)
+    url = await stack.router(claude_config(sim.root))
+    message = await sdk(url).beta.messages.create(
+        model="claude", max_tokens=16, messages=HI, betas=BETAS, tools=BETA_TOOLS,
+        context_management=CONTEXT_MANAGEMENT,  # type: ignore[arg-type]
+    )  # fmt: skip
+    counted = await sdk(url).beta.messages.count_tokens(model="claude", messages=HI, betas=BETAS)
+    assert message.content[0].text.startswith("Hello from ant-a")  # type: ignore[union-attr]
+    assert counted.input_tokens > 0
+    sent, count_sent = sim.requests[-2], sim.requests[-1]
+    assert (sent.path, count_sent.path) == ("/v1/messages", "/v1/messages/count_tokens")
+    for request in (sent, count_sent):
+        # (the SDK adds token-counting-2024-11-01 to a beta count of its own accord)
+        assert request.headers["anthropic-beta"].startswith(",".join(BETAS))
+        assert request.headers["anthropic-version"]
+        assert request.headers["x-stainless-lang"] == "python"  # other SDK headers too
+    body = json.loads(sent.body)  # byte for byte, beta fields included
+    assert body["tools"] == BETA_TOOLS and body["context_management"] == CONTEXT_MANAGEMENT
+
+
+async def test_betas_a_translated_route_cannot_honour_are_dropped_not_failed(stack):
+    """Claude Code on an OpenAI model: its betas, deferred tools and tool search would
+    make an OpenAI-format provider answer 400; the request is served without them."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(two_keys_config(sim_url))
+    message = await sdk(url).beta.messages.create(
+        model="gpt-4o", max_tokens=16, messages=HI, betas=BETAS, tools=BETA_TOOLS,
+        context_management=CONTEXT_MANAGEMENT,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert message.content[0].text == "Hello from a via gpt-4o."  # type: ignore[union-attr]
+    sent = sim.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert "anthropic-beta" not in sent.headers
+    body = json.loads(sent.body)
+    assert "context_management" not in body
+    (tool,) = body["tools"]  # the deferred tool, sent up front; no tool search
+    assert tool["type"] == "function" and tool["function"]["name"] == "get_weather"
+    assert tool["function"]["parameters"] == WEATHER_SCHEMA
+
+
+async def test_a_translated_request_with_only_a_tool_search_tool_sends_no_tools(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(two_keys_config(sim_url))
+    async with sdk(url).beta.messages.stream(
+        model="gpt-4o", max_tokens=16, messages=HI, betas=BETAS, tools=BETA_TOOLS[:1],
+        tool_choice={"type": "auto"},
+    ) as stream:  # fmt: skip
+        text = await stream.get_final_text()
+    assert text == "Hello from a via gpt-4o."
+    body = json.loads(sim.requests[-1].body)
+    assert "tools" not in body and "tool_choice" not in body
+
+
+# -- x-router-route on streams: the route is known at the commit, before any byte -------
+
+
+async def test_a_chat_stream_names_its_route_after_a_failover(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.server_error(503))
+    async with client(url).chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=HI, stream=True
+    ) as response:
+        assert response.headers["x-router-route"] == "b/gpt-4o"
+        assert response.headers["x-router-attempts"] == "2"
+        chunks = [chunk async for chunk in await response.parse()]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith(
+        "Hello from b"
+    )
+
+
+async def test_a_responses_stream_names_its_route(stack):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.stream_error(after_chunks=0))
+    async with client(url).responses.with_streaming_response.create(
+        model="gpt-4o", input="hi", stream=True
+    ) as response:
+        assert response.headers["x-router-route"] == "b/gpt-4o"
+        events = [event async for event in await response.parse()]
+    assert events[-1].type == "response.completed"
+
+
+async def test_an_anthropic_stream_names_its_route(stack):
+    sim, _ = await stack.sim(ANT_A, ANT_B)
+    url = await stack.router(claude_config(sim.root))
+    sim.inject("ant-a", Fault.overloaded())
+    async with sdk(url).messages.stream(model="claude", max_tokens=16, messages=HI) as stream:
+        text = await stream.get_final_text()
+        headers = stream.response.headers
+    assert headers["x-router-route"] == "ant-b/claude-sonnet-4-5"
+    assert headers["x-router-attempts"] == "2"
+    assert text.startswith("Hello from ant-b")
+
+
+async def test_a_translated_anthropic_stream_names_its_route(stack):
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(two_keys_config(sim_url))
+    async with sdk(url).messages.stream(model="gpt-4o", max_tokens=16, messages=HI) as stream:
+        await stream.get_final_text()
+        assert stream.response.headers["x-router-route"] in ("a/gpt-4o", "b/gpt-4o")
