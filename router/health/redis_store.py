@@ -25,7 +25,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -209,6 +209,9 @@ class RedisStore:
         self._pending.add(counter, amount, self._clock() + ttl)
         self._dirty.set()
         return total
+
+    def scopes(self) -> Collection[str]:
+        return self._local.scopes()
 
     def degraded(self) -> str | None:
         return self._problem

@@ -1,0 +1,115 @@
+"""The /metrics text, fast: each series' name and labels are formatted once and kept.
+
+prometheus_client's `generate_latest` builds every sample's label string anew at each
+scrape (a dict per sample, each label name checked by a regex, each value escaped):
+about 20 µs a series, 0.4 s for the 17,000 series 2,000 routes have after traffic.
+The router's own labelled counters, gauges and histograms are rendered here instead,
+from their children directly, with the line prefix of each child cached (it only
+depends on the labels, which never change); every other collector (process, platform,
+gc, the build info, unlabelled gauges) goes through `generate_latest` as before. The
+output is the same text format 0.0.4 with the same samples (a test compares the two).
+
+This reads prometheus_client's child table and values (`_metrics`, `_lock`, `_value`,
+`_buckets`, `_sum`, `_upper_bounds`: stable since 0.4); `Renderer` checks they are
+there and falls back to `generate_latest` for a metric where they are not.
+Thread-safe like `generate_latest`: the child table is copied under its lock and each
+value read under its own, so it runs in a worker thread while requests update counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.utils import floatToGoString
+
+_FAST_TYPES = (Counter, Gauge, Histogram)
+
+
+class Renderer:
+    """Renders `registry`, with `fast` (labelled metrics of the registry) from caches."""
+
+    def __init__(self, registry: CollectorRegistry, fast: Iterable[Any]) -> None:
+        self._registry = registry
+        self._fast = {id(m): m for m in fast if _renderable(m)}
+        self._headers: dict[int, str] = {}
+        # (metric id, label values) -> the child's line prefixes (one per sample)
+        self._prefixes: dict[tuple[int, tuple[str, ...]], tuple[str, ...]] = {}
+
+    def render(self) -> bytes:
+        out: list[str] = []
+        for collector in _collectors(self._registry):
+            metric = self._fast.get(id(collector))
+            if metric is None:
+                out.append(generate_latest(collector).decode())
+            else:
+                self._render(metric, out)
+        return "".join(out).encode()
+
+    def _render(self, metric: Any, out: list[str]) -> None:
+        key = id(metric)
+        header = self._headers.get(key)
+        if header is None:
+            header = self._headers[key] = _header(metric)
+        out.append(header)
+        with metric._lock:
+            children = list(metric._metrics.items())
+        histogram = isinstance(metric, Histogram)
+        prefixes = self._prefixes
+        for values, child in children:
+            prefix = prefixes.get((key, values))
+            if prefix is None:
+                prefix = prefixes[(key, values)] = _prefixes(metric, values, child)
+            if not histogram:
+                out.append(f"{prefix[0]}{floatToGoString(child._value.get())}\n")
+                continue
+            total = 0.0
+            for line, bucket in zip(prefix, child._buckets, strict=False):
+                total += bucket.get()
+                out.append(f"{line}{floatToGoString(total)}\n")
+            out.append(f"{prefix[-2]}{floatToGoString(total)}\n")
+            out.append(f"{prefix[-1]}{floatToGoString(child._sum.get())}\n")
+
+
+def _renderable(metric: Any) -> bool:
+    """A labelled Counter, Gauge or Histogram whose internals are the ones read here."""
+    if not isinstance(metric, _FAST_TYPES) or not metric._labelnames:
+        return False
+    return all(hasattr(metric, name) for name in ("_lock", "_metrics", "_name", "_documentation"))
+
+
+def _collectors(registry: CollectorRegistry) -> list[Any]:
+    with registry._lock:
+        return list(registry._collector_to_names)
+
+
+def _header(metric: Any) -> str:
+    name = metric._name + ("_total" if isinstance(metric, Counter) else "")
+    kind = "counter" if isinstance(metric, Counter) else metric._type
+    doc = metric._documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    """Sorted by name, as generate_latest writes them."""
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(pairs))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _prefixes(metric: Any, values: tuple[str, ...], child: Any) -> tuple[str, ...]:
+    pairs = list(zip(metric._labelnames, values, strict=True))
+    name = metric._name
+    if isinstance(metric, Counter):
+        return (f"{name}_total{{{_labels(pairs)}}} ",)
+    if not isinstance(metric, Histogram):
+        return (f"{name}{{{_labels(pairs)}}} ",)
+    labels = _labels(pairs)
+    buckets = tuple(
+        f"{name}_bucket{{{_labels([*pairs, ('le', floatToGoString(bound))])}}} "
+        for bound in child._upper_bounds
+    )
+    return (*buckets, f"{name}_count{{{labels}}} ", f"{name}_sum{{{labels}}} ")
