@@ -237,8 +237,8 @@ class _RouteGauges:
     headroom_value: Headroom | None = field(default=None)
 
 
-# Routes per health snapshot at a scrape: about 1.5 ms of loop time each, then a yield.
-SCRAPE_CHUNK = 128
+# Routes per health snapshot at a scrape: about 1 ms of loop time each, then a yield.
+SCRAPE_CHUNK = 64
 
 
 class Metrics:
