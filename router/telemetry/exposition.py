@@ -94,8 +94,13 @@ def _renderable(metric: Any) -> bool:
 
 
 def _collectors(registry: CollectorRegistry) -> list[Any]:
+    """The registry's collectors in registration order (the order generate_latest
+    writes them); the registry itself, as one collector, if its table is not there."""
+    table = getattr(registry, "_collector_to_names", None)
+    if table is None:  # pragma: no cover - another prometheus_client
+        return [registry]
     with registry._lock:
-        return list(registry._collector_to_names)
+        return list(table)
 
 
 def _header(metric: Any) -> str:
