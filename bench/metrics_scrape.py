@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import random
 import resource
@@ -63,6 +64,18 @@ class Ticker:
         self.watching = False
         self.worst = 0.0
         self.worst_cpu = 0.0
+
+        self.collections = 0  # cyclic GC runs while watching
+        self.gc_worst = 0.0
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self.watching:
+            self.collections += 1
+            self.gc_worst = max(self.gc_worst, time.perf_counter() - self._gc_started)
 
     def reset(self) -> None:
         self.watching, self.worst, self.worst_cpu = True, 0.0, 0.0
@@ -149,6 +162,7 @@ async def main() -> None:
             await asyncio.sleep(2.0)  # the same ticker with no scrape: the machine's noise
             ticker.watching, idle = False, ticker.worst
             walls, cpus, stalls, slices = [], [], [], []
+            ticker.collections, ticker.gc_worst = 0, 0.0
             page = b""
             for _ in range(args.scrapes):
                 await asyncio.sleep(0.2)
@@ -183,6 +197,8 @@ async def main() -> None:
           f"{idle * 1e3:.1f}")  # fmt: skip
     print(f"longest CPU slice on the loop during a scrape, ms: max {max(slices) * 1e3:.1f} "
           f"(per scrape: {', '.join(f'{s * 1e3:.1f}' for s in slices)})")  # fmt: skip
+    print(f"cyclic GC runs during the scrapes: {ticker.collections}, "
+          f"longest {ticker.gc_worst * 1e3:.1f} ms")  # fmt: skip
     print(f"peak RSS {rss:.0f} MiB; threads {threading.active_count()}")
 
 
