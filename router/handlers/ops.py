@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
+from router.handlers.scrape import refresh_state_gauges, render
 from router.handlers.state import APP_STATE
-from router.health.status import disabled_keys, route_statuses
 from router.rules.plan import unavailability
 
 
@@ -46,17 +45,11 @@ EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    """Prometheus exposition; route and key gauges are refreshed from health first."""
+    """Prometheus exposition; the gauges of routes that have state are refreshed from
+    health first, and the page is rendered off the event loop (handlers/scrape.py)."""
     state = request.app[APP_STATE].state
-    config, metrics = state.config, state.metrics
-    statuses = await route_statuses(state.health, config.all_routes())
-    for status in statuses:
-        metrics.observe_route(
-            status.route, status.state, status.available_in, status.health.headroom
-        )
-    metrics.observe_keys(
-        disabled_keys(statuses), [(k.name, k.provider) for k in config.keys.values()]
-    )
+    metrics = state.metrics
+    await refresh_state_gauges(metrics, state.health, state.state_store)
     metrics.state_store_degraded.set(1 if state.state_store.degraded() else 0)
-    body = generate_latest(metrics.registry)
+    body = await render(metrics)
     return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})

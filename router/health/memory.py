@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from router.health.store import Block, ScopeState
@@ -96,6 +96,9 @@ class MemoryStore:
         now = self._clock()
         entry = self._entry(scope)
         entry.headroom, entry.headroom_at, entry.headroom_until = headroom, now, now + ttl
+
+    def scopes(self) -> Collection[str]:
+        return self._entries.keys()  # entries are kept once made
 
     async def add(self, counter: str, amount: float, ttl: float) -> float:
         now = self._clock()

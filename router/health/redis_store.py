@@ -25,7 +25,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -219,6 +219,9 @@ class RedisStore:
         # Not in this copy (the probe is this replica's own); the others get a block.
         self._pending.block(scope, self._clock() + seconds, BlockReason.PROBING)
         self._dirty.set()
+
+    def scopes(self) -> Collection[str]:
+        return self._local.scopes()
 
     def degraded(self) -> str | None:
         return self._problem

@@ -9,7 +9,7 @@ Per-process facts (in-flight requests, latency) stay in `health/tracker.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +62,11 @@ class StateStore(Protocol):
         ...
 
     async def put_headroom(self, scope: str, headroom: Headroom, ttl: float) -> None: ...
+
+    def scopes(self) -> Collection[str]:
+        """Every scope this copy holds, or has held, any state for: what a /metrics
+        scrape refreshes (the other routes have said nothing yet)."""
+        ...
 
     async def add(self, counter: str, amount: float, ttl: float) -> float:
         """Add to a running total (spend per period); return the new total."""

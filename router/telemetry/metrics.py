@@ -2,26 +2,49 @@
 
 Label values come only from the config (model, key, route and provider names) or from
 the fixed enums below, so a client sending `model: random-123` cannot create a series.
-Every series a config can produce is created at startup (at zero), so dashboards and
-alert rules never point at a series that does not exist yet.
 
-Route state gauges are not pushed: they are refreshed from the health snapshot when
-`/metrics` is scraped (`observe_routes`), so they are exact at every scrape.
+A series is created when it first has something to say (an attempt with that outcome,
+a failover for that reason, a route that left `available`), so the page grows with
+what happened, not with routes x outcomes x reasons. Created at startup, because an
+alert compares them with zero or needs them as the config's table before any traffic
+(deploy/prometheus/rules.yml, README "Metrics"):
+- `llm_router_requests_total{model, outcome}` for every configured model and outcome
+  (LLMRouterErrorRatioHigh and LLMRouterFailoverRateHigh: `increase()` of a series
+  that appears at 1 would miss that first request);
+- `llm_router_upstream_attempts_total{outcome="ok"}` for every (model, own route): the
+  model <-> route table LLMRouterModelUnavailable joins on;
+- `llm_router_route_state{state="available"}` for every route (that alert's zero).
+The `_created` companions are off for the whole process (`disable_created_metrics` at
+import): they doubled the page and no rule or panel reads them.
+
+Route state gauges are not pushed: `/metrics` refreshes them from health before it
+renders (handlers/scrape.py), for the routes that have state only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
-from router.rules.failures import ACTIONS
+from router.telemetry.exposition import Renderer
 from router.types import BlockReason, Config, FailureClass, Headroom, Key, Route
+
+# Process-wide and at import, so every registry (the app's, a test's) renders without
+# `_created` series; PROMETHEUS_DISABLE_CREATED_SERIES would depend on the environment.
+disable_created_metrics()
 
 UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 # 50 ms to 5 min: LLM calls span first tokens in tens of ms to long generations.
@@ -85,25 +108,138 @@ def route_labels(route: Route) -> tuple[str, str, str]:
     return route.id, route.key.name, route.key.provider
 
 
-@dataclass(slots=True)
+class _Children(dict[Any, Any]):
+    """A map to a metric's children that creates each one on first use."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: Any) -> Any:
+        child = self[key] = self._make(key)
+        return child
+
+
 class RouteSeries:
-    """One (client model, route)'s series, resolved once: `labels()` takes a lock and
-    builds a key on every call, which adds up on the request path. Only pairs where the
-    route is one of the model's own (attempts record the model whose route served)."""
+    """One (client model, route)'s series, resolved once and each created on first use:
+    `labels()` takes a lock and builds a key on every call, which adds up on the request
+    path. Only pairs where the route is one of the model's own (attempts record the
+    model whose route served)."""
 
-    attempts: dict[FailureClass, Any]
-    failovers: dict[FailureClass, Any]
-    upstream_seconds: Any
-    tokens_in: Any
-    tokens_out: Any
-    spend: Any
+    __slots__ = ("_labels", "_metrics", "_provider", "_seconds", "_spend", "_tokens",
+                 "attempts", "failovers")  # fmt: skip
+
+    def __init__(self, metrics: Metrics, model: str, route: Route) -> None:
+        labels = (model, *route_labels(route))
+        self._labels, self._metrics = labels, metrics
+        self.attempts: dict[FailureClass, Any] = _Children(
+            lambda f: metrics.attempts.labels(*labels, ATTEMPT_OUTCOME[f].value)
+        )
+        self.failovers: dict[FailureClass, Any] = _Children(
+            lambda f: metrics.failovers.labels(*labels, f.value)
+        )
+        self._provider = route.key.provider
+        self._seconds: Any = None
+        self._tokens: tuple[Any, Any] | None = None
+        self._spend: Any = None
+
+    @property
+    def upstream_seconds(self) -> Any:
+        if self._seconds is None:
+            self._seconds = self._metrics.upstream_seconds_of(self._labels[0], self._provider)
+        return self._seconds
+
+    @property
+    def tokens_in(self) -> Any:
+        return self._token_pair()[0]
+
+    @property
+    def tokens_out(self) -> Any:
+        return self._token_pair()[1]
+
+    def _token_pair(self) -> tuple[Any, Any]:
+        if self._tokens is None:
+            tokens = self._metrics.tokens
+            self._tokens = (tokens.labels(*self._labels, "input"),
+                            tokens.labels(*self._labels, "output"))  # fmt: skip
+        return self._tokens
+
+    @property
+    def spend(self) -> Any:
+        if self._spend is None:
+            self._spend = self._metrics.spend.labels(*self._labels)
+        return self._spend
+
+
+class ModelSeries:
+    """A client model's series, each created on first use (requests by outcome: at
+    startup for configured models, see the module's docstring)."""
+
+    __slots__ = ("_in_flight", "_metrics", "_model", "_seconds", "requests")
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics, self._model = metrics, model
+        self.requests: dict[RequestOutcome, Any] = _Children(
+            lambda o: metrics.requests.labels(model, o.value)
+        )
+        self._seconds: Any = None
+        self._in_flight: Any = None
+
+    @property
+    def seconds(self) -> Any:
+        if self._seconds is None:
+            self._seconds = self._metrics.request_seconds.labels(self._model)
+        return self._seconds
+
+    @property
+    def in_flight(self) -> Any:
+        if self._in_flight is None:
+            self._in_flight = self._metrics.in_flight.labels(self._model)
+        return self._in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """The config's routes cut in fixed chunks, for a scrape to refresh the gauges of
+    the routes that have state a chunk at a time (handlers/scrape.py). The chunks are
+    the same tuples at every scrape: the health tracker caches its scopes per tuple."""
+
+    chunks: tuple[tuple[Route, ...], ...]
+    chunk_of: Mapping[str, int]  # route id -> index in chunks
+    routes_of_key: Mapping[str, tuple[str, ...]]  # key name -> its route ids
+
+    @classmethod
+    def of(cls, config: Config, size: int) -> RouteTable:
+        routes = config.all_routes()
+        chunks = tuple(routes[i : i + size] for i in range(0, len(routes), size))
+        of_key: dict[str, list[str]] = {}
+        for route in routes:
+            of_key.setdefault(route.key.name, []).append(route.id)
+        return cls(
+            chunks,
+            {route.id: i // size for i, route in enumerate(routes)},
+            {name: tuple(ids) for name, ids in of_key.items()},
+        )
 
 
 @dataclass(slots=True)
-class ModelSeries:
-    requests: dict[RequestOutcome, Any]
-    seconds: Any
-    in_flight: Any
+class _RouteGauges:
+    """The state gauges of one route that has state, and what they last said: a scrape
+    touches a gauge only when its value changed."""
+
+    labels: tuple[str, str, str]
+    states: dict[RouteState, Any]  # the state series created so far
+    state: RouteState = RouteState.AVAILABLE
+    available_in: Any = None  # created when the route is first unavailable
+    available_in_value: float = 0.0
+    headroom: tuple[Any, Any, Any, Any] | None = None  # created with the first report
+    headroom_value: Headroom | None = field(default=None)
+
+
+# Routes per health snapshot at a scrape: about 1 ms of loop time each, then a yield.
+SCRAPE_CHUNK = 64
 
 
 class Metrics:
@@ -111,12 +247,26 @@ class Metrics:
         self.registry = registry
         self._route_series: dict[tuple[str, str], RouteSeries] = {}
         self._model_series: dict[str, ModelSeries] = {}
-        self._ttft_series: dict[tuple[str, str], Any] = {}
+        self._ttft_series: dict[str, Any] = {}
+        self._upstream_series: dict[tuple[str, str], Any] = {}
+        self._route_gauges: dict[str, _RouteGauges] = {}
+        self._key_reason: dict[str, str] = {}  # key -> the reason its series says (1)
+        self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         self._declare_requests(registry)
         self._declare_upstream(registry)
         self._declare_route_state(registry)
         Info("llm_router_build", "Router version.", registry=registry).info({"version": _version()})
+        self.renderer = Renderer(registry, self._labelled())
         self._create_series(config)
+
+    def _labelled(self) -> list[Any]:
+        """The labelled families, which telemetry/exposition.py renders from its caches."""
+        return [
+            self.requests, self.in_flight, self.request_seconds, self.attempts,
+            self.upstream_seconds, self.failovers, self.fallbacks, self.ttft, self.tokens,
+            self.spend, self.route_state, self.route_available_in, self.key_disabled,
+            self.headroom_remaining, self.headroom_limit,
+        ]  # fmt: skip
 
     def _declare_requests(self, r: CollectorRegistry) -> None:
         """Client requests: by outcome, in flight, and how long they took."""
@@ -142,10 +292,13 @@ class Metrics:
             ["model", *_ROUTE, "outcome"],
             registry=r,
         )
+        # Histograms are per model (and provider), not per route: 14 buckets per route
+        # were most of the page at 2,000 routes. Per-route trouble shows in the attempt
+        # and failover counters.
         self.upstream_seconds = Histogram(
             "llm_router_upstream_duration_seconds",
             "Time of one upstream attempt, to the end of its answer (streams included).",
-            list(_ROUTE),
+            ["model", "provider"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -164,7 +317,7 @@ class Metrics:
         self.ttft = Histogram(
             "llm_router_time_to_first_token_seconds",
             "Streams: client request start to the first content event sent.",
-            ["model", "route"],
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -191,7 +344,7 @@ class Metrics:
         )
         self.route_state = Gauge(
             "llm_router_route_state",
-            "1 for the route's current state, 0 for the others.",
+            "1 for the route's current state, 0 for the others it has been in.",
             [*_ROUTE, "state"],
             registry=r,
         )
@@ -221,77 +374,45 @@ class Metrics:
         )
 
     def _create_series(self, config: Config) -> None:
-        for name in (*config.models, UNKNOWN_MODEL):
+        """Only the series an alert needs before any traffic (the module's docstring)."""
+        for name in config.models:
+            requests = self.model_series(name).requests
             for outcome in RequestOutcome:
-                self.requests.labels(name, outcome.value)
+                requests[outcome]  # the lookup creates the series, at 0
         for model in config.models.values():
-            self.in_flight.labels(model.name)
-            self.request_seconds.labels(model.name)
-            for later in model.chain:  # a fallback's routes may serve this model's streams
-                for route in config.models[later].routes:
-                    self.ttft.labels(model.name, route.id)
             for route in model.routes:
-                labels = route_labels(route)
-                for outcome in AttemptOutcome:
-                    self.attempts.labels(model.name, *labels, outcome.value)
-                for failure in FailureClass:
-                    if ACTIONS[failure].fails_over:
-                        self.failovers.labels(model.name, *labels, failure.value)
-                for direction in ("input", "output"):
-                    self.tokens.labels(model.name, *labels, direction)
-                self.spend.labels(model.name, *labels)
-            for later in model.chain[1:]:
-                self.fallbacks.labels(model.name, later)
+                self.route_series(model.name, route).attempts[FailureClass.OK]  # at 0
+        available = RouteState.AVAILABLE.value
         for route in config.all_routes():
-            labels = route_labels(route)
-            self.upstream_seconds.labels(*labels)
-            self.route_available_in.labels(*labels)
-            for dimension in ("requests", "tokens"):
-                self.headroom_remaining.labels(*labels, dimension).set(math.nan)
-                self.headroom_limit.labels(*labels, dimension).set(math.nan)
-        for key in config.keys.values():
-            for reason in DISABLE_REASONS:
-                self.key_disabled.labels(key.name, key.provider, reason)
+            self.route_state.labels(*route_labels(route), available).set(1)
 
     def route_series(self, model: str, route: Route) -> RouteSeries:
         series = self._route_series.get((model, route.id))
         if series is None:
-            labels = route_labels(route)
-            series = self._route_series[(model, route.id)] = RouteSeries(
-                attempts={
-                    f: self.attempts.labels(model, *labels, o.value)
-                    for f, o in ATTEMPT_OUTCOME.items()
-                },
-                failovers={
-                    f: self.failovers.labels(model, *labels, f.value)
-                    for f in FailureClass
-                    if ACTIONS[f].fails_over
-                },
-                upstream_seconds=self.upstream_seconds.labels(*labels),
-                tokens_in=self.tokens.labels(model, *labels, "input"),
-                tokens_out=self.tokens.labels(model, *labels, "output"),
-                spend=self.spend.labels(model, *labels),
+            series = self._route_series[(model, route.id)] = RouteSeries(self, model, route)
+        return series
+
+    def upstream_seconds_of(self, model: str, provider: str) -> Any:
+        series = self._upstream_series.get((model, provider))
+        if series is None:
+            series = self._upstream_series[(model, provider)] = self.upstream_seconds.labels(
+                model, provider
             )
         return series
 
     def ttft_series(self, model: str, route: Route) -> Any:
-        """Kept apart from route_series: a stream of `model` may be served by a fallback's
-        route, and that pair must not create attempt series (the alert rules read those
-        as the table of each model's own routes)."""
-        series = self._ttft_series.get((model, route.id))
+        """Per client model only (`route` is not a label: 14 buckets per route were a
+        large part of the page); a stream of `model` may be served by a fallback's route."""
+        series = self._ttft_series.get(model)
         if series is None:
-            series = self._ttft_series[(model, route.id)] = self.ttft.labels(model, route.id)
+            series = self._ttft_series[model] = self.ttft.labels(model)
         return series
 
     def model_series(self, model: str) -> ModelSeries:
         """`model` is a configured name or UNKNOWN_MODEL, never a client's free text."""
         series = self._model_series.get(model)
         if series is None:
-            series = self._model_series[model] = ModelSeries(
-                requests={o: self.requests.labels(model, o.value) for o in RequestOutcome},
-                seconds=self.request_seconds.labels(model),
-                in_flight=self.in_flight.labels(model),
-            )
+            series = self._model_series[model] = ModelSeries(self, model)
         return series
 
     def observe_route(
@@ -301,35 +422,71 @@ class Metrics:
         available_in: float,
         headroom: Headroom | None,
     ) -> None:
-        labels = route_labels(route)
-        for each in RouteState:
-            self.route_state.labels(*labels, each.value).set(1 if each is state else 0)
-        self.route_available_in.labels(*labels).set(available_in)
-        room = headroom or Headroom()
-        for dimension, remaining, limit in (
-            ("requests", room.remaining_requests, room.limit_requests),
-            ("tokens", room.remaining_tokens, room.limit_tokens),
+        """Set the route's state gauges, creating each when it first has a value to say
+        (a state other than available, a wait, a headroom report); unchanged values are
+        left alone."""
+        gauges = self._route_gauges.get(route.id)
+        if gauges is None:
+            labels = route_labels(route)
+            available = self.route_state.labels(*labels, RouteState.AVAILABLE.value)
+            gauges = self._route_gauges[route.id] = _RouteGauges(
+                labels, {RouteState.AVAILABLE: available}
+            )
+        if state is not gauges.state:
+            now = gauges.states.get(state)
+            if now is None:
+                now = gauges.states[state] = self.route_state.labels(*gauges.labels, state.value)
+            gauges.states[gauges.state].set(0)
+            now.set(1)
+            gauges.state = state
+        if available_in != gauges.available_in_value or (
+            available_in and gauges.available_in is None
         ):
-            self.headroom_remaining.labels(*labels, dimension).set(_or_nan(remaining))
-            self.headroom_limit.labels(*labels, dimension).set(_or_nan(limit))
+            if gauges.available_in is None:
+                gauges.available_in = self.route_available_in.labels(*gauges.labels)
+            gauges.available_in.set(available_in)
+            gauges.available_in_value = available_in
+        if headroom is not None and gauges.headroom is None:
+            labels = gauges.labels
+            gauges.headroom = (
+                self.headroom_remaining.labels(*labels, "requests"),
+                self.headroom_limit.labels(*labels, "requests"),
+                self.headroom_remaining.labels(*labels, "tokens"),
+                self.headroom_limit.labels(*labels, "tokens"),
+            )
+        if gauges.headroom is not None and headroom != gauges.headroom_value:
+            room = headroom or Headroom()
+            values = (room.remaining_requests, room.limit_requests,
+                      room.remaining_tokens, room.limit_tokens)  # fmt: skip
+            for gauge, value in zip(gauges.headroom, values, strict=True):
+                gauge.set(_or_nan(value))
+            gauges.headroom_value = headroom
 
-    def observe_keys(self, disabled: Mapping[str, str], keys: Iterable[tuple[str, str]]) -> None:
-        """`disabled`: key name -> reason for each key out of rotation now."""
-        for name, provider in keys:
-            reason_now = disabled.get(name)
-            for reason in DISABLE_REASONS:
-                self.key_disabled.labels(name, provider, reason).set(
-                    1 if reason == reason_now else 0
-                )
+    def observe_key(self, name: str, provider: str, reason: str | None) -> None:
+        """`reason`: why the key is out of rotation now, None while it is in. A reason's
+        series is created when the key is first out for it, and kept (0) after."""
+        before = self._key_reason.get(name)
+        if reason == before:
+            return
+        if before is not None:
+            self.key_disabled.labels(name, provider, before).set(0)
+        if reason is None:
+            del self._key_reason[name]
+            return
+        self.key_disabled.labels(name, provider, reason).set(1)
+        self._key_reason[name] = reason
 
     def reconfigure(
         self, config: Config, removed: Iterable[Route], removed_keys: Iterable[Key]
     ) -> None:
-        """After a reload: the series of `config` exist (at zero for new routes and
-        models), and the state gauges of removed routes and keys are gone, so no alert
-        reads a route that is no longer there as stuck. Counters keep their history."""
+        """After a reload: the startup series of `config` exist (at zero for new routes
+        and models), the scrape's route table is the new config's, and the state gauges
+        of removed routes and keys are gone, so no alert reads a route that is no longer
+        there as stuck. Counters keep their history."""
         self._create_series(config)
+        self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         for route in removed:
+            self._route_gauges.pop(route.id, None)
             labels = route_labels(route)
             for each in RouteState:
                 _drop(self.route_state, *labels, each.value)
@@ -338,6 +495,7 @@ class Metrics:
                 _drop(self.headroom_remaining, *labels, dimension)
                 _drop(self.headroom_limit, *labels, dimension)
         for key in removed_keys:
+            self._key_reason.pop(key.name, None)
             for reason in DISABLE_REASONS:
                 _drop(self.key_disabled, key.name, key.provider, reason)
 

@@ -23,6 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.config import parse_config
 from router.errors import ConfigError
 from router.sim import Fault, SimKey
+from router.telemetry.metrics import (
+    DISABLE_REASONS,
+    AttemptOutcome,
+    RequestOutcome,
+    RouteState,
+)
+from router.types import FailureClass
 from tests.configs import two_keys_config
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 
@@ -44,7 +51,8 @@ PROMTOOL_SECONDS = 60
 # matching clauses, and label_values(). Quoted strings are blanked before looking for
 # names, so label values and Grafana variables ("$model") are never taken for names.
 # Literal matcher values (state="available", outcome=~"exhausted|failed") are checked
-# too: metrics.py creates every enum value at startup, so each must be on the page.
+# too: each must be on the page or, since metrics.py creates a series when it first has
+# something to say, be one of the values metrics.py can give that label.
 METRIC = re.compile(r"\b(?:llm_router_\w+|process_\w+)")
 SELECTOR = re.compile(r"\b(llm_router_\w+|process_\w+)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|%q)')
@@ -57,6 +65,14 @@ STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 TEMPLATE_QUERY = re.compile(r"`([^`]*)`")
 ALERT_LABEL = re.compile(r"\$labels\.(\w+)")
 RESULT_LABEL = re.compile(r"\.Labels\.(\w+)")
+
+LABEL_VALUES_OF: Mapping[str, set[str]] = {
+    "state": {s.value for s in RouteState},
+    "outcome": {o.value for o in (*RequestOutcome, *AttemptOutcome)},
+    "reason": {str(r) for r in DISABLE_REASONS} | {f.value for f in FailureClass},
+    "direction": {"input", "output"},
+    "dimension": {"requests", "tokens"},
+}
 
 Page = Mapping[str, Mapping[str, set[str]]]  # sample name -> label name -> values seen
 
@@ -106,6 +122,7 @@ def unknown_names(expr: str, page: Page) -> list[str]:
                         f"value {label}={each!r} on {metric}"
                         for each in (value.split("|") if operator == "=~" else [value])
                         if each not in page[metric][label]
+                        and each not in LABEL_VALUES_OF.get(label, set())
                     ]
     for metric, label in LABEL_VALUES.findall(text):
         if metric in page and label not in page[metric]:

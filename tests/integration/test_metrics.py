@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from typing import Any
 
 import aiohttp
 import openai
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim import Fault
+from tests import configs
 from tests.configs import preferring_a, two_keys_config
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, client
 
@@ -31,6 +33,12 @@ class Reader:
     def route(self, name: str, route: str, **labels: str) -> float:
         key = route.split("/")[0]
         return self(name, route=route, key=key, provider="openai", **labels)
+
+    def absent(self, name: str, route: str | None = None, **labels: str) -> bool:
+        """No such series: the combination never happened, so it was never created."""
+        if route is not None:
+            labels |= {"route": route, "key": route.split("/")[0], "provider": "openai"}
+        return self.registry.get_sample_value(name, labels) is None
 
 
 @pytest.fixture
@@ -63,10 +71,15 @@ async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
     attempts = "llm_router_upstream_attempts_total"
     assert read.route(attempts, "a/gpt-4o", model="gpt-4o", outcome="rate_limited") == 1
     assert read.route(attempts, "b/gpt-4o", model="gpt-4o", outcome="ok") == 1
+    # outcome="ok" is there from startup, at 0: the alert rules' model <-> route table
     assert read.route(attempts, "a/gpt-4o", model="gpt-4o", outcome="ok") == 0
+    assert read.absent(attempts, "b/gpt-4o", model="gpt-4o", outcome="rate_limited")
     failovers = "llm_router_failovers_total"
     assert read.route(failovers, "a/gpt-4o", model="gpt-4o", reason="rate_limited") == 1
-    assert read.route("llm_router_upstream_duration_seconds_count", "a/gpt-4o") == 1
+    assert read.absent(failovers, "b/gpt-4o", model="gpt-4o", reason="rate_limited")
+    assert read.absent(failovers, "a/gpt-4o", model="gpt-4o", reason="server_error")
+    upstream = "llm_router_upstream_duration_seconds_count"
+    assert read(upstream, model="gpt-4o", provider="openai") == 2  # both attempts
     assert read("llm_router_request_duration_seconds_count", model="gpt-4o") == 1
     tokens = "llm_router_tokens_total"
     assert read.route(tokens, "b/gpt-4o", model="gpt-4o", direction="input") == (
@@ -75,6 +88,7 @@ async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
     assert read.route(tokens, "b/gpt-4o", model="gpt-4o", direction="output") == (
         completion.usage.completion_tokens
     )
+    assert read.absent(tokens, "a/gpt-4o", model="gpt-4o", direction="output")  # no answer
     assert read("llm_router_requests_in_flight", model="gpt-4o") == 0
 
     await scrape(url)  # route gauges are refreshed at scrape time
@@ -85,6 +99,8 @@ async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
     assert read.route("llm_router_route_available_in_seconds", "a/gpt-4o") == 30
     remaining = "llm_router_route_headroom_remaining"
     assert read.route(remaining, "a/gpt-4o", dimension="requests") == 0  # the 429 said so
+    # b has state too (its answer); it has not been anything but available
+    assert read.absent(state, "b/gpt-4o", state="cooling_down")
 
     clock.advance(30.5)
     await scrape(url)
@@ -119,9 +135,11 @@ async def test_dead_key_shows_disabled_with_its_reason(stack, clock, registry, r
     await client(url).chat.completions.create(model="gpt-4o", messages=HI)
     assert read.route("llm_router_failovers_total", "a/gpt-4o", model="gpt-4o", reason="quota")
     await scrape(url)
-    assert read("llm_router_key_disabled", key="a", provider="openai", reason="quota") == 1
-    assert read("llm_router_key_disabled", key="a", provider="openai", reason="auth") == 0
-    assert read("llm_router_key_disabled", key="b", provider="openai", reason="quota") == 0
+    disabled = "llm_router_key_disabled"
+    assert read(disabled, key="a", provider="openai", reason="quota") == 1
+    # created when a key is first out for a reason
+    assert read.absent(disabled, key="a", provider="openai", reason="auth")
+    assert read.absent(disabled, key="b", provider="openai", reason="quota")
     assert read.route("llm_router_route_state", "a/gpt-4o", state="disabled") == 1
     assert read.route("llm_router_route_available_in_seconds", "a/gpt-4o") == 3600
 
@@ -157,7 +175,7 @@ async def test_streams_count_time_to_first_token_and_usage(stack, registry, read
     )
     usage = [chunk.usage async for chunk in stream if chunk.usage][-1]
     ttft = "llm_router_time_to_first_token_seconds_count"
-    assert read(ttft, model="gpt-4o", route="a/gpt-4o") == 1
+    assert read(ttft, model="gpt-4o") == 1  # per model: buckets per route were most of the page
     # The client has the last byte before the router has done its bookkeeping.
     served = ("llm_router_requests_total", {"model": "gpt-4o", "outcome": "served"})
     async with asyncio.timeout(5):
@@ -178,7 +196,8 @@ async def test_in_flight_counts_a_pending_request(stack, registry, read):
     sim.inject("a", Fault.delay(1.0))
     pending = asyncio.create_task(client(url).chat.completions.create(model="gpt-4o", messages=HI))
     async with asyncio.timeout(5):
-        while read("llm_router_requests_in_flight", model="gpt-4o") != 1:  # noqa: ASYNC110
+        # the gauge appears with the model's first request
+        while registry.get_sample_value("llm_router_requests_in_flight", {"model": "gpt-4o"}) != 1:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     await pending
     assert read("llm_router_requests_in_flight", model="gpt-4o") == 0
@@ -208,3 +227,96 @@ async def test_live_metrics_page_passes_promtool_check_metrics(stack, clock):
     async with asyncio.timeout(30):
         output, _ = await process.communicate(page.encode())
     assert process.returncode == 0, output.decode()
+
+
+async def test_a_series_appears_when_it_first_has_something_to_say(stack, registry, read):
+    """A fresh page holds only what an alert needs before traffic (requests by outcome,
+    the route table of attempts at ok, each route's `available`), never a route x
+    outcome or reason that did not happen, and no `_created` companions."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    url = await stack.router(two_keys_config(sim_url), registry=registry)
+    fresh = await scrape(url)
+    assert "_created" not in fresh
+    assert read("llm_router_requests_total", model="gpt-4o", outcome="failed") == 0
+    attempts = "llm_router_upstream_attempts_total"
+    assert read.route(attempts, "a/gpt-4o", model="gpt-4o", outcome="ok") == 0
+    assert read.route("llm_router_route_state", "b/gpt-4o", state="available") == 1
+    for absent in (
+        "llm_router_failovers_total",
+        "llm_router_tokens_total",
+        "llm_router_upstream_duration_seconds_count",
+        "llm_router_time_to_first_token_seconds_count",
+        "llm_router_route_headroom_remaining",
+        "llm_router_route_available_in_seconds",
+        "llm_router_key_disabled",
+        'outcome="server_error"',
+        'state="cooling_down"',
+    ):
+        assert absent not in samples(fresh), absent
+
+    sim.inject("a", Fault.server_error(500))
+    await client(url).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert read.route(attempts, "c/gpt-4o-mini", model="gpt-4o-mini", outcome="ok") == 1
+    page = await scrape(url)
+    assert "_created" not in page
+    assert read.route("llm_router_tokens_total", "c/gpt-4o-mini", model="gpt-4o-mini",
+                      direction="input") > 0  # fmt: skip
+    # a 500 on a, which gpt-4o-mini does not use: a has said nothing yet
+    on_a = [line.split(" ")[0] for line in samples(page).splitlines() if '"a/gpt-4o"' in line]
+    assert sorted(on_a) == [
+        'llm_router_route_state{key="a",provider="openai",route="a/gpt-4o",state="available"}',
+        'llm_router_upstream_attempts_total{key="a",model="gpt-4o",outcome="ok",provider="openai",'
+        'route="a/gpt-4o"}',
+    ]
+    assert read.absent("llm_router_route_available_in_seconds", "a/gpt-4o")
+
+
+def samples(page: str) -> str:
+    """The page without its HELP and TYPE lines."""
+    return "\n".join(line for line in page.splitlines() if not line.startswith("#"))
+
+
+class TickSpy:
+    """A collector that notes, when the page collects it, how often the loop had run a
+    ticker task by then."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        self.ticks = ticks
+        self.seen: list[int] = []
+
+    def collect(self) -> list[Any]:
+        self.seen.append(self.ticks[0])
+        return []
+
+
+async def test_the_loop_runs_other_tasks_while_a_page_renders(stack, registry):
+    """A scrape must not hold the event loop for the whole render (2.9 s at 2,000 routes
+    before): the page is rendered in parts and the loop runs between them. Collectors
+    registered before and after the router's own see a ticker task advance in between.
+    bench/metrics_scrape.py measures the stall itself."""
+    ticks = [0]
+    first = TickSpy(ticks)
+    registry.register(first)
+    # 300 routes no request will use (nothing listens on port 9): 300 startup series
+    # each for attempts and route state, more than a part of the page holds
+    models = {f"m{i:03d}": configs.model(configs.route("a", f"m{i:03d}")) for i in range(300)}
+    config = configs.routes_yaml(
+        keys=[configs.key("a", "http://127.0.0.1:9/v1", api_key="sk-a")], models=models
+    )
+    url = await stack.router(config, registry=registry)
+    last = TickSpy(ticks)
+    registry.register(last)
+
+    async def tick() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        page = await scrape(url)
+    finally:
+        ticker.cancel()
+    assert 'route="a/m299"' in page
+    assert len(first.seen) == len(last.seen) == 1
+    assert last.seen[0] > first.seen[0]  # the loop ran the ticker mid-render

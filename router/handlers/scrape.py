@@ -1,0 +1,63 @@
+"""The /metrics page: refresh the state gauges of the routes that have state, then
+render the page a part at a time, yielding to the event loop between parts.
+
+Cost scales with what happened, not with the config: a route no attempt, block or
+headroom report ever touched (in this process or, through a shared store, another)
+has no state scope, is available, and its gauges are not visited. The routes that do
+have state are read from health a fixed chunk at a time, and the page is rendered in
+parts of a few hundred series (telemetry/exposition.py), so no piece of a scrape holds
+the loop for more than a few milliseconds: requests and streams in flight keep going.
+(Rendering in a worker thread was measured too: GIL hand-offs between the render
+thread and the loop stalled requests 10-30 ms on a busy 2-core machine, the parts
+3-5 ms; bench/metrics_scrape.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from router.health.status import disabled_keys, route_statuses
+from router.health.store import StateStore
+from router.health.tracker import HealthTracker
+from router.telemetry.metrics import Metrics
+
+
+async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: StateStore) -> None:
+    table = metrics.routes
+    stateful = _stateful_routes(metrics, store)
+    for index in sorted({table.chunk_of[route_id] for route_id in stateful}):
+        statuses = await route_statuses(health, table.chunks[index])
+        for status in statuses:
+            if status.route.id in stateful:
+                metrics.observe_route(
+                    status.route, status.state, status.available_in, status.health.headroom
+                )
+        disabled = disabled_keys(statuses)
+        for key in {s.route.key for s in statuses if s.route.id in stateful}:
+            reason = disabled.get(key.name)
+            metrics.observe_key(key.name, key.provider, None if reason is None else reason.value)
+        await asyncio.sleep(0)  # let requests in flight run between chunks
+
+
+def _stateful_routes(metrics: Metrics, store: StateStore) -> set[str]:
+    """Route ids whose route or key scope has state (tracker.route_scope, key_scope)."""
+    table = metrics.routes
+    stateful: set[str] = set()
+    for scope in store.scopes():
+        kind, _, name = scope.partition(":")
+        if kind == "route":
+            if name in table.chunk_of:  # not a route of an earlier config
+                stateful.add(name)
+        elif kind == "key":
+            stateful.update(table.routes_of_key.get(name, ()))
+    return stateful
+
+
+async def render(metrics: Metrics) -> bytes:
+    """The exposition text (telemetry/exposition.py), a part at a time, letting the
+    loop run requests between parts."""
+    parts = []
+    for part in metrics.renderer.parts():
+        parts.append(part)
+        await asyncio.sleep(0)
+    return b"".join(parts)
