@@ -217,3 +217,38 @@ async def test_a_deep_anthropic_error_event_fails_over(stack, before):
             assert response.status == 200
             assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
             assert (await response.read()).rstrip().endswith(b'{"type":"message_stop"}')
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_translated_route_follows_no_redirect_with_its_key(stack, stream):
+    """An OpenAI client on an Anthropic key goes through litellm, whose own HTTP clients
+    follow redirects: the key would travel to wherever the Location points. The route
+    is misconfigured; the request fails over and the redirect target hears nothing."""
+    reached: list[dict[str, str]] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        reached.append(dict(request.headers))
+        return web.json_response({"error": {"type": "not_found_error", "message": "no"}})
+
+    async with raw_upstream("/v1/messages", elsewhere) as target:
+
+        async def redirect(request: web.Request) -> web.Response:
+            await request.read()
+            raise web.HTTPTemporaryRedirect(f"{target}/v1/messages")
+
+        async with raw_upstream("/v1/messages", redirect) as bad:
+            _, sim_url = await stack.sim(SIM_A)
+            config = routes_yaml(
+                keys=[
+                    key("bad", bad, api_key="sk-ant-bad-0000000001", provider="anthropic"),
+                    sim_key(SIM_A, sim_url),
+                ],
+                models={
+                    "m": model(route("bad", "claude-sonnet-4-5"), route("a", "gpt-4o", priority=2))
+                },
+            )
+            url = await stack.router(config)
+            status, headers, body = await chat(url, stream=stream)
+    assert status == 200, body[:300]
+    assert headers["x-router-route"] == "a/gpt-4o"
+    assert reached == []

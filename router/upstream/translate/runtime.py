@@ -46,8 +46,31 @@ def _import() -> ModuleType:
             # and there are none, at the cost of a deep copy of every request.)
             litellm.disable_streaming_logging = True
             _quiet_own_handlers()
+            _follow_no_redirects()
             _litellm = litellm
         return _litellm
+
+
+def _follow_no_redirects() -> None:
+    """litellm's HTTP clients (AsyncHTTPHandler, which its Anthropic and Gemini handlers
+    use) follow redirects by default, and would carry the key to wherever a misconfigured
+    or hostile base URL points. The router's own client never follows one: a redirect
+    must come back as the provider's answer, so the route fails over (README "How it
+    chooses and fails over"). Set before litellm makes its first client; a caller that
+    asks for redirects by name still gets them."""
+    from litellm.llms.custom_httpx import http_handler
+
+    handler = http_handler.AsyncHTTPHandler
+    original = handler.__init__
+    if getattr(original, "_router_no_redirects", False):
+        return
+
+    @functools.wraps(original)
+    def init(self: object, *args: object, follow_redirects: bool = False, **kwargs: object) -> None:
+        original(self, *args, follow_redirects=follow_redirects, **kwargs)  # type: ignore[arg-type]
+
+    init._router_no_redirects = True  # type: ignore[attr-defined]
+    handler.__init__ = init  # type: ignore[method-assign]
 
 
 def _quiet_own_handlers() -> None:
