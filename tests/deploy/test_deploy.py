@@ -42,6 +42,7 @@ FAKE_ENV = {
     "OPENAI_API_KEY": "sk-fake-openai-000001",
     "OPENAI_API_KEY_2": "sk-fake-openai-000002",
     "GROQ_API_KEY": "gsk_fake-groq-000003",
+    "REDIS_URL": "redis://redis.example:6379/0",
 }
 PROMTOOL_SECONDS = 60
 
@@ -509,7 +510,9 @@ def test_compose_prometheus_scrapes_the_router_and_loads_the_rules():
     assert services["router"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
     assert "./routes.example.yaml:/etc/llm-router/routes.yaml:ro" in services["router"]["volumes"]
     assert services["router"]["env_file"] == ".env"
-    assert all(port.startswith("127.0.0.1:") for s in services.values() for port in s["ports"])
+    assert all(
+        port.startswith("127.0.0.1:") for s in services.values() for port in s.get("ports", [])
+    )
 
     mounts = dict(volume.split(":")[:2] for volume in services["prometheus"]["volumes"])
     assert mounts["./prometheus/rules.yml"] == "/etc/prometheus/rules.yml"
@@ -530,6 +533,24 @@ def test_compose_prometheus_scrapes_the_router_and_loads_the_rules():
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_compose_replicas_profile_runs_two_routers_sharing_one_redis():
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    replicas = [services["replica-a"], services["replica-b"]]
+    assert services["redis"]["profiles"] == ["replicas"] and "ports" not in services["redis"]
+    for replica in replicas:
+        assert replica["profiles"] == ["replicas"] and replica["depends_on"] == ["redis"]
+        assert "./routes.replicas.yaml:/etc/llm-router/routes.yaml:ro" in replica["volumes"]
+    assert {replica["ports"][0] for replica in replicas} == {
+        "127.0.0.1:4001:4000",
+        "127.0.0.1:4002:4000",
+    }
+    environ = {k: v for k, v in FAKE_ENV.items() if k != "REDIS_URL"}  # the default applies
+    text = (DEPLOY / "routes.replicas.yaml").read_text()
+    state = parse_config(text, source="routes.yaml", environ=environ).state
+    assert (state.backend, state.url) == ("redis", "redis://redis:6379/0")
+    assert "redis" in (DEPLOY / "Dockerfile").read_text().split("pip install", 1)[1].split("\n")[0]
 
 
 def test_dockerfile_runs_the_cli_as_non_root_with_the_mounted_config():
@@ -567,6 +588,7 @@ def test_dockerfile_runs_the_cli_as_non_root_with_the_mounted_config():
     "routes_text",
     [
         pytest.param((DEPLOY / "routes.example.yaml").read_text(), id="compose-routes-example"),
+        pytest.param((DEPLOY / "routes.replicas.yaml").read_text(), id="compose-replicas"),
         pytest.param(
             yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())["data"]["routes.yaml"],
             id="kubernetes-configmap",
