@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from router.health.memory import MemoryStore
+from router.health.redis_writes import BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
 from router.health.store import ScopeState
 from router.types import BlockReason, Headroom
 
@@ -54,86 +55,6 @@ RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
 
-# KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
-_BLOCK = """
-local ttl = tonumber(ARGV[2])
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-  return 1
-end
-return 0
-"""
-# KEYS[1] block key; ARGV reason. Only a block for that reason ends.
-_LIFT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# KEYS[1] total; ARGV amount, ms, channel, node, name. Atomic across replicas; the
-# period's TTL is set once. The message carries the new sum, not the amount: every
-# replica keeps the largest sum it has seen, which is never more than the true one.
-_SPEND = """
-local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', ARGV[3], cjson.encode({op = 'spend', from = ARGV[4], total = ARGV[5],
-  value = total, ms = tonumber(ARGV[2])}))
-return total
-"""
-# KEYS[1] total; ARGV total, ms. After an outage: at least what this replica counted.
-_RAISE = """
-if (tonumber(redis.call('GET', KEYS[1])) or 0) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-return 0
-"""
-
-
-def _ms(seconds: float) -> int:
-    return max(int(seconds * 1000), 1)
-
-
-class _Pending:
-    """Writes waiting for Redis, coalesced: one entry per scope or total."""
-
-    __slots__ = ("blocks", "headroom", "lifts", "spend")
-
-    def __init__(self) -> None:
-        self.blocks: dict[str, tuple[float, BlockReason]] = {}  # scope -> (deadline, reason)
-        self.lifts: dict[str, BlockReason] = {}
-        self.headroom: dict[str, tuple[Headroom, float]] = {}  # scope -> (it, deadline)
-        self.spend: dict[str, tuple[float, float]] = {}  # total -> (amount, deadline)
-
-    def __bool__(self) -> bool:
-        return bool(self.blocks or self.lifts or self.headroom or self.spend)
-
-    def block(self, scope: str, deadline: float, reason: BlockReason) -> None:
-        self.lifts.pop(scope, None)
-        current = self.blocks.get(scope)
-        if current is None or current[0] < deadline:
-            self.blocks[scope] = (deadline, reason)
-
-    def lift(self, scope: str, reason: BlockReason) -> None:
-        current = self.blocks.get(scope)
-        if current is not None and current[1] is reason:
-            del self.blocks[scope]
-        self.lifts[scope] = reason
-
-    def add(self, total: str, amount: float, deadline: float) -> None:
-        before, _ = self.spend.get(total, (0.0, 0.0))
-        self.spend[total] = (before + amount, deadline)
-
-    def merge(self, earlier: _Pending) -> None:
-        """Put back a batch that did not reach Redis, under what came since."""
-        for scope, (deadline, reason) in earlier.blocks.items():
-            if scope not in self.lifts:
-                self.block(scope, deadline, reason)
-        for scope, reason in earlier.lifts.items():
-            if scope not in self.blocks:
-                self.lifts[scope] = reason
-        for scope, value in earlier.headroom.items():
-            self.headroom.setdefault(scope, value)
-        for total, (amount, deadline) in earlier.spend.items():
-            self.add(total, amount, deadline)
-
 
 class RedisStore:
     """A `StateStore` whose copy is local and whose writes go through to Redis."""
@@ -150,7 +71,7 @@ class RedisStore:
         self._channel = f"{prefix}:events"
         self._node = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._clock = clock
-        self._pending = _Pending()
+        self._pending = PendingWrites()
         self._dirty = asyncio.Event()
         self._problem: str | None = None
         self._resync = True  # push the local copy at the next good write (first: nothing)
@@ -164,10 +85,10 @@ class RedisStore:
             max_connections=8,
         )
         self._redis = aioredis.Redis(connection_pool=ConnectionPool(**options))
-        self._block_script = self._redis.register_script(_BLOCK)
-        self._lift_script = self._redis.register_script(_LIFT)
-        self._spend_script = self._redis.register_script(_SPEND)
-        self._raise_script = self._redis.register_script(_RAISE)
+        self._block_script = self._redis.register_script(BLOCK)
+        self._lift_script = self._redis.register_script(LIFT)
+        self._spend_script = self._redis.register_script(SPEND)
+        self._raise_script = self._redis.register_script(RAISE)
 
     def start(self) -> None:
         for name, work in (
@@ -245,8 +166,8 @@ class RedisStore:
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
 
-    def _take(self) -> _Pending:
-        batch, self._pending = self._pending, _Pending()
+    def _take(self) -> PendingWrites:
+        batch, self._pending = self._pending, PendingWrites()
         return batch
 
     async def _write_forever(self) -> None:
@@ -274,7 +195,7 @@ class RedisStore:
             self._resync = False
             self._recover()
 
-    def _push_local(self, batch: _Pending) -> None:
+    def _push_local(self, batch: PendingWrites) -> None:
         """This replica's live copy, for a Redis that may have lost it."""
         now = self._clock()
         live = self._local.live()
@@ -284,7 +205,7 @@ class RedisStore:
             batch.headroom.setdefault(scope, (headroom, now + left))
         self._raise_totals = live.totals
 
-    async def _flush(self, batch: _Pending) -> None:
+    async def _flush(self, batch: PendingWrites) -> None:
         now = self._clock()
         publish: list[dict[str, Any]] = []
         spent: list[tuple[str, float, int]] = []  # total, deadline, its answer's place
@@ -292,7 +213,7 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for scope, (deadline, reason) in batch.blocks.items():
                 if deadline > now:
-                    ms = _ms(deadline - now)
+                    ms = to_ms(deadline - now)
                     key = self._key("block", scope)
                     await self._block_script(keys=[key], args=[reason.value, ms], client=pipe)
                     queued += 1
@@ -304,13 +225,13 @@ class RedisStore:
                 publish.append({"op": "lift", "scope": scope, "reason": reason})
             for scope, (headroom, deadline) in batch.headroom.items():
                 if deadline > now:
-                    ms = _ms(deadline - now)
+                    ms = to_ms(deadline - now)
                     value = json.dumps(asdict(headroom))
                     pipe.set(self._key("headroom", scope), value, px=ms)
                     queued += 1
                     publish.append({"op": "headroom", "scope": scope, "value": value, "ms": ms})
             for total, (amount, deadline) in batch.spend.items():
-                ms = _ms(deadline - now)
+                ms = to_ms(deadline - now)
                 key = self._key("total", total)
                 args = [repr(amount), ms, self._channel, self._node, total]
                 await self._spend_script(keys=[key], args=args, client=pipe)  # publishes too
@@ -318,7 +239,7 @@ class RedisStore:
                 queued += 1
             for total, value, left in self._raise_totals:
                 key = self._key("total", total)
-                await self._raise_script(keys=[key], args=[repr(value), _ms(left)], client=pipe)
+                await self._raise_script(keys=[key], args=[repr(value), to_ms(left)], client=pipe)
             for message in publish:
                 pipe.publish(self._channel, json.dumps({"from": self._node, **message}))
             if self._problem is not None:
