@@ -3,7 +3,8 @@
 The handler commits (`prepare()`) once the first content event is in hand; from then
 on nothing fails over. An upstream failure ends the stream with an error event in the
 client's dialect, never a fake terminator (provider-signals.md §9.3). Bytes are
-forwarded as they arrive, untouched; the stream's watch only reads them.
+forwarded as they arrive, event by event (an unfinished event waits for its end), and
+otherwise untouched but for redaction; the stream's watch reads them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ async def _pipe(
             # the end of the response in one write, not two.
             await client.write_eof(out + redaction.clean(watch.rest()))
             watch.delivered = True
-            break
+            return watch.end(watch.error) if watch.error is not None else watch.end()
         if out:
             await client.write(out)
         if watch.done:

@@ -496,3 +496,15 @@ async def test_a_write_that_finds_the_client_gone_is_logged_as_gone_not_served(
             finished.set()
     event = request_event(logs)
     assert (event["status"], event["outcome"], event["stream"]) == (499, "cancelled", "client_gone")
+
+
+async def test_bytes_after_the_terminator_in_the_last_read_end_the_stream_once(stack, logs):
+    """The terminator and a stray unfinished event arrive with the end of the body: they
+    go out with the end of the response, once, and the stream is served."""
+    stray = b'data: {"choices":'
+    async with raw_upstream("/v1/chat/completions", sse_upstream(ROLE + TEXT + DONE + stray)) as up:
+        url = await stack.router(one_route(up))
+        raw = await raw_stream(url)
+    assert chunked_body(raw) == ROLE + TEXT + DONE + stray
+    event = request_event(logs)
+    assert (event["status"], event["outcome"]) == (200, "served")
