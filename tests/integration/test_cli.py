@@ -246,3 +246,16 @@ async def test_schema_prints_the_shipped_json_schema():
     shipped = (REPO / "router" / "config" / "routes.schema.json").read_text(encoding="utf-8")
     assert json.loads(out) == json.loads(shipped)
     assert json.loads(out)["required"] == ["keys", "models"]
+
+
+async def test_check_names_a_tab_and_a_near_key_name(tmp_path):
+    text = (REPO / "routes.yaml").read_text(encoding="utf-8")
+    tabbed = tmp_path / "tabbed.yaml"
+    tabbed.write_text(text.replace("\n  port:", "\n\tport:", 1), encoding="utf-8")
+    code, _, err = await run("check", str(tabbed))
+    assert code == 1 and "a tab character: YAML indents with spaces only" in err
+
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text(text.replace("{key: openai-backup", "{key: openai-bakup"), "utf-8")
+    code, _, err = await run("check", str(misspelt))
+    assert code == 1 and "unknown key 'openai-bakup' (did you mean 'openai-backup'?)" in err
