@@ -167,3 +167,9 @@ def test_the_loader_and_the_schema_both_accept(change: Change):
     document = _changed(change)
     assert _loads(document)
     assert schema_errors(document) == []
+
+
+def test_the_example_routes_yaml_names_the_schema_for_editors():
+    first = (REPO / "routes.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema=")
+    assert (REPO / first.split("=", 1)[1]).read_text(encoding="utf-8") == render_schema()
