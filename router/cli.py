@@ -1,4 +1,4 @@
-"""`llm-router serve | check | demo` (also `python -m router ...`)."""
+"""`llm-router serve | check | schema | demo` (also `python -m router ...`)."""
 
 from __future__ import annotations
 
@@ -17,20 +17,56 @@ from router.telemetry.logs import configure_logging
 from router.wire.redact import config_secrets
 
 DEFAULT_CONFIG = os.environ.get("LLM_ROUTER_CONFIG", "routes.yaml")
+_DEFAULT_SAID = (
+    f"default: $LLM_ROUTER_CONFIG, else routes.yaml; now {DEFAULT_CONFIG}"
+    if "LLM_ROUTER_CONFIG" in os.environ
+    else "default: routes.yaml, or $LLM_ROUTER_CONFIG when set"
+)
+
+
+class _PrintVersion(argparse.Action):
+    """`--version`, looked up only when asked: scanning the installed distributions
+    takes a fifth of a second, which every other command should not pay."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    """The installed distribution's version, whatever the distribution is named."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    for name in [*packages_distributions().get("router", []), "llm-router"]:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-router", description=__doc__)
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the router")
-    serve.add_argument("--config", default=DEFAULT_CONFIG, help="routes.yaml path")
+    serve.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"routes.yaml path ({_DEFAULT_SAID})"
+    )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     _logging_args(serve)
 
     check = commands.add_parser("check", help="validate a config and print its route table")
-    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("config", nargs="?", help=f"routes.yaml path ({_DEFAULT_SAID})")
+
+    commands.add_parser(
+        "schema", help="print routes.yaml's JSON Schema, for editors (YAML language server)"
+    )
 
     demo = commands.add_parser("demo", help="run on simulated providers; no keys needed")
     demo.add_argument("--port", type=int, default=4000)
@@ -78,8 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
-            config = load_config(args.config)
-            print(format_route_table(config))
+            return _check(args.config)
+        if args.command == "schema":
+            from router.config.schema import shipped_schema
+
+            sys.stdout.write(shipped_schema())
             return 0
         if args.command == "serve":
             config = load_config(args.config)
@@ -102,6 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _check(path: str | None) -> int:
+    if path is None:
+        # Said first, so an error about a file the user did not name is not a puzzle.
+        origin = "$LLM_ROUTER_CONFIG" if "LLM_ROUTER_CONFIG" in os.environ else "the default"
+        print(f"checking {DEFAULT_CONFIG} ({origin}; pass a path to check another file)")
+    config = load_config(path or DEFAULT_CONFIG)
+    print(format_route_table(config))
+    return 0
 
 
 if __name__ == "__main__":

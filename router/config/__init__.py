@@ -57,6 +57,8 @@ _KEY_FIELDS = (
     "stream_usage",
     "proxy",
 )
+_STATE_FIELDS = ("backend", "url", "prefix", "snapshot")
+_STATE_BACKENDS = ("memory", "redis")
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
@@ -351,9 +353,9 @@ def _stream_usage(at: Field | None, provider: str) -> bool:
 
 
 def _state(at: Field) -> StateSettings:
-    found = at.fields(("backend", "url", "prefix", "snapshot"))
+    found = at.fields(_STATE_FIELDS)
     backend = found["backend"].string() if "backend" in found else "memory"
-    if backend not in ("memory", "redis"):
+    if backend not in _STATE_BACKENDS:
         raise found["backend"].error(f"must be memory or redis, got {backend!r}")
     if backend == "memory":
         for name in ("url", "prefix"):

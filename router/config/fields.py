@@ -85,18 +85,36 @@ class Field:
     def fields(self, allowed: Collection[str], required: Collection[str] = ()) -> dict[str, Field]:
         """A mapping of known fields. An optional field given as null counts as absent."""
         found: dict[str, Field] = {}
+        empty: list[Field] = []
+        previous: tuple[str, Field] | None = None
         for name, key, value in self._pairs():
             if name not in allowed:
                 where = self._child(self.path, key, key.start_mark.line + 1)
-                raise where.error(f"unknown field '{name}'{suggestion(name, allowed)}")
+                hint = suggestion(name, allowed) or _indent_hint(previous)
+                raise where.error(f"unknown field '{name}'{hint}")
             if not value.is_null:
                 found[name] = value
             elif name in required:
-                raise value.error("needs a value")
+                empty.append(value)  # said after unknown fields: they may be its contents
+            previous = (name, value)
+        if empty:
+            raise empty[0].error("needs a value")
         for name in required:
             if name not in found:
-                raise self.error(f"missing required field '{name}'")
+                raise self.error(f"missing required field '{name}'{self._nested_hint(name)}")
         return found
+
+    def _nested_hint(self, name: str) -> str:
+        """A required section found one level down: indented too far."""
+        for _, _, value in self._pairs():
+            if isinstance(value.node, yaml.MappingNode):
+                for key, _ in value.node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == name:
+                        return (
+                            f" (line {key.start_mark.line + 1} has '{name}:' indented under "
+                            f"'{value.path}:'; indent it less)"
+                        )
+        return ""
 
     def items(self) -> list[Field]:
         if not isinstance(self.node, yaml.SequenceNode):
@@ -186,7 +204,9 @@ class Field:
 
     def _pairs(self) -> list[tuple[str, yaml.Node, Field]]:
         if not isinstance(self.node, yaml.MappingNode):
-            raise self.error(f"expected a mapping, got {_describe(self.node)}")
+            # Nothing where a mapping belongs: most often its fields are not indented under it.
+            hint = "; indent its fields under it" if self.is_null else ""
+            raise self.error(f"expected a mapping, got {_describe(self.node)}{hint}")
         first_line: dict[str, int] = {}
         pairs: list[tuple[str, yaml.Node, Field]] = []
         for key, value in self.node.value:
@@ -216,7 +236,7 @@ def read_document(text: str, *, source: str, environ: Mapping[str, str]) -> Fiel
     except yaml.MarkedYAMLError as exc:
         # Only problem, context and line are kept: str(exc) quotes the offending line,
         # which may hold a key, so the original is not chained either (`from None`).
-        raise ConfigError(f"{name}{_syntax_error(exc)}") from None
+        raise ConfigError(f"{name}{_syntax_error(exc)}{_syntax_hint(exc, text)}") from None
     except yaml.YAMLError as exc:
         position = getattr(exc, "position", None)
         where = f" at character {position}" if position is not None else ""
@@ -241,6 +261,27 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> str:
         parts.append(exc.problem)
     line = f":{mark.line + 1}" if mark is not None else ""
     return f"{line}: YAML syntax error: {', '.join(parts) or 'invalid YAML'}"
+
+
+def _indent_hint(previous: tuple[str, Field] | None) -> str:
+    if previous is None or not previous[1].is_null:
+        return ""
+    return f" (is it meant to be indented under '{previous[0]}:', which has no value?)"
+
+
+def _syntax_hint(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """What the usual causes of pyyaml's least readable errors look like to a person.
+
+    Only the line's shape is looked at; it is never quoted (it may hold a key)."""
+    problem = exc.problem or ""
+    if "'\\t'" in problem or "tab" in problem:
+        return "; a tab character: YAML indents with spaces only"
+    mark = exc.problem_mark
+    if mark is not None and "flow" in (exc.context or ""):
+        lines = text.splitlines()
+        if mark.line < len(lines) and "${" in lines[mark.line]:
+            return '; inside [ ] or { }, quote a variable reference: "${VAR}"'
+    return ""
 
 
 def _describe(node: yaml.Node) -> str:

@@ -12,7 +12,7 @@ from statistics import fmean
 from types import MappingProxyType
 
 from router.config import catalog
-from router.config.fields import Field
+from router.config.fields import Field, suggestion
 from router.types import Budget, Key, ModelSpec, Operation, Price, Route, SkippedKey
 from router.upstream.translate import can_serve
 
@@ -106,7 +106,8 @@ def _routes(
         found = entry.fields(_ROUTE_FIELDS, required=("key", "model"))
         key_name = found["key"].string()
         if key_name not in keys and key_name not in skipped:
-            raise found["key"].error(f"unknown key '{key_name}'")
+            hint = suggestion(key_name, [*keys, *skipped])
+            raise found["key"].error(f"unknown key '{key_name}'{hint}")
         model = found["model"].string()
         if not model:
             raise found["model"].error("must not be empty")
@@ -173,7 +174,7 @@ def _model_list(at: Field, name: str, models: Collection[str]) -> tuple[str, ...
     for entry in at.items():
         target = entry.string()
         if target not in models:
-            raise entry.error(f"unknown model '{target}'")
+            raise entry.error(f"unknown model '{target}'{suggestion(target, models)}")
         if target in chosen:
             raise entry.error(f"'{target}' is listed twice")
         chosen.append(target)  # a model naming itself is reported as a cycle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import json
 import os
 import re
@@ -214,3 +215,47 @@ async def test_sighup_reloads_the_config_while_a_stream_is_in_flight(stack, tmp_
         assert await router.exit_code() == 0
     logged = json.dumps(router.events)
     assert SIM_A.api_key not in logged
+
+
+async def test_version_is_the_installed_distributions():
+    code, out, _ = await run("--version")
+    assert code == 0
+    assert out == f"llm-router {importlib.metadata.version('llm-router')}\n"
+
+
+async def test_check_says_which_file_it_checks_by_default(tmp_path):
+    code, out, _ = await run("check")
+    assert code == 0
+    assert out.startswith("checking routes.yaml (the default; pass a path")
+    assert "config  routes.yaml" in out
+
+    chosen = tmp_path / "mine.yaml"
+    chosen.write_text((REPO / "routes.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    code, out, _ = await run("check", env={**ENV, "LLM_ROUTER_CONFIG": str(chosen)})
+    assert code == 0
+    assert out.startswith(f"checking {chosen} ($LLM_ROUTER_CONFIG;")
+    assert f"config  {chosen}" in out
+
+    code, out, _ = await run("check", "routes.yaml", env={**ENV, "LLM_ROUTER_CONFIG": "gone"})
+    assert code == 0 and "checking" not in out  # a path given is the path checked
+
+
+async def test_schema_prints_the_shipped_json_schema():
+    code, out, _ = await run("schema")
+    assert code == 0
+    shipped = (REPO / "router" / "config" / "routes.schema.json").read_text(encoding="utf-8")
+    assert json.loads(out) == json.loads(shipped)
+    assert json.loads(out)["required"] == ["keys", "models"]
+
+
+async def test_check_names_a_tab_and_a_near_key_name(tmp_path):
+    text = (REPO / "routes.yaml").read_text(encoding="utf-8")
+    tabbed = tmp_path / "tabbed.yaml"
+    tabbed.write_text(text.replace("\n  port:", "\n\tport:", 1), encoding="utf-8")
+    code, _, err = await run("check", str(tabbed))
+    assert code == 1 and "a tab character: YAML indents with spaces only" in err
+
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text(text.replace("{key: openai-backup", "{key: openai-bakup"), "utf-8")
+    code, _, err = await run("check", str(misspelt))
+    assert code == 1 and "unknown key 'openai-bakup' (did you mean 'openai-backup'?)" in err

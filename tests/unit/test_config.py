@@ -205,7 +205,8 @@ def test_errors_name_the_file_the_line_and_the_field(text: str, message: str | N
 def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
     text = EXAMPLE.replace("{key: openai-backup", "{key: openai-bakup")
     assert error_of(text) == (
-        "routes.yaml:19: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'"
+        "routes.yaml:19: models.gpt-4o.routes[1].key: unknown key 'openai-bakup' "
+        "(did you mean 'openai-backup'?)"
     )
 
 
