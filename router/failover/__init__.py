@@ -104,13 +104,14 @@ class Failover:
         waited = 0.0
         ticket: Ticket | None = None
         seq = -1
+        holding_since: float | None = None  # set while held: a cancelled wait counts too
         try:
             if max_wait > 0 and self._room.busy(model.name):
                 # Earlier requests wait for this model: behind them, not past them.
                 seq = self._room.arrival()
-                bound = min(max_wait, deadline - started)
-                ticket = await self._hold(model.name, seq, 0.0, bound)
-                waited = loop.time() - started
+                holding_since = started
+                ticket = await self._hold(model.name, seq, 0.0, min(max_wait, deadline - started))
+                waited, holding_since = loop.time() - started, None
             while True:
                 walk = _Walk(prompt, attempts, first=len(attempts), fallen_back=fallen_back,
                              ticket=ticket)  # fmt: skip
@@ -128,14 +129,17 @@ class Failover:
                         raise  # longer than the request may wait: 429 at once
                     if seq < 0:
                         seq = self._room.arrival()
+                    holding_since = now
                     ticket = await self._hold(model.name, seq, wait, bound)
-                    waited += loop.time() - now
+                    waited, holding_since = waited + loop.time() - now, None
                     if ticket is None:
                         raise  # the room is full, or the line took too long
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
             exc.waited = waited
             raise
         finally:
+            if holding_since is not None:  # the client left while waiting
+                waited += loop.time() - holding_since
             if waited > 0:
                 self._metrics.waits.labels(model.name).inc()
                 self._metrics.wait_seconds.labels(model.name).observe(waited)

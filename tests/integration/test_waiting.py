@@ -141,7 +141,7 @@ async def test_waiting_requests_are_served_in_arrival_order(stack):
 
 async def test_a_client_that_leaves_while_waiting_leaves_the_line(stack):
     sim, sim_url = await stack.sim(SIM_A)
-    url = await stack.router(one_key(sim_url))
+    url = await stack.router(one_key(sim_url, max_wait=5))
     sim.inject("a", Fault.rate_limit(retry_after=1.0))
     first = asyncio.create_task(send(url, "first"))
     await until_waiting(url, 1)
@@ -154,3 +154,7 @@ async def test_a_client_that_leaves_while_waiting_leaves_the_line(stack):
     assert (await second)[0] == 200  # the head left: the next waiter went
     assert users(sim) == ["first", "second"]
     await until_waiting(url, 0)
+    assert await metric(url, "llm_router_waits_total") == 2  # the one that left counts too
+    # Nothing of the one that left stays in the line: a newcomer goes straight through.
+    assert (await send(url, "third"))[0] == 200
+    assert await metric(url, "llm_router_waits_total") == 2
