@@ -132,8 +132,9 @@ class Failover:
                     holding_since = now
                     ticket = await self._hold(model.name, seq, wait, bound)
                     waited, holding_since = waited + loop.time() - now, None
-                    if ticket is None:
-                        raise  # the room is full, or the line took too long
+                    if ticket is None:  # the room is full, or the line took too long
+                        exc.retry_after = max(0.0, wait - (loop.time() - now))
+                        raise
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
             exc.waited = waited
             raise
