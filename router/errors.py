@@ -53,6 +53,7 @@ class RouterError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    waited: float = 0.0  # seconds the request was held for capacity (failover.max_wait)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

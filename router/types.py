@@ -130,6 +130,7 @@ class ModelSpec:
     context_fallback: tuple[str, ...] = ()  # where a prompt too long for every route goes
     budget: Budget | None = None
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
+    max_wait: float | None = None  # overrides failover.max_wait for requests to it
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)
@@ -189,6 +190,11 @@ class FailoverSettings:
     breaker_open: float = 5.0  # first open period; doubles on each failed probe ...
     breaker_open_max: float = 120.0  # ... up to this
     key_disable: float = 3600.0  # quota / auth: key out of rotation for this long
+    # Every route of the chain rate limited, the earliest back within this many seconds:
+    # hold the request until then (at most this long in all) rather than answer 429.
+    # 0 turns it off; a model's own `max_wait` overrides it.
+    max_wait: float = 15.0
+    max_waiting: int = 100  # requests held at once; more get the 429 at once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

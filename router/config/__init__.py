@@ -395,7 +395,10 @@ def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:
     values = {
         name: field.integer(minimum=1) if declared[name] == "int" else field.positive_number()
         for name, field in found.items()
+        if name != "max_wait"
     }
+    if "max_wait" in found:  # 0 turns waiting off
+        values["max_wait"] = found["max_wait"].number(minimum=0)
     rate = found.get("breaker_failure_rate")
     if rate is not None and values["breaker_failure_rate"] > 1:
         raise rate.error(f"must be a fraction up to 1, got {values['breaker_failure_rate']:g}")

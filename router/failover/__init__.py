@@ -6,6 +6,7 @@
             ACTIONS[outcome.verdict.failure].next: answer | next route | context fallback
     again, with plan(panic=True), when a route was skipped only for its open circuit
     raise NoCapacity   # 429 + Retry-After when rate-limited, 503 when routes are down
+    ... unless rate limited and back within max_wait: wait in the model's line, walk again
 
 `max_attempts` and the per-request deadline bound the whole walk. The walk returns a
 value, an `Answer` or an `OpenStream`, and never touches the client's response.
@@ -23,6 +24,7 @@ from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLoc
 from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
 from router.failover.prompt import PromptSize
+from router.failover.waiting import Ticket, WaitRoom
 from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, Next
 from router.rules.plan import plan, unavailability
@@ -38,6 +40,7 @@ from router.types import (
 )
 
 log = structlog.get_logger("router.failover")
+_MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
 
 
 @dataclass(slots=True)
@@ -50,6 +53,8 @@ class _Walk:
     fallen_back: set[str] = field(default_factory=set)  # fallback models entered
     kept_answer: Answer | None = None  # returned if every attempt ends the way it did
     circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
+    first: int = 0  # attempts made in earlier rounds (before a wait): max_attempts is per round
+    ticket: Ticket | None = None  # the head of its model's line: left once an attempt is sent
 
 
 class Failover:
@@ -70,6 +75,7 @@ class Failover:
         self._attempts = attempts
         self._metrics = metrics
         self._rng = rng
+        self._room = WaitRoom(config.failover.max_waiting)
         models = config.models
         # (model, operation) pairs whose chain has a route for it: fixed at load.
         self._served = frozenset(
@@ -80,9 +86,85 @@ class Failover:
         )
 
     async def run(self, call: Call) -> Answer | OpenStream:
-        """The answer, or a stream to relay: nothing has gone to the client yet."""
-        deadline = asyncio.get_running_loop().time() + self._config.timeouts.request
-        walk = _Walk(prompt=PromptSize(call.body, call.payload.get("messages")))
+        """The answer, or a stream to relay: nothing has gone to the client yet.
+
+        When every route of the chain is rate limited and the earliest recovers within
+        the model's max_wait (and the deadline), the request waits in its model's line
+        and goes again; the waits of all its rounds together stay within max_wait."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._config.timeouts.request
+        model = call.model
+        max_wait = self._config.failover.max_wait if model.max_wait is None else model.max_wait
+        if call.operation is Operation.COUNT_TOKENS:
+            max_wait = 0.0  # no waiting for a count: the handler estimates it here at once
+        prompt = PromptSize(call.body, call.payload.get("messages"))
+        attempts: list[Attempt] = []
+        fallen_back: set[str] = set()
+        waited = 0.0
+        ticket: Ticket | None = None
+        seq = -1
+        holding_since: float | None = None  # set while held: a cancelled wait counts too
+        try:
+            if max_wait > 0 and self._room.busy(model.name):
+                # Earlier requests wait for this model: behind them, not past them.
+                seq = self._room.arrival()
+                holding_since = started
+                ticket = await self._hold(model.name, seq, 0.0, min(max_wait, deadline - started))
+                waited, holding_since = loop.time() - started, None
+            while True:
+                walk = _Walk(prompt, attempts, first=len(attempts), fallen_back=fallen_back,
+                             ticket=ticket)  # fmt: skip
+                try:
+                    result = await self._round(call, walk, deadline)
+                    break
+                except NoCapacity as exc:
+                    now = loop.time()
+                    wait = exc.retry_after
+                    if not exc.limited or wait is None or max_wait <= 0:
+                        raise
+                    wait = max(wait, _MIN_WAIT)
+                    bound = min(max_wait - waited, deadline - now)
+                    if wait > bound:
+                        raise  # longer than the request may wait: 429 at once
+                    if seq < 0:
+                        seq = self._room.arrival()
+                    holding_since = now
+                    ticket = await self._hold(model.name, seq, wait, bound)
+                    waited, holding_since = waited + loop.time() - now, None
+                    if ticket is None:  # the room is full, or the line took too long
+                        exc.retry_after = max(0.0, wait - (loop.time() - now))
+                        raise
+        except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
+            exc.waited = waited
+            raise
+        finally:
+            if holding_since is not None:  # the client left while waiting
+                waited += loop.time() - holding_since
+            if waited > 0:
+                self._metrics.waits.labels(model.name).inc()
+                self._metrics.wait_seconds.labels(model.name).observe(waited)
+        result.waited = waited
+        return result
+
+    async def _hold(self, model: str, seq: int, seconds: float, bound: float) -> Ticket | None:
+        gauge = self._metrics.waiting.labels(model)
+        gauge.inc()
+        try:
+            return await self._room.hold(model, seq, seconds, bound)
+        finally:
+            gauge.dec()
+
+    async def _round(self, call: Call, walk: _Walk, deadline: float) -> Answer | OpenStream:
+        """One walk of the chain: the answer or stream, or NoCapacity and friends."""
+        try:
+            return await self._walk_round(call, walk, deadline)
+        finally:
+            if walk.ticket is not None:  # the round ended before sending: the next goes
+                self._room.leave(walk.ticket)
+                walk.ticket = None
+
+    async def _walk_round(self, call: Call, walk: _Walk, deadline: float) -> Answer | OpenStream:
         result = await self._walk_chain(call, walk, deadline)
         if result is None and walk.circuit_open:
             # Nothing else could serve: probe the open circuits now rather than refuse
@@ -162,7 +244,7 @@ class Failover:
         """Try `routes` in plan order: the first outcome that does not fail over, or None
         when no route (or attempt) is left."""
         loop = asyncio.get_running_loop()
-        while len(walk.attempts) < self._config.failover.max_attempts:
+        while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise DeadlineExceeded(
@@ -191,6 +273,9 @@ class Failover:
                 walk.fallen_back.add(model.name)
                 self._metrics.fallbacks.labels(call.model.name, model.name).inc()
             walk.tried.add(route.id)
+            if walk.ticket is not None:  # sent: the next waiter of this model may go
+                self._room.leave(walk.ticket)
+                walk.ticket = None
             outcome = await self._attempts.run(
                 call, model, route, snapshot[route.id], budget=remaining,
                 earlier=tuple(walk.attempts),

@@ -82,6 +82,7 @@ class OpenStream:
         "sent",
         "served_by",
         "upstream",
+        "waited",
         "watch",
     )
 
@@ -108,6 +109,7 @@ class OpenStream:
         self.redaction = stream_redaction(sent.route.key.api_key, dialect.error_hint)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
+        self.waited = 0.0  # seconds held for capacity (failover.max_wait)
 
     async def __aenter__(self) -> OpenStream:
         return self

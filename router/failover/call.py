@@ -41,3 +41,4 @@ class Answer:
     served_by: str  # client-facing model that answered
     usage: Usage | None = None
     cost_usd: float | None = None
+    waited: float = 0.0  # seconds held for capacity before the round that answered

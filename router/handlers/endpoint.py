@@ -196,6 +196,7 @@ def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> w
     headers = exc.headers()
     if isinstance(exc, NoCapacity | DeadlineExceeded | OutOfLocalResources):
         trace.attempts = exc.attempts
+        trace.waited = exc.waited
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(
         dialect.error_body(exc), status=dialect.error_status(exc), headers=headers
@@ -243,6 +244,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "stream": None if end is None else _stream_outcome(end, status, trace.cut),
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
+            "waited_ms": None if trace.waited is None else round(trace.waited * 1000, 2),
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
             "cost_usd": None if cost is None else round(cost, 8),

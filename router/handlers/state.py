@@ -59,12 +59,14 @@ class RequestTrace:
     ttft: float | None = None  # seconds to the first content event, streams only
     committed: ClientStream | None = None  # a stream's response, once its head is sent
     cut: bool = False  # the drain's deadline passed: the router ends this request
+    waited: float | None = None  # seconds held for capacity, once the failover said
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result
         self.route = result.route.id
         self.served_by = result.served_by
         self.attempts = result.attempts
+        self.waited = result.waited
 
     @property
     def stream_end(self) -> StreamEnd | None:

@@ -50,6 +50,9 @@ UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 # 50 ms to 5 min: LLM calls span first tokens in tens of ms to long generations.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
+# 10 ms to 60 s: a wait is bounded by failover.max_wait (15 s by default).
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+
 
 class RequestOutcome(StrEnum):
     SERVED = "served"
@@ -281,6 +284,24 @@ class Metrics:
             "Client request time, every failover included (streams: until the end).",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Requests held for a rate limit to lift (failover.max_wait): how many, how long
+        # in all. Created with a model's first wait.
+        self.waits = Counter(
+            "llm_router_waits", "Requests held until capacity returned.", ["model"], registry=r
+        )
+        self.wait_seconds = Histogram(
+            "llm_router_wait_duration_seconds",
+            "Time one request was held waiting for capacity, over all its waits.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "llm_router_requests_waiting",
+            "Requests held now until capacity returns (failover.max_waiting bounds them).",
+            ["model"],
             registry=r,
         )
 

@@ -81,7 +81,8 @@ async def test_model_falls_back_to_the_cheaper_one_when_its_routes_are_limited(s
 
 async def test_exhausted_pool_answers_429_with_retry_after_of_the_earliest_route(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
-    url = await stack.router(two_keys_config(sim_url), clock=clock)
+    no_wait = {"max_wait": 0}  # the 429 at once: a FakeClock does not move while waiting
+    url = await stack.router(two_keys_config(sim_url, failover=no_wait), clock=clock)
     sim.inject("a", Fault.rate_limit(retry_after=12))
     sim.inject("b", Fault.rate_limit(retry_after=7))
     with pytest.raises(openai.RateLimitError) as caught:

@@ -111,9 +111,10 @@ async def test_failover_on_429_counts_attempts_failovers_and_the_cooling_route(
 async def test_fallback_and_exhaustion_are_counted_by_outcome(stack, clock, registry, read):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     url = await stack.router(
-        two_keys_config(sim_url, fallback=["gpt-4o-mini"]), clock=clock,
+        two_keys_config(sim_url, fallback=["gpt-4o-mini"], failover={"max_wait": 0}),
+        clock=clock,
         registry=registry,
-    )  # fmt: skip
+    )  # fmt: skip  (max_wait 0: the 429 at once; the FakeClock does not move while waiting)
     sim.inject("a", Fault.rate_limit(retry_after=20))
     sim.inject("b", Fault.rate_limit(retry_after=20))
     await client(url).chat.completions.create(model="gpt-4o", messages=HI)

@@ -158,7 +158,8 @@ class TestAnthropicMessages:
 
     async def test_exhaustion_answers_in_anthropics_own_error_shape(self, stack, clock):
         sim, _ = await stack.sim(ANT_A, ANT_B)
-        url = await stack.router(claude_config(sim.root), clock=clock)
+        no_wait = {"max_wait": 0}  # the 429 at once: a FakeClock does not move while waiting
+        url = await stack.router(claude_config(sim.root, failover=no_wait), clock=clock)
         sim.inject("ant-a", Fault.rate_limit(retry_after=20))
         sim.inject("ant-b", Fault.rate_limit(retry_after=8))
         with pytest.raises(anthropic.RateLimitError) as limited:

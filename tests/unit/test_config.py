@@ -752,6 +752,17 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
+def test_max_wait_may_be_0_globally_and_per_model_but_not_negative() -> None:
+    config = parse(minimal(extra="failover: {max_wait: 0, max_waiting: 7}\n"))
+    assert (config.failover.max_wait, config.failover.max_waiting) == (0.0, 7)
+    assert config.models["m"].max_wait is None
+    assert parse(minimal()).failover.max_wait == 15.0
+    own = parse(minimal(models="  m:\n    routes: [{key: main, model: up}]\n    max_wait: 0\n"))
+    assert own.models["m"].max_wait == 0.0
+    assert "must be a number >= 0" in error_of(minimal(extra="failover: {max_wait: -1}\n"))
+    assert "must be >= 1" in error_of(minimal(extra="failover: {max_waiting: 0}\n"))
+
+
 def test_limits_are_integers_and_seconds_any_positive_number() -> None:
     config = parse(minimal(extra="limits: {max_event_bytes: 1024, idle_connection_seconds: 2.5}\n"))
     assert (config.limits.max_event_bytes, config.limits.idle_connection_seconds) == (1024, 2.5)
