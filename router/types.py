@@ -130,6 +130,7 @@ class ModelSpec:
     context_fallback: tuple[str, ...] = ()  # where a prompt too long for every route goes
     budget: Budget | None = None
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
+    affinity: bool = True  # keep a conversation on one key (rules/affinity.py)
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)
