@@ -205,6 +205,7 @@ def _model() -> Schema:
         "fallback": {"anyOf": [{"const": CHEAPER}, model_list]},
         "context_fallback": model_list,
         "budget": _budget(),
+        "affinity": _BOOLEAN,
     }
     schema = _object(properties, _MODEL_FIELDS)
     schema["anyOf"] = [{"required": ["routes"]}, {"required": ["fallback"]}]
