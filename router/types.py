@@ -131,6 +131,7 @@ class ModelSpec:
     budget: Budget | None = None
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
     max_wait: float | None = None  # overrides failover.max_wait for requests to it
+    affinity: bool = True  # keep a conversation on one key (rules/affinity.py)
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)

@@ -85,10 +85,13 @@ def model(*routes: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def two_keys_models(
-    *, priority_b: int | None = None, fallback: list[str] | None = None
+    *, priority_b: int | None = None, fallback: list[str] | None = None, affinity: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """gpt-4o on keys a and b, optionally falling back to gpt-4o-mini, which is on key c."""
-    extra = {} if fallback is None else {"fallback": fallback}
+    """gpt-4o on keys a and b, optionally falling back to gpt-4o-mini, which is on key c.
+    `affinity=False` for tests that count on the seeded random choice between a and b."""
+    extra: dict[str, Any] = {} if fallback is None else {"fallback": fallback}
+    if not affinity:
+        extra["affinity"] = False
     return {
         "gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o", priority=priority_b), **extra),
         "gpt-4o-mini": model(route("c", "gpt-4o-mini")),
@@ -100,13 +103,14 @@ def two_keys_config(
     *,
     priority_b: int | None = None,
     fallback: list[str] | None = None,
+    affinity: bool = True,
     **sections: Any,
 ) -> str:
     """gpt-4o on keys a and b (same priority unless priority_b), gpt-4o-mini on key c, all
     three served by the simulator at `sim_url`."""
     return routes_yaml(
         keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
-        models=two_keys_models(priority_b=priority_b, fallback=fallback),
+        models=two_keys_models(priority_b=priority_b, fallback=fallback, affinity=affinity),
         **sections,
     )
 

@@ -16,7 +16,7 @@ from router.config.fields import Field, suggestion
 from router.types import Budget, Key, ModelSpec, Operation, Price, Route, SkippedKey
 from router.upstream.translate import can_serve
 
-_MODEL_FIELDS = ("routes", "fallback", "context_fallback", "budget", "max_wait")
+_MODEL_FIELDS = ("routes", "fallback", "context_fallback", "budget", "max_wait", "affinity")
 _ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens")
 _PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 _BUDGET_FIELDS = ("usd_per_day", "usd_per_month")
@@ -69,6 +69,7 @@ def parse_models(
                 if "max_wait" in found_of[name]
                 else None
             ),
+            affinity=found_of[name]["affinity"].boolean() if "affinity" in found_of[name] else True,
             routes_for=_routes_per_operation(routes[name]),
         )
         for name, _ in entries

@@ -206,6 +206,7 @@ def _model() -> Schema:
         "context_fallback": model_list,
         "budget": _budget(),
         "max_wait": _number(0),  # seconds; 0: answer 429 at once
+        "affinity": _BOOLEAN,
     }
     schema = _object(properties, _MODEL_FIELDS)
     schema["anyOf"] = [{"required": ["routes"]}, {"required": ["fallback"]}]

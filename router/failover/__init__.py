@@ -261,6 +261,7 @@ class Failover:
                 exclude=walk.tried | too_big if too_big else walk.tried,
                 routes=routes,
                 panic=panic,
+                affinity=call.affinity if model.affinity else b"",
             )
             if not planned.routes:
                 if not walk.circuit_open:

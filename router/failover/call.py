@@ -26,6 +26,8 @@ class Call:
     # The client did not ask for the usage chunk: attempts ask for it where the key allows
     # (failover/usage_ask.py), and the relay keeps it from the client.
     strip_usage: bool = False
+    # The conversation's name for route affinity (rules/affinity.py); b"" for none.
+    affinity: bytes = b""
 
 
 # Not frozen, though nothing changes it: built on every request (see failover/attempt.py).

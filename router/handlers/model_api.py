@@ -18,6 +18,7 @@ from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
+from router.rules.affinity import conversation_key
 from router.types import Attempt, ModelSpec, Operation, Route
 from router.upstream import forwardable_headers
 from router.wire import fastjson
@@ -149,6 +150,7 @@ def parse_call(
         if counting
         else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
+        affinity=b"" if counting else conversation_key(payload),
     )
 
 

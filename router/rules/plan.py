@@ -13,6 +13,11 @@ Inside a tier, a weighted random order without replacement (Efraimidis & Spiraki
 "Weighted random sampling with a reservoir", 2006: sort by u ** (1 / w)), where w is
 the configured weight scaled by health: rate-limit headroom left, requests in flight,
 recent errors and latency relative to the tier's fastest route.
+
+Affinity (`affinity`, a conversation key from rules/affinity.py): the best tier's first
+route is instead the rendezvous winner for that key among the tier's available routes,
+so a conversation stays on the key holding its prompt cache; the rest of the order is
+as above. Only available routes compete, so health still comes first.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from router.rules.affinity import rendezvous
 from router.types import BlockReason, Headroom, ModelSpec, Route
 
 
@@ -73,9 +79,11 @@ def plan(
     exclude: Collection[str] = (),
     routes: Sequence[Route] | None = None,
     panic: bool = False,
+    affinity: bytes = b"",
 ) -> Plan:
     """`routes`: the model's routes that can serve the call (default: all of them).
-    `panic`: when none is available, probe the routes whose circuit is open."""
+    `panic`: when none is available, probe the routes whose circuit is open.
+    `affinity`: the conversation's key; b"" for none."""
     tiers: dict[int, list[tuple[Route, RouteHealth]]] = {}
     unavailable: list[Unavailable] = []
     for route in model.routes if routes is None else routes:
@@ -98,7 +106,12 @@ def plan(
         unavailable = kept
     ordered: list[Route] = []
     for priority in sorted(tiers):
-        ordered.extend(_weighted_order(tiers[priority], rng))
+        tier = tiers[priority]
+        if affinity and not ordered and len(tier) > 1:
+            first = rendezvous(affinity, [route for route, _ in tier])
+            ordered.append(first)
+            tier = [(route, health) for route, health in tier if route is not first]
+        ordered.extend(_weighted_order(tier, rng))
     return Plan(routes=tuple(ordered), unavailable=tuple(unavailable))
 
 

@@ -118,6 +118,9 @@ class ModelEndpoint:
                 reply = wire.rate_limited(admission, call, request_id)
                 return await self._reject(key, stats, reply, id_headers)
             headers = wire.limit_headers(admission.state)
+            if call.prefixes:
+                cached = state.caches[key.name].use(call.prefixes, state.now())
+                usage = Usage(usage.prompt_tokens, usage.completion_tokens, cached)
         else:
             limit_state = limits.state(state.now())
             if fault.is_error_reply:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from router.sim.cache import PromptCache
 from router.sim.faults import Fault, FaultQueue
 from router.sim.limits import KeyLimits
 
@@ -85,7 +86,17 @@ class RecordedRequest:
 
 
 class SimState:
-    __slots__ = ("_clock", "by_api_key", "keys", "limits", "models", "queues", "requests", "stats")
+    __slots__ = (
+        "_clock",
+        "by_api_key",
+        "caches",
+        "keys",
+        "limits",
+        "models",
+        "queues",
+        "requests",
+        "stats",
+    )
 
     def __init__(self, keys: Sequence[SimKey], clock: Clock, models: Iterable[str]) -> None:
         names = [k.name for k in keys]
@@ -99,6 +110,7 @@ class SimState:
         self.limits = {k.name: KeyLimits(k.rpm, k.tpm, now) for k in keys}
         self.queues = {k.name: FaultQueue() for k in keys}
         self.stats = {k.name: KeyStats() for k in keys}
+        self.caches = {k.name: PromptCache() for k in keys}
         self.requests: deque[RecordedRequest] = deque(maxlen=RECORDED_REQUESTS)
 
     def now(self) -> float:

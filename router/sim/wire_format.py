@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from router.sim.cache import Prefix
     from router.sim.faults import Fault
     from router.sim.limits import Admission, LimitState
 
@@ -55,17 +56,19 @@ class InvalidRequest(Exception):
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, served from the key's prompt cache
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """OpenAI's `usage` object; other formats rename the fields themselves."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
 
 
@@ -98,6 +101,8 @@ class ModelCall:
     embedding: EmbeddingInput | None = None
     api_version: str | None = None
     counts_only: bool = False
+    # The prompt's message boundaries, for the key's prompt cache (sim/cache.py).
+    prefixes: tuple[Prefix, ...] = ()
 
     @property
     def generates(self) -> bool:

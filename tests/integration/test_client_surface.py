@@ -73,7 +73,7 @@ async def test_betas_a_translated_route_cannot_honour_are_dropped_not_failed(sta
     """Claude Code on an OpenAI model: its betas, deferred tools and tool search would
     make an OpenAI-format provider answer 400; the request is served without them."""
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(two_keys_config(sim_url))
+    url = await stack.router(two_keys_config(sim_url, affinity=False))
     message = await sdk(url).beta.messages.create(
         model="gpt-4o", max_tokens=16, messages=HI, betas=BETAS, tools=BETA_TOOLS,
         context_management=CONTEXT_MANAGEMENT,  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ async def test_betas_a_translated_route_cannot_honour_are_dropped_not_failed(sta
 
 async def test_a_translated_request_with_only_a_tool_search_tool_sends_no_tools(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(two_keys_config(sim_url))
+    url = await stack.router(two_keys_config(sim_url, affinity=False))
     async with sdk(url).beta.messages.stream(
         model="gpt-4o", max_tokens=16, messages=HI, betas=BETAS, tools=BETA_TOOLS[:1],
         tool_choice={"type": "auto"},

@@ -209,7 +209,7 @@ class TestAnthropicMessages:
 
     async def test_messages_reach_an_openai_route_by_translation(self, stack):
         _, sim_url = await stack.sim(SIM_A, SIM_B)
-        url = await stack.router(two_keys_config(sim_url))
+        url = await stack.router(two_keys_config(sim_url, affinity=False))
         raw = await claude_client(url).messages.with_raw_response.create(
             model="gpt-4o", max_tokens=64, messages=HI
         )

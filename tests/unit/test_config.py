@@ -892,3 +892,11 @@ def test_front_door_lists_are_normalised() -> None:
     server = parse(minimal(extra=extra)).server
     assert server.allowed_hosts == ("router.example", "::1", "*")
     assert server.allowed_origins == ("https://app.example", "http://localhost:3000")
+
+
+def test_affinity_is_on_by_default_and_off_when_asked() -> None:
+    assert parse(minimal()).models["m"].affinity is True
+    off = parse(minimal("  m:\n    routes: [{key: main, model: up}]\n    affinity: false\n"))
+    assert off.models["m"].affinity is False
+    message = error_of(minimal("  m:\n    routes: [{key: main, model: up}]\n    affinity: 3\n"))
+    assert message == "routes.yaml:6: models.m.affinity: expected true or false, got an integer"

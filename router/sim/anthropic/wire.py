@@ -22,6 +22,7 @@ from aiohttp import web
 
 from router.sim.anthropic import errors as anthropic_errors
 from router.sim.anthropic.limits import ratelimit_headers
+from router.sim.cache import prompt_prefixes
 from router.sim.faults import Fault
 from router.sim.limits import NO_LIMITS, Admission, LimitState
 from router.sim.tokens import content_text, estimate_prompt_tokens
@@ -78,6 +79,10 @@ def parse_messages_request(body: bytes, request_id: str) -> ModelCall:
         stream=data.get("stream") is True,
         prompt_tokens=estimate_prompt_tokens(messages, system=system),
         max_tokens=max_tokens,
+        # Anthropic caches only when asked: a `cache_control` block (or the top-level one).
+        prefixes=prompt_prefixes(messages, system=data.get("system"))
+        if b'"cache_control"' in body
+        else (),
     )
 
 
@@ -105,10 +110,11 @@ def parse_count_tokens_request(body: bytes, request_id: str) -> ModelCall:
 
 
 def _usage(usage: Usage) -> dict[str, int]:
+    # Anthropic's input_tokens leaves out the tokens read from cache.
     return {
-        "input_tokens": usage.prompt_tokens,
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
     }
 
@@ -141,7 +147,7 @@ class MessageStream:
             "content": [],
             "stop_reason": None,
             # message_start reports the input and a provisional output count (§9.2).
-            "usage": _usage(Usage(self._usage.prompt_tokens, 1)),
+            "usage": _usage(Usage(self._usage.prompt_tokens, 1, self._usage.cached_tokens)),
         }
         block = {"type": "text", "text": ""}
         return [

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from router.sim.cache import prompt_prefixes
 from router.sim.openai import errors as openai_errors
 from router.sim.openai.base import OpenAIWireFormat
 from router.sim.openai.wire import SSE_DONE, ChunkWriter, completion_body, new_completion_id
@@ -58,6 +59,7 @@ def parse_chat_request(body: bytes, *, deployment: str | None = None) -> ModelCa
         include_usage=include_usage,
         prompt_tokens=estimate_prompt_tokens(messages),
         max_tokens=positive_int(data, ("max_completion_tokens", "max_tokens")),
+        prefixes=prompt_prefixes(messages),
     )
 
 
