@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 from router.config import parse_config
 from router.server import bound_port, start
 from router.sim import SimKey, SimProvider
+from router.upstream import translate
 from tests.configs import model, route, routes_yaml, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B
 
@@ -52,18 +53,27 @@ async def main():
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/healthz") as response:  # the keep-alive socket
                 await response.read()
+            # No descriptor may be freed while the limit is down: one that is would let a
+            # connect through, to a simulator that cannot accept it, and the request would
+            # hang. The router warms litellm up in a thread at start (it has an Anthropic
+            # key), opening and closing module files: wait for that first.
+            await translate.preload()
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
             resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
             fillers = []
-            try:
-                while True:  # every free descriptor below the limit taken
-                    fillers.append(os.open(os.devnull, os.O_RDONLY))
-            except OSError:
-                pass
+
+            def fill():  # every free descriptor below the limit taken
+                try:
+                    while True:
+                        fillers.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError:
+                    pass
+
             try:
                 with capture_logs() as logs:
                     for path, body in (chat, messages):
+                        fill()  # again: whatever closed since must not let a connect through
                         async with session.post(url + path, json=body) as response:
                             out["refused"].append(
                                 [response.status, await response.json(), dict(response.headers)]
