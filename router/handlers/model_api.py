@@ -150,8 +150,19 @@ def parse_call(
         if counting
         else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
-        affinity=b"" if counting else conversation_key(payload),
+        affinity=conversation_key(payload) if _chooses(state, model, counting) else b"",
     )
+
+
+def _chooses(state: RouterState, model: ModelSpec, counting: bool) -> bool:
+    """Whether route affinity has a choice to make for this request: some model it may
+    go to (its chain, its context fallbacks) keeps it on and has more than one route.
+    Otherwise the conversation's key is not worth hashing (a model with one key)."""
+    if counting:
+        return False
+    models = state.config.models
+    names = (*model.chain, *model.context_fallback)
+    return any((spec := models[name]).affinity and len(spec.routes) > 1 for name in names)
 
 
 async def commit(
