@@ -1,6 +1,8 @@
 """Router CPU time per request, this checkout against another, in one run.
 
     python bench/cpu.py [--compare /tmp/old] [--stream] [--requests 4000]
+    python bench/cpu.py --routes 1,100,1000 [--stream]
+
 
 Throughput ratios on a shared 2-core machine move with whatever else runs; the router
 process's own CPU time (utime + stime from /proc) per request does not care who else is
@@ -12,6 +14,10 @@ router over it is what routing alone costs. The provider's CPU
 per request is printed too: what the router asks of it (a usage chunk on streams) is
 work on the same cores.
 Make the other checkout with `git worktree add /tmp/old REV`.
+
+`--routes 1,100,1000` runs this tree once per count, with that many routes (keys) on the
+requested model, all healthy, to show what route choice costs as the pool grows; each
+router's start-up time (process start to a ready /healthz) is printed too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -86,6 +93,18 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
             await asyncio.sleep(0.1)
 
 
+def wait_ready_blocking(url: str) -> None:
+    health = url.replace("/v1/chat/completions", "/healthz")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{health} not ready in 60 s")
+
+
 Routers = dict[str, tuple[subprocess.Popen[bytes], str]]
 
 
@@ -107,6 +126,18 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
         f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"{budget}}}}}\n'
         f"models: {{gpt-4o: {{routes: [{{key: sim, model: gpt-4o{price}}}]}}}}\n"
     )
+    if args.routes:
+        routers = {}
+        for count in args.routes.split(","):
+            # One at a time, so that each start-up has the machine to itself.
+            started = time.perf_counter()
+            routers[f"routes={count}"] = router = start_router(
+                ROOT, pool_config(config, sim_url, int(count))
+            )
+            processes.append(router[0])
+            wait_ready_blocking(router[1])
+            print(f"routes={count}: ready {time.perf_counter() - started:.2f}s after start")
+        return routers
     routers = {
         "this": start_router(ROOT, config),
         "pass": start_passthrough(sim_url),
@@ -129,6 +160,18 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
         routers["redis"] = start_router(ROOT, shared)
     processes += [process for process, _ in routers.values()]
     return routers
+
+
+def pool_config(config: Path, sim_url: str, count: int) -> Path:
+    """`count` keys (one secret, so the simulator takes each) and a route on each."""
+    keys = "".join(
+        f'  k{i}: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}\n'
+        for i in range(count)
+    )
+    routes = "".join(f"      - {{key: k{i}, model: gpt-4o}}\n" for i in range(count))
+    path = config.with_name(f"pool-{count}.yaml")
+    path.write_text(f"keys:\n{keys}models:\n  gpt-4o:\n    routes:\n{routes}")
+    return path
 
 
 async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> None:
@@ -163,7 +206,7 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
                 sim_used = cpu_seconds(sim_pid) - sim_before
                 rate = args.requests / (time.perf_counter() - started)
                 print(
-                    f"{name:9s} round {round_number}: "
+                    f"{name:11s} round {round_number}: "
                     f"{used / args.requests * 1e6:6.1f} us CPU per request, {rate:6.0f} req/s; "
                     f"the provider's CPU for it {sim_used / args.requests * 1e6:6.1f} us",
                     flush=True,
@@ -179,6 +222,9 @@ def main() -> None:
         action="store_true",
         help="also `redis`: this router with its state in Redis; both keep a budget, so "
         "every request writes spend to its state",
+    )
+    parser.add_argument(
+        "--routes", default="", metavar="N,N", help="this tree with N routes on the model, each N"
     )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)

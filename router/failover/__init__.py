@@ -1,7 +1,7 @@
 """The attempt loop: the requested model's routes, then its fallback chain.
 
     for model in [requested, *fallback chain]:
-        for route in policy.plan(model, health.snapshot()):      # re-planned after each try
+        for route in choose(model, health.view()):               # chosen again after each try
             outcome = attempts.run(call, route)                  # settled, or an open stream
             ACTIONS[outcome.verdict.failure].next: answer | next route | context fallback
     again, with plan(panic=True), when a route was skipped only for its open circuit
@@ -26,6 +26,7 @@ from router.failover.call import Answer, Call
 from router.failover.prompt import PromptSize
 from router.failover.waiting import Ticket, WaitRoom
 from router.health.tracker import HealthTracker
+from router.rules.choice import Layout, choose, layout
 from router.rules.failures import ACTIONS, Next
 from router.rules.plan import plan, unavailability
 from router.telemetry.metrics import Metrics
@@ -41,6 +42,7 @@ from router.types import (
 
 log = structlog.get_logger("router.failover")
 _MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
+_MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
 
 
 @dataclass(slots=True)
@@ -76,6 +78,7 @@ class Failover:
         self._metrics = metrics
         self._rng = rng
         self._room = WaitRoom(config.failover.max_waiting)
+        self._layouts: dict[int, Layout] = {}
         models = config.models
         # (model, operation) pairs whose chain has a route for it: fixed at load.
         self._served = frozenset(
@@ -200,15 +203,18 @@ class Failover:
             if model.budget is not None and await self._health.model_block(model.name):
                 continue  # over its budget: its fallbacks serve until the period turns
             routes = model.routes_for[call.operation]
+            shape = self._layout(routes)
             # A prompt too long for a window can still be counted: that is how a
             # client finds out it must shorten it.
-            counting = call.operation is Operation.COUNT_TOKENS
-            too_big = frozenset() if counting else await walk.prompt.too_big_for(routes)
+            if call.operation is Operation.COUNT_TOKENS or walk.prompt.fits(shape.min_window):
+                too_big: frozenset[str] = frozenset()
+            else:
+                too_big = await walk.prompt.too_big_for(routes)
             walk.too_big |= too_big
             if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt
                 continue
-            outcome = await self._walk_model(call, model, routes, too_big, walk, deadline, panic)
+            outcome = await self._walk_model(call, model, shape, too_big, walk, deadline, panic)
             if outcome is None:
                 continue  # no route of this model left: its fallbacks
             if outcome.stream is not None:
@@ -235,15 +241,16 @@ class Failover:
         self,
         call: Call,
         model: ModelSpec,
-        routes: tuple[Route, ...],
+        shape: Layout,
         too_big: frozenset[str],
         walk: _Walk,
         deadline: float,
         panic: bool,
     ) -> Outcome | None:
-        """Try `routes` in plan order: the first outcome that does not fail over, or None
-        when no route (or attempt) is left."""
+        """Try the routes of `shape`, each chosen when the last failed over: the first
+        outcome that does not fail over, or None when no route (or attempt) is left."""
         loop = asyncio.get_running_loop()
+        routes = shape.routes
         while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -252,24 +259,27 @@ class Failover:
                     f"{len(walk.attempts)} attempts",
                     tuple(walk.attempts),
                 )
-            snapshot = await self._health.snapshot(routes)
-            planned = plan(
-                model,
-                snapshot,
-                self._rng,
-                need_tokens=call.need_tokens,
-                exclude=walk.tried | too_big if too_big else walk.tried,
-                routes=routes,
-                panic=panic,
-                affinity=call.affinity if model.affinity else b"",
-            )
-            if not planned.routes:
-                if not walk.circuit_open:
-                    walk.circuit_open = any(
-                        u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
-                    )
-                return None
-            route = planned.routes[0]
+            health = self._health.view(routes)
+            exclude = walk.tried | too_big if too_big else walk.tried
+            affinity = call.affinity if model.affinity else b""
+            route = None
+            if not panic:
+                route = choose(
+                    model, shape, health, self._rng, need_tokens=call.need_tokens,
+                    exclude=exclude, affinity=affinity,
+                )  # fmt: skip
+            if route is None:  # nothing available: every route's reason, or a panic round
+                planned = plan(
+                    model, health, self._rng, need_tokens=call.need_tokens, exclude=exclude,
+                    routes=routes, panic=panic, affinity=affinity,
+                )  # fmt: skip
+                if not planned.routes:
+                    if not walk.circuit_open:
+                        walk.circuit_open = any(
+                            u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
+                        )
+                    return None
+                route = planned.routes[0]
             if model.name != call.model.name and model.name not in walk.fallen_back:
                 walk.fallen_back.add(model.name)
                 self._metrics.fallbacks.labels(call.model.name, model.name).inc()
@@ -278,7 +288,7 @@ class Failover:
                 self._room.leave(walk.ticket)
                 walk.ticket = None
             outcome = await self._attempts.run(
-                call, model, route, snapshot[route.id], budget=remaining,
+                call, model, route, health[route.id], budget=remaining,
                 earlier=tuple(walk.attempts),
             )  # fmt: skip
             walk.attempts.append(outcome.record)
@@ -298,6 +308,17 @@ class Failover:
                 detail=verdict.message[:200],
             )
         return None
+
+    def _layout(self, routes: tuple[Route, ...]) -> Layout:
+        """The route set's tiers, built once: route sets are the config's own tuples,
+        keyed by identity (hashing a tuple of a thousand routes costs O(routes))."""
+        cached = self._layouts.get(id(routes))
+        if cached is not None and cached.routes is routes:
+            return cached
+        shape = layout(routes)
+        if len(self._layouts) < _MAX_ROUTE_SETS:
+            self._layouts[id(routes)] = shape
+        return shape
 
     def serves(self, model: ModelSpec, operation: Operation) -> bool:
         """Whether any model of the chain has a route for `operation`."""

@@ -28,6 +28,11 @@ class PromptSize:
         self._messages = messages
         self._exact: int | None = None
 
+    def fits(self, window: int | None) -> bool:
+        """Whether the prompt surely fits `window` (the smallest of a route set's, None
+        when none is known): then no route of the set needs a look."""
+        return window is None or self.estimate <= window * _SURE_FITS
+
     async def too_big_for(self, routes: Iterable[Route]) -> frozenset[str]:
         """Ids of the routes whose known window cannot hold this prompt."""
         out: set[str] = set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from router.health.store import Block, ScopeState
+from router.health.store import EMPTY, Block, ScopeState
 from router.types import BlockReason, Headroom
 
 
@@ -39,26 +39,34 @@ class MemoryStore:
         return entry
 
     async def read(self, scopes: Sequence[str]) -> dict[str, ScopeState]:
-        now = self._clock()
         states: dict[str, ScopeState] = {}
         for scope in scopes:
-            entry = self._entries.get(scope)
-            if entry is None:
-                continue
-            block = None
-            if entry.blocked_until > now:
-                block = Block(entry.blocked_until - now, entry.block_reason)
-            headroom = entry.headroom if entry.headroom_until > now else None
-            states[scope] = ScopeState(
-                block=block,
-                failures=_live(entry.counters.get("failures"), now),
-                successes=_live(entry.counters.get("successes"), now),
-                opens=_live(entry.counters.get("opens"), now),
-                rate_limits=_live(entry.counters.get("rate_limits"), now),
-                headroom=headroom,
-                headroom_age=now - entry.headroom_at if headroom else 0.0,
-            )
+            state = self.peek(scope)
+            if state is not None:
+                states[scope] = state
         return states
+
+    def peek(self, scope: str) -> ScopeState | None:
+        entry = self._entries.get(scope)
+        if entry is None:
+            return None
+        now = self._clock()
+        block = None
+        if entry.blocked_until > now:
+            block = Block(entry.blocked_until - now, entry.block_reason)
+        headroom = entry.headroom if entry.headroom_until > now else None
+        counters = entry.counters
+        if block is None and headroom is None and not counters:
+            return EMPTY
+        return ScopeState(
+            block=block,
+            failures=_live(counters.get("failures"), now),
+            successes=_live(counters.get("successes"), now),
+            opens=_live(counters.get("opens"), now),
+            rate_limits=_live(counters.get("rate_limits"), now),
+            headroom=headroom,
+            headroom_age=now - entry.headroom_at if headroom else 0.0,
+        )
 
     async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
         now = self._clock()

@@ -103,6 +103,9 @@ class RedisStore:
     async def read(self, scopes: Sequence[str]) -> dict[str, ScopeState]:
         return await self._local.read(scopes)
 
+    def peek(self, scope: str) -> ScopeState | None:
+        return self._local.peek(scope)
+
     async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
         fresh = await self._local.block(scope, seconds, reason)
         self._pending.block(scope, self._clock() + seconds, reason)

@@ -41,6 +41,11 @@ class StateStore(Protocol):
         """State of each scope that has any; absent scopes are EMPTY."""
         ...
 
+    def peek(self, scope: str) -> ScopeState | None:
+        """One scope's state as this process's copy has it now, without waiting (every
+        backend keeps a local copy); None when it has none. What route choice reads."""
+        ...
+
     async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:
         """Block `scope` for at least `seconds`. True when it was not blocked before."""
         ...

@@ -2,7 +2,8 @@
 
 `record()` turns one attempt's verdict into state: cooldowns for rate limits, a long
 block of the whole key for quota and credential failures, a circuit breaker for
-repeated transient failures. `snapshot()` is what everything else reads. Shared facts
+repeated transient failures. `view()` (route choice, lazily) and `snapshot()` (status
+pages, every route) are what everything else reads. Shared facts
 go through the StateStore (so replicas agree); in-flight counts and latency averages
 are this process's own.
 
@@ -20,14 +21,15 @@ the route has failed within its window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
 from router.health.store import EMPTY, StateStore
 from router.rules.failures import ACTIONS, Penalty
-from router.rules.plan import RouteHealth
+from router.rules.plan import HEALTHY, RouteHealth
 from router.types import BlockReason, FailoverSettings, Headroom, Route, Verdict
 from router.types import FailureClass as F
 
@@ -37,6 +39,9 @@ _EWMA = 0.2  # weight of the newest observation in the decaying averages
 # How long other replicas sharing the state leave a half-open route to this replica's
 # probe; a probe that takes longer (a long stream) may be joined by one more.
 PROBE_LEASE = 10.0
+# Route sets indexed for views (the config's, per model and operation: a bound that a
+# config never reaches); past it, a set is indexed for the call and not kept.
+_MAX_ROUTE_SETS = 4096
 
 
 def route_scope(route: Route) -> str:
@@ -45,12 +50,6 @@ def route_scope(route: Route) -> str:
 
 def key_scope(route: Route) -> str:
     return f"key:{route.key.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Scopes:
-    pairs: tuple[tuple[str, str], ...]  # (route scope, key scope) per route, in order
-    unique: list[str]
 
 
 @dataclass(slots=True)
@@ -69,7 +68,7 @@ class HealthTracker:
         self._settings = settings
         self._clock = clock
         self._local: dict[str, _Local] = {}
-        self._scopes: dict[tuple[Route, ...], _Scopes] = {}
+        self._index: dict[int, tuple[tuple[Route, ...], dict[str, tuple[Route, str, str]]]] = {}
 
     def successor(self, settings: FailoverSettings, keep: Iterable[str]) -> HealthTracker:
         """A tracker for a reloaded config: the same store, and this process's own state
@@ -82,43 +81,55 @@ class HealthTracker:
                 tracker._local[route_id] = local
         return tracker
 
-    def _scopes_of(self, routes: tuple[Route, ...]) -> _Scopes:
-        # Route sets are the config's own tuples, so this fills once per model.
-        scopes = self._scopes.get(routes)
-        if scopes is None:
-            pairs = tuple((route_scope(r), key_scope(r)) for r in routes)
-            unique = list(dict.fromkeys(s for pair in pairs for s in pair))
-            scopes = self._scopes[routes] = _Scopes(pairs, unique)
-        return scopes
+    def _index_of(self, routes: tuple[Route, ...]) -> dict[str, tuple[Route, str, str]]:
+        # Keyed by identity: route sets are the config's own tuples, long-lived (a view is
+        # only asked of those), and
+        # hashing a tuple of a thousand routes on every request would cost O(routes).
+        # The entry holds the tuple, so its id is not reused while the entry lives.
+        cached = self._index.get(id(routes))
+        if cached is not None and cached[0] is routes:
+            return cached[1]
+        index = {route.id: (route, route_scope(route), key_scope(route)) for route in routes}
+        if len(self._index) < _MAX_ROUTE_SETS:
+            self._index[id(routes)] = (routes, index)
+        return index
+
+    def view(self, routes: tuple[Route, ...]) -> HealthView:
+        """The health of `routes`, each read when first asked for: what route choice
+        reads, so a request pays for the routes it looks at, not for every route."""
+        return HealthView(self, self._index_of(routes))
 
     async def snapshot(self, routes: Iterable[Route]) -> dict[str, RouteHealth]:
-        routes = tuple(routes)
-        scopes = self._scopes_of(routes)
-        states = await self._store.read(scopes.unique)
-        snapshot: dict[str, RouteHealth] = {}
-        for route, (own_scope, key_scope_) in zip(routes, scopes.pairs, strict=True):
-            own = states.get(own_scope, EMPTY)
-            key = states.get(key_scope_, EMPTY)
-            block = own.block
-            if key.block is not None and (block is None or key.block.remaining > block.remaining):
-                block = key.block
-            local = self._local.get(route.id)
-            snapshot[route.id] = RouteHealth(
-                blocked_for=block.remaining if block else 0.0,
-                block_reason=block.reason if block else None,
-                half_open=block is None and own.opens > 0,
-                streak=own.failures + own.rate_limits,
-                failures=own.failures,
-                successes=own.successes,
-                opens=own.opens,
-                headroom=own.headroom,
-                headroom_age=own.headroom_age,
-                in_flight=local.in_flight if local else 0,
-                error_rate=local.error_rate if local else 0.0,
-                latency=local.latency if local else None,
-                last_failure=local.last_failure if local else "",
-            )
-        return snapshot
+        """The health of every one of `routes` (status pages, readiness)."""
+        return {
+            route.id: self._health(route, route_scope(route), key_scope(route)) for route in routes
+        }
+
+    def _health(self, route: Route, own_scope: str, key_scope_: str) -> RouteHealth:
+        store = self._store
+        own = store.peek(own_scope) or EMPTY
+        key = store.peek(key_scope_) or EMPTY
+        local = self._local.get(route.id)
+        if own is EMPTY and key is EMPTY and local is None:
+            return HEALTHY
+        block = own.block
+        if key.block is not None and (block is None or key.block.remaining > block.remaining):
+            block = key.block
+        return RouteHealth(
+            blocked_for=block.remaining if block else 0.0,
+            block_reason=block.reason if block else None,
+            half_open=block is None and own.opens > 0,
+            streak=own.failures + own.rate_limits,
+            failures=own.failures,
+            successes=own.successes,
+            opens=own.opens,
+            headroom=own.headroom,
+            headroom_age=own.headroom_age,
+            in_flight=local.in_flight if local else 0,
+            error_rate=local.error_rate if local else 0.0,
+            latency=local.latency if local else None,
+            last_failure=local.last_failure if local else "",
+        )
 
     def begin(self, route: Route, prior: RouteHealth | None = None) -> None:
         self._local_for(route).in_flight += 1
@@ -292,6 +303,40 @@ class HealthTracker:
             probe_failed=probe,
             last_failure=verdict.failure.value,
         )
+
+
+class HealthView(Mapping[str, RouteHealth]):
+    """Route id -> RouteHealth, each computed on first access and kept for the view's
+    life (one request's choice): the state as of the first look, like a snapshot."""
+
+    __slots__ = ("_index", "_seen", "_tracker")
+
+    def __init__(self, tracker: HealthTracker, index: dict[str, tuple[Route, str, str]]) -> None:
+        self._tracker = tracker
+        self._index = index
+        self._seen: dict[str, RouteHealth] = {}
+
+    def __getitem__(self, route_id: str) -> RouteHealth:
+        health = self._seen.get(route_id)
+        if health is None:
+            health = self._seen[route_id] = self._tracker._health(*self._index[route_id])
+        return health
+
+    def get(self, route_id: str, default: Any = None) -> Any:
+        health = self._seen.get(route_id)
+        if health is not None:
+            return health
+        entry = self._index.get(route_id)
+        if entry is None:
+            return default
+        health = self._seen[route_id] = self._tracker._health(*entry)
+        return health
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def _headroom_ttl(headroom: Headroom) -> float:

@@ -17,9 +17,13 @@ CONVERSATIONS = 20
 TURNS = 10
 
 
-def config(sim_url: str, **fields: Any) -> str:
-    routes = [route(k.name, "gpt-4o") for k in KEYS]  # one tier, equal weights
-    return routes_yaml(keys=sim_keys(sim_url, *KEYS), models={"gpt-4o": model(*routes, **fields)})
+# A pool larger than router.rules.choice.SMALL: chosen by the rendezvous tree, not plan().
+POOL = tuple(SimKey(name=f"p{n}", api_key=f"sk-sim-pool-key-{n:06d}") for n in range(40))
+
+
+def config(sim_url: str, keys: tuple[SimKey, ...] = KEYS, **fields: Any) -> str:
+    routes = [route(k.name, "gpt-4o") for k in keys]  # one tier, equal weights
+    return routes_yaml(keys=sim_keys(sim_url, *keys), models={"gpt-4o": model(*routes, **fields)})
 
 
 async def cache_hits(router_url: str) -> tuple[float, float]:
@@ -59,6 +63,24 @@ async def test_with_affinity_a_conversation_keeps_its_prompt_cache(stack):
     assert turns >= 0.9
     # Every key took its share of the conversations.
     assert all(sim.stats[k.name].served > 0 for k in KEYS)
+
+
+async def test_in_a_large_pool_a_conversation_keeps_its_prompt_cache(stack):
+    sim, sim_url = await stack.sim(*POOL)
+    tokens, turns = await cache_hits(await stack.router(config(sim_url, POOL)))
+    print(f"with affinity over {len(POOL)} keys: {tokens:.3f} of eligible tokens")
+    assert tokens >= 0.9
+    assert turns >= 0.9
+    # The conversations spread over the pool rather than piling on a few keys.
+    assert sum(sim.stats[k.name].served > 0 for k in POOL) >= 10
+
+
+async def test_without_affinity_a_large_pool_spreads_turns_and_loses_the_cache(stack):
+    sim, sim_url = await stack.sim(*POOL)
+    router_url = await stack.router(config(sim_url, POOL, affinity=False))
+    _, turns = await cache_hits(router_url)
+    assert turns < 0.2  # about 1 in 40 turns reach the previous turn's key
+    assert sum(sim.stats[k.name].served > 0 for k in POOL) >= 30
 
 
 async def test_without_affinity_the_random_choice_loses_the_cache(stack):
