@@ -178,6 +178,9 @@ class ModelSpec:
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)
+    # Per operation, the Capability bits some route a request may reach lacks: only these
+    # are looked for in a request (wire/needs.py); absent or 0, none is.
+    checked_needs: Mapping[Operation, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

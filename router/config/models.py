@@ -78,12 +78,14 @@ def parse_models(
             else ()
         )
     _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
+    chains = {name: _chain(name, fallbacks) for name in names}
+    routes_for = {name: _routes_per_operation(routes[name]) for name in names}
     specs = {
         name: ModelSpec(
             name=name,
             routes=routes[name],
             fallback=fallbacks[name],
-            chain=_chain(name, fallbacks),
+            chain=chains[name],
             context_fallback=context[name],
             budget=parse_budget(found_of[name]["budget"]) if "budget" in found_of[name] else None,
             price=prices[name],
@@ -93,7 +95,8 @@ def parse_models(
                 else None
             ),
             affinity=found_of[name]["affinity"].boolean() if "affinity" in found_of[name] else True,
-            routes_for=_routes_per_operation(routes[name]),
+            routes_for=routes_for[name],
+            checked_needs=_checked_needs(name, chains, context, routes_for),
         )
         for name, _ in entries
     }
@@ -287,6 +290,32 @@ def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: b
         )
     chain = " -> ".join(spec.chain)
     return f"models.{spec.name}: no usable route in {chain}; requests for it will get 503"
+
+
+def _checked_needs(
+    name: str,
+    chains: Mapping[str, tuple[str, ...]],
+    context: Mapping[str, tuple[str, ...]],
+    routes_for: Mapping[str, Mapping[Operation, tuple[Route, ...]]],
+) -> Mapping[Operation, int]:
+    """Per operation, the capabilities some route a request for `name` may reach lacks
+    (its chain, and the context fallbacks of any model on the way): only those are
+    worth looking for in a request. 0 when every such route has every one."""
+    reached: list[str] = []
+    pending = [name]
+    while pending:
+        for model in chains[pending.pop()]:
+            if model not in reached:
+                reached.append(model)
+                pending.extend(context[model])
+    checked: dict[Operation, int] = {}
+    for operation in Operation:
+        common = ALL_CAPABILITIES
+        for model in reached:
+            for route in routes_for[model][operation]:
+                common &= route.capabilities
+        checked[operation] = ALL_CAPABILITIES & ~common
+    return MappingProxyType(checked)
 
 
 def _routes_per_operation(routes: tuple[Route, ...]) -> Mapping[Operation, tuple[Route, ...]]:

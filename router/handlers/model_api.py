@@ -152,7 +152,7 @@ def parse_call(
         else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
         affinity=conversation_key(payload) if _chooses(state, model, counting) else b"",
-        needs=request_needs(operation, payload, body),
+        needs=request_needs(operation, payload, model.checked_needs.get(operation, 0)),
     )
 
 

@@ -1,10 +1,12 @@
 """What a request needs of a route beyond its API: tools, images, a JSON output format.
 
 Read once per request from the parsed body (README "Capabilities"), as a Capability
-mask the walk compares with each route's. Cheap by construction: only top-level keys
-are looked at, except for images, whose parts sit inside message contents. Those are
-looked for only when the body's bytes say `image` at all (one substring search in C),
-and then only in contents that are lists, at most `MAX_PARTS` parts in all.
+mask the walk compares with each route's. Only what some route the request may reach
+lacks is looked for (`ModelSpec.checked_needs`, fixed at load): with routes that can all
+do everything, as with models litellm's data does not describe, nothing is. Otherwise
+only top-level keys are looked at, except for images, whose parts sit inside message
+contents: only contents that are lists, at most `MAX_PARTS` parts in all, so the cost
+follows the number of parts, never the length of the text.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 MAX_PARTS = 10_000  # content parts looked at for images, per request
 
 
-def request_needs(operation: Operation, payload: dict[str, Any], body: bytes) -> int:
-    """The Capability mask `payload` needs; 0 for none (and for embeddings and counts)."""
+def request_needs(operation: Operation, payload: dict[str, Any], checked: int) -> int:
+    """The Capability mask `payload` needs, of the bits in `checked`; 0 for none (and
+    for embeddings and counts)."""
+    if not checked:
+        return 0
     if operation is Operation.CHAT:
         needs = _format(payload.get("response_format"))
         items = payload.get("messages")
@@ -37,11 +42,11 @@ def request_needs(operation: Operation, payload: dict[str, Any], body: bytes) ->
         items = payload.get("messages")
     else:
         return 0
-    if payload.get("tools") or payload.get("functions"):
+    if checked & TOOLS and (payload.get("tools") or payload.get("functions")):
         needs |= TOOLS
-    if b"image" in body and isinstance(items, list) and _has_image(items):
+    if checked & IMAGES and isinstance(items, list) and _has_image(items):
         needs |= IMAGES
-    return needs
+    return needs & checked
 
 
 def _format(value: Any) -> int:

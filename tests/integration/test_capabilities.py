@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anthropic
@@ -193,6 +192,10 @@ models:
       - {key: k, model: gpt-4o}
       - {key: k, model: gpt-4}
       - {key: k, model: some-local-model}
+  everything:
+    routes: [{key: k, model: gpt-4o}, {key: k, model: some-local-model}]
+    context_fallback: [m]
+  plain: {routes: [{key: k, model: gpt-4o}, {key: k, model: some-local-model}]}
 """
     loaded = parse_config(text, source="routes.yaml", environ={})
     assert [r.capabilities for r in loaded.models["m"].routes] == [
@@ -204,6 +207,12 @@ models:
         Capability.TOOLS | Capability.JSON_OBJECT,  # gpt-4: no vision, no schemas
         ALL_CAPABILITIES,  # not in the table: assumed capable
     ]
+    # Only what some reachable route lacks is looked for in a request; a model whose
+    # routes can all do everything costs its requests no look at all.
+    checked = {name: spec.checked_needs[Operation.CHAT] for name, spec in loaded.models.items()}
+    assert checked["n"] == Capability.IMAGES | Capability.JSON_SCHEMA
+    assert checked["everything"] == ALL_CAPABILITIES  # m, its context fallback, has less
+    assert checked["plain"] == 0
 
 
 def test_an_unknown_capability_is_a_config_error_with_a_hint():
@@ -251,4 +260,5 @@ models: {m: {routes: [{key: k, model: gpt-4o, capabilities: [tool]}]}}
     ],
 )
 def test_a_requests_needs_come_from_its_top_level_keys_and_content_parts(operation, payload, needs):
-    assert request_needs(operation, payload, json.dumps(payload).encode()) == needs
+    assert request_needs(operation, payload, ALL_CAPABILITIES) == needs
+    assert request_needs(operation, payload, ALL_CAPABILITIES & ~needs) == 0
