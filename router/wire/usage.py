@@ -49,8 +49,7 @@ _FAST = re.compile(
     re.DOTALL,
 )
 _TAIL = 1024  # the usage object sits at the end of an answer
-_CACHE = re.compile(rb'"(cached_tokens|cache_read_input_tokens|cache_creation_input_tokens)"'
-                    rb"\s*:\s*(\d{1,12})(?!\d)")  # fmt: skip
+_NUMBER = re.compile(rb"\s*:\s*(\d{1,12})(?!\d)")  # after a count's key
 
 
 def usage_from_body(body: bytes) -> Usage | None:
@@ -62,18 +61,26 @@ def usage_from_body(body: bytes) -> Usage | None:
     if match is not None:
         input_tokens, output_tokens = int(match.group(1)), int(match.group(2))
         first = body.find(b'"cache', at, end)
-        if first < 0:  # no cache counts: the common case costs one bounded search
+        if first < 0:  # no cache counts: one bounded search
             return Usage(input_tokens, output_tokens)
-        counts = {m.group(1): int(m.group(2)) for m in _CACHE.finditer(body, first, end)}
         return with_cache(
             input_tokens,
             output_tokens,
-            counts.get(b"cached_tokens"),
-            counts.get(b"cache_read_input_tokens"),
-            counts.get(b"cache_creation_input_tokens"),
+            _count(body, b'"cached_tokens"', first, end),
+            _count(body, b'"cache_read_input_tokens"', first, end),
+            _count(body, b'"cache_creation_input_tokens"', first, end),
             outside=match.re is _FAST and body.startswith(b'"input', match.start()),
         )
     return _decoded(body, at)
+
+
+def _count(body: bytes, key: bytes, start: int, end: int) -> int | None:
+    """The count after `key` in body[start:end], or None."""
+    at = body.find(key, start, end)
+    if at < 0:
+        return None
+    number = _NUMBER.match(body, at + len(key), end)
+    return int(number.group(1)) if number is not None else None
 
 
 def with_cache(
