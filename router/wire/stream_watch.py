@@ -154,6 +154,14 @@ class StreamWatch:
             if part.written_tokens is not None:
                 self._written = part.written_tokens
 
+    def _usage(self) -> Usage:
+        """The counts seen, cache counts in or outside the input as the dialect has them."""
+        inputs, outputs = self._input or 0, self._output or 0
+        if self._dialect.cache_outside_input:
+            return with_cache(inputs, outputs, read=self._cached, creation=self._written,
+                              outside=True)  # fmt: skip
+        return with_cache(inputs, outputs, self._cached, self._written, outside=False)
+
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
         """How the stream ended. A client that leaves after the terminator was written
         to it was served in full: that is an ordinary end, not a client gone."""
@@ -162,14 +170,7 @@ class StreamWatch:
             client_gone = not self.delivered
         usage = None
         if self._input is not None or self._output is not None:
-            usage = with_cache(
-                self._input or 0,
-                self._output or 0,
-                None,
-                self._cached,
-                self._written,
-                outside=self._dialect.cache_outside_input,
-            )
+            usage = self._usage()
         return StreamEnd(verdict, client_gone=client_gone, usage=usage)
 
 

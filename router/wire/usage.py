@@ -67,6 +67,7 @@ def usage_from_body(body: bytes) -> Usage | None:
             input_tokens,
             output_tokens,
             _count(body, b'"cached_tokens"', first, end),
+            _count(body, b'"cache_write_tokens"', first, end),
             _count(body, b'"cache_read_input_tokens"', first, end),
             _count(body, b'"cache_creation_input_tokens"', first, end),
             outside=match.re is _FAST and body.startswith(b'"input', match.start()),
@@ -83,26 +84,30 @@ def _count(body: bytes, key: bytes, start: int, end: int) -> int | None:
     return int(number.group(1)) if number is not None else None
 
 
+# A usage object's cache counts: OpenAI's names (`*_tokens_details.cached_tokens`,
+# `cache_write_tokens`), then Anthropic's (cache_read/cache_creation_input_tokens).
+CacheCounts = tuple[int | None, int | None, int | None, int | None]
+
+
 def with_cache(
     input_tokens: int,
     output_tokens: int,
-    cached: int | None,
+    cached: int | None = None,
+    write: int | None = None,
     read: int | None = None,
-    written: int | None = None,
+    creation: int | None = None,
     *,
-    outside: bool = True,
+    outside: bool,
 ) -> Usage:
-    """Usage from the reported counts: `cached` (OpenAI's, part of the input count), or
-    `read` and `written` (Anthropic's: `outside` the input count, unless reported next
-    to `prompt_tokens`). Cache counts above the input count are no counts."""
-    if read is not None or written is not None:
-        read, written = read or 0, written or 0
-        if outside:
-            return Usage(input_tokens + read + written, output_tokens, read, written)
-        cached = read
-    else:
-        written = 0
-    cached = cached or 0
+    """Usage from the reported counts. OpenAI's `cached` and `write` are part of the
+    input count; Anthropic's `read` and `creation` are not when `outside` (next to
+    Anthropic's `input_tokens`), and are (litellm writes them next to `prompt_tokens`,
+    mirrored in the OpenAI names). Cache counts above the input count are no counts."""
+    if outside and (read is not None or creation is not None):
+        read, creation = read or 0, creation or 0
+        return Usage(input_tokens + read + creation, output_tokens, read, creation)
+    cached = (cached if cached is not None else read) or 0
+    written = (write if write is not None else creation) or 0
     if cached + written > input_tokens:
         return Usage(input_tokens, output_tokens)
     return Usage(input_tokens, output_tokens, cached, written)
@@ -131,13 +136,17 @@ def _usage(value: Any) -> Usage | None:
     return None
 
 
-def cache_counts(usage: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
-    """A decoded usage object's (cached, read, written) counts, for `with_cache`."""
+def cache_counts(usage: dict[str, Any]) -> CacheCounts:
+    """A decoded usage object's cache counts, in `with_cache`'s order."""
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-    cached = tokens(details.get("cached_tokens")) if isinstance(details, dict) else None
-    read = tokens(usage.get("cache_read_input_tokens"))
-    written = tokens(usage.get("cache_creation_input_tokens"))
-    return cached, read, written
+    if not isinstance(details, dict):
+        details = {}
+    return (
+        tokens(details.get("cached_tokens")),
+        tokens(details.get("cache_write_tokens")),
+        tokens(usage.get("cache_read_input_tokens")),
+        tokens(usage.get("cache_creation_input_tokens")),
+    )
 
 
 def tokens(value: Any) -> int | None:

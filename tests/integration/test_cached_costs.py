@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from router.sim import SimKey
 from router.telemetry.logs import configure_logging, reset_logging
+from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_RESPONSES
+from router.wire.stream_watch import StreamWatch
 from router.wire.usage import Usage, usage_from_body
 from tests.configs import model, route, routes_yaml, sim_key
 from tests.conftest import SIM_A, client
@@ -231,6 +233,19 @@ async def test_a_price_without_cache_prices_charges_cached_input_as_fresh(stack,
             id="litellm-style",
         ),
         pytest.param(
+            b'{"usage":{"prompt_tokens":93,"completion_tokens":5,"prompt_tokens_details":'
+            b'{"cached_tokens":70,"cache_write_tokens":20},"cache_read_input_tokens":70,'
+            b'"cache_creation_input_tokens":20}}',
+            Usage(93, 5, 70, 20),
+            id="litellm-both-names",
+        ),
+        pytest.param(
+            b'{"usage":{"input_tokens":90,"input_tokens_details":{"cached_tokens":0,'
+            b'"cache_write_tokens":30},"output_tokens":5}}',
+            Usage(90, 5, 0, 30),
+            id="responses-write",
+        ),
+        pytest.param(
             b'{"usage":{"completion_tokens":5,"prompt_tokens":90,'
             b'"prompt_tokens_details":{"cached_tokens":64}}}',
             Usage(90, 5, 64),
@@ -246,3 +261,24 @@ async def test_a_price_without_cache_prices_charges_cached_input_as_fresh(stack,
 )
 def test_cache_counts_are_read_with_the_usage(body, expected):
     assert usage_from_body(body) == expected
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def test_stream_cache_counts_are_read_in_each_dialect():
+    anthropic_stream = _event("message_start", {"type": "message_start", "message": {"usage": {
+        "input_tokens": 3, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 70,
+        "output_tokens": 1}}}) + _event(
+        "message_delta", {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 5}}
+    ) + _event("message_stop", {"type": "message_stop"})  # fmt: skip
+    watch = StreamWatch(ANTHROPIC_MESSAGES, 1 << 20)
+    watch.see(anthropic_stream)
+    assert watch.end().usage == Usage(93, 5, 70, 20)
+    usage = {"input_tokens": 90, "input_tokens_details": {"cached_tokens": 64},
+             "output_tokens": 5}  # fmt: skip
+    completed = {"type": "response.completed", "response": {"usage": usage}}
+    watch = StreamWatch(OPENAI_RESPONSES, 1 << 20)
+    watch.see(_event("response.completed", completed))
+    assert watch.end().usage == Usage(90, 5, 64)
