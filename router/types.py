@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntFlag, StrEnum
 
 # The providers a key may name, with the api_base each defaults to. Each follows its own
 # SDK's convention: OpenAI-compatible bases end in /v1, Anthropic's is the host only (as
@@ -33,15 +33,55 @@ class Operation(StrEnum):
     COUNT_TOKENS = "count_tokens"  # Anthropic /v1/messages/count_tokens
 
 
+class Capability(IntFlag):
+    """What a request may need of a route beyond its API (README "Capabilities").
+
+    A route holds the set as a plain int bitmask (`Route.capabilities`), and so does a
+    request (`Call.needs`): the request path only ands two ints."""
+
+    TOOLS = 1  # tools / functions
+    IMAGES = 2  # image parts in the input
+    JSON_OBJECT = 4  # JSON mode: response_format {"type": "json_object"}
+    JSON_SCHEMA = 8  # structured output: a json_schema format
+
+
+ALL_CAPABILITIES = sum(capability.value for capability in Capability)
+# routes.yaml's names for them, and how an error message says each is missing.
+CAPABILITY_NAMES: Mapping[str, Capability] = {
+    "tools": Capability.TOOLS,
+    "images": Capability.IMAGES,
+    "json_object": Capability.JSON_OBJECT,
+    "json_schema": Capability.JSON_SCHEMA,
+}
+CAPABILITY_WORDS: Mapping[Capability, str] = {
+    Capability.TOOLS: "tools",
+    Capability.IMAGES: "images in the input",
+    Capability.JSON_OBJECT: "JSON mode (json_object)",
+    Capability.JSON_SCHEMA: "structured output (json_schema)",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token, input and output."""
+    """USD per token: input, output, and input read from the provider's prompt cache
+    (`cached_input`) or written to it (`cache_write`, Anthropic's cache_creation). None
+    for either: not known, charged as fresh input (no discount)."""
 
     input: float
     output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return input_tokens * self.input + output_tokens * self.output
+    def cost(
+        self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, written_tokens: int = 0
+    ) -> float:
+        """`input_tokens`: every input token, those read from or written to the cache included."""
+        cost = input_tokens * self.input + output_tokens * self.output
+        if cached_tokens and self.cached_input is not None:
+            cost += cached_tokens * (self.cached_input - self.input)
+        if written_tokens and self.cache_write is not None:
+            cost += written_tokens * (self.cache_write - self.input)
+        return cost
 
     @property
     def blended(self) -> float:
@@ -107,6 +147,9 @@ class Route:
     weight: float = 1.0
     price: Price | None = None  # routes.yaml's, else litellm's model data, else unknown
     max_input_tokens: int | None = None  # the context window, the same way
+    # Capability bits (a Capability mask): routes.yaml's, else litellm's model data,
+    # else all of them (a model nobody describes is assumed capable).
+    capabilities: int = ALL_CAPABILITIES
     # "key name / upstream model": the route's name in state, headers, logs and metrics.
     # Computed once; it is read many times per request.
     id: str = field(init=False, compare=False)
@@ -135,6 +178,9 @@ class ModelSpec:
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)
+    # Per operation, the Capability bits some route a request may reach lacks: only these
+    # are looked for in a request (wire/needs.py); absent or 0, none is.
+    checked_needs: Mapping[Operation, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,8 +1,8 @@
 """routes.yaml `models:`: routes, fallbacks, context fallbacks, prices and budgets.
 
-Everything that can be is resolved here, once: each route's price and context window
-(routes.yaml first, litellm's model data second), `fallback: cheaper` into the list of
-cheaper models, and every fallback chain, checked for cycles.
+Everything that can be is resolved here, once: each route's price, context window and
+capabilities (routes.yaml first, litellm's model data second), `fallback: cheaper` into
+the list of cheaper models, and every fallback chain, checked for cycles.
 """
 
 from __future__ import annotations
@@ -13,12 +13,25 @@ from types import MappingProxyType
 
 from router.config import catalog
 from router.config.fields import Field, suggestion
-from router.types import Budget, Key, ModelSpec, Operation, Price, Route, SkippedKey
+from router.types import (
+    ALL_CAPABILITIES,
+    CAPABILITY_NAMES,
+    Budget,
+    Key,
+    ModelSpec,
+    Operation,
+    Price,
+    Route,
+    SkippedKey,
+)
 from router.upstream.translate import can_serve
 
-_MODEL_FIELDS = ("routes", "fallback", "context_fallback", "budget", "max_wait", "affinity")
-_ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens")
+_MODEL_FIELDS = (
+    "routes", "fallback", "context_fallback", "budget", "max_wait", "affinity", "capabilities"
+)  # fmt: skip
+_ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens", "capabilities")
 _PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
+_CACHE_PRICE_FIELDS = ("cached_input_per_mtok", "cache_write_per_mtok")  # optional
 _BUDGET_FIELDS = ("usd_per_day", "usd_per_month")
 CHEAPER = "cheaper"
 
@@ -31,7 +44,17 @@ def parse_models(
         raise at.error("no models are defined")
     names = {name for name, _ in entries}
     found_of = {name: entry.fields(_MODEL_FIELDS) for name, entry in entries}
-    routes = {name: _routes(found_of[name].get("routes"), keys, skipped) for name in names}
+    routes = {
+        name: _routes(
+            found_of[name].get("routes"),
+            keys,
+            skipped,
+            capabilities(found_of[name]["capabilities"])
+            if "capabilities" in found_of[name]
+            else None,
+        )
+        for name in names
+    }
     prices = {name: model_price(routes[name]) for name in names}
     fallbacks: dict[str, tuple[str, ...]] = {}
     fallback_at: dict[str, Field] = {}
@@ -55,12 +78,14 @@ def parse_models(
             else ()
         )
     _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
+    chains = {name: _chain(name, fallbacks) for name in names}
+    routes_for = {name: _routes_per_operation(routes[name]) for name in names}
     specs = {
         name: ModelSpec(
             name=name,
             routes=routes[name],
             fallback=fallbacks[name],
-            chain=_chain(name, fallbacks),
+            chain=chains[name],
             context_fallback=context[name],
             budget=parse_budget(found_of[name]["budget"]) if "budget" in found_of[name] else None,
             price=prices[name],
@@ -70,7 +95,8 @@ def parse_models(
                 else None
             ),
             affinity=found_of[name]["affinity"].boolean() if "affinity" in found_of[name] else True,
-            routes_for=_routes_per_operation(routes[name]),
+            routes_for=routes_for[name],
+            checked_needs=_checked_needs(name, chains, context, routes_for),
         )
         for name, _ in entries
     }
@@ -102,10 +128,29 @@ def parse_budget(at: Field) -> Budget:
     )
 
 
+def capabilities(at: Field) -> int:
+    """A `capabilities:` list as a Capability mask."""
+    mask = 0
+    for entry in at.items():
+        name = entry.string()
+        capability = CAPABILITY_NAMES.get(name)
+        if capability is None:
+            raise entry.error(
+                f"unknown capability '{name}'{suggestion(name, CAPABILITY_NAMES)}; "
+                f"known: {', '.join(CAPABILITY_NAMES)}"
+            )
+        mask |= capability
+    return mask
+
+
 def _routes(
-    at: Field | None, keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey]
+    at: Field | None,
+    keys: Mapping[str, Key],
+    skipped: Mapping[str, SkippedKey],
+    model_capabilities: int | None = None,
 ) -> tuple[Route, ...]:
-    """The model's routes in file order (the policy applies priority), less skipped keys."""
+    """The model's routes in file order (the policy applies priority), less skipped keys.
+    `model_capabilities`: the model's `capabilities:`, for routes without their own."""
     usable: list[Route] = []
     first: dict[str, str] = {}
     for entry in at.items() if at is not None else []:
@@ -128,10 +173,15 @@ def _routes(
         window = (
             found["max_input_tokens"].integer(minimum=1) if "max_input_tokens" in found else None
         )
+        written = (
+            capabilities(found["capabilities"]) if "capabilities" in found else model_capabilities
+        )
         key = keys.get(key_name)
         if key is None:
             continue
         facts = catalog.facts(key.provider, model)
+        if written is None:
+            written = ALL_CAPABILITIES if facts.capabilities is None else facts.capabilities
         usable.append(
             Route(
                 key=key,
@@ -140,15 +190,21 @@ def _routes(
                 weight=weight,
                 price=price or facts.price,
                 max_input_tokens=window or facts.max_input_tokens,
+                capabilities=written,
             )
         )
     return tuple(usable)
 
 
 def _price(at: Field) -> Price:
-    found = at.fields(_PRICE_FIELDS, required=_PRICE_FIELDS)
+    found = at.fields((*_PRICE_FIELDS, *_CACHE_PRICE_FIELDS), required=_PRICE_FIELDS)
     per_million = [found[name].number(minimum=0) for name in _PRICE_FIELDS]
-    return Price(input=per_million[0] / 1e6, output=per_million[1] / 1e6)
+    cached, write = (
+        found[name].number(minimum=0) / 1e6 if name in found else None
+        for name in _CACHE_PRICE_FIELDS
+    )
+    # Without a cache price, cache reads and writes are charged as fresh input.
+    return Price(per_million[0] / 1e6, per_million[1] / 1e6, cached, write)
 
 
 def _fallback(
@@ -234,6 +290,32 @@ def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: b
         )
     chain = " -> ".join(spec.chain)
     return f"models.{spec.name}: no usable route in {chain}; requests for it will get 503"
+
+
+def _checked_needs(
+    name: str,
+    chains: Mapping[str, tuple[str, ...]],
+    context: Mapping[str, tuple[str, ...]],
+    routes_for: Mapping[str, Mapping[Operation, tuple[Route, ...]]],
+) -> Mapping[Operation, int]:
+    """Per operation, the capabilities some route a request for `name` may reach lacks
+    (its chain, and the context fallbacks of any model on the way): only those are
+    worth looking for in a request. 0 when every such route has every one."""
+    reached: list[str] = []
+    pending = [name]
+    while pending:
+        for model in chains[pending.pop()]:
+            if model not in reached:
+                reached.append(model)
+                pending.extend(context[model])
+    checked: dict[Operation, int] = {}
+    for operation in Operation:
+        common = ALL_CAPABILITIES
+        for model in reached:
+            for route in routes_for[model][operation]:
+                common &= route.capabilities
+        checked[operation] = ALL_CAPABILITIES & ~common
+    return MappingProxyType(checked)
 
 
 def _routes_per_operation(routes: tuple[Route, ...]) -> Mapping[Operation, tuple[Route, ...]]:

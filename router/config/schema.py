@@ -30,12 +30,14 @@ from router.config import (
 )
 from router.config.models import (
     _BUDGET_FIELDS,
+    _CACHE_PRICE_FIELDS,
     _MODEL_FIELDS,
     _PRICE_FIELDS,
     _ROUTE_FIELDS,
     CHEAPER,
 )
 from router.types import (
+    CAPABILITY_NAMES,
     DEFAULT_API_BASES,
     FailoverSettings,
     Limits,
@@ -78,6 +80,12 @@ _BOOLEAN = _typed({"type": "boolean"})
 _STRING: Schema = {"type": "string"}
 _NON_EMPTY: Schema = {"type": "string", "minLength": 1}
 _STRINGS: Schema = {"type": "array", "items": _STRING}
+_CAPABILITIES: Schema = {
+    "type": "array",
+    "items": {"enum": list(CAPABILITY_NAMES)},
+    "uniqueItems": True,
+    "description": "What the route's model can do; overrides litellm's model data.",
+}
 
 
 def _object(
@@ -188,12 +196,13 @@ def _route() -> Schema:
         "priority": _integer(1),
         "weight": _positive(),
         "price": _object(
-            {name: _number(0) for name in _PRICE_FIELDS},
-            _PRICE_FIELDS,
+            {name: _number(0) for name in (*_PRICE_FIELDS, *_CACHE_PRICE_FIELDS)},
+            (*_PRICE_FIELDS, *_CACHE_PRICE_FIELDS),
             required=_PRICE_FIELDS,
-            description="US dollars per million tokens.",
+            description="US dollars per million tokens; cache prices default to the input's.",
         ),
         "max_input_tokens": _integer(1),
+        "capabilities": _CAPABILITIES,
     }
     return _object(properties, _ROUTE_FIELDS, required=("key", "model"))
 
@@ -207,6 +216,7 @@ def _model() -> Schema:
         "budget": _budget(),
         "max_wait": _number(0),  # seconds; 0: answer 429 at once
         "affinity": _BOOLEAN,
+        "capabilities": _CAPABILITIES,
     }
     schema = _object(properties, _MODEL_FIELDS)
     schema["anyOf"] = [{"required": ["routes"]}, {"required": ["fallback"]}]

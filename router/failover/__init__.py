@@ -23,6 +23,7 @@ import structlog
 from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLocalResources
 from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
+from router.failover.capable import CapableRoutes
 from router.failover.prompt import PromptSize
 from router.failover.waiting import Ticket, WaitRoom
 from router.health.tracker import HealthTracker
@@ -80,6 +81,7 @@ class Failover:
         self._room = WaitRoom(config.failover.max_waiting)
         self._layouts: dict[int, Layout] = {}
         models = config.models
+        self._capable = CapableRoutes(models)  # per request's needs: the routes that can serve
         # (model, operation) pairs whose chain has a route for it: fixed at load.
         self._served = frozenset(
             (model.name, operation)
@@ -202,7 +204,9 @@ class Failover:
             walk.visited.add(model.name)
             if model.budget is not None and await self._health.model_block(model.name):
                 continue  # over its budget: its fallbacks serve until the period turns
-            routes = model.routes_for[call.operation]
+            routes = self._capable.of(model, call.operation, call.needs)
+            if not routes:
+                continue  # none can serve this request (its API, tools, images): its fallbacks
             shape = self._layout(routes)
             # A prompt too long for a window can still be counted: that is how a
             # client finds out it must shorten it.
@@ -325,11 +329,15 @@ class Failover:
         return (model.name, operation) in self._served
 
     async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
-        """Why nothing could serve: limited (429, wait for the earliest recovery) or down."""
+        """Why nothing could serve: limited (429, wait for the earliest recovery) or down;
+        raises the 400 when no route of the chain has what the request needs."""
+        refusal = self._capable.refusal(call.model, call.operation, call.needs)
+        if refusal is not None:
+            raise refusal
         limited_waits: list[float] = []
         down_waits: list[float] = []
         for name in call.model.chain:
-            routes = self._config.models[name].routes_for[call.operation]
+            routes = self._capable.of(self._config.models[name], call.operation, call.needs)
             snapshot = await self._health.snapshot(routes)
             for route in routes:
                 blocked = unavailability(route, snapshot[route.id], call.need_tokens)

@@ -274,9 +274,15 @@ class AttemptRunner:
             return None
         series.tokens_in.inc(usage.input_tokens)
         series.tokens_out.inc(usage.output_tokens)
+        if usage.cached_tokens:
+            series.cache_read.inc(usage.cached_tokens)
+        if usage.written_tokens:
+            series.cache_write.inc(usage.written_tokens)
         if route.price is None:
             return None
-        cost = route.price.cost(usage.input_tokens, usage.output_tokens)
+        cost = route.price.cost(
+            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.written_tokens
+        )
         series.spend.inc(cost)
         if route.key.budget is not None or model.budget is not None:
             await self._budgets.spend(route, model, cost)

@@ -28,6 +28,8 @@ class Call:
     strip_usage: bool = False
     # The conversation's name for route affinity (rules/affinity.py); b"" for none.
     affinity: bytes = b""
+    # The Capability mask the request needs of a route (wire/needs.py); 0 for none.
+    needs: int = 0
 
 
 # Not frozen, though nothing changes it: built on every request (see failover/attempt.py).

@@ -247,6 +247,9 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "waited_ms": None if trace.waited is None else round(trace.waited * 1000, 2),
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
+            # Of tokens_in: read from the provider's prompt cache, and written to it.
+            "tokens_cached": usage.cached_tokens if usage else None,
+            "tokens_cache_written": usage.written_tokens if usage else None,
             "cost_usd": None if cost is None else round(cost, 8),
         },
     )

@@ -23,6 +23,7 @@ from router.types import Attempt, ModelSpec, Operation, Route
 from router.upstream import forwardable_headers
 from router.wire import fastjson
 from router.wire.dialects import Dialect
+from router.wire.needs import request_needs
 
 PATHS = {
     Operation.CHAT: "/v1/chat/completions",
@@ -151,6 +152,7 @@ def parse_call(
         else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
         affinity=conversation_key(payload) if _chooses(state, model, counting) else b"",
+        needs=request_needs(operation, payload, model.checked_needs.get(operation, 0)),
     )
 
 

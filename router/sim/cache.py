@@ -6,8 +6,9 @@ Anthropic the blocks marked `cache_control`; both keep an entry about five minut
 its last use. The simulator caches every message boundary of a chat-style prompt (no
 minimum length; for Anthropic only when the body holds a `cache_control`), which is
 enough to measure how often a router sends a conversation back to the key that holds
-its prefix. Bounded: at most
-`MAX_ENTRIES` prefixes per key, the least recently used dropped first.
+its prefix. What a prompt adds to the cache is reported as written (Anthropic's
+`cache_creation_input_tokens`), and Anthropic's `input_tokens` is then what is left.
+Bounded: at most `MAX_ENTRIES` prefixes per key, the least recently used dropped first.
 """
 
 from __future__ import annotations

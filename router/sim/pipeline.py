@@ -120,7 +120,9 @@ class ModelEndpoint:
             headers = wire.limit_headers(admission.state)
             if call.prefixes:
                 cached = state.caches[key.name].use(call.prefixes, state.now())
-                usage = Usage(usage.prompt_tokens, usage.completion_tokens, cached)
+                # Every boundary of the prompt is now cached: what was not, was written.
+                written = usage.prompt_tokens - cached
+                usage = Usage(usage.prompt_tokens, usage.completion_tokens, cached, written)
         else:
             limit_state = limits.state(state.now())
             if fault.is_error_reply:

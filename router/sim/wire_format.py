@@ -57,6 +57,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # of prompt_tokens, served from the key's prompt cache
+    # Of prompt_tokens, newly written to it (Anthropic reports these; OpenAI does not).
+    written_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -131,7 +131,7 @@ class RouteSeries:
     path. Only pairs where the route is one of the model's own (attempts record the
     model whose route served)."""
 
-    __slots__ = ("_labels", "_metrics", "_provider", "_seconds", "_spend", "_tokens",
+    __slots__ = ("_cache", "_labels", "_metrics", "_provider", "_seconds", "_spend", "_tokens",
                  "attempts", "failovers")  # fmt: skip
 
     def __init__(self, metrics: Metrics, model: str, route: Route) -> None:
@@ -146,6 +146,9 @@ class RouteSeries:
         self._provider = route.key.provider
         self._seconds: Any = None
         self._tokens: tuple[Any, Any] | None = None
+        self._cache: dict[str, Any] = _Children(
+            lambda kind: metrics.cached_tokens.labels(*labels, kind)
+        )
         self._spend: Any = None
 
     @property
@@ -168,6 +171,14 @@ class RouteSeries:
             self._tokens = (tokens.labels(*self._labels, "input"),
                             tokens.labels(*self._labels, "output"))  # fmt: skip
         return self._tokens
+
+    @property
+    def cache_read(self) -> Any:
+        return self._cache["read"]
+
+    @property
+    def cache_write(self) -> Any:
+        return self._cache["write"]
 
     @property
     def spend(self) -> Any:
@@ -267,8 +278,8 @@ class Metrics:
         return [
             self.requests, self.in_flight, self.request_seconds, self.attempts,
             self.upstream_seconds, self.failovers, self.fallbacks, self.ttft, self.tokens,
-            self.spend, self.route_state, self.route_available_in, self.key_disabled,
-            self.headroom_remaining, self.headroom_limit,
+            self.cached_tokens, self.spend, self.route_state, self.route_available_in,
+            self.key_disabled, self.headroom_remaining, self.headroom_limit,
         ]  # fmt: skip
 
     def _declare_requests(self, r: CollectorRegistry) -> None:
@@ -348,9 +359,17 @@ class Metrics:
             ["model", *_ROUTE, "direction"],
             registry=r,
         )
+        self.cached_tokens = Counter(
+            "llm_router_cached_tokens",
+            "Input tokens (part of llm_router_tokens_total's input) the provider read from "
+            "its prompt cache (kind=read) or wrote to it (kind=write).",
+            ["model", *_ROUTE, "kind"],
+            registry=r,
+        )
         self.spend = Counter(
             "llm_router_spend_usd",
-            "Cost of served requests in USD: provider usage times the route's price.",
+            "Cost of served requests in USD: provider usage times the route's price "
+            "(cached input at the cache prices).",
             ["model", *_ROUTE],
             registry=r,
         )

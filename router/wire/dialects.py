@@ -18,15 +18,19 @@ from router.errors import NoCapacity, RouterError
 from router.rules.failures import classify_response, classify_stream_error
 from router.types import FailureClass, Verdict
 from router.wire import fastjson
-from router.wire.usage import tokens, usage_from_body
+from router.wire.usage import cache_counts, tokens, usage_from_body, with_cache
 
 
 @dataclass(frozen=True, slots=True)
 class UsagePart:
-    """Token counts one event reported; Anthropic splits them over two events."""
+    """Token counts one event reported; Anthropic splits them over two events. The
+    cache counts are inside `input_tokens` or outside it as the dialect says
+    (`cache_outside_input`)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_tokens: int | None = None  # read from the prompt cache
+    written_tokens: int | None = None  # written to it
 
 
 def _json(data: bytes) -> Any:
@@ -75,6 +79,7 @@ class OpenAIChat:
     terminator = b"data: [DONE]"
     error_hint = b'"error"'
     usage_hint = b'"prompt_tokens"'
+    cache_outside_input = False  # OpenAI's input counts include cached tokens
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         """The first chunk carries the role and empty content: nothing to show yet."""
@@ -112,7 +117,14 @@ class OpenAIChat:
         if b'"prompt_tokens"' not in data:  # every other chunk says "usage": null, if at all
             return None
         usage = usage_from_body(data)  # read from the bytes, like a non-streaming answer's
-        return None if usage is None else UsagePart(usage.input_tokens, usage.output_tokens)
+        if usage is None:
+            return None
+        return UsagePart(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens or None,
+            usage.written_tokens or None,
+        )
 
     def error_event(self, message: str, last: bytes = b"") -> bytes:
         """The router's error event; `last`: the whole events most recently sent."""
@@ -165,7 +177,16 @@ class OpenAIResponses(OpenAIChat):
         usage = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(usage, dict):
             return None
-        return UsagePart(tokens(usage.get("input_tokens")), tokens(usage.get("output_tokens")))
+        input_tokens, output_tokens = (
+            tokens(usage.get("input_tokens")),
+            tokens(usage.get("output_tokens")),
+        )
+        if input_tokens is None or output_tokens is None:
+            return UsagePart(input_tokens, output_tokens)
+        found = with_cache(input_tokens, output_tokens, *cache_counts(usage), outside=False)
+        return UsagePart(
+            input_tokens, output_tokens, found.cached_tokens or None, found.written_tokens or None
+        )
 
     def error_event(self, message: str, last: bytes = b"") -> bytes:
         """Every Responses event carries a `sequence_number`, and clients that validate
@@ -209,6 +230,7 @@ class AnthropicMessages:
     terminator = b"event: message_stop"
     error_hint = b"event: error"
     usage_hint = b'"usage"'
+    cache_outside_input = True  # cache_read/creation_input_tokens are not in input_tokens
     _PREAMBLE = frozenset({b"message_start", b"content_block_start", b"ping"})
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
@@ -231,14 +253,20 @@ class AnthropicMessages:
             usage = message.get("usage") if isinstance(message, dict) else None
             if isinstance(usage, dict):
                 return UsagePart(
-                    tokens(usage.get("input_tokens")), tokens(usage.get("output_tokens"))
+                    tokens(usage.get("input_tokens")),
+                    tokens(usage.get("output_tokens")),
+                    tokens(usage.get("cache_read_input_tokens")),
+                    tokens(usage.get("cache_creation_input_tokens")),
                 )
         if event == b"message_delta" and isinstance(payload.get("usage"), dict):
             # Current streams (and litellm's adapter, whose message_start says 0) give
             # input_tokens here too; a later value replaces an earlier one.
             usage = payload["usage"]
             return UsagePart(
-                tokens(usage.get("input_tokens")) or None, tokens(usage.get("output_tokens"))
+                tokens(usage.get("input_tokens")) or None,
+                tokens(usage.get("output_tokens")),
+                tokens(usage.get("cache_read_input_tokens")) or None,
+                tokens(usage.get("cache_creation_input_tokens")) or None,
             )
         return None
 

@@ -13,7 +13,7 @@ from router.rules.failures import OK
 from router.types import Verdict
 from router.wire import sse
 from router.wire.dialects import Dialect, UsagePart
-from router.wire.usage import Usage
+from router.wire.usage import Usage, with_cache
 
 
 class EventTooLarge(ValueError):
@@ -42,11 +42,13 @@ class StreamWatch:
     """
 
     __slots__ = (
+        "_cached",
         "_carry",
         "_dialect",
         "_input",
         "_max_event",
         "_output",
+        "_written",
         "delivered",
         "done",
         "error",
@@ -59,6 +61,8 @@ class StreamWatch:
         self._carry = b""
         self._input: int | None = None
         self._output: int | None = None
+        self._cached: int | None = None
+        self._written: int | None = None
         self.done = False  # the terminator was seen
         self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
@@ -145,6 +149,18 @@ class StreamWatch:
         if part is not None:
             self._input = part.input_tokens if part.input_tokens is not None else self._input
             self._output = part.output_tokens if part.output_tokens is not None else self._output
+            if part.cached_tokens is not None:
+                self._cached = part.cached_tokens
+            if part.written_tokens is not None:
+                self._written = part.written_tokens
+
+    def _usage(self) -> Usage:
+        """The counts seen, cache counts in or outside the input as the dialect has them."""
+        inputs, outputs = self._input or 0, self._output or 0
+        if self._dialect.cache_outside_input:
+            return with_cache(inputs, outputs, read=self._cached, creation=self._written,
+                              outside=True)  # fmt: skip
+        return with_cache(inputs, outputs, self._cached, self._written, outside=False)
 
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
         """How the stream ended. A client that leaves after the terminator was written
@@ -154,7 +170,7 @@ class StreamWatch:
             client_gone = not self.delivered
         usage = None
         if self._input is not None or self._output is not None:
-            usage = Usage(input_tokens=self._input or 0, output_tokens=self._output or 0)
+            usage = self._usage()
         return StreamEnd(verdict, client_gone=client_gone, usage=usage)
 
 

@@ -6,6 +6,13 @@ Only the object after the last `"usage"` key is decoded, so the cost does not gr
 the length of the answer. A `"usage"` inside message text is escaped (`\\"usage\\"`)
 and cannot match.
 
+Prompt-cache counts are read from the same object: OpenAI's `cached_tokens` (in
+`prompt_tokens_details`, or `input_tokens_details` on Responses) are part of the input
+count; Anthropic's `cache_read_input_tokens` and `cache_creation_input_tokens` are not,
+and are added to it (next to `prompt_tokens`, as litellm writes them, they are part of
+it). So `Usage.input_tokens` is every input token, whoever reports it, and
+`cached_tokens` / `written_tokens` say how many of them the cache served or took.
+
 The counts are the upstream's word, and are checked like any input: a count that is not
 a whole number from 0 to a trillion (a string, a negative, 5,000 digits) is no count.
 Nesting too deep to decode is no usage either.
@@ -25,8 +32,10 @@ _MOST_TOKENS = 10**12
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    input_tokens: int
+    input_tokens: int  # all of them, cache reads and writes included
     output_tokens: int
+    cached_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    written_tokens: int = 0  # of input_tokens, written to it (Anthropic's cache_creation)
 
 
 # OpenAI's own compact form, matched where the key is, without scanning:
@@ -40,16 +49,68 @@ _FAST = re.compile(
     re.DOTALL,
 )
 _TAIL = 1024  # the usage object sits at the end of an answer
+_NUMBER = re.compile(rb"\s*:\s*(\d{1,12})(?!\d)")  # after a count's key
 
 
 def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
-    match = _OPENAI.match(body, at) or _FAST.search(body, at, min(len(body), at + _TAIL))
+    end = min(len(body), at + _TAIL)
+    match = _OPENAI.match(body, at) or _FAST.search(body, at, end)
     if match is not None:
-        return Usage(input_tokens=int(match.group(1)), output_tokens=int(match.group(2)))
+        input_tokens, output_tokens = int(match.group(1)), int(match.group(2))
+        first = body.find(b'"cache', at, end)
+        if first < 0:  # no cache counts: one bounded search
+            return Usage(input_tokens, output_tokens)
+        return with_cache(
+            input_tokens,
+            output_tokens,
+            _count(body, b'"cached_tokens"', first, end),
+            _count(body, b'"cache_write_tokens"', first, end),
+            _count(body, b'"cache_read_input_tokens"', first, end),
+            _count(body, b'"cache_creation_input_tokens"', first, end),
+            outside=match.re is _FAST and body.startswith(b'"input', match.start()),
+        )
     return _decoded(body, at)
+
+
+def _count(body: bytes, key: bytes, start: int, end: int) -> int | None:
+    """The count after `key` in body[start:end], or None."""
+    at = body.find(key, start, end)
+    if at < 0:
+        return None
+    number = _NUMBER.match(body, at + len(key), end)
+    return int(number.group(1)) if number is not None else None
+
+
+# A usage object's cache counts: OpenAI's names (`*_tokens_details.cached_tokens`,
+# `cache_write_tokens`), then Anthropic's (cache_read/cache_creation_input_tokens).
+CacheCounts = tuple[int | None, int | None, int | None, int | None]
+
+
+def with_cache(
+    input_tokens: int,
+    output_tokens: int,
+    cached: int | None = None,
+    write: int | None = None,
+    read: int | None = None,
+    creation: int | None = None,
+    *,
+    outside: bool,
+) -> Usage:
+    """Usage from the reported counts. OpenAI's `cached` and `write` are part of the
+    input count; Anthropic's `read` and `creation` are not when `outside` (next to
+    Anthropic's `input_tokens`), and are (litellm writes them next to `prompt_tokens`,
+    mirrored in the OpenAI names). Cache counts above the input count are no counts."""
+    if outside and (read is not None or creation is not None):
+        read, creation = read or 0, creation or 0
+        return Usage(input_tokens + read + creation, output_tokens, read, creation)
+    cached = (cached if cached is not None else read) or 0
+    written = (write if write is not None else creation) or 0
+    if cached + written > input_tokens:
+        return Usage(input_tokens, output_tokens)
+    return Usage(input_tokens, output_tokens, cached, written)
 
 
 def _decoded(body: bytes, at: int) -> Usage | None:
@@ -70,8 +131,22 @@ def _usage(value: Any) -> Usage | None:
     prompt = tokens(value.get("prompt_tokens", value.get("input_tokens")))
     completion = tokens(value.get("completion_tokens", value.get("output_tokens", 0)))
     if prompt is not None and completion is not None:  # embeddings: no completion, 0
-        return Usage(input_tokens=prompt, output_tokens=completion)
+        outside = "prompt_tokens" not in value
+        return with_cache(prompt, completion, *cache_counts(value), outside=outside)
     return None
+
+
+def cache_counts(usage: dict[str, Any]) -> CacheCounts:
+    """A decoded usage object's cache counts, in `with_cache`'s order."""
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    if not isinstance(details, dict):
+        details = {}
+    return (
+        tokens(details.get("cached_tokens")),
+        tokens(details.get("cache_write_tokens")),
+        tokens(usage.get("cache_read_input_tokens")),
+        tokens(usage.get("cache_creation_input_tokens")),
+    )
 
 
 def tokens(value: Any) -> int | None:

@@ -110,10 +110,10 @@ def parse_count_tokens_request(body: bytes, request_id: str) -> ModelCall:
 
 
 def _usage(usage: Usage) -> dict[str, int]:
-    # Anthropic's input_tokens leaves out the tokens read from cache.
+    # Anthropic's input_tokens leaves out the tokens read from cache and written to it.
     return {
-        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens - usage.written_tokens,
+        "cache_creation_input_tokens": usage.written_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
     }
@@ -147,7 +147,14 @@ class MessageStream:
             "content": [],
             "stop_reason": None,
             # message_start reports the input and a provisional output count (§9.2).
-            "usage": _usage(Usage(self._usage.prompt_tokens, 1, self._usage.cached_tokens)),
+            "usage": _usage(
+                Usage(
+                    self._usage.prompt_tokens,
+                    1,
+                    self._usage.cached_tokens,
+                    self._usage.written_tokens,
+                )
+            ),
         }
         block = {"type": "text", "text": ""}
         return [

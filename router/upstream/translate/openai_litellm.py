@@ -166,8 +166,11 @@ def usage_object(usage: Any) -> dict[str, Any] | None:
     }
     details = getattr(usage, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None)
-    if cached:
-        counts["prompt_tokens_details"] = {"cached_tokens": cached}
+    written = getattr(details, "cache_write_tokens", None)  # Anthropic's cache_creation
+    if cached or written:
+        counts["prompt_tokens_details"] = {"cached_tokens": cached or 0}
+        if written:
+            counts["prompt_tokens_details"]["cache_write_tokens"] = written
     return counts
 
 
