@@ -107,6 +107,9 @@ class Route:
     weight: float = 1.0
     price: Price | None = None  # routes.yaml's, else litellm's model data, else unknown
     max_input_tokens: int | None = None  # the context window, the same way
+    # The timeouts of attempts on this route when routes.yaml sets any on the route or
+    # its model (merged at load: route over model over global); None: the global ones.
+    timeouts: Timeouts | None = None
     # "key name / upstream model": the route's name in state, headers, logs and metrics.
     # Computed once; it is read many times per request.
     id: str = field(init=False, compare=False)
@@ -132,6 +135,9 @@ class ModelSpec:
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
     max_wait: float | None = None  # overrides failover.max_wait for requests to it
     affinity: bool = True  # keep a conversation on one key (rules/affinity.py)
+    # The model's own `timeouts:` merged over the global ones (None: the global ones);
+    # its `request` bounds requests to it. Its routes carry their merged copies.
+    timeouts: Timeouts | None = None
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)

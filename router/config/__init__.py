@@ -83,9 +83,9 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     warnings: list[str] = []
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
-    models = parse_models(top["models"], keys, skipped, warnings)
-    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     timeouts = _settings(top.get("timeouts"), Timeouts)
+    models = parse_models(top["models"], keys, skipped, warnings, timeouts)
+    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()

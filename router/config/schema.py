@@ -34,6 +34,8 @@ from router.config.models import (
     _PRICE_FIELDS,
     _ROUTE_FIELDS,
     CHEAPER,
+    ROUTE_TIMEOUT_FIELDS,
+    TIMEOUT_FIELDS,
 )
 from router.types import (
     DEFAULT_API_BASES,
@@ -181,6 +183,11 @@ def _key() -> Schema:
     return _object(properties, _KEY_FIELDS, required=("provider", "api_key"))
 
 
+def _timeouts(allowed: tuple[str, ...], description: str) -> Schema:
+    """A model's or a route's own timeouts: any subset, no defaults (the outer ones are)."""
+    return _object({name: _positive() for name in allowed}, allowed, description=description)
+
+
 def _route() -> Schema:
     properties: dict[str, Schema] = {
         "key": {"type": "string", "description": "a name under keys:"},
@@ -194,6 +201,10 @@ def _route() -> Schema:
             description="US dollars per million tokens.",
         ),
         "max_input_tokens": _integer(1),
+        "timeouts": _timeouts(
+            ROUTE_TIMEOUT_FIELDS,
+            "Seconds, for attempts on this route: over its model's and the top-level ones.",
+        ),
     }
     return _object(properties, _ROUTE_FIELDS, required=("key", "model"))
 
@@ -207,6 +218,10 @@ def _model() -> Schema:
         "budget": _budget(),
         "max_wait": _number(0),  # seconds; 0: answer 429 at once
         "affinity": _BOOLEAN,
+        "timeouts": _timeouts(
+            TIMEOUT_FIELDS,
+            "Seconds, for requests to this model: over the top-level ones; a route's own win.",
+        ),
     }
     schema = _object(properties, _MODEL_FIELDS)
     schema["anyOf"] = [{"required": ["routes"]}, {"required": ["fallback"]}]

@@ -93,8 +93,8 @@ class Failover:
         and goes again; the waits of all its rounds together stay within max_wait."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self._config.timeouts.request
         model = call.model
+        deadline = started + (model.timeouts or self._config.timeouts).request
         max_wait = self._config.failover.max_wait if model.max_wait is None else model.max_wait
         if call.operation is Operation.COUNT_TOKENS:
             max_wait = 0.0  # no waiting for a count: the handler estimates it here at once
@@ -247,9 +247,9 @@ class Failover:
         while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                seconds = (call.model.timeouts or self._config.timeouts).request
                 raise DeadlineExceeded(
-                    f"request deadline of {self._config.timeouts.request:g}s passed after "
-                    f"{len(walk.attempts)} attempts",
+                    f"request deadline of {seconds:g}s passed after {len(walk.attempts)} attempts",
                     tuple(walk.attempts),
                 )
             snapshot = await self._health.snapshot(routes)

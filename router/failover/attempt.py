@@ -304,7 +304,7 @@ class AttemptRunner:
         ask_usage: bool,
     ) -> _Reply | None:
         """One request to the upstream; None when it refused the usage ask."""
-        timeouts = self._timeouts
+        timeouts = route.timeouts or self._timeouts  # the route's own, merged at load
         left = budget - (self._clock() - started)
         provider = PROVIDERS.get(route.key.provider)
         head_timeout = min(timeouts.first_byte, left)

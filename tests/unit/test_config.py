@@ -752,6 +752,47 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
+def test_route_timeouts_override_the_models_which_override_the_top_level_ones() -> None:
+    config = parse(
+        minimal(
+            models="  m:\n"
+            "    timeouts: {first_byte: 300, request: 900}\n"
+            "    routes:\n"
+            "      - {key: main, model: up, timeouts: {first_byte: 600, idle: 90}}\n"
+            "      - {key: main, model: other}\n"
+            "  plain:\n"
+            "    routes: [{key: main, model: up2}]\n",
+            extra="timeouts: {connect: 2, first_byte: 30}\n",
+        )
+    )
+    own, inherited = config.models["m"].routes
+    assert own.timeouts is not None and inherited.timeouts is not None
+    assert (own.timeouts.connect, own.timeouts.first_byte, own.timeouts.idle) == (2.0, 600.0, 90.0)
+    assert (inherited.timeouts.first_byte, inherited.timeouts.idle) == (300.0, 60.0)
+    model_timeouts = config.models["m"].timeouts
+    assert model_timeouts is not None and model_timeouts.request == 900.0
+    # Nothing overridden: the top-level timeouts apply, and nothing is copied.
+    assert config.models["plain"].timeouts is None
+    assert config.models["plain"].routes[0].timeouts is None
+
+
+def test_a_route_may_not_set_the_whole_requests_timeout_nor_a_bad_one() -> None:
+    def one_route(timeouts: str, model_extra: str = "") -> str:
+        return minimal(
+            models=f"  m:\n    routes: [{{key: main, model: up{timeouts}}}]\n{model_extra}"
+        )
+
+    on_route = one_route(", timeouts: {request: 5}")
+    assert error_of(on_route).startswith(
+        "routes.yaml:5: models.m.routes[0].timeouts.request: bounds the whole client request"
+    )
+    assert "on the model or in the top-level timeouts" in error_of(on_route)
+    negative = one_route("", "    timeouts: {idle: 0}\n")
+    assert "models.m.timeouts.idle: must be a positive number" in error_of(negative)
+    typo = one_route(", timeouts: {first_bite: 5}")
+    assert "unknown field 'first_bite' (did you mean 'first_byte'?)" in error_of(typo)
+
+
 def test_max_wait_may_be_0_globally_and_per_model_but_not_negative() -> None:
     config = parse(minimal(extra="failover: {max_wait: 0, max_waiting: 7}\n"))
     assert (config.failover.max_wait, config.failover.max_waiting) == (0.0, 7)
