@@ -90,6 +90,11 @@ class Key:
     # The proxy the router's own client reaches this key's api_base through (None:
     # direct), resolved once at load from `proxy:` or HTTP(S)_PROXY/ALL_PROXY/NO_PROXY.
     proxy: Proxy | None = None
+    # routes.yaml `headers:`, sent on every upstream request of this key (passthrough and
+    # litellm's extra_headers); never shown. `header_secrets`: the values from ${VAR}s,
+    # redacted like api_key.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    header_secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Collection, Mapping
 from importlib import resources
@@ -28,6 +29,7 @@ from router.config import (
     _STATE_FIELDS,
     _TOP_FIELDS,
 )
+from router.config.headers import HEADER_NAME, REFUSED
 from router.config.models import (
     _BUDGET_FIELDS,
     _MODEL_FIELDS,
@@ -166,6 +168,25 @@ def _budget() -> Schema:
     return schema
 
 
+def _any_case(name: str) -> str:
+    """`name` as a pattern that ignores case (JSON Schema's regexes have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+
+
+def _headers() -> Schema:
+    refused = "|".join(_any_case(name) for name in sorted(REFUSED))
+    return {
+        "type": "object",
+        "description": "Sent on every request of this key (HTTP-Referer, OpenAI-Organization, "
+        "...); ${VAR} allowed. Not credential, hop-by-hop or framing headers.",
+        "propertyNames": {
+            "pattern": HEADER_NAME,
+            "not": {"pattern": f"^(?:{refused}|{_any_case('x-router-')}.*)$"},
+        },
+        "additionalProperties": _STRING,
+    }
+
+
 def _key() -> Schema:
     providers = sorted(DEFAULT_API_BASES)
     properties: dict[str, Schema] = {
@@ -179,6 +200,7 @@ def _key() -> Schema:
         "budget": _budget(),
         "stream_usage": _BOOLEAN,
         "proxy": {"type": "string", "description": "an http:// proxy URL, or none"},
+        "headers": _headers(),
     }
     return _object(properties, _KEY_FIELDS, required=("provider", "api_key"))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -373,9 +374,11 @@ class AttemptRunner:
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
         assert provider is not None  # config accepts only known or litellm providers
+        key = route.key
         headers = {
-            **call.headers,
-            **provider.auth_headers(route.key, call.headers),
+            **(call.headers if not key.headers else _without(call.headers, key.headers)),
+            **key.headers,  # routes.yaml's; never an auth or framing header (config refuses)
+            **provider.auth_headers(key, call.headers),
             "Content-Type": "application/json",
         }
         return await self._upstream.send(
@@ -433,6 +436,12 @@ async def read_first_event(
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
             )
+
+
+def _without(client: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers less those the key sets itself (names ignore case)."""
+    names = {name.lower() for name in own}
+    return {name: value for name, value in client.items() if name.lower() not in names}
 
 
 def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:

@@ -793,6 +793,54 @@ def test_a_route_may_not_set_the_whole_requests_timeout_nor_a_bad_one() -> None:
     assert "unknown field 'first_bite' (did you mean 'first_byte'?)" in error_of(typo)
 
 
+def _with_headers(headers: str) -> str:
+    return minimal().replace('"${OPENAI_API_KEY}"}', f'"${{OPENAI_API_KEY}}", headers: {headers}}}')
+
+
+def test_key_headers_expand_variables_and_their_values_are_secrets() -> None:
+    text = _with_headers('{HTTP-Referer: "https://app.example", OpenAI-Organization: "${ORG}"}')
+    assert "headers:" in text
+    config = parse(text, {**ENV, "ORG": "org-secret-123456"})
+    key = config.keys["main"]
+    assert dict(key.headers) == {
+        "HTTP-Referer": "https://app.example",
+        "OpenAI-Organization": "org-secret-123456",
+    }
+    assert key.header_secrets == ("org-secret-123456",)  # the literal value is no secret
+    assert "org-secret-123456" not in repr(key)
+    other_key = "  other: {provider: openai, api_key: sk-other-key-123456}\nmodels:"
+    other_model = "  n:\n    routes: [{key: other, model: up}]\n"
+    skipped = parse(text.replace("models:", other_key) + other_model)
+    assert "keys.main is skipped: ORG is not set" in " ".join(skipped.warnings)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ("{Authorization: x}", "headers.Authorization: a credential header is not allowed"),
+        ("{x-goog-api-key: x}", "a credential header is not allowed here: put the credential in"),
+        ("{API-Key: x}", "a credential header"),
+        ("{X-API-KEY: x}", "a credential header"),
+        ("{Connection: close}", "a hop-by-hop header belongs to one connection"),
+        ("{Transfer-Encoding: chunked}", "a hop-by-hop header"),
+        ("{Host: example.com}", "the router sets this header itself"),
+        ("{Content-Length: '5'}", "the router sets this header itself"),
+        ("{X-Router-Route: x}", "x-router-* headers are the router's own"),
+        ('{"Bad Name": x}', "not a valid header name"),
+        ("{X-A: a, x-a: b}", "given twice (as 'X-A' too); header names ignore case"),
+        ('{X-A: "a\\r\\nX-Injected: 1"}', "the value holds a line end, a control"),
+        ("{X-A: 5}", "expected a string"),
+        ("[X-A]", "expected a mapping"),
+    ],
+)
+def test_key_headers_the_router_owns_or_that_carry_a_credential_are_refused(
+    headers: str, message: str
+) -> None:
+    error = error_of(_with_headers(headers))
+    assert message in error
+    assert error.startswith("routes.yaml:2: keys.main.headers")
+
+
 def test_max_wait_may_be_0_globally_and_per_model_but_not_negative() -> None:
     config = parse(minimal(extra="failover: {max_wait: 0, max_waiting: 7}\n"))
     assert (config.failover.max_wait, config.failover.max_waiting) == (0.0, 7)
