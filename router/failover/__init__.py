@@ -24,10 +24,11 @@ from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLoc
 from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
 from router.failover.prompt import PromptSize
+from router.failover.skips import skip_notes
 from router.failover.waiting import Ticket, WaitRoom
 from router.health.tracker import HealthTracker
 from router.rules.failures import ACTIONS, Next
-from router.rules.plan import plan, unavailability
+from router.rules.plan import Unavailable, plan, unavailability
 from router.telemetry.metrics import Metrics
 from router.types import (
     Attempt,
@@ -55,6 +56,7 @@ class _Walk:
     circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
     first: int = 0  # attempts made in earlier rounds (before a wait): max_attempts is per round
     ticket: Ticket | None = None  # the head of its model's line: left once an attempt is sent
+    skipped: dict[str, Unavailable] = field(default_factory=dict)  # passed over, and why: the log
 
 
 class Failover:
@@ -101,6 +103,7 @@ class Failover:
         prompt = PromptSize(call.body, call.payload.get("messages"))
         attempts: list[Attempt] = []
         fallen_back: set[str] = set()
+        skipped: dict[str, Unavailable] = {}
         waited = 0.0
         ticket: Ticket | None = None
         seq = -1
@@ -114,7 +117,7 @@ class Failover:
                 waited, holding_since = loop.time() - started, None
             while True:
                 walk = _Walk(prompt, attempts, first=len(attempts), fallen_back=fallen_back,
-                             ticket=ticket)  # fmt: skip
+                             ticket=ticket, skipped=skipped)  # fmt: skip
                 try:
                     result = await self._round(call, walk, deadline)
                     break
@@ -137,6 +140,7 @@ class Failover:
                         raise
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
             exc.waited = waited
+            exc.skipped = skip_notes(skipped, attempts)
             raise
         finally:
             if holding_since is not None:  # the client left while waiting
@@ -145,6 +149,7 @@ class Failover:
                 self._metrics.waits.labels(model.name).inc()
                 self._metrics.wait_seconds.labels(model.name).observe(waited)
         result.waited = waited
+        result.skipped = skip_notes(skipped, attempts)
         return result
 
     async def _hold(self, model: str, seq: int, seconds: float, bound: float) -> Ticket | None:
@@ -263,6 +268,8 @@ class Failover:
                 panic=panic,
                 affinity=call.affinity if model.affinity else b"",
             )
+            for blocked in planned.unavailable:  # none, nearly always
+                walk.skipped.setdefault(blocked.route.id, blocked)
             if not planned.routes:
                 if not walk.circuit_open:
                     walk.circuit_open = any(

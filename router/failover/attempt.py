@@ -82,6 +82,7 @@ class OpenStream:
         "route",
         "sent",
         "served_by",
+        "skipped",
         "upstream",
         "waited",
         "watch",
@@ -111,6 +112,7 @@ class OpenStream:
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
         self.waited = 0.0  # seconds held for capacity (failover.max_wait)
+        self.skipped: tuple[str, ...] = ()  # routes passed over untried, and why (the log)
 
     async def __aenter__(self) -> OpenStream:
         return self

@@ -136,6 +136,30 @@ async def test_demo_shows_failover_and_fallback_without_any_key():
     assert len(lines) == 8 and all(" 200 " in line for line in lines)
     assert any("route=budget/gpt-4o-mini" in line for line in lines)  # the fallback served
     assert "key_disabled" in err and "revoked" in err
+    assert "Ctrl-C" not in err  # it ends by itself
+    # Each request line says why it passed routes over, and which fallback served.
+    assert "primary/gpt-4o: headroom spent" in err
+    assert "revoked/gpt-4o: key disabled (auth)" in err
+    assert "outcome=served_by_fallback" in err and "served_by=gpt-4o-mini" in err
+
+
+async def test_the_demo_without_drive_says_how_to_stop_it():
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "demo", "--port", "0",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=ENV,
+    )  # fmt: skip
+    try:
+        banner = b""
+        async with asyncio.timeout(30):
+            while b"demo_ready" not in banner:
+                line = await process.stderr.readline()  # type: ignore[union-attr]
+                assert line, banner
+                banner += line
+        assert b"Ctrl-C to stop." in banner and b"curl -s http://127.0.0.1:" in banner
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await process.wait()
 
 
 def test_serving_freezes_startup_objects_and_collects_young_ones_less_often() -> None:
@@ -259,3 +283,4 @@ async def test_check_names_a_tab_and_a_near_key_name(tmp_path):
     misspelt.write_text(text.replace("{key: openai-backup", "{key: openai-bakup"), "utf-8")
     code, _, err = await run("check", str(misspelt))
     assert code == 1 and "unknown key 'openai-bakup' (did you mean 'openai-backup'?)" in err
+
