@@ -1,5 +1,6 @@
-"""The image's manifests, without a container engine (CI has none): the compose file and
-the Kubernetes manifests meet their published schemas, and a broken copy does not.
+"""The image and its manifests, without a container engine (CI has none): the compose file
+and the Kubernetes manifests meet their published schemas, the build context carries only
+what the Dockerfile copies, and the image's packages are pinned.
 
 Schemas, offline: the compose specification's JSON Schema as vendored by check-jsonschema
 (`--builtin-schema vendor.compose-spec`, from compose-spec/compose-spec's
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import resources
+import re
+from importlib import metadata, resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO
 
@@ -124,3 +129,163 @@ def test_a_broken_manifest_is_rejected(change: Any, named: str) -> None:
         with pytest.raises(kubernetes_validate.ValidationError) as caught:
             kubernetes_validate.validate(broken, version, strict=True)
         assert named in str(caught.value) or named in json.dumps(list(caught.value.path))
+
+
+# --------------------------------------------------------------------------- build context
+
+
+def _docker_pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore line as Docker reads it: Go's filepath.Match, plus `**` for any
+    number of directories; a pattern that matches a directory takes what is inside."""
+    parts = []
+    for piece in re.split(r"(\*\*/?|\*|\?|\[[^]]*\])", pattern.strip("/")):
+        if piece.startswith("**"):
+            parts.append("(?:.*/)?" if piece.endswith("/") else ".*")
+        elif piece == "*":
+            parts.append("[^/]*")
+        elif piece == "?":
+            parts.append("[^/]")
+        elif piece.startswith("["):
+            parts.append(piece)
+        else:
+            parts.append(re.escape(piece))
+    return re.compile("".join(parts) + "(?:/.*)?")
+
+
+def in_context(path: str, ignore_file: Path) -> bool:
+    """Whether the build context carries `path`: the last matching line decides."""
+    kept = True
+    for line in ignore_file.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        if _docker_pattern(line.lstrip("!")).fullmatch(path):
+            kept = negated
+    return kept
+
+
+IGNORE = DEPLOY / "Dockerfile.dockerignore"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/lib/python3.11/site-packages/aiohttp/__init__.py",
+        ".env",
+        "deploy/.env",
+        ".git/HEAD",
+        ".pytest_cache/v/cache/nodeids",
+        ".ruff_cache/0.5.0/123",
+        "router/__pycache__/cli.cpython-311.pyc",
+        "router/config/__pycache__/fields.cpython-311.pyc",
+        "router/.env",
+        "llm_router.egg-info/PKG-INFO",
+        "tests/integration/test_cli.py",
+        "bench/run.py",
+        "deploy/kubernetes/secret.example.yaml",
+        "deploy/routes.example.yaml",
+        "routes.yaml",
+        "build/lib/router/cli.py",
+        "pytest-of-root/pytest-0/test_x0/routes.yaml",
+    ],
+)
+def test_the_build_context_leaves_out_secrets_environments_caches_and_temp_files(
+    path: str,
+) -> None:
+    assert not in_context(path, IGNORE)
+
+
+def test_the_build_context_holds_every_file_the_dockerfile_copies() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = [
+        source
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    ]
+    assert copied == ["pyproject.toml", "README.md", "deploy/constraints.txt", "router"]
+    files = [p for p in (REPO / "router").rglob("*") if p.is_file() and "__pycache__" not in str(p)]
+    wanted = [Path(s) for s in copied[:-1]] + [p.relative_to(REPO) for p in files]
+    assert [str(p) for p in wanted if not in_context(p.as_posix(), IGNORE)] == []
+    assert in_context("router/config/routes.schema.json", IGNORE)
+
+
+def test_the_docker_pattern_reader_follows_dockers_rules() -> None:
+    """The reader the two tests above trust, on the cases Docker's documentation gives."""
+    assert _docker_pattern("*/temp*").fullmatch("somedir/temporary.txt")
+    assert not _docker_pattern("*/temp*").fullmatch("somedir/sub/temporary.txt")
+    assert _docker_pattern("*/*/temp*").fullmatch("somedir/subdir/temporary.txt")
+    assert _docker_pattern("temp?").fullmatch("tempa")
+    assert _docker_pattern("**/*.go").fullmatch("a/b/c.go")
+    assert _docker_pattern("**/*.go").fullmatch("c.go")
+    assert _docker_pattern("router").fullmatch("router/a/b.py")  # a directory's contents
+    assert not _docker_pattern("router").fullmatch("routers/a.py")
+
+
+# --------------------------------------------------------------------------- constraints
+
+# The markers of the image: Linux, CPython 3.11 (deploy/Dockerfile's FROM).
+IMAGE_MARKERS = {"sys_platform": "linux", "python_version": "3.11", "extra": ""}
+
+
+def constraints() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        assert match, line
+        name = canonicalize_name(match[1])
+        assert name not in pins, f"{name} pinned twice"
+        pins[name] = match[2]
+    return pins
+
+
+def runtime_requirements() -> list[Requirement]:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"], *project["optional-dependencies"]["redis"]]
+    requirements = [Requirement(line) for line in lines]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate(IMAGE_MARKERS)]
+
+
+def test_the_image_installs_with_the_constraints_file() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if "pip install" in line)
+    assert "-c constraints.txt" in install and '".[redis]"' in install
+    assert "deploy/constraints.py" in dockerfile  # says how to regenerate it
+
+
+def test_the_constraints_pin_every_runtime_requirement_within_pyproject() -> None:
+    pins = constraints()
+    assert list(pins) == sorted(pins)
+    for requirement in runtime_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned: regenerate deploy/constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside pyproject's {requirement.specifier}"
+        )
+    for test_only in ("pytest", "ruff", "trustme", "kubernetes-validate", "check-jsonschema"):
+        assert test_only not in pins
+
+
+def test_the_constraints_are_closed_under_the_pinned_packages_own_requirements() -> None:
+    """Where this environment has a pinned version installed, whatever that version
+    requires on the image is pinned too: nothing the image installs floats."""
+    pins = constraints()
+    checked = 0
+    for name, version in pins.items():
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if distribution.version != version:
+            continue
+        checked += 1
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(IMAGE_MARKERS):
+                assert canonicalize_name(requirement.name) in pins, f"{name} needs {line}"
+    assert checked >= len(pins) // 2, "too few pins installed here to check"
