@@ -1,6 +1,7 @@
 """The image and its manifests, without a container engine (CI has none): the compose file
 and the Kubernetes manifests meet their published schemas, the build context carries only
-what the Dockerfile copies, and the image's packages are pinned.
+what the Dockerfile copies, the image's packages are pinned, and its health check follows
+the port routes.yaml sets, through a real socket.
 
 Schemas, offline: the compose specification's JSON Schema as vendored by check-jsonschema
 (`--builtin-schema vendor.compose-spec`, from compose-spec/compose-spec's
@@ -11,9 +12,13 @@ kubernetes-validate (its `-strict` flavour: an unknown field is an error). Both 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from router.config import parse_config
+from router.server import start
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
@@ -289,3 +296,90 @@ def test_the_constraints_are_closed_under_the_pinned_packages_own_requirements()
             if requirement.marker is None or requirement.marker.evaluate(IMAGE_MARKERS):
                 assert canonicalize_name(requirement.name) in pins, f"{name} needs {line}"
     assert checked >= len(pins) // 2, "too few pins installed here to check"
+
+
+# --------------------------------------------------------------------------- health check
+
+
+def healthcheck_command() -> list[str]:
+    dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(x for x in dockerfile.splitlines() if x.startswith("HEALTHCHECK"))
+    command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    return command
+
+
+def test_the_health_check_names_no_port() -> None:
+    command = healthcheck_command()
+    assert command == ["python", "-m", "router.probe"]
+    assert not re.search(r"\b4000\b", " ".join(command))
+    assert "LLM_ROUTER_CONFIG=/etc/llm-router/routes.yaml" in (DEPLOY / "Dockerfile").read_text()
+
+
+async def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *command[1:],
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_the_health_check_follows_the_port_routes_yaml_sets(
+    tmp_path: Path, unused_tcp_port_factory: Any
+) -> None:
+    port, other = unused_tcp_port_factory(), unused_tcp_port_factory()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "server: {host: 0.0.0.0, port: '${ROUTER_PORT:-4000}', allow_unauthenticated: true}\n"
+        "keys: {a: {provider: openai, api_base: 'http://127.0.0.1:9/v1', api_key: sk-a-1234567}}\n"
+        "models: {m: {routes: [{key: a, model: m}]}}\n"
+    )
+    environ = {"ROUTER_PORT": str(port)}
+    config = parse_config(routes.read_text(), source="routes.yaml", environ=environ)
+    runner = await start(config, "127.0.0.1", config.server.port)
+    command = healthcheck_command()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")},
+        "PYTHONPATH": str(REPO),
+        "LLM_ROUTER_CONFIG": str(routes),
+        # A proxy for the router's egress must not carry the probe.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
+    try:
+        assert await _run(command, {**env, **environ}) == (0, "")
+        # Another port in the environment: the probe goes there, and finds nothing.
+        code, err = await _run(command, {**env, "ROUTER_PORT": str(other)})
+        assert code == 1 and err.startswith(f"unhealthy: http://127.0.0.1:{other}/healthz")
+        code, err = await _run(command, {**env, "ROUTER_PORT": ""})  # the default, 4000
+        assert code == 1 and "127.0.0.1:4000/healthz" in err
+        # serve --port given on the command line: the probe takes the same flag.
+        code, _ = await _run([*command, "--port", str(port)], {**env, "ROUTER_PORT": "1"})
+        assert code == 0
+    finally:
+        await runner.cleanup()
+    code, err = await _run(command, {**env, **environ})  # the router has stopped
+    assert code == 1 and "Connection refused" in err, err
+
+
+@pytest.mark.parametrize(
+    ("server", "said"),
+    [
+        ("{port: '${NOPE}'}", "unhealthy: NOPE is not set (server: ${NOPE})"),
+        ("{port: 0}", "unhealthy: server.port 0 cannot be probed (0 picks a free port)"),
+        ("{port: four}", "unhealthy: server.port is not a port number: 'four'"),
+    ],
+)
+def test_a_port_the_probe_cannot_use_is_one_clear_line(
+    tmp_path: Path, server: str, said: str
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(f"server: {server}\nkeys: {{}}\n")
+    env = {k: v for k, v in os.environ.items() if k != "NOPE"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "router.probe", "--config", str(routes)],
+        capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=30,
+    )  # fmt: skip
+    assert (finished.returncode, finished.stderr) == (1, said + "\n")
