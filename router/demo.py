@@ -72,7 +72,7 @@ async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
         runner = await start(config, config.server.host, port)
         url = f"http://127.0.0.1:{bound_port(runner)}"
         try:
-            _print_banner(url)
+            _print_banner(url, drive=drive)
             log.info("demo_ready", url=f"{url}/v1", simulated_provider=sim_url)
             if drive:
                 await _drive(url, drive)
@@ -82,18 +82,26 @@ async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
             await runner.cleanup()
 
 
-def _print_banner(url: str) -> None:
-    print(
-        f"\nllm-router demo: OpenAI-compatible endpoint at {url}/v1 (simulated providers)\n"
-        f"  models:  curl -s {url}/v1/models\n"
-        f"  one:     curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
-        """-d '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'\n"""
-        f"  failover: run that 8 times; the log shows keys cooling down, the revoked key\n"
-        f"            taken out, and gpt-4o-mini serving once gpt-4o's keys are spent.\n"
-        f"  Ctrl-C to stop.\n",
-        file=sys.stderr,
-        flush=True,
+def _print_banner(url: str, *, drive: int) -> None:
+    """How to try it by hand; with --drive, what is about to happen (it ends by itself)."""
+    head = f"\nllm-router demo: OpenAI-compatible endpoint at {url}/v1 (simulated providers)\n"
+    story = (
+        "  the log shows the revoked key taken out, keys whose rate-limit headroom is spent\n"
+        "  skipped (each request line's `skipped` says why), and gpt-4o-mini serving once\n"
+        "  gpt-4o's keys are spent (outcome=served_by_fallback served_by=gpt-4o-mini).\n"
     )
+    if drive:
+        text = f"{head}  sending {drive} requests itself, then stopping:\n{story}"
+    else:
+        text = (
+            f"{head}"
+            f"  models:  curl -s {url}/v1/models\n"
+            f"  one:     curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+            """-d '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'\n"""
+            f"  failover: run that 8 times;\n{story}"
+            "  Ctrl-C to stop.\n"
+        )
+    print(text, file=sys.stderr, flush=True)
 
 
 async def _drive(url: str, count: int) -> None:

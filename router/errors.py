@@ -54,6 +54,7 @@ class RouterError(Exception):
     type: str = "server_error"
     code: str | None = None
     waited: float = 0.0  # seconds the request was held for capacity (failover.max_wait)
+    skipped: tuple[str, ...] = ()  # routes passed over untried, each with why (the log)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -130,6 +130,11 @@ class Key:
     # The proxy the router's own client reaches this key's api_base through (None:
     # direct), resolved once at load from `proxy:` or HTTP(S)_PROXY/ALL_PROXY/NO_PROXY.
     proxy: Proxy | None = None
+    # routes.yaml `headers:`, sent on every upstream request of this key (passthrough and
+    # litellm's extra_headers); never shown. `header_secrets`: the values from ${VAR}s,
+    # redacted like api_key.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    header_secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -150,6 +155,9 @@ class Route:
     # Capability bits (a Capability mask): routes.yaml's, else litellm's model data,
     # else all of them (a model nobody describes is assumed capable).
     capabilities: int = ALL_CAPABILITIES
+    # The timeouts of attempts on this route when routes.yaml sets any on the route or
+    # its model (merged at load: route over model over global); None: the global ones.
+    timeouts: Timeouts | None = None
     # "key name / upstream model": the route's name in state, headers, logs and metrics.
     # Computed once; it is read many times per request.
     id: str = field(init=False, compare=False)
@@ -175,6 +183,9 @@ class ModelSpec:
     price: Price | None = None  # its preferred routes' price, for `fallback: cheaper`
     max_wait: float | None = None  # overrides failover.max_wait for requests to it
     affinity: bool = True  # keep a conversation on one key (rules/affinity.py)
+    # The model's own `timeouts:` merged over the global ones (None: the global ones);
+    # its `request` bounds requests to it. Its routes carry their merged copies.
+    timeouts: Timeouts | None = None
     # Per operation, the routes whose provider serves it (natively or through litellm),
     # in config order: fixed at load, so the request path never works it out again.
     routes_for: Mapping[Operation, tuple[Route, ...]] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from router.config import catalog
 from router.config.fields import Expansion, Field, read_document, suggestion, unset_reason
+from router.config.headers import parse_headers
 from router.config.models import parse_budget, parse_models
 from router.config.proxies import ProxyEnvironment, ProxyError, parse_proxy
 from router.config.table import format_route_table, mask_key
@@ -56,6 +57,7 @@ _KEY_FIELDS = (
     "budget",
     "stream_usage",
     "proxy",
+    "headers",
 )
 _STATE_FIELDS = ("backend", "url", "prefix", "snapshot")
 _STATE_BACKENDS = ("memory", "redis")
@@ -83,9 +85,9 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     warnings: list[str] = []
     server = _server(top["server"], warnings) if "server" in top else ServerSettings()
     keys, skipped = _keys(top["keys"], warnings)
-    models = parse_models(top["models"], keys, skipped, warnings)
-    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     timeouts = _settings(top.get("timeouts"), Timeouts)
+    models = parse_models(top["models"], keys, skipped, warnings, timeouts)
+    warnings.extend(_translated_proxy_warnings(top["keys"], models))
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()
@@ -219,7 +221,9 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
         api_key = found["api_key"].expand()
         proxy = found["proxy"].expand() if "proxy" in found else None
         proxy_unset = proxy.unset if proxy is not None else ()
-        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset + proxy_unset))
+        headers = parse_headers(found["headers"]) if "headers" in found else None
+        headers_unset = headers.unset if headers is not None else ()
+        unset = tuple(dict.fromkeys(api_base.unset + api_key.unset + proxy_unset + headers_unset))
         if unset:
             skipped[name] = SkippedKey(name=name, reason=unset_reason(unset))
             warnings.append(
@@ -246,6 +250,8 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             budget=parse_budget(found["budget"]) if "budget" in found else None,
             stream_usage=stream_usage,
             proxy=_proxy(found.get("proxy"), proxy, provider, api_base.value, proxies, entry),
+            headers=MappingProxyType(headers.headers if headers is not None else {}),
+            header_secrets=headers.secrets if headers is not None else (),
         )
     return keys, skipped
 

@@ -7,6 +7,7 @@ the list of cheaper models, and every fallback chain, checked for cycles.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 from statistics import fmean
 from types import MappingProxyType
@@ -23,13 +24,27 @@ from router.types import (
     Price,
     Route,
     SkippedKey,
+    Timeouts,
 )
 from router.upstream.translate import can_serve
 
 _MODEL_FIELDS = (
-    "routes", "fallback", "context_fallback", "budget", "max_wait", "affinity", "capabilities"
+    "routes",
+    "fallback",
+    "context_fallback",
+    "budget",
+    "max_wait",
+    "affinity",
+    "capabilities",
+    "timeouts",
+)
+_ROUTE_FIELDS = (
+    "key", "model", "priority", "weight", "price", "max_input_tokens", "capabilities", "timeouts"
 )  # fmt: skip
-_ROUTE_FIELDS = ("key", "model", "priority", "weight", "price", "max_input_tokens", "capabilities")
+TIMEOUT_FIELDS = tuple(f.name for f in dataclasses.fields(Timeouts))
+# A route's attempts have their own connect, first_byte and idle; `request` bounds the
+# whole client request, every route of it, so it belongs to the model or the top level.
+ROUTE_TIMEOUT_FIELDS = tuple(name for name in TIMEOUT_FIELDS if name != "request")
 _PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 _CACHE_PRICE_FIELDS = ("cached_input_per_mtok", "cache_write_per_mtok")  # optional
 _BUDGET_FIELDS = ("usd_per_day", "usd_per_month")
@@ -37,13 +52,24 @@ CHEAPER = "cheaper"
 
 
 def parse_models(
-    at: Field, keys: Mapping[str, Key], skipped: Mapping[str, SkippedKey], warnings: list[str]
+    at: Field,
+    keys: Mapping[str, Key],
+    skipped: Mapping[str, SkippedKey],
+    warnings: list[str],
+    timeouts: Timeouts,
 ) -> dict[str, ModelSpec]:
+    """`timeouts`: the top-level ones, which a model's and a route's own override."""
     entries = at.named()
     if not entries:
         raise at.error("no models are defined")
     names = {name for name, _ in entries}
     found_of = {name: entry.fields(_MODEL_FIELDS) for name, entry in entries}
+    own_timeouts = {
+        name: _timeouts(found_of[name]["timeouts"], TIMEOUT_FIELDS)
+        if "timeouts" in found_of[name]
+        else {}
+        for name, _ in entries
+    }
     routes = {
         name: _routes(
             found_of[name].get("routes"),
@@ -52,6 +78,8 @@ def parse_models(
             capabilities(found_of[name]["capabilities"])
             if "capabilities" in found_of[name]
             else None,
+            timeouts,
+            own_timeouts[name],
         )
         for name in names
     }
@@ -95,6 +123,7 @@ def parse_models(
                 else None
             ),
             affinity=found_of[name]["affinity"].boolean() if "affinity" in found_of[name] else True,
+            timeouts=merged_timeouts(timeouts, own_timeouts[name]),
             routes_for=routes_for[name],
             checked_needs=_checked_needs(name, chains, context, routes_for),
         )
@@ -143,14 +172,34 @@ def capabilities(at: Field) -> int:
     return mask
 
 
+def merged_timeouts(base: Timeouts, overrides: Mapping[str, float]) -> Timeouts | None:
+    """`base` with `overrides` in; None when nothing is overridden (the base applies)."""
+    return dataclasses.replace(base, **overrides) if overrides else None
+
+
+def _timeouts(at: Field, allowed: tuple[str, ...]) -> dict[str, float]:
+    """A model's or a route's `timeouts:`, any subset of `allowed`, each positive seconds."""
+    if "request" not in allowed:
+        given = at.fields(TIMEOUT_FIELDS)
+        if "request" in given:
+            raise given["request"].error(
+                "bounds the whole client request, every route and fallback of it: set it "
+                "on the model or in the top-level timeouts, not on one route"
+            )
+    return {name: field.positive_number() for name, field in at.fields(allowed).items()}
+
+
 def _routes(
     at: Field | None,
     keys: Mapping[str, Key],
     skipped: Mapping[str, SkippedKey],
-    model_capabilities: int | None = None,
+    model_capabilities: int | None,
+    timeouts: Timeouts,
+    model_timeouts: Mapping[str, float],
 ) -> tuple[Route, ...]:
     """The model's routes in file order (the policy applies priority), less skipped keys.
-    `model_capabilities`: the model's `capabilities:`, for routes without their own."""
+    `model_capabilities`: the model's `capabilities:`, for routes without their own.
+    Each route's timeouts are resolved here: its own over its model's over `timeouts`."""
     usable: list[Route] = []
     first: dict[str, str] = {}
     for entry in at.items() if at is not None else []:
@@ -176,6 +225,7 @@ def _routes(
         written = (
             capabilities(found["capabilities"]) if "capabilities" in found else model_capabilities
         )
+        own = _timeouts(found["timeouts"], ROUTE_TIMEOUT_FIELDS) if "timeouts" in found else {}
         key = keys.get(key_name)
         if key is None:
             continue
@@ -191,6 +241,7 @@ def _routes(
                 price=price or facts.price,
                 max_input_tokens=window or facts.max_input_tokens,
                 capabilities=written,
+                timeouts=merged_timeouts(timeouts, {**model_timeouts, **own}),
             )
         )
     return tuple(usable)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Collection, Mapping
 from importlib import resources
@@ -28,6 +29,7 @@ from router.config import (
     _STATE_FIELDS,
     _TOP_FIELDS,
 )
+from router.config.headers import HEADER_NAME, REFUSED
 from router.config.models import (
     _BUDGET_FIELDS,
     _CACHE_PRICE_FIELDS,
@@ -35,6 +37,8 @@ from router.config.models import (
     _PRICE_FIELDS,
     _ROUTE_FIELDS,
     CHEAPER,
+    ROUTE_TIMEOUT_FIELDS,
+    TIMEOUT_FIELDS,
 )
 from router.types import (
     CAPABILITY_NAMES,
@@ -172,6 +176,25 @@ def _budget() -> Schema:
     return schema
 
 
+def _any_case(name: str) -> str:
+    """`name` as a pattern that ignores case (JSON Schema's regexes have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+
+
+def _headers() -> Schema:
+    refused = "|".join(_any_case(name) for name in sorted(REFUSED))
+    return {
+        "type": "object",
+        "description": "Sent on every request of this key (HTTP-Referer, OpenAI-Organization, "
+        "...); ${VAR} allowed. Not credential, hop-by-hop or framing headers.",
+        "propertyNames": {
+            "pattern": HEADER_NAME,
+            "not": {"pattern": f"^(?:{refused}|{_any_case('x-router-')}.*)$"},
+        },
+        "additionalProperties": _STRING,
+    }
+
+
 def _key() -> Schema:
     providers = sorted(DEFAULT_API_BASES)
     properties: dict[str, Schema] = {
@@ -185,8 +208,14 @@ def _key() -> Schema:
         "budget": _budget(),
         "stream_usage": _BOOLEAN,
         "proxy": {"type": "string", "description": "an http:// proxy URL, or none"},
+        "headers": _headers(),
     }
     return _object(properties, _KEY_FIELDS, required=("provider", "api_key"))
+
+
+def _timeouts(allowed: tuple[str, ...], description: str) -> Schema:
+    """A model's or a route's own timeouts: any subset, no defaults (the outer ones are)."""
+    return _object({name: _positive() for name in allowed}, allowed, description=description)
 
 
 def _route() -> Schema:
@@ -203,6 +232,10 @@ def _route() -> Schema:
         ),
         "max_input_tokens": _integer(1),
         "capabilities": _CAPABILITIES,
+        "timeouts": _timeouts(
+            ROUTE_TIMEOUT_FIELDS,
+            "Seconds, for attempts on this route: over its model's and the top-level ones.",
+        ),
     }
     return _object(properties, _ROUTE_FIELDS, required=("key", "model"))
 
@@ -217,6 +250,10 @@ def _model() -> Schema:
         "max_wait": _number(0),  # seconds; 0: answer 429 at once
         "affinity": _BOOLEAN,
         "capabilities": _CAPABILITIES,
+        "timeouts": _timeouts(
+            TIMEOUT_FIELDS,
+            "Seconds, for requests to this model: over the top-level ones; a route's own win.",
+        ),
     }
     schema = _object(properties, _MODEL_FIELDS)
     schema["anyOf"] = [{"required": ["routes"]}, {"required": ["fallback"]}]

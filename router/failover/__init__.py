@@ -25,11 +25,12 @@ from router.failover.attempt import AttemptRunner, OpenStream, Outcome
 from router.failover.call import Answer, Call
 from router.failover.capable import CapableRoutes
 from router.failover.prompt import PromptSize
+from router.failover.skips import skip_notes
 from router.failover.waiting import Ticket, WaitRoom
 from router.health.tracker import HealthTracker
 from router.rules.choice import Layout, choose, layout
 from router.rules.failures import ACTIONS, Next
-from router.rules.plan import plan, unavailability
+from router.rules.plan import Unavailable, plan, unavailability
 from router.telemetry.metrics import Metrics
 from router.types import (
     Attempt,
@@ -58,6 +59,7 @@ class _Walk:
     circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
     first: int = 0  # attempts made in earlier rounds (before a wait): max_attempts is per round
     ticket: Ticket | None = None  # the head of its model's line: left once an attempt is sent
+    skipped: dict[str, Unavailable] = field(default_factory=dict)  # passed over, and why: the log
 
 
 class Failover:
@@ -98,14 +100,15 @@ class Failover:
         and goes again; the waits of all its rounds together stay within max_wait."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self._config.timeouts.request
         model = call.model
+        deadline = started + (model.timeouts or self._config.timeouts).request
         max_wait = self._config.failover.max_wait if model.max_wait is None else model.max_wait
         if call.operation is Operation.COUNT_TOKENS:
             max_wait = 0.0  # no waiting for a count: the handler estimates it here at once
         prompt = PromptSize(call.body, call.payload.get("messages"))
         attempts: list[Attempt] = []
         fallen_back: set[str] = set()
+        skipped: dict[str, Unavailable] = {}
         waited = 0.0
         ticket: Ticket | None = None
         seq = -1
@@ -119,7 +122,7 @@ class Failover:
                 waited, holding_since = loop.time() - started, None
             while True:
                 walk = _Walk(prompt, attempts, first=len(attempts), fallen_back=fallen_back,
-                             ticket=ticket)  # fmt: skip
+                             ticket=ticket, skipped=skipped)  # fmt: skip
                 try:
                     result = await self._round(call, walk, deadline)
                     break
@@ -142,6 +145,7 @@ class Failover:
                         raise
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
             exc.waited = waited
+            exc.skipped = skip_notes(skipped, attempts)
             raise
         finally:
             if holding_since is not None:  # the client left while waiting
@@ -150,6 +154,7 @@ class Failover:
                 self._metrics.waits.labels(model.name).inc()
                 self._metrics.wait_seconds.labels(model.name).observe(waited)
         result.waited = waited
+        result.skipped = skip_notes(skipped, attempts)
         return result
 
     async def _hold(self, model: str, seq: int, seconds: float, bound: float) -> Ticket | None:
@@ -258,9 +263,9 @@ class Failover:
         while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                seconds = (call.model.timeouts or self._config.timeouts).request
                 raise DeadlineExceeded(
-                    f"request deadline of {self._config.timeouts.request:g}s passed after "
-                    f"{len(walk.attempts)} attempts",
+                    f"request deadline of {seconds:g}s passed after {len(walk.attempts)} attempts",
                     tuple(walk.attempts),
                 )
             health = self._health.view(routes)
@@ -268,15 +273,19 @@ class Failover:
             affinity = call.affinity if model.affinity else b""
             route = None
             if not panic:
-                route = choose(
+                route, passed = choose(
                     model, shape, health, self._rng, need_tokens=call.need_tokens,
                     exclude=exclude, affinity=affinity,
                 )  # fmt: skip
+                for blocked in passed:  # none, nearly always
+                    walk.skipped.setdefault(blocked.route.id, blocked)
             if route is None:  # nothing available: every route's reason, or a panic round
                 planned = plan(
                     model, health, self._rng, need_tokens=call.need_tokens, exclude=exclude,
                     routes=routes, panic=panic, affinity=affinity,
                 )  # fmt: skip
+                for blocked in planned.unavailable:
+                    walk.skipped.setdefault(blocked.route.id, blocked)
                 if not planned.routes:
                     if not walk.circuit_open:
                         walk.circuit_open = any(

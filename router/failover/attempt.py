@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -81,6 +82,7 @@ class OpenStream:
         "route",
         "sent",
         "served_by",
+        "skipped",
         "upstream",
         "waited",
         "watch",
@@ -110,6 +112,7 @@ class OpenStream:
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
         self.waited = 0.0  # seconds held for capacity (failover.max_wait)
+        self.skipped: tuple[str, ...] = ()  # routes passed over untried, and why (the log)
 
     async def __aenter__(self) -> OpenStream:
         return self
@@ -310,7 +313,7 @@ class AttemptRunner:
         ask_usage: bool,
     ) -> _Reply | None:
         """One request to the upstream; None when it refused the usage ask."""
-        timeouts = self._timeouts
+        timeouts = route.timeouts or self._timeouts  # the route's own, merged at load
         left = budget - (self._clock() - started)
         provider = PROVIDERS.get(route.key.provider)
         head_timeout = min(timeouts.first_byte, left)
@@ -379,9 +382,11 @@ class AttemptRunner:
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
         assert provider is not None  # config accepts only known or litellm providers
+        key = route.key
         headers = {
-            **call.headers,
-            **provider.auth_headers(route.key, call.headers),
+            **(call.headers if not key.headers else _without(call.headers, key.headers)),
+            **key.headers,  # routes.yaml's; never an auth or framing header (config refuses)
+            **provider.auth_headers(key, call.headers),
             "Content-Type": "application/json",
         }
         return await self._upstream.send(
@@ -439,6 +444,12 @@ async def read_first_event(
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
             )
+
+
+def _without(client: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers less those the key sets itself (names ignore case)."""
+    names = {name.lower() for name in own}
+    return {name: value for name, value in client.items() if name.lower() not in names}
 
 
 def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:

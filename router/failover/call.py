@@ -46,3 +46,4 @@ class Answer:
     usage: Usage | None = None
     cost_usd: float | None = None
     waited: float = 0.0  # seconds held for capacity before the round that answered
+    skipped: tuple[str, ...] = ()  # routes passed over untried, each with why (the log)

@@ -197,6 +197,7 @@ def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> w
     if isinstance(exc, NoCapacity | DeadlineExceeded | OutOfLocalResources):
         trace.attempts = exc.attempts
         trace.waited = exc.waited
+        trace.skipped = exc.skipped
     headers["x-router-attempts"] = str(len(trace.attempts))
     return web.json_response(
         dialect.error_body(exc), status=dialect.error_status(exc), headers=headers
@@ -241,6 +242,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "status": status,
             "outcome": outcome.value,
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
+            "skipped": list(trace.skipped) if trace.skipped else None,
             "stream": None if end is None else _stream_outcome(end, status, trace.cut),
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),

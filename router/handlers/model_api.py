@@ -84,7 +84,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
                     stream,
                     response,
                     call.dialect,
-                    state.config.timeouts.idle,
+                    (stream.route.timeouts or state.config.timeouts).idle,
                     strip_usage=call.strip_usage,
                 )
             return response

@@ -60,6 +60,7 @@ class RequestTrace:
     committed: ClientStream | None = None  # a stream's response, once its head is sent
     cut: bool = False  # the drain's deadline passed: the router ends this request
     waited: float | None = None  # seconds held for capacity, once the failover said
+    skipped: tuple[str, ...] = ()  # routes the failover passed over untried, and why
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result
@@ -67,6 +68,7 @@ class RequestTrace:
         self.served_by = result.served_by
         self.attempts = result.attempts
         self.waited = result.waited
+        self.skipped = result.skipped
 
     @property
     def stream_end(self) -> StreamEnd | None:

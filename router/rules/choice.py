@@ -35,7 +35,14 @@ from hashlib import blake2b
 from itertools import accumulate
 from typing import TypeVar
 
-from router.rules.plan import HEALTHY, RouteHealth, health_weight, plan, unavailability
+from router.rules.plan import (
+    HEALTHY,
+    RouteHealth,
+    Unavailable,
+    health_weight,
+    plan,
+    unavailability,
+)
 from router.types import ModelSpec, Route
 
 SMALL = 8  # tiers up to this size are ordered exactly
@@ -132,40 +139,52 @@ def choose(
     need_tokens: int = 0,
     exclude: Collection[str] = (),
     affinity: bytes = b"",
-) -> Route | None:
-    """The route to try now: in the best tier with an available route, as above. None
-    when no route of `shape` is available (ask `plan()` for the reasons)."""
+) -> tuple[Route | None, tuple[Unavailable, ...]]:
+    """The route to try now, in the best tier with an available route, as above, and
+    the unavailable routes the choice passed over on the way (for the request log).
+    None when no route of `shape` is available: ask `plan()` for every reason."""
+    passed: list[Unavailable] = []
     for tier in shape.tiers:
         if tier.tree is None:
-            ordered = plan(
+            planned = plan(
                 model, health, rng, need_tokens=need_tokens, exclude=exclude,
                 routes=tier.routes, affinity=affinity,
-            ).routes  # fmt: skip
-            if ordered:
-                return ordered[0]
+            )  # fmt: skip
+            passed += planned.unavailable
+            if planned.routes:
+                return planned.routes[0], tuple(passed)
             continue
         if affinity:
-            route = _affine(tier.tree, _seed(affinity), health, need_tokens, exclude)
+            route = _affine(tier.tree, _seed(affinity), health, need_tokens, exclude, passed)
         else:
-            route = _two_choices(tier, health, rng, need_tokens, exclude)
+            route = _two_choices(tier, health, rng, need_tokens, exclude, passed)
         if route is not None:
-            return route
+            return route, tuple(passed)
         if not affinity:  # the draws found nothing: order the tier exactly
-            ordered = plan(
+            planned = plan(
                 model, health, rng, need_tokens=need_tokens, exclude=exclude, routes=tier.routes
-            ).routes
-            if ordered:
-                return ordered[0]
-    return None
+            )
+            passed += planned.unavailable
+            if planned.routes:
+                return planned.routes[0], tuple(passed)
+    return None, tuple(passed)
 
 
 def _available(
-    route: Route, health: Mapping[str, RouteHealth], need_tokens: int, exclude: Collection[str]
+    route: Route,
+    health: Mapping[str, RouteHealth],
+    need_tokens: int,
+    exclude: Collection[str],
+    passed: list[Unavailable],
 ) -> RouteHealth | None:
     if route.id in exclude:
         return None
     state = health.get(route.id, HEALTHY)
-    return state if unavailability(route, state, need_tokens) is None else None
+    blocked = unavailability(route, state, need_tokens)
+    if blocked is None:
+        return state
+    passed.append(blocked)
+    return None
 
 
 def _two_choices(
@@ -174,11 +193,12 @@ def _two_choices(
     rng: random.Random,
     need_tokens: int,
     exclude: Collection[str],
+    passed: list[Unavailable],
 ) -> Route | None:
     found: list[tuple[Route, RouteHealth]] = []
     for _ in range(_MAX_DRAWS):
         route = tier.draw(rng)
-        state = _available(route, health, need_tokens, exclude)
+        state = _available(route, health, need_tokens, exclude, passed)
         if state is not None:
             found.append((route, state))
             if len(found) == _DRAWS:
@@ -199,6 +219,7 @@ def _affine(
     health: Mapping[str, RouteHealth],
     need_tokens: int,
     exclude: Collection[str],
+    passed: list[Unavailable],
 ) -> Route | None:
     """The highest-scoring available route under `node` for `key`, depth first."""
     if node.routes:
@@ -208,11 +229,11 @@ def _affine(
             reverse=True,
         )
         for route, _ in scored:
-            if _available(route, health, need_tokens, exclude) is not None:
+            if _available(route, health, need_tokens, exclude, passed) is not None:
                 return route
         return None
     for child in sorted(node.children, key=lambda n: _score(key, n.seed, n.weight), reverse=True):
-        route = _affine(child, key, health, need_tokens, exclude)
+        route = _affine(child, key, health, need_tokens, exclude, passed)
         if route is not None:
             return route
     return None

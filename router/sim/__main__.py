@@ -1,6 +1,7 @@
 """CLI: serve a simulated provider until SIGINT/SIGTERM.
 
     python -m router.sim --port 0 --key a:sk-sim-a:60:100000 --key b:sk-sim-b
+    python -m router.sim --port 9000 --key main:sk-sim-main --model llama-3.3-70b-versatile
 
 Prints exactly one line, `listening on http://HOST:PORT/v1`, once the socket is bound, so
 a parent process can read the port when it asked for port 0. The same port also serves
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from router.sim.provider import SimProvider
-from router.sim.state import SimKey
+from router.sim.state import DEFAULT_MODELS, SimKey
 
 
 def parse_key(spec: str, *, latency: float = 0.0, chunk_delay: float = 0.0) -> SimKey:
@@ -57,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:API_KEY[:RPM[:TPM]]",
         help="a simulated key; repeat for more",
     )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"a model it serves besides {', '.join(DEFAULT_MODELS)}; repeat for more",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each head")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     return parser
@@ -79,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = [
             parse_key(spec, latency=args.latency, chunk_delay=args.chunk_delay) for spec in args.key
         ]
-        provider = SimProvider(keys=keys)
+        provider = SimProvider(keys=keys, models=dict.fromkeys([*DEFAULT_MODELS, *args.model]))
     except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))
     asyncio.run(serve_until_signalled(provider, args.host, args.port))

@@ -236,7 +236,11 @@ class Upstream:
         deadline = self._deadlines.after(head_timeout, task.cancel)
         try:
             response = await self._client.post(
-                url, body, headers, connect_timeout=self._timeouts.connect, proxy=route.key.proxy
+                url,
+                body,
+                headers,
+                connect_timeout=(route.timeouts or self._timeouts).connect,
+                proxy=route.key.proxy,
             )
         except asyncio.CancelledError:
             # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).

@@ -137,9 +137,16 @@ def stream_redaction(secret: str, error_hint: bytes) -> StreamRedaction:
 
 
 def config_secrets(config: Config) -> list[str]:
-    """Every secret routes.yaml holds: provider keys, client keys, admin keys."""
+    """Every secret routes.yaml holds: provider keys, client keys, admin keys, and key
+    header values that came from a ${VAR}."""
     server = config.server
-    return [key.api_key for key in config.keys.values()] + [*server.client_keys, *server.admin_keys]
+    keys = config.keys.values()
+    return [
+        *(key.api_key for key in keys),
+        *(secret for key in keys for secret in key.header_secrets),
+        *server.client_keys,
+        *server.admin_keys,
+    ]
 
 
 @functools.lru_cache(maxsize=256)

@@ -577,7 +577,9 @@ def test_dockerfile_runs_the_cli_as_non_root_with_the_mounted_config():
     assert only("EXPOSE") == "4000"
     at = next(i for i, line in enumerate(lines) if line.startswith("HEALTHCHECK"))
     healthcheck = " ".join(lines[at : at + 2])  # the instruction and its continuation
-    assert "/healthz" in healthcheck and "urllib" in healthcheck
+    # GET /healthz on routes.yaml's port (router/probe.py), run against a real router in
+    # tests/deploy/test_container.py.
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["python", "-m", "router.probe"]
     root = DEPLOY.parent
     for copy in (line for line in instructions if line.startswith("COPY ")):
         for source in copy.split()[1:-1]:

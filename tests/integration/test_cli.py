@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -136,6 +137,30 @@ async def test_demo_shows_failover_and_fallback_without_any_key():
     assert len(lines) == 8 and all(" 200 " in line for line in lines)
     assert any("route=budget/gpt-4o-mini" in line for line in lines)  # the fallback served
     assert "key_disabled" in err and "revoked" in err
+    assert "Ctrl-C" not in err  # it ends by itself
+    # Each request line says why it passed routes over, and which fallback served.
+    assert "primary/gpt-4o: headroom spent" in err
+    assert "revoked/gpt-4o: key disabled (auth)" in err
+    assert "outcome=served_by_fallback" in err and "served_by=gpt-4o-mini" in err
+
+
+async def test_the_demo_without_drive_says_how_to_stop_it():
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "demo", "--port", "0",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=ENV,
+    )  # fmt: skip
+    try:
+        banner = b""
+        async with asyncio.timeout(30):
+            while b"demo_ready" not in banner:
+                line = await process.stderr.readline()  # type: ignore[union-attr]
+                assert line, banner
+                banner += line
+        assert b"Ctrl-C to stop." in banner and b"curl -s http://127.0.0.1:" in banner
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await process.wait()
 
 
 def test_serving_freezes_startup_objects_and_collects_young_ones_less_often() -> None:
@@ -259,3 +284,62 @@ async def test_check_names_a_tab_and_a_near_key_name(tmp_path):
     misspelt.write_text(text.replace("{key: openai-backup", "{key: openai-bakup"), "utf-8")
     code, _, err = await run("check", str(misspelt))
     assert code == 1 and "unknown key 'openai-bakup' (did you mean 'openai-backup'?)" in err
+
+
+def _readme_sim_commands() -> list[list[str]]:
+    """README's "Try your own routes.yaml without keys" block, one argv per command."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Try your own routes.yaml without keys", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip()]
+
+
+async def test_the_readme_commands_run_the_example_routes_yaml_on_the_simulator(
+    unused_tcp_port: int,
+) -> None:
+    sim_argv, serve_argv, sleep_argv, curl_argv = _readme_sim_commands()
+    assert sim_argv[:3] == ["python", "-m", "router.sim"] and sim_argv[-1] == "&"
+    assert sleep_argv[0] == "sleep" and curl_argv[0] == "curl"
+    port = str(unused_tcp_port)
+    sim_args = [port if arg == "9000" else arg for arg in sim_argv[3:-1]]
+    assignments = [arg for arg in serve_argv if re.fullmatch(r"[A-Z_0-9]+=.*", arg)]
+    command = serve_argv[len(assignments) :]
+    assert command[:4] == ["llm-router", "serve", "--config", "routes.yaml"]
+    assert command[-1] == "&"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("GROQ_API_KEY", None)
+    for assignment in assignments:
+        name, value = assignment.split("=", 1)
+        env[name] = value.replace(":9000/", f":{port}/")
+    body = json.loads(curl_argv[curl_argv.index("-d") + 1])
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.sim", *sim_args,
+        stdout=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        async with asyncio.timeout(15):
+            listening = (await sim.stdout.readline()).decode()
+        assert listening == f"listening on http://127.0.0.1:{port}/v1\n"
+        config = REPO / "routes.yaml"  # the example, as shipped
+        async with router_process(config, env=env) as router:
+            served = []
+            for _ in range(8):
+                completion = await client(router.url).chat.completions.create(**body)
+                served.append(completion.choices[0].message.content)
+            router.signal()
+            assert await router.exit_code() == 0
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            await sim.wait()
+    assert served[0] in ("Hello from main via gpt-4o.", "Hello from backup via gpt-4o.")
+    # 3 requests a minute on each gpt-4o key: the fallback's routes serve the rest.
+    assert (
+        sorted(served[:6])
+        == ["Hello from backup via gpt-4o."] * 3 + ["Hello from main via gpt-4o."] * 3
+    )
+    assert served[6:] == ["Hello from groq via llama-3.3-70b-versatile."] * 2
+    skipped = [e["skipped"] for e in router.events if e["event"] == "request"]
+    assert any("headroom spent" in note for notes in skipped if notes for note in notes)

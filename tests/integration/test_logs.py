@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from router.sim import Fault, SimKey
 from router.telemetry.logs import configure_logging, request_log, reset_logging
 from tests.configs import key, model, preferring_a, route, routes_yaml, sim_keys, two_keys_models
-from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client, raw_upstream
 
 CLIENT_KEY = "router-client-key-0123456789"
 
@@ -100,6 +100,55 @@ async def test_dead_key_warns_once_per_transition_not_per_request(stack, clock, 
     assert [(e["event"], e["key"], e["reason"]) for e in warnings] == [
         ("key_disabled", "a", "auth")
     ]
+
+
+async def test_the_request_line_says_why_each_route_was_skipped_and_which_fallback_served(
+    stack, clock, logs
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    config = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
+        models={
+            **two_keys_models(priority_b=2, fallback=["gpt-4o-mini"]),
+            "gpt-4o-mini": model(route("c", "gpt-4o-mini")),
+        },
+        failover={"max_wait": 0},
+    )
+    url = await stack.router(config, clock=clock)
+    sim.inject("a", Fault.rate_limit(retry_after=30))
+    for _ in range(2):  # a's 429 cools it down; the next request passes it over
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    sim.inject("b", Fault.auth())
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)  # c serves
+    clock.advance(10)
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    sim.inject("c", Fault.rate_limit(retry_after=5))
+    with pytest.raises(openai.RateLimitError):
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+
+    requests = [e for e in logs.events() if e["event"] == "request"]
+    assert [(e["route"], e["outcome"], e["skipped"]) for e in requests] == [
+        ("b/gpt-4o", "served_after_failover", None),
+        ("b/gpt-4o", "served", ["a/gpt-4o: cooling down after a 429, back in 30.0s"]),
+        (
+            "c/gpt-4o-mini",
+            "served_by_fallback",
+            ["a/gpt-4o: cooling down after a 429, back in 30.0s"],
+        ),
+        (
+            "c/gpt-4o-mini",
+            "served_by_fallback",
+            [
+                "a/gpt-4o: cooling down after a 429, back in 20.0s",
+                "b/gpt-4o: key disabled (auth), back in 3590.0s",
+            ],
+        ),
+        # c's 429: nothing left; a and b are still out for what the line before said
+        (None, "exhausted", requests[3]["skipped"]),
+    ]
+    assert requests[2]["attempts"] == ["b/gpt-4o:auth", "c/gpt-4o-mini:ok"]
+    assert requests[2]["served_by"] == "gpt-4o-mini"
+    assert requests[-1]["attempts"] == ["c/gpt-4o-mini:rate_limited"]  # tried: not skipped
 
 
 async def test_keys_planted_in_headers_bodies_urls_and_errors_never_reach_a_line(stack, logs):

@@ -59,7 +59,7 @@ class Counted(Mapping[str, RouteHealth]):
 
 def pick(routes: tuple[Route, ...], health: Mapping[str, RouteHealth] | None = None,
          seed: int = 0, **kw: object) -> Route | None:  # fmt: skip
-    return choose(model_of(routes), layout(routes), health or {}, random.Random(seed), **kw)  # type: ignore[arg-type]
+    return choose(model_of(routes), layout(routes), health or {}, random.Random(seed), **kw)[0]  # type: ignore[arg-type]
 
 
 def test_a_small_tier_is_chosen_exactly_as_plan_orders_it():
@@ -68,14 +68,14 @@ def test_a_small_tier_is_chosen_exactly_as_plan_orders_it():
     table = {routes[0].id: COOLING, routes[2].id: RouteHealth(in_flight=3, error_rate=0.5)}
     for seed in range(200):
         expected = plan(model, table, random.Random(seed)).routes[0]
-        assert choose(model, layout(routes), table, random.Random(seed)) is expected
+        assert choose(model, layout(routes), table, random.Random(seed))[0] is expected
 
 
 def test_a_large_healthy_tier_spreads_by_weight():
     routes = (*pool(40), *pool(10, prefix="h", weight=3.0))
     rng = random.Random(1)
     shape, model = layout(routes), model_of(routes)
-    counts = Counter(choose(model, shape, {}, rng).key.name[0] for _ in range(20000))
+    counts = Counter(choose(model, shape, {}, rng)[0].key.name[0] for _ in range(20000))
     # Weights 40 x 1 and 10 x 3: the heavy keys take 30 / 70 of the requests.
     assert counts["h"] / 20000 == pytest.approx(30 / 70, abs=0.02)
 
@@ -96,7 +96,7 @@ def test_an_unhealthy_route_loses_its_comparisons():
     sick = {routes[0].id: RouteHealth(error_rate=1.0, in_flight=4)}
     rng = random.Random(2)
     shape, model = layout(routes), model_of(routes)
-    counts = Counter(choose(model, shape, sick, rng).id for _ in range(20000))
+    counts = Counter(choose(model, shape, sick, rng)[0].id for _ in range(20000))
     # Its fair share is 1/20 = 1000; drawn about 2000 times, it wins few.
     assert counts[routes[0].id] < 400
     assert counts[routes[1].id] > 800
@@ -116,6 +116,18 @@ def test_a_large_tier_entirely_down_goes_to_the_next_tier():
     for seed in range(50):
         chosen = pick(routes, table, seed, affinity=b"c%d" % seed if seed % 2 else b"")
         assert chosen is not None and chosen.priority == 2
+
+
+def test_the_routes_passed_over_are_reported_with_their_reasons():
+    small = pool(3)
+    _, passed = choose(model_of(small), layout(small), {small[0].id: COOLING}, random.Random(0))
+    assert [(u.route, u.reason) for u in passed] == [(small[0], BlockReason.COOLDOWN)]
+    large = pool(40)
+    table = {r.id: COOLING for r in large[1:]}
+    route, passed = choose(model_of(large), layout(large), table, random.Random(0))
+    assert route is large[0]
+    assert passed and all(u.reason is BlockReason.COOLDOWN for u in passed)
+    assert large[0] not in {u.route for u in passed}
 
 
 def test_nothing_available_is_none():

@@ -752,6 +752,95 @@ def test_timeouts_and_failover_settings_override_only_what_is_given() -> None:
     assert (config.failover.breaker_open, config.failover.breaker_failure_rate) == (5.0, 0.5)
 
 
+def test_route_timeouts_override_the_models_which_override_the_top_level_ones() -> None:
+    config = parse(
+        minimal(
+            models="  m:\n"
+            "    timeouts: {first_byte: 300, request: 900}\n"
+            "    routes:\n"
+            "      - {key: main, model: up, timeouts: {first_byte: 600, idle: 90}}\n"
+            "      - {key: main, model: other}\n"
+            "  plain:\n"
+            "    routes: [{key: main, model: up2}]\n",
+            extra="timeouts: {connect: 2, first_byte: 30}\n",
+        )
+    )
+    own, inherited = config.models["m"].routes
+    assert own.timeouts is not None and inherited.timeouts is not None
+    assert (own.timeouts.connect, own.timeouts.first_byte, own.timeouts.idle) == (2.0, 600.0, 90.0)
+    assert (inherited.timeouts.first_byte, inherited.timeouts.idle) == (300.0, 60.0)
+    model_timeouts = config.models["m"].timeouts
+    assert model_timeouts is not None and model_timeouts.request == 900.0
+    # Nothing overridden: the top-level timeouts apply, and nothing is copied.
+    assert config.models["plain"].timeouts is None
+    assert config.models["plain"].routes[0].timeouts is None
+
+
+def test_a_route_may_not_set_the_whole_requests_timeout_nor_a_bad_one() -> None:
+    def one_route(timeouts: str, model_extra: str = "") -> str:
+        return minimal(
+            models=f"  m:\n    routes: [{{key: main, model: up{timeouts}}}]\n{model_extra}"
+        )
+
+    on_route = one_route(", timeouts: {request: 5}")
+    assert error_of(on_route).startswith(
+        "routes.yaml:5: models.m.routes[0].timeouts.request: bounds the whole client request"
+    )
+    assert "on the model or in the top-level timeouts" in error_of(on_route)
+    negative = one_route("", "    timeouts: {idle: 0}\n")
+    assert "models.m.timeouts.idle: must be a positive number" in error_of(negative)
+    typo = one_route(", timeouts: {first_bite: 5}")
+    assert "unknown field 'first_bite' (did you mean 'first_byte'?)" in error_of(typo)
+
+
+def _with_headers(headers: str) -> str:
+    return minimal().replace('"${OPENAI_API_KEY}"}', f'"${{OPENAI_API_KEY}}", headers: {headers}}}')
+
+
+def test_key_headers_expand_variables_and_their_values_are_secrets() -> None:
+    text = _with_headers('{HTTP-Referer: "https://app.example", OpenAI-Organization: "${ORG}"}')
+    assert "headers:" in text
+    config = parse(text, {**ENV, "ORG": "org-secret-123456"})
+    key = config.keys["main"]
+    assert dict(key.headers) == {
+        "HTTP-Referer": "https://app.example",
+        "OpenAI-Organization": "org-secret-123456",
+    }
+    assert key.header_secrets == ("org-secret-123456",)  # the literal value is no secret
+    assert "org-secret-123456" not in repr(key)
+    other_key = "  other: {provider: openai, api_key: sk-other-key-123456}\nmodels:"
+    other_model = "  n:\n    routes: [{key: other, model: up}]\n"
+    skipped = parse(text.replace("models:", other_key) + other_model)
+    assert "keys.main is skipped: ORG is not set" in " ".join(skipped.warnings)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ("{Authorization: x}", "headers.Authorization: a credential header is not allowed"),
+        ("{x-goog-api-key: x}", "a credential header is not allowed here: put the credential in"),
+        ("{API-Key: x}", "a credential header"),
+        ("{X-API-KEY: x}", "a credential header"),
+        ("{Connection: close}", "a hop-by-hop header belongs to one connection"),
+        ("{Transfer-Encoding: chunked}", "a hop-by-hop header"),
+        ("{Host: example.com}", "the router sets this header itself"),
+        ("{Content-Length: '5'}", "the router sets this header itself"),
+        ("{X-Router-Route: x}", "x-router-* headers are the router's own"),
+        ('{"Bad Name": x}', "not a valid header name"),
+        ("{X-A: a, x-a: b}", "given twice (as 'X-A' too); header names ignore case"),
+        ('{X-A: "a\\r\\nX-Injected: 1"}', "the value holds a line end, a control"),
+        ("{X-A: 5}", "expected a string"),
+        ("[X-A]", "expected a mapping"),
+    ],
+)
+def test_key_headers_the_router_owns_or_that_carry_a_credential_are_refused(
+    headers: str, message: str
+) -> None:
+    error = error_of(_with_headers(headers))
+    assert message in error
+    assert error.startswith("routes.yaml:2: keys.main.headers")
+
+
 def test_max_wait_may_be_0_globally_and_per_model_but_not_negative() -> None:
     config = parse(minimal(extra="failover: {max_wait: 0, max_waiting: 7}\n"))
     assert (config.failover.max_wait, config.failover.max_waiting) == (0.0, 7)

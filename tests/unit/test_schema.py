@@ -116,6 +116,13 @@ REJECTED: dict[str, Change] = {
     "fallback neither cheaper nor a list": lambda d: d["models"]["gpt-4o"].update(
         fallback="cheapest"
     ),
+    "timeouts.request on a route": lambda d: _route(d).update(timeouts={"request": 5}),
+    "unknown route timeouts field": lambda d: _route(d).update(timeouts={"first_bite": 5}),
+    "negative model timeout": lambda d: d["models"]["gpt-4o"].update(timeouts={"idle": -1}),
+    "a credential key header": lambda d: d["keys"]["main"].update(headers={"X-Api-Key": "k"}),
+    "a hop-by-hop key header": lambda d: d["keys"]["main"].update(headers={"Connection": "x"}),
+    "a key header named with a space": lambda d: d["keys"]["main"].update(headers={"A B": "x"}),
+    "a key header value not a string": lambda d: d["keys"]["main"].update(headers={"X-A": [1]}),
     "model listed twice": lambda d: d["models"]["gpt-4o"].update(context_fallback=["mini", "mini"]),
 }
 
@@ -132,6 +139,13 @@ ACCEPTED: dict[str, Change] = {
     ],
     "a model that is only a fallback": lambda d: d["models"].update(alias={"fallback": ["mini"]}),
     "redis state": lambda d: d.update(state={"backend": "redis", "url": "${REDIS_URL}"}),
+    "timeouts on a model and a route": lambda d: [
+        d["models"]["gpt-4o"].update(timeouts={"first_byte": 600, "request": 900}),
+        _route(d).update(timeouts={"connect": 2, "idle": 120}),
+    ],
+    "key headers": lambda d: d["keys"]["main"].update(
+        headers={"HTTP-Referer": "https://app.example", "OpenAI-Organization": "${ORG:-org-1}"}
+    ),
     "every tuning section": lambda d: d.update(
         timeouts={"first_byte": 300},
         failover={"breaker_failure_rate": 1},

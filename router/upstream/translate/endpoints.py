@@ -68,4 +68,6 @@ def call_arguments(route: Route, *, timeout: float) -> dict[str, Any]:
         arguments["api_base"] = api_base
     if key.api_version:
         arguments["api_version"] = key.api_version
+    if key.headers:
+        arguments["extra_headers"] = dict(key.headers)  # routes.yaml's, on every request
     return arguments
