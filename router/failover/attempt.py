@@ -269,10 +269,10 @@ class AttemptRunner:
                 route, verdict, prior=sent.prior, seconds=seconds, headroom=sent.headroom
             )
         series = self._metrics.route_series(model.name, route)
-        series.attempts[failure].inc()
+        series.attempts[failure].inc(1)
         series.upstream_seconds.observe(seconds)
         if ACTIONS[failure].fails_over:
-            series.failovers[failure].inc()
+            series.failovers[failure].inc(1)
         if usage is None:
             return None
         series.tokens_in.inc(usage.input_tokens)

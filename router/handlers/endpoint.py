@@ -227,7 +227,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     series = state.metrics.model_series(trace.model or UNKNOWN_MODEL)
     end = trace.stream_end
     outcome = trace.outcome(status, end)
-    series.requests[outcome].inc()
+    series.requests[outcome].inc(1)
     if trace.model is not None:
         series.seconds.observe(seconds)
     result = trace.result

@@ -72,7 +72,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
         trace = request[REQUEST_TRACE]
         trace.model = call.model.name
         in_flight = state.metrics.model_series(call.model.name).in_flight
-        in_flight.inc()
+        in_flight.inc(1)
         try:
             result = await state.failover.run(call)  # or raises NoCapacity, DeadlineExceeded
             trace.served(result)
@@ -89,7 +89,7 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
                 )
             return response
         finally:
-            in_flight.dec()
+            in_flight.dec(1)
 
     return handle
 

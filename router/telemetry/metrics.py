@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -111,6 +112,50 @@ def route_labels(route: Route) -> tuple[str, str, str]:
     return route.id, route.key.name, route.key.provider
 
 
+class FastCounter:
+    """A labelled child's `inc(amount)` without Counter.inc's checks on every call (that
+    the metric is observable, that the amount is not negative): the router's children
+    are always labelled and its amounts never negative. Two calls fewer per increment,
+    on every request. Falls back to the child's own inc if prometheus_client's value
+    holder ever changes shape."""
+
+    __slots__ = ("inc",)
+
+    def __init__(self, child: Any) -> None:
+        value = getattr(child, "_value", None)
+        self.inc: Callable[[float], None] = getattr(value, "inc", None) or child.inc
+
+
+class FastGauge(FastCounter):
+    __slots__ = ()
+
+    def dec(self, amount: float) -> None:
+        self.inc(-amount)
+
+
+class FastHistogram:
+    """A labelled histogram child's `observe` as one bisect and two increments, rather
+    than Histogram.observe's checks and its loop over the buckets."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum", "observe")
+
+    def __init__(self, child: Any) -> None:
+        bounds = getattr(child, "_upper_bounds", None)
+        buckets = getattr(child, "_buckets", None)
+        total = getattr(child, "_sum", None)
+        if bounds is None or buckets is None or len(bounds) != len(buckets) or total is None:
+            self.observe: Callable[[float], None] = child.observe
+            return
+        self._bounds = tuple(bounds)
+        self._buckets = tuple(bucket.inc for bucket in buckets)
+        self._sum = total.inc
+        self.observe = self._observe
+
+    def _observe(self, amount: float) -> None:
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
+
+
 class _Children(dict[Any, Any]):
     """A map to a metric's children that creates each one on first use."""
 
@@ -137,24 +182,26 @@ class RouteSeries:
     def __init__(self, metrics: Metrics, model: str, route: Route) -> None:
         labels = (model, *route_labels(route))
         self._labels, self._metrics = labels, metrics
-        self.attempts: dict[FailureClass, Any] = _Children(
-            lambda f: metrics.attempts.labels(*labels, ATTEMPT_OUTCOME[f].value)
+        self.attempts: dict[FailureClass, FastCounter] = _Children(
+            lambda f: FastCounter(metrics.attempts.labels(*labels, ATTEMPT_OUTCOME[f].value))
         )
-        self.failovers: dict[FailureClass, Any] = _Children(
-            lambda f: metrics.failovers.labels(*labels, f.value)
+        self.failovers: dict[FailureClass, FastCounter] = _Children(
+            lambda f: FastCounter(metrics.failovers.labels(*labels, f.value))
         )
         self._provider = route.key.provider
         self._seconds: Any = None
         self._tokens: tuple[Any, Any] | None = None
-        self._cache: dict[str, Any] = _Children(
-            lambda kind: metrics.cached_tokens.labels(*labels, kind)
+        self._cache: dict[str, FastCounter] = _Children(
+            lambda kind: FastCounter(metrics.cached_tokens.labels(*labels, kind))
         )
         self._spend: Any = None
 
     @property
     def upstream_seconds(self) -> Any:
         if self._seconds is None:
-            self._seconds = self._metrics.upstream_seconds_of(self._labels[0], self._provider)
+            self._seconds = FastHistogram(
+                self._metrics.upstream_seconds_of(self._labels[0], self._provider)
+            )
         return self._seconds
 
     @property
@@ -168,8 +215,8 @@ class RouteSeries:
     def _token_pair(self) -> tuple[Any, Any]:
         if self._tokens is None:
             tokens = self._metrics.tokens
-            self._tokens = (tokens.labels(*self._labels, "input"),
-                            tokens.labels(*self._labels, "output"))  # fmt: skip
+            self._tokens = (FastCounter(tokens.labels(*self._labels, "input")),
+                            FastCounter(tokens.labels(*self._labels, "output")))  # fmt: skip
         return self._tokens
 
     @property
@@ -183,7 +230,7 @@ class RouteSeries:
     @property
     def spend(self) -> Any:
         if self._spend is None:
-            self._spend = self._metrics.spend.labels(*self._labels)
+            self._spend = FastCounter(self._metrics.spend.labels(*self._labels))
         return self._spend
 
 
@@ -195,8 +242,8 @@ class ModelSeries:
 
     def __init__(self, metrics: Metrics, model: str) -> None:
         self._metrics, self._model = metrics, model
-        self.requests: dict[RequestOutcome, Any] = _Children(
-            lambda o: metrics.requests.labels(model, o.value)
+        self.requests: dict[RequestOutcome, FastCounter] = _Children(
+            lambda o: FastCounter(metrics.requests.labels(model, o.value))
         )
         self._seconds: Any = None
         self._in_flight: Any = None
@@ -204,13 +251,13 @@ class ModelSeries:
     @property
     def seconds(self) -> Any:
         if self._seconds is None:
-            self._seconds = self._metrics.request_seconds.labels(self._model)
+            self._seconds = FastHistogram(self._metrics.request_seconds.labels(self._model))
         return self._seconds
 
     @property
     def in_flight(self) -> Any:
         if self._in_flight is None:
-            self._in_flight = self._metrics.in_flight.labels(self._model)
+            self._in_flight = FastGauge(self._metrics.in_flight.labels(self._model))
         return self._in_flight
 
 
@@ -445,7 +492,7 @@ class Metrics:
         large part of the page); a stream of `model` may be served by a fallback's route."""
         series = self._ttft_series.get(model)
         if series is None:
-            series = self._ttft_series[model] = self.ttft.labels(model)
+            series = self._ttft_series[model] = FastHistogram(self.ttft.labels(model))
         return series
 
     def model_series(self, model: str) -> ModelSeries:
