@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from router.types import Route
+from router.upstream.translate.litellm_internals import SKIP_MCP
 
 GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 _GEMINI_API_VERSION = "v1beta"
@@ -58,10 +59,7 @@ def call_arguments(route: Route, *, timeout: float) -> dict[str, Any]:
         # A parameter this provider lacks (logit_bias on Anthropic, say) is dropped, as
         # a client of a multi-provider model expects, instead of failing the request.
         "drop_params": True,
-        # litellm 1.106 checks every request with `tools` for its proxy's MCP gateway
-        # by importing a module that needs the optional `mcp` package, so without this
-        # any tool call fails with ModuleNotFoundError. The router has no MCP gateway.
-        "_skip_mcp_handler": True,
+        **SKIP_MCP,
     }
     api_base = litellm_api_base(key.provider, key.api_base)
     if api_base is not None:
