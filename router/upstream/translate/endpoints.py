@@ -1,7 +1,7 @@
 """Where litellm sends a route: its model string, key, base URL and per-call settings.
 
 Our config follows each provider's own SDK for `api_base` (router/types.py); litellm has
-its own conventions, read from its source (1.106):
+its own conventions, read from its source (1.106; the same from 1.104 to 1.110):
 
 - anthropic: the host only, as ANTHROPIC_BASE_URL. litellm appends `/v1/messages` to a
   custom base unless it already ends with it (`main._complete_anthropic`), so ours passes

@@ -6,9 +6,12 @@ litellm may move or rename between minor versions, is here, written for every ve
 in pyproject's `translate` range (CI runs the translation tests at both ends):
 
 - the Anthropic Messages adapter and its stream wrapper, under
-  `llms.anthropic.pass_through.adapters` up to 1.106 and `llms.anthropic.messages.adapters`
-  after (the old path still imports in 1.110, with a DeprecationWarning);
-- `AsyncHTTPHandler`, patched so that litellm's clients follow no redirect;
+  `llms.anthropic.experimental_pass_through.adapters` in 1.104, `.pass_through.adapters`
+  in 1.106 and `.messages.adapters` in 1.110 (where the 1.106 path still imports, with a
+  DeprecationWarning): the first that exists is used;
+- `AsyncHTTPHandler`, patched so that litellm's clients follow no redirect. Its
+  `follow_redirects` argument is why the range starts at 1.104: 1.102 hard-codes
+  redirects in `create_client` (and 1.100 has no Anthropic adapter);
 - the `_skip_mcp_handler` call argument;
 - `BaseLLMException`, the provider error litellm keeps down an exception chain;
 - a stream's provider iterator and its line generator, to close the connection;
@@ -24,15 +27,15 @@ import functools
 import importlib
 from typing import Any
 
-# litellm 1.106 checks every request with `tools` for its proxy's MCP gateway by importing
-# a module that needs the optional `mcp` package, so without this any tool call fails
-# with ModuleNotFoundError. Later versions pop the same argument. The router has no MCP
-# gateway.
+# litellm (1.104 to 1.110) checks every request with `tools` for its proxy's MCP
+# gateway by importing a module that needs the optional `mcp` package, so without this
+# any tool call fails with ModuleNotFoundError. The router has no MCP gateway.
 SKIP_MCP: dict[str, Any] = {"_skip_mcp_handler": True}
 
 _ADAPTER_PACKAGES = (
-    "litellm.llms.anthropic.messages.adapters",  # after 1.106
+    "litellm.llms.anthropic.messages.adapters",  # 1.110
     "litellm.llms.anthropic.pass_through.adapters",  # 1.106
+    "litellm.llms.anthropic.experimental_pass_through.adapters",  # 1.104
 )
 _PROVIDER_HEADER = "llm_provider-"
 
