@@ -1,7 +1,7 @@
 """Print deploy/constraints.txt: every package the image installs, pinned to the version
 installed in this environment. The image's `pip install -c` then resolves to exactly these.
 
-    pip install -e '.[redis]'            # in a fresh venv, on Linux, Python 3.11 (the image's)
+    pip install -e '.[redis,translate]'  # in a fresh venv, on Linux, Python 3.11 (the image's)
     python deploy/constraints.py > deploy/constraints.txt
 
 Reads the runtime requirements from pyproject.toml (`dependencies` plus the extras the
@@ -20,7 +20,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-EXTRAS = ("redis",)  # as in the Dockerfile's pip install ".[redis]"
+EXTRAS = ("redis", "translate")  # as in the Dockerfile's pip install ".[redis,translate]"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 IMAGE = {
     **default_environment(),

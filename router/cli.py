@@ -14,6 +14,7 @@ import structlog
 from router.config import format_route_table, load_config
 from router.errors import ConfigError
 from router.telemetry.logs import configure_logging
+from router.types import DISTRIBUTION
 from router.wire.redact import config_secrets
 
 DEFAULT_CONFIG = os.environ.get("LLM_ROUTER_CONFIG", "routes.yaml")
@@ -40,7 +41,7 @@ def _version() -> str:
     """The installed distribution's version, whatever the distribution is named."""
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
-    for name in [*packages_distributions().get("router", []), "llm-router"]:
+    for name in [*packages_distributions().get("router", []), DISTRIBUTION]:
         try:
             return version(name)
         except PackageNotFoundError:

@@ -36,6 +36,7 @@ from router.telemetry.metrics import Metrics
 from router.types import Config, Operation
 from router.upstream import translate
 from router.upstream.client import HttpClient
+from router.upstream.providers import PROVIDERS
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
 log = structlog.get_logger("router.server")
@@ -161,10 +162,14 @@ def add_routes(
 
 
 def needs_translation(config: Config) -> bool:
-    """Whether a key's provider is reached through litellm for chat completions, the
-    API nearly every client speaks (Anthropic clients on OpenAI keys warm it on first use)."""
+    """Whether a key's provider is reached only through litellm (gemini, mistral, ...).
+    A key the router speaks to itself (openai, azure, anthropic) loads litellm on the
+    first request that needs translation instead (an OpenAI client on an Anthropic key,
+    an Anthropic client on an OpenAI key): its passthrough never pays litellm's memory
+    (README "Install")."""
     return any(
-        translate.translator_for(key.provider, Operation.CHAT) is not None
+        key.provider not in PROVIDERS
+        and translate.translator_for(key.provider, Operation.CHAT) is not None
         for key in config.keys.values()
     )
 

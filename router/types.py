@@ -11,6 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
 
+# The distribution's name for `pip install` (the command is `llm-router`; `llm-router` is
+# another project's name on PyPI), and the extra that brings translation (litellm).
+DISTRIBUTION = "llm-keypool-router"
+TRANSLATE_EXTRA = f"pip install '{DISTRIBUTION}[translate]'"
+
 # The providers a key may name, with the api_base each defaults to. Each follows its own
 # SDK's convention: OpenAI-compatible bases end in /v1, Anthropic's is the host only (as
 # ANTHROPIC_BASE_URL), Azure's is the resource endpoint and has no default.

@@ -28,6 +28,8 @@ from router.config.table import format_route_table, mask_key
 from router.errors import ConfigError
 from router.types import (
     DEFAULT_API_BASES,
+    DISTRIBUTION,
+    TRANSLATE_EXTRA,
     Config,
     FailoverSettings,
     Key,
@@ -42,6 +44,7 @@ from router.types import (
 )
 from router.upstream.providers import PROVIDERS
 from router.upstream.translate import translator_for
+from router.upstream.translate.runtime import available as translate_available
 from router.upstream.translate.runtime import litellm_providers
 
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
@@ -308,6 +311,16 @@ def _provider(at: Field) -> str:
     # DEFAULT_API_BASES lists the providers the router speaks itself; any other provider
     # litellm knows is reached through translation (its names read without importing it).
     provider = at.string()
+    if provider not in PROVIDERS and not translate_available():
+        # Without litellm (the translate extra) only the providers spoken natively work.
+        native = ", ".join(sorted(PROVIDERS))
+        hint = suggestion(provider, PROVIDERS)
+        if hint:
+            raise at.error(f"unknown provider '{provider}'{hint}; supported: {native}")
+        raise at.error(
+            f"provider {provider} needs translation, and litellm is not installed: "
+            f"{TRANSLATE_EXTRA} (the router speaks {native} itself)"
+        )
     if provider not in DEFAULT_API_BASES and provider not in litellm_providers():
         known = sorted(DEFAULT_API_BASES)
         hint = suggestion(provider, [*known, *litellm_providers()])
@@ -382,7 +395,7 @@ def _state(at: Field) -> StateSettings:
         raise found["url"].error("expected a redis://, rediss:// or unix:// URL")
     if importlib.util.find_spec("redis") is None:
         raise found["backend"].error(
-            "backend redis needs the redis package: pip install 'llm-router[redis]'"
+            f"backend redis needs the redis package: pip install '{DISTRIBUTION}[redis]'"
         )
     if "prefix" not in found:
         return StateSettings(backend="redis", url=url)

@@ -1,9 +1,13 @@
-"""Prices and context windows per route, from litellm's model data, without litellm.
+"""Prices and context windows per route, without importing litellm.
 
-litellm ships its price and context-window table as a JSON file inside the package
-(litellm-notes.md). Reading that file takes about 20 ms; importing litellm takes
-seconds and may reach for the network. So the file is read once, at config load,
-located with `find_spec` (which does not import the package).
+Two tables, both litellm's model data: `model_data.json`, shipped in this package and
+made by `model_data_gen.py` from a litellm version it records, and, when litellm (the
+`translate` extra) is installed, the one inside its package, read as a file (about 20 ms;
+importing litellm takes seconds and may reach for the network; litellm-notes.md). The
+newer table wins model by model and the other fills its gaps: an installed litellm at
+least as new as the shipped file's source knows newer prices and more providers, an
+older one (a pin elsewhere in the environment) must not take newer prices back. Both
+are read once, at config load, and dropped after (`forget()`).
 
 A route's own `price`, `max_input_tokens` and `capabilities` in routes.yaml override
 the table.
@@ -11,17 +15,21 @@ the table.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from router.types import Capability, Price
 
-_DATA_FILE = "model_prices_and_context_window_backup.json"
+_LITELLM_FILE = "model_prices_and_context_window_backup.json"
+SHIPPED = Path(__file__).with_name("model_data.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +45,42 @@ UNKNOWN = ModelFacts()
 
 @cache
 def _table() -> Mapping[str, Any]:
-    spec = importlib.util.find_spec("litellm")
+    shipped, source = _shipped()
+    installed = _installed()
+    if installed is None:
+        return shipped
+    table, version = installed
+    if version is None or source is None or version >= source:
+        return {**shipped, **table}
+    return {**table, **shipped}
+
+
+def _shipped() -> tuple[dict[str, Any], tuple[int, ...] | None]:
+    data = _read(SHIPPED)
+    models, source = data.get("models"), data.get("source")
+    version = _version(source.get("litellm")) if isinstance(source, dict) else None
+    return (models if isinstance(models, dict) else {}), version
+
+
+def _installed() -> tuple[dict[str, Any], tuple[int, ...] | None] | None:
+    """The installed litellm's table and version, or None without litellm."""
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):  # a broken install, or an import hook that refuses it
+        return None
     if spec is None or not spec.submodule_search_locations:
-        return {}
-    path = os.path.join(spec.submodule_search_locations[0], _DATA_FILE)
+        return None
+    table = _read(Path(next(iter(spec.submodule_search_locations))) / _LITELLM_FILE)
+    if not table:
+        return None
+    try:
+        version = _version(importlib.metadata.version("litellm"))
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return table, version
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -49,8 +89,14 @@ def _table() -> Mapping[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _version(text: object) -> tuple[int, ...] | None:
+    """(1, 110, 2) for "1.110.2"; None for what does not start with numbers."""
+    match = re.match(r"\d+(?:\.\d+)*", text) if isinstance(text, str) else None
+    return tuple(int(part) for part in match.group().split(".")) if match else None
+
+
 def facts(provider: str, model: str) -> ModelFacts:
-    """What litellm's table knows of `model` at `provider` (UNKNOWN when nothing)."""
+    """What the model data knows of `model` at `provider` (UNKNOWN when nothing)."""
     table = _table()
     for name in (f"{provider}/{model}", model):
         entry = table.get(name)
@@ -60,7 +106,7 @@ def facts(provider: str, model: str) -> ModelFacts:
 
 
 def forget() -> None:
-    """Drop the table once the config is loaded: about 8 MB nobody reads afterwards."""
+    """Drop the tables once the config is loaded: up to 8 MB nobody reads afterwards."""
     _table.cache_clear()
 
 

@@ -3,17 +3,18 @@
 A cheap estimate first (about 4 bytes a token): a prompt well under a window fits and
 one far over it does not, with no counting. Only near a window is the prompt counted
 exactly, with litellm's counter, in a thread; that imports litellm on first use, so
-it happens only for prompts that are actually close to a limit.
+it happens only for prompts that are actually close to a limit. Without litellm (the
+`translate` extra), the estimate stands.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterable
 from typing import Any
 
 from router.types import Route
+from router.upstream.translate.runtime import token_count
 
 _BYTES_PER_TOKEN = 4
 # Around a window the estimate is not trusted; from half to twice it, count exactly.
@@ -49,20 +50,6 @@ class PromptSize:
             if not isinstance(self._messages, list):
                 self._exact = self.estimate  # nothing countable: trust the estimate
             else:
-                counted = await asyncio.to_thread(_count, route.model, self._messages)
+                counted = await asyncio.to_thread(token_count, route.model, self._messages)
                 self._exact = counted if counted >= 0 else self.estimate
         return self._exact
-
-
-def _count(model: str, messages: list[Any]) -> int:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download at import
-    import litellm  # deferred: seconds to import, and only prompts near a limit need it
-
-    # litellm raises many kinds of errors for a model or message shape it does not know;
-    # count as gpt-4o would then, and fall back to the estimate (-1) if that fails too.
-    for name in (model, "gpt-4o"):
-        try:
-            return int(litellm.token_counter(model=name, messages=messages))
-        except Exception:
-            continue
-    return -1

@@ -19,8 +19,8 @@ from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
 from router.rules.affinity import conversation_key
-from router.types import Attempt, ModelSpec, Operation, Route
-from router.upstream import forwardable_headers
+from router.types import TRANSLATE_EXTRA, Attempt, ModelSpec, Operation, Route
+from router.upstream import forwardable_headers, translate
 from router.wire import fastjson
 from router.wire.dialects import Dialect
 from router.wire.needs import request_needs
@@ -108,6 +108,21 @@ def find_model(state: RouterState, payload: dict[str, Any]) -> ModelSpec:
     return model
 
 
+def _without_translation(state: RouterState, model: ModelSpec, operation: Operation) -> str:
+    """Why, when a route of the chain would serve `operation` through litellm, but
+    litellm (the translate extra) is not installed."""
+    if translate.available():
+        return ""
+    models = state.config.models
+    if any(
+        translate.translation(route.key.provider, operation)
+        for name in model.chain
+        for route in models[name].routes
+    ):
+        return f" without translation, which needs litellm: {TRANSLATE_EXTRA}"
+    return ""
+
+
 def parse_call(
     state: RouterState,
     request: web.Request,
@@ -120,7 +135,8 @@ def parse_call(
     model = find_model(state, payload)
     if not state.failover.serves(model, operation):
         raise InvalidRequest(
-            f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}",
+            f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}"
+            + _without_translation(state, model, operation),
             "unsupported_api_for_model",
         )
     # A count (count_tokens) generates nothing: it never streams nor spends headroom.

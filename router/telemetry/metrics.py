@@ -41,7 +41,7 @@ from prometheus_client import (
 )
 
 from router.telemetry.exposition import Renderer
-from router.types import BlockReason, Config, FailureClass, Headroom, Key, Route
+from router.types import DISTRIBUTION, BlockReason, Config, FailureClass, Headroom, Key, Route
 
 # Process-wide and at import, so every registry (the app's, a test's) renders without
 # `_created` series; PROMETHEUS_DISABLE_CREATED_SERIES would depend on the environment.
@@ -600,6 +600,6 @@ def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("llm-router")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "unknown"

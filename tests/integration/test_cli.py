@@ -245,7 +245,8 @@ async def test_sighup_reloads_the_config_while_a_stream_is_in_flight(stack, tmp_
 async def test_version_is_the_installed_distributions():
     code, out, _ = await run("--version")
     assert code == 0
-    assert out == f"llm-router {importlib.metadata.version('llm-router')}\n"
+    (distribution, *_) = importlib.metadata.packages_distributions()["router"]
+    assert out == f"llm-router {importlib.metadata.version(distribution)}\n"
 
 
 async def test_check_says_which_file_it_checks_by_default(tmp_path):

@@ -15,6 +15,10 @@ hands back an object with `UpstreamResponse`'s surface, in the client's format:
   provider: `anthropic_litellm.py`.
 - EMBEDDINGS and RESPONSES are passthrough only.
 
+litellm is the `translate` extra. Without it nothing is translated: `translator_for`
+says None, so a route serves only what its provider speaks natively, and a key whose
+provider is reached only through litellm is a config error (`config/__init__.py`).
+
 Errors keep the provider's own status, headers and body where litellm kept them
 (`failures.py`), so `classify_response` reads the real signal. Importing this package
 does not import litellm: `runtime.load()` does, on first use or at `preload()`;
@@ -32,7 +36,7 @@ from router.upstream.providers import PROVIDERS
 from router.upstream.translate.anthropic_litellm import AnthropicMessagesTranslator
 from router.upstream.translate.endpoints import GEMINI_API_BASE
 from router.upstream.translate.openai_litellm import OpenAIChatTranslator
-from router.upstream.translate.runtime import litellm_providers, preload, shutdown
+from router.upstream.translate.runtime import available, litellm_providers, preload, shutdown
 
 
 class TranslatedResponse(Protocol):
@@ -77,7 +81,14 @@ def can_serve(provider: str, operation: Operation) -> bool:
 
 @functools.cache
 def translator_for(provider: str, operation: Operation) -> Translator | None:
-    """None when the provider serves the operation natively (passthrough) or not at all."""
+    """None when the provider serves the operation natively (passthrough) or not at all,
+    or when it needs translation and litellm is not installed."""
+    translator = translation(provider, operation)
+    return translator if translator is not None and available() else None
+
+
+def translation(provider: str, operation: Operation) -> Translator | None:
+    """The translator that would serve `operation` from `provider`, litellm installed or not."""
     native = PROVIDERS.get(provider)
     if native is not None and operation in native.operations:
         return None
@@ -99,9 +110,11 @@ __all__ = [
     "GEMINI_API_BASE",
     "TranslatedResponse",
     "Translator",
+    "available",
     "can_serve",
     "litellm_providers",
     "preload",
     "shutdown",
+    "translation",
     "translator_for",
 ]

@@ -1,7 +1,7 @@
 """Anthropic Messages from providers that speak OpenAI chat (OpenAI, Azure, ...), via litellm.
 
-litellm 1.106 ships the adapter its own proxy uses for `/v1/messages` on non-Anthropic
-models (`llms/anthropic/pass_through/adapters`): `AnthropicAdapter` translates the
+litellm ships the adapter its own proxy uses for `/v1/messages` on non-Anthropic
+models (`litellm_internals.anthropic_adapter`): `AnthropicAdapter` translates the
 request to OpenAI chat (system, text and image blocks, tools and tool results,
 stop_sequences, thinking) and the answer back, and `AnthropicStreamWrapper` turns chat
 chunks into Anthropic's events (message_start, content_block_start/delta/stop,
@@ -30,9 +30,10 @@ from router.upstream.translate.litellm_calls import (
     OpenedStream,
     complete,
     open_stream,
-    provider_headers,
 )
 from router.upstream.translate.litellm_errors import stream_failure
+from router.upstream.translate.litellm_internals import anthropic_adapter as adapter
+from router.upstream.translate.litellm_internals import anthropic_stream_wrapper, hidden_headers
 from router.upstream.translate.translated import (
     EventStream,
     TranslatedAnswer,
@@ -59,13 +60,6 @@ MESSAGES_FIELDS = (
 )
 _JSON = "application/json"
 _SSE = "text/event-stream"
-
-
-@functools.cache
-def adapter() -> Any:
-    from litellm.llms.anthropic.pass_through.adapters.transformation import AnthropicAdapter
-
-    return AnthropicAdapter()
 
 
 class AnthropicMessagesTranslator:
@@ -107,7 +101,7 @@ class AnthropicMessagesTranslator:
                 raise UpstreamProtocolError(route.id, "the answer could not be translated")
             body = json_bytes(message)
             return TranslatedAnswer(
-                route.id, 200, carried_headers(provider_headers(result), _JSON), body
+                route.id, 200, carried_headers(hidden_headers(result), _JSON), body
             )
         arguments["stream_options"] = {"include_usage": True}
         opened = await open_stream(lib, route, arguments, head_timeout)
@@ -115,7 +109,7 @@ class AnthropicMessagesTranslator:
             return opened
         return EventStream(
             route.id,
-            carried_headers(provider_headers(opened.stream), _SSE),
+            carried_headers(hidden_headers(opened.stream), _SSE),
             message_events(opened, tool_names),
             opened.aclose,
             functools.partial(stream_failure, route.id, secret=route.key.api_key),
@@ -130,11 +124,7 @@ def messages_request(payload: dict[str, Any], route: Route) -> dict[str, Any]:
 
 
 async def message_events(opened: OpenedStream, tool_names: dict[str, str]) -> AsyncIterator[bytes]:
-    from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import (
-        AnthropicStreamWrapper,
-    )
-
-    events = AnthropicStreamWrapper(
+    events = anthropic_stream_wrapper(
         completion_stream=opened.chunks(),
         model=opened.route.model,
         tool_name_mapping=tool_names,

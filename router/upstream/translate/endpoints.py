@@ -1,7 +1,7 @@
 """Where litellm sends a route: its model string, key, base URL and per-call settings.
 
 Our config follows each provider's own SDK for `api_base` (router/types.py); litellm has
-its own conventions, read from its source (1.106):
+its own conventions, read from its source (1.106; the same from 1.104 to 1.110):
 
 - anthropic: the host only, as ANTHROPIC_BASE_URL. litellm appends `/v1/messages` to a
   custom base unless it already ends with it (`main._complete_anthropic`), so ours passes
@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from router.types import Route
+from router.upstream.translate.litellm_internals import SKIP_MCP
 
 GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 _GEMINI_API_VERSION = "v1beta"
@@ -58,10 +59,7 @@ def call_arguments(route: Route, *, timeout: float) -> dict[str, Any]:
         # A parameter this provider lacks (logit_bias on Anthropic, say) is dropped, as
         # a client of a multi-provider model expects, instead of failing the request.
         "drop_params": True,
-        # litellm 1.106 checks every request with `tools` for its proxy's MCP gateway
-        # by importing a module that needs the optional `mcp` package, so without this
-        # any tool call fails with ModuleNotFoundError. The router has no MCP gateway.
-        "_skip_mcp_handler": True,
+        **SKIP_MCP,
     }
     api_base = litellm_api_base(key.provider, key.api_base)
     if api_base is not None:

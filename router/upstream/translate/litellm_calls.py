@@ -19,9 +19,8 @@ from typing import Any
 from router.errors import UpstreamProtocolError, UpstreamTimeout
 from router.types import Route
 from router.upstream.translate.litellm_errors import error_answer
+from router.upstream.translate.litellm_internals import stream_lines
 from router.upstream.translate.translated import TranslatedAnswer
-
-_PROVIDER_HEADER = "llm_provider-"
 
 
 async def complete(
@@ -86,30 +85,14 @@ async def close_stream(stream: Any) -> None:
     """Close a litellm stream and the provider connection under it.
 
     `CustomStreamWrapper.aclose()` closes the provider iterators that know how (Gemini's
-    and OpenAI's close their HTTP response). Anthropic's iterator (litellm 1.106) has no
-    `aclose`; it reads httpx's `aiter_lines()` generator, and closing that generator
-    unwinds httpx's generators down to litellm's aiohttp stream, whose `finally` closes
-    the connection: the provider sees the client leave (style.md §3).
+    and OpenAI's close their HTTP response); Anthropic's is closed through its line
+    generator (`litellm_internals.stream_lines`): the provider sees the client leave
+    (style.md §3).
     """
-    iterator = getattr(stream, "completion_stream", None)
+    lines = stream_lines(stream)
     await stream.aclose()
-    lines = getattr(iterator, "streaming_response", None)
-    if lines is not None and hasattr(lines, "aclose"):
+    if lines is not None:
         await lines.aclose()
-
-
-def provider_headers(result: Any) -> dict[str, str]:
-    """The provider's response headers, which litellm keeps prefixed in `_hidden_params`
-    (its documented way to read them): rate-limit headroom and request ids."""
-    hidden = getattr(result, "_hidden_params", None)
-    extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
-    if not isinstance(extra, dict):
-        return {}
-    return {
-        name[len(_PROVIDER_HEADER) :]: str(value)
-        for name, value in extra.items()
-        if name.startswith(_PROVIDER_HEADER)
-    }
 
 
 def _finishes(chunk: Any) -> bool:

@@ -31,6 +31,7 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from router.upstream.translate.litellm_internals import base_llm_exception
 from router.upstream.translate.translated import TranslatedAnswer, carried_headers, json_bytes
 from router.wire.redact import clip
 
@@ -141,12 +142,11 @@ def _synthesised(links: list[BaseException], route_id: str, secret: str) -> Tran
     """An OpenAI-style error with the meaning litellm gave the failure, when the
     provider's own response is gone (a mid-stream error event, a litellm-side check)."""
     from litellm import exceptions
-    from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
     # MidStreamFallbackError only says "this happened in a stream"; what it wraps says what.
     wrapper = exceptions.MidStreamFallbackError
     outer = next((x for x in links if not isinstance(x, wrapper)), links[0])
-    provider = next((x for x in links if isinstance(x, BaseLLMException)), None)
+    provider = next((x for x in links if isinstance(x, base_llm_exception())), None)
     status = _http_status(provider) or _http_status(outer) or 500
     headers: Mapping[str, str] = (
         getattr(provider, "headers", None) or getattr(outer, "litellm_response_headers", None) or {}
@@ -166,9 +166,7 @@ def _synthesised(links: list[BaseException], route_id: str, secret: str) -> Tran
 
 
 def _provider_message(links: list[BaseException], secret: str) -> str:
-    from litellm.llms.base_llm.chat.transformation import BaseLLMException
-
-    provider = next((x for x in links if isinstance(x, BaseLLMException)), None)
+    provider = next((x for x in links if isinstance(x, base_llm_exception())), None)
     message = (
         provider.message if provider is not None else f"{type(links[-1]).__name__}: {links[-1]}"
     )

@@ -21,9 +21,9 @@ from router.upstream.translate.litellm_calls import (
     OpenedStream,
     complete,
     open_stream,
-    provider_headers,
 )
 from router.upstream.translate.litellm_errors import stream_failure
+from router.upstream.translate.litellm_internals import hidden_headers
 from router.upstream.translate.translated import (
     EventStream,
     TranslatedAnswer,
@@ -101,7 +101,7 @@ class OpenAIChatTranslator:
                 return result
             body = json_bytes(completion_object(result))
             return TranslatedAnswer(
-                route.id, 200, carried_headers(provider_headers(result), _JSON), body
+                route.id, 200, carried_headers(hidden_headers(result), _JSON), body
             )
         # Usage is asked for always: metrics and costs need it; the relay drops the
         # chunk when the client did not ask for it.
@@ -111,7 +111,7 @@ class OpenAIChatTranslator:
             return opened
         return EventStream(
             route.id,
-            carried_headers(provider_headers(opened.stream), _SSE),
+            carried_headers(hidden_headers(opened.stream), _SSE),
             chunk_events(opened),
             opened.aclose,
             functools.partial(stream_failure, route.id, secret=route.key.api_key),

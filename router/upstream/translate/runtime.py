@@ -7,8 +7,9 @@ callbacks and logging are turned off once at load: the router retries, fails ove
 logs, and litellm doing it too would multiply attempts and leak prompts into its logs.
 Per-request settings (key, base URL, timeout) travel as call arguments, never as globals.
 
-`litellm_providers()` names the providers litellm knows without importing it, for the
-config loader.
+litellm is the `translate` extra: `available()` says whether it is installed, without
+importing it, and `litellm_providers()` names the providers it knows, for the config
+loader. What the router uses of litellm's internals is in `litellm_internals.py`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ import re
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from router.types import TRANSLATE_EXTRA
+from router.upstream.translate import litellm_internals
 
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
 
 
 def _import() -> ModuleType:
+    """litellm, configured; ImportError when it is not installed (checked without trying
+    the import again, which would search sys.path on every call)."""
     global _litellm
+    if _litellm is None and not available():
+        raise ImportError(f"litellm is not installed: {TRANSLATE_EXTRA}")
     with _lock:  # several first requests may race here; one import configures it
         if _litellm is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -46,31 +55,9 @@ def _import() -> ModuleType:
             # and there are none, at the cost of a deep copy of every request.)
             litellm.disable_streaming_logging = True
             _quiet_own_handlers()
-            _follow_no_redirects()
+            litellm_internals.follow_no_redirects()
             _litellm = litellm
         return _litellm
-
-
-def _follow_no_redirects() -> None:
-    """litellm's HTTP clients (AsyncHTTPHandler, which its Anthropic and Gemini handlers
-    use) follow redirects by default, and would carry the key to wherever a misconfigured
-    or hostile base URL points. The router's own client never follows one: a redirect
-    must come back as the provider's answer, so the route fails over (README "How it
-    chooses and fails over"). Set before litellm makes its first client; a caller that
-    asks for redirects by name still gets them."""
-    from litellm.llms.custom_httpx import http_handler
-
-    handler = http_handler.AsyncHTTPHandler
-    original = handler.__init__
-    if getattr(original, "_router_no_redirects", False):
-        return
-
-    @functools.wraps(original)
-    def init(self: object, *args: object, follow_redirects: bool = False, **kwargs: object) -> None:
-        original(self, *args, follow_redirects=follow_redirects, **kwargs)  # type: ignore[arg-type]
-
-    init._router_no_redirects = True  # type: ignore[attr-defined]
-    handler.__init__ = init  # type: ignore[method-assign]
 
 
 def _quiet_own_handlers() -> None:
@@ -105,8 +92,34 @@ async def shutdown() -> None:
         await _litellm.close_litellm_async_clients()
 
 
+def token_count(model: str, messages: list[Any]) -> int:
+    """litellm's count of `messages` for `model` (as gpt-4o's when litellm does not know
+    the model), or -1 when litellm is not installed or cannot count them. Blocking: the
+    first call imports litellm and loads tokenizer files, so call it in a worker thread."""
+    try:
+        lib = _import()
+    except ImportError:
+        return -1
+    # litellm raises many kinds of errors for a model or message shape it does not know.
+    for name in (model, "gpt-4o"):
+        try:
+            return int(lib.token_counter(model=name, messages=messages))
+        except Exception:
+            continue
+    return -1
+
+
+@functools.cache
+def available() -> bool:
+    """Whether litellm is installed (the `translate` extra), found without importing it."""
+    return _package_dir() is not None
+
+
 def _package_dir() -> Path | None:
-    spec = importlib.util.find_spec("litellm")
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):  # a broken install, or an import hook that refuses it
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))

@@ -1,0 +1,117 @@
+"""What the router reads or changes of litellm beyond its public calls, in one place.
+
+The public surface (`acompletion`, `token_counter`, `litellm.exceptions`, module
+settings such as `num_retries`) is used where it is needed. Everything else, which
+litellm may move or rename between minor versions, is here, written for every version
+in pyproject's `translate` range (CI runs the translation tests at both ends):
+
+- the Anthropic Messages adapter and its stream wrapper, under
+  `llms.anthropic.experimental_pass_through.adapters` in 1.104, `.pass_through.adapters`
+  in 1.106 and `.messages.adapters` in 1.110 (where the 1.106 path still imports, with a
+  DeprecationWarning): the first that exists is used;
+- `AsyncHTTPHandler`, patched so that litellm's clients follow no redirect. Its
+  `follow_redirects` argument is why the range starts at 1.104: 1.102 hard-codes
+  redirects in `create_client` (and 1.100 has no Anthropic adapter);
+- the `_skip_mcp_handler` call argument;
+- `BaseLLMException`, the provider error litellm keeps down an exception chain;
+- a stream's provider iterator and its line generator, to close the connection;
+- `_hidden_params`, where a result keeps the provider's response headers.
+
+Only ever called once litellm is imported (`runtime.load()`), except `hidden_headers`,
+which only reads attributes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+# litellm (1.104 to 1.110) checks every request with `tools` for its proxy's MCP
+# gateway by importing a module that needs the optional `mcp` package, so without this
+# any tool call fails with ModuleNotFoundError. The router has no MCP gateway.
+SKIP_MCP: dict[str, Any] = {"_skip_mcp_handler": True}
+
+_ADAPTER_PACKAGES = (
+    "litellm.llms.anthropic.messages.adapters",  # 1.110
+    "litellm.llms.anthropic.pass_through.adapters",  # 1.106
+    "litellm.llms.anthropic.experimental_pass_through.adapters",  # 1.104
+)
+_PROVIDER_HEADER = "llm_provider-"
+
+
+def _adapter_module(name: str) -> Any:
+    """`<adapters package>.<name>`, from the first package path this litellm has."""
+    for package in _ADAPTER_PACKAGES:
+        module = f"{package}.{name}"
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not module.startswith(exc.name or "-"):
+                raise  # a module the adapter needs is missing, not the adapter itself
+            continue
+    raise ImportError(f"this litellm has no Anthropic adapter ({name}); see pyproject's range")
+
+
+@functools.cache
+def anthropic_adapter() -> Any:
+    """litellm's `AnthropicAdapter`: Messages to chat and chat answers back."""
+    return _adapter_module("transformation").AnthropicAdapter()
+
+
+def anthropic_stream_wrapper(**arguments: Any) -> Any:
+    """litellm's `AnthropicStreamWrapper`: chat chunks as Anthropic's events."""
+    return _adapter_module("streaming_iterator").AnthropicStreamWrapper(**arguments)
+
+
+def base_llm_exception() -> type[BaseException]:
+    from litellm.llms.base_llm.chat.transformation import BaseLLMException
+
+    return BaseLLMException
+
+
+def follow_no_redirects() -> None:
+    """litellm's HTTP clients (AsyncHTTPHandler, which its Anthropic and Gemini handlers
+    use) follow redirects by default, and would carry the key to wherever a misconfigured
+    or hostile base URL points. The router's own client never follows one: a redirect
+    must come back as the provider's answer, so the route fails over (README "How it
+    chooses and fails over"). Set before litellm makes its first client; a caller that
+    asks for redirects by name still gets them."""
+    from litellm.llms.custom_httpx import http_handler
+
+    handler = http_handler.AsyncHTTPHandler
+    original = handler.__init__
+    if getattr(original, "_router_no_redirects", False):
+        return
+
+    @functools.wraps(original)
+    def init(self: object, *args: object, follow_redirects: bool = False, **kwargs: object) -> None:
+        original(self, *args, follow_redirects=follow_redirects, **kwargs)  # type: ignore[arg-type]
+
+    init._router_no_redirects = True  # type: ignore[attr-defined]
+    handler.__init__ = init  # type: ignore[method-assign]
+
+
+def stream_lines(stream: Any) -> Any | None:
+    """The line generator under a litellm stream's provider iterator, when it has one.
+
+    Anthropic's iterator has no `aclose`; it reads httpx's `aiter_lines()` generator,
+    and closing that generator unwinds httpx's generators down to litellm's aiohttp
+    stream, whose `finally` closes the connection."""
+    iterator = getattr(stream, "completion_stream", None)
+    lines = getattr(iterator, "streaming_response", None)
+    return lines if lines is not None and hasattr(lines, "aclose") else None
+
+
+def hidden_headers(result: Any) -> dict[str, str]:
+    """The provider's response headers, which litellm keeps prefixed in `_hidden_params`
+    (its documented way to read them): rate-limit headroom and request ids."""
+    hidden = getattr(result, "_hidden_params", None)
+    extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if not isinstance(extra, dict):
+        return {}
+    return {
+        name[len(_PROVIDER_HEADER) :]: str(value)
+        for name, value in extra.items()
+        if name.startswith(_PROVIDER_HEADER)
+    }
