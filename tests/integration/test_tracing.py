@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp import web
 
 from router.config import parse_config
+from router.front_door import Runner
 from router.server import bound_port, start
-from router.sim import Fault
+from router.sim import Fault, SimKey
 from tests.configs import preferring_a, route, routes_yaml, sim_keys
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 from tests.integration.router_process import router_process
@@ -137,8 +139,7 @@ async def test_spans_for_a_request_a_stream_and_a_failover(sim_and_keys, monkeyp
             server={"client_keys": [CLIENT_KEY]},
             telemetry={"traces": {"endpoint": received.url}},
         )
-        config = parse_config(yaml_text, source="routes.yaml", environ={})
-        runner = await start(config, "127.0.0.1", 0, rng=random.Random(0))
+        runner = await _start(yaml_text)
         try:
             sdk = openai.AsyncOpenAI(
                 base_url=f"http://127.0.0.1:{bound_port(runner)}/v1",
@@ -237,8 +238,7 @@ async def test_a_fallback_model_and_an_exhausted_request_are_on_their_spans(sim_
             failover={"max_wait": 0},
             telemetry={"traces": {"endpoint": f"{received.url}/v1/traces"}},
         )
-        config = parse_config(yaml_text, source="routes.yaml", environ={})
-        runner = await start(config, "127.0.0.1", 0, rng=random.Random(0))
+        runner = await _start(yaml_text)
         try:
             sdk = client(f"http://127.0.0.1:{bound_port(runner)}")
             sim.inject("a", Fault.rate_limit(retry_after=30))
@@ -263,6 +263,69 @@ async def test_a_fallback_model_and_an_exhausted_request_are_on_their_spans(sim_
     assert "gen_ai.response.model" not in request["attributes"]
     assert attempt["attributes"]["llm_router.failure"] == "rate_limited"
     _assert_nothing_secret(received.payloads)
+
+
+ANT = SimKey(name="ant", api_key="sk-ant-sim-key-t-0000007")
+
+
+async def test_an_anthropic_stream_names_its_provider_and_its_usage(stack):
+    sim, _ = await stack.sim(ANT)
+    async with collector() as received:
+        yaml_text = routes_yaml(
+            keys=sim_keys(sim.root, ANT, provider="anthropic"),
+            models={"claude": {"routes": [route("ant", "claude-sonnet-4-5")]}},
+            telemetry={"traces": {"endpoint": received.url}},
+        )
+        runner = await _start(yaml_text)
+        try:
+            claude = anthropic.AsyncAnthropic(
+                base_url=f"http://127.0.0.1:{bound_port(runner)}", api_key="client",
+                max_retries=0, timeout=20,
+            )  # fmt: skip
+            async with claude.messages.stream(
+                model="claude", max_tokens=64, messages=ASKED
+            ) as stream:
+                final = await stream.get_final_message()
+        finally:
+            await runner.cleanup()
+    request, attempt = _by_trace(received.spans()).popitem()[1]
+    assert request["name"] == "chat claude"
+    assert attempt["name"] == "chat claude-sonnet-4-5"
+    for span in (request, attempt):
+        attributes = span["attributes"]
+        assert attributes["gen_ai.provider.name"] == "anthropic"
+        assert attributes["gen_ai.response.model"] == "claude-sonnet-4-5"
+        assert attributes["gen_ai.usage.output_tokens"] == final.usage.output_tokens
+    assert request["attributes"]["url.path"] == "/v1/messages"
+    assert ANT.api_key.encode() not in b"".join(received.payloads)
+    assert b"purple-elephant" not in b"".join(received.payloads)
+
+
+async def test_a_sample_rate_of_0_still_follows_a_sampled_parent(sim_and_keys):
+    _, sim_url = sim_and_keys
+    async with collector() as received:
+        runner = await _start(
+            preferring_a(sim_url, telemetry={"traces": {"endpoint": received.url,
+                                                        "sample_rate": 0}})
+        )  # fmt: skip
+        try:
+            sdk = client(f"http://127.0.0.1:{bound_port(runner)}")
+            for flags in ("00", "01", None):  # not sampled, sampled, no parent
+                parent = f"00-{TRACE_ID}-{PARENT_ID}-{flags}"
+                headers = {} if flags is None else {"traceparent": parent}
+                await sdk.chat.completions.create(
+                    model="gpt-4o", messages=HI, extra_headers=headers
+                )
+        finally:
+            await runner.cleanup()
+    spans = received.spans()
+    assert [span["kind"] for span in spans if span["kind"] == SERVER] == [SERVER]
+    assert {span["trace_id"] for span in spans} == {TRACE_ID}
+
+
+async def _start(yaml_text: str) -> Runner:
+    config = parse_config(yaml_text, source="routes.yaml", environ={})
+    return await start(config, "127.0.0.1", 0, rng=random.Random(0))
 
 
 @pytest.fixture
