@@ -106,54 +106,20 @@ class OtelTracing:
         if facts.traceparent:
             parent = self._propagator.extract({"traceparent": facts.traceparent})
         operation = _OPERATIONS.get(facts.path, "chat")
+        served = _served_attempt(facts)
+        response_model = _response_model(facts.reply) if served is not None else None
+        attributes = _request_attributes(facts, operation, served, response_model)
         span = self._tracer.start_span(
             f"{operation} {facts.model}" if facts.model else operation,
             context=parent,
             kind=SpanKind.SERVER,
             start_time=self._ns(facts.started),
-            attributes={"gen_ai.operation.name": operation},
+            attributes=attributes,
         )
         if not span.is_recording():
-            return  # sampled out: nothing to draw
-        served = _served_attempt(facts)
-        response_model = _response_model(facts.reply) if served is not None else None
-        attributes: dict[str, str | int | float | bool] = {
-            "http.request.method": facts.method,
-            "http.route": facts.path,
-            "url.path": facts.path,
-            "http.response.status_code": facts.status,
-            "llm_router.outcome": facts.outcome,
-            "llm_router.attempts": len(facts.attempts),
-            "llm_router.stream": facts.stream_end is not None,
-        }
-        if facts.request_id is not None:
-            attributes["llm_router.request_id"] = facts.request_id
-        if facts.model is not None:
-            attributes["gen_ai.request.model"] = facts.model
-        if facts.served_by is not None and facts.served_by != facts.model:
-            attributes["llm_router.fallback.model"] = facts.served_by
-        if served is not None:
-            key_name, _, upstream_model = served.route_id.partition("/")
-            attributes["llm_router.route"] = served.route_id
-            attributes["llm_router.key"] = key_name
-            attributes["gen_ai.response.model"] = response_model or upstream_model
-            attributes.update(_provider(facts.keys.get(key_name)))
-        _usage(attributes, facts)
-        if facts.waited:
-            attributes["llm_router.waited_ms"] = round(facts.waited * 1000, 2)
-        if facts.ttft is not None:
-            attributes["llm_router.ttft_ms"] = round(facts.ttft * 1000, 2)
-        if facts.stream_end is not None:
-            attributes["llm_router.stream.end"] = facts.stream_end
-        if facts.cost_usd is not None:
-            attributes["llm_router.cost_usd"] = round(facts.cost_usd, 8)
-        failed = facts.status >= 500 or facts.stream_end not in (None, "ok", "client_gone")
-        if failed:
-            attributes["error.type"] = (
-                facts.stream_end if facts.status < 500 and facts.stream_end else str(facts.status)
-            )
+            return  # sampled out: no attempt spans either
+        if "error.type" in attributes:
             span.set_status(Status(StatusCode.ERROR))
-        span.set_attributes(attributes)
         context = trace.set_span_in_context(span)
         for number, attempt in enumerate(facts.attempts, 1):
             self._attempt(facts, attempt, number, operation, context, served, response_model)
@@ -197,6 +163,9 @@ class OtelTracing:
             _usage(attributes, facts)
             if facts.stream_end is not None:
                 end = facts.ended  # the upstream call lasts as long as its stream
+        failed = attempt.failure is not FailureClass.OK
+        if failed:
+            attributes["error.type"] = attempt.failure.value
         span: Span = self._tracer.start_span(
             f"{operation} {upstream_model}",
             context=context,  # type: ignore[arg-type]
@@ -204,8 +173,7 @@ class OtelTracing:
             start_time=self._ns(attempt.started),
             attributes=attributes,
         )
-        if attempt.failure is not FailureClass.OK:
-            span.set_attribute("error.type", attempt.failure.value)
+        if failed:
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=self._ns(end))
 
@@ -250,6 +218,47 @@ def _signal_url(endpoint: str) -> str:
     URL that already ends in /v1/traces is taken as it is."""
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+
+
+def _request_attributes(
+    facts: RequestFacts, operation: str, served: Attempt | None, response_model: str | None
+) -> dict[str, str | int | float | bool]:
+    attributes: dict[str, str | int | float | bool] = {
+        "gen_ai.operation.name": operation,
+        "http.request.method": facts.method,
+        "http.route": facts.path,
+        "url.path": facts.path,
+        "http.response.status_code": facts.status,
+        "llm_router.outcome": facts.outcome,
+        "llm_router.attempts": len(facts.attempts),
+        "llm_router.stream": facts.stream_end is not None,
+    }
+    if facts.request_id is not None:
+        attributes["llm_router.request_id"] = facts.request_id
+    if facts.model is not None:
+        attributes["gen_ai.request.model"] = facts.model
+    if facts.served_by is not None and facts.served_by != facts.model:
+        attributes["llm_router.fallback.model"] = facts.served_by
+    if served is not None:
+        key_name, _, upstream_model = served.route_id.partition("/")
+        attributes["llm_router.route"] = served.route_id
+        attributes["llm_router.key"] = key_name
+        attributes["gen_ai.response.model"] = response_model or upstream_model
+        attributes.update(_provider(facts.keys.get(key_name)))
+    _usage(attributes, facts)
+    if facts.waited:
+        attributes["llm_router.waited_ms"] = round(facts.waited * 1000, 2)
+    if facts.ttft is not None:
+        attributes["llm_router.ttft_ms"] = round(facts.ttft * 1000, 2)
+    if facts.stream_end is not None:
+        attributes["llm_router.stream.end"] = facts.stream_end
+    if facts.cost_usd is not None:
+        attributes["llm_router.cost_usd"] = round(facts.cost_usd, 8)
+    if facts.status >= 500:
+        attributes["error.type"] = str(facts.status)
+    elif facts.stream_end not in (None, "ok", "client_gone"):
+        attributes["error.type"] = facts.stream_end  # the 200 went out, the end did not
+    return attributes
 
 
 def _served_attempt(facts: RequestFacts) -> Attempt | None:
