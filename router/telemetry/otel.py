@@ -142,7 +142,6 @@ class OtelTracing:
             "gen_ai.request.model": upstream_model,
             "llm_router.route": attempt.route_id,
             "llm_router.key": key_name,
-            "llm_router.model": attempt.model,
             "llm_router.attempt": number,
             "llm_router.failure": attempt.failure.value,
             **_provider(key),
@@ -231,7 +230,6 @@ def _request_attributes(
         "http.response.status_code": facts.status,
         "llm_router.outcome": facts.outcome,
         "llm_router.attempts": len(facts.attempts),
-        "llm_router.stream": facts.stream_end is not None,
     }
     if facts.request_id is not None:
         attributes["llm_router.request_id"] = facts.request_id
