@@ -368,6 +368,35 @@ async def test_the_standard_variables_turn_it_on_and_the_drain_flushes(stack, tm
     _assert_nothing_secret(received.payloads)
 
 
+async def test_a_collector_that_never_answers_does_not_hold_the_exit(stack, tmp_path):
+    """The exporter would wait OTEL_EXPORTER_OTLP_TIMEOUT (here 120 s) on the queued
+    span; the router gives the flush SHUTDOWN_SECONDS (5) and exits, well within the
+    test's bound."""
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    never = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", hang)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        env = _env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{runner.addresses[0][1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="120",
+        )
+        async with router_process(_config_file(tmp_path, sim_url), env, seconds=25) as router:
+            await client(router.url).chat.completions.create(model="gpt-4o", messages=HI)
+            router.signal()
+            assert await router.exit_code() == 0
+    finally:
+        await runner.cleanup()
+
+
 # Serves one request in-process, then prints every loaded module that is opentelemetry's.
 _CHILD = textwrap.dedent(
     """
