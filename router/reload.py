@@ -34,6 +34,7 @@ from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog, redact_also
 from router.telemetry.metrics import Metrics
+from router.telemetry.tracing import Tracing
 from router.types import Config, Key
 from router.upstream import Upstream
 from router.upstream.client import HttpClient
@@ -55,6 +56,7 @@ class Shared:
     request_log: RequestLog
     rng: random.Random
     wall: Callable[[], float]
+    tracing: Tracing | None = None
     upstreams: list[Upstream] = field(default_factory=list)  # one per config, closed at exit
 
     def close(self) -> None:
@@ -78,6 +80,7 @@ def build_state(config: Config, health: HealthTracker, shared: Shared) -> Router
         metrics=shared.metrics,
         request_log=shared.request_log,
         state_store=shared.store,
+        tracing=shared.tracing,
     )
 
 
@@ -195,17 +198,20 @@ def effective(old: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
         if name not in _LIVE_SERVER_FIELDS
         and getattr(old.server, name) != getattr(new.server, name)
     ]
-    for section in ("limits", "state"):
+    sections = (("limits", "limits"), ("state", "state"), ("traces", "telemetry.traces"))
+    for section, shown in sections:
         before, after = getattr(old, section), getattr(new, section)
         changed += [
-            f"{section}.{name}"
+            f"{shown}.{name}"
             for name in _field_names(before)
             if getattr(before, name) != getattr(after, name)
         ]
     server = dataclasses.replace(
         old.server, **{name: getattr(new.server, name) for name in _LIVE_SERVER_FIELDS}
     )
-    config = dataclasses.replace(new, server=server, limits=old.limits, state=old.state)
+    config = dataclasses.replace(
+        new, server=server, limits=old.limits, state=old.state, traces=old.traces
+    )
     return config, tuple(changed)
 
 

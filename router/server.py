@@ -33,6 +33,7 @@ from router.health.tracker import HealthTracker
 from router.reload import Reloader, Shared, build_state
 from router.telemetry.logs import request_log
 from router.telemetry.metrics import Metrics
+from router.telemetry.tracing import start_tracing
 from router.types import Config, Operation
 from router.upstream import translate
 from router.upstream.client import HttpClient
@@ -68,6 +69,7 @@ def create_app(
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         state_store.start()
         client = HttpClient(limits=config.limits)
+        tracing = start_tracing(config.traces)  # None unless asked for: no otel import
         shared = Shared(
             store=state_store,
             client=client,
@@ -75,6 +77,7 @@ def create_app(
             request_log=request_log(),  # after configure_logging(): its stream and format
             rng=rng if rng is not None else random.Random(),
             wall=wall,
+            tracing=tracing,
         )
         current = app[APP_STATE] = Current(build_state(config, health, shared))
         app[RELOADER] = Reloader(config_path, current, shared)
@@ -88,6 +91,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await warming
         await translate.shutdown()
+        if tracing is not None:
+            await tracing.shutdown()  # what is queued goes out, within a bound
         shared.close()
         client.close()
         await state_store.close()

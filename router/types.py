@@ -288,6 +288,17 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TraceSettings:
+    """OpenTelemetry traces (telemetry/tracing.py): where to send them and how many.
+    Unset fields leave the standard OTEL_* variables in charge."""
+
+    # An OTLP/HTTP collector, as OTEL_EXPORTER_OTLP_ENDPOINT (spans go to /v1/traces);
+    # it may hold credentials: never logged.
+    endpoint: str = field(default="", repr=False)
+    sample_rate: float | None = None  # a fraction of new traces; None: OTEL_TRACES_SAMPLER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SkippedKey:
     """A key left out at load (its variable unset, say), reported by `check` and at start."""
 
@@ -305,6 +316,7 @@ class Config:
     failover: FailoverSettings = FailoverSettings()
     limits: Limits = Limits()
     state: StateSettings = StateSettings()
+    traces: TraceSettings = TraceSettings()  # routes.yaml's telemetry.traces
     skipped_keys: tuple[SkippedKey, ...] = ()
     warnings: tuple[str, ...] = ()  # said once at start: literal keys, unset variables
 
@@ -403,3 +415,4 @@ class Attempt:
     status: int | None
     seconds: float
     detail: str = ""
+    started: float = 0.0  # perf_counter when it was sent: a trace's span is drawn from it

@@ -41,6 +41,7 @@ from router.types import (
     SkippedKey,
     StateSettings,
     Timeouts,
+    TraceSettings,
 )
 from router.upstream.providers import PROVIDERS
 from router.upstream.translate import translator_for
@@ -50,7 +51,10 @@ from router.upstream.translate.runtime import litellm_providers
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
-_TOP_FIELDS = ("server", "keys", "models", "timeouts", "failover", "limits", "state")
+_TOP_FIELDS = (
+    *("server", "keys", "models", "timeouts", "failover", "limits", "state"),
+    "telemetry",
+)
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ServerSettings))
 _KEY_FIELDS = (
     "provider",
@@ -64,6 +68,8 @@ _KEY_FIELDS = (
 )
 _STATE_FIELDS = ("backend", "url", "prefix", "snapshot")
 _STATE_BACKENDS = ("memory", "redis")
+_TELEMETRY_FIELDS = ("traces",)
+_TRACES_FIELDS = ("endpoint", "sample_rate")
 _Settings = TypeVar("_Settings", Timeouts, FailoverSettings, Limits)
 
 
@@ -94,6 +100,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()
+    traces = _traces(top["telemetry"]) if "telemetry" in top else TraceSettings()
     if not any(spec.routes for spec in models.values()):
         reasons = "; ".join(f"{key.name}: {key.reason}" for key in skipped.values())
         raise ConfigError(
@@ -108,6 +115,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         failover=failover,
         limits=limits,
         state=state,
+        traces=traces,
         skipped_keys=tuple(skipped.values()),
         warnings=tuple(warnings),
     )
@@ -403,6 +411,27 @@ def _state(at: Field) -> StateSettings:
     if not prefix:
         raise found["prefix"].error("must not be empty")
     return StateSettings(backend="redis", url=url, prefix=prefix)
+
+
+def _traces(at: Field) -> TraceSettings:
+    """telemetry.traces: {endpoint, sample_rate}; the OTEL_* variables fill what is unset
+    (telemetry/tracing.py)."""
+    traces = at.fields(_TELEMETRY_FIELDS).get("traces")
+    if traces is None:
+        return TraceSettings()
+    found = traces.fields(_TRACES_FIELDS)
+    endpoint = found["endpoint"].string() if "endpoint" in found else ""
+    if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise found["endpoint"].error(
+            "expected an http:// or https:// URL (an OTLP/HTTP collector, e.g. "
+            "http://localhost:4318)"
+        )
+    rate = None
+    if "sample_rate" in found:
+        rate = found["sample_rate"].number(minimum=0)
+        if rate > 1:
+            raise found["sample_rate"].error(f"must be a fraction up to 1, got {rate:g}")
+    return TraceSettings(endpoint=endpoint, sample_rate=rate)
 
 
 def _settings(at: Field | None, kind: type[_Settings]) -> _Settings:

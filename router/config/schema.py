@@ -27,7 +27,9 @@ from router.config import (
     _SERVER_FIELDS,
     _STATE_BACKENDS,
     _STATE_FIELDS,
+    _TELEMETRY_FIELDS,
     _TOP_FIELDS,
+    _TRACES_FIELDS,
 )
 from router.config.headers import HEADER_NAME, REFUSED
 from router.config.models import (
@@ -278,6 +280,22 @@ def _state() -> Schema:
     return schema
 
 
+def _telemetry() -> Schema:
+    traces: dict[str, Schema] = {
+        "endpoint": {
+            "type": "string",
+            "pattern": r"^(https?://|\$\{)",
+            "description": "an OTLP/HTTP collector, as OTEL_EXPORTER_OTLP_ENDPOINT",
+        },
+        "sample_rate": _typed({"type": "number", "minimum": 0, "maximum": 1}),
+    }
+    return _object(
+        {"traces": _object(traces, _TRACES_FIELDS, description="OpenTelemetry traces.")},
+        _TELEMETRY_FIELDS,
+        description="Traces over OTLP/HTTP (the otel extra); unset fields: the OTEL_* variables.",
+    )
+
+
 def build_schema() -> Schema:
     named = r"^[^/\s]+$"
     properties: dict[str, Schema] = {
@@ -302,6 +320,7 @@ def build_schema() -> Schema:
         ),
         "limits": _settings(Limits, "Bounds on what an upstream may send."),
         "state": _state(),
+        "telemetry": _telemetry(),
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

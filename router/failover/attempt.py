@@ -407,6 +407,7 @@ class AttemptRunner:
             status=status,
             seconds=self._clock() - started,
             detail=verdict.message[:200],
+            started=started,
         )
 
 

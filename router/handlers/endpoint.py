@@ -33,6 +33,7 @@ from router.failover.attempt import OpenStream
 from router.failover.call import Answer
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
+from router.handlers.trace_facts import request_facts
 from router.telemetry.metrics import UNKNOWN_MODEL
 from router.wire.dialects import OPENAI_CHAT, Dialect
 from router.wire.stream_watch import StreamEnd
@@ -233,6 +234,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     result = trace.result
     usage = end.usage if end is not None else (result.usage if isinstance(result, Answer) else None)
     cost = result.cost_usd if result is not None else None
+    stream = None if end is None else _stream_outcome(end, status, trace.cut)
     state.request_log(
         trace.request_id,
         {
@@ -243,7 +245,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "outcome": outcome.value,
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
             "skipped": list(trace.skipped) if trace.skipped else None,
-            "stream": None if end is None else _stream_outcome(end, status, trace.cut),
+            "stream": stream,
             "latency_ms": round(seconds * 1000, 2),
             "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
             "waited_ms": None if trace.waited is None else round(trace.waited * 1000, 2),
@@ -255,6 +257,12 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "cost_usd": None if cost is None else round(cost, 8),
         },
     )
+    if state.tracing is not None:  # off by default: this check is all it costs then
+        facts = request_facts(
+            request, trace, state, status=status, outcome=outcome.value, stream_end=stream,
+            usage=usage, cost_usd=cost,
+        )  # fmt: skip
+        state.tracing.record(facts)
 
 
 def _stream_outcome(end: StreamEnd, status: int, cut: bool) -> str:

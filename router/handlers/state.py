@@ -14,6 +14,7 @@ from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics, RequestOutcome
+from router.telemetry.tracing import Tracing
 from router.types import Attempt, Config, FailureClass
 from router.wire.stream_watch import StreamEnd
 
@@ -26,6 +27,7 @@ class RouterState:
     metrics: Metrics
     request_log: RequestLog
     state_store: StateStore
+    tracing: Tracing | None = None  # OpenTelemetry traces, when on (telemetry/tracing.py)
 
 
 class Current:

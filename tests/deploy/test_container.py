@@ -211,7 +211,7 @@ def test_the_build_context_holds_every_file_the_dockerfile_copies() -> None:
         if line.startswith("COPY ")
         for source in line.split()[1:-1]
     ]
-    assert copied == ["pyproject.toml", "README.md", "deploy/constraints.txt", "router"]
+    assert copied == ["pyproject.toml", "README.md", "LICENSE", "deploy/constraints.txt", "router"]
     files = [p for p in (REPO / "router").rglob("*") if p.is_file() and "__pycache__" not in str(p)]
     wanted = [Path(s) for s in copied[:-1]] + [p.relative_to(REPO) for p in files]
     assert [str(p) for p in wanted if not in_context(p.as_posix(), IGNORE)] == []
@@ -249,11 +249,15 @@ def constraints() -> dict[str, str]:
     return pins
 
 
+IMAGE_EXTRAS = ("redis", "translate")  # what the image installs: any routes.yaml runs there
+
+
 def runtime_requirements() -> list[Requirement]:
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    lines = [*project["dependencies"], *project["optional-dependencies"]["redis"]]
+    extras = project["optional-dependencies"]
+    lines = [*project["dependencies"], *(line for name in IMAGE_EXTRAS for line in extras[name])]
     requirements = [Requirement(line) for line in lines]
     return [r for r in requirements if r.marker is None or r.marker.evaluate(IMAGE_MARKERS)]
 
@@ -261,7 +265,7 @@ def runtime_requirements() -> list[Requirement]:
 def test_the_image_installs_with_the_constraints_file() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     install = next(line for line in dockerfile.splitlines() if "pip install" in line)
-    assert "-c constraints.txt" in install and '".[redis]"' in install
+    assert "-c constraints.txt" in install and f'".[{",".join(IMAGE_EXTRAS)}]"' in install
     assert "deploy/constraints.py" in dockerfile  # says how to regenerate it
 
 

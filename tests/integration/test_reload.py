@@ -170,6 +170,7 @@ async def test_settings_read_only_at_start_are_reported_as_needing_a_restart(sta
                 sim_url,
                 server={"port": 4321, "max_connections": 10, "drain_timeout": 5},
                 limits={"max_event_bytes": 4096},
+                telemetry={"traces": {"sample_rate": 0.5}},
             )
         )
         status, answer = await reload(url)
@@ -178,6 +179,7 @@ async def test_settings_read_only_at_start_are_reported_as_needing_a_restart(sta
             "server.port",
             "server.max_connections",
             "limits.max_event_bytes",
+            "telemetry.traces.sample_rate",
         ]
         _, completion = await ask(url)  # still served, on the port it listens on
         assert completion.choices[0].message.content.startswith("Hello from ")

@@ -881,6 +881,21 @@ def test_a_state_section_that_cannot_work_is_refused(state: str, message: str) -
     assert message in error_of(minimal(extra=f"state: {state}\n"))
 
 
+def test_the_telemetry_section() -> None:
+    traces = parse(
+        minimal(extra='telemetry: {traces: {endpoint: "http://otel:4318", sample_rate: 0.25}}\n')
+    ).traces
+    assert (traces.endpoint, traces.sample_rate) == ("http://otel:4318", 0.25)
+    assert parse(minimal()).traces.endpoint == ""  # the OTEL_* variables decide
+    assert parse(minimal(extra="telemetry: {traces: {}}\n")).traces.sample_rate is None
+    assert "expected an http:// or https:// URL" in error_of(
+        minimal(extra="telemetry: {traces: {endpoint: otel:4318}}\n")
+    )
+    assert "a fraction up to 1" in error_of(
+        minimal(extra="telemetry: {traces: {sample_rate: 5}}\n")
+    )
+
+
 def test_optional_sections_given_as_null_take_their_defaults() -> None:
     config = parse(minimal(extra="server:\ntimeouts:\n"))
     assert config.server.port == 4000

@@ -91,6 +91,11 @@ REJECTED: dict[str, Change] = {
     "snapshot with redis": lambda d: d.update(
         state={"backend": "redis", "url": "redis://localhost", "snapshot": "state.json"}
     ),
+    "unknown telemetry field": lambda d: d.update(telemetry={"tracing": {}}),
+    "traces endpoint without scheme": lambda d: d.update(
+        telemetry={"traces": {"endpoint": "collector:4318"}}
+    ),
+    "sample_rate over 1": lambda d: d.update(telemetry={"traces": {"sample_rate": 2}}),
     "missing keys": lambda d: d.pop("keys"),
     "missing models": lambda d: d.pop("models"),
     "no models": lambda d: d.update(models={}),
@@ -145,6 +150,9 @@ ACCEPTED: dict[str, Change] = {
     ],
     "key headers": lambda d: d["keys"]["main"].update(
         headers={"HTTP-Referer": "https://app.example", "OpenAI-Organization": "${ORG:-org-1}"}
+    ),
+    "traces": lambda d: d.update(
+        telemetry={"traces": {"endpoint": "http://collector:4318", "sample_rate": 0.1}}
     ),
     "every tuning section": lambda d: d.update(
         timeouts={"first_byte": 300},
