@@ -35,6 +35,18 @@ _KEY_SHAPES = (
 _SHAPE_HINTS = ("sk-", "aiza", "bearer", "authorization", "api-key")
 
 
+# Characters of a key as providers issue them. A secret made only of these lies inside
+# one maximal run of them in any text that holds it, which is what lets a pool of many
+# secrets be searched by anchors rather than secret by secret (Redactor._anchored).
+_KEY_CHARS = r"[A-Za-z0-9._~+/=-]"
+_RUN = re.compile(_KEY_CHARS + "{6,}")
+_ALL_KEY_CHARS = re.compile(_KEY_CHARS + "+")
+_ANCHOR = 6  # the shortest secret the redactor takes
+# Up to this many secrets, a substring test each is the cheapest search; past it, the
+# anchored one, whose cost follows the text's length and not the number of secrets.
+_FEW_SECRETS = 128
+
+
 def _replace(match: re.Match[str]) -> str:
     head = match.group("head")
     return REDACTED if head is None else head + REDACTED
@@ -73,16 +85,48 @@ class Redactor:
         # of them: then the regex is skipped.
         self._secrets = tuple(sorted(forms))
         self._secret_bytes = tuple(form.encode() for form in self._secrets)
+        # A large pool: secrets made of key characters found by their first characters
+        # within the text's runs of key characters; the rest (rare) one by one.
+        self._anchors: dict[str, tuple[str, ...]] | None = None
+        self._others = self._secrets
+        if len(forms) > _FEW_SECRETS:
+            anchors: dict[str, list[str]] = {}
+            others = []
+            for form in self._secrets:
+                if _ALL_KEY_CHARS.fullmatch(form):
+                    anchors.setdefault(form[:_ANCHOR], []).append(form)
+                else:
+                    others.append(form)
+            self._anchors = {anchor: tuple(group) for anchor, group in anchors.items()}
+            self._anchor_set = frozenset(self._anchors)
+            self._others = tuple(others)
 
     def holds_secret(self, data: bytes) -> bool:
         """Whether `data` holds a configured secret as written (or JSON-escaped)."""
         return any(secret in data for secret in self._secret_bytes)
 
     def _suspect(self, text: str) -> bool:
-        if any(secret in text for secret in self._secrets):
+        if any(secret in text for secret in self._others):
+            return True
+        if self._anchors is not None and self._anchored(text):
             return True
         lowered = text.lower()
         return any(hint in lowered for hint in _SHAPE_HINTS)
+
+    def _anchored(self, text: str) -> bool:
+        """Whether `text` holds one of the secrets indexed by anchor."""
+        anchors = self._anchors
+        assert anchors is not None
+        width = _ANCHOR
+        for run in _RUN.findall(text):
+            grams = {run[i : i + width] for i in range(len(run) - width + 1)}
+            if grams.isdisjoint(self._anchor_set):
+                continue  # nearly always
+            for start in range(len(run) - width + 1):
+                group = anchors.get(run[start : start + width])
+                if group is not None and any(run.startswith(s, start) for s in group):
+                    return True
+        return False
 
     def scrub(self, text: str) -> str:
         """`text` with every secret and key-shaped string replaced by `[redacted]`; the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from router.wire.dialects import OPENAI_CHAT
@@ -57,3 +59,24 @@ def test_a_stream_never_splits_a_secret_between_two_writes() -> None:
     assert written == b'data: {"x": 1}\n\n'  # the unfinished event waits
     written += stream.clean(watch.see(event[half:]))
     assert AZURE.encode()[:10] not in written and REDACTED.encode() in written
+
+
+def test_a_large_pool_of_secrets_is_found_anywhere_in_a_line() -> None:
+    """Past a few dozen secrets the search goes by anchors within runs of key characters
+    (its cost follows the line, not the pool): the same secrets must still be found,
+    glued to other key characters on either side, JSON-escaped or not, and secrets with
+    other characters (searched one by one) too."""
+    pool = [f"{n:04d}-{'k' * 6}-{n * 7919:08x}" for n in range(300)]
+    odd = ["pass:word!with spaces", "other:secret#2"]
+    redactor = Redactor([*pool, *odd])
+    for secret in (pool[0], pool[157], pool[-1], *odd):
+        for text in (
+            f'{{"model": "{secret}"}}',
+            f"glued{secret}glued",
+            f"x=Bearer{secret}.",
+            json.dumps({"m": secret}),
+        ):
+            out = redactor.scrub(text)
+            assert secret not in out and REDACTED in out, (secret, text)
+    clean = '{"event":"request","route":"k17/gpt-4o","request_id":"5d20a586553b9ca8"}'
+    assert redactor.scrub(clean) is clean
