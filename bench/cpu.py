@@ -109,8 +109,10 @@ Routers = dict[str, tuple[subprocess.Popen[bytes], str]]
 
 
 def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]) -> Routers:
+    pool = max((int(count) for count in args.routes.split(",")), default=0) if args.routes else 0
+    keys = [arg for i in range(pool) for arg in ("--key", f"k{i}:{pool_secret(i)}")]
     sim = subprocess.Popen(
-        [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"sim:{KEY}"],
+        [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"sim:{KEY}", *keys],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -162,10 +164,15 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
     return routers
 
 
+def pool_secret(index: int) -> str:
+    return f"sim-pool-key-{index:06d}-{index * 7919:012x}"
+
+
 def pool_config(config: Path, sim_url: str, count: int) -> Path:
-    """`count` keys (one secret, so the simulator takes each) and a route on each."""
+    """`count` keys, each with its own secret as in a real pool (the log's redaction
+    searches them all), and a route on each."""
     keys = "".join(
-        f'  k{i}: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"}}\n'
+        f'  k{i}: {{provider: openai, api_base: "{sim_url}", api_key: "{pool_secret(i)}"}}\n'
         for i in range(count)
     )
     routes = "".join(f"      - {{key: k{i}, model: gpt-4o}}\n" for i in range(count))

@@ -30,7 +30,7 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from itertools import accumulate
 from typing import TypeVar
@@ -49,6 +49,7 @@ SMALL = 8  # tiers up to this size are ordered exactly
 FANOUT = 8  # children per node of the affinity tree
 _DRAWS = 2  # candidates compared per choice
 _MAX_DRAWS = 8  # draws before the tier is ordered exactly
+_MAX_REMEMBERED = 8192  # conversations whose best leaf a tier keeps
 _MASK = (1 << 64) - 1
 _SCALE = 1.0 / 2**64
 _T = TypeVar("_T")
@@ -69,6 +70,9 @@ class Tier:
     routes: tuple[Route, ...]
     cumulative: tuple[float, ...]  # running sum of the routes' weights
     tree: _Node | None  # for affinity; None for a small tier
+    # Conversation key -> its best leaf's routes in rendezvous order: the next turns of
+    # a conversation skip the hashing (bounded: cleared when full).
+    leaves: dict[int, tuple[Route, ...]] = field(default_factory=dict, compare=False)
 
     def draw(self, rng: random.Random) -> Route:
         index = bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
@@ -155,7 +159,7 @@ def choose(
                 return planned.routes[0], tuple(passed)
             continue
         if affinity:
-            route = _affine(tier.tree, _seed(affinity), health, need_tokens, exclude, passed)
+            route = _remembered(tier, _seed(affinity), health, need_tokens, exclude, passed)
         else:
             route = _two_choices(tier, health, rng, need_tokens, exclude, passed)
         if route is not None:
@@ -213,6 +217,40 @@ def _two_choices(
     return first if rng.random() * (odds_first + odds_second) < odds_first else second
 
 
+def _remembered(
+    tier: Tier,
+    key: int,
+    health: Mapping[str, RouteHealth],
+    need_tokens: int,
+    exclude: Collection[str],
+    passed: list[Unavailable],
+) -> Route | None:
+    """`_affine` on the tier's tree, with the conversation's best leaf remembered: while
+    one of its routes is available the answer is the same, without hashing again."""
+    assert tier.tree is not None
+    leaf = tier.leaves.get(key)
+    if leaf is None:
+        node = tier.tree
+        while not node.routes:
+            node = max(node.children, key=lambda n: _score(key, n.seed, n.weight))
+        leaf = tuple(route for route, _ in _ranked(node, key))
+        if len(tier.leaves) >= _MAX_REMEMBERED:
+            tier.leaves.clear()
+        tier.leaves[key] = leaf
+    for route in leaf:
+        if _available(route, health, need_tokens, exclude, passed) is not None:
+            return route
+    return _affine(tier.tree, key, health, need_tokens, exclude, passed)
+
+
+def _ranked(node: _Node, key: int) -> list[tuple[Route, int]]:
+    return sorted(
+        zip(node.routes, node.seeds, strict=True),
+        key=lambda pair: _score(key, pair[1], pair[0].weight),
+        reverse=True,
+    )
+
+
 def _affine(
     node: _Node,
     key: int,
@@ -223,12 +261,7 @@ def _affine(
 ) -> Route | None:
     """The highest-scoring available route under `node` for `key`, depth first."""
     if node.routes:
-        scored = sorted(
-            zip(node.routes, node.seeds, strict=True),
-            key=lambda pair: _score(key, pair[1], pair[0].weight),
-            reverse=True,
-        )
-        for route, _ in scored:
+        for route, _ in _ranked(node, key):
             if _available(route, health, need_tokens, exclude, passed) is not None:
                 return route
         return None

@@ -99,6 +99,11 @@ class Redactor:
                     others.append(form)
             self._anchors = {anchor: tuple(group) for anchor, group in anchors.items()}
             self._anchor_set = frozenset(self._anchors)
+            # A run shorter than every indexed secret holds none of them: most of a
+            # line's runs (field names, numbers, model names) are skipped unread.
+            self._shortest = min(
+                (len(s) for group in anchors.values() for s in group), default=_ANCHOR
+            )
             self._others = tuple(others)
 
     def holds_secret(self, data: bytes) -> bool:
@@ -118,7 +123,10 @@ class Redactor:
         anchors = self._anchors
         assert anchors is not None
         width = _ANCHOR
+        shortest = self._shortest
         for run in _RUN.findall(text):
+            if len(run) < shortest:
+                continue
             grams = {run[i : i + width] for i in range(len(run) - width + 1)}
             if grams.isdisjoint(self._anchor_set):
                 continue  # nearly always

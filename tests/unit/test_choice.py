@@ -167,3 +167,18 @@ def test_affinity_in_a_large_tier_respects_weights():
     counts = Counter(pick(routes, affinity=key).key.name[0] for key in CONVERSATIONS)
     # 24 x 1 and 8 x 4: the heavy keys hold 32 / 56 of the conversations.
     assert counts["h"] / len(CONVERSATIONS) == pytest.approx(32 / 56, abs=0.04)
+
+
+def test_a_remembered_conversation_gets_the_answer_a_fresh_walk_gives():
+    """A tier remembers each conversation's best group of routes; with routes going
+    down and up between turns, the answer is always the one a fresh tree walk gives."""
+    routes = pool(64)
+    model, shape = model_of(routes), layout(routes)
+    rng = random.Random(3)
+    for turn in range(6):
+        down = {r.id: COOLING for r in rng.sample(routes, 20 * (turn % 3))}
+        for key in CONVERSATIONS[:500]:
+            kept = choose(model, shape, down, rng, affinity=key)[0]
+            fresh = choose(model, layout(routes), down, rng, affinity=key)[0]
+            assert kept is fresh
+    assert shape.tiers[0].leaves  # the remembered path was taken
