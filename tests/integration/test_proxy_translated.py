@@ -1,15 +1,21 @@
 """A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
 chat completions served by the simulated Gemini (a provider reached only through
 litellm) and by the simulated Anthropic (litellm's Anthropic handler). The key's proxy
-carries them; `proxy: none` goes direct whatever HTTP(S)_PROXY says; a dead proxy is a
-connection failure of the route, which fails over."""
+carries them (plain HTTP, and HTTPS through CONNECT with a private CA); `proxy: none`
+goes direct whatever HTTP(S)_PROXY says; a dead proxy is a connection failure of the
+route, which fails over."""
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 
 from tests.configs import key, model, route, routes_yaml, sim_key
@@ -149,3 +155,63 @@ async def test_a_keys_own_client_follows_no_redirect_either(stack, tmp_path, no_
     assert headers["x-router-route"] == "b/gpt-4o"
     assert f"POST {bad}/v1/messages" in log
     assert reached == []
+
+
+MESSAGE = {
+    "id": "msg_tls",
+    "type": "message",
+    "role": "assistant",
+    "model": CLAUDE,
+    "content": [{"type": "text", "text": "Hello over TLS."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 1, "output_tokens": 3},
+}
+
+
+@asynccontextmanager
+async def tls_anthropic(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[str]]]:
+    """An Anthropic-shaped provider on https://localhost:PORT with a private CA: yields
+    its api_base, the CA bundle to trust, and the Host header of every request served."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    hosts: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        hosts.append(request.headers.get("Host", ""))
+        await request.read()
+        return web.json_response(MESSAGE)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    try:
+        yield f"https://localhost:{runner.addresses[0][1]}", bundle, hosts
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_translated_https_request_goes_through_a_connect_tunnel(
+    stack, tmp_path, no_proxy_variables
+):
+    async with (
+        tls_anthropic(tmp_path) as (api_base, bundle, hosts),
+        tinyproxy(tmp_path, credentials=("alice", "s3cr3t")) as proxy,
+    ):
+        no_proxy_variables.setenv("SSL_CERT_FILE", str(bundle))  # litellm's TLS settings
+        claude = key("a", api_base, api_key="sk-ant-000000000001", provider="anthropic")
+        claude[1]["proxy"] = proxy.url
+        url = await stack.router(chat_model(claude, upstream=CLAUDE))
+        for _ in range(2):  # the second on the pooled tunnel
+            headers, completion = await ask(url, model="chat")
+            assert headers["x-router-route"] == f"a/{CLAUDE}"
+            assert completion.choices[0].message.content == "Hello over TLS."
+        log = proxy.log()
+    port = api_base.rsplit(":", 1)[1]
+    assert log.count(f"CONNECT localhost:{port}") == 1
+    assert hosts == [f"localhost:{port}"] * 2
