@@ -132,9 +132,12 @@ class Key:
     budget: Budget | None = None
     # Ask this key's streams for their usage chunk when the client did not (failover/usage_ask.py).
     stream_usage: bool = True
-    # The proxy the router's own client reaches this key's api_base through (None:
-    # direct), resolved once at load from `proxy:` or HTTP(S)_PROXY/ALL_PROXY/NO_PROXY.
+    # The proxy this key's api_base is reached through (None: direct), resolved once at
+    # load from `proxy:` or HTTP(S)_PROXY/ALL_PROXY/NO_PROXY.
     proxy: Proxy | None = None
+    # Whether routes.yaml set `proxy:` (a URL or none). Requests translated through
+    # litellm then take `proxy` too; otherwise litellm reads the environment itself.
+    proxy_given: bool = False
     # routes.yaml `headers:`, sent on every upstream request of this key (passthrough and
     # litellm's extra_headers); never shown. `header_secrets`: the values from ${VAR}s,
     # redacted like api_key.

@@ -45,6 +45,7 @@ from router.types import (
 )
 from router.upstream.providers import PROVIDERS
 from router.upstream.translate import translator_for
+from router.upstream.translate.egress import takes_proxy
 from router.upstream.translate.runtime import available as translate_available
 from router.upstream.translate.runtime import litellm_providers
 
@@ -96,7 +97,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     keys, skipped = _keys(top["keys"], warnings)
     timeouts = _settings(top.get("timeouts"), Timeouts)
     models = parse_models(top["models"], keys, skipped, warnings, timeouts)
-    warnings.extend(_translated_proxy_warnings(top["keys"], models))
+    warnings.extend(_translated_proxy_warnings(models))
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()
@@ -261,6 +262,7 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
             budget=parse_budget(found["budget"]) if "budget" in found else None,
             stream_usage=stream_usage,
             proxy=_proxy(found.get("proxy"), proxy, provider, api_base.value, proxies, entry),
+            proxy_given=proxy is not None,
             headers=MappingProxyType(headers.headers if headers is not None else {}),
             header_secrets=headers.secrets if headers is not None else (),
         )
@@ -275,8 +277,9 @@ def _proxy(
     proxies: ProxyEnvironment,
     entry: Field,
 ) -> Proxy | None:
-    """The proxy the router's own client takes to this key: `proxy:` (a URL or `none`),
-    else the environment's for api_base. litellm reads the environment itself."""
+    """The proxy this key is reached through: `proxy:` (a URL or `none`; litellm's calls
+    take it too), else the environment's for api_base (the router's own client only:
+    litellm reads the environment itself)."""
     if at is None or given is None:
         if provider not in PROVIDERS:
             return None  # only ever reached through litellm
@@ -284,11 +287,6 @@ def _proxy(
             return proxies.proxy_for(api_base)
         except ProxyError as exc:
             raise entry.error(f"{exc}; set this key's proxy: to an http:// URL or none") from None
-    if provider not in PROVIDERS:
-        raise at.error(
-            f"provider {provider} is reached through litellm, which takes its proxy from "
-            "HTTPS_PROXY/NO_PROXY; a per-key proxy is not supported for it"
-        )
     value = given.value
     if value.strip().lower() == "none":
         return None
@@ -298,15 +296,17 @@ def _proxy(
         raise at.error(f"the proxy {exc}") from None
 
 
-def _translated_proxy_warnings(at: Field, models: Mapping[str, ModelSpec]) -> list[str]:
-    """A key's `proxy:` that some of its requests do not take: those litellm sends."""
-    given = {name for name, entry in at.named() if "proxy" in entry.fields(_KEY_FIELDS)}
+def _translated_proxy_warnings(models: Mapping[str, ModelSpec]) -> list[str]:
+    """A key's `proxy:` that some of its requests do not take: those litellm sends
+    through its OpenAI-compatible handlers (translate/egress.py)."""
     translated = {
         (route.key.name, operation)
         for spec in models.values()
         for operation, routes in spec.routes_for.items()
         for route in routes
-        if route.key.name in given and translator_for(route.key.provider, operation)
+        if route.key.proxy_given
+        and not takes_proxy(route.key.provider)
+        and translator_for(route.key.provider, operation)
     }
     return [
         f"keys.{name}.proxy does not apply to its {operation} requests, which go through "

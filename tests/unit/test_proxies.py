@@ -152,11 +152,18 @@ def test_a_bad_keys_proxy_fails_at_load():
         parse_config(config(proxy="socks5://corp:1080"), source="routes.yaml", environ={})
 
 
-def test_a_per_key_proxy_on_a_litellm_only_provider_is_refused():
-    with pytest.raises(ConfigError, match="provider gemini is reached through litellm"):
-        parse_config(
-            config(provider="gemini", proxy="http://corp:3128"), source="routes.yaml", environ={}
-        )
+def test_a_per_key_proxy_on_a_litellm_only_provider_is_taken():
+    environ = {"HTTPS_PROXY": "http://env:3128"}
+    yaml_text = config(provider="gemini", proxy="http://corp:3128")
+    loaded = parse_config(yaml_text, source="routes.yaml", environ=environ)
+    assert loaded.keys["main"].proxy == Proxy(host="corp", port=3128)
+    assert loaded.keys["main"].proxy_given
+    assert not [warning for warning in loaded.warnings if ".proxy" in warning]
+    direct = parse_config(config(provider="gemini", proxy="none"), source="x", environ=environ)
+    assert direct.keys["main"].proxy is None and direct.keys["main"].proxy_given
+    # without proxy: litellm reads the environment itself, as before
+    unset = parse_config(config(provider="gemini"), source="routes.yaml", environ=environ)
+    assert unset.keys["main"].proxy is None and not unset.keys["main"].proxy_given
 
 
 def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
@@ -165,16 +172,22 @@ def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
 
 
 def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
+    # litellm's Anthropic and Gemini handlers take the key's proxy; its OpenAI-compatible
+    # ones (Anthropic Messages clients on an OpenAI key) do not.
     yaml_text = routes_yaml(
         keys=[
             key("claude", api_key="sk-ant-000000000001", provider="anthropic", proxy="corp:3128"),
             key("plain", api_key="sk-ant-000000000002", provider="anthropic"),
+            key("gpt", api_key="sk-test-000000000003", provider="openai", proxy="corp:3128"),
         ],
-        models={"sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x"))},
+        models={
+            "sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x")),
+            "gpt-4o": model(route("gpt", "gpt-4o")),
+        },
     )
     warnings = parse_config(yaml_text, source="routes.yaml", environ={}).warnings
     proxied = [warning for warning in warnings if ".proxy" in warning]
     assert proxied == [
-        "keys.claude.proxy does not apply to its chat requests, which go through litellm: "
+        "keys.gpt.proxy does not apply to its messages requests, which go through litellm: "
         "litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
     ]

@@ -17,7 +17,8 @@ its own conventions, read from its source (1.106; the same from 1.104 to 1.110):
 The model is `<provider>/<route.model>`; a route model already starting with
 `<provider>/` is taken as is (litellm's own rule in `get_llm_provider`), so
 `openrouter` + `anthropic/claude-sonnet-4` becomes `openrouter/anthropic/claude-sonnet-4`.
-Key and base go in every call, never through environment variables or litellm globals.
+Key and base go in every call, never through environment variables or litellm globals;
+so does the client of a key with its own `proxy:` (`egress.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from router.types import Route
+from router.upstream.translate.egress import client_arguments
 from router.upstream.translate.litellm_internals import SKIP_MCP
 
 GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
@@ -60,6 +62,7 @@ def call_arguments(route: Route, *, timeout: float) -> dict[str, Any]:
         # a client of a multi-provider model expects, instead of failing the request.
         "drop_params": True,
         **SKIP_MCP,
+        **client_arguments(key),  # the key's `proxy:`, when it sets one (egress.py)
     }
     api_base = litellm_api_base(key.provider, key.api_base)
     if api_base is not None:

@@ -15,7 +15,9 @@ in pyproject's `translate` range (CI runs the translation tests at both ends):
 - the `_skip_mcp_handler` call argument;
 - `BaseLLMException`, the provider error litellm keeps down an exception chain;
 - a stream's provider iterator and its line generator, to close the connection;
-- `_hidden_params`, where a result keeps the provider's response headers.
+- `_hidden_params`, where a result keeps the provider's response headers;
+- `AsyncHTTPHandler(transport=...)` and `get_ssl_configuration`, for the client a key's
+  `proxy:` hands to litellm's Anthropic and Gemini handlers (`proxied_handler`).
 
 Only ever called once litellm is imported (`runtime.load()`), except `hidden_headers`,
 which only reads attributes.
@@ -26,6 +28,8 @@ from __future__ import annotations
 import functools
 import importlib
 from typing import Any
+
+from router.types import Proxy
 
 # litellm (1.104 to 1.110) checks every request with `tools` for its proxy's MCP
 # gateway by importing a module that needs the optional `mcp` package, so without this
@@ -90,6 +94,26 @@ def follow_no_redirects() -> None:
 
     init._router_no_redirects = True  # type: ignore[attr-defined]
     handler.__init__ = init  # type: ignore[method-assign]
+
+
+def proxied_handler(proxy: Proxy | None) -> Any:
+    """litellm's `AsyncHTTPHandler` whose every request goes through `proxy` (None: direct,
+    whatever HTTPS_PROXY says), for the `client=` argument of a call.
+
+    Given a `transport`, the handler builds each of its httpx clients on it with
+    `trust_env=False` (no proxy variables read) and its `follow_redirects`: the client it
+    keeps and the one it makes to retry after a connection error alike, so the retry
+    takes the same proxy (1.104 to 1.110). TLS settings are litellm's own
+    (`get_ssl_configuration`: SSL_VERIFY, SSL_CERT_FILE, `litellm.ssl_verify`)."""
+    import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, get_ssl_configuration
+
+    through = None
+    if proxy is not None:
+        credentials = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+        through = httpx.Proxy(f"http://{proxy.shown}", headers=credentials)
+    transport = httpx.AsyncHTTPTransport(proxy=through, verify=get_ssl_configuration(None))
+    return AsyncHTTPHandler(transport=transport, follow_redirects=False)
 
 
 def stream_lines(stream: Any) -> Any | None:

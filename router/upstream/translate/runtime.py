@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from router.types import TRANSLATE_EXTRA
-from router.upstream.translate import litellm_internals
+from router.upstream.translate import egress, litellm_internals
 
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
@@ -87,8 +87,10 @@ async def preload() -> None:
 
 
 async def shutdown() -> None:
-    """Close the HTTP clients litellm cached, at app shutdown (a no-op if never loaded)."""
+    """Close the HTTP clients litellm cached and the keys' own (`egress.py`), at app
+    shutdown (a no-op if litellm was never loaded)."""
     if _litellm is not None:
+        await egress.close()
         await _litellm.close_litellm_async_clients()
 
 

@@ -1,0 +1,217 @@
+"""A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
+chat completions served by the simulated Gemini (a provider reached only through
+litellm) and by the simulated Anthropic (litellm's Anthropic handler). The key's proxy
+carries them (plain HTTP, and HTTPS through CONNECT with a private CA); `proxy: none`
+goes direct whatever HTTP(S)_PROXY says; a dead proxy is a connection failure of the
+route, which fails over."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+
+from tests.configs import key, model, route, routes_yaml, sim_key
+from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, raw_upstream
+from tests.tinyproxy import free_port, tinyproxy
+
+pytestmark = pytest.mark.timeout(60)  # the first test pays for importing litellm (~3 s)
+
+# The router serves on uvloop, whose transports differ from asyncio's.
+BOTH_LOOPS = True
+
+GEMINI = "gemini-2.0-flash"
+CLAUDE = "claude-haiku-4-5"
+# (provider, upstream model, the path litellm posts to for a non-streaming chat)
+TRANSLATED = [
+    pytest.param("gemini", GEMINI, f"/v1beta/models/{GEMINI}:generateContent", id="gemini"),
+    pytest.param("anthropic", CLAUDE, "/v1/messages", id="anthropic"),
+]
+
+
+def translated_key(provider: str, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """SIM_A as a key of `provider` (whose api_base is the host only) on the simulator."""
+    return key(SIM_A.name, root, api_key=SIM_A.api_key, provider=provider, **extra)
+
+
+def chat_model(*keys: tuple[str, dict[str, Any]], upstream: str) -> str:
+    """`chat` on the keys given, in that order; each key serves its own model name."""
+    routes = [
+        route(name, upstream if fields["provider"] != "openai" else "gpt-4o", priority=n)
+        for n, (name, fields) in enumerate(keys, 1)
+    ]
+    return routes_yaml(keys=keys, models={"chat": model(*routes)})
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """litellm reads the proxy variables from the process environment on every request."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("provider", "upstream", "path"), TRANSLATED)
+async def test_a_translated_request_goes_through_its_keys_proxy(
+    stack, tmp_path, capsys, no_proxy_variables, provider, upstream, path
+):
+    sim, _ = await stack.sim(SIM_A)
+    async with tinyproxy(tmp_path, credentials=("alice", "s3cr3t")) as proxy:
+        proxied = translated_key(provider, sim.root, proxy=proxy.url)
+        url = await stack.router(chat_model(proxied, upstream=upstream))
+        headers, completion = await ask(url, model="chat")
+        assert headers["x-router-route"] == f"a/{upstream}"
+        assert completion.choices[0].message.content == f"Hello from a via {upstream}."
+        _, again = await ask(url, model="chat", stream=True)
+        words = [chunk.choices[0].delta.content async for chunk in again if chunk.choices]
+        assert "".join(word or "" for word in words) == f"Hello from a via {upstream}."
+        log = proxy.log()
+    assert f"POST {sim.root}{path}" in log  # tinyproxy logs the request line
+    assert log.count(f"POST {sim.root}/") == 2  # the stream too
+    assert sim.stats["a"].served == 2
+    logged = capsys.readouterr()
+    assert "s3cr3t" not in logged.out + logged.err
+
+
+@pytest.mark.parametrize(("provider", "upstream", "path"), TRANSLATED)
+async def test_a_translated_request_of_a_key_with_proxy_none_goes_direct(
+    stack, no_proxy_variables, provider, upstream, path
+):
+    sim, _ = await stack.sim(SIM_A)
+    dead = f"http://127.0.0.1:{free_port()}"  # every request through it would fail
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        no_proxy_variables.setenv(name, dead)
+    yaml_text = chat_model(translated_key(provider, sim.root, proxy="none"), upstream=upstream)
+    url = await stack.router(yaml_text, environ={"HTTP_PROXY": dead, "HTTPS_PROXY": dead})
+    # aiohttp's client reads no proxy variable (the SDK's httpx would take the dead one)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json={"model": "chat", "messages": HI}) as got,
+    ):
+        assert got.status == 200, await got.text()
+        assert got.headers["x-router-route"] == f"a/{upstream}"
+        completion = await got.json()
+    assert completion["choices"][0]["message"]["content"] == f"Hello from a via {upstream}."
+    assert sim.stats["a"].served == 1
+
+
+@pytest.mark.parametrize(("provider", "upstream", "path"), TRANSLATED)
+async def test_a_translated_request_through_a_dead_proxy_fails_over_as_a_connection_failure(
+    stack, no_proxy_variables, provider, upstream, path
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    dead = f"http://127.0.0.1:{free_port()}"
+    yaml_text = chat_model(
+        translated_key(provider, sim.root, proxy=dead),
+        sim_key(SIM_B, sim_url, proxy="none"),
+        upstream=upstream,
+    )
+    url = await stack.router(yaml_text)
+    headers, completion = await ask(url, model="chat")
+    routes, _ = await admin_state(url)
+    assert headers["x-router-route"] == "b/gpt-4o"
+    assert headers["x-router-attempts"] == "2"
+    assert completion.choices[0].message.content == "Hello from b via gpt-4o."
+    assert routes[f"a/{upstream}"]["last_error"] == "connection"
+    assert sim.stats["a"].served == 0
+
+
+async def test_a_keys_own_client_follows_no_redirect_either(stack, tmp_path, no_proxy_variables):
+    """The client built for a key's proxy keeps the router's rule: a redirect is the
+    provider's answer (a misconfigured route, which fails over), and the key never
+    travels to where the Location points."""
+    reached: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.json_response({"error": {"type": "not_found_error", "message": "no"}})
+
+    async def redirect(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPTemporaryRedirect(f"{target}/v1/messages")
+
+    async with (
+        raw_upstream("/v1/messages", elsewhere) as target,
+        raw_upstream("/v1/messages", redirect) as bad,
+        tinyproxy(tmp_path) as proxy,
+    ):
+        _, sim_url = await stack.sim(SIM_B)
+        yaml_text = chat_model(
+            key("bad", bad, api_key="sk-ant-bad-0000000001", provider="anthropic", proxy=proxy.url),
+            sim_key(SIM_B, sim_url, proxy="none"),
+            upstream=CLAUDE,
+        )
+        url = await stack.router(yaml_text)
+        headers, _ = await ask(url, model="chat")
+        log = proxy.log()
+    assert headers["x-router-route"] == "b/gpt-4o"
+    assert f"POST {bad}/v1/messages" in log
+    assert reached == []
+
+
+MESSAGE = {
+    "id": "msg_tls",
+    "type": "message",
+    "role": "assistant",
+    "model": CLAUDE,
+    "content": [{"type": "text", "text": "Hello over TLS."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 1, "output_tokens": 3},
+}
+
+
+@asynccontextmanager
+async def tls_anthropic(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[str]]]:
+    """An Anthropic-shaped provider on https://localhost:PORT with a private CA: yields
+    its api_base, the CA bundle to trust, and the Host header of every request served."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    hosts: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        hosts.append(request.headers.get("Host", ""))
+        await request.read()
+        return web.json_response(MESSAGE)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    try:
+        yield f"https://localhost:{runner.addresses[0][1]}", bundle, hosts
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_translated_https_request_goes_through_a_connect_tunnel(
+    stack, tmp_path, no_proxy_variables
+):
+    async with (
+        tls_anthropic(tmp_path) as (api_base, bundle, hosts),
+        tinyproxy(tmp_path, credentials=("alice", "s3cr3t")) as proxy,
+    ):
+        no_proxy_variables.setenv("SSL_CERT_FILE", str(bundle))  # litellm's TLS settings
+        claude = key("a", api_base, api_key="sk-ant-000000000001", provider="anthropic")
+        claude[1]["proxy"] = proxy.url
+        url = await stack.router(chat_model(claude, upstream=CLAUDE))
+        for _ in range(2):  # the second on the pooled tunnel
+            headers, completion = await ask(url, model="chat")
+            assert headers["x-router-route"] == f"a/{CLAUDE}"
+            assert completion.choices[0].message.content == "Hello over TLS."
+        log = proxy.log()
+    port = api_base.rsplit(":", 1)[1]
+    assert log.count(f"CONNECT localhost:{port}") == 1
+    assert hosts == [f"localhost:{port}"] * 2
