@@ -1,0 +1,176 @@
+"""Instructions per request, counted by valgrind (callgrind): the same figure on a busy
+machine as on a quiet one, so a small change to the request path shows.
+
+    python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--compare PATH]
+
+CPU time per request (bench/cpu.py) moves by 10-20% with whatever else runs on the
+machine; an instruction count does not move at all between runs. Each target runs
+under `valgrind --tool=callgrind` (about 50 times slower), serves a warm-up, then its
+counters are zeroed, it serves `--requests` plain or streamed requests at concurrency
+8 from a simulated provider, and the count is dumped: instructions per request, the
+router process alone. The targets:
+- `routes=N`: this tree's router with N keys, each with its own secret, and a route on
+  each for the requested model (the pool a request chooses from);
+- `lean` (`--lean`): bench/passthrough_lean.py, the pass-through on the router's own
+  upstream client: the router over it is what routing costs;
+- `compare` (`--compare PATH`): another checkout's router with the first pool size.
+Instructions are not time (a cache miss or a syscall costs more than an add), but a
+change that adds instructions to every request costs CPU. Needs valgrind
+(`apt-get install valgrind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cpu import free_port, pool_secret  # noqa: E402
+
+CONCURRENCY = 8
+WARMUP = 100
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120  # a start under valgrind takes several seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # answering: the pass-through has no /healthz
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in 120 s")
+
+
+async def drive(url: str, body: dict[str, object], count: int) -> None:
+    gate = asyncio.Semaphore(CONCURRENCY)
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> None:
+            async with gate, session.post(url, json=body) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status {response.status}")
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+
+def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -> float:
+    """Millions of instructions per request of `command` (serving on `port`)."""
+    out = Path(tempfile.mkdtemp(prefix="callgrind-"))
+    process = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%n", *command],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base + "/healthz", process)
+        body: dict[str, object] = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": args.stream,
+        }
+        url = base + "/v1/chat/completions"
+        asyncio.run(drive(url, body, WARMUP))
+        subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True,
+                       capture_output=True)  # fmt: skip
+        asyncio.run(drive(url, body, args.requests))
+        subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True,
+                       capture_output=True)  # fmt: skip
+        dumps = sorted(out.glob("cg.*"), key=lambda p: p.stat().st_mtime)
+        text = dumps[-1].read_text(errors="replace")
+        found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+        if found is None:
+            raise RuntimeError(f"no total in {dumps[-1]}")
+        return int(found.group(1)) / args.requests / 1e6
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def pool_config(directory: Path, sim_url: str, routes: int) -> Path:
+    keys = "".join(
+        f'  k{i}: {{provider: openai, api_base: "{sim_url}", api_key: "{pool_secret(i)}"}}\n'
+        for i in range(routes)
+    )
+    listed = "".join(f"      - {{key: k{i}, model: gpt-4o}}\n" for i in range(routes))
+    path = directory / f"pool-{routes}.yaml"
+    path.write_text(f"keys:\n{keys}models:\n  gpt-4o:\n    routes:\n{listed}")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--routes", default="1", metavar="N,N", help="pool sizes (default 1)")
+    parser.add_argument("--stream", action="store_true", help="streamed requests")
+    parser.add_argument("--lean", action="store_true", help="also the lean pass-through")
+    parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("needs valgrind: apt-get install valgrind")
+    sizes = [int(size) for size in args.routes.split(",")]  # key k0 serves the pass-through too
+    keys = [arg for i in range(max(sizes)) for arg in ("--key", f"k{i}:{pool_secret(i)}")]
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "router.sim", "--port", "0", *keys],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        sim_url = sim.stdout.readline().split()[-1]
+        directory = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+        mode = "streamed" if args.stream else "plain"
+        targets: list[tuple[str, Path, list[str] | None]] = []
+        for size in sizes:
+            targets.append((f"routes={size}", ROOT, [str(pool_config(directory, sim_url, size))]))
+        if args.compare:
+            config = str(pool_config(directory, sim_url, sizes[0]))
+            targets.append((f"compare routes={sizes[0]}", Path(args.compare).resolve(), [config]))
+        if args.lean:
+            targets.append(("lean", ROOT, None))
+        for name, tree, config in targets:
+            port = free_port()
+            if config is None:
+                lean = str(tree / "bench" / "passthrough_lean.py")
+                command = [sys.executable, lean, "--upstream", sim_url,
+                           "--key", pool_secret(0), "--port", str(port)]  # fmt: skip
+            else:
+                command = [sys.executable, "-m", "router", "serve", "--config", config[0],
+                           "--port", str(port)]  # fmt: skip
+            millions = count(command, tree, port, args)
+            print(f"{name:22s} {millions:.3f} M instructions per {mode} request", flush=True)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
