@@ -149,6 +149,11 @@ def choose(
     None when no route of `shape` is available: ask `plan()` for every reason."""
     passed: list[Unavailable] = []
     for tier in shape.tiers:
+        if len(tier.routes) == 1:  # the usual tier: one key for the model
+            route = tier.routes[0]
+            if _available(route, health, need_tokens, exclude, passed) is not None:
+                return route, tuple(passed)
+            continue
         if tier.tree is None:
             planned = plan(
                 model, health, rng, need_tokens=need_tokens, exclude=exclude,
