@@ -68,8 +68,7 @@ class Ticker:
         self.worst = 0.0
         self.worst_cpu = 0.0
 
-        self.collections = 0  # cyclic GC runs while watching
-        self.gc_worst = 0.0
+        self.gc_runs: list[tuple[int, float]] = []  # (generation, seconds) while watching
         self._gc_started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -77,11 +76,11 @@ class Ticker:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif self.watching:
-            self.collections += 1
-            self.gc_worst = max(self.gc_worst, time.perf_counter() - self._gc_started)
+            self.gc_runs.append((info["generation"], time.perf_counter() - self._gc_started))
 
     def reset(self) -> None:
         self.watching, self.worst, self.worst_cpu = True, 0.0, 0.0
+        self.gc_runs = []
 
     async def run(self) -> None:
         period = 0.001
@@ -139,8 +138,7 @@ class Round:
     cpus: list[float] = field(default_factory=list)
     stalls: list[float] = field(default_factory=list)
     slices: list[float] = field(default_factory=list)
-    collections: int = 0
-    gc_worst: float = 0.0
+    gc_runs: list[list[tuple[int, float]]] = field(default_factory=list)  # per scrape
 
 
 def count_series(page: bytes) -> int:
@@ -177,7 +175,6 @@ async def one_round(args: argparse.Namespace, ticker: Ticker) -> Round:
             ticker.reset()
             await asyncio.sleep(2.0)  # the same ticker with no scrape: the machine's noise
             ticker.watching, result.idle = False, ticker.worst
-            ticker.collections, ticker.gc_worst = 0, 0.0
             page = b""
             for _ in range(args.scrapes):
                 await asyncio.sleep(0.2)
@@ -190,7 +187,7 @@ async def one_round(args: argparse.Namespace, ticker: Ticker) -> Round:
                 ticker.watching = False
                 result.stalls.append(ticker.worst)
                 result.slices.append(ticker.worst_cpu)
-            result.collections, result.gc_worst = ticker.collections, ticker.gc_worst
+                result.gc_runs.append(ticker.gc_runs)
             result.series, result.page_bytes = count_series(page), len(page)
         finally:
             await runner.cleanup()
@@ -246,8 +243,15 @@ async def main() -> None:
         print(f"  event-loop stall, ms: {spread(pick('stalls'), digits=1)}; "
               f"longest CPU slice on the loop, ms: {spread(pick('slices'), digits=1)}")  # fmt: skip
     print(f"ticker with no scrape, over 2 s, ms: {spread([r.idle for r in rounds], digits=1)}")
-    print(f"cyclic GC runs during the scrapes: {sum(r.collections for r in rounds)}, "
-          f"longest {max(r.gc_worst for r in rounds) * 1e3:.1f} ms")  # fmt: skip
+    for label, runs in (("first", [r.gc_runs[0] for r in rounds]),
+                        ("later", [each for r in rounds for each in r.gc_runs[1:]])):  # fmt: skip
+        flat = [run for scrape in runs for run in scrape]
+        by_generation = ", ".join(
+            f"gen {g}: {sum(1 for gen, _ in flat if gen == g)} "
+            f"(longest {max((t for gen, t in flat if gen == g), default=0) * 1e3:.1f} ms)"
+            for g in range(3)
+        )
+        print(f"cyclic GC runs during the {label} scrapes: {by_generation}")
     print(f"peak RSS {rss:.0f} MiB (the rounds one after another); "
           f"threads {threading.active_count()}")  # fmt: skip
 
