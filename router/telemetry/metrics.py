@@ -321,8 +321,9 @@ class Metrics:
         self._declare_upstream(registry)
         self._declare_route_state(registry)
         Info("llm_router_build", "Router version.", registry=registry).info({"version": _version()})
-        # The route state gauges' children, made cheaply (telemetry/children.py): the
-        # first scrape after every route has reported headroom creates 5 per route.
+        # The route state gauges' children, made cheaply (telemetry/children.py): at
+        # startup one per route, and a scrape after an outage changed every route's
+        # state makes one or two per route.
         self._state_child = Spawner(self.route_state)
         self._available_in_child = Spawner(self.route_available_in)
         self.renderer = Renderer(registry, self._labelled())
