@@ -37,12 +37,17 @@ class Renderer:
     def __init__(self, registry: CollectorRegistry, fast: Iterable[Any]) -> None:
         self._registry = registry
         self._fast = {id(m): m for m in fast if _renderable(m)}
+        # collectors of the router's own that render themselves: parts(out, series)
+        self._own = {id(c): c for c in fast if callable(getattr(c, "parts", None))}
         self._headers: dict[int, str] = {}
-        # metric id -> label values -> the child's line prefixes (one per sample); keyed
-        # by the child table's own tuples, so a render allocates no tracked objects per
-        # series (the router's young-generation GC threshold is 20,000: a render that
-        # allocated a tuple per series would trigger a ~10 ms collection every scrape)
-        self._prefixes: dict[int, dict[tuple[str, ...], tuple[str, ...]]] = {}
+        # metric id -> label values -> the child's line prefix (a counter's or gauge's:
+        # a str) or prefixes (a histogram's, one per sample); keyed by the child table's
+        # own tuples, so a render allocates no tracked objects per series (the router's
+        # young-generation GC threshold is 20,000: a render that allocated a tuple per
+        # series would trigger a ~10 ms collection every scrape; a str is not tracked,
+        # so the first render of 10,000 new gauges does not either)
+        self._prefixes: dict[int, dict[tuple[str, ...], Any]] = {}
+        self._templates: dict[int, tuple[str, ...]] = {}  # metric id -> _templates
 
     def render(self) -> bytes:
         return b"".join(self.parts())
@@ -52,6 +57,13 @@ class Renderer:
         loop to yield between them."""
         out: list[str] = []
         for collector in _collectors(self._registry):
+            own = self._own.get(id(collector))
+            if own is not None:
+                for done in own.parts(out, series):
+                    if done:
+                        yield "".join(out).encode()
+                        out.clear()
+                continue
             metric = self._fast.get(id(collector))
             if metric is None:
                 out.append(generate_latest(collector).decode())
@@ -75,12 +87,15 @@ class Renderer:
         prefixes = self._prefixes.get(key)
         if prefixes is None:
             prefixes = self._prefixes[key] = {}
+        templates = self._templates.get(key)
         for count, (values, child) in enumerate(children.items(), 1):
             prefix = prefixes.get(values)
             if prefix is None:
-                prefix = prefixes[values] = _prefixes(metric, values, child)
+                if templates is None:
+                    templates = self._templates[key] = _templates(metric, child)
+                prefix = prefixes[values] = _prefixes(templates, values, histogram)
             if not histogram:
-                out.append(f"{prefix[0]}{floatToGoString(child._value.get())}\n")
+                out.append(f"{prefix}{floatToGoString(child._value.get())}\n")
             else:
                 total = 0.0
                 for line, bucket in zip(prefix, child._buckets, strict=False):
@@ -115,25 +130,46 @@ def _header(metric: Any) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    """Sorted by name, as generate_latest writes them."""
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(pairs))
-
-
 def _escape(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # every router label value: names from the config
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _prefixes(metric: Any, values: tuple[str, ...], child: Any) -> tuple[str, ...]:
-    pairs = list(zip(metric._labelnames, values, strict=True))
-    name = metric._name
+def _templates(metric: Any, child: Any) -> tuple[str, ...]:
+    """`str.format` templates of a metric's line prefixes, one per sample of a child
+    (a histogram's: its buckets, count and sum), labels sorted by name as
+    generate_latest writes them, `{i}` for the i-th label value: built once per metric,
+    so a new series' prefixes are one `format` each (about 1 µs) rather than a sort and
+    a join (the first scrape after 10,000 series appeared formats them all)."""
+    name = _literal(metric._name)
+    names = list(metric._labelnames)
+
+    def template(suffix: str, extra: tuple[str, str] | None = None) -> str:
+        fields = [(label, f"{{{index}}}") for index, label in enumerate(names)]
+        if extra is not None:
+            fields.append((extra[0], _literal(_escape(extra[1]))))
+        labels = ",".join(f'{_literal(label)}="{value}"' for label, value in sorted(fields))
+        return f"{name}{suffix}{{{{{labels}}}}} "
+
     if isinstance(metric, Counter):
-        return (f"{name}_total{{{_labels(pairs)}}} ",)
+        return (template("_total"),)
     if not isinstance(metric, Histogram):
-        return (f"{name}{{{_labels(pairs)}}} ",)
-    labels = _labels(pairs)
+        return (template(""),)
     buckets = tuple(
-        f"{name}_bucket{{{_labels([*pairs, ('le', floatToGoString(bound))])}}} "
-        for bound in child._upper_bounds
+        template("_bucket", ("le", floatToGoString(bound))) for bound in child._upper_bounds
     )
-    return (*buckets, f"{name}_count{{{labels}}} ", f"{name}_sum{{{labels}}} ")
+    return (*buckets, template("_count"), template("_sum"))
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _prefixes(templates: tuple[str, ...], values: tuple[str, ...], histogram: bool) -> Any:
+    """A new series' line prefix (a str), or a histogram's prefixes (a tuple), at the
+    first render after it appeared."""
+    escaped = [_escape(value) for value in values]
+    if not histogram:
+        return templates[0].format(*escaped)
+    return tuple(template.format(*escaped) for template in templates)

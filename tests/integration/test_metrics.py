@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.sim import Fault
+from router.handlers.scrape import NEW_SERIES_PER_STEP
+from router.sim import Fault, SimKey, SimProvider
+from router.telemetry.metrics import SCRAPE_CHUNK
 from tests import configs
 from tests.configs import preferring_a, two_keys_config
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, client
@@ -321,3 +324,51 @@ async def test_the_loop_runs_other_tasks_while_a_page_renders(stack, registry):
     assert 'route="a/m299"' in page
     assert len(first.seen) == len(last.seen) == 1
     assert last.seen[0] > first.seen[0]  # the loop ran the ticker mid-render
+
+
+async def test_the_first_scrape_after_many_routes_report_headroom_yields_between_creations(
+    stack, clock, registry
+):
+    """The first scrape after every route has reported headroom creates each route's
+    headroom series (at 2,000 routes: 8,000 of them, which held the loop 20 ms at once,
+    bench/metrics_scrape.py): the loop runs other tasks after at most
+    NEW_SERIES_PER_STEP new series, however many routes a chunk of the refresh holds."""
+    routes = SCRAPE_CHUNK + 16  # more than one refresh chunk
+    names = [f"m{i:03d}" for i in range(routes)]
+    limited = SimKey("a", "sk-sim-key-a-000001", rpm=10**6, tpm=10**9)  # so it reports
+    provider = SimProvider(keys=[limited], models=names, clock=clock)
+    async with provider.serve() as sim_url:
+        models = {name: configs.model(configs.route("a", name)) for name in names}
+        config = configs.routes_yaml(keys=configs.sim_keys(sim_url, limited), models=models)
+        url = await stack.router(config, clock=clock, registry=registry)
+        async with aiohttp.ClientSession() as session:
+            for name in names:  # one answer per route, each with its headroom
+                body = {"model": name, "messages": HI}
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+        assert headroom_series(registry) == 0  # gauges are refreshed at scrape time
+
+        counts: list[int] = []
+
+        async def tick() -> None:
+            while True:
+                counts.append(headroom_series(registry))
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await scrape(url)
+        finally:
+            ticker.cancel()
+        counts.append(headroom_series(registry))
+    assert counts[-1] == 4 * routes
+    steps = [after - before for before, after in itertools.pairwise(counts)]
+    assert max(steps) <= NEW_SERIES_PER_STEP, steps
+
+
+def headroom_series(registry: CollectorRegistry) -> int:
+    return sum(
+        len(family.samples)
+        for family in registry.collect()
+        if family.name.startswith("llm_router_route_headroom_")
+    )
