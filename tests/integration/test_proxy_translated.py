@@ -9,6 +9,7 @@ over."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -411,3 +412,38 @@ async def test_an_openai_keys_own_client_follows_no_redirect(stack, tmp_path, no
     assert raw.headers["x-router-route"] == f"b/{GPT}"
     assert f"POST {bad}/v1/chat/completions" in log
     assert reached == []
+
+
+async def test_a_keys_own_client_holds_more_than_httpx_s_100_connections(stack, no_proxy_variables):
+    """httpx caps a client at 100 connections and queues the rest; litellm's own clients
+    allow 500 to a host. A key's own client keeps litellm's cap: 101 requests in flight
+    at once all reach the provider."""
+    count = 101
+    arrived: list[int] = []
+    everyone = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        await request.read()
+        arrived.append(1)
+        if len(arrived) == count:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), 20)  # the bound: a queued request never comes
+        except TimeoutError:
+            return web.json_response({"error": {"message": "not all arrived"}}, status=500)
+        return web.json_response(COMPLETION)
+
+    async with raw_upstream("/v1/chat/completions", hold) as base:
+        proxied = key("a", f"{base}/v1", api_key="sk-held-0000000001", proxy="none")
+        url = await stack.router(messages_model(proxied))
+        connector = aiohttp.TCPConnector(limit=0)  # aiohttp's own cap is 100 too
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> int:
+                async with session.post(f"{url}/v1/messages", json=MESSAGES) as got:
+                    await got.read()
+                    return got.status
+
+            statuses = await asyncio.gather(*(one() for _ in range(count)))
+    assert statuses == [200] * count
+    assert len(arrived) == count

@@ -101,15 +101,24 @@ def follow_no_redirects() -> None:
 def _proxy_transport(proxy: Proxy | None) -> Any:
     """An httpx transport whose every request goes through `proxy` (None: direct), with
     litellm's TLS settings (`get_ssl_configuration`: SSL_VERIFY, SSL_CERT_FILE,
-    `litellm.ssl_verify`)."""
+    `litellm.ssl_verify`) and its cap on connections to one host (its aiohttp clients'
+    `AIOHTTP_CONNECTOR_LIMIT_PER_HOST`, 500 unless set; 0: none) rather than httpx's 100,
+    past which a key's requests would queue."""
     import httpx
+    from litellm import constants
     from litellm.llms.custom_httpx.http_handler import get_ssl_configuration
 
     through = None
     if proxy is not None:
         credentials = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
         through = httpx.Proxy(f"http://{proxy.shown}", headers=credentials)
-    return httpx.AsyncHTTPTransport(proxy=through, verify=get_ssl_configuration(None))
+    cap = int(getattr(constants, "AIOHTTP_CONNECTOR_LIMIT_PER_HOST", 500))
+    limits = httpx.Limits(
+        max_connections=cap if cap > 0 else None, max_keepalive_connections=cap if cap > 0 else None
+    )
+    return httpx.AsyncHTTPTransport(
+        proxy=through, verify=get_ssl_configuration(None), limits=limits
+    )
 
 
 def proxied_handler(proxy: Proxy | None) -> Any:
