@@ -1,12 +1,15 @@
 """A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
 chat completions served by the simulated Gemini (a provider reached only through
-litellm) and by the simulated Anthropic (litellm's Anthropic handler). The key's proxy
-carries them (plain HTTP, and HTTPS through CONNECT with a private CA); `proxy: none`
-goes direct whatever HTTP(S)_PROXY says; a dead proxy is a connection failure of the
-route, which fails over."""
+litellm) and by the simulated Anthropic (litellm's Anthropic handler), and Anthropic
+Messages served by the simulated OpenAI and Azure (litellm's OpenAI-compatible
+handlers, which take an OpenAI SDK client). The key's proxy carries them (plain HTTP,
+and HTTPS through CONNECT with a private CA); `proxy: none` goes direct whatever
+HTTP(S)_PROXY says; a dead proxy is a connection failure of the route, which fails
+over."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import pytest
 import trustme
 from aiohttp import web
@@ -215,3 +219,231 @@ async def test_a_translated_https_request_goes_through_a_connect_tunnel(
     port = api_base.rsplit(":", 1)[1]
     assert log.count(f"CONNECT localhost:{port}") == 1
     assert hosts == [f"localhost:{port}"] * 2
+
+
+# -- Anthropic Messages onto OpenAI and Azure keys (litellm's OpenAI-compatible handlers)
+
+GPT = "gpt-4o"
+AZURE_VERSION = "2024-10-21"
+# (provider, the path and query litellm posts to)
+OPENAI_FORMATS = [
+    pytest.param("openai", "/v1/chat/completions", id="openai"),
+    pytest.param(
+        "azure",
+        f"/openai/deployments/{GPT}/chat/completions?api-version={AZURE_VERSION}",
+        id="azure",
+    ),
+]
+MESSAGES: dict[str, Any] = {
+    "model": "chat",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def openai_format_key(provider: str, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """SIM_A as an `openai` (base ends in /v1) or `azure` (the resource endpoint) key."""
+    if provider == "openai":
+        return key(SIM_A.name, f"{root}/v1", api_key=SIM_A.api_key, **extra)
+    return key(
+        SIM_A.name,
+        root,
+        api_key=SIM_A.api_key,
+        provider="azure",
+        api_version=AZURE_VERSION,
+        **extra,
+    )
+
+
+def messages_model(*keys: tuple[str, dict[str, Any]]) -> str:
+    """`chat` on the keys given, in that order, each serving gpt-4o."""
+    routes = [route(name, GPT, priority=n) for n, (name, _) in enumerate(keys, 1)]
+    return routes_yaml(keys=keys, models={"chat": model(*routes)})
+
+
+def anthropic_client(url: str) -> anthropic.AsyncAnthropic:
+    """An Anthropic SDK client that reads no proxy variable (the tests set dead ones)."""
+    return anthropic.AsyncAnthropic(
+        base_url=url,
+        api_key="client",
+        max_retries=0,
+        http_client=anthropic.DefaultAsyncHttpxClient(trust_env=False),
+    )
+
+
+@pytest.mark.parametrize(("provider", "path"), OPENAI_FORMATS)
+async def test_anthropic_messages_on_an_openai_format_key_go_through_its_proxy(
+    stack, tmp_path, capsys, no_proxy_variables, provider, path
+):
+    sim, _ = await stack.sim(SIM_A)
+    async with tinyproxy(tmp_path, credentials=("alice", "s3cr3t")) as proxy:
+        url = await stack.router(
+            messages_model(openai_format_key(provider, sim.root, proxy=proxy.url))
+        )
+        client = anthropic_client(url)
+        raw = await client.messages.with_raw_response.create(**MESSAGES)
+        message = await raw.parse()
+        async with client.messages.stream(**MESSAGES) as stream:
+            text = await stream.get_final_text()
+        await client.close()
+        log = proxy.log()
+    assert raw.headers["x-router-route"] == f"a/{GPT}"
+    assert message.content[0].text == f"Hello from a via {GPT}."  # type: ignore[union-attr]
+    assert text == f"Hello from a via {GPT}."
+    assert log.count(f"POST {sim.root}{path}") == 2  # tinyproxy logs the request line
+    assert sim.stats["a"].served == 2
+    logged = capsys.readouterr()
+    assert "s3cr3t" not in logged.out + logged.err
+
+
+@pytest.mark.parametrize(("provider", "path"), OPENAI_FORMATS)
+async def test_anthropic_messages_on_an_openai_format_key_with_proxy_none_go_direct(
+    stack, no_proxy_variables, provider, path
+):
+    sim, _ = await stack.sim(SIM_A)
+    dead = f"http://127.0.0.1:{free_port()}"  # every request through it would fail
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        no_proxy_variables.setenv(name, dead)
+    yaml_text = messages_model(openai_format_key(provider, sim.root, proxy="none"))
+    url = await stack.router(yaml_text, environ={"HTTP_PROXY": dead, "HTTPS_PROXY": dead})
+    client = anthropic_client(url)
+    raw = await client.messages.with_raw_response.create(**MESSAGES)
+    async with client.messages.stream(**MESSAGES) as stream:
+        text = await stream.get_final_text()
+    await client.close()
+    assert raw.headers["x-router-route"] == f"a/{GPT}"
+    assert (await raw.parse()).content[0].text == f"Hello from a via {GPT}."  # type: ignore[union-attr]
+    assert text == f"Hello from a via {GPT}."
+    assert sim.stats["a"].served == 2
+
+
+@pytest.mark.parametrize(("provider", "path"), OPENAI_FORMATS)
+async def test_anthropic_messages_through_a_dead_key_proxy_fail_over_as_a_connection_failure(
+    stack, no_proxy_variables, provider, path
+):
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    dead = f"http://127.0.0.1:{free_port()}"
+    yaml_text = messages_model(
+        openai_format_key(provider, sim.root, proxy=dead), sim_key(SIM_B, sim_url, proxy="none")
+    )
+    url = await stack.router(yaml_text)
+    client = anthropic_client(url)
+    raw = await client.messages.with_raw_response.create(**MESSAGES)
+    await client.close()
+    routes, _ = await admin_state(url)
+    assert raw.headers["x-router-route"] == f"b/{GPT}"
+    assert raw.headers["x-router-attempts"] == "2"
+    assert (await raw.parse()).content[0].text == f"Hello from b via {GPT}."  # type: ignore[union-attr]
+    assert routes[f"a/{GPT}"]["last_error"] == "connection"
+    assert sim.stats["a"].served == 0
+
+
+COMPLETION = {
+    "id": "chatcmpl-v1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": GPT,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello from v1."},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+}
+
+
+async def test_an_azure_key_on_the_v1_api_goes_through_its_proxy_to_the_v1_surface(
+    stack, tmp_path, no_proxy_variables
+):
+    """An `api_version: v1` Azure key is served by litellm on the resource's `/openai/v1/`
+    surface with a plain OpenAI client; the key's own client keeps that URL and its key."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("api-key") or request.headers.get("Authorization", ""))
+        await request.read()
+        return web.json_response(COMPLETION)
+
+    async with (
+        raw_upstream("/openai/v1/chat/completions", answer) as base,
+        tinyproxy(tmp_path) as proxy,
+    ):
+        azure = key("a", base, api_key="az-000000000001", provider="azure", api_version="v1")
+        azure[1]["proxy"] = proxy.url
+        url = await stack.router(messages_model(azure))
+        client = anthropic_client(url)
+        message = await client.messages.create(**MESSAGES)
+        await client.close()
+        log = proxy.log()
+    assert message.content[0].text == "Hello from v1."  # type: ignore[union-attr]
+    assert f"POST {base}/openai/v1/chat/completions" in log
+    assert seen == ["Bearer az-000000000001"]
+
+
+async def test_an_openai_keys_own_client_follows_no_redirect(stack, tmp_path, no_proxy_variables):
+    """As for Anthropic keys: a redirect is the provider's answer, and fails over."""
+    reached: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.json_response(COMPLETION)
+
+    async def redirect(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPTemporaryRedirect(f"{target}/v1/chat/completions")
+
+    async with (
+        raw_upstream("/v1/chat/completions", elsewhere) as target,
+        raw_upstream("/v1/chat/completions", redirect) as bad,
+        tinyproxy(tmp_path) as proxy,
+    ):
+        _, sim_url = await stack.sim(SIM_B)
+        yaml_text = messages_model(
+            key("bad", f"{bad}/v1", api_key="sk-bad-0000000001", proxy=proxy.url),
+            sim_key(SIM_B, sim_url, proxy="none"),
+        )
+        url = await stack.router(yaml_text)
+        client = anthropic_client(url)
+        raw = await client.messages.with_raw_response.create(**MESSAGES)
+        await client.close()
+        log = proxy.log()
+    assert raw.headers["x-router-route"] == f"b/{GPT}"
+    assert f"POST {bad}/v1/chat/completions" in log
+    assert reached == []
+
+
+async def test_a_keys_own_client_holds_more_than_httpx_s_100_connections(stack, no_proxy_variables):
+    """httpx caps a client at 100 connections and queues the rest; litellm's own clients
+    allow 500 to a host. A key's own client keeps litellm's cap: 101 requests in flight
+    at once all reach the provider."""
+    count = 101
+    arrived: list[int] = []
+    everyone = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        await request.read()
+        arrived.append(1)
+        if len(arrived) == count:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), 20)  # the bound: a queued request never comes
+        except TimeoutError:
+            return web.json_response({"error": {"message": "not all arrived"}}, status=500)
+        return web.json_response(COMPLETION)
+
+    async with raw_upstream("/v1/chat/completions", hold) as base:
+        proxied = key("a", f"{base}/v1", api_key="sk-held-0000000001", proxy="none")
+        url = await stack.router(messages_model(proxied))
+        connector = aiohttp.TCPConnector(limit=0)  # aiohttp's own cap is 100 too
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> int:
+                async with session.post(f"{url}/v1/messages", json=MESSAGES) as got:
+                    await got.read()
+                    return got.status
+
+            statuses = await asyncio.gather(*(one() for _ in range(count)))
+    assert statuses == [200] * count
+    assert len(arrived) == count

@@ -172,22 +172,33 @@ def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
 
 
 def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
-    # litellm's Anthropic and Gemini handlers take the key's proxy; its OpenAI-compatible
-    # ones (Anthropic Messages clients on an OpenAI key) do not.
+    # litellm's Anthropic and Gemini handlers take the key's proxy, and so do its OpenAI
+    # and Azure handlers (Anthropic Messages clients on those keys); its handlers for
+    # other providers (OpenRouter) do not.
     yaml_text = routes_yaml(
         keys=[
             key("claude", api_key="sk-ant-000000000001", provider="anthropic", proxy="corp:3128"),
             key("plain", api_key="sk-ant-000000000002", provider="anthropic"),
             key("gpt", api_key="sk-test-000000000003", provider="openai", proxy="corp:3128"),
+            key(
+                "az",
+                "https://res.openai.azure.com",
+                api_key="az-000000000004",
+                provider="azure",
+                proxy="none",
+            ),
+            key("or", api_key="sk-or-000000000005", provider="openrouter", proxy="corp:3128"),
         ],
         models={
             "sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x")),
-            "gpt-4o": model(route("gpt", "gpt-4o")),
+            "gpt-4o": model(route("gpt", "gpt-4o"), route("az", "gpt-4o")),
+            "routed": model(route("or", "anthropic/claude-sonnet-4")),
         },
     )
     warnings = parse_config(yaml_text, source="routes.yaml", environ={}).warnings
     proxied = [warning for warning in warnings if ".proxy" in warning]
     assert proxied == [
-        "keys.gpt.proxy does not apply to its messages requests, which go through litellm: "
+        f"keys.or.proxy does not apply to its {operation} requests, which go through litellm: "
         "litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
+        for operation in ("chat", "messages")
     ]

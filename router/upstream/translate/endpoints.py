@@ -62,9 +62,9 @@ def call_arguments(route: Route, *, timeout: float) -> dict[str, Any]:
         # a client of a multi-provider model expects, instead of failing the request.
         "drop_params": True,
         **SKIP_MCP,
-        **client_arguments(key),  # the key's `proxy:`, when it sets one (egress.py)
     }
     api_base = litellm_api_base(key.provider, key.api_base)
+    arguments.update(client_arguments(key, api_base))  # the key's `proxy:` (egress.py)
     if api_base is not None:
         arguments["api_base"] = api_base
     if key.api_version:

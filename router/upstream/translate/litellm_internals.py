@@ -17,7 +17,9 @@ in pyproject's `translate` range (CI runs the translation tests at both ends):
 - a stream's provider iterator and its line generator, to close the connection;
 - `_hidden_params`, where a result keeps the provider's response headers;
 - `AsyncHTTPHandler(transport=...)` and `get_ssl_configuration`, for the client a key's
-  `proxy:` hands to litellm's Anthropic and Gemini handlers (`proxied_handler`).
+  `proxy:` hands to litellm's Anthropic and Gemini handlers (`proxied_handler`); and
+  what its OpenAI-compatible handlers take from an OpenAI SDK client handed to them
+  (`proxied_openai_client`).
 
 Only ever called once litellm is imported (`runtime.load()`), except `hidden_headers`,
 which only reads attributes.
@@ -96,24 +98,90 @@ def follow_no_redirects() -> None:
     handler.__init__ = init  # type: ignore[method-assign]
 
 
-def proxied_handler(proxy: Proxy | None) -> Any:
-    """litellm's `AsyncHTTPHandler` whose every request goes through `proxy` (None: direct,
-    whatever HTTPS_PROXY says), for the `client=` argument of a call.
-
-    Given a `transport`, the handler builds each of its httpx clients on it with
-    `trust_env=False` (no proxy variables read) and its `follow_redirects`: the client it
-    keeps and the one it makes to retry after a connection error alike, so the retry
-    takes the same proxy (1.104 to 1.110). TLS settings are litellm's own
-    (`get_ssl_configuration`: SSL_VERIFY, SSL_CERT_FILE, `litellm.ssl_verify`)."""
+def _proxy_transport(proxy: Proxy | None) -> Any:
+    """An httpx transport whose every request goes through `proxy` (None: direct), with
+    litellm's TLS settings (`get_ssl_configuration`: SSL_VERIFY, SSL_CERT_FILE,
+    `litellm.ssl_verify`) and its cap on connections to one host (its aiohttp clients'
+    `AIOHTTP_CONNECTOR_LIMIT_PER_HOST`, 500 unless set; 0: none) rather than httpx's 100,
+    past which a key's requests would queue."""
     import httpx
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, get_ssl_configuration
+    from litellm import constants
+    from litellm.llms.custom_httpx.http_handler import get_ssl_configuration
 
     through = None
     if proxy is not None:
         credentials = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
         through = httpx.Proxy(f"http://{proxy.shown}", headers=credentials)
-    transport = httpx.AsyncHTTPTransport(proxy=through, verify=get_ssl_configuration(None))
-    return AsyncHTTPHandler(transport=transport, follow_redirects=False)
+    cap = int(getattr(constants, "AIOHTTP_CONNECTOR_LIMIT_PER_HOST", 500))
+    limits = httpx.Limits(
+        max_connections=cap if cap > 0 else None, max_keepalive_connections=cap if cap > 0 else None
+    )
+    return httpx.AsyncHTTPTransport(
+        proxy=through, verify=get_ssl_configuration(None), limits=limits
+    )
+
+
+def proxied_handler(proxy: Proxy | None) -> Any:
+    """litellm's `AsyncHTTPHandler` whose every request goes through `proxy` (None: direct,
+    whatever HTTPS_PROXY says), for the `client=` argument of a call to litellm's
+    Anthropic or Gemini handler.
+
+    Given a `transport`, the handler builds each of its httpx clients on it with
+    `trust_env=False` (no proxy variables read) and its `follow_redirects`: the client it
+    keeps and the one it makes to retry after a connection error alike, so the retry
+    takes the same proxy (1.104 to 1.110)."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    return AsyncHTTPHandler(transport=_proxy_transport(proxy), follow_redirects=False)
+
+
+# Azure API versions that litellm sends to the resource's OpenAI-style `/openai/v1/`
+# surface with a plain OpenAI client (`BaseAzureLLM._is_azure_v1_api_version`).
+_AZURE_V1_VERSIONS = frozenset({"v1", "latest", "preview"})
+
+
+def proxied_openai_client(
+    proxy: Proxy | None,
+    *,
+    azure: bool,
+    api_key: str,
+    api_base: str | None,
+    api_version: str | None,
+) -> Any:
+    """An OpenAI SDK client (`AsyncAzureOpenAI` for an Azure key) whose every request goes
+    through `proxy` (None: direct), for the `client=` argument of a call to litellm's
+    OpenAI-compatible handlers (`openai`, `azure`).
+
+    Given a client, those handlers send with it as it is: its key and base URL, not the
+    call's (`OpenAIChatCompletion._get_openai_client`, `get_azure_openai_client`), so
+    it is built with the key's own, as litellm would build it (Azure: litellm's default
+    API version, and `/openai/v1/` for the v1 versions). Its httpx client reads no proxy
+    variable (`trust_env=False`), follows no redirect (litellm's own follows them), and
+    keeps litellm's TLS settings. The SDK retries nothing: the router fails over."""
+    import httpx
+    import litellm
+    import openai
+
+    http_client = httpx.AsyncClient(
+        transport=_proxy_transport(proxy), trust_env=False, follow_redirects=False
+    )
+    if not azure:
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=api_base, http_client=http_client, max_retries=0
+        )
+    version = api_version or litellm.AZURE_DEFAULT_API_VERSION
+    if version in _AZURE_V1_VERSIONS:
+        base = f"{(api_base or '').rstrip('/')}/openai/v1/"
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=base, http_client=http_client, max_retries=0
+        )
+    return openai.AsyncAzureOpenAI(
+        api_key=api_key,
+        azure_endpoint=api_base,
+        api_version=version,
+        http_client=http_client,
+        max_retries=0,
+    )
 
 
 def stream_lines(stream: Any) -> Any | None:
