@@ -252,3 +252,45 @@ async def test_a_translated_route_follows_no_redirect_with_its_key(stack, stream
     assert status == 200, body[:300]
     assert headers["x-router-route"] == "a/gpt-4o"
     assert reached == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_an_anthropic_client_on_an_openai_key_follows_no_redirect(stack, stream):
+    """The other way round: Anthropic's Messages on an OpenAI key goes through litellm's
+    OpenAI handler, whose own SDK client follows redirects, with or without a `proxy:`
+    on the key. The request fails over and the redirect target hears nothing."""
+    reached: list[dict[str, str]] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        reached.append(dict(request.headers))
+        return web.json_response({"error": {"type": "invalid_request_error", "message": "no"}})
+
+    async with raw_upstream("/v1/chat/completions", elsewhere) as target:
+
+        async def redirect(request: web.Request) -> web.Response:
+            await request.read()
+            raise web.HTTPTemporaryRedirect(f"{target}/v1/chat/completions")
+
+        async with raw_upstream("/v1/chat/completions", redirect) as bad:
+            sim, _ = await stack.sim(ANT)
+            config = routes_yaml(
+                keys=[
+                    key("bad", f"{bad}/v1", api_key="sk-bad-openai-0000000001"),
+                    sim_key(ANT, sim.root, provider="anthropic"),
+                ],
+                models={
+                    "m": model(
+                        route("bad", "gpt-4o"), route("ant", "claude-sonnet-4-5", priority=2)
+                    )
+                },
+            )
+            url = await stack.router(config)
+            body = {"model": "m", "max_tokens": 32, "messages": HI, "stream": stream}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{url}/v1/messages", json=body) as response,
+            ):
+                text = await response.read()
+                assert response.status == 200, text[:300]
+                assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
+    assert reached == []

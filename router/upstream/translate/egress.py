@@ -13,7 +13,8 @@ so (`takes_proxy`).
 Each key's client is built on its first translated request and kept (by key name,
 proxy, secret, base URL and API version, so a reload that changes any of them gets a
 new one and in-flight streams keep theirs); `close()` closes them all at shutdown
-(`runtime.shutdown`). Per request: one dict lookup, for a key with a `proxy:` only.
+(`runtime.shutdown`). Per translated request: one dict lookup, for a key with a
+`proxy:` and for `openai` and `azure` keys (whose own client follows no redirect).
 """
 
 from __future__ import annotations
@@ -39,10 +40,19 @@ def takes_proxy(provider: str) -> bool:
 
 
 def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
-    """`{"client": ...}` for a key whose routes.yaml entry sets `proxy:`; else nothing,
-    and litellm picks its own client (and the environment's proxy). `api_base` is the
-    one the call gives litellm (None: litellm's default)."""
-    if not key.proxy_given or key.provider not in PROXIED_PROVIDERS:
+    """`{"client": ...}` for a key whose routes.yaml entry sets `proxy:`, and for every
+    `openai` or `azure` key; else nothing, and litellm picks its own client (and the
+    environment's proxy). `api_base` is the one the call gives litellm (None: litellm's
+    default).
+
+    `openai` and `azure` keys always get their own: litellm's OpenAI SDK clients follow
+    redirects (the key would travel to wherever a Location points), and the router's
+    patch (runtime.py) reaches only its AsyncHTTPHandler. Without a `proxy:` in
+    routes.yaml, the key's proxy is the environment's as the loader read it, as for its
+    same-format requests."""
+    if key.provider not in PROXIED_PROVIDERS:
+        return {}
+    if not key.proxy_given and key.provider not in _OPENAI_SDK_PROVIDERS:
         return {}
     held = (key.name, key.proxy, key.api_key, api_base, key.api_version)
     client = _clients.get(held)
