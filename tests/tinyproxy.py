@@ -44,6 +44,27 @@ async def tinyproxy(
     binary = shutil.which("tinyproxy")
     if binary is None:
         pytest.skip("tinyproxy is not installed (apt-get install tinyproxy)")
+    for _ in range(3):  # a free port can be taken between the probe and tinyproxy's bind
+        port, process, log_path = await _start(binary, directory, connect_ports, credentials)
+        if process is not None:
+            break
+    else:
+        raise RuntimeError(f"tinyproxy did not start: {log_path.read_text()}")
+    try:
+        userinfo = f"{credentials[0]}:{credentials[1]}@" if credentials else ""
+        yield Tinyproxy(port, f"http://{userinfo}127.0.0.1:{port}", log_path, process)
+    finally:
+        await stop(process)
+
+
+async def _start(
+    binary: str,
+    directory: Path,
+    connect_ports: Iterable[int],
+    credentials: tuple[str, str] | None,
+) -> tuple[int, asyncio.subprocess.Process | None, Path]:
+    """tinyproxy on a free port, once it accepts a connection; None when it exited
+    first (its port taken meanwhile)."""
     port = free_port()
     lines = [
         f"Port {port}",
@@ -68,18 +89,17 @@ async def tinyproxy(
         async with asyncio.timeout(10):
             while True:  # up once it accepts a connection
                 if process.returncode is not None:
-                    raise RuntimeError(f"tinyproxy exited: {log_path.read_text()}")
+                    return port, None, log_path
                 try:
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                 except OSError:
                     await asyncio.sleep(0.02)
                     continue
                 writer.close()
-                break
-        userinfo = f"{credentials[0]}:{credentials[1]}@" if credentials else ""
-        yield Tinyproxy(port, f"http://{userinfo}127.0.0.1:{port}", log_path, process)
-    finally:
+                return port, process, log_path
+    except BaseException:
         await stop(process)
+        raise
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:
