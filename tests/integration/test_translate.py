@@ -26,7 +26,13 @@ from router.rules.failures import classify_response
 from router.sim import Fault, SimKey, SimProvider
 from router.types import FailureClass, Key, Operation, Route
 from router.upstream.providers import PROVIDERS as PROVIDERS_BY_NAME
-from router.upstream.translate import TranslatedResponse, litellm_providers, runtime, translator_for
+from router.upstream.translate import (
+    TranslatedResponse,
+    egress,
+    litellm_providers,
+    runtime,
+    translator_for,
+)
 from router.upstream.translate.endpoints import litellm_api_base, litellm_model
 from router.upstream.translate.litellm_errors import error_answer
 from tests.conftest import Stack
@@ -51,6 +57,15 @@ _JSON = "application/json"
 
 def reply(model: str) -> str:
     return f"Hello from a via {model}."
+
+
+@pytest.fixture(autouse=True)
+async def close_key_clients() -> AsyncIterator[None]:
+    """These tests send without a router, so nothing shuts down what they opened: close
+    the keys' own litellm clients (egress.py) on the test's loop, as a router's shutdown
+    would."""
+    yield
+    await egress.close()
 
 
 @pytest.fixture

@@ -12,13 +12,16 @@ so (`takes_proxy`).
 
 Each key's client is built on its first translated request and kept (by key name,
 proxy, secret, base URL and API version, so a reload that changes any of them gets a
-new one and in-flight streams keep theirs); `close()` closes them all at shutdown
-(`runtime.shutdown`). Per translated request: one dict lookup, for a key with a
-`proxy:` and for `openai` and `azure` keys (whose own client follows no redirect).
+new one and in-flight streams keep theirs), per event loop: a client's connections
+belong to the loop that opened them. `close()` closes the running loop's clients at
+shutdown (`runtime.shutdown`) and forgets those of loops already closed. Per translated
+request: two dict lookups, for a key with a `proxy:` and for `openai` and `azure` keys
+(whose own client follows no redirect).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from router.types import Key, Proxy
@@ -31,7 +34,7 @@ _OPENAI_SDK_PROVIDERS = frozenset({"openai", "azure"})
 PROXIED_PROVIDERS = _HTTP_HANDLER_PROVIDERS | _OPENAI_SDK_PROVIDERS
 
 _Held = tuple[str, Proxy | None, str, str | None, str | None]
-_clients: dict[_Held, Any] = {}
+_clients: dict[asyncio.AbstractEventLoop, dict[_Held, Any]] = {}
 
 
 def takes_proxy(provider: str) -> bool:
@@ -54,10 +57,14 @@ def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
         return {}
     if not key.proxy_given and key.provider not in _OPENAI_SDK_PROVIDERS:
         return {}
+    loop = asyncio.get_running_loop()
+    clients = _clients.get(loop)
+    if clients is None:
+        clients = _clients[loop] = {}
     held = (key.name, key.proxy, key.api_key, api_base, key.api_version)
-    client = _clients.get(held)
+    client = clients.get(held)
     if client is None:
-        client = _clients[held] = _client(key, api_base)
+        client = clients[held] = _client(key, api_base)
     return {"client": client}
 
 
@@ -74,8 +81,11 @@ def _client(key: Key, api_base: str | None) -> Any:
 
 
 async def close() -> None:
-    """Close every key's client (their connections to proxies and providers)."""
-    clients = list(_clients.values())
-    _clients.clear()
-    for client in clients:
+    """Close the running loop's clients (their connections to proxies and providers),
+    and forget those of closed loops: their connections died with their loop, and
+    closing them now would schedule callbacks on it."""
+    clients = _clients.pop(asyncio.get_running_loop(), {})
+    for loop in [loop for loop in _clients if loop.is_closed()]:
+        del _clients[loop]
+    for client in clients.values():
         await client.close()
