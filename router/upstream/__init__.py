@@ -11,6 +11,8 @@ import asyncio
 import errno
 import os
 from collections.abc import Mapping
+from itertools import compress
+from operator import itemgetter
 
 from multidict import CIMultiDictProxy
 
@@ -65,17 +67,35 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that may go upstream (SDK hints such as `openai-beta`).
 
     Hop-by-hop headers stay on the client's connection: the fixed ones, and any that
-    its `Connection` header nominates (RFC 9110 §7.6.1).
+    its `Connection` header nominates (RFC 9110 §7.6.1). A client sends the same header
+    names on every request, so which of them go is kept per list of names (and
+    `Connection` value): a request pays for one lookup, not a test per header.
     """
+    items = tuple(client_headers.items())
+    # Not keys(): multidict's view lists a name once however many times it was sent.
+    shape = (tuple(map(_name, items)), client_headers.get("connection"))
+    kept = _kept_by_shape.get(shape)
+    if kept is None:
+        kept = _kept(*shape)
+        if len(_kept_by_shape) >= _MAX_HEADER_SHAPES:
+            _kept_by_shape.clear()  # many clients, or one varying its headers: start over
+        _kept_by_shape[shape] = kept
+    return dict(compress(items, kept))
+
+
+_MAX_HEADER_SHAPES = 256
+_name = itemgetter(0)
+_kept_by_shape: dict[tuple[tuple[str, ...], str | None], tuple[bool, ...]] = {}
+
+
+def _kept(names: tuple[str, ...], nominated: str | None) -> tuple[bool, ...]:
     dropped = _DROPPED_REQUEST_HEADERS
-    nominated = client_headers.get("connection")
     if nominated:
         dropped = dropped | {name.strip().lower() for name in nominated.split(",")}
-    return {
-        name: value
-        for name, value in client_headers.items()
-        if (lowered := name.lower()) not in dropped and not lowered.startswith("x-router-")
-    }
+    return tuple(
+        (lowered := name.lower()) not in dropped and not lowered.startswith("x-router-")
+        for name in names
+    )
 
 
 # The router's own limits, not the upstream's fault: out of file descriptors (process,
