@@ -221,9 +221,11 @@ def _field_names(settings: Any) -> Iterable[str]:
 
 def _same_key(old: Key, new: Key) -> bool:
     """The same account: a changed credential or address starts with clean state (a
-    revoked key replaced in routes.yaml serves again at once)."""
-    return (old.provider, old.api_base, old.api_key, old.api_version) == (
-        new.provider, new.api_base, new.api_key, new.api_version,
+    revoked key replaced in routes.yaml serves again at once), and so do changed
+    `headers:` (an `OpenAI-Organization` or `OpenAI-Project` is another account, with
+    its own limits and quota; a header that is not loses only the key's cooldowns)."""
+    return (old.provider, old.api_base, old.api_key, old.api_version, old.headers) == (
+        new.provider, new.api_base, new.api_key, new.api_version, new.headers,
     )  # fmt: skip
 
 

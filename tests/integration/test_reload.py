@@ -19,7 +19,7 @@ from router.config import load_config
 from router.server import bound_port, start
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging
-from tests.configs import key, model, route, routes_yaml, sim_keys
+from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
 
 
@@ -110,6 +110,35 @@ async def test_reload_adds_a_model_keeps_a_kept_routes_cooldown_and_drops_a_remo
         assert routes["a/gpt-4o"]["state"] == "cooling_down"
         _, completion = await ask(url)
         assert completion.choices[0].message.content == "Hello from b via gpt-4o."
+
+
+async def test_a_key_whose_headers_change_is_another_account_and_starts_clean(stack, tmp_path):
+    """An organisation or project header names another account, with its own limits: a
+    cooldown learnt under the old one must not hold the new one back."""
+    sim, sim_url = await stack.sim(SIM_A)
+
+    def config(org: str) -> str:
+        return routes_yaml(
+            keys=[sim_key(SIM_A, sim_url, headers={"OpenAI-Organization": org})],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(config("org-one"))
+    async with router_for(path) as url:
+        sim.inject("a", Fault.rate_limit(600))
+        assert await chat_status(url) == 429
+        path.write_text(config("org-one") + "\n# unchanged\n")
+        assert (await reload(url))[1]["routes_kept"] == 1
+        routes, _ = await admin_state(url)
+        assert routes["a/gpt-4o"]["state"] == "cooling_down"  # the same account: kept
+        path.write_text(config("org-two"))
+        assert (await reload(url))[0] == 200
+        routes, _ = await admin_state(url)
+        assert routes["a/gpt-4o"]["state"] == "available"  # another account: clean
+        sim.clear("a")
+        _, completion = await ask(url)
+        assert completion.choices[0].message.content == "Hello from a via gpt-4o."
 
 
 async def test_a_broken_file_is_rejected_with_its_line_and_the_old_config_serves(stack, tmp_path):
