@@ -91,6 +91,16 @@ class Failover:
             for operation in Operation
             if any(models[name].routes_for[operation] for name in model.chain)
         )
+        # Models whose requests route affinity has a choice for: some model they may go
+        # to (the chain, its context fallbacks) keeps it on and has more than one route.
+        self._choosing = frozenset(
+            model.name
+            for model in models.values()
+            if any(
+                models[name].affinity and len(models[name].routes) > 1
+                for name in (*model.chain, *model.context_fallback)
+            )
+        )
 
     async def run(self, call: Call) -> Answer | OpenStream:
         """The answer, or a stream to relay: nothing has gone to the client yet.
@@ -336,6 +346,11 @@ class Failover:
     def serves(self, model: ModelSpec, operation: Operation) -> bool:
         """Whether any model of the chain has a route for `operation`."""
         return (model.name, operation) in self._served
+
+    def chooses(self, model: ModelSpec) -> bool:
+        """Whether route affinity has a choice to make for `model`'s requests: otherwise
+        the conversation's key is not worth hashing (a model with one key)."""
+        return model.name in self._choosing
 
     async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
         """Why nothing could serve: limited (429, wait for the earliest recovery) or down;

@@ -32,8 +32,6 @@ PATHS = {
     Operation.MESSAGES: "/v1/messages",
     Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
 }
-# The body fields that cap a generation, per API, for the headroom estimate.
-_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
@@ -141,7 +139,12 @@ def parse_call(
         )
     # A count (count_tokens) generates nothing: it never streams nor spends headroom.
     counting = operation is Operation.COUNT_TOKENS
-    max_tokens = next((payload[f] for f in _MAX_TOKENS_FIELDS if payload.get(f)), 0)
+    max_tokens = (
+        payload.get("max_completion_tokens")
+        or payload.get("max_tokens")
+        or payload.get("max_output_tokens")  # the first that is set, per API
+        or 0
+    )
     stream = payload.get("stream") is True and not counting
     options = payload.get("stream_options")
     # Costs and token metrics need the usage chunk, which OpenAI sends only when asked:
@@ -167,20 +170,11 @@ def parse_call(
         if counting
         else len(body) // 4 + (max_tokens if isinstance(max_tokens, int) else 0),
         strip_usage=strip_usage,
-        affinity=conversation_key(payload) if _chooses(state, model, counting) else b"",
+        affinity=conversation_key(payload)
+        if not counting and state.failover.chooses(model)
+        else b"",
         needs=request_needs(operation, payload, model.checked_needs.get(operation, 0)),
     )
-
-
-def _chooses(state: RouterState, model: ModelSpec, counting: bool) -> bool:
-    """Whether route affinity has a choice to make for this request: some model it may
-    go to (its chain, its context fallbacks) keeps it on and has more than one route.
-    Otherwise the conversation's key is not worth hashing (a model with one key)."""
-    if counting:
-        return False
-    models = state.config.models
-    names = (*model.chain, *model.context_fallback)
-    return any((spec := models[name]).affinity and len(spec.routes) > 1 for name in names)
 
 
 async def commit(
