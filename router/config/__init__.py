@@ -298,7 +298,7 @@ def _proxy(
 
 def _translated_proxy_warnings(models: Mapping[str, ModelSpec]) -> list[str]:
     """A key's `proxy:` that some of its requests do not take: those litellm sends for
-    providers other than anthropic, gemini, openai and azure (translate/egress.py)."""
+    providers whose litellm handler takes no client of ours (translate/egress.py)."""
     translated = {
         (route.key.name, operation)
         for spec in models.values()

@@ -1,6 +1,7 @@
 """A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
 chat completions served by the simulated Gemini (a provider reached only through
-litellm) and by the simulated Anthropic (litellm's Anthropic handler), and Anthropic
+litellm), by the simulated Anthropic (litellm's Anthropic handler) and by the simulated
+OpenAI as OpenRouter and Groq (litellm's generic HTTP handler), and Anthropic
 Messages served by the simulated OpenAI and Azure (litellm's OpenAI-compatible
 handlers, which take an OpenAI SDK client). The key's proxy carries them (plain HTTP,
 and HTTPS through CONNECT with a private CA); `proxy: none` goes direct whatever
@@ -37,12 +38,19 @@ CLAUDE = "claude-haiku-4-5"
 TRANSLATED = [
     pytest.param("gemini", GEMINI, f"/v1beta/models/{GEMINI}:generateContent", id="gemini"),
     pytest.param("anthropic", CLAUDE, "/v1/messages", id="anthropic"),
+    # OpenAI-compatible providers that litellm sends with its generic HTTP handler.
+    pytest.param("openrouter", "openai/gpt-4o", "/v1/chat/completions", id="openrouter"),
+    pytest.param("deepseek", "deepseek-chat", "/v1/chat/completions", id="deepseek"),
+    pytest.param("mistral", "mistral-small-latest", "/v1/chat/completions", id="mistral"),
 ]
+# The path of a provider's api_base after the host, where it has one.
+_BASE_PATH = {"openrouter": "/v1", "deepseek": "/v1", "mistral": "/v1"}
 
 
 def translated_key(provider: str, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:
-    """SIM_A as a key of `provider` (whose api_base is the host only) on the simulator."""
-    return key(SIM_A.name, root, api_key=SIM_A.api_key, provider=provider, **extra)
+    """SIM_A as a key of `provider` on the simulator."""
+    base = root + _BASE_PATH.get(provider, "")
+    return key(SIM_A.name, base, api_key=SIM_A.api_key, provider=provider, **extra)
 
 
 def chat_model(*keys: tuple[str, dict[str, Any]], upstream: str) -> str:

@@ -172,9 +172,10 @@ def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
 
 
 def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
-    # litellm's Anthropic and Gemini handlers take the key's proxy, and so do its OpenAI
-    # and Azure handlers (Anthropic Messages clients on those keys); its handlers for
-    # other providers (OpenRouter) do not.
+    # litellm's Anthropic and Gemini handlers take the key's proxy, and so do its generic
+    # HTTP handler (OpenRouter, Groq, ...) and its OpenAI and Azure handlers (Anthropic
+    # Messages clients on those keys); its OpenAI-compatible handler for other providers
+    # (Perplexity) does not.
     yaml_text = routes_yaml(
         keys=[
             key("claude", api_key="sk-ant-000000000001", provider="anthropic", proxy="corp:3128"),
@@ -188,17 +189,20 @@ def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
                 proxy="none",
             ),
             key("or", api_key="sk-or-000000000005", provider="openrouter", proxy="corp:3128"),
+            key("gq", api_key="gsk-000000000006", provider="groq", proxy="none"),
+            key("px", api_key="pplx-000000000007", provider="perplexity", proxy="corp:3128"),
         ],
         models={
             "sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x")),
             "gpt-4o": model(route("gpt", "gpt-4o"), route("az", "gpt-4o")),
-            "routed": model(route("or", "anthropic/claude-sonnet-4")),
+            "routed": model(route("or", "anthropic/claude-sonnet-4"), route("gq", "llama")),
+            "sonar": model(route("px", "sonar")),
         },
     )
     warnings = parse_config(yaml_text, source="routes.yaml", environ={}).warnings
     proxied = [warning for warning in warnings if ".proxy" in warning]
     assert proxied == [
-        f"keys.or.proxy does not apply to its {operation} requests, which go through litellm: "
+        f"keys.px.proxy does not apply to its {operation} requests, which go through litellm: "
         "litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
         for operation in ("chat", "messages")
     ]

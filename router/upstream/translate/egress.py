@@ -3,12 +3,13 @@
 litellm finds its proxy in HTTPS_PROXY/NO_PROXY itself, for every client it makes. A
 key's own `proxy:` (a URL, or `none`: direct) reaches a call only as the `client=`
 argument, whose type depends on litellm's handler for the provider: its Anthropic and
-Gemini handlers take an AsyncHTTPHandler (`litellm_internals.proxied_handler`), its
-OpenAI-compatible handlers for `openai` and `azure` keys (Anthropic clients on them) an
-OpenAI SDK client (`litellm_internals.proxied_openai_client`), which carries the key's
-secret and base URL itself. For other providers litellm serves (`openrouter`, `groq`,
-...) a `proxy:` does not reach their translated requests, and the config loader says
-so (`takes_proxy`).
+Gemini handlers, and its generic HTTP handler for `openrouter`, `groq`, `mistral`,
+`deepseek`, `together_ai`, `fireworks_ai` and `xai`, take an AsyncHTTPHandler
+(`litellm_internals.proxied_handler`); its OpenAI-compatible handlers for `openai` and
+`azure` keys (Anthropic clients on them) an OpenAI SDK client
+(`litellm_internals.proxied_openai_client`), which carries the key's secret and base URL
+itself. For other providers litellm serves (`perplexity`, `cohere`, ...) a `proxy:` does
+not reach their translated requests, and the config loader says so (`takes_proxy`).
 
 Each key's client is built on its first translated request and kept (by key name,
 proxy, secret, base URL and API version, so a reload that changes any of them gets a
@@ -28,8 +29,13 @@ from router.types import Key, Proxy
 from router.upstream.translate import litellm_internals
 
 # The providers whose litellm handler takes an AsyncHTTPHandler as `client=`, and those
-# whose handler takes an OpenAI SDK client.
-_HTTP_HANDLER_PROVIDERS = frozenset({"anthropic", "gemini"})
+# whose handler takes an OpenAI SDK client. The OpenAI-compatible ones in the first set
+# are sent by litellm's `base_llm_http_handler` with the call's `client` (main.py's
+# `_complete_<provider>`, the same from 1.104 to 1.110), as Gemini is.
+_HTTP_HANDLER_PROVIDERS = frozenset(
+    {"anthropic", "gemini", "openrouter", "groq", "mistral", "deepseek", "together_ai",
+     "fireworks_ai", "xai"}
+)  # fmt: skip
 _OPENAI_SDK_PROVIDERS = frozenset({"openai", "azure"})
 PROXIED_PROVIDERS = _HTTP_HANDLER_PROVIDERS | _OPENAI_SDK_PROVIDERS
 

@@ -17,7 +17,8 @@ in pyproject's `translate` range (CI runs the translation tests at both ends):
 - a stream's provider iterator and its line generator, to close the connection;
 - `_hidden_params`, where a result keeps the provider's response headers;
 - `AsyncHTTPHandler(transport=...)` and `get_ssl_configuration`, for the client a key's
-  `proxy:` hands to litellm's Anthropic and Gemini handlers (`proxied_handler`); and
+  `proxy:` hands to litellm's Anthropic handler and its generic HTTP handler (Gemini,
+  OpenRouter, Groq, ...: `proxied_handler`); and
   what its OpenAI-compatible handlers take from an OpenAI SDK client handed to them
   (`proxied_openai_client`).
 
@@ -124,7 +125,8 @@ def _proxy_transport(proxy: Proxy | None) -> Any:
 def proxied_handler(proxy: Proxy | None) -> Any:
     """litellm's `AsyncHTTPHandler` whose every request goes through `proxy` (None: direct,
     whatever HTTPS_PROXY says), for the `client=` argument of a call to litellm's
-    Anthropic or Gemini handler.
+    Anthropic handler or its generic HTTP handler (Gemini, OpenRouter, Groq, ...:
+    egress.py).
 
     Given a `transport`, the handler builds each of its httpx clients on it with
     `trust_env=False` (no proxy variables read) and its `follow_redirects`: the client it
