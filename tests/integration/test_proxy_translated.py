@@ -1,7 +1,8 @@
 """A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
 chat completions served by the simulated Gemini (a provider reached only through
-litellm), by the simulated Anthropic (litellm's Anthropic handler) and by the simulated
-OpenAI as OpenRouter and Groq (litellm's generic HTTP handler), and Anthropic
+litellm), by the simulated Anthropic (litellm's Anthropic handler), by the simulated
+OpenAI as OpenRouter, DeepSeek and Mistral (litellm's generic HTTP handler) and as
+Perplexity (an OpenAI SDK client), and Anthropic
 Messages served by the simulated OpenAI and Azure (litellm's OpenAI-compatible
 handlers, which take an OpenAI SDK client). The key's proxy carries them (plain HTTP,
 and HTTPS through CONNECT with a private CA); `proxy: none` goes direct whatever
@@ -42,9 +43,11 @@ TRANSLATED = [
     pytest.param("openrouter", "openai/gpt-4o", "/v1/chat/completions", id="openrouter"),
     pytest.param("deepseek", "deepseek-chat", "/v1/chat/completions", id="deepseek"),
     pytest.param("mistral", "mistral-small-latest", "/v1/chat/completions", id="mistral"),
+    # One that litellm sends as a custom OpenAI provider, with an OpenAI SDK client.
+    pytest.param("perplexity", "sonar", "/v1/chat/completions", id="perplexity"),
 ]
 # The path of a provider's api_base after the host, where it has one.
-_BASE_PATH = {"openrouter": "/v1", "deepseek": "/v1", "mistral": "/v1"}
+_BASE_PATH = {"openrouter": "/v1", "deepseek": "/v1", "mistral": "/v1", "perplexity": "/v1"}
 
 
 def translated_key(provider: str, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:

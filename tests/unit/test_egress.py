@@ -55,3 +55,25 @@ def test_closing_on_one_loop_leaves_a_closed_loops_client_alone_and_forgets_it()
     assert closed == []
     assert fresh.is_closed()
     assert egress._clients == {}
+
+
+@pytest.mark.parametrize(
+    ("provider", "base"),
+    [("perplexity", "https://api.perplexity.ai"), ("deepinfra", "https://api.deepinfra.com")],
+)
+def test_a_key_of_an_openai_compatible_provider_gets_a_client_on_that_providers_base(
+    provider, base
+):
+    """litellm sends a client of ours to the client's own base URL, not the call's: a key
+    without api_base must get the provider's, never the OpenAI SDK's default."""
+    keyed = Key(name="p", provider=provider, api_base="", api_key="pplx-test")
+
+    async def made() -> Any:
+        try:
+            return egress.client_arguments(keyed, None)["client"]
+        finally:
+            await egress.close()
+
+    client = asyncio.run(made())
+    assert str(client.base_url).startswith(base)
+    assert client.api_key == "pplx-test"

@@ -173,9 +173,9 @@ def test_a_key_whose_proxy_variable_is_unset_is_skipped_like_one_whose_key_is():
 
 def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
     # litellm's Anthropic and Gemini handlers take the key's proxy, and so do its generic
-    # HTTP handler (OpenRouter, Groq, ...) and its OpenAI and Azure handlers (Anthropic
-    # Messages clients on those keys); its OpenAI-compatible handler for other providers
-    # (Perplexity) does not.
+    # HTTP handler (OpenRouter, Groq, ...) and its OpenAI-compatible handlers (OpenAI and
+    # Azure for Anthropic Messages clients, Perplexity and the like); its handlers for
+    # other providers (Cohere) do not.
     yaml_text = routes_yaml(
         keys=[
             key("claude", api_key="sk-ant-000000000001", provider="anthropic", proxy="corp:3128"),
@@ -190,19 +190,21 @@ def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
             ),
             key("or", api_key="sk-or-000000000005", provider="openrouter", proxy="corp:3128"),
             key("gq", api_key="gsk-000000000006", provider="groq", proxy="none"),
-            key("px", api_key="pplx-000000000007", provider="perplexity", proxy="corp:3128"),
+            key("co", api_key="co-000000000007", provider="cohere", proxy="corp:3128"),
+            key("px", api_key="pplx-000000000008", provider="perplexity", proxy="corp:3128"),
         ],
         models={
             "sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x")),
             "gpt-4o": model(route("gpt", "gpt-4o"), route("az", "gpt-4o")),
             "routed": model(route("or", "anthropic/claude-sonnet-4"), route("gq", "llama")),
+            "command": model(route("co", "command-r")),
             "sonar": model(route("px", "sonar")),
         },
     )
     warnings = parse_config(yaml_text, source="routes.yaml", environ={}).warnings
     proxied = [warning for warning in warnings if ".proxy" in warning]
     assert proxied == [
-        f"keys.px.proxy does not apply to its {operation} requests, which go through litellm: "
+        f"keys.co.proxy does not apply to its {operation} requests, which go through litellm: "
         "litellm follows HTTPS_PROXY/NO_PROXY from the environment instead"
         for operation in ("chat", "messages")
     ]

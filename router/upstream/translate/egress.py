@@ -5,19 +5,21 @@ key's own `proxy:` (a URL, or `none`: direct) reaches a call only as the `client
 argument, whose type depends on litellm's handler for the provider: its Anthropic and
 Gemini handlers, and its generic HTTP handler for `openrouter`, `groq`, `mistral`,
 `deepseek`, `together_ai`, `fireworks_ai` and `xai`, take an AsyncHTTPHandler
-(`litellm_internals.proxied_handler`); its OpenAI-compatible handlers for `openai` and
-`azure` keys (Anthropic clients on them) an OpenAI SDK client
+(`litellm_internals.proxied_handler`); its OpenAI-compatible handler, for `openai` and
+`azure` keys (Anthropic clients on them) and for `perplexity`, `deepinfra`, `cerebras`,
+`nvidia_nim`, `sambanova` and `nebius` keys, an OpenAI SDK client
 (`litellm_internals.proxied_openai_client`), which carries the key's secret and base URL
-itself. For other providers litellm serves (`perplexity`, `cohere`, ...) a `proxy:` does
-not reach their translated requests, and the config loader says so (`takes_proxy`).
+itself (the provider's default, from litellm, when the key gives none). For other
+providers litellm serves (`cohere`, `bedrock`, ...) a `proxy:` does not reach their
+translated requests, and the config loader says so (`takes_proxy`).
 
 Each key's client is built on its first translated request and kept (by key name,
 proxy, secret, base URL and API version, so a reload that changes any of them gets a
 new one and in-flight streams keep theirs), per event loop: a client's connections
 belong to the loop that opened them. `close()` closes the running loop's clients at
 shutdown (`runtime.shutdown`) and forgets those of loops already closed. Per translated
-request: two dict lookups, for a key with a `proxy:` and for `openai` and `azure` keys
-(whose own client follows no redirect).
+request: two dict lookups, for a key with a `proxy:` and for every key of the OpenAI
+SDK's providers (whose own client follows no redirect).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ _HTTP_HANDLER_PROVIDERS = frozenset(
     {"anthropic", "gemini", "openrouter", "groq", "mistral", "deepseek", "together_ai",
      "fireworks_ai", "xai"}
 )  # fmt: skip
-_OPENAI_SDK_PROVIDERS = frozenset({"openai", "azure"})
+# The second set: `openai` and `azure`, and the providers litellm sends as custom OpenAI
+# ones (`_complete_custom_openai`, an OpenAI SDK client on the provider's default base
+# URL, 1.104 to 1.110).
+_OPENAI_COMPATIBLE = frozenset(
+    {"perplexity", "deepinfra", "cerebras", "nvidia_nim", "sambanova", "nebius"}
+)
+_OPENAI_SDK_PROVIDERS = frozenset({"openai", "azure"}) | _OPENAI_COMPATIBLE
 PROXIED_PROVIDERS = _HTTP_HANDLER_PROVIDERS | _OPENAI_SDK_PROVIDERS
 
 _Held = tuple[str, Proxy | None, str, str | None, str | None]
@@ -50,11 +58,12 @@ def takes_proxy(provider: str) -> bool:
 
 def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
     """`{"client": ...}` for a key whose routes.yaml entry sets `proxy:`, and for every
-    `openai` or `azure` key; else nothing, and litellm picks its own client (and the
+    key of a provider litellm sends with an OpenAI SDK client (`openai`, `azure`,
+    `perplexity`, ...); else nothing, and litellm picks its own client (and the
     environment's proxy). `api_base` is the one the call gives litellm (None: litellm's
     default).
 
-    `openai` and `azure` keys always get their own: litellm's OpenAI SDK clients follow
+    The OpenAI SDK's providers always get their own: litellm's OpenAI SDK clients follow
     redirects (the key would travel to wherever a Location points), and the router's
     patch (runtime.py) reaches only its AsyncHTTPHandler. Without a `proxy:` in
     routes.yaml, the key's proxy is the environment's as the loader read it, as for its
@@ -71,12 +80,20 @@ def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
     client = clients.get(held)
     if client is None:
         client = clients[held] = _client(key, api_base)
-    return {"client": client}
+    return {"client": client} if client is not _NONE else {}
+
+
+_NONE = object()  # held for a key that gets no client of ours: litellm picks its own
 
 
 def _client(key: Key, api_base: str | None) -> Any:
     if key.provider in _HTTP_HANDLER_PROVIDERS:
         return litellm_internals.proxied_handler(key.proxy)
+    if api_base is None and key.provider in _OPENAI_COMPATIBLE:
+        # The SDK client is sent to its own base URL, not the call's: the provider's.
+        api_base = litellm_internals.provider_api_base(key.provider)
+        if api_base is None:  # pragma: no cover - every provider listed has one
+            return _NONE
     return litellm_internals.proxied_openai_client(
         key.proxy,
         azure=key.provider == "azure",
@@ -94,4 +111,5 @@ async def close() -> None:
     for loop in [loop for loop in _clients if loop.is_closed()]:
         del _clients[loop]
     for client in clients.values():
-        await client.close()
+        if client is not _NONE:
+            await client.close()

@@ -152,7 +152,8 @@ def proxied_openai_client(
 ) -> Any:
     """An OpenAI SDK client (`AsyncAzureOpenAI` for an Azure key) whose every request goes
     through `proxy` (None: direct), for the `client=` argument of a call to litellm's
-    OpenAI-compatible handlers (`openai`, `azure`).
+    OpenAI-compatible handlers (`openai`, `azure`, and the providers it sends as
+    custom OpenAI ones: egress.py).
 
     Given a client, those handlers send with it as it is: its key and base URL, not the
     call's (`OpenAIChatCompletion._get_openai_client`, `get_azure_openai_client`), so
@@ -184,6 +185,19 @@ def proxied_openai_client(
         http_client=http_client,
         max_retries=0,
     )
+
+
+def provider_api_base(provider: str) -> str | None:
+    """litellm's default base URL for an OpenAI-compatible `provider` (Perplexity,
+    DeepInfra, ...), as `get_llm_provider` resolves it before a call; None when it has
+    none. A client of ours handed to such a call is sent to its own base URL, so it
+    must carry this one when the key gives none."""
+    import litellm
+
+    try:
+        return litellm.get_llm_provider(model=f"{provider}/default")[3] or None
+    except Exception:  # litellm raises its BadRequestError for a provider it lacks
+        return None
 
 
 def stream_lines(stream: Any) -> Any | None:
