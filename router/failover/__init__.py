@@ -82,6 +82,7 @@ class Failover:
         self._rng = rng
         self._room = WaitRoom(config.failover.max_waiting)
         self._layouts: dict[int, Layout] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the router's, on first run()
         models = config.models
         self._capable = CapableRoutes(models)  # per request's needs: the routes that can serve
         # (model, operation) pairs whose chain has a route for it: fixed at load.
@@ -108,7 +109,9 @@ class Failover:
         When every route of the chain is rate limited and the earliest recovers within
         the model's max_wait (and the deadline), the request waits in its model's line
         and goes again; the waits of all its rounds together stay within max_wait."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # kept: get_running_loop() is a getpid() syscall on 3.11
+            loop = self._loop = asyncio.get_running_loop()
         started = loop.time()
         model = call.model
         deadline = started + (model.timeouts or self._config.timeouts).request
@@ -268,7 +271,8 @@ class Failover:
     ) -> Outcome | None:
         """Try the routes of `shape`, each chosen when the last failed over: the first
         outcome that does not fail over, or None when no route (or attempt) is left."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # run() set it
         routes = shape.routes
         while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
             remaining = deadline - loop.time()

@@ -148,7 +148,7 @@ class UpstreamResponse:
 
     def __init__(self, response: Response, route_id: str, deadlines: Deadlines) -> None:
         self._response = response
-        self._loop = asyncio.get_running_loop()
+        self._loop = deadlines.loop  # kept there: get_running_loop() is a getpid() syscall
         self._deadlines = deadlines
         self._timer: Deadline | None = None
         self._when = 0.0  # when the pending deadline fires

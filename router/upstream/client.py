@@ -231,9 +231,10 @@ class HttpClient:
         idle = pool.idle
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
+            # Its loop's clock: asyncio.get_running_loop() is a getpid() syscall on 3.11.
+            now = connection.loop.time()
             if connection.usable() and now - connection.idle_since < self._keepalive:
                 return connection
             connection.close()
