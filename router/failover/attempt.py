@@ -10,7 +10,6 @@ Durations are real time (perf_counter); the injected clock belongs to health sta
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -423,12 +422,12 @@ async def read_first_event(
     fails here. Raises UpstreamProtocolError then, and when the stream ends before a
     content event; UpstreamTimeout (via `next_chunk`) when the deadline passes first.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    clock = time.monotonic  # not the loop's: get_running_loop() is a getpid() syscall
+    deadline = clock() + timeout
     buffer = b""
     scanned = 0
     while True:
-        chunk = await response.next_chunk(max(deadline - loop.time(), 0.0), phase="first_byte")
+        chunk = await response.next_chunk(max(deadline - clock(), 0.0), phase="first_byte")
         if not chunk:
             raise UpstreamProtocolError(response.route_id, "stream ended before its first event")
         buffer += chunk

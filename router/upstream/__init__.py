@@ -250,7 +250,7 @@ class Upstream:
         `headers` are complete (the provider's auth included). The caller must call
         `finish()` on the result, in a `finally`.
         """
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._deadlines.loop)  # given: no getpid() to find it
         assert task is not None
         cancelling = task.cancelling()
         deadline = self._deadlines.after(head_timeout, task.cancel)
