@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu import free_port, pool_secret  # noqa: E402
-from instructions import drive, pool_config, wait_ready  # noqa: E402
+from instructions import drive, pool_config, ready_chat  # noqa: E402
 
 Where = tuple[str, int, str]
 
@@ -130,14 +130,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base + "/healthz", target)
-        body: dict[str, object] = {
-            "model": "gpt-4o",
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": args.stream,
-        }
-        url = base + "/v1/chat/completions"
+        url, body = ready_chat(port, target, stream=args.stream)
         asyncio.run(drive(url, body, 100))
         target.send_signal(signal.SIGUSR1)
         time.sleep(0.2)

@@ -60,6 +60,20 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} not ready in 120 s")
 
 
+def ready_chat(
+    port: int, process: subprocess.Popen[bytes], *, stream: bool
+) -> tuple[str, dict[str, object]]:
+    """Once the target on `port` answers: the chat URL and the body every request sends."""
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/healthz", process)
+    body: dict[str, object] = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    }
+    return base + "/v1/chat/completions", body
+
+
 async def drive(url: str, body: dict[str, object], count: int) -> None:
     gate = asyncio.Semaphore(CONCURRENCY)
     async with aiohttp.ClientSession() as session:
@@ -84,14 +98,7 @@ def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -
         stderr=subprocess.DEVNULL,
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base + "/healthz", process)
-        body: dict[str, object] = {
-            "model": "gpt-4o",
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": args.stream,
-        }
-        url = base + "/v1/chat/completions"
+        url, body = ready_chat(port, process, stream=args.stream)
         asyncio.run(drive(url, body, WARMUP))
         subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True,
                        capture_output=True)  # fmt: skip

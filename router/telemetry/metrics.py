@@ -24,7 +24,6 @@ renders (handlers/scrape.py), for the routes that have state only.
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,9 +37,8 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.values import MutexValue
 
-from router.telemetry.children import Spawner
+from router.telemetry.children import FastCounter, FastGauge, FastHistogram, Spawner
 from router.telemetry.exposition import Renderer
 from router.telemetry.headroom import HeadroomGauges, values_of
 from router.types import DISTRIBUTION, BlockReason, Config, FailureClass, Headroom, Key, Route
@@ -112,90 +110,6 @@ _ROUTE = ("route", "key", "provider")
 
 def route_labels(route: Route) -> tuple[str, str, str]:
     return route.id, route.key.name, route.key.provider
-
-
-class LoopValue:
-    """A child's value without MutexValue's lock, for the request path's series: every
-    write to them happens on the event loop's thread (the handlers, the attempt
-    machinery, the scrape), so the lock only cost its two calls on each of a request's
-    dozen or so increments. Same methods as prometheus_client's MutexValue, which the
-    page reads through `get()`."""
-
-    __slots__ = ("_exemplar", "_value")
-
-    def __init__(self, value: float = 0.0, exemplar: Any = None) -> None:
-        self._value, self._exemplar = value, exemplar
-
-    def inc(self, amount: float) -> None:
-        self._value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        self._exemplar = exemplar
-
-    def get(self) -> float:
-        return self._value
-
-    def get_exemplar(self) -> Any:
-        return self._exemplar
-
-
-def _unlocked(value: Any) -> Any:
-    """`value` as a LoopValue with the same reading, if it is prometheus_client's
-    MutexValue; anything else (a multiprocess value, a new shape) is kept."""
-    if type(value) is not MutexValue:
-        return value
-    return LoopValue(value.get(), value.get_exemplar())
-
-
-class FastCounter:
-    """A labelled child's `inc(amount)` without Counter.inc's checks on every call (that
-    the metric is observable, that the amount is not negative) and without its value's
-    lock (LoopValue): the router's children are always labelled and its amounts never
-    negative. Falls back to the child's own inc if prometheus_client's value holder
-    ever changes shape."""
-
-    __slots__ = ("inc",)
-
-    def __init__(self, child: Any) -> None:
-        value = getattr(child, "_value", None)
-        if value is not None:
-            value = child._value = _unlocked(value)
-        self.inc: Callable[[float], None] = getattr(value, "inc", None) or child.inc
-
-
-class FastGauge(FastCounter):
-    __slots__ = ()
-
-    def dec(self, amount: float) -> None:
-        self.inc(-amount)
-
-
-class FastHistogram:
-    """A labelled histogram child's `observe` as one bisect and two increments, rather
-    than Histogram.observe's checks and its loop over the buckets."""
-
-    __slots__ = ("_bounds", "_buckets", "_sum", "observe")
-
-    def __init__(self, child: Any) -> None:
-        bounds = getattr(child, "_upper_bounds", None)
-        buckets = getattr(child, "_buckets", None)
-        total = getattr(child, "_sum", None)
-        if bounds is None or buckets is None or len(bounds) != len(buckets) or total is None:
-            self.observe: Callable[[float], None] = child.observe
-            return
-        buckets[:] = [_unlocked(bucket) for bucket in buckets]
-        child._sum = total = _unlocked(total)
-        self._bounds = tuple(bounds)
-        self._buckets = tuple(bucket.inc for bucket in buckets)
-        self._sum = total.inc
-        self.observe = self._observe
-
-    def _observe(self, amount: float) -> None:
-        self._sum(amount)
-        self._buckets[bisect_left(self._bounds, amount)](1)
 
 
 class _Children(dict[Any, Any]):

@@ -1,5 +1,5 @@
 """Shortcuts on the request path give the answers of the long way: the metric children
-without their value's lock (telemetry/metrics.py) and the client headers kept per list
+without their value's lock (telemetry/children.py) and the client headers kept per list
 of names (upstream/__init__.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from router.telemetry.children import FastCounter, FastGauge, FastHistogram, LoopValue
 from router.telemetry.exposition import Renderer
-from router.telemetry.metrics import FastCounter, FastGauge, FastHistogram, LoopValue
 from router.upstream import _DROPPED_REQUEST_HEADERS, _kept_by_shape, forwardable_headers
 
 
