@@ -383,7 +383,10 @@ _LIMITED = frozenset({BlockReason.COOLDOWN, BlockReason.HEADROOM})
 _KEY_OUT = frozenset({BlockReason.QUOTA, BlockReason.AUTH, BlockReason.BUDGET})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Not frozen, though nothing changes it: read from most responses (OpenAI's
+# x-ratelimit-* come on every one; a frozen dataclass's __init__ sets each field through
+# object.__setattr__, see failover/attempt.py).
+@dataclass(slots=True, kw_only=True)
 class Headroom:
     """Rate-limit headroom a provider reported on its last response for one route.
 
@@ -408,7 +411,9 @@ class Verdict:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Not frozen, though nothing changes it: built on every attempt (a frozen dataclass's
+# __init__ sets each field through object.__setattr__; see failover/attempt.py).
+@dataclass(slots=True, kw_only=True)
 class Attempt:
     """One try of one route, as recorded for the response headers, logs and errors."""
 

@@ -11,7 +11,8 @@ from router.wire.dialects import Dialect
 from router.wire.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: built on every request (see failover/attempt.py).
+@dataclass(slots=True)
 class Call:
     """One client request, parsed once by the handler."""
 

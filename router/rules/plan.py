@@ -30,7 +30,9 @@ from router.rules.affinity import rendezvous
 from router.types import BlockReason, Headroom, ModelSpec, Route
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: read for a route on every request (a frozen
+# dataclass's __init__ sets each field through object.__setattr__; see failover/attempt.py).
+@dataclass(slots=True)
 class RouteHealth:
     """What the policy knows about one route, relative to the moment of the snapshot."""
 

@@ -21,7 +21,9 @@ from router.wire import fastjson
 from router.wire.usage import cache_counts, tokens, usage_from_body, with_cache
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: one per usage event of a stream (see
+# failover/attempt.py).
+@dataclass(slots=True)
 class UsagePart:
     """Token counts one event reported; Anthropic splits them over two events. The
     cache counts are inside `input_tokens` or outside it as the dialect says

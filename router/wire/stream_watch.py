@@ -25,7 +25,9 @@ class EventTooLarge(ValueError):
         self.complete = complete
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: one per stream (a frozen dataclass's __init__
+# sets each field through object.__setattr__).
+@dataclass(slots=True)
 class StreamEnd:
     verdict: Verdict  # how the upstream stream ended
     client_gone: bool = False  # the client left before the terminator reached it
