@@ -246,15 +246,17 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
             "skipped": list(trace.skipped) if trace.skipped else None,
             "stream": stream,
-            "latency_ms": round(seconds * 1000, 2),
-            "ttft_ms": None if trace.ttft is None else round(trace.ttft * 1000, 2),
-            "waited_ms": None if trace.waited is None else round(trace.waited * 1000, 2),
+            # round(x * 100_000) / 100 is round(x * 1000, 2) without its decimal
+            # conversion, which cost more than the rest of a field.
+            "latency_ms": round(seconds * 100_000) / 100,
+            "ttft_ms": None if trace.ttft is None else round(trace.ttft * 100_000) / 100,
+            "waited_ms": None if trace.waited is None else round(trace.waited * 100_000) / 100,
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
             # Of tokens_in: read from the provider's prompt cache, and written to it.
             "tokens_cached": usage.cached_tokens if usage else None,
             "tokens_cache_written": usage.written_tokens if usage else None,
-            "cost_usd": None if cost is None else round(cost, 8),
+            "cost_usd": None if cost is None else round(cost * 1e8) / 1e8,
         },
     )
     if state.tracing is not None:  # off by default: this check is all it costs then
