@@ -191,3 +191,36 @@ def test_the_routers_responses_error_event_numbers_itself_after_the_last_event()
     assert next_sequence_number(last) == 13
     assert next_sequence_number(b"") == 0
     assert next_sequence_number(b'data: {"sequence_number":"x"}\n\n') == 0
+
+
+def _fields_line_by_line(event: bytes) -> tuple[bytes, bytes | None]:
+    """The reading of the SSE spec's rules that fields() must give, one line at a time."""
+    name, data = b"", []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return name, (None if not data else b"\n".join(data))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        b'data: {"choices":[]}',
+        b'data:{"a":1}\n\n',
+        b"data:",
+        b"event: ping",
+        b"event: message_start\ndata: {}\n\n",
+        b": keep-alive",
+        b"data: a\r\n",
+        b"data: a\rdata: b",
+        b"data: one\ndata: two\n\n",
+        b"id: 7",
+        b"",
+    ],
+)
+def test_fields_reads_one_line_events_as_the_line_by_line_rules_do(event: bytes) -> None:
+    assert sse.fields(event) == _fields_line_by_line(event)
+    framed = b"x\n\n" + event + b"\n\nrest"
+    assert sse.fields(framed, 3, 3 + len(event)) == _fields_line_by_line(event)
