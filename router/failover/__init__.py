@@ -116,7 +116,7 @@ class Failover:
         model = call.model
         deadline = started + (model.timeouts or self._config.timeouts).request
         max_wait = self._config.failover.max_wait if model.max_wait is None else model.max_wait
-        if call.operation is Operation.COUNT_TOKENS:
+        if call.counting:
             max_wait = 0.0  # no waiting for a count: the handler estimates it here at once
         prompt = PromptSize(call.body, call.payload.get("messages"))
         attempts: list[Attempt] = []
@@ -228,7 +228,7 @@ class Failover:
             shape = self._layout(routes)
             # A prompt too long for a window can still be counted: that is how a
             # client finds out it must shorten it.
-            if call.operation is Operation.COUNT_TOKENS or walk.prompt.fits(shape.min_window):
+            if call.counting or walk.prompt.fits(shape.min_window):
                 too_big: frozenset[str] = frozenset()
             else:
                 too_big = await walk.prompt.too_big_for(routes)

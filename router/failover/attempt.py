@@ -30,7 +30,6 @@ from router.types import (
     Headroom,
     Limits,
     ModelSpec,
-    Operation,
     Route,
     Timeouts,
     Verdict,
@@ -220,7 +219,7 @@ class AttemptRunner:
         # "Token counting and message creation have separate and independent rate
         # limits" (Anthropic's token-counting docs): a count's 429 says nothing of the
         # key's Messages, so counts fail over but teach health nothing.
-        judged = call.operation is not Operation.COUNT_TOKENS
+        judged = not call.counting
         cost = await self._settle(sent, reply.verdict, reply.usage, judged=judged)
         answer = None
         if reply.body is not None:

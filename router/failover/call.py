@@ -31,6 +31,9 @@ class Call:
     affinity: bytes = b""
     # The Capability mask the request needs of a route (wire/needs.py); 0 for none.
     needs: int = 0
+    # A count (Operation.COUNT_TOKENS): it generates nothing, never waits, and teaches
+    # health nothing. Said once here: an enum's class attribute costs a metaclass hook.
+    counting: bool = False
 
 
 # Not frozen, though nothing changes it: built on every request (see failover/attempt.py).

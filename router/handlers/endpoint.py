@@ -242,8 +242,10 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             "route": trace.route,
             "served_by": trace.served_by,
             "status": status,
-            "outcome": outcome.value,
-            "attempts": [f"{a.route_id}:{a.failure.value}" for a in trace.attempts],
+            # The members themselves: a StrEnum's `.value` is a Python-level descriptor
+            # call; JSON and f-strings write a member as its value anyway.
+            "outcome": outcome,
+            "attempts": [f"{a.route_id}:{a.failure}" for a in trace.attempts],
             "skipped": list(trace.skipped) if trace.skipped else None,
             "stream": stream,
             # round(x * 100_000) / 100 is round(x * 1000, 2) without its decimal

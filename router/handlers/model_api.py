@@ -174,6 +174,7 @@ def parse_call(
         if not counting and state.failover.chooses(model)
         else b"",
         needs=request_needs(operation, payload, model.checked_needs.get(operation, 0)),
+        counting=counting,
     )
 
 
