@@ -1,6 +1,6 @@
 """Bytecodes executed per request, by function: where the router's Python work goes.
 
-    python bench/bytecodes.py [--stream] [--lean] [--requests 500] [--top 40]
+    python bench/bytecodes.py [--stream] [--lean] [--calls] [--requests 500] [--top 40]
 
 A sampling profile of the router is flat and, on a shared 2-core machine, counts time
 the process spent waiting for a core; callgrind's count (bench/instructions.py) is
@@ -43,14 +43,18 @@ Where = tuple[str, int, str]
 def counted(out: str, argv: list[str]) -> None:
     """Run `argv` (a script path or a module) in this process, counting on signals."""
     counts: collections.Counter[Where] = collections.Counter()
+    calls = os.environ.get("BENCH_COUNT") == "calls"
 
     def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
         code = frame.f_code
         where = (code.co_filename, code.co_firstlineno, code.co_name)
         if code.co_filename == "<string>" and frame.f_back is not None:  # a dataclass's
             caller = frame.f_back
             where = (caller.f_code.co_filename, caller.f_lineno, f"{code.co_name} from here")
+        if calls:
+            counts[where] += 1
+            return None
+        frame.f_trace_opcodes = True
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
@@ -75,7 +79,7 @@ def counted(out: str, argv: list[str]) -> None:
         runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
 
 
-def report(path: Path, requests: int, top: int) -> None:
+def report(path: Path, requests: int, top: int, unit: str) -> None:
     counts: dict[Where, int] = pickle.loads(path.read_bytes())
     prefixes = sorted({str(ROOT) + "/", *(p + "/" for p in sys.path if p)}, key=len, reverse=True)
 
@@ -88,7 +92,7 @@ def report(path: Path, requests: int, top: int) -> None:
     by_file: collections.Counter[str] = collections.Counter()
     for (filename, _, _), n in counts.items():
         by_file[short(filename)] += n
-    print(f"{sum(counts.values()) / requests:.0f} bytecodes per request\n\nby file:")
+    print(f"{sum(counts.values()) / requests:.0f} {unit} per request\n\nby file:")
     for filename, n in by_file.most_common(top):
         print(f"{n / requests:8.0f}  {filename}")
     print("\nby function:")
@@ -100,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stream", action="store_true", help="streamed requests")
     parser.add_argument("--lean", action="store_true", help="the lean pass-through instead")
+    parser.add_argument("--calls", action="store_true", help="count frames entered, not bytecodes")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
@@ -126,7 +131,11 @@ def main() -> None:
         target = subprocess.Popen(
             [sys.executable, __file__, "--counted", str(out), *argv],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "BENCH_COUNT": "calls" if args.calls else "",
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -139,7 +148,7 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        report(out, args.requests, args.top)
+        report(out, args.requests, args.top, "calls" if args.calls else "bytecodes")
     finally:
         for process in (target, sim):
             if process is not None:

@@ -48,8 +48,14 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def start_router(tree: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -206,15 +212,18 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
             for name in names if round_number % 2 == 0 else names[::-1]:
                 process, url = routers[name]
                 await asyncio.gather(*(one(name, url) for _ in range(200)))  # warm-up
-                before, started = cpu_seconds(process.pid), time.perf_counter()
+                (user_before, system_before), started = cpu_split(process.pid), time.perf_counter()
                 sim_before = cpu_seconds(sim_pid)
                 await asyncio.gather(*(one(name, url) for _ in range(args.requests)))
-                used = cpu_seconds(process.pid) - before
+                user_after, system_after = cpu_split(process.pid)
+                user, system = user_after - user_before, system_after - system_before
+                used = user + system
                 sim_used = cpu_seconds(sim_pid) - sim_before
                 rate = args.requests / (time.perf_counter() - started)
                 print(
                     f"{name:11s} round {round_number}: "
-                    f"{used / args.requests * 1e6:6.1f} us CPU per request, {rate:6.0f} req/s; "
+                    f"{used / args.requests * 1e6:6.1f} us CPU per request "
+                    f"({system / args.requests * 1e6:5.1f} of it system), {rate:6.0f} req/s; "
                     f"the provider's CPU for it {sim_used / args.requests * 1e6:6.1f} us",
                     flush=True,
                 )

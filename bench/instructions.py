@@ -2,6 +2,7 @@
 machine as on a quiet one, so a small change to the request path shows.
 
     python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--compare PATH]
+                                 [--keep DIR]
 
 CPU time per request (bench/cpu.py) moves by 10-20% with whatever else runs on the
 machine; an instruction count does not move at all between runs. Each target runs
@@ -16,7 +17,8 @@ router process alone. The targets:
 - `compare` (`--compare PATH`): another checkout's router with the first pool size.
 Instructions are not time (a cache miss or a syscall costs more than an add), but a
 change that adds instructions to every request costs CPU. Needs valgrind
-(`apt-get install valgrind`).
+(`apt-get install valgrind`). `--keep DIR` keeps each target's callgrind dump there,
+for `callgrind_annotate DIR/lean.out` to say which C functions the count went to.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -
                        capture_output=True)  # fmt: skip
         dumps = sorted(out.glob("cg.*"), key=lambda p: p.stat().st_mtime)
         text = dumps[-1].read_text(errors="replace")
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(dumps[-1], Path(args.keep) / f"{args.target_name}.out")
         found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
         if found is None:
             raise RuntimeError(f"no total in {dumps[-1]}")
@@ -138,6 +143,7 @@ def main() -> None:
     parser.add_argument("--lean", action="store_true", help="also the lean pass-through")
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--keep", default="", metavar="DIR", help="keep the dumps in DIR")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
@@ -172,6 +178,7 @@ def main() -> None:
             else:
                 command = [sys.executable, "-m", "router", "serve", "--config", config[0],
                            "--port", str(port)]  # fmt: skip
+            args.target_name = name.replace(" ", "-")
             millions = count(command, tree, port, args)
             print(f"{name:22s} {millions:.3f} M instructions per {mode} request", flush=True)
     finally:
