@@ -38,7 +38,7 @@ class UsageRequest:
     def refused(self, key: Key, status: int, body: bytes) -> bool:
         """True when an answer to a body that asked is the upstream refusing the field;
         the key is then not asked again."""
-        if status not in _REFUSED_STATUSES or _FIELD not in body:
+        if status not in _REFUSED_STATUSES or body.find(_FIELD) < 0:
             return False
         if key.name not in self._refused:
             self._refused.add(key.name)

@@ -190,7 +190,7 @@ def google_details(body: bytes) -> tuple[bool, float | None]:
     `QuotaFailure.violations[].quotaId` naming a PerDay quota will not clear for hours;
     `RetryInfo.retryDelay` ("58s", "1.5s") is when a per-minute one will.
     """
-    if b"type.googleapis.com" not in body:
+    if body.find(b"type.googleapis.com") < 0:
         return False, None
     try:
         payload: Any = _json(body)

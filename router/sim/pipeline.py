@@ -100,7 +100,7 @@ class ModelEndpoint:
         limits = state.limits[key.name]
         id_headers = wire.id_headers(request_id)
         try:
-            if key.refuses_stream_options and b'"stream_options"' in body:
+            if key.refuses_stream_options and body.find(b'"stream_options"') >= 0:
                 raise InvalidRequest(openai_errors.unrecognized_argument("stream_options"))
             call = wire.parse(request, body, request_id)
         except InvalidRequest as exc:

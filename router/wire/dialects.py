@@ -68,9 +68,9 @@ def _is_role_chunk(data: bytes) -> bool:
         at >= 0
         and _ROLE_DELTA.match(data, at) is not None
         and data.find(b'"delta":', at + 8) < 0
-        and b'"finish_reason":null' in data
-        and b'"usage":{' not in data
-        and b'"error"' not in data
+        and data.find(b'"finish_reason":null') >= 0
+        and data.find(b'"usage":{') < 0
+        and data.find(b'"error"') < 0
     )
 
 
@@ -106,7 +106,7 @@ class OpenAIChat:
         return True
 
     def error(self, event: bytes, data: bytes) -> Verdict | None:
-        if b'"error"' not in data:
+        if data.find(b'"error"') < 0:
             return None
         payload = _json(data)
         if payload is None:  # names an error, and cannot be read: the upstream is broken
@@ -116,7 +116,7 @@ class OpenAIChat:
         return None
 
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
-        if b'"prompt_tokens"' not in data:  # every other chunk says "usage": null, if at all
+        if data.find(b'"prompt_tokens"') < 0:  # every other chunk says "usage": null, if at all
             return None
         usage = usage_from_body(data)  # read from the bytes, like a non-streaming answer's
         if usage is None:

@@ -14,7 +14,7 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
     """(event name, data payload, end offset) of each complete event with data."""
-    if b"\r" in buffer:  # CRLF or mixed line ends: the general pattern
+    if buffer.find(b"\r") >= 0:  # CRLF or mixed line ends: the general pattern
         while (match := _EVENT_END.search(buffer, start)) is not None:
             name, data = fields(buffer, start, match.start())
             start = match.end()
@@ -45,7 +45,7 @@ def fields(buffer: bytes, start: int = 0, end: int | None = None) -> tuple[bytes
 
 def complete_length(buffer: bytes) -> int:
     """How many leading bytes of `buffer` are whole events (the rest is carried over)."""
-    if b"\r" not in buffer:
+    if buffer.find(b"\r") < 0:
         cut = buffer.rfind(b"\n\n")
         return cut + 2 if cut >= 0 else 0
     cut = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\r\n\r\n"))
@@ -56,7 +56,7 @@ def complete_length(buffer: bytes) -> int:
 
 def event_around(buffer: bytes, position: int) -> tuple[int, int]:
     """(start, end) of the whole event holding byte `position` of `buffer`."""
-    if b"\r" not in buffer:
+    if buffer.find(b"\r") < 0:
         before = buffer.rfind(b"\n\n", 0, position)
         end = buffer.find(b"\n\n", position)
         return (before + 2 if before >= 0 else 0), (end + 2 if end >= 0 else len(buffer))

@@ -178,4 +178,6 @@ class StreamWatch:
 
 def _usage_only(data: bytes) -> bool:
     """OpenAI's usage chunk: `choices` empty, `usage` set (§9.1)."""
-    return b'"prompt_tokens"' in data and (b'"choices":[]' in data or b'"choices": []' in data)
+    return data.find(b'"prompt_tokens"') >= 0 and (
+        data.find(b'"choices":[]') >= 0 or data.find(b'"choices": []') >= 0
+    )

@@ -81,7 +81,7 @@ def parse_messages_request(body: bytes, request_id: str) -> ModelCall:
         max_tokens=max_tokens,
         # Anthropic caches only when asked: a `cache_control` block (or the top-level one).
         prefixes=prompt_prefixes(messages, system=data.get("system"))
-        if b'"cache_control"' in body
+        if body.find(b'"cache_control"') >= 0
         else (),
     )
 
