@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -89,7 +89,12 @@ def endpoint(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         client_id = request.headers.get("x-request-id", "")
-        request_id = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else os.urandom(16).hex()
+        # An id must be unique, not secret: random's generator (seeded from os.urandom at
+        # start, and again in a forked child) makes one without os.urandom's getrandom()
+        # syscall, in a third of its time.
+        request_id = (
+            client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else random.randbytes(16).hex()
+        )
         # A keep-alive connection serves requests one after another in one task: start clean.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
