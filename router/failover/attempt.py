@@ -416,8 +416,11 @@ async def read_first_event(
     response: Response, dialect: Dialect, timeout: float, max_bytes: int, redactor: Redactor
 ) -> tuple[bytes, bytes, Verdict | None]:
     """Read until the first event with content, within `timeout` seconds: (every byte
-    read so far, that event's payload, its verdict when it is an error). An error
+    read so far, that event's payload when it is an error, its verdict then). An error
     event's payload, which goes back to the client as an error body, is redacted.
+    A content event the dialect finds from the bytes alone (`content_end`: none of them
+    names an error) ends the wait without reading each event; the common first chunk,
+    a role chunk and the first text, costs two searches then.
 
     Everything before that event is held, so all of it must fit in `max_bytes` (the
     limit on one event): an upstream that sends an endless event, or endless pings,
@@ -433,6 +436,8 @@ async def read_first_event(
         if not chunk:
             raise UpstreamProtocolError(response.route_id, "stream ended before its first event")
         buffer += chunk
+        if dialect.content_end(buffer, scanned) >= 0:
+            return buffer, b"", None
         for event, data, end in sse.events(buffer, scanned):
             scanned = end
             if not dialect.is_preamble(event, data):

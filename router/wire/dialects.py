@@ -105,6 +105,25 @@ class OpenAIChat:
                 return False
         return True
 
+    def content_end(self, buffer: bytes, start: int) -> int:
+        """Where the whole event that holds the first text from `start` on ends, found
+        from the bytes alone; -1 when the bytes do not make that certain (a CR, anything
+        that names an error, text split from its event's end): the events are then read
+        one by one. See `first_content_end`."""
+        if buffer.find(b'"error"', start) >= 0 or buffer.find(b"\r", start) >= 0:
+            return -1
+        at = buffer.find(_CONTENT, start)
+        while at >= 0:
+            if buffer[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b""):
+                # Text, on a `data:` line (not inside a comment).
+                line = max(buffer.rfind(b"\n", start, at) + 1, start)
+                if not buffer.startswith(b"data:", line):
+                    return -1
+                end = buffer.find(b"\n\n", at)
+                return -1 if end < 0 else end + 2
+            at = buffer.find(_CONTENT, at + len(_CONTENT))
+        return -1
+
     def error(self, event: bytes, data: bytes) -> Verdict | None:
         if data.find(b'"error"') < 0:
             return None
@@ -159,6 +178,9 @@ class OpenAIResponses(OpenAIChat):
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         return event in self._PREAMBLE
+
+    def content_end(self, buffer: bytes, start: int) -> int:
+        return -1  # no shortcut: its events are read one by one
 
     def error(self, event: bytes, data: bytes) -> Verdict | None:
         if event not in (b"error", b"response.failed"):
@@ -237,6 +259,19 @@ class AnthropicMessages:
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         return event in self._PREAMBLE
+
+    def content_end(self, buffer: bytes, start: int) -> int:
+        """As OpenAIChat.content_end: the end of the first whole `content_block_delta`
+        event with data, when nothing from `start` on holds "error" or a CR."""
+        if buffer.find(b"error", start) >= 0 or buffer.find(b"\r", start) >= 0:
+            return -1
+        at = buffer.find(b"event: content_block_delta\n", start)
+        if at < 0 or (at > start and buffer[at - 1] != 0x0A):  # at a line's start
+            return -1
+        end = buffer.find(b"\n\n", at)
+        if end < 0 or buffer.find(b"\ndata:", at, end) < 0:
+            return -1
+        return end + 2
 
     def error(self, event: bytes, data: bytes) -> Verdict | None:
         if event != b"error":

@@ -1,0 +1,93 @@
+"""The shortcut that ends a stream's wait for its first content event from the bytes
+alone (`content_end`) against the event-by-event reading it skips: wherever it answers,
+that reading would have found a content event, in the same bytes, and no error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router.types import Verdict
+from router.wire import sse
+from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES, Dialect
+
+
+def chat(delta: dict[str, object]) -> bytes:
+    body = {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+ROLE = chat({"role": "assistant", "content": ""})
+HELLO = chat({"content": "Hello"})
+TOOL = chat({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": ""}}]})
+CHAT_ERROR = b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n'
+
+
+def anthropic(event: str, body: dict[str, object]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(body)}\n\n".encode()
+
+
+START = anthropic("message_start", {"type": "message_start", "message": {"usage": {}}})
+BLOCK = anthropic("content_block_start", {"type": "content_block_start", "index": 0})
+PING = anthropic("ping", {"type": "ping"})
+DELTA = anthropic("content_block_delta", {"delta": {"type": "text_delta", "text": "Hi"}})
+OVERLOADED = anthropic("error", {"type": "error", "error": {"type": "overloaded_error"}})
+
+
+def read_one_by_one(dialect: Dialect, buffer: bytes) -> tuple[int, Verdict | None] | None:
+    """What read_first_event's event-by-event reading decides: None while no content
+    event is whole, else (where that event ends, its error verdict)."""
+    for event, data, end in sse.events(buffer):
+        if not dialect.is_preamble(event, data):
+            return end, dialect.error(event, data)
+    return None
+
+
+CASES = [
+    # (dialect, bytes, whether the shortcut answers)
+    (OPENAI_CHAT, ROLE + HELLO, True),
+    (OPENAI_CHAT, HELLO, True),
+    (OPENAI_CHAT, ROLE + b": keep-alive\n\n" + HELLO, True),
+    (OPENAI_CHAT, ROLE + chat({"content": "an error, fixed"}), True),
+    (OPENAI_CHAT, ROLE + TOOL + HELLO, True),  # the tool call is content already
+    (OPENAI_CHAT, ROLE, False),
+    (OPENAI_CHAT, ROLE + HELLO[:-1], False),  # the text's event has not ended
+    (OPENAI_CHAT, ROLE + CHAT_ERROR + HELLO, False),
+    (OPENAI_CHAT, CHAT_ERROR, False),
+    (OPENAI_CHAT, (ROLE + HELLO).replace(b"\n", b"\r\n"), False),
+    (OPENAI_CHAT, b': {"content":"x"}\n\n' + ROLE, False),  # in a comment
+    (OPENAI_CHAT, ROLE + HELLO.replace(b'"content":"', b'"content": "'), False),
+    (OPENAI_CHAT, TOOL, False),  # content, but not text: read one by one
+    (ANTHROPIC_MESSAGES, START + BLOCK + PING + DELTA, True),
+    (ANTHROPIC_MESSAGES, START + BLOCK + DELTA + DELTA, True),
+    (ANTHROPIC_MESSAGES, START + BLOCK + PING, False),
+    (ANTHROPIC_MESSAGES, START + BLOCK + DELTA[:-1], False),
+    (ANTHROPIC_MESSAGES, START + OVERLOADED + DELTA, False),
+    (ANTHROPIC_MESSAGES, START + DELTA.replace(b"Hi", b"no error"), False),
+    (ANTHROPIC_MESSAGES, START + DELTA.replace(b"event: ", b"event:"), False),
+    (ANTHROPIC_MESSAGES, (START + DELTA).replace(b"\n", b"\r\n"), False),
+    (ANTHROPIC_MESSAGES, START + b"event: content_block_delta\n\n" + BLOCK, False),  # no data
+    (OPENAI_RESPONSES, b'event: response.output_text.delta\ndata: {"delta":"x"}\n\n', False),
+]
+
+
+@pytest.mark.parametrize(("dialect", "buffer", "answers"), CASES)
+def test_the_shortcut_answers_only_what_reading_each_event_would(
+    dialect: Dialect, buffer: bytes, answers: bool
+) -> None:
+    end = dialect.content_end(buffer, 0)
+    assert (end >= 0) is answers
+    if end >= 0:
+        found = read_one_by_one(dialect, buffer)
+        assert found is not None
+        first_end, error = found
+        assert error is None
+        assert first_end <= end <= len(buffer)
+
+
+def test_the_shortcut_looks_only_at_what_is_not_yet_read() -> None:
+    # The role chunk was read in an earlier piece; the search starts after it.
+    buffer = ROLE + HELLO
+    assert OPENAI_CHAT.content_end(buffer, len(ROLE)) == len(buffer)
+    assert OPENAI_CHAT.content_end(buffer, len(buffer)) == -1
