@@ -412,8 +412,9 @@ class Verdict:
 
 
 # Not frozen, though nothing changes it: built on every attempt (a frozen dataclass's
-# __init__ sets each field through object.__setattr__; see failover/attempt.py).
-@dataclass(slots=True, kw_only=True)
+# __init__ sets each field through object.__setattr__; see failover/attempt.py). Not
+# keyword-only: the request path builds it positionally (see failover.call.Answer).
+@dataclass(slots=True)
 class Attempt:
     """One try of one route, as recorded for the response headers, logs and errors."""
 

@@ -49,17 +49,18 @@ _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and o
 
 @dataclass(slots=True)
 class _Walk:
+    # The fields a round starts with first: it is built positionally (see Call).
     prompt: PromptSize
-    attempts: list[Attempt] = field(default_factory=list)  # the walk's own; answers get a tuple
+    attempts: list[Attempt]  # the walk's own; answers get a tuple
+    first: int  # attempts made in earlier rounds (before a wait): max_attempts is per round
+    fallen_back: set[str]  # fallback models entered
+    ticket: Ticket | None  # the head of its model's line: left once an attempt is sent
+    skipped: dict[str, Unavailable]  # passed over, and why: the log
     visited: set[str] = field(default_factory=set)
     too_big: frozenset[str] = frozenset()  # routes skipped: the prompt exceeds their window
     tried: set[str] = field(default_factory=set)
-    fallen_back: set[str] = field(default_factory=set)  # fallback models entered
     kept_answer: Answer | None = None  # returned if every attempt ends the way it did
     circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
-    first: int = 0  # attempts made in earlier rounds (before a wait): max_attempts is per round
-    ticket: Ticket | None = None  # the head of its model's line: left once an attempt is sent
-    skipped: dict[str, Unavailable] = field(default_factory=dict)  # passed over, and why: the log
 
 
 class Failover:
@@ -134,8 +135,7 @@ class Failover:
                 ticket = await self._hold(model.name, seq, 0.0, min(max_wait, deadline - started))
                 waited, holding_since = loop.time() - started, None
             while True:
-                walk = _Walk(prompt, attempts, first=len(attempts), fallen_back=fallen_back,
-                             ticket=ticket, skipped=skipped)  # fmt: skip
+                walk = _Walk(prompt, attempts, len(attempts), fallen_back, ticket, skipped)
                 try:
                     result = await self._round(call, walk, deadline)
                     break

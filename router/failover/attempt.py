@@ -213,7 +213,7 @@ class AttemptRunner:
                     self, sent, upstream, first, (*earlier, record), call.dialect, self._max_event
                 )
                 handed_over = True
-                return Outcome(reply.verdict, record, stream=stream)
+                return Outcome(reply.verdict, record, None, stream)
         finally:
             if not handed_over:
                 self._health.end(route)
@@ -224,17 +224,14 @@ class AttemptRunner:
         cost = await self._settle(sent, reply.verdict, reply.usage, judged=judged)
         answer = None
         if reply.body is not None:
+            attempts = (*earlier, record)
+            # Positional here and below, in the fields' order: a class called with keywords
+            # gets them as a dict (CPython 3.11), which more than doubles its cost.
             answer = Answer(
-                status=reply.status,
-                body=reply.body,
-                content_type=reply.content_type,
-                route=route,
-                attempts=(*earlier, record),
-                served_by=model.name,
-                usage=reply.usage,
-                cost_usd=cost,
-            )
-        return Outcome(reply.verdict, record, answer=answer)
+                reply.status, reply.body, reply.content_type, route, attempts, model.name,
+                reply.usage, cost,
+            )  # fmt: skip
+        return Outcome(reply.verdict, record, answer)
 
     async def settle_stream(self, stream: OpenStream) -> None:
         """Called once, as the stream's `async with` is left."""
@@ -331,7 +328,9 @@ class AttemptRunner:
                 )
                 if error is None:
                     handed_over = True
-                    return _Reply(OK, status, headroom, opened=(response, buffer))
+                    reply = _Reply(OK, status, headroom)
+                    reply.opened = (response, buffer)  # not a keyword: see Answer in run()
+                    return reply
                 # Nothing is committed yet: an error event that is not ours to fail over
                 # (the request's own fault) goes back as a plain error answer.
                 status = 400 if ACTIONS[error.failure].caller_fault else 502
@@ -348,14 +347,8 @@ class AttemptRunner:
                 if clean is not body:
                     body = clean
                     verdict = classify_response(status, response.headers, body)
-            return _Reply(
-                verdict,
-                status,
-                headroom,
-                body=body,
-                content_type=content_type,
-                usage=usage_from_body(body) if ok else None,
-            )
+            usage = usage_from_body(body) if ok else None
+            return _Reply(verdict, status, headroom, body, content_type, usage)
         except UpstreamError as exc:  # after the head: its status and headroom still count
             return _Reply(classify_exception(exc), status, headroom)
         finally:
@@ -401,15 +394,8 @@ class AttemptRunner:
     def _record(
         self, model: ModelSpec, route: Route, verdict: Verdict, status: int | None, started: float
     ) -> Attempt:
-        return Attempt(
-            route_id=route.id,
-            model=model.name,
-            failure=verdict.failure,
-            status=status,
-            seconds=self._clock() - started,
-            detail=verdict.message[:200],
-            started=started,
-        )
+        seconds, detail = self._clock() - started, verdict.message[:200]
+        return Attempt(route.id, model.name, verdict.failure, status, seconds, detail, started)
 
 
 async def read_first_event(

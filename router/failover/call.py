@@ -37,7 +37,9 @@ class Call:
 
 
 # Not frozen, though nothing changes it: built on every request (see failover/attempt.py).
-@dataclass(slots=True, kw_only=True)
+# Not keyword-only: the request path builds it positionally (a class called with keywords
+# gets them as a dict in CPython 3.11).
+@dataclass(slots=True)
 class Answer:
     """A complete response to send: the provider's (success or its verdict to pass on)."""
 

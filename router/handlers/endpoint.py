@@ -98,7 +98,7 @@ def endpoint(
         # A keep-alive connection serves requests one after another in one task: start clean.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        trace = RequestTrace(request_id=request_id, started=time.perf_counter())
+        trace = RequestTrace(request_id, time.perf_counter())  # positional: see Call
         request[REQUEST_TRACE] = trace
         status = 499  # the client went away, unless something below says otherwise
         try:

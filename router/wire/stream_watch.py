@@ -173,7 +173,7 @@ class StreamWatch:
         usage = None
         if self._input is not None or self._output is not None:
             usage = self._usage()
-        return StreamEnd(verdict, client_gone=client_gone, usage=usage)
+        return StreamEnd(verdict, client_gone, usage)  # positional: see failover.call.Answer
 
 
 def _usage_only(data: bytes) -> bool:
