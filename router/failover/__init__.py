@@ -43,6 +43,9 @@ from router.types import (
 )
 
 log = structlog.get_logger("router.failover")
+# Enum members the request path compares against, as module constants: on 3.11 an
+# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+_STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
 _MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
 
@@ -242,7 +245,7 @@ class Failover:
             if outcome.stream is not None:
                 return outcome.stream
             next_step = ACTIONS[outcome.verdict.failure].next
-            if next_step is Next.STOP:
+            if next_step is _STOP:
                 log.error(
                     "local_resource_exhausted",
                     route=outcome.record.route_id,
@@ -252,7 +255,7 @@ class Failover:
                     f"{outcome.verdict.message[:200]}; not the upstream's fault, retry shortly",
                     tuple(walk.attempts),
                 )
-            if next_step is Next.CONTEXT_FALLBACK and model.context_fallback:
+            if next_step is _CONTEXT_FALLBACK and model.context_fallback:
                 pending[:0] = model.context_fallback  # the provider said so: the fallback takes it
                 continue
             assert outcome.answer is not None  # only an upstream's answer is passed on

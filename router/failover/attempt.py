@@ -26,7 +26,6 @@ from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
 from router.types import (
     Attempt,
-    FailureClass,
     Headroom,
     Limits,
     ModelSpec,
@@ -339,7 +338,7 @@ class AttemptRunner:
             if ask_usage and self._usage_request.refused(route.key, status, body):
                 return None
             verdict = classify_response(status, response.headers, body)
-            ok = verdict.failure is FailureClass.OK
+            ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
             if not ok:
                 # Some providers echo the key in an error: redacted (escaped forms too)
                 # before the client or the log sees the body, or the verdict's message.

@@ -32,6 +32,9 @@ PATHS = {
     Operation.MESSAGES: "/v1/messages",
     Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
 }
+# Enum members the request path compares against, as module constants: on 3.11 an
+# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+_CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
@@ -138,7 +141,7 @@ def parse_call(
             "unsupported_api_for_model",
         )
     # A count (count_tokens) generates nothing: it never streams nor spends headroom.
-    counting = operation is Operation.COUNT_TOKENS
+    counting = operation is _COUNT_TOKENS
     max_tokens = (
         payload.get("max_completion_tokens")
         or payload.get("max_tokens")
@@ -152,7 +155,7 @@ def parse_call(
     # and the relay keeps the extra chunk from the client (§9.1).
     strip_usage = (
         stream
-        and operation is Operation.CHAT
+        and operation is _CHAT
         and (options is None or isinstance(options, dict))
         and not _asks_usage(payload)
     )

@@ -18,6 +18,10 @@ from router.telemetry.tracing import Tracing
 from router.types import Attempt, Config, FailureClass
 from router.wire.stream_watch import StreamEnd
 
+# Enum members the request path compares against, as module constants: on 3.11 an
+# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+_OK, _SERVED = FailureClass.OK, RequestOutcome.SERVED
+
 
 @dataclass(frozen=True, slots=True)
 class RouterState:
@@ -87,14 +91,14 @@ class RequestTrace:
     def outcome(self, status: int, end: StreamEnd | None) -> RequestOutcome:
         if status == 499:
             return RequestOutcome.CANCELLED
-        if end is not None and not end.client_gone and end.verdict.failure is not FailureClass.OK:
+        if end is not None and not end.client_gone and end.verdict.failure is not _OK:
             return RequestOutcome.FAILED  # the 200 went out, the end of the answer did not
         if status < 400:
             if self.served_by is not None and self.served_by != self.model:
                 return RequestOutcome.SERVED_BY_FALLBACK
             if len(self.attempts) > 1:
                 return RequestOutcome.SERVED_AFTER_FAILOVER
-            return RequestOutcome.SERVED
+            return _SERVED
         if status == 429:
             return RequestOutcome.EXHAUSTED
         return RequestOutcome.REJECTED if status < 500 else RequestOutcome.FAILED
