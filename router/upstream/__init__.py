@@ -143,11 +143,17 @@ class UpstreamResponse:
         "_response",
         "_timer",
         "_when",
+        "headers",
         "route_id",
+        "status",
     )
 
     def __init__(self, response: Response, route_id: str, deadlines: Deadlines) -> None:
         self._response = response
+        # The head is in: plain attributes, read several times per attempt (a property
+        # is a call each time).
+        self.status: int = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
         self._loop = deadlines.loop  # kept there: get_running_loop() is a getpid() syscall
         self._deadlines = deadlines
         self._timer: Deadline | None = None
@@ -155,14 +161,6 @@ class UpstreamResponse:
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
         self._phase = "read"
         self.route_id = route_id
-
-    @property
-    def status(self) -> int:
-        return self._response.status
-
-    @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        return self._response.headers
 
     # The try blocks below map errors inline rather than through a shared context
     # manager: next_chunk runs once per stream chunk, and a context manager there is a

@@ -22,7 +22,8 @@ class Deadline:
         self._owner = owner
         self.expire = expire
         self.fired = False
-        self._handle: asyncio.TimerHandle | None = owner.loop.call_at(when, self._fire)
+        loop = owner._loop or owner.loop  # the attribute once set: a property is a call
+        self._handle: asyncio.TimerHandle | None = loop.call_at(when, self._fire)
         owner._live.add(self)
 
     def cancel(self) -> None:
@@ -58,7 +59,7 @@ class Deadlines:
         return Deadline(self, when, expire)
 
     def after(self, seconds: float, expire: Callable[[], None]) -> Deadline:
-        return Deadline(self, self.loop.time() + max(seconds, 0.0), expire)
+        return Deadline(self, (self._loop or self.loop).time() + max(seconds, 0.0), expire)
 
     def pending(self) -> int:
         """For tests: how many deadlines are set and have neither fired nor been cancelled."""
