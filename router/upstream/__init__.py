@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from itertools import compress
 from operator import itemgetter
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.errors import (
     LocalResourceError,
@@ -34,6 +34,8 @@ from router.upstream.client import (
     Response,
 )
 from router.upstream.deadlines import Deadline, Deadlines
+
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 # Never forwarded: the client's own credentials (the route's key replaces them),
 # hop-by-hop headers, and what the client computes itself for the new request.
@@ -126,13 +128,18 @@ def _mapped(exc: Exception, route_id: str, phase: str) -> UpstreamError | None:
 
 
 class UpstreamResponse:
-    """A provider's response whose head has arrived; the body is read through here.
+    """One attempt at a provider: its response, read through here once the head is in.
 
-    Body reads are bounded by one lazy deadline per response instead of an
-    `asyncio.timeout` per read (measured: the context manager was the largest
-    per-chunk cost of a stream). Each read only moves the due time; the deadline, when
-    it fires, is set again for that time or, if a read is still waiting past it, fails
-    the body with `UpstreamTimeout` (aiohttp's own sock_read timeout works the same way).
+    Each attempt has one lazy deadline, from the request's send to the body's end,
+    instead of one for the head and one per read (measured: an `asyncio.timeout` per
+    read was the largest per-chunk cost of a stream, and each uvloop timer is a libuv
+    handle of its own, about 5,000 instructions to make and close). A wait only moves
+    the due time; the deadline, when it fires, is set again for that time or, if the
+    wait is still on past it, ends the wait: a late head cancels the sending task
+    (`head_late` tells `Upstream.send` the cancellation was its own), a late body
+    read fails with `UpstreamTimeout` (aiohttp's own sock_read timeout works the same
+    way). The first firing is at most `idle` seconds after the send, so the reads that
+    follow a prompt head (each due `idle` or more after it) keep the same timer.
     """
 
     __slots__ = (
@@ -141,26 +148,43 @@ class UpstreamResponse:
         "_loop",
         "_phase",
         "_response",
+        "_task",
         "_timer",
         "_when",
+        "head_late",
         "headers",
         "route_id",
         "status",
     )
 
-    def __init__(self, response: Response, route_id: str, deadlines: Deadlines) -> None:
-        self._response = response
-        # The head is in: plain attributes, read several times per attempt (a property
-        # is a call each time).
-        self.status: int = response.status
-        self.headers: CIMultiDictProxy[str] = response.headers
+    def __init__(self, route_id: str, deadlines: Deadlines, task: asyncio.Task[object]) -> None:
+        self._response: Response | None = None  # until the head is in
         self._loop = deadlines.loop  # kept there: get_running_loop() is a getpid() syscall
         self._deadlines = deadlines
+        self._task = task  # cancelled when the head is late
         self._timer: Deadline | None = None
         self._when = 0.0  # when the pending deadline fires
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
-        self._phase = "read"
+        self._phase = "first_byte"
+        self.head_late = False
         self.route_id = route_id
+        self.status = 0
+        self.headers: CIMultiDictProxy[str] = _NO_HEADERS
+
+    def wait_head(self, timeout: float, idle: float) -> None:
+        """The head is due within `timeout`; the timer first fires `idle` after now at
+        the latest, for the body's reads to keep it."""
+        now = self._loop.time()
+        self._due = now + max(timeout, 0.0)
+        self._when = min(self._due, now + max(idle, 0.0))
+        self._timer = self._deadlines.at(self._when, self._expire)
+
+    def got_head(self, response: Response) -> None:
+        self._response = response
+        self._due = 0.0
+        # Plain attributes, read several times per attempt (a property is a call each time).
+        self.status = response.status
+        self.headers = response.headers
 
     # The try blocks below map errors inline rather than through a shared context
     # manager: next_chunk runs once per stream chunk, and a context manager there is a
@@ -168,6 +192,7 @@ class UpstreamResponse:
 
     async def read(self, timeout: float) -> bytes:
         """The whole body, within `timeout` seconds."""
+        assert self._response is not None
         self._arm(timeout, "read")
         try:
             return await self._response.read()
@@ -182,6 +207,7 @@ class UpstreamResponse:
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
         """The next piece of the body as it arrives, within `timeout`; b"" at the end."""
+        assert self._response is not None
         self._arm(timeout, phase)
         try:
             return await self._response.readany()
@@ -196,6 +222,7 @@ class UpstreamResponse:
 
     def ended(self) -> bool:
         """Whether the whole body is in and has been read: next_chunk() would say b""."""
+        assert self._response is not None
         return self._response.at_eof()
 
     def _arm(self, timeout: float, phase: str) -> None:
@@ -212,27 +239,37 @@ class UpstreamResponse:
         self._timer = None
         due = self._due
         if not due:
-            return  # no read waiting: the next one sets the deadline again
+            return  # no wait on: the next one sets the deadline again
         if self._loop.time() < due:
             self._when = due
             self._timer = self._deadlines.at(due, self._expire)
             return
+        if self._response is None:
+            self.head_late = True
+            self._task.cancel()
+            return
         self._response.set_exception(UpstreamTimeout(self.route_id, self._phase))
+
+    def stop(self) -> None:
+        """Cancel the deadline (the attempt failed before its head, or is over)."""
+        self._due = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def finish(self) -> None:
         """Give the connection back to the pool when the body was read to the end, and
         close it otherwise: a stream the client left must reach the provider as cancelled."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._response.release()  # pooled only when read to the end, closed otherwise
+        self.stop()
+        if self._response is not None:
+            self._response.release()  # pooled only when read to the end, closed otherwise
 
 
 class Upstream:
     def __init__(self, client: HttpClient, timeouts: Timeouts) -> None:
         self._client = client
         self._timeouts = timeouts
-        self._deadlines = Deadlines()  # the head and body deadlines of every attempt
+        self._deadlines = Deadlines()  # one per attempt (UpstreamResponse)
 
     async def send(
         self,
@@ -251,27 +288,29 @@ class Upstream:
         task = asyncio.current_task(self._deadlines.loop)  # given: no getpid() to find it
         assert task is not None
         cancelling = task.cancelling()
-        deadline = self._deadlines.after(head_timeout, task.cancel)
+        timeouts = route.timeouts or self._timeouts
+        attempt = UpstreamResponse(route.id, self._deadlines, task)
+        attempt.wait_head(head_timeout, timeouts.idle)
         try:
             response = await self._client.post(
-                url,
-                body,
-                headers,
-                connect_timeout=(route.timeouts or self._timeouts).connect,
-                proxy=route.key.proxy,
+                url, body, headers, connect_timeout=timeouts.connect, proxy=route.key.proxy
             )
         except asyncio.CancelledError:
+            attempt.stop()
             # Ours, unless the task was also cancelled from outside (asyncio.timeout's rule).
-            if deadline.fired and task.uncancel() <= cancelling:
+            if attempt.head_late and task.uncancel() <= cancelling:
                 raise UpstreamTimeout(route.id, "first_byte") from None
             raise
         except Exception as exc:
+            attempt.stop()
             if (mapped := _mapped(exc, route.id, "first_byte")) is None:
                 raise
             raise mapped from exc
-        finally:
-            deadline.cancel()
-        return UpstreamResponse(response, route.id, self._deadlines)
+        except BaseException:
+            attempt.stop()
+            raise
+        attempt.got_head(response)
+        return attempt
 
     def close(self) -> None:
         self._deadlines.close()

@@ -182,6 +182,48 @@ async def test_a_head_in_time_leaves_no_deadline_pending(upstream, upstream_url)
     assert upstream._deadlines.pending() == 0
 
 
+async def test_the_reads_after_a_prompt_head_keep_its_deadline(upstream, upstream_url) -> None:
+    """One timer per attempt: the head's, moved on by each read rather than replaced."""
+    url, _ = upstream_url
+    response = await _open(upstream, url)
+    try:
+        timer = response._timer
+        assert timer is not None
+        assert upstream._deadlines.pending() == 1
+        assert await response.read(5) == b"one"
+        assert response._timer is timer
+    finally:
+        response.finish()
+    assert upstream._deadlines.pending() == 0
+
+
+async def test_a_head_slower_than_idle_still_has_its_whole_first_byte_timeout() -> None:
+    """The attempt's timer first fires `idle` after the send; a head that is late for
+    that but not for first_byte is waited for, then read as usual."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.Response(body=b"late")
+
+    client = HttpClient()
+    upstream = Upstream(client, Timeouts(idle=0.1))
+    try:
+        async with raw_upstream("/", slow) as base:
+            response = await upstream.send(ROUTE, f"{base}/", b"{}", {}, head_timeout=3)
+            try:
+                assert response.status == 200
+                assert await response.read(1) == b"late"
+            finally:
+                response.finish()
+            with pytest.raises(UpstreamTimeout) as caught:
+                await upstream.send(ROUTE, f"{base}/", b"{}", {}, head_timeout=0.3)
+            assert caught.value.phase == "first_byte"
+        assert upstream._deadlines.pending() == 0
+    finally:
+        upstream.close()
+        client.close()
+
+
 async def test_a_refused_connection_is_a_connection_error(upstream) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: the connect is refused
