@@ -116,7 +116,7 @@ class OpenAIChat:
         while at >= 0:
             if buffer[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b""):
                 # Text, on a `data:` line (not inside a comment).
-                line = max(buffer.rfind(b"\n", start, at) + 1, start)
+                line = buffer.rfind(b"\n", start, at) + 1 or start  # 0: none, from start
                 if not buffer.startswith(b"data:", line):
                     return -1
                 end = buffer.find(b"\n\n", at)

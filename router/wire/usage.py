@@ -58,7 +58,7 @@ def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
-    end = min(len(body), at + _TAIL)
+    end = at + _TAIL  # past the end is the end, for find() and the regexes
     match = _OPENAI.match(body, at) or _FAST.search(body, at, end)
     if match is not None:
         input_tokens, output_tokens = int(match.group(1)), int(match.group(2))
