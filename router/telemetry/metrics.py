@@ -126,95 +126,93 @@ class _Children(dict[Any, Any]):
         return child
 
 
+class _FirstUse:
+    """Stands in a series' slot until its first increment or observation, which makes
+    the child (`make()`), puts it in the slot and passes the value on: the series is
+    created when it first has something to say, and every later use is a plain slot
+    read (a property was a call on every request)."""
+
+    __slots__ = ("_child", "_make", "_name", "_owner")
+
+    def __init__(self, owner: Any, name: str, make: Callable[[], Any]) -> None:
+        self._owner, self._name, self._make = owner, name, make
+        self._child: Any = None
+
+    def _made(self) -> Any:
+        # A caller that read the slot before the first use still holds this stand-in.
+        if self._child is None:
+            self._child = self._make()
+            setattr(self._owner, self._name, self._child)
+        return self._child
+
+    def inc(self, amount: float) -> None:
+        self._made().inc(amount)
+
+    def dec(self, amount: float) -> None:
+        self._made().dec(amount)
+
+    def observe(self, amount: float) -> None:
+        self._made().observe(amount)
+
+
 class RouteSeries:
     """One (client model, route)'s series, resolved once and each created on first use:
     `labels()` takes a lock and builds a key on every call, which adds up on the request
     path. Only pairs where the route is one of the model's own (attempts record the
     model whose route served)."""
 
-    __slots__ = ("_cache", "_labels", "_metrics", "_provider", "_seconds", "_spend", "_tokens",
-                 "attempts", "failovers")  # fmt: skip
+    __slots__ = ("attempts", "cache_read", "cache_write", "failovers", "spend", "tokens_in",
+                 "tokens_out", "upstream_seconds")  # fmt: skip
 
     def __init__(self, metrics: Metrics, model: str, route: Route) -> None:
         labels = (model, *route_labels(route))
-        self._labels, self._metrics = labels, metrics
+        provider = route.key.provider
         self.attempts: dict[FailureClass, FastCounter] = _Children(
             lambda f: FastCounter(metrics.attempts.labels(*labels, ATTEMPT_OUTCOME[f].value))
         )
         self.failovers: dict[FailureClass, FastCounter] = _Children(
             lambda f: FastCounter(metrics.failovers.labels(*labels, f.value))
         )
-        self._provider = route.key.provider
-        self._seconds: Any = None
-        self._tokens: tuple[Any, Any] | None = None
-        self._cache: dict[str, FastCounter] = _Children(
-            lambda kind: FastCounter(metrics.cached_tokens.labels(*labels, kind))
+        self.upstream_seconds: Any = _FirstUse(
+            self,
+            "upstream_seconds",
+            lambda: FastHistogram(metrics.upstream_seconds_of(model, provider)),
         )
-        self._spend: Any = None
-
-    @property
-    def upstream_seconds(self) -> Any:
-        if self._seconds is None:
-            self._seconds = FastHistogram(
-                self._metrics.upstream_seconds_of(self._labels[0], self._provider)
-            )
-        return self._seconds
-
-    @property
-    def tokens_in(self) -> Any:
-        return self._token_pair()[0]
-
-    @property
-    def tokens_out(self) -> Any:
-        return self._token_pair()[1]
-
-    def _token_pair(self) -> tuple[Any, Any]:
-        if self._tokens is None:
-            tokens = self._metrics.tokens
-            self._tokens = (FastCounter(tokens.labels(*self._labels, "input")),
-                            FastCounter(tokens.labels(*self._labels, "output")))  # fmt: skip
-        return self._tokens
-
-    @property
-    def cache_read(self) -> Any:
-        return self._cache["read"]
-
-    @property
-    def cache_write(self) -> Any:
-        return self._cache["write"]
-
-    @property
-    def spend(self) -> Any:
-        if self._spend is None:
-            self._spend = FastCounter(self._metrics.spend.labels(*self._labels))
-        return self._spend
+        self.tokens_in: Any = _FirstUse(
+            self, "tokens_in", lambda: FastCounter(metrics.tokens.labels(*labels, "input"))
+        )
+        self.tokens_out: Any = _FirstUse(
+            self, "tokens_out", lambda: FastCounter(metrics.tokens.labels(*labels, "output"))
+        )
+        self.cache_read: Any = _FirstUse(
+            self, "cache_read", lambda: FastCounter(metrics.cached_tokens.labels(*labels, "read"))
+        )
+        self.cache_write: Any = _FirstUse(
+            self,
+            "cache_write",
+            lambda: FastCounter(metrics.cached_tokens.labels(*labels, "write")),
+        )
+        self.spend: Any = _FirstUse(
+            self, "spend", lambda: FastCounter(metrics.spend.labels(*labels))
+        )
 
 
 class ModelSeries:
     """A client model's series, each created on first use (requests by outcome: at
     startup for configured models, see the module's docstring)."""
 
-    __slots__ = ("_in_flight", "_metrics", "_model", "_seconds", "requests")
+    __slots__ = ("in_flight", "requests", "seconds")
 
     def __init__(self, metrics: Metrics, model: str) -> None:
-        self._metrics, self._model = metrics, model
         self.requests: dict[RequestOutcome, FastCounter] = _Children(
             lambda o: FastCounter(metrics.requests.labels(model, o.value))
         )
-        self._seconds: Any = None
-        self._in_flight: Any = None
-
-    @property
-    def seconds(self) -> Any:
-        if self._seconds is None:
-            self._seconds = FastHistogram(self._metrics.request_seconds.labels(self._model))
-        return self._seconds
-
-    @property
-    def in_flight(self) -> Any:
-        if self._in_flight is None:
-            self._in_flight = FastGauge(self._metrics.in_flight.labels(self._model))
-        return self._in_flight
+        self.seconds: Any = _FirstUse(
+            self, "seconds", lambda: FastHistogram(metrics.request_seconds.labels(model))
+        )
+        self.in_flight: Any = _FirstUse(
+            self, "in_flight", lambda: FastGauge(metrics.in_flight.labels(model))
+        )
 
 
 @dataclass(frozen=True, slots=True)
