@@ -331,6 +331,10 @@ class Config:
         return tuple(seen.values())
 
 
+# On Python 3.11 an enum class has EnumType.__getattr__, so reading a member from its
+# class (FailureClass.OK) goes through CPython's getattr hook: 90 ns against 9 ns for a
+# global, and the specializer never caches it. The request path compares against
+# members kept as module constants (`_OK = FailureClass.OK`) for that; 3.12 dropped it.
 class FailureClass(StrEnum):
     """What an attempt's outcome means for routing (see provider-signals.md §11.1).
 

@@ -43,8 +43,7 @@ from router.types import (
 )
 
 log = structlog.get_logger("router.failover")
-# Enum members the request path compares against, as module constants: on 3.11 an
-# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+# Module constants, not enum class attributes, on the request path: see router/types.py.
 _STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
 _MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)

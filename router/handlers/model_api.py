@@ -32,8 +32,7 @@ PATHS = {
     Operation.MESSAGES: "/v1/messages",
     Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
 }
-# Enum members the request path compares against, as module constants: on 3.11 an
-# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+# Module constants, not enum class attributes, on the request path: see router/types.py.
 _CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 

@@ -18,8 +18,7 @@ from router.telemetry.tracing import Tracing
 from router.types import Attempt, Config, FailureClass
 from router.wire.stream_watch import StreamEnd
 
-# Enum members the request path compares against, as module constants: on 3.11 an
-# enum class's attribute goes through EnumType.__getattr__'s hook (90 ns; a global: 9).
+# Module constants, not enum class attributes, on the request path: see router/types.py.
 _OK, _SERVED = FailureClass.OK, RequestOutcome.SERVED
 
 
