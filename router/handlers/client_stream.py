@@ -5,6 +5,11 @@ can only end the stream, with an error event in the client's dialect and a clean
 the body. Returning a new response would make aiohttp write a second HTTP head inside
 the chunked body, which no client can read. `ClientStream` knows whether its end has
 been written, so that whoever handles the failure ends it at most once.
+
+Its head waits for the first write, as a `web.Response`'s does, and goes out with the
+first events in one write: a stream is committed only once its first content event is
+in hand, so the head would be a write (a syscall, a TCP segment, a wake-up of the
+client) of its own for nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ class ClientStream(web.StreamResponse):
     """An SSE response that records when its end is written."""
 
     ended = False  # write_eof was called (even if the client had gone by then)
+    # aiohttp >= 3.11 (web.Response sets it too); on an older one the head goes out at
+    # prepare(), which changes nothing but the count of writes.
+    _send_headers_immediately = False
 
     async def write_eof(self, data: bytes = b"") -> None:
         self.ended = True
