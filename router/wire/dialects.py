@@ -109,18 +109,22 @@ class OpenAIChat:
         """Where the whole event that holds the first text from `start` on ends, found
         from the bytes alone; -1 when the bytes do not make that certain (a CR, anything
         that names an error, text split from its event's end): the events are then read
-        one by one. See `first_content_end`."""
-        if buffer.find(b'"error"', start) >= 0 or buffer.find(b"\r", start) >= 0:
-            return -1
+        one by one. See `read_first_event`. Only the bytes up to that event's end are
+        searched for an error or a CR: what follows it is the relay's to read."""
         at = buffer.find(_CONTENT, start)
         while at >= 0:
             if buffer[at + len(_CONTENT) : at + len(_CONTENT) + 1] not in (b'"', b""):
                 # Text, on a `data:` line (not inside a comment).
                 line = buffer.rfind(b"\n", start, at) + 1 or start  # 0: none, from start
-                if not buffer.startswith(b"data:", line):
-                    return -1
                 end = buffer.find(b"\n\n", at)
-                return -1 if end < 0 else end + 2
+                if (
+                    end < 0
+                    or not buffer.startswith(b"data:", line)
+                    or buffer.find(b'"error"', start, end) >= 0
+                    or buffer.find(b"\r", start, end) >= 0
+                ):
+                    return -1
+                return end + 2
             at = buffer.find(_CONTENT, at + len(_CONTENT))
         return -1
 
@@ -262,14 +266,17 @@ class AnthropicMessages:
 
     def content_end(self, buffer: bytes, start: int) -> int:
         """As OpenAIChat.content_end: the end of the first whole `content_block_delta`
-        event with data, when nothing from `start` on holds "error" or a CR."""
-        if buffer.find(b"error", start) >= 0 or buffer.find(b"\r", start) >= 0:
-            return -1
+        event with data, when nothing from `start` to its end holds "error" or a CR."""
         at = buffer.find(b"event: content_block_delta\n", start)
         if at < 0 or (at > start and buffer[at - 1] != 0x0A):  # at a line's start
             return -1
         end = buffer.find(b"\n\n", at)
-        if end < 0 or buffer.find(b"\ndata:", at, end) < 0:
+        if (
+            end < 0
+            or buffer.find(b"\ndata:", at, end) < 0
+            or buffer.find(b"error", start, end) >= 0
+            or buffer.find(b"\r", start, end) >= 0
+        ):
             return -1
         return end + 2
 

@@ -54,6 +54,8 @@ CASES = [
     (OPENAI_CHAT, ROLE, False),
     (OPENAI_CHAT, ROLE + HELLO[:-1], False),  # the text's event has not ended
     (OPENAI_CHAT, ROLE + CHAT_ERROR + HELLO, False),
+    (OPENAI_CHAT, ROLE + HELLO + CHAT_ERROR, True),  # the error is the relay's to read
+    (OPENAI_CHAT, ROLE + HELLO + HELLO.replace(b"\n", b"\r\n"), True),
     (OPENAI_CHAT, CHAT_ERROR, False),
     (OPENAI_CHAT, (ROLE + HELLO).replace(b"\n", b"\r\n"), False),
     (OPENAI_CHAT, b': {"content":"x"}\n\n' + ROLE, False),  # in a comment
@@ -64,6 +66,7 @@ CASES = [
     (ANTHROPIC_MESSAGES, START + BLOCK + PING, False),
     (ANTHROPIC_MESSAGES, START + BLOCK + DELTA[:-1], False),
     (ANTHROPIC_MESSAGES, START + OVERLOADED + DELTA, False),
+    (ANTHROPIC_MESSAGES, START + DELTA + OVERLOADED, True),
     (ANTHROPIC_MESSAGES, START + DELTA.replace(b"Hi", b"no error"), False),
     (ANTHROPIC_MESSAGES, START + DELTA.replace(b"event: ", b"event:"), False),
     (ANTHROPIC_MESSAGES, (START + DELTA).replace(b"\n", b"\r\n"), False),
