@@ -186,14 +186,19 @@ class StreamRedaction:
         self._redactor = _redactor_for(secret)
         # An empty secret (a keyless local server) matches nothing: an error hint stands in.
         self._plain = secret.encode() or error_hint
-        self._escaped = json.dumps(secret)[1:-1].encode() or error_hint
+        escaped = json.dumps(secret)[1:-1].encode() or error_hint
+        # None when JSON writes the key as it is (the usual key: letters, digits, - and
+        # _): one search fewer over every piece.
+        self._escaped = escaped if escaped != self._plain else None
         self._error_hint = error_hint
 
     def clean(self, data: bytes) -> bytes:
         if not data:
-            return data  # the relay's empty rest, mostly: three searches saved
+            return data  # the relay's empty rest, mostly: every search saved
         find = data.find
-        if find(self._error_hint) >= 0 or find(self._plain) >= 0 or find(self._escaped) >= 0:
+        if find(self._error_hint) >= 0 or find(self._plain) >= 0:
+            return self._redactor.scrub_bytes(data)
+        if self._escaped is not None and find(self._escaped) >= 0:
             return self._redactor.scrub_bytes(data)
         return data
 

@@ -80,3 +80,17 @@ def test_a_large_pool_of_secrets_is_found_anywhere_in_a_line() -> None:
             assert secret not in out and REDACTED in out, (secret, text)
     clean = '{"event":"request","route":"k17/gpt-4o","request_id":"5d20a586553b9ca8"}'
     assert redactor.scrub(clean) is clean
+
+
+@pytest.mark.parametrize("secret", ["sk-plain-0123456789abcdef", 'pass"word\\with/odd-0123456789'])
+def test_a_stream_piece_that_echoes_the_key_in_text_is_redacted(secret: str) -> None:
+    """No error hint in the piece: only the key's own searches find it, as written or as
+    JSON writes it (for a key JSON writes as it is, the two are one search)."""
+    stream = StreamRedaction(secret, OPENAI_CHAT.error_hint)
+    for shown in (secret, json.dumps(secret)[1:-1]):
+        piece = f'data: {{"choices":[{{"delta":{{"content":"{shown}"}}}}]}}\n\n'.encode()
+        assert b'"error"' not in piece
+        cleaned = stream.clean(piece)
+        assert shown.encode() not in cleaned and REDACTED.encode() in cleaned, shown
+    clean = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    assert stream.clean(clean) is clean
