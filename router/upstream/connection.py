@@ -272,7 +272,11 @@ class Response:
                 self._check_whole_size()
             else:
                 self._connection.pause()  # read() turns it into a whole read, and checks
-        self._wake()
+        # _wake(), inline: this runs for every chunk of a chunked body, and after the
+        # first of a read's chunks the reader is already woken.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _check_whole_size(self) -> None:
         """A body read whole is held whole: it may not pass the body limit (an error
