@@ -23,7 +23,7 @@ class ClientStream(web.StreamResponse):
     """An SSE response that records when its end is written."""
 
     ended = False  # write_eof was called (even if the client had gone by then)
-    # aiohttp >= 3.11 (web.Response sets it too); on an older one the head goes out at
+    # aiohttp >= 3.12 (web.Response sets it too); on an older one the head goes out at
     # prepare(), which changes nothing but the count of writes.
     _send_headers_immediately = False
 
