@@ -113,10 +113,8 @@ class Response:
         "_decoder",
         "_done_with",
         "_exception",
-        "_headers_seen",
         "_limits",
         "_pending",
-        "_raw_headers",
         "_size",
         "_waiter",
         "_whole",
@@ -129,8 +127,6 @@ class Response:
     def __init__(self, connection: Connection, limits: Limits) -> None:
         self._connection = connection
         self._limits = limits
-        self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._headers_seen = 0  # interim heads' included: they are read all the same
         self._pending: deque[bytes] = deque()
         self._size = 0
         self._whole = False  # read() waits for all of it: reading must not pause
@@ -226,23 +222,16 @@ class Response:
 
     # What the connection's parser reports.
 
-    def interim(self) -> None:
-        self._raw_headers = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers_seen += 1
-        if self._headers_seen > self._limits.max_headers:
-            raise TooLarge(f"more than {self._limits.max_headers} header fields")
-        self._raw_headers.append((name, value))
-
-    def on_headers_complete(self, status: int, keep_alive: bool) -> None:
+    def on_headers_complete(
+        self, status: int, keep_alive: bool, raw: list[tuple[bytes, bytes]]
+    ) -> None:
+        """The head is whole: its status and `raw` header fields, as they came."""
         headers: CIMultiDict[str] = CIMultiDict(
             [
                 (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-                for name, value in self._raw_headers
+                for name, value in raw
             ]
         )
-        self._raw_headers = []
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
             self._decoder = _Decoder(encoding, self._limits.max_inflate_ratio)
@@ -342,6 +331,10 @@ class Connection(asyncio.Protocol):
         self._response: Response | None = None
         self._paused = False
         self._interim = False  # a 1xx head was parsed: its message end is not the response's
+        # The current head's fields, kept here rather than on the response: the parser
+        # calls on_header once per field, and a provider's head has twenty or more.
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers_left = limits.max_headers  # interim heads' fields count too
         self._finished = False  # the response is complete: nothing more may arrive
         self._extra = False  # bytes came after it
         self.closed = False
@@ -356,6 +349,8 @@ class Connection(asyncio.Protocol):
         self._response = response = Response(self, self._limits)
         self._finished = self._extra = False
         self._head_bytes = 0
+        self._raw_headers = []
+        self._headers_left = self._limits.max_headers
         self._transport.writelines(data)
         return response
 
@@ -433,7 +428,10 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._response is not None and not self._finished:
-            self._response.on_header(name, value)
+            self._headers_left -= 1
+            if self._headers_left < 0:
+                raise TooLarge(f"more than {self._limits.max_headers} header fields")
+            self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._response is not None and not self._finished:
@@ -443,9 +441,10 @@ class Connection(asyncio.Protocol):
                 if status == 101:
                     raise BadResponse("the server switched protocols (101), unasked")
                 self._interim = True
-                self._response.interim()
+                self._raw_headers = []
                 return
-            self._response.on_headers_complete(status, parser.should_keep_alive())
+            raw, self._raw_headers = self._raw_headers, []
+            self._response.on_headers_complete(status, parser.should_keep_alive(), raw)
 
     def on_body(self, body: bytes) -> None:
         if self._response is not None and not self._finished:

@@ -283,6 +283,46 @@ async def test_an_interim_100_continue_is_skipped(client) -> None:
         assert await post(client, server.url) == (200, b"{}")
 
 
+async def test_an_interim_head_s_fields_are_not_the_answer_s(client) -> None:
+    """Nor are an earlier answer's on the same connection."""
+
+    async def serve(reader, writer, n) -> None:
+        for turn in (1, 2):
+            await server.read_request(reader)
+            interim = b"HTTP/1.1 100 Continue\r\nX-Interim: %d\r\n\r\n" % turn
+            writer.write(
+                interim + OK.replace(b"Content-Type", b"X-Turn: %d\r\nContent-Type" % turn)
+            )
+
+    async with wire(serve) as server:
+        for turn in ("1", "2"):
+            response = await client.post(
+                server.url, b"{}", {"Content-Type": "application/json"}, connect_timeout=2
+            )
+            try:
+                assert (response.status, await response.read()) == (200, b"{}")
+                assert response.headers.getall("X-Turn") == [turn]
+                assert "X-Interim" not in response.headers
+            finally:
+                response.release()
+        assert server.connections == 1
+
+
+async def test_interim_heads_fields_count_towards_the_limit() -> None:
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        interim = b"HTTP/1.1 100 Continue\r\n" + b"X-F: v\r\n" * 8 + b"\r\n"
+        writer.write(interim * 3 + OK)
+
+    client = _limited(max_headers=20)
+    try:
+        async with wire(serve) as server:
+            with pytest.raises(TooLarge, match="more than 20 header fields"):
+                await post(client, server.url)
+    finally:
+        client.close()
+
+
 def _raw_deflate(data: bytes) -> bytes:
     packer = zlib.compressobj(wbits=-15)
     return packer.compress(data) + packer.flush()
