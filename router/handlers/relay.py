@@ -58,7 +58,7 @@ async def _pipe(
                 redaction.clean(exc.complete) + dialect.error_event(message, watch.last)
             )
             return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
-        out = redaction.clean(out)
+        out = redaction.clean(out, watch.hinted)
         if watch.done and upstream.ended():
             # The terminator came with the end of the body: send the last events and
             # the end of the response in one write, not two.

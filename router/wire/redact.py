@@ -192,11 +192,15 @@ class StreamRedaction:
         self._escaped = escaped if escaped != self._plain else None
         self._error_hint = error_hint
 
-    def clean(self, data: bytes) -> bytes:
+    def clean(self, data: bytes, hinted: bool | None = None) -> bytes:
+        """`data` redacted; `hinted`: whether it names the error hint, when the caller
+        has searched already (the stream's watch has)."""
         if not data:
             return data  # the relay's empty rest, mostly: every search saved
         find = data.find
-        if find(self._error_hint) >= 0 or find(self._plain) >= 0:
+        if hinted is None:
+            hinted = find(self._error_hint) >= 0
+        if hinted or find(self._plain) >= 0:
             return self._redactor.scrub_bytes(data)
         if self._escaped is not None and find(self._escaped) >= 0:
             return self._redactor.scrub_bytes(data)

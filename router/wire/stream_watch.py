@@ -54,6 +54,7 @@ class StreamWatch:
         "delivered",
         "done",
         "error",
+        "hinted",
         "last",
     )
 
@@ -68,6 +69,9 @@ class StreamWatch:
         self.done = False  # the terminator was seen
         self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
+        # Whether the whole events last passed on name the dialect's error hint: the
+        # relay's redaction need not search them for it again.
+        self.hinted = False
         # The whole events last passed on (read: they go to the client), for the
         # router's error event to number itself after them.
         self.last = b""
@@ -130,17 +134,24 @@ class StreamWatch:
         cost more than everything else the relay does.
         """
         dialect = self._dialect
-        for hint in (dialect.error_hint, dialect.usage_hint) if usage else (dialect.error_hint,):
-            at = complete.find(hint)
-            while at >= 0:
-                start, end = sse.event_around(complete, at)
-                event, data = sse.fields(complete, start, end)
-                if data is not None:
-                    self._read(event, data, usage=usage)
-                at = complete.find(hint, end)
+        at = complete.find(dialect.error_hint)
+        self.hinted = at >= 0
+        if at >= 0:
+            self._read_from(complete, dialect.error_hint, at, usage)
+        if usage and (at := complete.find(dialect.usage_hint)) >= 0:
+            self._read_from(complete, dialect.usage_hint, at, usage)
         # The terminator ends the stream, so it is nearly always at the end: search back.
         if complete.rfind(dialect.terminator) >= 0:
             self.done = True
+
+    def _read_from(self, complete: bytes, hint: bytes, at: int, usage: bool) -> None:
+        """Read each event of `complete` that holds `hint`, from the one at `at` on."""
+        while at >= 0:
+            start, end = sse.event_around(complete, at)
+            event, data = sse.fields(complete, start, end)
+            if data is not None:
+                self._read(event, data, usage=usage)
+            at = complete.find(hint, end)
 
     def _read(self, event: bytes, data: bytes, *, usage: bool = True) -> None:
         if self.error is None:

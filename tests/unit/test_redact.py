@@ -94,3 +94,15 @@ def test_a_stream_piece_that_echoes_the_key_in_text_is_redacted(secret: str) -> 
         assert shown.encode() not in cleaned and REDACTED.encode() in cleaned, shown
     clean = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
     assert stream.clean(clean) is clean
+
+
+def test_the_watch_says_which_pieces_name_an_error_and_the_redaction_trusts_it() -> None:
+    """The relay passes the watch's search on (`hinted`) rather than searching again:
+    an error event is redacted in full, key shapes included, other pieces are not."""
+    watch = StreamWatch(OPENAI_CHAT, 1 << 20)
+    stream = StreamRedaction(AZURE, OPENAI_CHAT.error_hint)
+    text = b'data: {"choices":[{"delta":{"content":"sk-proj-abcdefghijklmnopqrstuv"}}]}\n\n'
+    assert stream.clean(watch.see(text), watch.hinted) is text and not watch.hinted
+    shaped = b'data: {"error": {"message": "bad key sk-proj-abcdefghijklmnopqrstuv"}}\n\n'
+    out = stream.clean(watch.see(shaped), watch.hinted)
+    assert watch.hinted and b"sk-proj-abcdefghij" not in out and REDACTED.encode() in out
