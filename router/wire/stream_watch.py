@@ -113,7 +113,8 @@ class StreamWatch:
                 self._inspect(complete, usage=False)
                 self.last = complete or self.last
                 return complete
-        self._inspect(complete)
+        # No count in these events (the usual piece): no second search for one.
+        self._inspect(complete, usage=at >= 0)
         self.last = complete or self.last
         return complete
 

@@ -151,6 +151,19 @@ def test_with_usage_in_every_chunk_the_final_usage_chunk_is_kept_and_counted() -
     assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 3)
 
 
+def test_running_counts_in_a_piece_of_their_own_are_read_when_no_final_chunk_comes() -> None:
+    running = b'"usage":{"prompt_tokens":7,"completion_tokens":%d,"total_tokens":%d}'
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
+    for n in (1, 2):
+        piece = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],%s}\n\n' % (
+            running % (n, 7 + n)
+        )
+        assert watch.without_usage(piece) == piece  # not usage-only: passed on, and read
+    assert watch.without_usage(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+    end = watch.end()
+    assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 2)
+
+
 def test_a_client_gone_after_the_terminator_was_seen_but_not_written_was_not_served() -> None:
     watch = _Watch(OPENAI_CHAT, 1 << 20)
     watch.see(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
