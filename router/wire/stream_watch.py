@@ -13,7 +13,7 @@ from router.rules.failures import OK
 from router.types import Verdict
 from router.wire import sse
 from router.wire.dialects import Dialect, UsagePart
-from router.wire.usage import Usage, with_cache
+from router.wire.usage import Usage, usage_from_body, with_cache
 
 
 class EventTooLarge(ValueError):
@@ -47,6 +47,7 @@ class StreamWatch:
         "_cached",
         "_carry",
         "_dialect",
+        "_final",
         "_input",
         "_max_event",
         "_output",
@@ -66,6 +67,7 @@ class StreamWatch:
         self._output: int | None = None
         self._cached: int | None = None
         self._written: int | None = None
+        self._final: Usage | None = None  # read from the usage chunk the router asked for
         self.done = False  # the terminator was seen
         self.delivered = False  # ... and written to the client (the relay says so)
         self.error: Verdict | None = None
@@ -107,8 +109,11 @@ class StreamWatch:
             start, end = sse.event_around(complete, at)
             event, data = sse.fields(complete, start, end)
             if data is not None and _usage_only(data):
-                self._read(event, data)  # read here: it is not in what the client gets
-                # Its counts are the final ones: earlier running counts must not replace them.
+                # Read here: it is not in what the client gets. Its counts are the
+                # stream's, whatever running counts came before (vLLM's).
+                if self.error is None:
+                    self.error = self._dialect.error(event, data)
+                self._final = usage_from_body(data) or self._final
                 complete = complete[:start] + complete[end:]
                 self._inspect(complete, usage=False)
                 self.last = complete or self.last
@@ -182,8 +187,8 @@ class StreamWatch:
         if client_gone:
             verdict = self.error or verdict  # an error event the client saw still counts
             client_gone = not self.delivered
-        usage = None
-        if self._input is not None or self._output is not None:
+        usage = self._final
+        if usage is None and (self._input is not None or self._output is not None):
             usage = self._usage()
         return StreamEnd(verdict, client_gone, usage)  # positional: see failover.call.Answer
 

@@ -15,6 +15,7 @@ from router.wire import sse
 from router.wire.dialects import OPENAI_CHAT, UsagePart, next_sequence_number
 from router.wire.stream_watch import EventTooLarge
 from router.wire.stream_watch import StreamWatch as _Watch
+from router.wire.usage import Usage
 
 STREAM = (
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
@@ -162,6 +163,22 @@ def test_running_counts_in_a_piece_of_their_own_are_read_when_no_final_chunk_com
     assert watch.without_usage(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
     end = watch.end()
     assert end.usage is not None and (end.usage.input_tokens, end.usage.output_tokens) == (7, 2)
+
+
+def test_the_final_usage_chunk_in_a_piece_of_its_own_holds_over_running_counts() -> None:
+    """The usage chunk the router asked for is cut out and its counts (cache reads too)
+    are the stream's, whatever running counts earlier pieces carried."""
+    running = b'"usage":{"prompt_tokens":7,"completion_tokens":1,"total_tokens":8}'
+    piece = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],%s}\n\n' % running
+    final = (
+        b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,'
+        b'"total_tokens":13,"prompt_tokens_details":{"cached_tokens":5}}}\n\n'
+    )
+    watch = _Watch(OPENAI_CHAT, 1 << 20)
+    assert watch.without_usage(piece) == piece
+    assert watch.without_usage(final) == b""
+    assert watch.without_usage(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+    assert watch.end().usage == Usage(9, 4, cached_tokens=5)
 
 
 def test_a_client_gone_after_the_terminator_was_seen_but_not_written_was_not_served() -> None:
