@@ -34,6 +34,7 @@ from router.failover.call import Answer
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.handlers.trace_facts import request_facts
+from router.telemetry.logs import bind_request_id
 from router.telemetry.metrics import UNKNOWN_MODEL
 from router.wire.dialects import OPENAI_CHAT, Dialect
 from router.wire.stream_watch import StreamEnd
@@ -95,9 +96,7 @@ def endpoint(
         request_id = (
             client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else random.randbytes(16).hex()
         )
-        # A keep-alive connection serves requests one after another in one task: start clean.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bind_request_id(request_id)
         trace = RequestTrace(request_id, time.perf_counter())  # positional: see Call
         request[REQUEST_TRACE] = trace
         status = 499  # the client went away, unless something below says otherwise

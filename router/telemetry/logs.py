@@ -8,6 +8,7 @@ rendered line, so no field, nested or not, escapes it; no ANSI codes in JSON lin
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "JSONLines",
     "Redactor",
     "RequestLog",
+    "bind_request_id",
     "configure_logging",
     "redact_also",
     "request_log",
@@ -121,6 +123,27 @@ class RequestLog:
         fields["request_id"] = request_id
         fields["level"] = "info"
         self._write(self._renderer.line(fields))
+
+
+def _request_id_var() -> contextvars.ContextVar[Any]:
+    """structlog's context variable for `request_id` (the token of a bind says which)."""
+    token = structlog.contextvars.bind_contextvars(request_id=None)["request_id"]
+    token.var.reset(token)
+    return token.var
+
+
+_REQUEST_ID = _request_id_var()
+
+
+def bind_request_id(request_id: str) -> None:
+    """The request id every log line of the current request carries.
+
+    The one key the router binds: setting its variable replaces the previous request's
+    (a keep-alive connection serves its requests in one task), so there is nothing to
+    clear. structlog's clear_contextvars() and bind_contextvars() cost about 1.5 µs a
+    request, which this set does in a tenth of that.
+    """
+    _REQUEST_ID.set(request_id)
 
 
 _request_log = RequestLog()

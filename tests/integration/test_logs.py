@@ -309,3 +309,25 @@ async def test_a_stream_the_upstream_cuts_after_its_start_is_logged_as_failed(st
     assert event["outcome"] == "failed" and event["stream"] == "server_error"
     failed = {"model": "gpt-4o", "outcome": "failed"}
     assert registry.get_sample_value("llm_router_requests_total", failed) == 1
+
+
+async def test_requests_on_one_keep_alive_connection_log_each_its_own_id(stack, logs):
+    """A connection's requests run one after another in one task: each line of the
+    second carries the second's id, never the first's."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    ids = ("first-request", "second-request")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        for request_id in ids:
+            sim.inject("a", Fault.server_error(500))
+            async with session.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": HI},
+                headers={"x-request-id": request_id},
+            ) as response:
+                assert response.status == 200
+                await response.read()
+    for request_id in ids:
+        lines = [e["event"] for e in logs.events() if e.get("request_id") == request_id]
+        assert sorted(lines) == ["failover", "request"]
+    assert {e.get("request_id") for e in logs.events() if e["event"] == "failover"} == set(ids)
