@@ -14,6 +14,7 @@ Change it with a before/after figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -246,26 +247,25 @@ class Response:
         self.head_done = True
         self._wake()
 
-    def on_body(self, body: bytes) -> None:
+    def on_body(self, chunks: list[bytes]) -> None:
+        """The body chunks the parser found in one read (a chunked body's, one or more)."""
         if self._decoder is not None:
-            try:
-                body = self._decoder.decompress(body)
-            except zlib.error as exc:
-                raise BrokenBody(f"cannot decompress the body: {exc}") from None
-            if not body:
-                return
-        self._pending.append(body)
-        self._size += len(body)
+            chunks = self._decoded(chunks)
+        self._pending.extend(chunks)
+        self._size += sum(map(len, chunks))
         if self._size > _HIGH_WATER:
             if self._whole:
                 self._check_whole_size()
             else:
                 self._connection.pause()  # read() turns it into a whole read, and checks
-        # _wake(), inline: this runs for every chunk of a chunked body, and after the
-        # first of a read's chunks the reader is already woken.
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
+
+    def _decoded(self, chunks: list[bytes]) -> list[bytes]:
+        assert self._decoder is not None
+        try:
+            return [out for chunk in chunks if (out := self._decoder.decompress(chunk))]
+        except zlib.error as exc:
+            raise BrokenBody(f"cannot decompress the body: {exc}") from None
 
     def _check_whole_size(self) -> None:
         """A body read whole is held whole: it may not pass the body limit (an error
@@ -326,6 +326,11 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # read for the current response before its head was whole
         self._on_idle = on_idle
         self._on_lost = on_lost
+        # The parser hands each body chunk straight to this list's append (it looks its
+        # callbacks up once, when made): no Python call per chunk of a chunked body. The
+        # chunks of a read go to the response in one call, after the read is parsed.
+        self._body: list[bytes] = []
+        self.on_body: Callable[[bytes], None] = self._body.append
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._response: Response | None = None
@@ -389,6 +394,8 @@ class Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if self._body:
+                self._hand_over_body()
             if not response.head_done:
                 # Every byte so far was head: the parser holds a field that has not
                 # ended yet without bound, so the limit is checked here, per read.
@@ -396,13 +403,18 @@ class Connection(asyncio.Protocol):
                 if self._head_bytes > self._limits.max_head_bytes:
                     raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
         except TooLarge as exc:
+            self._body.clear()
             self.close()
             response.set_exception(exc)
             return
         except Exception as exc:  # a parser error, or one our callbacks raised
             self.close()
             if not self._finished:
-                raised = exc.__context__  # httptools re-raises a callback's error as context
+                if self._body:
+                    with contextlib.suppress(HttpError):
+                        self._hand_over_body()  # the chunks parsed before the error
+                # httptools re-raises a callback's error as context
+                raised = exc if isinstance(exc, HttpError) else exc.__context__
                 if isinstance(raised, HttpError):
                     response.set_exception(raised)
                 else:
@@ -446,13 +458,21 @@ class Connection(asyncio.Protocol):
             raw, self._raw_headers = self._raw_headers, []
             self._response.on_headers_complete(status, parser.should_keep_alive(), raw)
 
-    def on_body(self, body: bytes) -> None:
-        if self._response is not None and not self._finished:
-            self._response.on_body(body)
+    def _hand_over_body(self) -> None:
+        """The body chunks parsed so far go to the response; after it is complete they
+        are extra bytes, dropped (the connection is closed for them)."""
+        chunks = self._body
+        try:
+            if self._response is not None and not self._finished:
+                self._response.on_body(chunks)
+        finally:
+            chunks.clear()
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
         elif self._response is not None and not self._finished:
+            if self._body:
+                self._hand_over_body()
             self._finished = True
             self._response.on_message_complete()

@@ -263,6 +263,24 @@ async def test_a_body_cut_short_is_a_broken_body(client) -> None:
         response.release()
 
 
+async def test_chunks_before_a_broken_chunk_in_the_same_read_are_still_read(client) -> None:
+    """A chunked body's chunks reach the reader per read, in one hand-over: those parsed
+    before a malformed chunk size are read first, then the error."""
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head + b"3\r\nabc\r\n2\r\nde\r\nzz\r\nbroken\r\n")
+        await asyncio.sleep(1)
+
+    async with wire(serve) as server:
+        response = await client.post(server.url, b"{}", {}, connect_timeout=2)
+        assert await response.readany() == b"abcde"
+        with pytest.raises(BadResponse):
+            await response.readany()
+        response.release()
+
+
 async def test_what_is_not_http_is_a_bad_response(client) -> None:
     async def serve(reader, writer, n) -> None:
         await server.read_request(reader)
