@@ -128,7 +128,9 @@ async def test_the_waiting_room_is_bounded_and_the_extra_request_gets_429(stack)
 async def test_waiting_requests_are_served_in_arrival_order(stack):
     sim, sim_url = await stack.sim(SIM_A)
     url = await stack.router(one_key(sim_url))
-    sim.inject("a", Fault.rate_limit(retry_after=0.5))
+    # Long enough for all four to be in line on a slow, busy machine before it ends:
+    # at 0.5 s the first was served while the fourth was still on its way (CI).
+    sim.inject("a", Fault.rate_limit(retry_after=2.0))
     tasks = [asyncio.create_task(send(url, "first"))]
     await until_waiting(url, 1)
     for count, name in enumerate(["second", "third", "fourth"], start=2):
