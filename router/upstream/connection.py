@@ -403,7 +403,6 @@ class Connection(asyncio.Protocol):
                 if self._head_bytes > self._limits.max_head_bytes:
                     raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
         except TooLarge as exc:
-            self._body.clear()
             self.close()
             response.set_exception(exc)
             return
