@@ -50,6 +50,15 @@ _FAST = re.compile(
     rb'.*?"(?:completion|output)_tokens"\s*:\s*(\d{1,12})(?!\d)',
     re.DOTALL,
 )
+# The rest of OpenAI's object as its API writes it, to the object's closing brace:
+# ,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0,...}
+# then, optionally, ,"completion_tokens_details":{...} and the object's "}".
+# Matched whole, the one cache count in it is `cached_tokens` (one search checks for
+# another): the usual usage read with no search per cache count.
+_OPENAI_REST = re.compile(
+    rb',"total_tokens":\d{1,13},"prompt_tokens_details":\{"cached_tokens":(\d{1,12})(?!\d)'
+    rb'[^{}]*\}(?:,"completion_tokens_details":\{[^{}]*\})?\}'
+)
 _TAIL = 1024  # the usage object sits at the end of an answer
 _NUMBER = re.compile(rb"\s*:\s*(\d{1,12})(?!\d)")  # after a count's key
 
@@ -58,8 +67,16 @@ def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
+    match = _OPENAI.match(body, at)
+    if match is not None:
+        rest = _OPENAI_REST.match(body, match.end())
+        if rest is not None and body.find(b'"cache', rest.end(1), rest.end()) < 0:
+            input_tokens, cached = int(match.group(1)), int(rest.group(1))
+            if cached > input_tokens:  # as with_cache: more cached than input is no count
+                return Usage(input_tokens, int(match.group(2)))
+            return Usage(input_tokens, int(match.group(2)), cached)
     end = at + _TAIL  # past the end is the end, for find() and the regexes
-    match = _OPENAI.match(body, at) or _FAST.search(body, at, end)
+    match = match or _FAST.search(body, at, end)
     if match is not None:
         input_tokens, output_tokens = int(match.group(1)), int(match.group(2))
         first = body.find(b'"cache', at, end)

@@ -214,6 +214,32 @@ async def test_a_price_without_cache_prices_charges_cached_input_as_fresh(stack,
             Usage(90, 5, 64),
             id="openai",
         ),
+        # OpenAI's whole object, read in one match, and its near misses, read by search.
+        pytest.param(
+            b'{"usage":{"prompt_tokens":90,"completion_tokens":5,"total_tokens":95,'
+            b'"prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0},'
+            b'"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}}}',
+            Usage(90, 5, 64),
+            id="openai-whole",
+        ),
+        pytest.param(
+            b'{"usage":{"prompt_tokens":90,"completion_tokens":5,"total_tokens":95,'
+            b'"prompt_tokens_details":{"cached_tokens":64,"cache_write_tokens":20}}}',
+            Usage(90, 5, 64, 20),
+            id="openai-whole-with-writes",
+        ),
+        pytest.param(
+            b'{"usage":{"prompt_tokens":90,"completion_tokens":5,"total_tokens":95,'
+            b'"prompt_tokens_details":{"cached_tokens":64},"cache_creation_input_tokens":20}}',
+            Usage(90, 5, 64, 20),
+            id="openai-then-anthropic-names",
+        ),
+        pytest.param(
+            b'{"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14,'
+            b'"prompt_tokens_details":{"cached_tokens":64}}}',
+            Usage(9, 5),
+            id="openai-whole-more-cached-than-input",
+        ),
         pytest.param(
             b'{"usage":{"input_tokens":3,"cache_creation_input_tokens":20,'
             b'"cache_read_input_tokens":70,"output_tokens":5}}',
