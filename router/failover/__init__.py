@@ -183,33 +183,30 @@ class Failover:
     async def _round(self, call: Call, walk: _Walk, deadline: float) -> Answer | OpenStream:
         """One walk of the chain: the answer or stream, or NoCapacity and friends."""
         try:
-            return await self._walk_round(call, walk, deadline)
+            result = await self._walk_chain(call, walk, deadline)
+            if result is None and walk.circuit_open:
+                # Nothing else could serve: probe the open circuits now rather than refuse
+                # (Envoy's panic threshold); a short outage then ends with the upstream's.
+                walk.visited.clear()
+                result = await self._walk_chain(call, walk, deadline, panic=True)
+            if result is not None:
+                return result
+            if walk.kept_answer is not None and all(
+                ACTIONS[a.failure].answer_when_all for a in walk.attempts
+            ):
+                # No key can take a request this large: say so as the provider did.
+                return replace(walk.kept_answer, attempts=tuple(walk.attempts))
+            if walk.too_big and not walk.attempts:
+                raise InvalidRequest(
+                    f"the prompt (about {walk.prompt.estimate} tokens) is longer than the "
+                    f"context window of every route of {' -> '.join(call.model.chain)}",
+                    "context_length_exceeded",
+                )
+            raise await self._exhausted(call, walk.attempts)
         finally:
             if walk.ticket is not None:  # the round ended before sending: the next goes
                 self._room.leave(walk.ticket)
                 walk.ticket = None
-
-    async def _walk_round(self, call: Call, walk: _Walk, deadline: float) -> Answer | OpenStream:
-        result = await self._walk_chain(call, walk, deadline)
-        if result is None and walk.circuit_open:
-            # Nothing else could serve: probe the open circuits now rather than refuse
-            # (Envoy's panic threshold); a short outage then ends with the upstream's.
-            walk.visited.clear()
-            result = await self._walk_chain(call, walk, deadline, panic=True)
-        if result is not None:
-            return result
-        if walk.kept_answer is not None and all(
-            ACTIONS[a.failure].answer_when_all for a in walk.attempts
-        ):
-            # No key can take a request this large: say so as the provider did.
-            return replace(walk.kept_answer, attempts=tuple(walk.attempts))
-        if walk.too_big and not walk.attempts:
-            raise InvalidRequest(
-                f"the prompt (about {walk.prompt.estimate} tokens) is longer than the context "
-                f"window of every route of {' -> '.join(call.model.chain)}",
-                "context_length_exceeded",
-            )
-        raise await self._exhausted(call, walk.attempts)
 
     async def _walk_chain(
         self, call: Call, walk: _Walk, deadline: float, *, panic: bool = False

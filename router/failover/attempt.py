@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -200,7 +200,16 @@ class AttemptRunner:
         handed_over = False
         try:
             try:
-                reply = await self._send(call, route, started, budget)
+                translator = translator_for(route.key.provider, call.operation)
+                # A translation asks for usage itself; a passthrough asks where the key allows.
+                ask_usage = translator is None and self._usage_request.wanted(call, route.key)
+                reply = await self._exchange(call, route, translator, started, budget, ask_usage)
+                if reply is None:
+                    # The upstream refused only the usage ask the router added, not the
+                    # client's request: send it again as the client wrote it
+                    # (failover/usage_ask.py).
+                    reply = await self._exchange(call, route, translator, started, budget, False)
+                    assert reply is not None  # only a body that asked can be refused for it
             except UpstreamError as exc:
                 reply = _Reply(classify_exception(exc))
             reply.verdict = self._redacted(reply.verdict)
@@ -288,18 +297,6 @@ class AttemptRunner:
             await self._budgets.spend(route, model, cost)
         return cost
 
-    async def _send(self, call: Call, route: Route, started: float, budget: float) -> _Reply:
-        translator = translator_for(route.key.provider, call.operation)
-        # A translation asks for usage itself; a passthrough asks where the key allows.
-        ask_usage = translator is None and self._usage_request.wanted(call, route.key)
-        reply = await self._exchange(call, route, translator, started, budget, ask_usage)
-        if reply is None:
-            # The upstream refused only the usage ask the router added, not the client's
-            # request: send it again as the client wrote it (failover/usage_ask.py).
-            reply = await self._exchange(call, route, translator, started, budget, False)
-        assert reply is not None  # only a body that asked for usage can be refused for it
-        return reply
-
     async def _exchange(
         self,
         call: Call,
@@ -357,7 +354,7 @@ class AttemptRunner:
             if not handed_over:
                 response.finish()
 
-    async def _open(
+    def _open(
         self,
         call: Call,
         route: Route,
@@ -365,7 +362,9 @@ class AttemptRunner:
         provider: Provider | None,
         head_timeout: float,
         ask_usage: bool,
-    ) -> Response:
+    ) -> Awaitable[Response]:
+        """The sending of the request, to await: a plain function, not a coroutine of its
+        own around the client's (one coroutine less per attempt)."""
         if translator is not None:
             if not utf8_text(call.body, call.payload):
                 # litellm sends UTF-8 and cannot; the client's escape is not its to mend.
@@ -374,7 +373,7 @@ class AttemptRunner:
                     "escape), which cannot be sent to this route's provider",
                     "invalid_body",
                 )
-            return await translator.send(
+            return translator.send(
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
         assert provider is not None  # config accepts only known or litellm providers
@@ -385,7 +384,7 @@ class AttemptRunner:
             **provider.auth_headers(key, call.headers),
             "Content-Type": "application/json",
         }
-        return await self._upstream.send(
+        return self._upstream.send(
             route,
             provider.url(route.key, call.operation, route.model),
             _body_for(call, route, ask_usage=ask_usage),
