@@ -141,6 +141,11 @@ class FastHistogram:
         buckets[:] = [_unlocked(bucket) for bucket in buckets]
         child._sum = total = _unlocked(total)
         self._bounds = tuple(bounds)
+        if type(total) is LoopValue and all(type(bucket) is LoopValue for bucket in buckets):
+            # Each holder's value added to in place: no call per increment.
+            self._buckets, self._sum = tuple(buckets), total
+            self.observe = self._observe_loop
+            return
         self._buckets = tuple(bucket.inc for bucket in buckets)
         self._sum = total.inc
         self.observe = self._observe
@@ -148,3 +153,7 @@ class FastHistogram:
     def _observe(self, amount: float) -> None:
         self._sum(amount)
         self._buckets[bisect_left(self._bounds, amount)](1)
+
+    def _observe_loop(self, amount: float) -> None:
+        self._sum._value += amount
+        self._buckets[bisect_left(self._bounds, amount)]._value += 1

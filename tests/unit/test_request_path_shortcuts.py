@@ -44,6 +44,35 @@ def test_unlocked_children_count_what_locked_ones_do_and_render_the_same_page():
     assert renderer.render() == generate_latest(registry)
 
 
+class _OtherHolder:
+    """A value holder of another shape (as a multiprocess value is): kept, and added to
+    through its own `inc`."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float) -> None:
+        self.value += amount
+
+    def get(self) -> float:
+        return self.value
+
+
+def test_a_histogram_whose_holders_are_not_the_lock_free_kind_counts_through_their_inc():
+    histogram = Histogram("t_other_seconds", "Time.", ["model"], buckets=(0.1, 1.0),
+                          registry=CollectorRegistry())  # fmt: skip
+    child = histogram.labels("a")
+    child._sum = _OtherHolder()
+    child._buckets = [_OtherHolder() for _ in child._buckets]
+    seconds = FastHistogram(child)
+    seconds.observe(0.05)
+    seconds.observe(0.5)
+    seconds.observe(7.0)
+
+    assert child._sum.get() == pytest.approx(7.55)
+    assert [bucket.get() for bucket in child._buckets] == [1, 1, 1]
+
+
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(pairs))
 
