@@ -9,10 +9,9 @@ otherwise untouched but for redaction; the stream's watch reads them.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from router.errors import UpstreamError
 from router.failover.attempt import OpenStream
+from router.handlers.client_stream import ClientStream
 from router.rules.failures import classify_exception
 from router.types import FailureClass, Verdict
 from router.wire.dialects import Dialect
@@ -21,7 +20,7 @@ from router.wire.stream_watch import EventTooLarge, StreamEnd
 
 async def relay(
     stream: OpenStream,
-    client: web.StreamResponse,
+    client: ClientStream,
     dialect: Dialect,
     idle: float,
     *,
@@ -37,12 +36,13 @@ async def relay(
         end = await _pipe(stream, client, dialect, idle, strip_usage)
     except ConnectionResetError:
         return stream.watch.end(client_gone=True)
-    await client.write_eof()
+    if not client.ended:  # the last events took it with them, mostly
+        await client.write_eof()
     return end
 
 
 async def _pipe(
-    stream: OpenStream, client: web.StreamResponse, dialect: Dialect, idle: float, strip: bool
+    stream: OpenStream, client: ClientStream, dialect: Dialect, idle: float, strip: bool
 ) -> StreamEnd:
     upstream, watch = stream.upstream, stream.watch
     # Whole events only (the watch holds an unfinished one), so a key the redaction
