@@ -354,6 +354,46 @@ async def test_a_slow_body_that_keeps_coming_is_served(stack):
         assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")
 
 
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer on a keep-alive connection: its head and its Content-Length body."""
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.partition(b":")[2])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return head + await reader.readexactly(length)
+
+
+async def _split(writer: asyncio.StreamWriter, request: bytes) -> None:
+    """`request`'s head, then its body in a write of its own, as httpx-based SDKs send."""
+    body_at = len(request) - len(REQUEST)
+    writer.write(request[:body_at])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(request[body_at:])
+
+
+async def test_bodies_sent_apart_from_their_heads_are_timed_on_a_kept_connection(stack):
+    """Each body is timed on its own: a deadline that passes while the connection is
+    idle leaves it open, and a later body that stops coming is still cut."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        preferring_a(sim_url, server={"body_timeout": 0.3, "idle_timeout": 60})
+    )
+    async with _socket(url) as (reader, writer):
+        await _split(writer, _head(url))
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(0.5)  # the first body's deadline passes while idle
+        writer.write(_head(url))
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        await _split(writer, _head(url))  # a timer for this body, pending after it
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        writer.write(_head(url)[: -len(REQUEST) // 2])  # and a body that stops coming
+        assert await _closed_by_router(reader) == b""
+
+
 async def test_at_the_cap_a_connection_in_use_outlasts_idle_ones_opened_after_it(stack):
     _sim, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(preferring_a(sim_url, server={"max_connections": 3}))
