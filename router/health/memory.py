@@ -58,14 +58,18 @@ class MemoryStore:
         counters = entry.counters
         if block is None and headroom is None and not counters:
             return EMPTY
+        age = now - entry.headroom_at if headroom else 0.0
+        if not counters:  # a route's usual state: a headroom report, no failures
+            return ScopeState(block, 0, 0, 0, 0, headroom, age)
+        # Positional, in the fields' order: keywords would reach the class as a dict.
         return ScopeState(
-            block=block,
-            failures=_live(counters.get("failures"), now),
-            successes=_live(counters.get("successes"), now),
-            opens=_live(counters.get("opens"), now),
-            rate_limits=_live(counters.get("rate_limits"), now),
-            headroom=headroom,
-            headroom_age=now - entry.headroom_at if headroom else 0.0,
+            block,
+            _live(counters.get("failures"), now),
+            _live(counters.get("successes"), now),
+            _live(counters.get("opens"), now),
+            _live(counters.get("rate_limits"), now),
+            headroom,
+            age,
         )
 
     async def block(self, scope: str, seconds: float, reason: BlockReason) -> bool:

@@ -22,7 +22,9 @@ class Block:
     reason: BlockReason
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: a route's own state is read on every request
+# (a frozen dataclass's __init__ sets each field through object.__setattr__).
+@dataclass(slots=True)
 class ScopeState:
     block: Block | None = None
     failures: int = 0  # transient failures in the breaker's window
