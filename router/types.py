@@ -390,7 +390,7 @@ _KEY_OUT = frozenset({BlockReason.QUOTA, BlockReason.AUTH, BlockReason.BUDGET})
 # Not frozen, though nothing changes it: read from most responses (OpenAI's
 # x-ratelimit-* come on every one; a frozen dataclass's __init__ sets each field through
 # object.__setattr__, see failover/attempt.py).
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Headroom:
     """Rate-limit headroom a provider reported on its last response for one route.
 

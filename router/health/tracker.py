@@ -347,8 +347,10 @@ class HealthView(Mapping[str, RouteHealth]):
 
 def _headroom_ttl(headroom: Headroom) -> float:
     """Keep a report until the later of its resets, so a skipped route is retried then."""
-    resets = [r for r in (headroom.requests_reset_in, headroom.tokens_reset_in) if r is not None]
-    return max(resets, default=60.0) + 1.0
+    requests, tokens = headroom.requests_reset_in, headroom.tokens_reset_in
+    if requests is None:
+        return (60.0 if tokens is None else tokens) + 1.0
+    return (requests if tokens is None or requests >= tokens else tokens) + 1.0
 
 
 def _capped(headroom: Headroom, seconds: float) -> Headroom:

@@ -25,8 +25,17 @@ _WAIT_IN_TEXT = re.compile(
 )
 
 
+# The shapes OpenAI's headers take nearly always: `12ms`, `1s`, `8.64s`, `6m0s`, `2m59.56s`.
+_USUAL_DURATION = re.compile(r"(?:(\d{1,6})m)?(\d{1,9}(?:\.\d{1,9})?)(s|ms)")
+
+
 def parse_duration(text: str) -> float | None:
     """Go-style duration to seconds; a bare number is seconds. None when unreadable."""
+    usual = _USUAL_DURATION.fullmatch(text)
+    if usual is not None:  # one match, where the general reading loops over the parts
+        minutes, amount, unit = usual.groups()
+        seconds = float(amount) if unit == "s" else float(amount) * 1e-3
+        return seconds + int(minutes) * 60.0 if minutes else seconds
     text = text.strip()
     if not text:
         return None
@@ -73,42 +82,45 @@ def retry_after_from_text(message: str) -> float | None:
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    raw = headers.get(name)
+    return _count(headers.get(name))
+
+
+def _count(raw: str | None) -> int | None:
+    """A header's count: a whole number, or a float's whole part; None when absent,
+    unreadable or negative."""
     if raw is None:
         return None
+    if raw.isdecimal() and len(raw) < 16:  # the usual form
+        return int(raw)
     try:
-        value = int(raw)  # the usual form; raising is the rare path
+        value = int(raw)
     except ValueError:
         try:
             value = int(float(raw))
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf", or more digits than a float holds
             return None
     # Azure sends -1 on some APIs: unknown, not "none left" (§2.1).
     return value if value >= 0 else None
 
 
-def _duration_header(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    return parse_duration(raw) if raw else None
-
-
 def parse_headroom(headers: Mapping[str, str]) -> Headroom | None:
-    """OpenAI-style `x-ratelimit-*` headers, sent on every response, 200s included."""
-    if "x-ratelimit-remaining-requests" not in headers and (
-        "x-ratelimit-remaining-tokens" not in headers
-    ):
+    """OpenAI-style `x-ratelimit-*` headers, sent on every response, 200s included.
+
+    Read on every answer: each header is looked up once."""
+    get = headers.get
+    requests = _count(get("x-ratelimit-remaining-requests"))
+    tokens = _count(get("x-ratelimit-remaining-tokens"))
+    if requests is None and tokens is None:
         return None
-    headroom = Headroom(
-        remaining_requests=_int_header(headers, "x-ratelimit-remaining-requests"),
-        limit_requests=_int_header(headers, "x-ratelimit-limit-requests"),
-        requests_reset_in=_duration_header(headers, "x-ratelimit-reset-requests"),
-        remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
-        limit_tokens=_int_header(headers, "x-ratelimit-limit-tokens"),
-        tokens_reset_in=_duration_header(headers, "x-ratelimit-reset-tokens"),
-    )
-    if headroom.remaining_requests is None and headroom.remaining_tokens is None:
-        return None
-    return headroom
+    limit_requests = _count(get("x-ratelimit-limit-requests"))
+    limit_tokens = _count(get("x-ratelimit-limit-tokens"))
+    raw = get("x-ratelimit-reset-requests")
+    requests_reset_in = parse_duration(raw) if raw else None
+    raw = get("x-ratelimit-reset-tokens")
+    tokens_reset_in = parse_duration(raw) if raw else None
+    # Positional, in the fields' order: keywords would reach the class as a dict.
+    return Headroom(requests, limit_requests, requests_reset_in, tokens, limit_tokens,
+                    tokens_reset_in)  # fmt: skip
 
 
 def exhausted_reset_in(headroom: Headroom) -> float | None:

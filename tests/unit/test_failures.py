@@ -260,6 +260,14 @@ def test_error_fields_accepts_flat_and_array_bodies():
         ("inf", None),  # float() reads these; no reset is infinitely far
         ("nan", None),
         ("1e3", 1000.0),
+        ("0.5ms", 0.0005),
+        ("1m30.5s", 90.5),
+        ("1m", 60.0),
+        (" 5s", 5.0),
+        ("5s ", 5.0),
+        ("1m1m1s", 121.0),
+        ("ms", None),
+        ("m5s", None),
     ],
 )
 def test_parse_duration_reads_go_durations(text, seconds):
@@ -299,6 +307,14 @@ def test_parse_headroom_reads_counts_written_as_floats():
     )
     assert room is not None
     assert room.remaining_requests == 4999 and room.remaining_tokens is None
+
+
+def test_parse_headroom_takes_counts_too_large_for_a_number_as_unknown():
+    """An upstream's 5,000 digits, or a float's overflow: no count, and no exception."""
+    huge = {"x-ratelimit-remaining-requests": "9" * 5000, "x-ratelimit-remaining-tokens": "1e400"}
+    assert parse_headroom(huge) is None
+    room = parse_headroom({"x-ratelimit-remaining-requests": "12345678901234567890"})
+    assert room is not None and room.remaining_requests == 12345678901234567890
 
 
 def test_every_failure_class_has_exactly_one_action() -> None:
