@@ -1,6 +1,7 @@
 """Bytecodes executed per request, by function: where the router's Python work goes.
 
-    python bench/bytecodes.py [--stream] [--lean] [--calls] [--requests 500] [--top 40]
+    python bench/bytecodes.py [--stream] [--lean] [--calls] [--headroom] [--requests 500]
+                              [--top 40]
 
 A sampling profile of the router is flat and, on a shared 2-core machine, counts time
 the process spent waiting for a core; callgrind's count (bench/instructions.py) is
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu import free_port, pool_secret  # noqa: E402
-from instructions import drive, pool_config, ready_chat  # noqa: E402
+from instructions import drive, pool_config, ready_chat, sim_key  # noqa: E402
 
 Where = tuple[str, int, str]
 
@@ -107,9 +108,13 @@ def main() -> None:
     parser.add_argument("--calls", action="store_true", help="count frames entered, not bytecodes")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--headroom", action="store_true", help="answers carry x-ratelimit-* headers"
+    )
     args = parser.parse_args()
+    key = sim_key(0, headroom=args.headroom)
     sim = subprocess.Popen(
-        [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"k0:{pool_secret(0)}"],
+        [sys.executable, "-m", "router.sim", "--port", "0", "--key", key],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 machine as on a quiet one, so a small change to the request path shows.
 
     python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--compare PATH]
-                                 [--keep DIR]
+                                 [--headroom] [--keep DIR]
 
 CPU time per request (bench/cpu.py) moves by 10-20% with whatever else runs on the
 machine; an instruction count does not move at all between runs. Each target runs
@@ -15,6 +15,9 @@ router process alone. The targets:
 - `lean` (`--lean`): bench/passthrough_lean.py, the pass-through on the router's own
   upstream client: the router over it is what routing costs;
 - `compare` (`--compare PATH`): another checkout's router with the first pool size.
+`--headroom` gives the simulator's keys rate limits (far above what the run spends), so
+every answer carries the `x-ratelimit-*` headers OpenAI sends on every response, and the
+router reads and keeps the headroom they report; without it they are not sent.
 Instructions are not time (a cache miss or a syscall costs more than an add), but a
 change that adds instructions to every request costs CPU. Needs valgrind
 (`apt-get install valgrind`). `--keep DIR` keeps each target's callgrind dump there,
@@ -125,6 +128,15 @@ def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -
         shutil.rmtree(out, ignore_errors=True)
 
 
+# Per minute, far above what a run spends: answers report headroom and never run out.
+HEADROOM_LIMITS = ":100000000:100000000000"
+
+
+def sim_key(i: int, *, headroom: bool) -> str:
+    """The simulator's `--key` for pool key i; with rate limits when `headroom`."""
+    return f"k{i}:{pool_secret(i)}" + (HEADROOM_LIMITS if headroom else "")
+
+
 def pool_config(directory: Path, sim_url: str, routes: int) -> Path:
     keys = "".join(
         f'  k{i}: {{provider: openai, api_base: "{sim_url}", api_key: "{pool_secret(i)}"}}\n'
@@ -144,11 +156,14 @@ def main() -> None:
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--keep", default="", metavar="DIR", help="keep the dumps in DIR")
+    parser.add_argument(
+        "--headroom", action="store_true", help="answers carry x-ratelimit-* headers"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
     sizes = [int(size) for size in args.routes.split(",")]  # key k0 serves the pass-through too
-    keys = [arg for i in range(max(sizes)) for arg in ("--key", f"k{i}:{pool_secret(i)}")]
+    keys = [arg for i in range(max(sizes)) for arg in ("--key", sim_key(i, headroom=args.headroom))]
     sim = subprocess.Popen(
         [sys.executable, "-m", "router.sim", "--port", "0", *keys],
         cwd=ROOT,
