@@ -38,6 +38,7 @@ from router.telemetry.tracing import Tracing
 from router.types import Config, Key
 from router.upstream import Upstream
 from router.upstream.client import HttpClient
+from router.upstream.deadlines import Deadlines
 from router.wire.redact import Redactor, config_secrets
 
 log = structlog.get_logger("router.reload")
@@ -57,16 +58,15 @@ class Shared:
     rng: random.Random
     wall: Callable[[], float]
     tracing: Tracing | None = None
-    upstreams: list[Upstream] = field(default_factory=list)  # one per config, closed at exit
+    # The upstream attempts' deadlines, of every config: cancelled at exit.
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
     def close(self) -> None:
-        for upstream in self.upstreams:
-            upstream.close()
+        self.deadlines.close()
 
 
 def build_state(config: Config, health: HealthTracker, shared: Shared) -> RouterState:
-    upstream = Upstream(shared.client, config.timeouts)
-    shared.upstreams.append(upstream)
+    upstream = Upstream(shared.client, config.timeouts, shared.deadlines)
     budgets = BudgetKeeper(shared.store, health, wall=shared.wall)
     redactor = Redactor(config_secrets(config))
     attempts = AttemptRunner(

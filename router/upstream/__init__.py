@@ -268,10 +268,14 @@ class UpstreamResponse:
 
 
 class Upstream:
-    def __init__(self, client: HttpClient, timeouts: Timeouts) -> None:
+    def __init__(
+        self, client: HttpClient, timeouts: Timeouts, deadlines: Deadlines | None = None
+    ) -> None:
         self._client = client
         self._timeouts = timeouts
-        self._deadlines = Deadlines()  # one per attempt (UpstreamResponse)
+        # Two per attempt (UpstreamResponse). Given: the process's, which every config
+        # shares, so a reload leaves nothing behind that lives until exit.
+        self._deadlines = deadlines if deadlines is not None else Deadlines()
 
     async def send(
         self,

@@ -4,7 +4,9 @@ between requests; state carried over for unchanged routes, dropped for removed o
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,9 +18,11 @@ import pytest
 import structlog
 
 from router.config import load_config
+from router.handlers.state import APP_STATE
 from router.server import bound_port, start
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging
+from router.upstream import Upstream
 from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
 
@@ -256,3 +260,33 @@ async def test_a_router_not_started_from_a_file_says_so(stack):
     assert await reload(url) == (409, {
         "status": "rejected", "error": "this router was not started from a routes.yaml file",
     })  # fmt: skip
+
+
+async def test_a_replaced_config_is_freed_once_its_requests_are_done(stack, tmp_path):
+    """Nothing of a config outlives its requests: a process reloaded every few minutes
+    for months must not hold every config it ever ran until exit."""
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    gc.collect()
+    before = _upstreams()
+    runner = await start(load_config(path), "127.0.0.1", 0, config_path=path)
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+        current = runner.app[APP_STATE]
+        assert (await chat_status(url)) == 200
+        replaced = [weakref.ref(current.state.failover)]
+        for yaml in (a_and_c(sim_url), a_and_b(sim_url)):
+            path.write_text(yaml)
+            assert (await reload(url))[0] == 200
+            assert (await chat_status(url)) == 200
+            replaced.append(weakref.ref(current.state.failover))
+        gc.collect()
+        assert [ref() is None for ref in replaced] == [True, True, False]
+        assert _upstreams() == before + 1  # the current config's
+    finally:
+        await runner.cleanup()
+
+
+def _upstreams() -> int:
+    return sum(isinstance(thing, Upstream) for thing in gc.get_objects())
