@@ -36,7 +36,7 @@ from router.telemetry.logs import RequestLog, redact_also
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import Tracing
 from router.types import Config, Key
-from router.upstream import Upstream
+from router.upstream import Upstream, translate
 from router.upstream.client import HttpClient
 from router.upstream.deadlines import Deadlines
 from router.wire.redact import Redactor, config_secrets
@@ -133,6 +133,8 @@ class Reloader:
                     outcome = Outcome(error=exc.message)
                 else:
                     outcome = self._apply(config)
+                    # litellm clients of keys gone or changed: closed once unused.
+                    await translate.retire(self._current.state.config.keys.values())
         if outcome.error is not None:
             log.error("reload_failed", error=outcome.error, detail="the old config keeps serving")
         else:

@@ -23,6 +23,7 @@ from router.server import bound_port, start
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging
 from router.upstream import Upstream
+from router.upstream.translate import egress as translate_egress
 from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
 
@@ -290,3 +291,46 @@ async def test_a_replaced_config_is_freed_once_its_requests_are_done(stack, tmp_
 
 def _upstreams() -> int:
     return sum(isinstance(thing, Upstream) for thing in gc.get_objects())
+
+
+@pytest.mark.timeout(60)  # the first translated request imports litellm (~4 s)
+async def test_a_translated_keys_client_is_closed_once_a_reload_replaced_it_and_its_stream_ended(
+    stack, tmp_path
+):
+    """A key's own litellm client (its connections to the provider) goes when a reload
+    changes the key's secret, but only once the stream still using it has ended."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+
+    def openai_key_a(secret: str) -> str:  # Messages on it: litellm's OpenAI SDK client
+        return routes_yaml(
+            keys=[key("a", sim_url, api_key=secret)],
+            models={"claude": model(route("a", "gpt-4o"))},
+            timeouts={"idle": 1.0},
+        )
+
+    def messages(stream: bool) -> dict[str, Any]:
+        return {"model": "claude", "max_tokens": 50, "messages": HI, "stream": stream}
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(openai_key_a(SIM_A.api_key))
+    async with router_for(path) as url, aiohttp.ClientSession() as session:
+        sim.inject("a", Fault.stream_stall(after_chunks=1))
+        async with session.post(f"{url}/v1/messages", json=messages(True)) as stalled:
+            assert stalled.status == 200
+            assert (await stalled.content.readline()).startswith(b"event: ")
+            [old] = translate_egress.open_clients()
+            path.write_text(openai_key_a(SIM_B.api_key))
+            assert (await reload(url))[0] == 200
+            assert translate_egress.open_clients() == [old]  # the stream still reads on it
+            assert not old.is_closed()
+            async with session.post(f"{url}/v1/messages", json=messages(False)) as answer:
+                assert answer.status == 200  # on a client of the new secret
+                text = (await answer.json())["content"][0]["text"]
+                assert text == "Hello from b via gpt-4o."
+            await stalled.read()  # the stall ends at the idle timeout
+        async with asyncio.timeout(5):
+            while old in translate_egress.open_clients():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert old.is_closed()
+        [new] = translate_egress.open_clients()
+        assert not new.is_closed() and new.api_key == SIM_B.api_key

@@ -4,6 +4,7 @@ made them: a router on a later loop never gets, or closes, a client of a closed 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -77,3 +78,52 @@ def test_a_key_of_an_openai_compatible_provider_gets_a_client_on_that_providers_
     client = asyncio.run(made())
     assert str(client.base_url).startswith(base)
     assert client.api_key == "pplx-test"
+
+
+OTHER = Key(name="b", provider="openai", api_base="http://127.0.0.1:9/v1", api_key="sk-b")
+
+
+def test_a_reload_closes_the_clients_it_no_longer_names_once_their_uses_are_given_back() -> None:
+    async def run() -> None:
+        used = egress.client_arguments(OPENAI, OPENAI.api_base)["client"]  # a stream's
+        idle = egress.client_arguments(OTHER, OTHER.api_base)["client"]
+        await egress.release(idle)  # its call returned
+        rotated = dataclasses.replace(OPENAI, api_key="sk-a-rotated")
+        await egress.retire([rotated])  # a's secret changed, b is gone
+        assert idle.is_closed() and not used.is_closed()
+        fresh = egress.client_arguments(rotated, rotated.api_base)["client"]
+        assert fresh is not used and fresh.api_key == "sk-a-rotated"
+        await egress.release(used)  # the stream ended
+        assert used.is_closed() and egress.open_clients() == [fresh]
+        await egress.retire([rotated])  # a reload that changes nothing keeps it
+        assert not fresh.is_closed()
+        await egress.close()
+        assert fresh.is_closed()
+        await egress.release(fresh)  # a call that ends after shutdown: nothing to do
+
+    asyncio.run(run())
+
+
+def test_shutdown_closes_a_retired_client_still_in_use() -> None:
+    async def run() -> Any:
+        used = egress.client_arguments(OPENAI, OPENAI.api_base)["client"]
+        await egress.retire([])
+        assert not used.is_closed()
+        await egress.close()
+        return used
+
+    assert asyncio.run(run()).is_closed()
+
+
+def test_a_key_whose_provider_changes_gets_a_client_of_its_new_providers_kind() -> None:
+    async def run() -> tuple[Any, Any]:
+        # Same name, secret and address; `proxy: none` gives an anthropic key a client.
+        anthropic = dataclasses.replace(OPENAI, provider="anthropic", proxy_given=True)
+        before = egress.client_arguments(OPENAI, OPENAI.api_base)["client"]
+        await egress.retire([anthropic])
+        after = egress.client_arguments(anthropic, anthropic.api_base)["client"]
+        await egress.close()
+        return before, after
+
+    before, after = asyncio.run(run())
+    assert type(before).__name__ == "AsyncOpenAI" and type(after).__name__ == "AsyncHTTPHandler"

@@ -36,7 +36,13 @@ from router.upstream.providers import PROVIDERS
 from router.upstream.translate.anthropic_litellm import AnthropicMessagesTranslator
 from router.upstream.translate.endpoints import GEMINI_API_BASE
 from router.upstream.translate.openai_litellm import OpenAIChatTranslator
-from router.upstream.translate.runtime import available, litellm_providers, preload, shutdown
+from router.upstream.translate.runtime import (
+    available,
+    litellm_providers,
+    preload,
+    retire,
+    shutdown,
+)
 
 
 class TranslatedResponse(Protocol):
@@ -114,6 +120,7 @@ __all__ = [
     "can_serve",
     "litellm_providers",
     "preload",
+    "retire",
     "shutdown",
     "translation",
     "translator_for",

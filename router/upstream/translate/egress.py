@@ -14,17 +14,23 @@ providers litellm serves (`cohere`, `bedrock`, ...) a `proxy:` does not reach th
 translated requests, and the config loader says so (`takes_proxy`).
 
 Each key's client is built on its first translated request and kept (by key name,
-proxy, secret, base URL and API version, so a reload that changes any of them gets a
-new one and in-flight streams keep theirs), per event loop: a client's connections
-belong to the loop that opened them. `close()` closes the running loop's clients at
-shutdown (`runtime.shutdown`) and forgets those of loops already closed. Per translated
-request: two dict lookups, for a key with a `proxy:` and for every key of the OpenAI
-SDK's providers (whose own client follows no redirect).
+provider, proxy, secret, base URL and API version, so a reload that changes any of them
+gets a new one and in-flight streams keep theirs), per event loop: a client's
+connections belong to the loop that opened them. A request holds a use of its client
+from `client_arguments` until `release()`: `litellm_calls` gives it back when a call
+returns, or when the stream it opened is closed. After a reload, `retire()` closes the
+clients the new config no longer names once their last use is given back. `close()`
+closes the running loop's clients at shutdown (`runtime.shutdown`) and forgets those of
+loops already closed. Per translated request: a few dict lookups, for a key with a
+`proxy:` and for every key of the OpenAI SDK's providers (whose own client follows no
+redirect).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from router.types import Key, Proxy
@@ -47,8 +53,27 @@ _OPENAI_COMPATIBLE = frozenset(
 _OPENAI_SDK_PROVIDERS = frozenset({"openai", "azure"}) | _OPENAI_COMPATIBLE
 PROXIED_PROVIDERS = _HTTP_HANDLER_PROVIDERS | _OPENAI_SDK_PROVIDERS
 
-_Held = tuple[str, Proxy | None, str, str | None, str | None]
-_clients: dict[asyncio.AbstractEventLoop, dict[_Held, Any]] = {}
+# What a key's client is made from: name, provider, proxy, secret, base URL, API version.
+_Identity = tuple[str, str, Proxy | None, str, str, str | None]
+
+
+@dataclass(slots=True)
+class _Held:
+    client: Any
+    uses: int = 0
+    retired: bool = False  # the config no longer names it: closed at its last release
+
+
+@dataclass(slots=True)
+class _Clients:
+    """One event loop's clients: those the config names, and every one still open
+    (those plus the retired ones still in use), by `id()`."""
+
+    current: dict[_Identity, _Held] = field(default_factory=dict)
+    open: dict[int, _Held] = field(default_factory=dict)
+
+
+_clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
 
 
 def takes_proxy(provider: str) -> bool:
@@ -75,12 +100,60 @@ def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     clients = _clients.get(loop)
     if clients is None:
-        clients = _clients[loop] = {}
-    held = (key.name, key.proxy, key.api_key, api_base, key.api_version)
-    client = clients.get(held)
+        clients = _clients[loop] = _Clients()
+    identity = _identity(key)
+    held = clients.current.get(identity)
+    if held is None:
+        held = clients.current[identity] = _Held(_client(key, api_base))
+        if held.client is not _NONE:
+            clients.open[id(held.client)] = held
+    if held.client is _NONE:
+        return {}
+    held.uses += 1
+    return {"client": held.client}
+
+
+async def release(client: Any) -> None:
+    """Give back the use `client_arguments` took of `client` (None: it gave none)."""
     if client is None:
-        client = clients[held] = _client(key, api_base)
-    return {"client": client} if client is not _NONE else {}
+        return
+    clients = _clients.get(asyncio.get_running_loop())
+    held = clients.open.get(id(client)) if clients is not None else None
+    if held is None or held.client is not client:
+        return  # closed at shutdown already
+    held.uses -= 1
+    if held.uses <= 0 and held.retired:
+        await _close(clients, held)
+
+
+async def retire(keys: Iterable[Key]) -> None:
+    """After a reload to a config of `keys`: the running loop's clients it no longer
+    names (a key removed, or its secret, proxy or address changed) are closed, now or
+    when the last request using one lets it go."""
+    clients = _clients.get(asyncio.get_running_loop())
+    if clients is None:
+        return
+    live = {_identity(key) for key in keys}
+    for identity in [identity for identity in clients.current if identity not in live]:
+        held = clients.current.pop(identity)
+        held.retired = True
+        if held.uses <= 0:
+            await _close(clients, held)
+
+
+def open_clients() -> list[Any]:
+    """For tests: the running loop's clients not closed yet, retired ones included."""
+    clients = _clients.get(asyncio.get_running_loop())
+    return [held.client for held in clients.open.values()] if clients is not None else []
+
+
+def _identity(key: Key) -> _Identity:
+    return (key.name, key.provider, key.proxy, key.api_key, key.api_base, key.api_version)
+
+
+async def _close(clients: _Clients, held: _Held) -> None:
+    if clients.open.pop(id(held.client), None) is not None:
+        await held.client.close()
 
 
 _NONE = object()  # held for a key that gets no client of ours: litellm picks its own
@@ -107,9 +180,9 @@ async def close() -> None:
     """Close the running loop's clients (their connections to proxies and providers),
     and forget those of closed loops: their connections died with their loop, and
     closing them now would schedule callbacks on it."""
-    clients = _clients.pop(asyncio.get_running_loop(), {})
+    clients = _clients.pop(asyncio.get_running_loop(), None)
     for loop in [loop for loop in _clients if loop.is_closed()]:
         del _clients[loop]
-    for client in clients.values():
-        if client is not _NONE:
-            await client.close()
+    if clients is not None:
+        for held in list(clients.open.values()):
+            await _close(clients, held)

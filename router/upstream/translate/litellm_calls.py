@@ -6,6 +6,9 @@ is first read, and does not apply its own timeout there, so without the first ch
 error or a silent provider would surface only after the attempt was already handed to
 the relay. Until that chunk, any failure is the provider's answer (or a transport
 error) and failover may still try the next route (provider-signals.md §9.3).
+
+The use of a key's own client that `arguments` hold (`egress.client_arguments`) is
+given back when the call returns, or, for a stream that opened, when it is closed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from router.errors import UpstreamProtocolError, UpstreamTimeout
 from router.types import Route
+from router.upstream.translate import egress
 from router.upstream.translate.litellm_errors import error_answer
 from router.upstream.translate.litellm_internals import stream_lines
 from router.upstream.translate.translated import TranslatedAnswer
@@ -34,6 +38,8 @@ async def complete(
         raise UpstreamTimeout(route.id, "first_byte") from exc
     except Exception as exc:  # litellm's errors; error_answer finds what the provider said
         return error_answer(exc, route.id, secret=route.key.api_key)
+    finally:
+        await egress.release(arguments.get("client"))
 
 
 @dataclass(slots=True)
@@ -43,6 +49,7 @@ class OpenedStream:
     route: Route
     stream: Any  # litellm's CustomStreamWrapper
     first: Any
+    client: Any = None  # the key's own client, given back when the stream is closed
 
     async def chunks(self) -> AsyncIterator[Any]:
         """Every chunk, the first included. A stream that ends without a finish_reason
@@ -56,7 +63,11 @@ class OpenedStream:
             raise UpstreamProtocolError(self.route.id, "stream ended without a finish_reason")
 
     async def aclose(self) -> None:
-        await close_stream(self.stream)
+        client, self.client = self.client, None
+        try:
+            await close_stream(self.stream)
+        finally:
+            await egress.release(client)
 
 
 async def open_stream(
@@ -69,7 +80,7 @@ async def open_stream(
             stream = await lib.acompletion(**arguments)
             first = await anext(stream)
         opened = True
-        return OpenedStream(route, stream, first)
+        return OpenedStream(route, stream, first, arguments.get("client"))
     except StopAsyncIteration as exc:
         raise UpstreamProtocolError(route.id, "stream ended before its first chunk") from exc
     except TimeoutError as exc:
@@ -77,8 +88,12 @@ async def open_stream(
     except Exception as exc:
         return error_answer(exc, route.id, secret=route.key.api_key)
     finally:
-        if stream is not None and not opened:
-            await close_stream(stream)
+        if not opened:
+            try:
+                if stream is not None:
+                    await close_stream(stream)
+            finally:
+                await egress.release(arguments.get("client"))
 
 
 async def close_stream(stream: Any) -> None:

@@ -22,11 +22,12 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from router.types import TRANSLATE_EXTRA
+from router.types import TRANSLATE_EXTRA, Key
 from router.upstream.translate import egress, litellm_internals
 
 _lock = threading.Lock()
@@ -92,6 +93,13 @@ async def shutdown() -> None:
     if _litellm is not None:
         await egress.close()
         await _litellm.close_litellm_async_clients()
+
+
+async def retire(keys: Iterable[Key]) -> None:
+    """After a reload: close the keys' own clients (`egress.py`) the new config's `keys`
+    no longer name, once no request uses them."""
+    if _litellm is not None:
+        await egress.retire(keys)
 
 
 def token_count(model: str, messages: list[Any]) -> int:
