@@ -1,11 +1,12 @@
 """One keep-alive HTTP/1.1 connection to a provider, and the response being read off it.
 
 httptools (llhttp, the parser uvicorn serves with) does the parsing: status, headers,
-chunked framing, keep-alive. What is left here is the part a proxy needs: the body
-arrives as pieces to relay as they come, reading pauses when the relay falls behind,
-a read can be failed from outside (the router's own deadlines do that), and the
-connection goes back to its pool only when its response was read to the end and
-nothing else came after it.
+chunked framing, keep-alive (a head's fields are read off its bytes once llhttp has
+accepted them, in one split rather than a Python call per field). What is left here
+is the part a proxy needs: the body arrives as pieces to relay as they come, reading
+pauses when the relay falls behind, a read can be failed from outside (the router's
+own deadlines do that), and the connection goes back to its pool only when its
+response was read to the end and nothing else came after it.
 
 Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
 Change it with a before/after figure.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +38,7 @@ _INFLATE_ALLOWANCE = 1 << 20
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_COLONS = itertools.repeat(":")  # map(str.partition, lines, _COLONS): name, ":", value
 
 
 class HttpError(Exception):
@@ -223,15 +226,12 @@ class Response:
 
     # What the connection's parser reports.
 
-    def on_headers_complete(
-        self, status: int, keep_alive: bool, raw: list[tuple[bytes, bytes]]
-    ) -> None:
-        """The head is whole: its status and `raw` header fields, as they came."""
+    def on_headers_complete(self, status: int, keep_alive: bool, lines: list[str]) -> None:
+        """The head is whole: its status and its field lines (`Name: value`), as they
+        came, from a head the parser accepted: a name ends at the first colon, and the
+        parser drops the spaces and tabs before a value but keeps those after it."""
         headers: CIMultiDict[str] = CIMultiDict(
-            [
-                (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-                for name, value in raw
-            ]
+            [(name, value.lstrip(" \t")) for name, _, value in map(str.partition, lines, _COLONS)]
         )
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
@@ -336,9 +336,15 @@ class Connection(asyncio.Protocol):
         self._response: Response | None = None
         self._paused = False
         self._interim = False  # a 1xx head was parsed: its message end is not the response's
-        # The current head's fields, kept here rather than on the response: the parser
-        # calls on_header once per field, and a provider's head has twenty or more.
-        self._raw_headers: list[tuple[bytes, bytes]] = []
+        # The parser validates the head; its fields are then read off the head's bytes in
+        # one split, rather than through a Python call per field (`on_header`, which this
+        # class does not have): a provider's head has twenty or more. `_head` holds the
+        # bytes being parsed while the head is not whole: the read, after what earlier
+        # reads left (`_held`); `_head_at` is where the current head starts in it (past
+        # interim heads).
+        self._head: bytes | bytearray = b""
+        self._held = bytearray()
+        self._head_at = 0
         self._headers_left = limits.max_headers  # interim heads' fields count too
         self._finished = False  # the response is complete: nothing more may arrive
         self._extra = False  # bytes came after it
@@ -354,7 +360,7 @@ class Connection(asyncio.Protocol):
         self._response = response = Response(self, self._limits)
         self._finished = self._extra = False
         self._head_bytes = 0
-        self._raw_headers = []
+        self._held.clear()
         self._headers_left = self._limits.max_headers
         self._transport.writelines(data)
         return response
@@ -393,15 +399,12 @@ class Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection cannot be trusted again
             return
         try:
-            self._parser.feed_data(data)
+            if response.head_done:
+                self._parser.feed_data(data)
+            else:
+                self._feed_head(response, data)
             if self._body:
                 self._hand_over_body()
-            if not response.head_done:
-                # Every byte so far was head: the parser holds a field that has not
-                # ended yet without bound, so the limit is checked here, per read.
-                self._head_bytes += len(data)
-                if self._head_bytes > self._limits.max_head_bytes:
-                    raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
         except TooLarge as exc:
             self.close()
             response.set_exception(exc)
@@ -422,6 +425,32 @@ class Connection(asyncio.Protocol):
         if self._finished and self._extra:
             self.close()
 
+    def _feed_head(self, response: Response, data: bytes) -> None:
+        """Parse a read that holds (the start of) the head."""
+        held = self._held
+        if held:
+            held += data  # a head in several reads: kept in place, not copied per read
+            self._head = held
+        else:
+            self._head = data
+        self._head_at = 0
+        try:
+            self._parser.feed_data(data)
+        finally:
+            self._head = b""
+        if not response.head_done:
+            # Every byte so far was head (interim heads' too): the limit is checked
+            # per read, so a field that never ends is refused while it arrives.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_head_bytes:
+                raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
+            if held:
+                del held[: self._head_at]  # the interim heads parsed
+            else:
+                held += data[self._head_at :]
+        elif held:
+            held.clear()
+
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost says what that means
 
@@ -437,25 +466,33 @@ class Connection(asyncio.Protocol):
         if self._finished:
             self._extra = True
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._response is not None and not self._finished:
-            self._headers_left -= 1
-            if self._headers_left < 0:
-                raise TooLarge(f"more than {self._limits.max_headers} header fields")
-            self._raw_headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         if self._response is not None and not self._finished:
+            # The parser took the head: its lines end in CRLF, none is folded, and no
+            # value holds a CR or LF, so the first empty line ends it.
+            start = self._head_at
+            end = self._head.index(b"\r\n\r\n", start)
+            self._head_at = end + 4
+            if end - start > self._limits.max_head_bytes:
+                raise TooLarge(f"response head larger than {self._limits.max_head_bytes} bytes")
+            # Names are tokens (ASCII); values are UTF-8, and a byte that is not is kept
+            # as a surrogate escape, as aiohttp keeps it. CR, LF and ":" are ASCII, so
+            # decoding the whole head decodes each name and value as on its own.
+            head = self._head[start:end].decode("utf-8", "surrogateescape")
+            # A CRLF ends the status line and each field but the last: one per field.
+            self._headers_left -= head.count("\r\n")
+            if self._headers_left < 0:
+                raise TooLarge(f"more than {self._limits.max_headers} header fields")
             parser = self._parser
             status = parser.get_status_code()
             if 100 <= status < 200:  # 100 Continue and the like: the real head follows
                 if status == 101:
                     raise BadResponse("the server switched protocols (101), unasked")
                 self._interim = True
-                self._raw_headers = []
                 return
-            raw, self._raw_headers = self._raw_headers, []
-            self._response.on_headers_complete(status, parser.should_keep_alive(), raw)
+            lines = head.split("\r\n")
+            del lines[0]  # the status line
+            self._response.on_headers_complete(status, parser.should_keep_alive(), lines)
 
     def _hand_over_body(self) -> None:
         """The body chunks parsed so far go to the response; after it is complete they
