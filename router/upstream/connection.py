@@ -2,7 +2,7 @@
 
 httptools (llhttp, the parser uvicorn serves with) does the parsing: status, headers,
 chunked framing, keep-alive (a head's fields are read off its bytes once llhttp has
-accepted them, in one split rather than a Python call per field). What is left here
+accepted them, in one regex pass rather than a Python call per field). What is left here
 is the part a proxy needs: the body arrives as pieces to relay as they come, reading
 pauses when the relay falls behind, a read can be failed from outside (the router's
 own deadlines do that), and the connection goes back to its pool only when its
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import re
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +38,9 @@ _INFLATE_ALLOWANCE = 1 << 20
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-_COLONS = itertools.repeat(":")  # map(str.partition, lines, _COLONS): name, ":", value
+# A field of a head llhttp accepted: after a CRLF, the name up to the first colon, then
+# the value without the spaces and tabs before it (llhttp keeps those after it).
+_FIELD = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")
 
 
 class HttpError(Exception):
@@ -226,13 +228,11 @@ class Response:
 
     # What the connection's parser reports.
 
-    def on_headers_complete(self, status: int, keep_alive: bool, lines: list[str]) -> None:
-        """The head is whole: its status and its field lines (`Name: value`), as they
-        came, from a head the parser accepted: a name ends at the first colon, and the
-        parser drops the spaces and tabs before a value but keeps those after it."""
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(name, value.lstrip(" \t")) for name, _, value in map(str.partition, lines, _COLONS)]
-        )
+    def on_headers_complete(
+        self, status: int, keep_alive: bool, fields: list[tuple[str, str]]
+    ) -> None:
+        """The head is whole: its status and its fields, in order."""
+        headers: CIMultiDict[str] = CIMultiDict(fields)
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
             self._decoder = _Decoder(encoding, self._limits.max_inflate_ratio)
@@ -337,7 +337,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._interim = False  # a 1xx head was parsed: its message end is not the response's
         # The parser validates the head; its fields are then read off the head's bytes in
-        # one split, rather than through a Python call per field (`on_header`, which this
+        # one regex pass, rather than through a Python call per field (`on_header`, which this
         # class does not have): a provider's head has twenty or more. `_head` holds the
         # bytes being parsed while the head is not whole: the read, after what earlier
         # reads left (`_held`); `_head_at` is where the current head starts in it (past
@@ -490,9 +490,9 @@ class Connection(asyncio.Protocol):
                     raise BadResponse("the server switched protocols (101), unasked")
                 self._interim = True
                 return
-            lines = head.split("\r\n")
-            del lines[0]  # the status line
-            self._response.on_headers_complete(status, parser.should_keep_alive(), lines)
+            self._response.on_headers_complete(
+                status, parser.should_keep_alive(), _FIELD.findall(head)
+            )
 
     def _hand_over_body(self) -> None:
         """The body chunks parsed so far go to the response; after it is complete they
