@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from router.types import Limits, Proxy
-from router.upstream.connection import (
+from router.upstream.connection import Connection, Response
+from router.upstream.http_errors import (
     BadResponse,
     BrokenBody,
-    Connection,
     Disconnected,
     HttpError,
-    Response,
     TooLarge,
 )
 from router.upstream.tunnel import ProxyRefused, open_tunnel

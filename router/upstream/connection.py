@@ -26,87 +26,26 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.types import Limits
+from router.upstream.http_errors import (
+    BadResponse,
+    BrokenBody,
+    Disconnected,
+    HttpError,
+    TooLarge,
+)
+from router.upstream.inflate import Decoder
 
 # Reading from the provider pauses above this many unread body bytes, and goes on
 # once the relay has taken them (aiohttp's StreamReader pauses at 128 KiB).
 _HIGH_WATER = 1 << 17
 # An error answer is a few hundred bytes of JSON; one past this is not an error body.
 _MAX_ERROR_BODY = 1 << 20
-# Decoded bytes allowed before the inflate ratio applies: a small compressed answer
-# may inflate far more than a long one without being a bomb.
-_INFLATE_ALLOWANCE = 1 << 20
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 # A field of a head llhttp accepted: after a CRLF, the name up to the first colon, then
 # the value without the spaces and tabs before it (llhttp keeps those after it).
 _FIELD = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")
-
-
-class HttpError(Exception):
-    """The connection or the response failed; the subclasses say how."""
-
-
-class Disconnected(HttpError):
-    """The connection closed before a whole response head came back."""
-
-
-class BrokenBody(HttpError):
-    """The connection closed, or the body could not be decoded, part way through."""
-
-
-class BadResponse(HttpError):
-    """What came back is not HTTP/1.1 this client can read."""
-
-
-class TooLarge(BadResponse):
-    """The response passed one of the limits (`router.types.Limits`) on what it may hold."""
-
-
-class _Decoder:
-    """gzip, zlib-wrapped deflate, or raw deflate (some servers send that as `deflate`),
-    told apart by the first two bytes, as browsers and aiohttp do.
-
-    Bounded: past the first MiB, the decoded size may be at most `ratio` times the
-    compressed size, and a call never decodes more than that allows (zlib's
-    `max_length`), so a bomb fails after a MiB or so instead of inflating into memory.
-    """
-
-    __slots__ = ("_fed", "_held", "_in", "_inflate", "_out", "_ratio")
-
-    def __init__(self, encoding: str, ratio: int) -> None:
-        self._inflate = zlib.decompressobj(31) if encoding == "gzip" else None
-        self._held = b""  # deflate's first byte, until the second says which framing
-        self._fed = False
-        self._ratio = ratio
-        self._in = 0
-        self._out = 0
-
-    def decompress(self, data: bytes) -> bytes:
-        self._fed = True
-        if self._inflate is None:
-            data = self._held + data
-            if len(data) < 2:
-                self._held = data
-                return b""
-            zlib_header = data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0
-            self._inflate = zlib.decompressobj(15 if zlib_header else -15)
-        self._in += len(data)
-        room = max(_INFLATE_ALLOWANCE, self._in * self._ratio) - self._out
-        out = self._inflate.decompress(data, room + 1)
-        self._out += len(out)
-        if len(out) > room:
-            raise TooLarge(f"the compressed body inflates more than {self._ratio} times its size")
-        return out
-
-    def flush(self) -> bytes:
-        return self._inflate.flush() if self._inflate is not None else b""
-
-    def ended(self) -> bool:
-        """Whether the compressed stream reached its own end (an empty body counts)."""
-        if not self._fed:
-            return True
-        return self._inflate is not None and self._inflate.eof
 
 
 class Response:
@@ -140,7 +79,7 @@ class Response:
         self._complete = False
         self._close_delimited = False  # no Content-Length, not chunked: the close ends it
         self._done_with = False  # released or closed: the connection is not ours any more
-        self._decoder: _Decoder | None = None
+        self._decoder: Decoder | None = None
         self._exception: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
@@ -235,7 +174,7 @@ class Response:
         headers: CIMultiDict[str] = CIMultiDict(fields)
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate"):
-            self._decoder = _Decoder(encoding, self._limits.max_inflate_ratio)
+            self._decoder = Decoder(encoding, self._limits.max_inflate_ratio)
         elif encoding != "identity":
             raise BadResponse(f"unsupported content-encoding {encoding!r}")
         self._close_delimited = "Content-Length" not in headers and (

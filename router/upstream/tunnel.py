@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from router.types import Proxy
-from router.upstream.connection import HttpError
+from router.upstream.http_errors import HttpError
 
 _MAX_HEAD = 16 * 1024
 

@@ -12,7 +12,8 @@ import httptools
 import pytest
 
 from router.types import Limits
-from router.upstream.connection import Connection, TooLarge
+from router.upstream.connection import Connection
+from router.upstream.http_errors import TooLarge
 
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Pieces of a value: any byte the parser takes in one, and whole, cut and bad UTF-8.
