@@ -40,12 +40,20 @@ async def serve(upstream: str, key: str, port: int) -> None:
         await session.close()
 
 
-async def listen(forward: Handler, port: int) -> None:
-    """Serve `forward` on POST /v1/chat/completions until SIGTERM ends the process."""
+async def listen(forward: Handler, port: int, *, fast_paths: bool = False) -> None:
+    """Serve `forward` on POST /v1/chat/completions until SIGTERM ends the process.
+    `fast_paths`: requests reach `forward` as they reach the router's handlers, without
+    aiohttp's URL dispatch (router/fast_paths.py)."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", forward)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    if fast_paths:
+        from router.fast_paths import FastPaths
+
+        server = runner.server
+        assert server is not None
+        server.request_handler = FastPaths(app, server.request_handler)
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)

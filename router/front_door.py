@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ import structlog
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+
+from router.fast_paths import FastPaths
 
 log = structlog.get_logger("router.front_door")
 
@@ -151,9 +154,16 @@ class Connection(RequestHandler):
 class FrontDoor(web.Server):
     """aiohttp's server with `Connection`s and a cap on how many are open."""
 
-    def __init__(self, stock: web.Server, *, reading: ReadTimeouts, max_connections: int) -> None:
+    def __init__(
+        self,
+        stock: web.Server,
+        *,
+        reading: ReadTimeouts,
+        max_connections: int,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
+    ) -> None:
         super().__init__(
-            stock.request_handler,
+            handler or stock.request_handler,
             request_factory=stock.request_factory,
             handler_cancellation=stock.handler_cancellation,
             loop=stock._loop,
@@ -228,7 +238,12 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         stock = await super()._make_server()
-        return FrontDoor(stock, reading=self._reading, max_connections=self._max_connections)
+        return FrontDoor(
+            stock,
+            reading=self._reading,
+            max_connections=self._max_connections,
+            handler=FastPaths(self.app, stock.request_handler),
+        )
 
 
 def connection_cap(configured: int) -> int:

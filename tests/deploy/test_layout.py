@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
         *("types", "errors", "rules", "wire", "telemetry", "upstream", "health"),
         *("config", "failover"),
     },
-    "front_door": set(),  # client connections (timeouts, cap): aiohttp only
+    "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
+    "front_door": {"fast_paths"},  # client connections (timeouts, cap)
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {
         *("types", "errors", "wire", "telemetry", "upstream", "health"),

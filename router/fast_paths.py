@@ -1,0 +1,58 @@
+"""Requests for the router's fixed paths reach their handler without aiohttp's URL
+dispatch.
+
+For every request aiohttp's `Application._handle` asks the event loop for its debug
+flag (`asyncio.get_event_loop()`: a getpid() syscall on CPython 3.11), walks its
+resource index for the path, builds, fills and freezes a match record, and checks for
+middlewares: about 230 bytecodes and a syscall, 3% of a streamed request. The router's
+routes are fixed strings without middlewares, so the record for each method and path
+is built once here and a request whose raw path is one of those strings, exactly,
+gets its handler straight away. Everything else (a query string, an escaped or
+dot-segment path that yarl would normalise, an `Expect` header, a method or path with
+no exact route, an app with middlewares) goes through aiohttp's `_handle` unchanged.
+
+A shared record is safe because it is frozen and the router's handlers only read it
+(`request.app`); it reaches into one aiohttp attribute, `Request._match_info`, which
+tests through real sockets (tests/integration/test_fast_paths.py) would notice moving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class FastPaths:
+    """The server's request handler: exact (method, raw path) pairs first, aiohttp's
+    dispatch for the rest."""
+
+    __slots__ = ("_routes", "_slow")
+
+    def __init__(self, app: web.Application, slow: Handler) -> None:
+        self._slow = slow
+        self._routes: dict[tuple[str, str], tuple[UrlMappingMatchInfo, Handler]] = {}
+        if app.middlewares:  # a middleware wraps every handler: aiohttp's dispatch does
+            return
+        for resource in app.router.resources():
+            if not isinstance(resource, web.PlainResource):
+                continue
+            for route in resource:
+                if route.method == hdrs.METH_ANY:
+                    continue
+                match = UrlMappingMatchInfo({}, route)
+                match.add_app(app)
+                match.freeze()
+                self._routes[(route.method, resource.canonical)] = (match, route.handler)
+
+    def __call__(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine: the handler's own is returned for the caller to await, one
+        # coroutine fewer a request.
+        found = self._routes.get((request.method, request.raw_path))
+        if found is None or hdrs.EXPECT in request.headers:
+            return self._slow(request)
+        request._match_info = found[0]  # type: ignore[attr-defined]
+        return found[1](request)
