@@ -8,7 +8,9 @@ rendered line, so no field, nested or not, escapes it; no ANSI codes in JSON lin
 
 from __future__ import annotations
 
+import codecs
 import contextvars
+import io
 import logging
 import sys
 import time
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from router.telemetry import stdlib
@@ -58,12 +61,16 @@ class _Timestamps:
         self._prefix = ""
 
     def now(self) -> str:
-        now = time.time()
-        second = int(now)
+        millis = int(time.time() * 1000)
+        second = millis // 1000
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+        return self._prefix + _MILLIS[millis - second * 1000]
+
+
+# Each millisecond's ending, written once: formatting `:03d` on every line cost more.
+_MILLIS = tuple(f".{millis:03d}+00:00" for millis in range(1000))
 
 
 _timestamps = _Timestamps()
@@ -100,6 +107,16 @@ class JSONLines:
         event["timestamp"] = _timestamps.now()
         return self._redactor.scrub(log_text(event)) + "\n"
 
+    def line_bytes(self, event: dict[str, Any]) -> bytes:
+        """`line()` as UTF-8 for a binary stream: orjson writes bytes, and the redaction
+        hands clean bytes back as they came, so the line is never encoded again."""
+        event["timestamp"] = _timestamps.now()
+        try:
+            data = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # what orjson cannot write as it is: log_text() writes it
+            return self.line(event).encode("utf-8", "backslashreplace")
+        return self._redactor.scrub_bytes(data)
+
 
 class RequestLog:
     """Writes the one `request` event each request ends with.
@@ -113,6 +130,7 @@ class RequestLog:
     def __init__(self, renderer: JSONLines | None = None, stream: TextIO | None = None) -> None:
         self._renderer = renderer
         self._write = stream.write if stream is not None else None
+        self._write_bytes = _bytes_writer_under(stream)
         self._fallback = structlog.get_logger("router.request")
 
     def __call__(self, request_id: str, fields: dict[str, Any]) -> None:
@@ -122,7 +140,46 @@ class RequestLog:
         fields["event"] = "request"
         fields["request_id"] = request_id
         fields["level"] = "info"
+        if self._write_bytes is not None:
+            self._write_bytes(self._renderer.line_bytes(fields))
+            return
         self._write(self._renderer.line(fields))
+
+
+def _bytes_writer_under(stream: TextIO | None) -> Callable[[bytes], None] | None:
+    """A writer to the binary layer of a UTF-8 text stream (stderr, as Python opens it),
+    which takes the request line as it comes from orjson, past the text layer's decoding
+    and encoding; None for any other stream. Every other line goes through the text
+    layer, and each ends with a newline and a flush (structlog's writer, stdlib.py), so
+    nothing of them waits there when a request line goes under it."""
+    if not isinstance(stream, io.TextIOWrapper):
+        return None
+    try:
+        if codecs.lookup(stream.encoding).name != "utf-8":
+            return None
+    except LookupError:
+        return None
+    binary = stream.buffer
+    if isinstance(binary, io.BufferedIOBase):  # Python's default: a line, then a flush
+        write, flush = binary.write, binary.flush
+
+        def buffered(line: bytes) -> None:
+            write(line)
+            flush()
+
+        return buffered
+    if isinstance(binary, io.RawIOBase):  # PYTHONUNBUFFERED=1 (as the Dockerfile sets)
+        raw_write = binary.write
+
+        def unbuffered(line: bytes) -> None:
+            written = raw_write(line)
+            # A raw write may take less than it is given: the rest, until all is out.
+            while written is not None and written < len(line):
+                line = line[written:]
+                written = raw_write(line)
+
+        return unbuffered
+    return None
 
 
 def _request_id_var() -> contextvars.ContextVar[Any]:

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import openai
@@ -23,9 +24,23 @@ from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client, raw_ups
 CLIENT_KEY = "router-client-key-0123456789"
 
 
+class StderrLike(io.TextIOWrapper):
+    """A line-buffered UTF-8 text stream over bytes, as Python opens stderr: the request
+    line goes to its binary layer, every other line through the text layer."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", line_buffering=True)
+
+    def getvalue(self) -> str:
+        self.flush()
+        buffer = self.buffer
+        assert isinstance(buffer, io.BytesIO)
+        return buffer.getvalue().decode("utf-8")
+
+
 class Captured:
     def __init__(self) -> None:
-        self.stream = io.StringIO()
+        self.stream = StderrLike()
 
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
@@ -214,6 +229,68 @@ def test_lines_carry_level_names_a_millisecond_utc_timestamp_and_exceptions() ->
         assert stamp.utcoffset() == timedelta(0)
         assert abs(stamp - datetime.now(UTC)) < timedelta(seconds=5)
         assert len(event["timestamp"]) == len("2026-11-24T06:39:53.123+00:00")
+
+
+class RawBytes(io.RawIOBase):
+    """A raw layer (stderr's under PYTHONUNBUFFERED=1) that takes at most `most` bytes a
+    write, as a pipe may."""
+
+    def __init__(self, most: int = 1 << 20) -> None:
+        self.data = bytearray()
+        self._most = most
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        taken = bytes(data[: self._most])
+        self.data += taken
+        return len(taken)
+
+    def getvalue(self) -> bytes:
+        return bytes(self.data)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "layer"),
+    [("utf-8", "buffered"), ("utf-8", "raw"), ("latin-1", "buffered"), ("latin-1", "raw")],
+)
+def test_request_lines_keep_their_place_among_other_lines_in_the_streams_encoding(
+    encoding: str, layer: str
+) -> None:
+    """On a UTF-8 stream the request line goes to its binary layer, on any other
+    through its text layer: either way in order, and in the stream's encoding."""
+    buffer: io.BytesIO | RawBytes = io.BytesIO() if layer == "buffered" else RawBytes()
+    stream = io.TextIOWrapper(
+        buffer, encoding=encoding, line_buffering=layer == "buffered", write_through=True
+    )
+    configure_logging(secrets=[SIM_A.api_key], stream=stream, cache_loggers=False)
+    log = structlog.get_logger("test")
+    try:
+        log.warning("before")
+        request_log()("abc123", {"model": "café", "route": f"a/{SIM_A.api_key}"})
+        log.warning("after", model="café")
+        request_log()("def456", {"model": "gpt-4o", "status": 200})
+    finally:
+        reset_logging()
+    stream.flush()
+    text = buffer.getvalue().decode(encoding)
+    events = [json.loads(line) for line in text.splitlines()]
+    assert [event["event"] for event in events] == ["before", "request", "after", "request"]
+    assert events[1]["model"] == events[2]["model"] == "café"
+    assert events[1]["route"] == "a/[redacted]"
+    assert events[3]["request_id"] == "def456" and events[3]["status"] == 200
+
+
+def test_a_raw_layer_that_takes_part_of_a_request_line_is_given_the_rest() -> None:
+    raw = RawBytes(most=7)
+    configure_logging(stream=io.TextIOWrapper(raw, encoding="utf-8"), cache_loggers=False)
+    try:
+        request_log()("abc123", {"model": "gpt-4o", "status": 200})
+    finally:
+        reset_logging()
+    (line,) = raw.getvalue().decode().splitlines()
+    assert json.loads(line)["request_id"] == "abc123"
 
 
 def test_request_lines_follow_the_level_and_the_console_format() -> None:

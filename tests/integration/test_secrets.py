@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import io
 import json
 import signal
 import sys
@@ -24,6 +23,7 @@ from router.telemetry.logs import configure_logging, reset_logging
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import HI, REPO, SIM_A, raw_upstream
 from tests.integration.test_cli import ENV
+from tests.integration.test_logs import StderrLike
 
 CLIENT_KEY = "router-client-key-0123456789"
 # An Azure-style key: 32 hex digits, no prefix, so only its exact value can be matched.
@@ -125,9 +125,10 @@ def leaks(text: str, secret: str, window: int = 8) -> bool:
 
 
 @pytest.fixture
-def log_text() -> Iterator[io.StringIO]:
-    """The router's log, as `serve` configures it (the config's keys as secrets)."""
-    stream = io.StringIO()
+def log_text() -> Iterator[StderrLike]:
+    """The router's log, as `serve` configures it (the config's keys as secrets), on a
+    stream like stderr."""
+    stream = StderrLike()
     configure_logging(secrets=[AZURE_KEY, CLIENT_KEY], stream=stream, cache_loggers=False)
     try:
         yield stream

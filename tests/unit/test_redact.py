@@ -106,3 +106,31 @@ def test_the_watch_says_which_pieces_name_an_error_and_the_redaction_trusts_it()
     shaped = b'data: {"error": {"message": "bad key sk-proj-abcdefghijklmnopqrstuv"}}\n\n'
     out = stream.clean(watch.see(shaped), watch.hinted)
     assert watch.hinted and b"sk-proj-abcdefghij" not in out and REDACTED.encode() in out
+
+
+def _texts() -> list[str]:
+    """Lines for scrub_bytes: clean, with a secret or a key shape in each of its forms,
+    escaped, non-ASCII, and the Kelvin sign that str.lower() folds to `k`."""
+    return [
+        '{"event":"request","model":"gpt-4o","status":200}',
+        f'{{"model":"{AZURE}"}}',
+        f'{{"model":"x{AZURE[:-1]}"}}',  # a secret cut short is not that secret
+        '{"model":"sk-proj-abcdefghijkl"}',
+        '{"h":"AUTHORIZATION: BEARER abcdefghijkl"}',
+        '{"h":"X-API-KEY=abcdefgh12"}',
+        '{"h":"x-api-\u212aey: abcdefgh12"}',  # Kelvin sign: only the text path folds it
+        f'{{"m":"{escaped(AZURE)}"}}',
+        '{"m":"caf\u00e9 sk-abcdefghijkl"}',
+        '{"m":"caf\u00e9"}',
+        '{"m":"a \\"quoted\\" word"}',
+        "AIzaSyA0123456789abcdefghijkl",
+    ]
+
+
+@pytest.mark.parametrize("text", _texts())
+def test_bytes_are_redacted_exactly_as_their_text(text: str) -> None:
+    data = text.encode()
+    scrubbed = REDACTOR.scrub_bytes(data)
+    assert scrubbed.decode() == REDACTOR.scrub(text)
+    if REDACTOR.scrub(text) is text:
+        assert scrubbed is data  # clean: handed back as it came
