@@ -17,6 +17,7 @@ from router.front_door import ReadTimeouts, Runner
 from router.server import bound_port, front_door, start
 from tests.configs import preferring_a
 from tests.conftest import HI, SIM_A, SIM_B, Stack
+from tests.integration.test_secrets import raw_request
 
 CHAT = json.dumps({"model": "gpt-4o", "messages": HI}).encode()
 
@@ -48,19 +49,6 @@ async def router(stack: Stack) -> AsyncIterator[tuple[str, Counted]]:
         await runner.cleanup()
 
 
-async def _raw(url: str, request: bytes) -> bytes:
-    """`request` written byte for byte; what comes back until the router closes."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request)
-        async with asyncio.timeout(10):
-            return await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 async def test_exact_paths_are_served_without_aiohttps_dispatch(router):
     url, dispatch = router
     async with aiohttp.ClientSession() as session:
@@ -89,7 +77,7 @@ async def test_everything_else_takes_aiohttps_dispatch_and_is_answered_as_before
             assert response.status == 404
             assert (await response.json())["type"] == "error"
     # An escaped letter (`%69` is `i`): the route the decoded path names serves it.
-    answer = await _raw(
+    answer = await raw_request(
         url,
         b"POST /v1/chat/complet%%69ons HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(CHAT), CHAT),
