@@ -103,24 +103,56 @@ def _count(raw: str | None) -> int | None:
     return value if value >= 0 else None
 
 
+# All six headers in their usual forms (`_count`'s whole numbers, `parse_duration`'s
+# usual durations), joined by newlines, which no header value holds: one match reads
+# them all. Anything else (a header missing, a float, an unusual duration) is read one
+# header at a time.
+_USUAL_COUNT = r"([0-9]{1,15})"
+_USUAL_HEADROOM = re.compile("\n".join([_USUAL_COUNT] * 4 + [_USUAL_DURATION.pattern] * 2))
+
+
 def parse_headroom(headers: Mapping[str, str]) -> Headroom | None:
     """OpenAI-style `x-ratelimit-*` headers, sent on every response, 200s included.
 
     Read on every answer: each header is looked up once."""
     get = headers.get
-    requests = _count(get("x-ratelimit-remaining-requests"))
-    tokens = _count(get("x-ratelimit-remaining-tokens"))
+    raw_requests = get("x-ratelimit-remaining-requests")
+    raw_tokens = get("x-ratelimit-remaining-tokens")
+    if raw_requests is None and raw_tokens is None:
+        return None
+    raw_limit_requests = get("x-ratelimit-limit-requests")
+    raw_limit_tokens = get("x-ratelimit-limit-tokens")
+    raw_requests_reset = get("x-ratelimit-reset-requests")
+    raw_tokens_reset = get("x-ratelimit-reset-tokens")
+    usual = _USUAL_HEADROOM.fullmatch(
+        f"{raw_requests}\n{raw_tokens}\n{raw_limit_requests}\n{raw_limit_tokens}"
+        f"\n{raw_requests_reset}\n{raw_tokens_reset}"
+    )
+    if usual is not None:  # OpenAI's, nearly always: one match, no call per header
+        (requests, tokens, limit_requests, limit_tokens, minutes, amount, unit,
+         tokens_minutes, tokens_amount, tokens_unit) = usual.groups()  # fmt: skip
+        requests_reset_in = float(amount) if unit == "s" else float(amount) * 1e-3
+        if minutes:
+            requests_reset_in += int(minutes) * 60.0
+        tokens_reset_in = (
+            float(tokens_amount) if tokens_unit == "s" else float(tokens_amount) * 1e-3
+        )
+        if tokens_minutes:
+            tokens_reset_in += int(tokens_minutes) * 60.0
+        return Headroom(int(requests), int(limit_requests), requests_reset_in, int(tokens),
+                        int(limit_tokens), tokens_reset_in)  # fmt: skip
+    requests, tokens = _count(raw_requests), _count(raw_tokens)
     if requests is None and tokens is None:
         return None
-    limit_requests = _count(get("x-ratelimit-limit-requests"))
-    limit_tokens = _count(get("x-ratelimit-limit-tokens"))
-    raw = get("x-ratelimit-reset-requests")
-    requests_reset_in = parse_duration(raw) if raw else None
-    raw = get("x-ratelimit-reset-tokens")
-    tokens_reset_in = parse_duration(raw) if raw else None
     # Positional, in the fields' order: keywords would reach the class as a dict.
-    return Headroom(requests, limit_requests, requests_reset_in, tokens, limit_tokens,
-                    tokens_reset_in)  # fmt: skip
+    return Headroom(
+        requests,
+        _count(raw_limit_requests),
+        parse_duration(raw_requests_reset) if raw_requests_reset else None,
+        tokens,
+        _count(raw_limit_tokens),
+        parse_duration(raw_tokens_reset) if raw_tokens_reset else None,
+    )
 
 
 def exhausted_reset_in(headroom: Headroom) -> float | None:

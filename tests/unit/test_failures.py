@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 
 import pytest
 
@@ -17,8 +18,14 @@ from router.rules.failures import (
     classify_stream_error,
     error_fields,
 )
-from router.rules.ratelimit import parse_duration, parse_headroom, retry_after_from_text
-from router.types import FailureClass
+from router.rules.ratelimit import (
+    _USUAL_HEADROOM,
+    _count,
+    parse_duration,
+    parse_headroom,
+    retry_after_from_text,
+)
+from router.types import FailureClass, Headroom
 from router.types import FailureClass as F
 from router.upstream import _mapped
 
@@ -315,6 +322,64 @@ def test_parse_headroom_takes_counts_too_large_for_a_number_as_unknown():
     assert parse_headroom(huge) is None
     room = parse_headroom({"x-ratelimit-remaining-requests": "12345678901234567890"})
     assert room is not None and room.remaining_requests == 12345678901234567890
+
+
+def _headroom_header_by_header(headers: dict[str, str]) -> Headroom | None:
+    """parse_headroom as each header alone reads: what its one match must agree with."""
+    requests = _count(headers.get("x-ratelimit-remaining-requests"))
+    tokens = _count(headers.get("x-ratelimit-remaining-tokens"))
+    if requests is None and tokens is None:
+        return None
+    resets = [headers.get(f"x-ratelimit-reset-{d}") for d in ("requests", "tokens")]
+    return Headroom(
+        remaining_requests=requests,
+        limit_requests=_count(headers.get("x-ratelimit-limit-requests")),
+        requests_reset_in=parse_duration(resets[0]) if resets[0] else None,
+        remaining_tokens=tokens,
+        limit_tokens=_count(headers.get("x-ratelimit-limit-tokens")),
+        tokens_reset_in=parse_duration(resets[1]) if resets[1] else None,
+    )
+
+
+_COUNTS = [
+    "0",
+    "7",
+    "4999",
+    "9" * 15,
+    "9" * 16,
+    "-1",
+    "12.5",
+    "1e3",
+    "junk",
+    "",
+    "\u0664\u0662",
+    "1 2",
+]
+_DURATIONS = ["12ms", "1s", "8.64s", "6m0s", "2m59.56s", "1h2m", "0", "", "5", "1.5", "xs"]
+_DURATIONS += ["1234567m1s", "\u0661s", "6m", "ms"]
+
+
+def test_parse_headroom_reads_every_header_as_it_would_alone() -> None:
+    """The one match over all six headers (OpenAI's usual forms) gives what reading
+    each header on its own gives, for usual, odd and missing values alike."""
+    rng = random.Random(15)
+    counts = [
+        f"x-ratelimit-{w}-{d}" for w in ("remaining", "limit") for d in ("requests", "tokens")
+    ]
+    resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    usual = 0
+    for _ in range(3000):
+        headers = {}
+        for name, values in [(n, _COUNTS) for n in counts] + [(n, _DURATIONS) for n in resets]:
+            if rng.random() < 0.85:  # mostly present, and mostly the usual forms
+                headers[name] = rng.choice(values[:5] if rng.random() < 0.7 else values)
+        expected = _headroom_header_by_header(headers)
+        assert parse_headroom(headers) == expected, headers
+        usual += (
+            _USUAL_HEADROOM.fullmatch("\n".join(headers.get(n, "") for n in counts + resets))
+            is not None
+        )
+    assert usual > 100  # the one match itself was taken, not only the header-by-header path
 
 
 def test_every_failure_class_has_exactly_one_action() -> None:
