@@ -30,9 +30,11 @@ _KEY_SHAPES = (
     r"(?i:(?:bearer|basic)\s+)?)[^\s\"',}]{6,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
 )
-# Every branch of _KEY_SHAPES contains one of these (lowercased text): a line with none of
-# them, and none of the secrets, skips the regex.
-_SHAPE_HINTS = ("sk-", "aiza", "bearer", "authorization", "api-key")
+# Every branch of _KEY_SHAPES contains one of these: a line with none of them, and none
+# of the secrets, skips the regex. The key prefixes are matched case-sensitively, so they
+# are searched for as they are; the header names and `bearer` in the lowercased text.
+_PREFIX_HINTS = ("sk-", "AIza")
+_SHAPE_HINTS = ("bearer", "authorization", "api-key")
 
 
 # Characters of a key as providers issue them. A secret made only of these lies inside
@@ -126,7 +128,14 @@ class Redactor:
                 return True
         if self._anchors is not None and self._anchored(text):
             return True
+        for hint in _PREFIX_HINTS:
+            if hint in text:
+                return True
         lowered = text.lower()
+        if not lowered.isascii():
+            # What the regex's (?i:) takes for an `i` and str.lower() does not give as
+            # one: U+0130 (lowered to `i` and a combining dot) and the dotless U+0131.
+            lowered = lowered.replace("i\u0307", "i").replace("\u0131", "i")
         for hint in _SHAPE_HINTS:  # noqa: SIM110 - as above
             if hint in lowered:
                 return True

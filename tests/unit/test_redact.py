@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
 from router.wire.dialects import OPENAI_CHAT
-from router.wire.redact import REDACTED, Redactor, StreamRedaction, clip
+from router.wire.redact import (
+    _KEY_SHAPES,
+    REDACTED,
+    Redactor,
+    StreamRedaction,
+    clip,
+    unescape_printable,
+)
 from router.wire.stream_watch import StreamWatch
 
 AZURE = "0f3a9c5e7b1d4f2a8c6e0b9d3f5a7c1e"
@@ -134,3 +143,35 @@ def test_bytes_are_redacted_exactly_as_their_text(text: str) -> None:
     assert scrubbed.decode() == REDACTOR.scrub(text)
     if REDACTOR.scrub(text) is text:
         assert scrubbed is data  # clean: handed back as it came
+
+
+# What the key shapes are made of, in every case the regex's (?i:) parts take: the
+# Kelvin sign for `k`, the dotted capital and the dotless `i`, the long `s`, and others.
+_SHAPE_PARTS = [
+    "sk-", "SK-", "sk-ant-", "sk-proj-", "AIza", "aiza", "AIZA", "bearer", "BeArEr",
+    "authorization", "AUTHORIZATION", "author\u0130zation", "author\u0131zation",
+    "AUTHOR\u0130ZATION", "api-key", "API-KEY", "api-\u212aey", "\u0130", "\u0131",
+    "\u212a", "\u017f", "i\u0307", "x-goog-", ": ", "=", '"', " ", "\\u0073", "\\/",
+    "abcdefgh", "0123456789", "-", "_", "\u00e9", "\n",
+]  # fmt: skip
+
+
+def test_a_text_the_hints_pass_over_holds_nothing_the_key_shapes_match() -> None:
+    """The hints are only a shortcut: whatever text they let skip the regex must be text
+    the regex would leave as it is, in any case and with the non-ASCII letters that
+    (?i:) matches to ASCII ones."""
+    shapes = re.compile(_KEY_SHAPES)
+    redactor = Redactor()
+    rng = random.Random(15)
+    skipped = matched = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(_SHAPE_PARTS) for _ in range(rng.randint(1, 8)))
+        seen = unescape_printable(text)
+        if shapes.search(seen) is not None:
+            matched += 1
+            assert redactor._suspect(seen), text
+            assert redactor.scrub(text) != text
+        elif not redactor._suspect(seen):
+            skipped += 1
+            assert redactor.scrub(text) is text
+    assert matched > 1_000 and skipped > 1_000  # both sides were reached
