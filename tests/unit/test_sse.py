@@ -7,6 +7,7 @@ mixed line ends; every case here runs through both and must read the same.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -254,3 +255,26 @@ def test_fields_reads_one_line_events_as_the_line_by_line_rules_do(event: bytes)
     assert sse.fields(event) == _fields_line_by_line(event)
     framed = b"x\n\n" + event + b"\n\nrest"
     assert sse.fields(framed, 3, 3 + len(event)) == _fields_line_by_line(event)
+
+
+_EVENT_PARTS = [
+    b"data:", b"data: ", b"event:", b"event: x", b" ", b"x", b"{}", b"\n", b"\r", b"\r\n", b"data",
+]  # fmt: skip
+
+
+def test_fields_reads_any_span_as_the_line_by_line_rules_do() -> None:
+    """The one-line shortcut in fields() gives what the general reading gives, for any
+    span of any buffer: LF and CR anywhere, spans cut inside lines or at their ends."""
+    rng = random.Random(15)
+    shortcut = 0
+    for _ in range(20_000):
+        head = b"".join(rng.choice(_EVENT_PARTS) for _ in range(rng.randint(0, 3)))
+        tail = b"".join(rng.choice(_EVENT_PARTS) for _ in range(rng.randint(0, 5)))
+        buffer = head + rng.choice((b"", b"data:", b"data: ")) + tail
+        start = len(head) if rng.random() < 0.5 else rng.randint(0, len(buffer))
+        end = rng.randint(start, len(buffer))
+        span = buffer[start:end]
+        assert sse.fields(buffer, start, end) == _fields_line_by_line(span), (buffer, start, end)
+        assert sse.fields(span) == _fields_line_by_line(span)
+        shortcut += span.startswith(b"data:") and b"\r" not in span and span.count(b"\n") <= 2
+    assert shortcut > 1_000
