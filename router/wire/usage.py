@@ -59,6 +59,8 @@ _OPENAI_REST = re.compile(
     rb',"total_tokens":\d{1,13},"prompt_tokens_details":\{"cached_tokens":(\d{1,12})(?!\d)'
     rb'[^{}]*\}(?:,"completion_tokens_details":\{[^{}]*\})?\}'
 )
+# The two in one match: the usual usage object read in one call.
+_OPENAI_WHOLE = re.compile(_OPENAI.pattern + _OPENAI_REST.pattern)
 _TAIL = 1024  # the usage object sits at the end of an answer
 _NUMBER = re.compile(rb"\s*:\s*(\d{1,12})(?!\d)")  # after a count's key
 
@@ -67,14 +69,15 @@ def usage_from_body(body: bytes) -> Usage | None:
     at = body.rfind(_KEY)
     if at < 0:
         return None
-    match = _OPENAI.match(body, at)
+    match = _OPENAI_WHOLE.match(body, at)
     if match is not None:
-        rest = _OPENAI_REST.match(body, match.end())
-        if rest is not None and body.find(b'"cache', rest.end(1), rest.end()) < 0:
-            input_tokens, cached = int(match.group(1)), int(rest.group(1))
+        if body.find(b'"cache', match.end(3), match.end()) < 0:
+            input_tokens, cached = int(match[1]), int(match[3])
             if cached > input_tokens:  # as with_cache: more cached than input is no count
-                return Usage(input_tokens, int(match.group(2)))
-            return Usage(input_tokens, int(match.group(2)), cached)
+                return Usage(input_tokens, int(match[2]))
+            return Usage(input_tokens, int(match[2]), cached)
+    else:
+        match = _OPENAI.match(body, at)
     end = at + _TAIL  # past the end is the end, for find() and the regexes
     match = match or _FAST.search(body, at, end)
     if match is not None:
