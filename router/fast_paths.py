@@ -9,7 +9,8 @@ routes are fixed strings without middlewares, so the record for each method and 
 is built once here and a request whose raw path is one of those strings, exactly,
 gets its handler straight away. Everything else (a query string, an escaped or
 dot-segment path that yarl would normalise, an `Expect` header, a method or path with
-no exact route, an app with middlewares) goes through aiohttp's `_handle` unchanged.
+no exact route, an app with middlewares or domain sub-apps, a path added after a resource
+that is not a plain path) goes through aiohttp's `_handle` unchanged.
 
 A shared record is safe because it is frozen and the router's handlers only read it
 (`request.app`); it reaches into one aiohttp attribute, `Request._match_info`, which
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import MatchedSubAppResource, UrlMappingMatchInfo
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -35,18 +36,27 @@ class FastPaths:
     def __init__(self, app: web.Application, slow: Handler) -> None:
         self._slow = slow
         self._routes: dict[tuple[str, str], tuple[UrlMappingMatchInfo, Handler]] = {}
-        if app.middlewares:  # a middleware wraps every handler: aiohttp's dispatch does
+        resources = list(app.router.resources())
+        if app.middlewares or any(isinstance(r, MatchedSubAppResource) for r in resources):
+            # A middleware wraps every handler, and a sub-app added with add_domain() is
+            # asked before every other resource: aiohttp's dispatch decides everything.
             return
-        for resource in app.router.resources():
+        shadowed: set[str] = set()  # paths with a route for any method ("*")
+        for resource in resources:
             if not isinstance(resource, web.PlainResource):
-                continue
+                break  # it may match the paths of those after it: aiohttp decides for them
+            path = resource.canonical
             for route in resource:
+                key = (route.method, path)
                 if route.method == hdrs.METH_ANY:
-                    continue
-                match = UrlMappingMatchInfo({}, route)
-                match.add_app(app)
-                match.freeze()
-                self._routes[(route.method, resource.canonical)] = (match, route.handler)
+                    shadowed.add(path)
+                elif path not in shadowed and key not in self._routes:
+                    # The first route for the method and path, as aiohttp's dispatch takes
+                    # them: in the order they were added.
+                    match = UrlMappingMatchInfo({}, route)
+                    match.add_app(app)
+                    match.freeze()
+                    self._routes[key] = (match, route.handler)
 
     def __call__(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         # Not a coroutine: the handler's own is returned for the caller to await, one

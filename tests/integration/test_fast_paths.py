@@ -138,3 +138,50 @@ async def test_an_app_with_middleware_keeps_aiohttps_dispatch():
     finally:
         await runner.cleanup()
     assert seen == ["/hello"]
+
+
+def _answers(text: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=text)
+
+    return handler
+
+
+async def test_the_handler_is_the_one_aiohttps_dispatch_would_choose():
+    """Where the routes' order decides (a path added twice, a route for any method
+    before one for GET) or a domain's sub-app comes first, the fast table answers as
+    aiohttp's dispatch does."""
+    answers = {}
+    for domain in (False, True):
+        app = web.Application()
+        app.router.add_get("/dup", _answers("first"), name="first")
+        app.router.add_get("/dup", _answers("second"), name="second")
+        app.router.add_route("*", "/any", _answers("any"), name="any")
+        app.router.add_get("/any", _answers("get"), name="get")
+        app.router.add_get("/hello", _answers("main"))
+        if domain:
+            sub = web.Application()
+            sub.router.add_get("/hello", _answers("sub-app"))
+            app.add_domain("example.com", sub)
+        runner = Runner(app, reading=ReadTimeouts(head=10, body=10), max_connections=8)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            url = f"http://127.0.0.1:{bound_port(runner)}"
+            headers = {"Host": "example.com"}
+            async with aiohttp.ClientSession() as session:
+                for path in ("/dup", "/any", "/hello"):
+                    async with session.get(url + path, headers=headers) as response:
+                        answers[path, domain] = await response.text()
+        finally:
+            await runner.cleanup()
+    assert answers == {
+        ("/dup", False): "first",
+        ("/any", False): "any",
+        ("/hello", False): "main",
+        # The domain's sub-app answers every request for its host, its 404 too.
+        ("/dup", True): "404: Not Found",
+        ("/any", True): "404: Not Found",
+        ("/hello", True): "sub-app",
+    }
