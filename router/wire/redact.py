@@ -37,16 +37,23 @@ _PREFIX_HINTS = ("sk-", "AIza")
 _SHAPE_HINTS = ("bearer", "authorization", "api-key")
 
 
-# Characters of a key as providers issue them. A secret made only of these lies inside
-# one maximal run of them in any text that holds it, which is what lets a pool of many
-# secrets be searched by anchors rather than secret by secret (Redactor._anchored).
-_KEY_CHARS = r"[A-Za-z0-9._~+/=-]"
-_RUN = re.compile(_KEY_CHARS + "{6,}")
-_ALL_KEY_CHARS = re.compile(_KEY_CHARS + "+")
-_ANCHOR = 6  # the shortest secret the redactor takes
-# Up to this many secrets, a substring test each is the cheapest search; past it, the
-# anchored one, whose cost follows the text's length and not the number of secrets.
-_FEW_SECRETS = 128
+# A large pool's secrets are found by sampling the text rather than secret by secret.
+# Take the pool's secrets of at least _LONG characters, and `stride` = the shortest of
+# them, less _GRAM - 1 (at most _MAX_STRIDE). Every _GRAM-character piece of those
+# secrets that starts within their first `stride` characters goes into one set, and the
+# text is sampled at every stride-th position. Such a secret, wherever it lies in the
+# text, covers a sample that starts within its first `stride` characters, and that
+# sample's piece is in the set: none is missed, and a text costs len(text) / stride
+# lookups, whatever the size of the pool. A sample that matches without a secret (rare)
+# costs the full regex, no more. Shorter secrets are tested one by one.
+_GRAM = 8
+_LONG = 16
+_MAX_STRIDE = 32  # keeps the set at most 32 pieces a secret
+# Up to this many secrets a substring test each costs less than the samples (a test
+# costs about 0.15 us on a 450-character request log line; the samples, 14 to 28
+# lookups there, about 1.5 us). With 128 tests, the rule before the samples, a log
+# line's check took 18.5 us on this line.
+_FEW_SECRETS = 8
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -94,31 +101,18 @@ class Redactor:
         # Substring tests cost far less than the regex, and nearly every line fails all
         # of them: then the regex is skipped.
         self._secrets = tuple(sorted(forms))
-        self._secret_bytes = tuple(form.encode() for form in self._secrets)
-        # A large pool: secrets made of key characters found by their first characters
-        # within the text's runs of key characters; the rest (rare) one by one.
-        self._anchors: dict[str, tuple[str, ...]] | None = None
+        # A large pool: its long secrets found by the samples, the rest one by one.
+        self._pieces: frozenset[str] | None = None
+        self._stride = _MAX_STRIDE
         self._others = self._secrets
-        if len(forms) > _FEW_SECRETS:
-            anchors: dict[str, list[str]] = {}
-            others = []
-            for form in self._secrets:
-                if _ALL_KEY_CHARS.fullmatch(form):
-                    anchors.setdefault(form[:_ANCHOR], []).append(form)
-                else:
-                    others.append(form)
-            self._anchors = {anchor: tuple(group) for anchor, group in anchors.items()}
-            self._anchor_set = frozenset(self._anchors)
-            # A run shorter than every indexed secret holds none of them: most of a
-            # line's runs (field names, numbers, model names) are skipped unread.
-            self._shortest = min(
-                (len(s) for group in anchors.values() for s in group), default=_ANCHOR
+        long = [form for form in self._secrets if len(form) >= _LONG]
+        if len(forms) > _FEW_SECRETS and long:
+            stride = min(_MAX_STRIDE, min(map(len, long)) - _GRAM + 1)
+            self._pieces = frozenset(
+                form[start : start + _GRAM] for form in long for start in range(stride)
             )
-            self._others = tuple(others)
-
-    def holds_secret(self, data: bytes) -> bool:
-        """Whether `data` holds a configured secret as written (or JSON-escaped)."""
-        return any(data.find(secret) >= 0 for secret in self._secret_bytes)
+            self._stride = stride
+            self._others = tuple(form for form in self._secrets if len(form) < _LONG)
 
     def _suspect(self, text: str) -> bool:
         # Loops, not any() over a generator: this runs on every log line, and a
@@ -126,8 +120,12 @@ class Redactor:
         for secret in self._others:
             if secret in text:
                 return True
-        if self._anchors is not None and self._anchored(text):
-            return True
+        pieces = self._pieces
+        if pieces is not None:
+            # A loop: a map over slice objects, all in C, cost nearly twice as much.
+            for start in range(0, len(text) - _GRAM + 1, self._stride):
+                if text[start : start + _GRAM] in pieces:
+                    return True
         for hint in _PREFIX_HINTS:
             if hint in text:
                 return True
@@ -139,24 +137,6 @@ class Redactor:
         for hint in _SHAPE_HINTS:  # noqa: SIM110 - as above
             if hint in lowered:
                 return True
-        return False
-
-    def _anchored(self, text: str) -> bool:
-        """Whether `text` holds one of the secrets indexed by anchor."""
-        anchors = self._anchors
-        assert anchors is not None
-        width = _ANCHOR
-        shortest = self._shortest
-        for run in _RUN.findall(text):
-            if len(run) < shortest:
-                continue
-            grams = {run[i : i + width] for i in range(len(run) - width + 1)}
-            if grams.isdisjoint(self._anchor_set):
-                continue  # nearly always
-            for start in range(len(run) - width + 1):
-                group = anchors.get(run[start : start + width])
-                if group is not None and any(run.startswith(s, start) for s in group):
-                    return True
         return False
 
     def scrub(self, text: str) -> str:

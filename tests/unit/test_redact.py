@@ -175,3 +175,42 @@ def test_a_text_the_hints_pass_over_holds_nothing_the_key_shapes_match() -> None
             skipped += 1
             assert redactor.scrub(text) is text
     assert matched > 1_000 and skipped > 1_000  # both sides were reached
+
+
+def test_the_samples_of_a_large_pool_miss_no_secret_wherever_it_lies() -> None:
+    """A pool past a few secrets is searched by samples of the text (its cost follows
+    the text, not the pool): a secret of any length, at any position of a text of any
+    length, as written or as JSON escapes it, is still found, and a text that holds none
+    and no key shape is the same object."""
+    rng = random.Random(16)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+    found = clean = 0
+    for _ in range(300):
+        # Lengths around the stride's limits and the line between sampled and tested.
+        pool = [
+            "".join(
+                rng.choice(alphabet)
+                for _ in range(rng.choice((6, 15, 16, 17, 23, 24, 39, 40, 41, 80)))
+            )
+            for _ in range(rng.randint(9, 40))
+        ]
+        pool.append('pass"word/with\\odd-' + "".join(rng.choice(alphabet) for _ in range(20)))
+        redactor = Redactor(pool)
+        assert redactor._pieces is not None  # the pool is searched by samples
+        secret = rng.choice(pool)
+        shown = rng.choice((secret, json.dumps(secret)[1:-1]))
+        filler = "".join(rng.choice("xyz .:,{}") for _ in range(rng.randint(0, 120)))
+        at = rng.randint(0, len(filler))
+        text = filler[:at] + shown + filler[at:]
+        out = redactor.scrub(text)
+        assert shown not in out and REDACTED in out, (pool, text)
+        found += 1
+        if redactor.scrub(filler) is filler:
+            clean += 1
+        # The shortest sampled secret has one sample in it: at the end of texts of every
+        # length, that sample is each position in turn, the last one included.
+        shortest = min((s for s in pool if len(s) >= 16), key=len)
+        for length in range(2 * redactor._stride):
+            text = ("xyz ." * 20)[:length] + shortest
+            assert shortest not in redactor.scrub(text), (shortest, text)
+    assert found == 300 and clean > 250  # the filler alone is left alone, nearly always
