@@ -71,8 +71,8 @@ def test_a_stream_never_splits_a_secret_between_two_writes() -> None:
 
 
 def test_a_large_pool_of_secrets_is_found_anywhere_in_a_line() -> None:
-    """Past a few dozen secrets the search goes by anchors within runs of key characters
-    (its cost follows the line, not the pool): the same secrets must still be found,
+    """Past a few secrets the search samples the line (its cost follows the line, not
+    the pool; see the samples test below): the same secrets must still be found,
     glued to other key characters on either side, JSON-escaped or not, and secrets with
     other characters (searched one by one) too."""
     pool = [f"{n:04d}-{'k' * 6}-{n * 7919:08x}" for n in range(300)]
