@@ -1,7 +1,7 @@
 """Bytecodes executed per request, by function: where the router's Python work goes.
 
     python bench/bytecodes.py [--stream] [--lean] [--calls] [--headroom] [--requests 500]
-                              [--top 40]
+                              [--routes 1] [--top 40]
 
 A sampling profile of the router is flat and, on a shared 2-core machine, counts time
 the process spent waiting for a core; callgrind's count (bench/instructions.py) is
@@ -107,14 +107,17 @@ def main() -> None:
     parser.add_argument("--lean", action="store_true", help="the lean pass-through instead")
     parser.add_argument("--calls", action="store_true", help="count frames entered, not bytecodes")
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--routes", type=int, default=1, help="keys and routes in the pool")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
         "--headroom", action="store_true", help="answers carry x-ratelimit-* headers"
     )
     args = parser.parse_args()
-    key = sim_key(0, headroom=args.headroom)
+    keys = [
+        arg for i in range(args.routes) for arg in ("--key", sim_key(i, headroom=args.headroom))
+    ]
     sim = subprocess.Popen(
-        [sys.executable, "-m", "router.sim", "--port", "0", "--key", key],
+        [sys.executable, "-m", "router.sim", "--port", "0", *keys],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -131,7 +134,7 @@ def main() -> None:
             argv = [str(ROOT / "bench" / "passthrough_lean.py"), "--upstream", sim_url,
                     "--key", pool_secret(0), "--port", str(port)]  # fmt: skip
         else:
-            config = pool_config(directory, sim_url, 1)
+            config = pool_config(directory, sim_url, args.routes)
             argv = ["router", "serve", "--config", str(config), "--port", str(port)]
         target = subprocess.Popen(
             [sys.executable, __file__, "--counted", str(out), *argv],
