@@ -1,7 +1,7 @@
 """A key's `proxy:` on requests translated through litellm, through a real tinyproxy:
 chat completions served by the simulated Gemini (a provider reached only through
 litellm), by the simulated Anthropic (litellm's Anthropic handler), by the simulated
-OpenAI as OpenRouter, DeepSeek and Mistral (litellm's generic HTTP handler) and as
+OpenAI as OpenRouter, DeepSeek, Mistral and Groq (litellm's generic HTTP handler) and as
 Perplexity (an OpenAI SDK client), and Anthropic
 Messages served by the simulated OpenAI and Azure (litellm's OpenAI-compatible
 handlers, which take an OpenAI SDK client). The key's proxy carries them (plain HTTP,
@@ -43,11 +43,12 @@ TRANSLATED = [
     pytest.param("openrouter", "openai/gpt-4o", "/v1/chat/completions", id="openrouter"),
     pytest.param("deepseek", "deepseek-chat", "/v1/chat/completions", id="deepseek"),
     pytest.param("mistral", "mistral-small-latest", "/v1/chat/completions", id="mistral"),
+    pytest.param("groq", "llama-3.3-70b-versatile", "/v1/chat/completions", id="groq"),
     # One that litellm sends as a custom OpenAI provider, with an OpenAI SDK client.
     pytest.param("perplexity", "sonar", "/v1/chat/completions", id="perplexity"),
 ]
 # The path of a provider's api_base after the host, where it has one.
-_BASE_PATH = {"openrouter": "/v1", "deepseek": "/v1", "mistral": "/v1", "perplexity": "/v1"}
+_BASE_PATH = dict.fromkeys(("openrouter", "deepseek", "mistral", "groq", "perplexity"), "/v1")
 
 
 def translated_key(provider: str, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:

@@ -43,6 +43,9 @@ def completion_body(completion_id: str, model: str, content: str, usage: Usage) 
                 }
             ],
             "usage": usage.to_dict(),
+            # As OpenAI answers when the request names no tier; litellm's groq handler
+            # reads the field (and fails when it is missing).
+            "service_tier": "default",
             "system_fingerprint": None,
         }
     )
@@ -60,6 +63,7 @@ class ChunkWriter:
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
+            "service_tier": "default",
             "system_fingerprint": None,
         }
         self._include_usage = include_usage
