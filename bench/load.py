@@ -39,6 +39,11 @@ class Result:
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ttfts_ms: list[float] = field(default_factory=list)
+    # CPU seconds spent while these requests ran: the load client's, the simulated
+    # provider's, the target's (none for the simulator itself as the target).
+    cpu_client: float = 0.0
+    cpu_provider: float = 0.0
+    cpu_target: float = 0.0
 
     def add(self, other: Result) -> None:
         self.requests += other.requests
@@ -46,6 +51,9 @@ class Result:
         self.errors += other.errors
         self.latencies_ms += other.latencies_ms
         self.ttfts_ms += other.ttfts_ms
+        self.cpu_client += other.cpu_client
+        self.cpu_provider += other.cpu_provider
+        self.cpu_target += other.cpu_target
 
     @property
     def rps(self) -> float:

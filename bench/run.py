@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import math
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -241,12 +243,30 @@ async def run_cell(
     for target in targets:
         url = target.url + "/chat/completions"
         await send(sessions[target.name], url, count=args.warmup)
+    provider = targets[0].popen.pid  # "direct": the simulator
     for number in range(args.rounds):
         shift = number % len(targets)
         for target in targets[shift:] + targets[:shift]:
             url = target.url + "/chat/completions"
-            results[target.name].add(await send(sessions[target.name], url, count=count))
+            pid = target.popen.pid
+            before = (own_cpu(), cpu_seconds(provider), cpu_seconds(pid))
+            turn = await send(sessions[target.name], url, count=count)
+            turn.cpu_client = own_cpu() - before[0]
+            turn.cpu_provider = cpu_seconds(provider) - before[1]
+            turn.cpu_target = cpu_seconds(pid) - before[2] if pid != provider else 0.0
+            results[target.name].add(turn)
     return results
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far (in clock ticks: 10 ms)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ms(value: float) -> str:
@@ -268,6 +288,13 @@ def print_cell(cell: tuple[str, int], results: dict[str, Result]) -> None:
             f"{name:<15}{r.rps:>9.0f}{ms(percentile(lat, 0.5)):>9}{ms(percentile(lat, 0.99)):>9}"
             f"{ms(percentile(ttft, 0.5)):>9}{ms(percentile(ttft, 0.99)):>9}{r.errors:>8}"
         )
+    # Every process shares the machine's cores, so a target that makes the provider or
+    # the client work harder lowers its own req/s: this says whose CPU went where.
+    print("CPU per request, us (load client / simulated provider / target):")
+    for name, r in results.items():
+        per = 1e6 / r.requests if r.requests else math.nan
+        target = f"{r.cpu_target * per:.0f}" if name != "direct" else "-"
+        print(f"  {name:<15}{r.cpu_client * per:>6.0f} /{r.cpu_provider * per:>5.0f} /{target:>5}")
     for router in (n for n in results if n.startswith("router")):
         for base in ("passthrough", "direct"):
             print(compare(router, base, results, concurrency))
