@@ -346,6 +346,10 @@ class AttemptRunner:
                 if clean is not body:
                     body = clean
                     verdict = classify_response(status, response.headers, body)
+            if ok:
+                # An upstream may echo the key it was sent into an answer too (a debug
+                # server, a proxy): that key never reaches the client.
+                body = stream_redaction(route.key.api_key, call.dialect.error_hint).answer(body)
             usage = usage_from_body(body) if ok else None
             return _Reply(verdict, status, headroom, body, content_type, usage)
         except UpstreamError as exc:  # after the head: its status and headroom still count

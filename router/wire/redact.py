@@ -166,13 +166,14 @@ class StreamRedaction:
     or JSON-escaped, is what each piece is searched for, two substring tests whatever the
     size of the pool. A piece that holds the dialect's error hint is redacted in full
     (escapes, key shapes), like an error body; a model's own text is left alone unless it
-    holds the key.
+    holds the key. A whole answer that went well (`answer`) is searched the same way.
     """
 
-    __slots__ = ("_error_hint", "_escaped", "_plain", "_redactor")
+    __slots__ = ("_error_hint", "_escaped", "_keyed", "_plain", "_redactor")
 
     def __init__(self, secret: str, error_hint: bytes) -> None:
         self._redactor = _redactor_for(secret)
+        self._keyed = bool(secret)
         # An empty secret (a keyless local server) matches nothing: an error hint stands in.
         self._plain = secret.encode() or error_hint
         escaped = json.dumps(secret)[1:-1].encode() or error_hint
@@ -192,6 +193,16 @@ class StreamRedaction:
         if hinted or find(self._plain) >= 0:
             return self._redactor.scrub_bytes(data)
         if self._escaped is not None and find(self._escaped) >= 0:
+            return self._redactor.scrub_bytes(data)
+        return data
+
+    def answer(self, data: bytes) -> bytes:
+        """A whole answer that went well, redacted only when it holds the key: a model's
+        text that names an error or shows a key's shape is the model's own."""
+        if not self._keyed:
+            return data  # a keyless local server: no key to echo
+        find = data.find
+        if find(self._plain) >= 0 or (self._escaped is not None and find(self._escaped) >= 0):
             return self._redactor.scrub_bytes(data)
         return data
 

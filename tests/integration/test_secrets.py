@@ -208,6 +208,25 @@ async def _mid_stream_error(request: web.Request, *, escape: bool) -> web.Stream
     return response
 
 
+def _ok_chat(sent: str) -> web.StreamResponse:
+    """A completion that went well and echoes the key in its text (a debug server)."""
+    message = {"role": "assistant", "content": f"your key is {sent}"}
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [choice], "usage": usage}  # fmt: skip
+    return web.json_response(body)
+
+
+def _ok_messages(sent: str) -> web.StreamResponse:
+    """Anthropic's answer that went well, echoing the key in its text."""
+    body = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "text", "text": f"your key is {sent}"}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 4}}  # fmt: skip
+    return web.json_response(body)
+
+
 def _answering(make: Callable[[str], web.StreamResponse]) -> Callable[..., Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         return make(_sent_key(request))
@@ -229,6 +248,9 @@ ECHOES = {
     "translated_long_text_500": (_answering(_long_500), False, "anthropic"),
     "translated_long_json_500": (_answering(_long_json_500), False, "anthropic"),
     "translated_stream_long_500": (_answering(_long_500), True, "anthropic"),
+    # Answers that went well, the key in the model's text.
+    "ok_answer": (_answering(_ok_chat), False, "openai"),
+    "translated_ok_answer": (_answering(_ok_messages), False, "anthropic"),
 }
 # Where each provider's API base points and the path the upstream answers.
 UPSTREAM = {"openai": ("/v1", "/v1/chat/completions"), "anthropic": ("", "/v1/messages")}
@@ -254,7 +276,9 @@ async def test_a_key_the_upstream_echoes_reaches_neither_client_nor_log(stack, l
             seen = (await response.read()).decode()
             status = response.status
         await stack.close()  # every log line of the request is written
-    assert status >= 400 or "mid_stream" in echo, seen
+    assert status >= 400 or "mid_stream" in echo or "ok_answer" in echo, seen
+    if "ok_answer" in echo:  # served, the key's place in the text redacted
+        assert status == 200 and "your key is [redacted]" in seen, seen
     if "mid_stream" in echo:  # the content, then the provider's event, redacted
         assert "Hello" in seen and "key [redacted] revoked" in seen
         assert "key_disabled" in log_text.getvalue()

@@ -91,7 +91,11 @@ def test_a_large_pool_of_secrets_is_found_anywhere_in_a_line() -> None:
     assert redactor.scrub(clean) is clean
 
 
-@pytest.mark.parametrize("secret", ["sk-plain-0123456789abcdef", 'pass"word\\with/odd-0123456789'])
+# Keys an upstream echoes: one JSON writes as it is, one it escapes.
+ECHOED_SECRETS = ["sk-plain-0123456789abcdef", 'pass"word\\with/odd-0123456789']
+
+
+@pytest.mark.parametrize("secret", ECHOED_SECRETS)
 def test_a_stream_piece_that_echoes_the_key_in_text_is_redacted(secret: str) -> None:
     """No error hint in the piece: only the key's own searches find it, as written or as
     JSON writes it (for a key JSON writes as it is, the two are one search)."""
@@ -103,6 +107,22 @@ def test_a_stream_piece_that_echoes_the_key_in_text_is_redacted(secret: str) -> 
         assert shown.encode() not in cleaned and REDACTED.encode() in cleaned, shown
     clean = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
     assert stream.clean(clean) is clean
+
+
+@pytest.mark.parametrize("secret", ECHOED_SECRETS)
+def test_an_answer_that_went_well_is_redacted_only_where_it_holds_the_key(secret: str) -> None:
+    """The key, as written or as JSON writes it, goes; a model's text that names an
+    error or shows a key's shape stays, the same object; a keyless server's answer is
+    never searched."""
+    stream = StreamRedaction(secret, OPENAI_CHAT.error_hint)
+    for shown in (secret, json.dumps(secret)[1:-1]):
+        body = f'{{"choices":[{{"message":{{"content":"key {shown}"}}}}]}}'.encode()
+        cleaned = stream.answer(body)
+        assert shown.encode() not in cleaned and b"key " + REDACTED.encode() in cleaned, shown
+    own = b'{"choices":[{"message":{"content":"\\"error\\": use sk-proj-abcdefghijklmnop"}}]}'
+    assert stream.answer(own) is own
+    keyless = StreamRedaction("", OPENAI_CHAT.error_hint)
+    assert keyless.answer(own) is own
 
 
 def test_the_watch_says_which_pieces_name_an_error_and_the_redaction_trusts_it() -> None:
