@@ -3,7 +3,8 @@
     RouterError                      status, OpenAI-style type and code
     ├── ConfigError                  routes.yaml is unusable (never an HTTP answer)
     ├── CallerError                  the client's request is at fault (4xx)
-    │   ├── InvalidRequest           400: malformed JSON, non-object body, missing model
+    │   ├── InvalidRequest           400: malformed JSON, non-object body, missing model,
+    │   │                            a body that cannot be read (bad gzip or chunking)
     │   ├── Unauthorized             401: client key missing or wrong
     │   ├── Forbidden                403: a Host or Origin the router does not answer
     │   ├── UnknownModel             404: model not in routes.yaml
@@ -16,6 +17,7 @@
     │   └── LocalResourceError       the router's own limit (EMFILE, ENOBUFS, ...) stopped it
     ├── NoCapacity                   every route of the chain is unavailable or failed:
     │                                429 + Retry-After when limited, 503 when down
+    ├── InternalError                500: the router's own failure (a bug; logged)
     ├── OutOfLocalResources          503: the router ran out of a resource of its own
     └── DeadlineExceeded             504: the per-request deadline passed
 
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "Forbidden",
+    "InternalError",
     "InvalidRequest",
     "LocalResourceError",
     "NoCapacity",
@@ -119,6 +122,8 @@ class PathNotFound(CallerError):
     def __init__(self, message: str, status: int = 404) -> None:
         super().__init__(message)
         self.status = status
+        if status == 405:
+            self.code = "method_not_allowed"
 
 
 class BodyTooLarge(CallerError):
@@ -159,6 +164,12 @@ class LocalResourceError(UpstreamError):
     (EADDRNOTAVAIL) or memory (ENOMEM). Not the upstream's fault."""
 
     code = "local_resource"
+
+
+class InternalError(RouterError):
+    """The router failed a request on its own (a bug): the log has the traceback."""
+
+    code = "internal_error"
 
 
 class OutOfLocalResources(RouterError):

@@ -37,6 +37,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -97,7 +98,7 @@ class Connection(RequestHandler):
         queued = len(self._messages)
         super().data_received(data)
         waiter = self._waiter  # pending: between requests, no complete head yet
-        if len(self._messages) > queued:  # a head is complete
+        if len(self._messages) > queued and not self._broke_body():  # a head is complete
             self._door.used(self)
             self._head_waiter = None
             payload = self._messages[-1][1]
@@ -118,6 +119,24 @@ class Connection(RequestHandler):
                 self._keepalive_handle = None
         if self._body is None and self._head_waiter is None:
             self._disarm()
+
+    def _broke_body(self) -> bool:
+        """Whether the bytes just parsed broke the framing of the body being read (a bad
+        chunk size): aiohttp queues that as a new request, an error its own handler
+        answers in plain text, and leaves the handler of the request it belongs to
+        waiting for the rest of its body for good. Instead the error is that body's, for
+        its handler to answer in the client's dialect, and the connection, whose
+        framing is lost, closes after that answer."""
+        body = self._body
+        message = self._messages[-1][0]
+        if body is None or body.is_eof() or isinstance(message, RawRequestMessage):
+            return False
+        self._messages.pop()
+        reason = str(getattr(message, "message", "")).partition("\n")[0]  # not the bytes
+        body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
+        self._body = None
+        self.close()
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()

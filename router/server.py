@@ -153,8 +153,10 @@ def add_routes(
     # Probes carry no key, and come from the pod's or container's address: every Host
     # may ask. Scrapers carry a key only when server.admin_keys asks for one; people
     # looking at /admin do (operator_auth).
-    add("GET", "/healthz", ops.healthz, checked=False)
-    add("GET", "/readyz", ops.readyz, checked=False)
+    # HEAD too: uptime checkers and some load balancers probe with it.
+    for method in ("GET", "HEAD"):
+        add(method, "/healthz", ops.healthz, checked=False)
+        add(method, "/readyz", ops.readyz, checked=False)
     add("GET", "/metrics", ops.metrics_page, auth=operator)
     for path, page in (("/admin", admin.status_page), ("/status", admin.status_page),
                        ("/admin/routes", admin.routes_json)):  # fmt: skip

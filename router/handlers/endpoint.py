@@ -22,6 +22,8 @@ from aiohttp import web
 from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
+    InternalError,
+    InvalidRequest,
     NoCapacity,
     OutOfLocalResources,
     PathNotFound,
@@ -148,7 +150,9 @@ async def _cut_short(trace: RequestTrace, dialect: Dialect) -> web.StreamRespons
         "finished; retry it"
     )
     if trace.committed is not None:
-        await trace.committed.fail(dialect.error_event(error.message))
+        # Numbered after the last event relayed, as any error event of the stream is.
+        last = trace.result.watch.last if isinstance(trace.result, OpenStream) else b""
+        await trace.committed.fail(dialect.error_event(error.message, last))
         return trace.committed
     response = error_response(error, trace, dialect)
     response.headers["x-request-id"] = trace.request_id
@@ -172,8 +176,13 @@ def _error_response(
         if exc.status < 400:
             raise exc
         return error_response(_from_http_exception(exc), trace, dialect)
+    if isinstance(exc, web.RequestPayloadError):
+        # The client's body broke while it was read (gzip that is not, chunks that do
+        # not add up): the caller's fault, not the router's.
+        error = InvalidRequest(f"the request body could not be read: {exc}", "invalid_body")
+        return error_response(error, trace, dialect)
     log.exception("unhandled_error", path=request.path)
-    return _internal_error(trace.request_id)
+    return error_response(InternalError(_internal_message(trace.request_id)), trace, dialect)
 
 
 def not_found(
@@ -186,13 +195,16 @@ def not_found(
     `dialect`'s error shape."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        allowed = known.get(request.path)
+        # The path as aiohttp's router matched it: an encoded slash (`%2F`) stays
+        # encoded, so `/v1%2Fchat%2Fcompletions` is no known path, not a wrong method.
+        path = request.rel_url.path_safe
+        allowed = known.get(path)
         if allowed is not None:
             raise PathNotFound(
                 f"method {request.method} is not allowed here; use {', '.join(sorted(allowed))}",
                 status=405,
             )
-        raise PathNotFound(f"no endpoint at {request.path[:200]}")
+        raise PathNotFound(f"no endpoint at {path[:200]}")
 
     return endpoint(handle, hosts=hosts, dialect=dialect)
 
@@ -217,13 +229,6 @@ def _from_http_exception(exc: web.HTTPException) -> RouterError:
 
 def _internal_message(request_id: str) -> str:
     return f"internal router error; see the router log for request id {request_id}"
-
-
-def _internal_error(request_id: str) -> web.Response:
-    message = _internal_message(request_id)
-    body = {"error": {"message": message, "type": "server_error", "param": None,
-                      "code": "internal_error"}}  # fmt: skip
-    return web.json_response(body, status=500)
 
 
 def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:

@@ -8,6 +8,7 @@ import json
 import aiohttp
 import openai
 import pytest
+import yarl
 from structlog.processors import JSONRenderer
 
 from router.config import parse_config
@@ -15,6 +16,7 @@ from router.errors import ConfigError
 from router.server import check_bind
 from router.sim import Fault, SimKey
 from router.telemetry.logs import REDACTED, RedactingRenderer, Redactor
+from router.wire import fastjson
 from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys, two_keys_config
 from tests.conftest import SIM_A, SIM_B, client
 
@@ -77,18 +79,24 @@ async def test_oversized_body_is_refused_with_413(stack):
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"),
-    [("GET", "/v1/nothing-here", 404), ("GET", "/v1/chat/completions", 405)],
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/v1/nothing-here", 404, "not_found"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+        # An encoded slash is no known path: aiohttp's router does not decode it.
+        ("POST", "/v1%2Fchat%2Fcompletions", 404, "not_found"),
+    ],
 )
-async def test_unknown_paths_and_methods_get_json_errors(stack, method, path, status):
+async def test_unknown_paths_and_methods_get_json_errors(stack, method, path, status, code):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(two_keys_config(sim_url))
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, url + path) as response,
+        session.request(method, yarl.URL(url + path, encoded=True)) as response,
     ):
         assert response.status == status
-        assert (await response.json())["error"]["message"]
+        error = (await response.json())["error"]
+        assert error["message"] and error["code"] == code
 
 
 async def test_bad_requests_do_not_disturb_good_ones_running_beside_them(stack):
@@ -156,6 +164,11 @@ async def test_models_health_and_readiness(stack, clock):
         async with session.get(f"{url}/readyz") as response:
             assert response.status == 503
             assert (await response.json())["routes_available"] == 0
+        # Probes that use HEAD get the same status, without a body.
+        async with session.head(f"{url}/readyz") as response:
+            assert response.status == 503 and await response.read() == b""
+        async with session.head(f"{url}/healthz") as response:
+            assert response.status == 200 and await response.read() == b""
         async with session.get(f"{url}/healthz") as response:
             assert response.status == 200
 
@@ -300,3 +313,74 @@ async def test_a_lone_surrogate_in_a_body_the_router_edits_is_never_a_500(
     if status == 200 and stream:
         terminator = {"/v1/responses": b"response.completed", "/v1/messages": b"message_stop"}
         assert terminator.get(path, b"[DONE]") in raw and b"upstream_stream_error" not in raw
+
+
+async def raw_exchange(url: str, head: str, *parts: bytes) -> tuple[int, bytes]:
+    """A request written as is (framing a client library would not send), its parts
+    apart, so that the handler reads the later ones; the status and body of the answer,
+    read until the router closes."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n")
+        for part in parts:
+            await asyncio.sleep(0.1)
+            writer.write(part)
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(("path", "name"), ENDPOINTS)
+async def test_a_body_that_cannot_be_read_is_a_400_in_the_endpoints_dialect(stack, path, name):
+    """A body marked gzip that is not, and chunks whose framing breaks mid-body: the
+    caller's fault, answered in its own dialect, not the router's 500."""
+    sim, sim_url = await stack.sim(SIM_A, ANT)
+    url = await stack.router(every_endpoint_config(sim_url, sim.root))
+    body = json.dumps(body_for(path, name, {}, stream=False)).encode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url + path,
+            data=b"not gzip at all",
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        ) as response,
+    ):
+        raw = await response.read()
+        assert "could not be read" in assert_invalid_request(path, response.status, raw)
+    head = (
+        f"POST {path} HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+        "Transfer-Encoding: chunked\nConnection: close\n"
+    )
+    good = b"%x\r\n%s\r\n" % (20, body[:20])
+    status, raw = await raw_exchange(url, head, good, b"zz\r\n%s\r\n0\r\n\r\n" % body[20:])
+    assert "could not be read" in assert_invalid_request(path, status, raw)
+    assert sum(s.requests for s in sim.stats.values()) == 0
+
+
+@pytest.mark.parametrize(("path", "name"), ENDPOINTS)
+async def test_the_routers_own_failure_is_a_500_in_the_endpoints_dialect(
+    stack, monkeypatch, path, name
+):
+    """A bug of the router's (here the body's depth check, made to fail: the only
+    stand-in for our own code) answers in the client's dialect, pointing to the log."""
+
+    def failing(body: bytes, payload: object) -> bool:
+        raise RuntimeError("a bug in the router")
+
+    monkeypatch.setattr(fastjson, "too_deep", failing)
+    sim, sim_url = await stack.sim(SIM_A, ANT)
+    url = await stack.router(every_endpoint_config(sim_url, sim.root))
+    body = json.dumps(body_for(path, name, {}, stream=False)).encode()
+    status, raw = await post_raw(url, path, body)
+    assert status == 500, raw[:300]
+    payload = json.loads(raw)
+    if path == "/v1/messages":
+        assert payload["type"] == "error" and payload["error"]["type"] == "api_error"
+    else:
+        assert payload["error"]["type"] == "server_error"
+        assert payload["error"]["code"] == "internal_error"
+    assert payload["error"]["message"].startswith("internal router error")

@@ -17,6 +17,7 @@ from aiohttp import web
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import HI, raw_upstream
 from tests.integration.router_process import RouterProcess, router_process
+from tests.integration.test_stream_error_events import responses_event, text_delta
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 TEXT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
@@ -180,6 +181,43 @@ async def test_an_anthropic_stream_cut_at_drain_timeout_ends_with_anthropics_err
     error = json.loads(last.removeprefix(b"event: error\ndata: "))
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
     assert "shutting down" in error["error"]["message"]
+
+
+async def test_a_responses_stream_cut_at_drain_timeout_numbers_its_error_event_next(tmp_path):
+    """Clients that validate Responses events (the AI SDK) reject one without the next
+    sequence_number: the drain's error event has it, as an upstream's failure's does."""
+    start = b"".join(
+        responses_event(kind, number, response={"id": "resp_1", "status": "in_progress"})
+        for number, kind in enumerate(("response.created", "response.in_progress"))
+    )
+    held = asyncio.Event()  # never set
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(start + text_delta(2, "Hi") + text_delta(3, " there"))
+        await held.wait()
+        return response
+
+    async with raw_upstream("/v1/responses", handle) as upstream:
+        config = config_file(tmp_path, upstream, drain_timeout=1)
+        body = {"model": "gpt-4o", "input": "hi", "stream": True}
+        async with router_process(config) as router, aiohttp.ClientSession() as session:
+            async with session.post(f"{router.url}/v1/responses", json=body) as response:
+                assert response.status == 200
+                received = b""
+                while b" there" not in received:
+                    received += await response.content.readany()
+                router.signal(signal.SIGTERM)
+                received += await response.content.read()  # to a clean end of the body
+            assert await router.exit_code() == 0
+        held.set()
+    last = received.split(b"\n\n")[-2]
+    assert last.startswith(b"event: error\ndata: ")
+    error = json.loads(last.removeprefix(b"event: error\ndata: "))
+    assert "shutting down" in error["message"]
+    assert error["sequence_number"] == 4  # one past the last event relayed
 
 
 async def in_flight(router: RouterProcess) -> int:
