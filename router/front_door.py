@@ -11,6 +11,9 @@ its server and connection classes:
   idle one), and a request body that is still due may not go longer than its timeout
   without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
   body cannot hold a connection, and its handler, forever;
+- a request body declared (Content-Length) over the app's limit is refused before any
+  of it is read (nginx's client_max_body_size): its handler's read fails at once, so
+  it answers 413 without waiting for an upload it would refuse;
 - a cap on open connections. At the cap a new connection first displaces, of those not
   serving a request (idle keep-alive, or a head still arriving), the one that opened or
   last received a request longest ago (as nginx reuses its idle keep-alive connections
@@ -98,12 +101,13 @@ class Connection(RequestHandler):
         queued = len(self._messages)
         super().data_received(data)
         waiter = self._waiter  # pending: between requests, no complete head yet
-        if len(self._messages) > queued and not self._broke_body():  # a head is complete
+        if len(self._messages) > queued and (self._body is None or not self._broke_body()):
+            # A head is complete (not a parse error in the body being read).
             self._door.used(self)
             self._head_waiter = None
-            payload = self._messages[-1][1]
+            message, payload = self._messages[-1]
             self._body = None if payload.is_eof() else payload
-            if self._body is not None:
+            if self._body is not None and not self._refused_declared(message):
                 self._arm(self._loop.time() + self._reading.body)
         elif self._body is not None:
             if self._body.is_eof():
@@ -130,13 +134,30 @@ class Connection(RequestHandler):
         body = self._body
         message = self._messages[-1][0]
         if body is None or body.is_eof() or isinstance(message, RawRequestMessage):
-            return False
+            return False  # (a body that ended: the head of the next request)
         self._messages.pop()
         reason = str(getattr(message, "message", "")).partition("\n")[0]  # not the bytes
-        body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
+        self._end_body(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
+        return True
+
+    def _refused_declared(self, message: RawRequestMessage) -> bool:
+        """Whether the body still due is declared over the limit (refused, then)."""
+        limit = self._door.max_body
+        length = message.headers.get("Content-Length")
+        if limit is None or length is None or int(length) <= limit:
+            return False
+        self._end_body(web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=int(length)))
+        return True
+
+    def _end_body(self, error: Exception) -> None:
+        """The body being read ends with `error`, which its handler's read raises; none
+        of the rest is read (marked ended, so aiohttp does not linger over it), and the
+        connection closes once the handler has answered."""
+        assert self._body is not None
+        self._body.set_exception(error)
+        self._body.feed_eof()
         self._body = None
         self.close()
-        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
@@ -180,6 +201,7 @@ class FrontDoor(web.Server):
         reading: ReadTimeouts,
         max_connections: int,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
+        max_body: int | None = None,
     ) -> None:
         super().__init__(
             handler or stock.request_handler,
@@ -190,6 +212,7 @@ class FrontDoor(web.Server):
         )
         self._reading = reading
         self.max_connections = max_connections
+        self.max_body = max_body  # bytes a request body may declare; None: no check
         self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
         self._refused_unlogged = 0  # connections turned away since the last warning
         self._refusal_logged_at = float("-inf")
@@ -249,11 +272,18 @@ class Runner(web.AppRunner):
     """`web.AppRunner` whose server is a `FrontDoor`."""
 
     def __init__(
-        self, app: web.Application, *, reading: ReadTimeouts, max_connections: int, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        reading: ReadTimeouts,
+        max_connections: int,
+        max_body: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self._reading = reading
         self._max_connections = max_connections
+        self._max_body = max_body
 
     async def _make_server(self) -> web.Server:
         stock = await super()._make_server()
@@ -262,6 +292,7 @@ class Runner(web.AppRunner):
             reading=self._reading,
             max_connections=self._max_connections,
             handler=FastPaths(self.app, stock.request_handler),
+            max_body=self._max_body,
         )
 
 

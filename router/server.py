@@ -23,7 +23,7 @@ from router.handlers import admin, ops
 from router.handlers.count_tokens import count_tokens
 from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
 from router.handlers.host_check import HostCheck
-from router.handlers.model_api import PATHS, list_models, model_api
+from router.handlers.model_api import PATHS, continue_within_limit, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.state import APP_STATE, Current
 from router.health.memory import MemoryStore
@@ -141,7 +141,11 @@ def add_routes(
 
     def add(method: str, path: str, handler: Handler, checked: bool = True, **options: Any) -> None:
         guard = hosts if checked else None
-        app.router.add_route(method, path, endpoint(handler, hosts=guard, **options))
+        wrapped = endpoint(handler, hosts=guard, **options)
+        if method == "POST":
+            app.router.add_route(method, path, wrapped, expect_handler=continue_within_limit)
+        else:
+            app.router.add_route(method, path, wrapped)
         known[path] = known.get(path, frozenset()) | {method}
 
     for operation, dialect in apis:
@@ -214,6 +218,7 @@ async def start(
         keepalive_timeout=config.server.idle_timeout,
         reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
         max_connections=connection_cap(config.server.max_connections),
+        max_body=config.server.max_body_bytes,  # the app's client_max_size, declared
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()

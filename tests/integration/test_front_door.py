@@ -354,6 +354,28 @@ async def test_a_slow_body_that_keeps_coming_is_served(stack):
         assert (await _closed_by_router(reader)).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.parametrize("expect", ["", "Expect: 100-continue\r\n"], ids=["plain", "expect"])
+async def test_a_body_declared_over_the_limit_is_refused_before_any_of_it_comes(stack, expect):
+    """nginx's client_max_body_size: the Content-Length says enough. Neither a wait for
+    a body the client will not send (body_timeout is long here) nor a 100 Continue
+    that asks for an upload only to refuse it."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(
+        preferring_a(sim_url, server={"body_timeout": 60, "max_body_bytes": 2000})
+    )
+    authority = url.removeprefix("http://")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {authority}\r\n{expect}"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    async with _socket(url) as (reader, writer):
+        writer.write(head.encode())
+        answer = await _answer(reader)  # within 10 s, or the test fails
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "request_too_large" and "2000" in body["error"]["message"]
+
+
 async def _answer(reader: asyncio.StreamReader) -> bytes:
     """One answer on a keep-alive connection: its head and its Content-Length body."""
     async with asyncio.timeout(10):
