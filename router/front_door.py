@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -65,6 +67,9 @@ REFUSAL = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
 )
+# Where aiohttp's parser quotes the request's own bytes in a message (`... reading:
+# b'...'`): cut there, so the answer does not echo them.
+_QUOTED_BYTES = re.compile(r":?\s*(?:bytearray\()?b['\"].*$")
 # At most one `connections_refused` warning per this many seconds, with the count since.
 _REFUSAL_LOG_EVERY = 10.0
 
@@ -158,6 +163,32 @@ class Connection(RequestHandler):
         self._body.feed_eof()
         self._body = None
         self.close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp's parser refused (a bad head, a broken body framing): a JSON
+        400 in OpenAI's shape (the path, and so the dialect, may be unknown) that does
+        not echo the offending bytes, and one log line at info level, as nginx logs a
+        client's bad request; not a traceback at error level per request any client
+        can send. Other errors stay aiohttp's."""
+        if status != 400 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        reason = (exc.message or "").strip().partition("\n")[0]
+        reason = _QUOTED_BYTES.sub("", reason).rstrip(":. ")[:200]
+        noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)  # not HTTP
+        (log.debug if noise else log.info)("bad_http_request", reason=reason)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response has begun: no error answer can follow it")
+        error = {"message": f"malformed HTTP request: {reason}", "type": "invalid_request_error",
+                 "param": None, "code": "bad_http_request"}  # fmt: skip
+        response = web.json_response({"error": error}, status=400)
+        response.force_close()
+        return response
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()

@@ -376,6 +376,37 @@ async def test_a_body_declared_over_the_limit_is_refused_before_any_of_it_comes(
     assert body["error"]["code"] == "request_too_large" and "2000" in body["error"]["message"]
 
 
+MARKER = "private-value-0123456789"
+MALFORMED = {
+    "header_too_long": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: "
+    + (MARKER * 500).encode()
+    + b"\r\n\r\n",
+    "url_too_long": b"GET /" + (MARKER * 500).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "control_byte_in_header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: "
+    + MARKER.encode()
+    + b"\x01\r\n\r\n",
+    "tls_on_the_http_port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+async def test_a_request_the_parser_refuses_gets_a_json_400_that_does_not_echo_it(stack, name):
+    """aiohttp's own answer is plain text that quotes the offending bytes, and its log a
+    traceback at error level for every such request: a JSON 400 and one info line."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    with capture_logs() as logs:
+        async with _socket(url) as (reader, writer):
+            writer.write(MALFORMED[name])
+            answer = await _closed_by_router(reader)
+    assert b" 400 " in answer.partition(b"\r\n")[0], answer[:200]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "bad_http_request" and error["message"].startswith("malformed")
+    assert MARKER.encode() not in answer
+    refused = [e for e in logs if e["event"] == "bad_http_request"]
+    assert len(refused) == 1 and MARKER not in refused[0]["reason"]
+
+
 async def _answer(reader: asyncio.StreamReader) -> bytes:
     """One answer on a keep-alive connection: its head and its Content-Length body."""
     async with asyncio.timeout(10):
