@@ -26,6 +26,7 @@ Every class maps to one HTTP status and one OpenAI-shaped body in `to_body`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from router.types import Attempt
@@ -49,6 +50,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamTimeout",
+    "one_line",
 ]
 
 
@@ -116,14 +118,23 @@ class UnknownModel(CallerError):
 
 
 class PathNotFound(CallerError):
+    """404 (no such path) or 405 (not for this method: `allow` lists the methods)."""
+
     status = 404
     code = "not_found"
 
-    def __init__(self, message: str, status: int = 404) -> None:
+    def __init__(self, message: str, status: int = 404, allow: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.allow = allow
         if status == 405:
             self.code = "method_not_allowed"
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        if self.allow:
+            headers["Allow"] = self.allow  # what a 405 must say (RFC 9110 §15.5.6)
+        return headers
 
 
 class BodyTooLarge(CallerError):
@@ -241,3 +252,11 @@ class DeadlineExceeded(RouterError):
     def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
         super().__init__(message)
         self.attempts = tuple(attempts)
+
+
+_AIOHTTP_PREFIX = re.compile(r"^\d{3}, message: ")  # how aiohttp's HTTP exceptions print
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's text on one line, without aiohttp's `400, message:` prefix."""
+    return _AIOHTTP_PREFIX.sub("", " ".join(str(error).split()))

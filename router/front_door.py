@@ -11,9 +11,6 @@ its server and connection classes:
   idle one), and a request body that is still due may not go longer than its timeout
   without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
   body cannot hold a connection, and its handler, forever;
-- a request body declared (Content-Length) over the app's limit is refused before any
-  of it is read (nginx's client_max_body_size): its handler's read fails at once, so
-  it answers 413 without waiting for an upload it would refuse;
 - a cap on open connections. At the cap a new connection first displaces, of those not
   serving a request (idle keep-alive, or a head still arriving), the one that opened or
   last received a request longest ago (as nginx reuses its idle keep-alive connections
@@ -41,11 +38,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
-from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, InvalidURLError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from router.errors import one_line
 from router.fast_paths import FastPaths
 
 log = structlog.get_logger("router.front_door")
@@ -67,9 +64,20 @@ REFUSAL = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
 )
-# Where aiohttp's parser quotes the request's own bytes in a message (`... reading:
-# b'...'`): cut there, so the answer does not echo them.
-_QUOTED_BYTES = re.compile(r":?\s*(?:bytearray\()?b['\"].*$")
+# Where aiohttp's parser messages go on to quote the request's own bytes (`...
+# reading: b'...'`, `Invalid HTTP header: 'X-...'`, `Bad status line '...'`): cut there,
+# so neither the answer nor the log repeats what the client sent.
+_QUOTED = re.compile(r"""(?::\s|['"(]).*$""")
+
+
+def _reason(error: BaseException) -> str:
+    """Why the parser refused a request, without the request's bytes."""
+    if isinstance(error, InvalidURLError):
+        return "invalid request target"  # its message is the target itself
+    line = str(getattr(error, "message", "") or "").strip().partition("\n")[0]
+    return _QUOTED.sub("", line).rstrip(":. ")[:200] or "unreadable request"
+
+
 # At most one `connections_refused` warning per this many seconds, with the count since.
 _REFUSAL_LOG_EVERY = 10.0
 
@@ -86,7 +94,7 @@ class ReadTimeouts:
 class Connection(RequestHandler):
     """aiohttp's connection handler plus read deadlines for a request's head and body."""
 
-    __slots__ = ("_body", "_deadline", "_door", "_head_waiter", "_reading", "_timer")
+    __slots__ = ("_body", "_broken", "_deadline", "_door", "_head_waiter", "_reading", "_timer")
 
     def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -96,6 +104,7 @@ class Connection(RequestHandler):
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
+        self._broken: StreamReader | None = None  # a body that broke: its answer closes
 
     @property
     def serving(self) -> bool:
@@ -106,13 +115,15 @@ class Connection(RequestHandler):
         queued = len(self._messages)
         super().data_received(data)
         waiter = self._waiter  # pending: between requests, no complete head yet
-        if len(self._messages) > queued and (self._body is None or not self._broke_body()):
-            # A head is complete (not a parse error in the body being read).
+        if self._body is not None and self._broke_body(queued):
+            pass  # the body being read broke: ended, and timed no more
+        elif len(self._messages) > queued:  # a head is complete
             self._door.used(self)
             self._head_waiter = None
-            message, payload = self._messages[-1]
+            payload = self._messages[-1][1]
             self._body = None if payload.is_eof() else payload
-            if self._body is not None and not self._refused_declared(message):
+            # Its content may have broken in this very read (gzip that is not).
+            if self._body is not None and not self._broke_body(len(self._messages)):
                 self._arm(self._loop.time() + self._reading.body)
         elif self._body is not None:
             if self._body.is_eof():
@@ -129,40 +140,57 @@ class Connection(RequestHandler):
         if self._body is None and self._head_waiter is None:
             self._disarm()
 
-    def _broke_body(self) -> bool:
-        """Whether the bytes just parsed broke the framing of the body being read (a bad
-        chunk size): aiohttp queues that as a new request, an error its own handler
-        answers in plain text, and leaves the handler of the request it belongs to
-        waiting for the rest of its body for good. Instead the error is that body's, for
-        its handler to answer in the client's dialect, and the connection, whose
-        framing is lost, closes after that answer."""
+    def _broke_body(self, queued: int) -> bool:
+        """Whether the bytes just parsed broke the body being read; it is ended then.
+
+        Two ways: its content (gzip that is not), which aiohttp's parser sets on the
+        body as an error; or its framing (a bad chunk size), which aiohttp queues as a
+        new request, an error its own handler answers, leaving the handler the body
+        belongs to waiting for the rest of it for good. Either way the parser reads
+        nothing more on this connection. A handler that still reads the body gets the
+        error (to answer 400 in the client's dialect), the body is marked ended (so
+        aiohttp does not linger over it), and the answer to its request closes the
+        connection (`finish_response`); requests queued before it are served first.
+        A body no handler waits for any more (aiohttp reading out what a handler left
+        unread) just ends, and the connection closes."""
         body = self._body
-        message = self._messages[-1][0]
-        if body is None or body.is_eof() or isinstance(message, RawRequestMessage):
-            return False  # (a body that ended: the head of the next request)
-        self._messages.pop()
-        reason = str(getattr(message, "message", "")).partition("\n")[0]  # not the bytes
-        self._end_body(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
-        return True
-
-    def _refused_declared(self, message: RawRequestMessage) -> bool:
-        """Whether the body still due is declared over the limit (refused, then)."""
-        limit = self._door.max_body
-        length = message.headers.get("Content-Length")
-        if limit is None or length is None or int(length) <= limit:
+        assert body is not None
+        messages = self._messages
+        refused = len(messages) > queued and getattr(messages[-1][0], "exc", None)
+        if body.is_eof() or not (refused or body.exception() is not None):
             return False
-        self._end_body(web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=int(length)))
+        if refused:
+            messages.pop()  # no answer of its own: the body's request answers for it
+        self._body = None
+        owed = self._request_in_progress or any(payload is body for _, payload in messages)
+        if not owed:
+            body.feed_eof()  # lingering ends (an error raised there is logged as info)
+            self.close()
+            return True
+        if refused:
+            reason = _reason(refused)
+            body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
+        body.feed_eof()
+        self._broken = body
         return True
 
-    def _end_body(self, error: Exception) -> None:
-        """The body being read ends with `error`, which its handler's read raises; none
-        of the rest is read (marked ended, so aiohttp does not linger over it), and the
-        connection closes once the handler has answered."""
-        assert self._body is not None
-        self._body.set_exception(error)
-        self._body.feed_eof()
-        self._body = None
-        self.close()
+    def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> Awaitable[tuple[web.StreamResponse, bool]]:
+        # Not a coroutine: aiohttp's is returned for the caller to await, one frame less.
+        if self._broken is not None and request.content is self._broken:
+            self._broken = None
+            resp.force_close()  # `Connection: close`: nothing after the break can be read
+        return super().finish_response(request, resp, start_time)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        # A body the client broke (RequestPayloadError) that aiohttp meets again while it
+        # reads out what a handler left: the client's fault, one line at info level.
+        error = kwargs.get("exc_info")
+        if isinstance(error, web.RequestPayloadError):
+            log.info("bad_request_body", reason=one_line(error))
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(
         self,
@@ -178,12 +206,9 @@ class Connection(RequestHandler):
         can send. Other errors stay aiohttp's."""
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        reason = (exc.message or "").strip().partition("\n")[0]
-        reason = _QUOTED_BYTES.sub("", reason).rstrip(":. ")[:200]
+        reason = _reason(exc)
         noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)  # not HTTP
         (log.debug if noise else log.info)("bad_http_request", reason=reason)
-        if request.writer.output_size > 0:
-            raise ConnectionError("a response has begun: no error answer can follow it")
         error = {"message": f"malformed HTTP request: {reason}", "type": "invalid_request_error",
                  "param": None, "code": "bad_http_request"}  # fmt: skip
         response = web.json_response({"error": error}, status=400)
@@ -232,7 +257,6 @@ class FrontDoor(web.Server):
         reading: ReadTimeouts,
         max_connections: int,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
-        max_body: int | None = None,
     ) -> None:
         super().__init__(
             handler or stock.request_handler,
@@ -243,7 +267,6 @@ class FrontDoor(web.Server):
         )
         self._reading = reading
         self.max_connections = max_connections
-        self.max_body = max_body  # bytes a request body may declare; None: no check
         self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
         self._refused_unlogged = 0  # connections turned away since the last warning
         self._refusal_logged_at = float("-inf")
@@ -303,18 +326,11 @@ class Runner(web.AppRunner):
     """`web.AppRunner` whose server is a `FrontDoor`."""
 
     def __init__(
-        self,
-        app: web.Application,
-        *,
-        reading: ReadTimeouts,
-        max_connections: int,
-        max_body: int | None = None,
-        **kwargs: Any,
+        self, app: web.Application, *, reading: ReadTimeouts, max_connections: int, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
         self._reading = reading
         self._max_connections = max_connections
-        self._max_body = max_body
 
     async def _make_server(self) -> web.Server:
         stock = await super()._make_server()
@@ -323,7 +339,6 @@ class Runner(web.AppRunner):
             reading=self._reading,
             max_connections=self._max_connections,
             handler=FastPaths(self.app, stock.request_handler),
-            max_body=self._max_body,
         )
 
 

@@ -218,7 +218,6 @@ async def start(
         keepalive_timeout=config.server.idle_timeout,
         reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
         max_connections=connection_cap(config.server.max_connections),
-        max_body=config.server.max_body_bytes,  # the app's client_max_size, declared
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()

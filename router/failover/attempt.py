@@ -108,7 +108,8 @@ class OpenStream:
         self.watch = StreamWatch(dialect, max_event)
         # What the relay passes on is redacted too: an upstream may echo its key in an
         # error event after the stream has started.
-        self.redaction = stream_redaction(sent.route.key.api_key, dialect.error_hint)
+        key = sent.route.key
+        self.redaction = stream_redaction(key.api_key, dialect.error_hint, key.header_secrets)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
         self.waited = 0.0  # seconds held for capacity (failover.max_wait)
@@ -349,7 +350,10 @@ class AttemptRunner:
             if ok:
                 # An upstream may echo the key it was sent into an answer too (a debug
                 # server, a proxy): that key never reaches the client.
-                body = stream_redaction(route.key.api_key, call.dialect.error_hint).answer(body)
+                key = route.key
+                body = stream_redaction(
+                    key.api_key, call.dialect.error_hint, key.header_secrets
+                ).answer(body)
             usage = usage_from_body(body) if ok else None
             return _Reply(verdict, status, headroom, body, content_type, usage)
         except UpstreamError as exc:  # after the head: its status and headroom still count

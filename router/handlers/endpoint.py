@@ -30,6 +30,7 @@ from router.errors import (
     RouterError,
     ShuttingDown,
     Unauthorized,
+    one_line,
 )
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer
@@ -177,12 +178,19 @@ def _error_response(
             raise exc
         return error_response(_from_http_exception(exc), trace, dialect)
     if isinstance(exc, web.RequestPayloadError):
-        # The client's body broke while it was read (gzip that is not, chunks that do
-        # not add up): the caller's fault, not the router's.
-        error = InvalidRequest(f"the request body could not be read: {exc}", "invalid_body")
-        return error_response(error, trace, dialect)
+        return _unreadable_body(exc, trace, dialect)
     log.exception("unhandled_error", path=request.path)
     return error_response(InternalError(_internal_message(trace.request_id)), trace, dialect)
+
+
+def _unreadable_body(
+    exc: web.RequestPayloadError, trace: RequestTrace, dialect: Dialect
+) -> web.Response:
+    """The client's body broke while it was read (gzip that is not, chunks that do not
+    add up): the caller's fault, not the router's. (The front door closes the
+    connection after this answer: router/front_door.py.)"""
+    error = InvalidRequest(f"the request body could not be read: {one_line(exc)}", "invalid_body")
+    return error_response(error, trace, dialect)
 
 
 def not_found(
@@ -200,9 +208,9 @@ def not_found(
         path = request.rel_url.path_safe
         allowed = known.get(path)
         if allowed is not None:
+            methods = ", ".join(sorted(allowed))
             raise PathNotFound(
-                f"method {request.method} is not allowed here; use {', '.join(sorted(allowed))}",
-                status=405,
+                f"method {request.method} is not allowed here; use {methods}", 405, methods
             )
         raise PathNotFound(f"no endpoint at {path[:200]}")
 
@@ -224,7 +232,11 @@ def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> w
 def _from_http_exception(exc: web.HTTPException) -> RouterError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return BodyTooLarge("request body is too large")
-    return PathNotFound(f"{exc.reason}", status=exc.status)
+    if exc.status in (404, 405):
+        return PathNotFound(exc.reason, exc.status, exc.headers.get("Allow", ""))
+    error = InvalidRequest(exc.reason, f"http_{exc.status}")  # 417 for an odd Expect, say
+    error.status = exc.status
+    return error
 
 
 def _internal_message(request_id: str) -> str:

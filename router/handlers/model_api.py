@@ -37,12 +37,18 @@ _CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    limit = request.client_max_size
+    length = request.content_length
     try:
-        body = await request.read()  # the front door refuses a body declared too large
+        if length is not None and length > limit:
+            # Refused before any of it is read, as nginx's client_max_body_size: aiohttp
+            # then reads out (and drops) what the client sends for a while, so a client
+            # still uploading reads the 413 rather than a reset connection.
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(
-            f"request body is larger than the limit of {request.client_max_size} bytes "
-            "(server.max_body_bytes)"
+            f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
         ) from None
     try:
         payload = fastjson.loads(body)
@@ -59,8 +65,8 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
 
 async def continue_within_limit(request: web.Request) -> None:
     """The answer to `Expect: 100-continue`: aiohttp's `100 Continue`, except for a body
-    declared over server.max_body_bytes, which the front door has refused already: its
-    handler answers 413 without asking for the upload."""
+    declared over server.max_body_bytes, whose handler answers 413 (read_json_object)
+    without asking for the upload."""
     length = request.content_length
     if request.version != HttpVersion11 or (length or 0) > request.client_max_size:
         return

@@ -20,6 +20,10 @@ from collections.abc import Iterable
 from router.types import Config
 
 REDACTED = "[redacted]"
+_REDACTED_BYTES = REDACTED.encode()
+# Secrets shorter than this are not looked for in a model's text (StreamRedaction): a
+# real provider key is longer, a placeholder (`ollama`, `lm-studio`) is not.
+_ECHOED_MIN = 16
 
 # Provider key shapes, and the values of credential headers as a log line or an echoed
 # request shows them (`Authorization: Bearer x`, `"x-api-key": "x"`, `api-key=x`); the
@@ -158,28 +162,32 @@ class Redactor:
 
 
 class StreamRedaction:
-    """Redacts a stream the relay forwards event by event. The relay passes on whole
-    events only (the stream watch holds an unfinished one), so a secret is never split
-    between two pieces.
+    """Redacts a stream the relay forwards event by event, and an answer that went well.
+    The relay passes on whole events only (the stream watch holds an unfinished one), so
+    a secret is never split between two pieces.
 
-    An upstream can echo only the key it was sent, the route's own: that key, as written
-    or JSON-escaped, is what each piece is searched for, two substring tests whatever the
-    size of the pool. A piece that holds the dialect's error hint is redacted in full
-    (escapes, key shapes), like an error body; a model's own text is left alone unless it
-    holds the key. A whole answer that went well (`answer`) is searched the same way.
+    An upstream can echo only what it was sent: the route's key and the key's header
+    secrets. Those, as written or JSON-escaped, are what each piece (or answer) is
+    searched for, a substring test or two whatever the size of the pool, and exactly
+    those bytes are replaced: the rest of a model's text stays as it was, and JSON
+    stays JSON. Secrets shorter than _ECHOED_MIN characters (a local server's
+    placeholder, `ollama`) are not looked for in a model's text, which may well say
+    them. A piece that holds the dialect's error hint is redacted in full (escapes, key
+    shapes), like an error body.
     """
 
-    __slots__ = ("_error_hint", "_escaped", "_keyed", "_plain", "_redactor")
+    __slots__ = ("_error_hint", "_forms", "_redactor")
 
-    def __init__(self, secret: str, error_hint: bytes) -> None:
-        self._redactor = _redactor_for(secret)
-        self._keyed = bool(secret)
-        # An empty secret (a keyless local server) matches nothing: an error hint stands in.
-        self._plain = secret.encode() or error_hint
-        escaped = json.dumps(secret)[1:-1].encode() or error_hint
-        # None when JSON writes the key as it is (the usual key: letters, digits, - and
-        # _): one search fewer over every piece.
-        self._escaped = escaped if escaped != self._plain else None
+    def __init__(self, secret: str, error_hint: bytes, also: tuple[str, ...] = ()) -> None:
+        secrets = (secret, *also)
+        self._redactor = _redactor_for(secrets)
+        forms = {
+            form
+            for s in secrets
+            if len(s) >= _ECHOED_MIN
+            for form in (s.encode(), json.dumps(s)[1:-1].encode())
+        }
+        self._forms = tuple(sorted(forms, key=len, reverse=True))  # one, usually
         self._error_hint = error_hint
 
     def clean(self, data: bytes, hinted: bool | None = None) -> bytes:
@@ -187,23 +195,18 @@ class StreamRedaction:
         has searched already (the stream's watch has)."""
         if not data:
             return data  # the relay's empty rest, mostly: every search saved
-        find = data.find
         if hinted is None:
-            hinted = find(self._error_hint) >= 0
-        if hinted or find(self._plain) >= 0:
+            hinted = data.find(self._error_hint) >= 0
+        if hinted:
             return self._redactor.scrub_bytes(data)
-        if self._escaped is not None and find(self._escaped) >= 0:
-            return self._redactor.scrub_bytes(data)
-        return data
+        return self.answer(data)
 
     def answer(self, data: bytes) -> bytes:
-        """A whole answer that went well, redacted only when it holds the key: a model's
-        text that names an error or shows a key's shape is the model's own."""
-        if not self._keyed:
-            return data  # a keyless local server: no key to echo
-        find = data.find
-        if find(self._plain) >= 0 or (self._escaped is not None and find(self._escaped) >= 0):
-            return self._redactor.scrub_bytes(data)
+        """`data` without the secrets the upstream was sent; the same object when it
+        holds none (nearly always)."""
+        for form in self._forms:
+            if data.find(form) >= 0:
+                data = data.replace(form, _REDACTED_BYTES)
         return data
 
     def text(self, message: str) -> str:
@@ -211,9 +214,9 @@ class StreamRedaction:
 
 
 @functools.lru_cache(maxsize=256)
-def stream_redaction(secret: str, error_hint: bytes) -> StreamRedaction:
-    """The one (stateless) redaction for streams of a key in a dialect."""
-    return StreamRedaction(secret, error_hint)
+def stream_redaction(secret: str, error_hint: bytes, also: tuple[str, ...] = ()) -> StreamRedaction:
+    """The one (stateless) redaction for streams and answers of a key in a dialect."""
+    return StreamRedaction(secret, error_hint, also)
 
 
 def config_secrets(config: Config) -> list[str]:
@@ -230,12 +233,12 @@ def config_secrets(config: Config) -> list[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _redactor_for(secret: str) -> Redactor:
-    return Redactor((secret,))
+def _redactor_for(secrets: tuple[str, ...]) -> Redactor:
+    return Redactor(secrets)
 
 
 def clip(text: str, limit: int, secret: str) -> str:
     """At most `limit` characters of `text`, redacted (`secret` and key shapes) before it
     is cut: cut first, a key split at the end would no longer match, yet half of it leaks.
     For code that knows one key (the route's) but not the configured set."""
-    return _redactor_for(secret).scrub(text)[:limit]
+    return _redactor_for((secret,)).scrub(text)[:limit]

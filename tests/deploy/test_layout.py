@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover"),
     },
     "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
-    "front_door": {"fast_paths"},  # client connections (timeouts, cap)
+    "front_door": {"errors", "fast_paths"},  # client connections (timeouts, cap)
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {
         *("types", "errors", "wire", "telemetry", "upstream", "health"),

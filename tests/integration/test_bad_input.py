@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import aiohttp
 import openai
@@ -97,6 +98,7 @@ async def test_unknown_paths_and_methods_get_json_errors(stack, method, path, st
         assert response.status == status
         error = (await response.json())["error"]
         assert error["message"] and error["code"] == code
+        assert response.headers.get("Allow") == ("POST" if status == 405 else None)
 
 
 async def test_bad_requests_do_not_disturb_good_ones_running_beside_them(stack):
@@ -335,9 +337,12 @@ async def raw_exchange(url: str, head: str, *parts: bytes) -> tuple[int, bytes]:
 
 
 @pytest.mark.parametrize(("path", "name"), ENDPOINTS)
-async def test_a_body_that_cannot_be_read_is_a_400_in_the_endpoints_dialect(stack, path, name):
+async def test_a_body_that_cannot_be_read_is_a_400_in_the_endpoints_dialect(
+    stack, caplog, path, name
+):
     """A body marked gzip that is not, and chunks whose framing breaks mid-body: the
-    caller's fault, answered in its own dialect, not the router's 500."""
+    caller's fault, answered in its own dialect (not the router's 500), saying that
+    the connection closes, and logged as nobody's error."""
     sim, sim_url = await stack.sim(SIM_A, ANT)
     url = await stack.router(every_endpoint_config(sim_url, sim.root))
     body = json.dumps(body_for(path, name, {}, stream=False)).encode()
@@ -351,6 +356,7 @@ async def test_a_body_that_cannot_be_read_is_a_400_in_the_endpoints_dialect(stac
     ):
         raw = await response.read()
         assert "could not be read" in assert_invalid_request(path, response.status, raw)
+        assert response.headers.get("Connection", "").lower() == "close"
     head = (
         f"POST {path} HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
         "Transfer-Encoding: chunked\nConnection: close\n"
@@ -359,6 +365,7 @@ async def test_a_body_that_cannot_be_read_is_a_400_in_the_endpoints_dialect(stac
     status, raw = await raw_exchange(url, head, good, b"zz\r\n%s\r\n0\r\n\r\n" % body[20:])
     assert "could not be read" in assert_invalid_request(path, status, raw)
     assert sum(s.requests for s in sim.stats.values()) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
 
 
 @pytest.mark.parametrize(("path", "name"), ENDPOINTS)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import resource
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -386,6 +388,10 @@ MALFORMED = {
     + MARKER.encode()
     + b"\x01\r\n\r\n",
     "tls_on_the_http_port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),
+    # aiohttp's message for a bad target is the target itself.
+    "credentials_in_a_bad_target": (
+        f"GET http://user:{MARKER}@ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    ),
 }
 
 
@@ -405,6 +411,62 @@ async def test_a_request_the_parser_refuses_gets_a_json_400_that_does_not_echo_i
     assert MARKER.encode() not in answer
     refused = [e for e in logs if e["event"] == "bad_http_request"]
     assert len(refused) == 1 and MARKER not in refused[0]["reason"]
+
+
+async def test_a_client_uploading_a_body_over_the_limit_reads_the_413(stack):
+    """The 413 goes out before the body is read, and the router reads out what the
+    client still sends (as nginx's lingering close), so the client, busy uploading,
+    reads the answer rather than a reset connection."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_body_bytes": 2000}))
+    big = json.dumps(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 8_000_000}]}
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(3):
+            response = await http.post(f"{url}/v1/chat/completions", content=big.encode())
+            assert response.status_code == 413
+            assert response.json()["error"]["code"] == "request_too_large"
+
+
+async def test_pipelined_after_a_good_request_a_broken_body_gets_its_own_400(stack):
+    """Two requests in one write: the first is served, the second, whose chunked
+    framing breaks, is answered in its dialect, saying the connection closes."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    broken = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n" % (20, REQUEST[:20])
+    async with _socket(url) as (reader, writer):
+        writer.write(_head(url) + broken)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        writer.write(b"zz\r\n" + REQUEST[20:])
+        second = await _closed_by_router(reader)
+    assert second.startswith(b"HTTP/1.1 400"), second[:200]
+    head, _, body = second.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["code"] == "invalid_body"
+
+
+async def test_a_body_that_breaks_after_its_answer_ends_quietly(stack, caplog):
+    """A handler that answers without reading (here a 404), then the body's gzip turns
+    out not to be: aiohttp, reading out the rest, meets the error. The client's fault:
+    one info line, not aiohttp's traceback at error level, and the connection closes."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    head = (
+        f"POST /v1/nothing-here HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n"
+        "Content-Encoding: gzip\r\nContent-Length: 7\r\n\r\n"
+    )
+    with capture_logs() as logs:
+        async with _socket(url) as (reader, writer):
+            writer.write(head.encode())
+            assert (await _answer(reader)).startswith(b"HTTP/1.1 404")
+            writer.write(b"notgzip")
+            assert await _closed_by_router(reader) == b""
+    assert [e["event"] for e in logs if e["event"] == "bad_request_body"] == ["bad_request_body"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
 
 
 async def _answer(reader: asyncio.StreamReader) -> bytes:

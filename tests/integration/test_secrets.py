@@ -214,9 +214,13 @@ async def _mid_stream_error(request: web.Request, *, escape: bool) -> web.Stream
     return response
 
 
+# A model's own example beside the echoed key: it must come through untouched.
+EXAMPLE = 'curl -H "Authorization: Bearer YOUR_KEY" -d sk-proj-abcdefghijklmnop'
+
+
 def _ok_chat(sent: str) -> web.StreamResponse:
     """A completion that went well and echoes the key in its text (a debug server)."""
-    message = {"role": "assistant", "content": f"your key is {sent}"}
+    message = {"role": "assistant", "content": f"your key is {sent}; {EXAMPLE}"}
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     choice = {"index": 0, "message": message, "finish_reason": "stop"}
     body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
@@ -227,7 +231,7 @@ def _ok_chat(sent: str) -> web.StreamResponse:
 def _ok_messages(sent: str) -> web.StreamResponse:
     """Anthropic's answer that went well, echoing the key in its text."""
     body = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
-            "content": [{"type": "text", "text": f"your key is {sent}"}],
+            "content": [{"type": "text", "text": f"your key is {sent}; {EXAMPLE}"}],
             "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": 3, "output_tokens": 4}}  # fmt: skip
     return web.json_response(body)
@@ -283,8 +287,10 @@ async def test_a_key_the_upstream_echoes_reaches_neither_client_nor_log(stack, l
             status = response.status
         await stack.close()  # every log line of the request is written
     assert status >= 400 or "mid_stream" in echo or "ok_answer" in echo, seen
-    if "ok_answer" in echo:  # served, the key's place in the text redacted
-        assert status == 200 and "your key is [redacted]" in seen, seen
+    if "ok_answer" in echo:  # served, the key's place in the text redacted, no more
+        assert status == 200, seen
+        content = json.loads(seen)["choices"][0]["message"]["content"]
+        assert content == f"your key is [redacted]; {EXAMPLE}"
     if "mid_stream" in echo:  # the content, then the provider's event, redacted
         assert "Hello" in seen and "key [redacted] revoked" in seen
         assert "key_disabled" in log_text.getvalue()

@@ -110,19 +110,35 @@ def test_a_stream_piece_that_echoes_the_key_in_text_is_redacted(secret: str) -> 
 
 
 @pytest.mark.parametrize("secret", ECHOED_SECRETS)
-def test_an_answer_that_went_well_is_redacted_only_where_it_holds_the_key(secret: str) -> None:
-    """The key, as written or as JSON writes it, goes; a model's text that names an
-    error or shows a key's shape stays, the same object; a keyless server's answer is
-    never searched."""
+def test_an_answer_that_went_well_loses_the_key_and_nothing_else(secret: str) -> None:
+    """The key, as written or as JSON writes it, is replaced, exactly: the model's own
+    `sk-...` or `Bearer ...` beside it stays, and the answer stays the same JSON. An
+    answer without the key is the same object."""
     stream = StreamRedaction(secret, OPENAI_CHAT.error_hint)
-    for shown in (secret, json.dumps(secret)[1:-1]):
-        body = f'{{"choices":[{{"message":{{"content":"key {shown}"}}}}]}}'.encode()
-        cleaned = stream.answer(body)
-        assert shown.encode() not in cleaned and b"key " + REDACTED.encode() in cleaned, shown
-    own = b'{"choices":[{"message":{"content":"\\"error\\": use sk-proj-abcdefghijklmnop"}}]}'
+    example = 'curl -H "Authorization: Bearer YOUR_API_KEY" -d sk-proj-abcdefghijklmnop'
+    body = json.dumps({"choices": [{"message": {"content": f"key {secret}; {example}"}}]})
+    cleaned = stream.answer(body.encode())  # the key as JSON writes it
+    content = json.loads(cleaned)["choices"][0]["message"]["content"]
+    assert content == f"key {REDACTED}; {example}"
+    assert stream.answer(b"key " + secret.encode() + b" end") == b"key [redacted] end"
+    own = json.dumps({"choices": [{"message": {"content": example}}]}).encode()
     assert stream.answer(own) is own
+
+
+def test_short_placeholders_are_not_looked_for_in_a_models_text_header_secrets_are() -> None:
+    """`api_key: ollama` is a local server's placeholder, and a word a model may say;
+    a key's header secret (a ${VAR} in `headers:`) was sent upstream like its key."""
+    header_secret = "tok-0123456789abcdefXYZ"
+    stream = StreamRedaction("ollama", OPENAI_CHAT.error_hint, (header_secret,))
+    said = b'{"content":"install ollama"}'
+    assert stream.answer(said) is said and stream.clean(said) is said
+    echoed = b'{"content":"sent tok-0123456789abcdefXYZ"}'
+    assert stream.answer(echoed) == b'{"content":"sent [redacted]"}'
     keyless = StreamRedaction("", OPENAI_CHAT.error_hint)
-    assert keyless.answer(own) is own
+    assert keyless.answer(said) is said
+    # An error piece is still redacted in full, the placeholder and key shapes too.
+    error = b'data: {"error": {"message": "bad key ollama"}}\n\n'
+    assert b"ollama" not in stream.clean(error)
 
 
 def test_the_watch_says_which_pieces_name_an_error_and_the_redaction_trusts_it() -> None:
