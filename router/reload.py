@@ -132,9 +132,16 @@ class Reloader:
                 except ConfigError as exc:
                     outcome = Outcome(error=exc.message)
                 else:
+                    old = self._current.state.config
                     outcome = self._apply(config)
                     # litellm clients of keys gone or changed: closed once unused.
                     await translate.retire(self._current.state.config.keys.values())
+                    keeper = BudgetKeeper(
+                        self._shared.store, self._current.state.health, wall=self._shared.wall
+                    )
+                    lifted = await keeper.rebudget(old, self._current.state.config)
+                    if lifted:
+                        log.info("budget_blocks_lifted", scopes=lifted)
         if outcome.error is not None:
             log.error("reload_failed", error=outcome.error, detail="the old config keeps serving")
         else:

@@ -16,7 +16,7 @@ import structlog
 
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
-from router.types import BlockReason, Budget, ModelSpec, Route
+from router.types import BlockReason, Budget, Config, ModelSpec, Route
 
 log = structlog.get_logger("router.budgets")
 
@@ -59,6 +59,28 @@ class BudgetKeeper:
             seconds = await self._over(f"model:{model.name}", model.budget, usd, periods)
             if seconds is not None:
                 await self._health.block_model(model.name, seconds, BlockReason.BUDGET)
+
+    async def rebudget(self, old: Config, new: Config) -> list[str]:
+        """After a reload: the keys and models (by name, in both configs) whose budget
+        changed and that are within the new one, or have none now, leave their budget
+        block at once (an operator raising a budget means traffic now, not at the turn
+        of the period). One still over its new budget stays out. The scopes lifted."""
+        periods = period_ends(self._wall())
+        changed = [
+            *((f"key:{name}", old.keys[name].budget, key.budget)
+              for name, key in new.keys.items() if name in old.keys),
+            *((f"model:{name}", old.models[name].budget, model.budget)
+              for name, model in new.models.items() if name in old.models),
+        ]  # fmt: skip
+        lifted = []
+        for scope, before, after in changed:
+            if before is None or before == after:
+                continue  # no budget block to lift, or the same budget
+            if after is not None and await self._over(scope, after, 0.0, periods) is not None:
+                continue
+            await self._store.lift(scope, BlockReason.BUDGET)
+            lifted.append(scope)
+        return lifted
 
     async def _over(
         self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]

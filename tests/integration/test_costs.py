@@ -13,12 +13,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from router.config import format_route_table, parse_config
+from router.config import format_route_table, load_config, parse_config
 from router.errors import ConfigError
 from router.health.budgets import period_ends
+from router.server import bound_port, start
 from router.wire.usage import usage_from_body
 from tests.configs import model, route, routes_yaml, sim_key, sim_keys
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
+from tests.integration.test_reload import reload
 
 # One dollar per input token and two per output token: costs are easy to check by hand.
 PRICE = {"input_per_mtok": 1000000, "output_per_mtok": 2000000}
@@ -272,3 +274,39 @@ models:
 def test_usage_is_read_from_the_tail_of_an_answer(body, expected):
     usage = usage_from_body(body)
     assert (None if usage is None else (usage.input_tokens, usage.output_tokens)) == expected
+
+
+async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
+    stack, clock, tmp_path
+):
+    """An operator raising a budget wants traffic now, not at the turn of the day; a
+    budget changed but still under the spend keeps the key out."""
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(config(sim_url, key_a={"budget": {"usd_per_day": 30}}))
+    runner = await start(
+        load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall
+    )
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+
+        async def served_by() -> str:
+            raw = await client(url).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HI
+            )
+            return raw.headers["x-router-route"]
+
+        while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
+            assert sim.stats["a"].served < 4
+        for budget, back in ((20, False), (1_000_000, True), (20, True), (None, True)):
+            extra = {"budget": {"usd_per_day": budget}} if budget else {}
+            path.write_text(config(sim_url, key_a=extra))
+            assert (await reload(url))[0] == 200
+            # 20: changed, still under the spend, out. Raised: back. 20 again while
+            # serving: nothing to lift, out after its next spend. Dropped: back.
+            assert (await served_by() == "a/gpt-4o") is back, budget
+            if budget == 20 and back:
+                assert await served_by() == "b/gpt-4o"
+    finally:
+        await runner.cleanup()
