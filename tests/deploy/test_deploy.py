@@ -385,6 +385,7 @@ async def test_rules_fire_on_the_live_page_of_a_router_whose_keys_ran_dry(stack,
         fired("LLMRouterFailoverRateHigh"),
         fired("LLMRouterErrorRatioHigh"),
         fired("LLMRouterLatencyP99High"),
+        fired("LLMRouterStateStoreDegraded"),
     ]
     assert {case["alertname"] for case in expected} == {rule["alert"] for rule in rules()}
     await promtool_unit_test(tmp_path, bare, input_series(text, minutes=15), expected)
