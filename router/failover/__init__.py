@@ -386,6 +386,14 @@ class Failover:
             message = f"no route of {chain} is available"
         if retry_after is not None:
             message += f"; the earliest recovers in {retry_after:.1f}s"
+        spent = [
+            name
+            for name in call.model.chain
+            if self._config.models[name].budget is not None
+            and await self._health.model_block(name) is BlockReason.BUDGET
+        ]
+        if spent:  # skipped whole, before any route: say why, or nothing would
+            message += f"; over its budget until the period turns: {', '.join(spent)}"
         if attempts:
             tries = ", ".join(f"{a.route_id}: {a.failure.value}" for a in attempts)
             message += f" (attempts: {tries})"

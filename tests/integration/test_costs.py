@@ -203,6 +203,22 @@ async def test_a_model_over_its_budget_hands_requests_to_its_fallback(stack, clo
     assert later.headers["x-router-attempts"] == "1"  # gpt-4o's routes were not tried
 
 
+async def test_a_model_over_its_budget_with_nowhere_to_go_says_so(stack, clock):
+    """No fallback: the 503 names the budget, the one reason nothing was tried."""
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    _, sim_url = await stack.sim(SIM_A)
+    text = routes_yaml(
+        keys=[sim_key(SIM_A, sim_url)],
+        models={"gpt-4o": model(route("a", "gpt-4o", price=PRICE), budget={"usd_per_month": 5})},
+    )
+    url = await stack.router(text, clock=clock, wall=wall)
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)  # over it now
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+    assert caught.value.status_code == 503
+    assert "over its budget until the period turns: gpt-4o" in caught.value.message
+
+
 def test_periods_turn_at_utc_midnight_and_the_first_of_the_month():
     moment = datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()
     ends = period_ends(moment)
