@@ -45,6 +45,40 @@ def held_upstream(release: asyncio.Event) -> Callable[..., Any]:
     return handle
 
 
+def held_after(first: bytes, held: asyncio.Event) -> Callable[..., Any]:
+    """An upstream that streams `first`, then holds the stream until `held` is set."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(first)
+        await held.wait()
+        return response
+
+    return handle
+
+
+async def last_event_after_drain(
+    config: Path, path: str, body: dict[str, Any], seen: bytes
+) -> dict[str, Any]:
+    """A stream to `path` that the router, sent SIGTERM once `seen` has arrived, cuts at
+    its drain_timeout: the payload of its last event, an `event: error`, after which
+    the body ends cleanly and the router exits 0."""
+    async with router_process(config) as router, aiohttp.ClientSession() as session:
+        async with session.post(f"{router.url}{path}", json=body) as response:
+            assert response.status == 200
+            received = b""
+            while seen not in received:
+                received += await response.content.readany()
+            router.signal(signal.SIGTERM)
+            received += await response.content.read()  # to a clean end of the body
+        assert await router.exit_code() == 0
+    last = received.split(b"\n\n")[-2]
+    assert last.startswith(b"event: error\ndata: ")
+    return json.loads(last.removeprefix(b"event: error\ndata: "))
+
+
 def config_file(tmp_path: Path, upstream: str, **server: float) -> Path:
     path = tmp_path / "routes.yaml"
     path.write_text(
@@ -147,16 +181,7 @@ async def test_an_anthropic_stream_cut_at_drain_timeout_ends_with_anthropics_err
         b'"delta":{"type":"text_delta","text":"Hi"}}\n\n'
     )
     held = asyncio.Event()  # never set
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(start + delta)
-        await held.wait()
-        return response
-
-    async with raw_upstream("/v1/messages", handle) as upstream:
+    async with raw_upstream("/v1/messages", held_after(start + delta, held)) as upstream:
         config = tmp_path / "routes.yaml"
         config.write_text(
             routes_yaml(
@@ -166,19 +191,8 @@ async def test_an_anthropic_stream_cut_at_drain_timeout_ends_with_anthropics_err
             )
         )
         body = {"model": "claude", "max_tokens": 10, "messages": HI, "stream": True}
-        async with router_process(config) as router, aiohttp.ClientSession() as session:
-            async with session.post(f"{router.url}/v1/messages", json=body) as response:
-                assert response.status == 200
-                received = b""
-                while b"text_delta" not in received:
-                    received += await response.content.readany()
-                router.signal(signal.SIGTERM)
-                received += await response.content.read()  # to a clean end of the body
-            assert await router.exit_code() == 0
+        error = await last_event_after_drain(config, "/v1/messages", body, b"text_delta")
         held.set()
-    last = received.split(b"\n\n")[-2]
-    assert last.startswith(b"event: error\ndata: ")
-    error = json.loads(last.removeprefix(b"event: error\ndata: "))
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
     assert "shutting down" in error["error"]["message"]
 
@@ -190,32 +204,13 @@ async def test_a_responses_stream_cut_at_drain_timeout_numbers_its_error_event_n
         responses_event(kind, number, response={"id": "resp_1", "status": "in_progress"})
         for number, kind in enumerate(("response.created", "response.in_progress"))
     )
+    first = start + text_delta(2, "Hi") + text_delta(3, " there")
     held = asyncio.Event()  # never set
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(start + text_delta(2, "Hi") + text_delta(3, " there"))
-        await held.wait()
-        return response
-
-    async with raw_upstream("/v1/responses", handle) as upstream:
+    async with raw_upstream("/v1/responses", held_after(first, held)) as upstream:
         config = config_file(tmp_path, upstream, drain_timeout=1)
         body = {"model": "gpt-4o", "input": "hi", "stream": True}
-        async with router_process(config) as router, aiohttp.ClientSession() as session:
-            async with session.post(f"{router.url}/v1/responses", json=body) as response:
-                assert response.status == 200
-                received = b""
-                while b" there" not in received:
-                    received += await response.content.readany()
-                router.signal(signal.SIGTERM)
-                received += await response.content.read()  # to a clean end of the body
-            assert await router.exit_code() == 0
+        error = await last_event_after_drain(config, "/v1/responses", body, b" there")
         held.set()
-    last = received.split(b"\n\n")[-2]
-    assert last.startswith(b"event: error\ndata: ")
-    error = json.loads(last.removeprefix(b"event: error\ndata: "))
     assert "shutting down" in error["message"]
     assert error["sequence_number"] == 4  # one past the last event relayed
 
