@@ -38,7 +38,12 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, InvalidURLError
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidURLError,
+)
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -65,15 +70,18 @@ REFUSAL = (
     b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
 )
 # Where aiohttp's parser messages go on to quote the request's own bytes (`...
-# reading: b'...'`, `Invalid HTTP header: 'X-...'`, `Bad status line '...'`): cut there,
-# so neither the answer nor the log repeats what the client sent.
-_QUOTED = re.compile(r"""(?::\s|['"(]).*$""")
+# reading: b'...'`, `Invalid HTTP header: 'X-...'`): cut there, so neither the answer
+# nor the log repeats what the client sent. Its own quoted names (`Missing 'Host'
+# header`) stay.
+_QUOTED = re.compile(r""":\s.*$|\s*(?:bytearray\()?b['"].*$""")
 
 
 def _reason(error: BaseException) -> str:
     """Why the parser refused a request, without the request's bytes."""
     if isinstance(error, InvalidURLError):
         return "invalid request target"  # its message is the target itself
+    if isinstance(error, BadStatusLine):
+        return "invalid request line"  # its message quotes the line (the method)
     line = str(getattr(error, "message", "") or "").strip().partition("\n")[0]
     return _QUOTED.sub("", line).rstrip(":. ")[:200] or "unreadable request"
 
@@ -162,8 +170,8 @@ class Connection(RequestHandler):
         if refused:
             messages.pop()  # no answer of its own: the body's request answers for it
         self._body = None
-        owed = self._request_in_progress or any(payload is body for _, payload in messages)
-        if not owed:
+        queued = any(payload is body for _, payload in messages)
+        if not (queued or self._request_in_progress):
             body.feed_eof()  # lingering ends (an error raised there is logged as info)
             self.close()
             return True
@@ -172,6 +180,11 @@ class Connection(RequestHandler):
             body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
         body.feed_eof()
         self._broken = body
+        if not queued:
+            # Its request is the one being handled: nothing was read after it, so no
+            # request is dropped, and the connection closes even if its answer is
+            # already on its way (too late for finish_response to say so).
+            self.close()
         return True
 
     def finish_response(

@@ -216,6 +216,10 @@ async def start(
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=config.server.idle_timeout,
+        # After an answer that left its body unread (an early 413), what the client
+        # still sends is read and dropped this long, as nginx's lingering_time: closing
+        # on unread data would reset the connection before the client reads its answer.
+        lingering_time=30.0,
         reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
         max_connections=connection_cap(config.server.max_connections),
         shutdown_timeout=shutdown_timeout,

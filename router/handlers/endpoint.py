@@ -172,7 +172,12 @@ def _error_response(
 ) -> web.Response:
     """The client's error answer, when nothing has been sent yet."""
     if isinstance(exc, RouterError):
-        return error_response(exc, trace, dialect)
+        response = error_response(exc, trace, dialect)
+        if isinstance(exc, BodyTooLarge) and "Expect" in request.headers:
+            # Refused before its 100 Continue: the client may send the body anyway or
+            # not at all, so what follows on the connection is no request to read.
+            response.force_close()
+        return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

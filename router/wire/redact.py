@@ -21,9 +21,10 @@ from router.types import Config
 
 REDACTED = "[redacted]"
 _REDACTED_BYTES = REDACTED.encode()
-# Secrets shorter than this are not looked for in a model's text (StreamRedaction): a
-# real provider key is longer, a placeholder (`ollama`, `lm-studio`) is not.
-_ECHOED_MIN = 16
+# A local server's placeholder key (`ollama`, `lm-studio`, `not-needed`: a word a model
+# may well write) is not looked for in a model's text (StreamRedaction); a secret is:
+# 16 characters or more, or a shorter one with a digit, a capital or a symbol in it.
+_PLACEHOLDER = re.compile(r"[a-z][a-z-]{0,14}")
 
 # Provider key shapes, and the values of credential headers as a log line or an echoed
 # request shows them (`Authorization: Bearer x`, `"x-api-key": "x"`, `api-key=x`); the
@@ -170,10 +171,9 @@ class StreamRedaction:
     secrets. Those, as written or JSON-escaped, are what each piece (or answer) is
     searched for, a substring test or two whatever the size of the pool, and exactly
     those bytes are replaced: the rest of a model's text stays as it was, and JSON
-    stays JSON. Secrets shorter than _ECHOED_MIN characters (a local server's
-    placeholder, `ollama`) are not looked for in a model's text, which may well say
-    them. A piece that holds the dialect's error hint is redacted in full (escapes, key
-    shapes), like an error body.
+    stays JSON. A local server's placeholder key (_PLACEHOLDER: `ollama`) is not looked
+    for in a model's text, which may well say it. A piece that holds the dialect's
+    error hint is redacted in full (escapes, key shapes), like an error body.
     """
 
     __slots__ = ("_error_hint", "_forms", "_redactor")
@@ -184,7 +184,7 @@ class StreamRedaction:
         forms = {
             form
             for s in secrets
-            if len(s) >= _ECHOED_MIN
+            if len(s) >= 6 and not _PLACEHOLDER.fullmatch(s)
             for form in (s.encode(), json.dumps(s)[1:-1].encode())
         }
         self._forms = tuple(sorted(forms, key=len, reverse=True))  # one, usually

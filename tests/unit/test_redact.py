@@ -125,15 +125,18 @@ def test_an_answer_that_went_well_loses_the_key_and_nothing_else(secret: str) ->
     assert stream.answer(own) is own
 
 
-def test_short_placeholders_are_not_looked_for_in_a_models_text_header_secrets_are() -> None:
-    """`api_key: ollama` is a local server's placeholder, and a word a model may say;
-    a key's header secret (a ${VAR} in `headers:`) was sent upstream like its key."""
-    header_secret = "tok-0123456789abcdefXYZ"
-    stream = StreamRedaction("ollama", OPENAI_CHAT.error_hint, (header_secret,))
+def test_placeholders_are_not_looked_for_in_a_models_text_short_secrets_are() -> None:
+    """`api_key: ollama` is a local server's placeholder, and a word a model may say; a
+    short self-hosted token is a secret, and so is a key's header secret (a ${VAR} in
+    `headers:`), sent upstream like its key."""
+    stream = StreamRedaction("ollama", OPENAI_CHAT.error_hint, ("tok-123456789",))
     said = b'{"content":"install ollama"}'
     assert stream.answer(said) is said and stream.clean(said) is said
-    echoed = b'{"content":"sent tok-0123456789abcdefXYZ"}'
+    echoed = b'{"content":"sent tok-123456789"}'
     assert stream.answer(echoed) == b'{"content":"sent [redacted]"}'
+    for placeholder in ("lm-studio", "not-needed"):
+        text = f'{{"content":"use {placeholder}"}}'.encode()
+        assert StreamRedaction(placeholder, OPENAI_CHAT.error_hint).answer(text) is text
     keyless = StreamRedaction("", OPENAI_CHAT.error_hint)
     assert keyless.answer(said) is said
     # An error piece is still redacted in full, the placeholder and key shapes too.
