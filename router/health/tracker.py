@@ -37,6 +37,7 @@ from router.types import FailureClass as F
 _OK = F.OK
 _NONE, _COOLDOWN, _CIRCUIT = Penalty.NONE, Penalty.COOLDOWN, Penalty.CIRCUIT
 _KEY_OUT, _ROUTE_OUT = Penalty.KEY_OUT, Penalty.ROUTE_OUT
+_BUDGET = BlockReason.BUDGET
 
 log = structlog.get_logger("router.health")
 
@@ -117,9 +118,13 @@ class HealthTracker:
         local = self._local.get(route.id)
         if own is EMPTY and key is EMPTY and local is None:
             return HEALTHY
-        block = own.block
-        if key.block is not None and (block is None or key.block.remaining > block.remaining):
-            block = key.block
+        block, key_block = own.block, key.block
+        if key_block is not None and key_block.reason is _BUDGET and route.key.budget is None:
+            # A budget block outlives a budget since removed: this replica, started or
+            # reloaded on a config without it, reads it back from the shared store.
+            key_block = None
+        if key_block is not None and (block is None or key_block.remaining > block.remaining):
+            block = key_block
         blocked_for, block_reason = (block.remaining, block.reason) if block else (0.0, None)
         half_open = block is None and own.opens > 0
         streak = own.failures + own.rate_limits

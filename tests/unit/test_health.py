@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from structlog.testing import capture_logs
 
 from router.health.memory import MemoryStore
 from router.health.tracker import HealthTracker
 from router.rules.plan import HEALTHY
-from router.types import FailoverSettings, Headroom, Key, Route, Verdict
+from router.types import BlockReason, Budget, FailoverSettings, Headroom, Key, Route, Verdict
 from router.types import FailureClass as F
 from tests.clock import FakeClock
 
@@ -228,3 +230,15 @@ async def test_a_call_let_through_an_open_circuit_closes_it_or_leaves_the_period
     await record(tracker, R1, F.OK)
     state = await health(tracker, R1)
     assert state.blocked_for == 0 and state.opens == 0 and not state.half_open
+
+
+async def test_a_budget_block_applies_only_while_the_key_has_a_budget(tracker):
+    """A block for a budget since removed (read back from a shared store by a replica
+    started on the new config) no longer keeps the key out; other blocks still do."""
+    budgeted = Route(key=dataclasses.replace(KEY, budget=Budget(usd_per_day=1.0)), model="m1")
+    await tracker.disable_key(budgeted, 600, BlockReason.BUDGET)
+    assert (await health(tracker, budgeted)).blocked_for == pytest.approx(600)
+    assert (await health(tracker, R1)).blocked_for == 0  # the same key, its budget gone
+    other = Route(key=dataclasses.replace(KEY, name="q"), model="m1")  # no budget either
+    await tracker.disable_key(other, 600, BlockReason.QUOTA)
+    assert (await health(tracker, other)).blocked_for == pytest.approx(600)
