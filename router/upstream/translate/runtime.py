@@ -43,6 +43,12 @@ def _import() -> ModuleType:
     with _lock:  # several first requests may race here; one import configures it
         if _litellm is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            # litellm counts a stream's tokens for its own cost figure (which the router
+            # does not use) with a model's Hugging Face tokenizer, fetched from
+            # huggingface.co by a blocking request on the event loop: a llama model
+            # through litellm 1.104 stalled every request for 46 s where DNS hung.
+            # Offline, the fetch fails at once and litellm counts another way.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import litellm
 
             litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners
