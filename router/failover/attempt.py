@@ -39,7 +39,7 @@ from router.upstream.translate import TranslatedResponse, Translator, translator
 from router.wire import sse
 from router.wire.body import utf8_text, with_model, with_usage_requested
 from router.wire.dialects import Dialect
-from router.wire.redact import Redactor, stream_redaction
+from router.wire.redact import Redactor, StreamRedaction, stream_redaction
 from router.wire.stream_watch import StreamEnd, StreamWatch
 from router.wire.usage import Usage, usage_from_body
 
@@ -108,8 +108,7 @@ class OpenStream:
         self.watch = StreamWatch(dialect, max_event)
         # What the relay passes on is redacted too: an upstream may echo its key in an
         # error event after the stream has started.
-        key = sent.route.key
-        self.redaction = stream_redaction(key.api_key, dialect.error_hint, key.header_secrets)
+        self.redaction = key_redaction(sent.route, dialect)
         self.end: StreamEnd | None = None
         self.cost_usd: float | None = None
         self.waited = 0.0  # seconds held for capacity (failover.max_wait)
@@ -340,22 +339,18 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
-            if not ok:
-                # Some providers echo the key in an error: redacted (escaped forms too)
-                # before the client or the log sees the body, or the verdict's message.
-                clean = self.redactor.scrub_bytes(body)
-                if clean is not body:
-                    body = clean
-                    verdict = classify_response(status, response.headers, body)
             if ok:
                 # An upstream may echo the key it was sent into an answer too (a debug
                 # server, a proxy): that key never reaches the client.
-                key = route.key
-                body = stream_redaction(
-                    key.api_key, call.dialect.error_hint, key.header_secrets
-                ).answer(body)
-            usage = usage_from_body(body) if ok else None
-            return _Reply(verdict, status, headroom, body, content_type, usage)
+                body = key_redaction(route, call.dialect).answer(body)
+                return _Reply(verdict, status, headroom, body, content_type, usage_from_body(body))
+            # Some providers echo the key in an error: redacted (escaped forms too)
+            # before the client or the log sees the body, or the verdict's message.
+            clean = self.redactor.scrub_bytes(body)
+            if clean is not body:
+                body = clean
+                verdict = classify_response(status, response.headers, body)
+            return _Reply(verdict, status, headroom, body, content_type, None)
         except UpstreamError as exc:  # after the head: its status and headroom still count
             return _Reply(classify_exception(exc), status, headroom)
         finally:
@@ -447,6 +442,13 @@ async def read_first_event(
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
             )
+
+
+def key_redaction(route: Route, dialect: Dialect) -> StreamRedaction:
+    """What the route's upstream was sent (its key, its key's header secrets), found
+    and replaced in what it answers."""
+    key = route.key
+    return stream_redaction(key.api_key, dialect.error_hint, key.header_secrets)
 
 
 def _without(client: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
