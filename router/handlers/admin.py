@@ -18,7 +18,8 @@ from aiohttp import web
 
 from router.config import mask_key
 from router.handlers.state import APP_STATE
-from router.health.status import RouteStatus, disabled_keys, route_statuses
+from router.health.status import RouteStatus, disabled_keys, models_out, route_statuses
+from router.health.store import Block
 from router.telemetry.metrics import RouteState
 from router.types import BlockReason, Config, Key
 
@@ -53,11 +54,19 @@ async def status_page(request: web.Request) -> web.Response:
 async def _model_for(request: web.Request) -> dict[str, Any]:
     state = request.app[APP_STATE].state
     statuses = await route_statuses(state.health, state.config.all_routes())
-    return status_model(state.config, statuses, listen=_listen_address(request))
+    out = await models_out(state.health, state.config)
+    return status_model(state.config, statuses, listen=_listen_address(request), models=out)
 
 
-def status_model(config: Config, statuses: Sequence[RouteStatus], *, listen: str) -> dict[str, Any]:
-    """Routes, keys and skipped keys as plain JSON values; no key appears unmasked."""
+def status_model(
+    config: Config,
+    statuses: Sequence[RouteStatus],
+    *,
+    listen: str,
+    models: Mapping[str, Block] | None = None,
+) -> dict[str, Any]:
+    """Routes, keys, client models out of rotation (`models`: over their budget) and
+    skipped keys as plain JSON values; no key appears unmasked."""
     models_of: dict[str, list[str]] = {}
     for model in config.models.values():
         for route in model.routes:
@@ -70,6 +79,14 @@ def status_model(config: Config, statuses: Sequence[RouteStatus], *, listen: str
         "routes_total": len(statuses),
         "routes": [_route_row(s, models_of.get(s.route.id, [])) for s in statuses],
         "keys": [_key_row(key, off.get(key.name)) for key in config.keys.values()],
+        "models_disabled": [
+            {
+                "model": name,
+                "reason": block.reason.value,
+                "available_in_seconds": round(block.remaining, 3),
+            }
+            for name, block in sorted((models or {}).items())
+        ],
         "skipped_keys": [{"key": s.name, "reason": s.reason} for s in config.skipped_keys],
     }
 
@@ -241,6 +258,12 @@ def render_page(model: Mapping[str, Any]) -> str:
         for s in model["skipped_keys"]
     )
     skipped_section = f"<h2>Skipped keys</h2><ul>{skipped}</ul>" if skipped else ""
+    out = "".join(
+        f'<li><span class="name">{_text(m["model"])}</span>: {_text(m["reason"])}, back in '
+        f"{escape(_duration(m['available_in_seconds']))} (its fallbacks serve its requests)</li>"
+        for m in model["models_disabled"]
+    )
+    models_section = f'<h2>Models out of rotation</h2><ul id="models-out">{out}</ul>' if out else ""
     rendered = model["generated_at"].replace("T", " ").replace("Z", " UTC")
     available = f"{model['routes_available']} / {model['routes_total']}"
     return f"""<!doctype html>
@@ -257,6 +280,7 @@ def render_page(model: Mapping[str, Any]) -> str:
 <h2>Keys</h2>
 <table id="keys"><thead><tr>{"".join(f"<th>{h}</th>" for h in _KEY_HEADS)}</tr></thead>
 <tbody>{keys}</tbody></table>
+{models_section}
 {skipped_section}
 <footer>Refreshes every 5 s · <a href="/metrics">/metrics</a> ·
 <a href="/admin/routes">/admin/routes</a> (JSON)</footer>

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from router.handlers.scrape import refresh_state_gauges, render
 from router.handlers.state import APP_STATE
+from router.health.status import models_out
 from router.rules.plan import unavailability
 
 
@@ -28,6 +29,12 @@ async def readyz(request: web.Request) -> web.Response:
         "routes_available": len(available),
         "routes_total": len(routes),
     }
+    # A model over its budget is said, not a reason to take the replica out: its
+    # requests still get answers (its fallbacks, or a 503 that names the budget), and
+    # the budget is shared, so every replica would leave the load balancer at once.
+    out = await models_out(state.health, state.config)
+    if out:
+        body["models_disabled"] = {name: block.reason.value for name, block in sorted(out.items())}
     degraded = state.state_store.degraded()
     if state.config.state.backend != "memory":
         # Not a reason to take the replica out: it serves on its own copy meanwhile.

@@ -49,6 +49,30 @@ async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: S
             reason = disabled.get(key.name)
             metrics.observe_key(key.name, key.provider, None if reason is None else reason.value)
         await asyncio.sleep(0)  # let requests in flight run between chunks
+    await _refresh_model_gauges(metrics, health, store)
+
+
+async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: StateStore) -> None:
+    """The client models out for their budget: those whose scope has state, and those
+    the page said were out last time (their block may have ended since)."""
+    budgeted = metrics.routes.budgeted
+    names = set(metrics.reported_models())
+    if budgeted:
+        names.update(
+            name
+            for kind, _, name in map(_split, store.scopes())
+            if kind == "model" and name in budgeted
+        )
+    if not names:
+        return
+    blocks = await health.model_blocks(sorted(names))
+    for name in names:
+        block = blocks.get(name) if name in budgeted else None  # a budget gone: back
+        metrics.observe_model(name, None if block is None else block.reason.value)
+
+
+def _split(scope: str) -> tuple[str, str, str]:
+    return scope.partition(":")
 
 
 def _stateful_routes(metrics: Metrics, store: StateStore) -> set[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from router.health.store import Block
 from router.health.tracker import HealthTracker
 from router.rules.plan import RouteHealth, unavailability
 from router.telemetry.metrics import RouteState
-from router.types import BlockReason, Route
+from router.types import BlockReason, Config, Route
 
 _STATE_OF_REASON: Mapping[BlockReason, RouteState] = {
     BlockReason.COOLDOWN: RouteState.COOLING_DOWN,
@@ -61,3 +62,12 @@ def disabled_keys(statuses: Iterable[RouteStatus]) -> dict[str, BlockReason]:
         for s in statuses
         if s.reason is not None and s.reason.takes_key_out
     }
+
+
+async def models_out(health: HealthTracker, config: Config) -> dict[str, Block]:
+    """Client models out of rotation now (over their budget: budgets.py), by name. Only
+    a model with a budget is ever out; a block left on the store by one that has none
+    now holds nothing (failover skips only budgeted models)."""
+    return await health.model_blocks(
+        name for name, model in config.models.items() if model.budget is not None
+    )

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from router.health.store import EMPTY, StateStore
+from router.health.store import EMPTY, Block, StateStore
 from router.rules.failures import ACTIONS, Penalty
 from router.rules.plan import HEALTHY, RouteHealth
 from router.types import BlockReason, FailoverSettings, Headroom, Route, Verdict
@@ -259,6 +259,18 @@ class HealthTracker:
         """The reason the client model is skipped now, or None."""
         state = (await self._store.read([f"model:{model}"])).get(f"model:{model}")
         return state.block.reason if state is not None and state.block is not None else None
+
+    async def model_blocks(self, names: Iterable[str]) -> dict[str, Block]:
+        """The blocks on these client models now (a budget's), by model name."""
+        scopes = [f"model:{name}" for name in names]
+        if not scopes:
+            return {}
+        states = await self._store.read(scopes)
+        return {
+            scope.partition(":")[2]: state.block
+            for scope, state in states.items()
+            if state.block is not None
+        }
 
     async def _block_route(
         self, route: Route, seconds: float, reason: BlockReason, verdict: Verdict

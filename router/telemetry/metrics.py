@@ -225,6 +225,7 @@ class RouteTable:
     chunks: tuple[tuple[Route, ...], ...]
     chunk_of: Mapping[str, int]  # route id -> index in chunks
     routes_of_key: Mapping[str, tuple[str, ...]]  # key name -> its route ids
+    budgeted: frozenset[str]  # the client models with a budget: only they are ever out
 
     @classmethod
     def of(cls, config: Config, size: int) -> RouteTable:
@@ -237,6 +238,7 @@ class RouteTable:
             chunks,
             {route.id: i // size for i, route in enumerate(routes)},
             {name: tuple(ids) for name, ids in of_key.items()},
+            frozenset(name for name, model in config.models.items() if model.budget is not None),
         )
 
 
@@ -269,6 +271,8 @@ class Metrics:
         self._upstream_series: dict[tuple[str, str], Any] = {}
         self._route_gauges: dict[str, _RouteGauges] = {}
         self._key_reason: dict[str, str] = {}  # key -> the reason its series says (1)
+        self._model_reason: dict[str, str] = {}  # client model -> the same
+        self._model_labels: set[tuple[str, str]] = set()  # every (model, reason) series
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         self._declare_requests(registry)
         self._declare_upstream(registry)
@@ -288,7 +292,7 @@ class Metrics:
             self.requests, self.in_flight, self.request_seconds, self.attempts,
             self.upstream_seconds, self.failovers, self.fallbacks, self.ttft, self.tokens,
             self.cached_tokens, self.spend, self.route_state, self.route_available_in,
-            self.key_disabled, self.headroom,
+            self.key_disabled, self.model_disabled, self.headroom,
         ]  # fmt: skip
 
     def _declare_requests(self, r: CollectorRegistry) -> None:
@@ -409,6 +413,13 @@ class Metrics:
             ["key", "provider", "reason"],
             registry=r,
         )
+        self.model_disabled = Gauge(
+            "llm_router_model_disabled",
+            "1 while the client model is out (over its budget): its fallbacks serve its "
+            "requests, or they get a 503 that says so.",
+            ["model", "reason"],
+            registry=r,
+        )
         # llm_router_route_headroom_remaining and _limit{route, key, provider, dimension}:
         # numbers on each route's record, not children (telemetry/headroom.py)
         self.headroom = HeadroomGauges(lambda: list(self._route_gauges.values()))
@@ -514,6 +525,24 @@ class Metrics:
         self.key_disabled.labels(name, provider, reason).set(1)
         self._key_reason[name] = reason
 
+    def observe_model(self, name: str, reason: str | None) -> None:
+        """As observe_key, for a client model's own block (budgets.py)."""
+        before = self._model_reason.get(name)
+        if reason == before:
+            return
+        if before is not None:
+            self.model_disabled.labels(name, before).set(0)
+        if reason is None:
+            del self._model_reason[name]
+            return
+        self.model_disabled.labels(name, reason).set(1)
+        self._model_reason[name] = reason
+        self._model_labels.add((name, reason))
+
+    def reported_models(self) -> Iterable[str]:
+        """The models whose series say they are out: a scrape reads them again."""
+        return tuple(self._model_reason)
+
     def reconfigure(
         self, config: Config, removed: Iterable[Route], removed_keys: Iterable[Key]
     ) -> None:
@@ -533,6 +562,10 @@ class Metrics:
             self._key_reason.pop(key.name, None)
             for reason in DISABLE_REASONS:
                 _drop(self.key_disabled, key.name, key.provider, reason)
+        for labels in [labels for labels in self._model_labels if labels[0] not in config.models]:
+            self._model_labels.discard(labels)
+            self._model_reason.pop(labels[0], None)
+            _drop(self.model_disabled, *labels)
 
 
 def _drop(gauge: Gauge, *labels: str) -> None:

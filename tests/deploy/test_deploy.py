@@ -30,7 +30,7 @@ from router.telemetry.metrics import (
     RouteState,
 )
 from router.types import FailureClass
-from tests.configs import two_keys_config
+from tests.configs import model, route, routes_yaml, sim_keys, two_keys_models
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 
 DEPLOY = REPO / "deploy"
@@ -275,12 +275,19 @@ async def quota_outage_page(stack) -> str:
     streamed and plain requests."""
     limited_c = SimKey(name=SIM_C.name, api_key=SIM_C.api_key, rpm=1000, tpm=1_000_000)
     sim, sim_url = await stack.sim(SIM_A, SIM_B, limited_c)
-    url = await stack.router(two_keys_config(sim_url, fallback=["gpt-4o-mini"]))
+    # gpt-4o-capped is over its budget after its first request, served on c (a model the
+    # operator capped: LLMRouterModelOverBudget).
+    models = two_keys_models(fallback=["gpt-4o-mini"])
+    price = {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000}  # $1 a token
+    models["gpt-4o-capped"] = model(route("c", "gpt-4o", price=price), budget={"usd_per_month": 1})
+    url = await stack.router(
+        routes_yaml(keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C), models=models)
+    )
     sim.inject("a", Fault.insufficient_quota())
     sim.inject("b", Fault.insufficient_quota())
     async with client(url) as llm:
-        for model in ("gpt-4o", "gpt-4o", "gpt-4o-mini"):
-            await llm.chat.completions.create(model=model, messages=HI)
+        for name in ("gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-capped"):
+            await llm.chat.completions.create(model=name, messages=HI)
         stream = await llm.chat.completions.create(model="gpt-4o", messages=HI, stream=True)
         async for _ in stream:
             pass
@@ -288,6 +295,7 @@ async def quota_outage_page(stack) -> str:
     assert sample(text, "llm_router_key_disabled", key="a", reason="quota") == 1
     assert sample(text, "llm_router_key_disabled", key="b", reason="quota") == 1
     assert sample(text, "llm_router_route_state", route="c/gpt-4o-mini", state="available") == 1
+    assert sample(text, "llm_router_model_disabled", model="gpt-4o-capped", reason="budget") == 1
     return text
 
 
@@ -386,6 +394,9 @@ async def test_rules_fire_on_the_live_page_of_a_router_whose_keys_ran_dry(stack,
         fired("LLMRouterErrorRatioHigh"),
         fired("LLMRouterLatencyP99High"),
         fired("LLMRouterStateStoreDegraded"),
+        fired(
+            "LLMRouterModelOverBudget", {"model": "gpt-4o-capped", "reason": "budget", **warning}
+        ),
     ]
     assert {case["alertname"] for case in expected} == {rule["alert"] for rule in rules()}
     await promtool_unit_test(tmp_path, bare, input_series(text, minutes=15), expected)

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
@@ -219,6 +220,48 @@ async def test_a_model_over_its_budget_with_nowhere_to_go_says_so(stack, clock):
     assert "over its budget until the period turns: gpt-4o" in caught.value.message
 
 
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.json()
+
+
+async def test_a_model_over_its_budget_shows_in_metrics_admin_and_readyz(stack, clock):
+    """Out: llm_router_model_disabled{reason="budget"} 1, listed by /admin and /readyz
+    (still ready: its fallback serves); back when the period turns: 0, listed nowhere."""
+    wall = WallClock("2026-11-30T22:00:00+00:00")
+    registry = CollectorRegistry()
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = config(sim_url, budget={"usd_per_month": 5})
+    url = await stack.router(text, clock=clock, wall=wall, registry=registry)
+    labels = {"model": "gpt-4o", "reason": "budget"}
+
+    async def scraped() -> float | None:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as page:
+            assert page.status == 200
+        return registry.get_sample_value("llm_router_model_disabled", labels)
+
+    assert await scraped() is None  # no series before a model is ever out
+    await client(url).chat.completions.create(model="gpt-4o", messages=HI)  # over it now
+    assert await scraped() == 1
+    admin = await get_json(f"{url}/admin/routes")
+    [out] = admin["models_disabled"]
+    assert out["model"] == "gpt-4o" and out["reason"] == "budget"
+    assert out["available_in_seconds"] == pytest.approx(2 * 3600, abs=5)  # the month turns
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin") as response:
+        page = await response.text()
+    assert "Models out of rotation" in page and "gpt-4o" in page
+    ready = await get_json(f"{url}/readyz")
+    assert ready["status"] == "ready" and ready["models_disabled"] == {"gpt-4o": "budget"}
+
+    clock.advance(2 * 3600 + 61)  # December: the block has run out
+    wall.now += 2 * 3600 + 61
+    assert await scraped() == 0
+    assert (await get_json(f"{url}/admin/routes"))["models_disabled"] == []
+    assert "models_disabled" not in await get_json(f"{url}/readyz")
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    assert raw.headers["x-router-route"] == "a/gpt-4o"
+
+
 def test_periods_turn_at_utc_midnight_and_the_first_of_the_month():
     moment = datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()
     ends = period_ends(moment)
@@ -324,5 +367,45 @@ async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
             assert (await served_by() == "a/gpt-4o") is back, budget
             if budget == 20 and back:
                 assert await served_by() == "b/gpt-4o"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_model_reloaded_without_its_budget_or_removed_leaves_the_metrics(
+    stack, clock, tmp_path
+):
+    """Out, then its budget dropped by a reload: its series says 0; the model removed by
+    a second reload: its series is gone, so no alert reads a stale model as out."""
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    registry = CollectorRegistry()
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(config(sim_url, budget={"usd_per_month": 5}))
+    runner = await start(
+        load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall,
+        registry=registry,
+    )  # fmt: skip
+    labels = {"model": "gpt-4o", "reason": "budget"}
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+
+        async def scraped() -> float | None:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics"):
+                pass
+            return registry.get_sample_value("llm_router_model_disabled", labels)
+
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)  # over it
+        assert await scraped() == 1
+        path.write_text(config(sim_url))
+        assert (await reload(url))[0] == 200
+        assert await scraped() == 0
+        path.write_text(
+            routes_yaml(
+                keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
+                models={"gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+            )
+        )
+        assert (await reload(url))[0] == 200
+        assert await scraped() is None
     finally:
         await runner.cleanup()

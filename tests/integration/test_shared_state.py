@@ -243,6 +243,35 @@ async def test_spend_is_summed_across_replicas_and_the_budget_holds_for_all(redi
     assert sim.stats["a"].served == served
 
 
+async def test_a_model_one_replica_puts_over_its_budget_shows_out_on_the_other(redis_server, stack):
+    """Replica A's spend takes gpt-4o out; replica B serves its fallback and says so in
+    /admin/routes, /readyz and /metrics (LLMRouterModelOverBudget reads any pod)."""
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    gpt_4o = model(route("a", "gpt-4o", price=PRICE), fallback=["gpt-4o-mini"])
+    gpt_4o["budget"] = {"usd_per_month": 1}
+    text = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
+        models={"gpt-4o": gpt_4o, "gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+        **shared(redis_server.url),
+    )
+    replica_a, replica_b = await stack.router(text), await stack.router(text)
+    assert (await _cost(replica_a))[0] == "a/gpt-4o"  # a dollar a token: over $1 now
+
+    async def out_on_b() -> bool:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{replica_b}/admin/routes") as response:
+                admin = await response.json()
+            async with session.get(f"{replica_b}/metrics") as response:
+                page = await response.text()
+        return [m["model"] for m in admin["models_disabled"]] == ["gpt-4o"] and (
+            'llm_router_model_disabled{model="gpt-4o",reason="budget"} 1.0' in page
+        )
+
+    await until(out_on_b, seconds=2.0)
+    assert (await _cost(replica_b))[0] == "c/gpt-4o-mini"
+    assert (await _readyz(replica_b))[1]["models_disabled"] == {"gpt-4o": "budget"}
+
+
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()
