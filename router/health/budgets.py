@@ -76,11 +76,39 @@ class BudgetKeeper:
         for scope, before, after in changed:
             if before is None or before == after:
                 continue  # no budget block to lift, or the same budget
-            if after is not None and await self._over(scope, after, 0.0, periods) is not None:
-                continue
-            await self._store.lift(scope, BlockReason.BUDGET)
-            lifted.append(scope)
+            if await self._lift_within(scope, after, periods):
+                lifted.append(scope)
         return lifted
+
+    async def recheck(self, config: Config) -> list[str]:
+        """At start, once the store has what it starts from (a snapshot, or Redis): the
+        budget blocks it came with, set on an earlier config, are lifted for the keys and
+        models within their budget now, or with none. A budget raised across a restart
+        (a new ConfigMap rolled out, say) means traffic now, as it does across a reload.
+        The scopes lifted."""
+        scopes = [
+            *((f"key:{name}", key.budget) for name, key in config.keys.items()),
+            *((f"model:{name}", model.budget) for name, model in config.models.items()),
+        ]
+        states = await self._store.read([scope for scope, _ in scopes])
+        periods = period_ends(self._wall())
+        lifted = []
+        for scope, budget in scopes:
+            state = states.get(scope)
+            if state is None or state.block is None or state.block.reason is not BlockReason.BUDGET:
+                continue
+            if await self._lift_within(scope, budget, periods):
+                lifted.append(scope)
+        return lifted
+
+    async def _lift_within(
+        self, scope: str, budget: Budget | None, periods: dict[str, tuple[str, float]]
+    ) -> bool:
+        """Lift the scope's budget block unless its spend is over `budget` (None: none)."""
+        if budget is not None and await self._over(scope, budget, 0.0, periods) is not None:
+            return False
+        await self._store.lift(scope, BlockReason.BUDGET)
+        return True
 
     async def _over(
         self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]
@@ -93,3 +121,15 @@ class BudgetKeeper:
             if cap is not None and total >= cap:
                 out_for = max(out_for or 0.0, turns_in)
         return out_for
+
+
+async def recheck_at_start(keeper: BudgetKeeper, store: StateStore, config: Config) -> None:
+    """BudgetKeeper.recheck once `store` is loaded; logs what it lifted."""
+    await store.loaded()
+    try:
+        lifted = await keeper.recheck(config)
+    except Exception as exc:  # a block left as it was must not end the process
+        log.warning("budget_recheck_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        return
+    if lifted:
+        log.info("budget_blocks_lifted", scopes=lifted, when="start")

@@ -172,6 +172,9 @@ class MemoryStore:
     def start(self) -> None:
         return None  # nothing runs in the background
 
+    async def loaded(self) -> None:
+        return None  # all there is, it has
+
     def degraded(self) -> str | None:
         return None
 

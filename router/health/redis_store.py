@@ -74,8 +74,11 @@ class RedisStore:
         self._pending = PendingWrites()
         self._dirty = asyncio.Event()
         self._problem: str | None = None
-        self._resync = True  # push the local copy at the next good write (first: nothing)
+        # Push the local copy at the next good write: Redis may lack it (not needed once
+        # the first read has found what Redis holds).
+        self._resync = True
         self._tasks: list[asyncio.Task[None]] = []
+        self._first_read = asyncio.Event()  # the first reconciliation is done (or failed)
         self._raise_totals: list[tuple[str, float, float]] = []  # pushed with a resync
         options: dict[str, Any] = parse_url(url)
         options.update(
@@ -97,6 +100,9 @@ class RedisStore:
             ("state-reconciler", self._reconcile_forever),
         ):
             self._tasks.append(asyncio.create_task(work(), name=name))
+
+    async def loaded(self) -> None:
+        await self._first_read.wait()
 
     # The StateStore interface: the local copy answers, Redis hears of it later.
 
@@ -313,8 +319,13 @@ class RedisStore:
         while True:
             try:
                 await self._reconcile()
+                if not self._first_read.is_set() and self._problem is None:
+                    # The copy now holds what Redis holds: nothing to push back to it. A
+                    # push would put back a block another replica lifts meanwhile.
+                    self._resync = False
             except Exception as exc:  # Redis away; anything else must not stop the sync either
                 self._degrade(exc)
+            self._first_read.set()
             await asyncio.sleep(RECONCILE_SECONDS)
 
     async def _reconcile(self) -> None:

@@ -96,6 +96,12 @@ class StateStore(Protocol):
         """Begin any background work (a shared backend's sync); called on the loop."""
         ...
 
+    async def loaded(self) -> None:
+        """Returns once the state the store starts from is in: at once for a store of
+        one process (a snapshot is read by start()); for a shared backend, after its
+        first read of what the other replicas left (or its failure to reach it)."""
+        ...
+
     def degraded(self) -> str | None:
         """Why the store serves from a local copy only (a shared backend that is away);
         None while it works as configured."""

@@ -247,13 +247,7 @@ async def test_a_model_one_replica_puts_over_its_budget_shows_out_on_the_other(r
     """Replica A's spend takes gpt-4o out; replica B serves its fallback and says so in
     /admin/routes, /readyz and /metrics (LLMRouterModelOverBudget reads any pod)."""
     _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    gpt_4o = model(route("a", "gpt-4o", price=PRICE), fallback=["gpt-4o-mini"])
-    gpt_4o["budget"] = {"usd_per_month": 1}
-    text = routes_yaml(
-        keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
-        models={"gpt-4o": gpt_4o, "gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
-        **shared(redis_server.url),
-    )
+    text = _model_budgeted(sim_url, redis_server.url, 1)
     replica_a, replica_b = await stack.router(text), await stack.router(text)
     assert (await _cost(replica_a))[0] == "a/gpt-4o"  # a dollar a token: over $1 now
 
@@ -270,6 +264,48 @@ async def test_a_model_one_replica_puts_over_its_budget_shows_out_on_the_other(r
     await until(out_on_b, seconds=2.0)
     assert (await _cost(replica_b))[0] == "c/gpt-4o-mini"
     assert (await _readyz(replica_b))[1]["models_disabled"] == {"gpt-4o": "budget"}
+
+
+def _model_budgeted(sim_url: str, redis_url: str, usd_per_month: float) -> str:
+    """gpt-4o on a at a dollar a token with a monthly budget, falling back to gpt-4o-mini."""
+    gpt_4o = model(route("a", "gpt-4o", price=PRICE), fallback=["gpt-4o-mini"])
+    gpt_4o["budget"] = {"usd_per_month": usd_per_month}
+    return routes_yaml(
+        keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C),
+        models={"gpt-4o": gpt_4o, "gpt-4o-mini": model(route("c", "gpt-4o-mini"))},
+        **shared(redis_url),
+    )
+
+
+async def test_a_replica_started_with_a_raised_budget_brings_the_model_back(redis_server, stack):
+    """A block on Redis from an earlier config: a replica on the same budget keeps the
+    model out; one started on a raised budget (a rollout) lifts it for every replica."""
+    _, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    first = await stack.router(_model_budgeted(sim_url, redis_server.url, 1))
+    assert (await _cost(first))[0] == "a/gpt-4o"  # over $1 now
+    block = f"{PREFIX}:block:model:gpt-4o"
+    async with redis_server.client() as redis:
+        await until(lambda: redis.exists(block))
+        same = await stack.router(_model_budgeted(sim_url, redis_server.url, 1))
+        assert (await _cost(same))[0] == "c/gpt-4o-mini"
+        raised = await stack.router(_model_budgeted(sim_url, redis_server.url, 1_000_000))
+        assert (await _cost(raised))[0] == "a/gpt-4o"  # the first request already
+        await until(lambda: _gone(redis, block))
+
+    async def back_on_first() -> bool:
+        admin = await admin_state_json(first)
+        return admin["models_disabled"] == []
+
+    await until(back_on_first)  # lifted on Redis and told to the others
+
+
+async def _gone(redis: Any, key: str) -> bool:
+    return not await redis.exists(key)
+
+
+async def admin_state_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin/routes") as response:
+        return await response.json()
 
 
 @pytest.fixture

@@ -100,6 +100,32 @@ async def test_a_spent_budget_stays_spent_after_a_restart(stack, tmp_path):
         assert keys["a"]["disabled_reason"] == "budget"
 
 
+async def test_a_budget_raised_across_a_restart_brings_the_key_back_at_once(stack, tmp_path):
+    """Out for its budget, then restarted on a config that raises it: in at once, as
+    after a reload; restarted on the same budget: still out until the day turns."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path, wall = tmp_path / "state.json", Wall()
+    state = _yaml({"state": {"backend": "memory", "snapshot": str(path)}})
+
+    def text(usd_per_day: float) -> str:
+        return priced(sim_url, key_a={"budget": {"usd_per_day": usd_per_day}}) + state
+
+    async with router(text(5), wall) as url:  # one request costs over $5
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "budget"
+    async with router(text(5), wall) as url:
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "budget"
+    async with router(text(1_000_000), wall) as url:
+        served = sim.stats["a"].served
+        raw = await client(url).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI
+        )
+        assert raw.headers["x-router-route"] == "a/gpt-4o"
+        assert sim.stats["a"].served == served + 1
+
+
 def _yaml(sections: dict[str, Any]) -> str:
     return yaml.safe_dump(sections, sort_keys=False)
 
