@@ -53,6 +53,7 @@ SOCKET_TIMEOUT = 0.25
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
+CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
 
 
@@ -159,9 +160,17 @@ class RedisStore:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        # Bounded: redis-py can swallow a cancellation that lands in a pipeline's call
+        # (redis/redis-py#2028, #2551), and the writer then waits for its next write
+        # forever. Seen as a shutdown that never ended; such a task is cancelled again.
+        _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            await asyncio.wait(stuck, timeout=CLOSE_WAIT)
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: nothing to report at shutdown
         if self._pending and self._problem is None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
