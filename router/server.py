@@ -21,9 +21,9 @@ from router.errors import ConfigError
 from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.count_tokens import count_tokens
-from router.handlers.endpoint import ClientAuth, Handler, endpoint, not_found
+from router.handlers.endpoint import ClientAuth, Handler, continue_if_accepted, endpoint, not_found
 from router.handlers.host_check import HostCheck
-from router.handlers.model_api import PATHS, continue_within_limit, list_models, model_api
+from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.state import APP_STATE, Current
 from router.health.budgets import BudgetKeeper, recheck_at_start
@@ -158,7 +158,8 @@ def add_routes(
         guard = hosts if checked else None
         wrapped = endpoint(handler, hosts=guard, **options)
         if method == "POST":
-            app.router.add_route(method, path, wrapped, expect_handler=continue_within_limit)
+            expect = continue_if_accepted(guard, options.get("auth"))
+            app.router.add_route(method, path, wrapped, expect_handler=expect)
         else:
             app.router.add_route(method, path, wrapped)
         known[path] = known.get(path, frozenset()) | {method}

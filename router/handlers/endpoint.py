@@ -17,11 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
+    Forbidden,
     InternalError,
     InvalidRequest,
     NoCapacity,
@@ -46,6 +47,8 @@ log = structlog.get_logger("router.request")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Refusals that continue_if_accepted foresees: answered before any body is asked for.
+_REFUSED_UNREAD = (BodyTooLarge, Forbidden, Unauthorized)
 
 
 class ClientAuth:
@@ -71,6 +74,35 @@ class ClientAuth:
                 "missing or invalid router key: send 'Authorization: Bearer <key>' "
                 f"with one of {self._field}"
             )
+
+
+def continue_if_accepted(
+    hosts: HostCheck | None, auth: ClientAuth | None
+) -> Callable[[web.Request], Awaitable[None]]:
+    """The answer to `Expect: 100-continue` on a route guarded by `hosts` and `auth`:
+    `100 Continue` only for a request that will be read, from a Host (and Origin) the
+    router answers, with a client key that passes, and a body declared within
+    server.max_body_bytes. Otherwise nothing: the handler's refusal (403, 401, 413) is
+    the answer, with `Connection: close` (_error_response), and the upload is never
+    asked for, as nginx checks access before it reads a body."""
+
+    async def expect(request: web.Request) -> None:
+        length = request.content_length
+        if request.version != HttpVersion11 or (length or 0) > request.client_max_size:
+            return
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="the only Expect understood is 100-continue")
+        try:
+            if hosts is not None and hosts.active:
+                hosts.check(request)
+            if auth is not None:
+                auth.check(request)
+        except (Forbidden, Unauthorized):
+            return  # the handler says why, in the client's dialect
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response itself has not begun
+
+    return expect
 
 
 def endpoint(
@@ -173,9 +205,10 @@ def _error_response(
     """The client's error answer, when nothing has been sent yet."""
     if isinstance(exc, RouterError):
         response = error_response(exc, trace, dialect)
-        if isinstance(exc, BodyTooLarge) and "Expect" in request.headers:
-            # Refused before its 100 Continue: the client may send the body anyway or
-            # not at all, so what follows on the connection is no request to read.
+        if isinstance(exc, _REFUSED_UNREAD) and "Expect" in request.headers:
+            # Refused before its 100 Continue (continue_if_accepted): the client may
+            # send the body anyway or not at all, so what follows on the connection is
+            # no request to read.
             response.force_close()
         return response
     if isinstance(exc, web.HTTPException):

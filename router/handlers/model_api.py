@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.attempt import OpenStream
@@ -61,19 +61,6 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
             f"request body nests more than {fastjson.MAX_DEPTH} levels deep", "invalid_body"
         )
     return body, payload
-
-
-async def continue_within_limit(request: web.Request) -> None:
-    """The answer to `Expect: 100-continue`: aiohttp's `100 Continue`, except for a body
-    declared over server.max_body_bytes, whose handler answers 413 (read_json_object)
-    without asking for the upload."""
-    length = request.content_length
-    if request.version != HttpVersion11 or (length or 0) > request.client_max_size:
-        return
-    if request.headers.get("Expect", "").lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text="the only Expect understood is 100-continue")
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the response itself has not begun
 
 
 def routing_headers(route: Route | None, attempts: tuple[Attempt, ...]) -> dict[str, str]:

@@ -382,6 +382,49 @@ async def test_a_body_declared_over_the_limit_is_refused_before_any_of_it_comes(
     assert (b"connection: close" in head.lower()) is bool(expect)
 
 
+@pytest.mark.parametrize(
+    ("host", "key", "status", "code"),
+    [
+        ("evil.example", "router-key-1", 403, "host_not_allowed"),
+        (None, "wrong-key", 401, "invalid_api_key"),
+        (None, "router-key-1", 200, None),
+    ],
+    ids=["foreign-host", "wrong-key", "accepted"],
+)
+async def test_a_100_continue_goes_only_to_a_request_that_will_be_read(
+    stack, host, key, status, code
+):
+    """As nginx checks access before it reads a body: a request from a foreign Host or
+    with a wrong key gets its refusal (and `Connection: close`) instead of a 100 Continue
+    that asks for an upload only to refuse it; an accepted one gets the 100, then its
+    answer once the body came."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    server = {"client_keys": ["${ROUTER_KEY}"], "allowed_hosts": ["router.example"]}
+    url = await stack.router(
+        preferring_a(sim_url, server=server), environ={"ROUTER_KEY": "router-key-1"}
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host or 'router.example'}\r\n"
+        f"Authorization: Bearer {key}\r\nExpect: 100-continue\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(REQUEST)}\r\n\r\n"
+    )
+    async with _socket(url) as (reader, writer):
+        writer.write(head.encode())
+        async with asyncio.timeout(10):
+            first = await reader.readuntil(b"\r\n\r\n")
+        if code is not None:
+            assert first.startswith(f"HTTP/1.1 {status} ".encode()), first
+            assert b"connection: close" in first.lower()
+            length = int(first.lower().partition(b"content-length:")[2].partition(b"\r\n")[0])
+            async with asyncio.timeout(10):
+                rest = await reader.readexactly(length)
+            assert json.loads(rest)["error"]["code"] == code
+            return
+        assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(REQUEST)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+
+
 MARKER = "private-value-0123456789"
 MALFORMED = {
     "header_too_long": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: "
