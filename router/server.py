@@ -26,7 +26,7 @@ from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.state import APP_STATE, Current
-from router.health.budgets import BudgetKeeper, recheck_at_start
+from router.health.budgets import BudgetKeeper, start_recheck
 from router.health.memory import MemoryStore
 from router.health.snapshot import SnapshotStore
 from router.health.store import StateStore
@@ -42,8 +42,6 @@ from router.upstream.providers import PROVIDERS
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
 log = structlog.get_logger("router.server")
-
-BUDGET_RECHECK_WAIT = 1.0  # seconds startup waits for the budget recheck (Redis's first read)
 
 
 def create_app(
@@ -84,27 +82,18 @@ def create_app(
         )
         current = app[APP_STATE] = Current(build_state(config, health, shared))
         app[RELOADER] = Reloader(config_path, current, shared)
-        keeper = BudgetKeeper(state_store, health, wall=wall)
-        rechecking = asyncio.create_task(
-            recheck_at_start(keeper, state_store, config), name="budget-recheck"
-        )
-        # Before the listener opens: a store of one process has its state at once, so
-        # the first request already sees the recheck; Redis's first read is waited for
-        # a moment (each of its calls times out in 0.25 s), then runs on by itself.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(rechecking), BUDGET_RECHECK_WAIT)
+        # Before the listener opens: budget blocks the state came with, against this config.
+        rechecking = await start_recheck(BudgetKeeper(state_store, health, wall=wall), config)
         warming = None
         if needs_translation(config):
             # litellm takes seconds to import: warm it in a thread now, not on a request.
             warming = asyncio.create_task(translate.preload(), name="litellm-preload")
         yield
-        rechecking.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await rechecking
-        if warming is not None:
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await warming
+        for task in (rechecking, warming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await translate.shutdown()
         if tracing is not None:
             await tracing.shutdown()  # what is queued goes out, within a bound

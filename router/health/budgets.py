@@ -8,6 +8,8 @@ when a budget is reached still finish, so a period may overshoot by those.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -42,7 +44,7 @@ class BudgetKeeper:
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self.store = store
         self._health = health
         self._wall = wall
 
@@ -90,7 +92,7 @@ class BudgetKeeper:
             *((f"key:{name}", key.budget) for name, key in config.keys.items()),
             *((f"model:{name}", model.budget) for name, model in config.models.items()),
         ]
-        states = await self._store.read([scope for scope, _ in scopes])
+        states = await self.store.read([scope for scope, _ in scopes])
         periods = period_ends(self._wall())
         lifted = []
         for scope, budget in scopes:
@@ -107,7 +109,7 @@ class BudgetKeeper:
         """Lift the scope's budget block unless its spend is over `budget` (None: none)."""
         if budget is not None and await self._over(scope, budget, 0.0, periods) is not None:
             return False
-        await self._store.lift(scope, BlockReason.BUDGET)
+        await self.store.lift(scope, BlockReason.BUDGET)
         return True
 
     async def _over(
@@ -117,15 +119,28 @@ class BudgetKeeper:
         out_for: float | None = None
         for period, cap in (("day", budget.usd_per_day), ("month", budget.usd_per_month)):
             name, turns_in = periods[period]
-            total = await self._store.add(f"spend:{scope}:{name}", usd, ttl=turns_in + 60)
+            total = await self.store.add(f"spend:{scope}:{name}", usd, ttl=turns_in + 60)
             if cap is not None and total >= cap:
                 out_for = max(out_for or 0.0, turns_in)
         return out_for
 
 
-async def recheck_at_start(keeper: BudgetKeeper, store: StateStore, config: Config) -> None:
-    """BudgetKeeper.recheck once `store` is loaded; logs what it lifted."""
-    await store.loaded()
+RECHECK_WAIT = 1.0  # seconds a start waits for the recheck (Redis's first read)
+
+
+async def start_recheck(keeper: BudgetKeeper, config: Config) -> asyncio.Task[None]:
+    """BudgetKeeper.recheck as a task, once its store is loaded; returned when it is done
+    or after RECHECK_WAIT, whichever comes first (the owner cancels it at shutdown). A
+    store of one process is loaded at once, so the first request already sees the
+    recheck; a Redis that answers slowly holds a start for a second at most."""
+    task = asyncio.create_task(_recheck(keeper, config), name="budget-recheck")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), RECHECK_WAIT)
+    return task
+
+
+async def _recheck(keeper: BudgetKeeper, config: Config) -> None:
+    await keeper.store.loaded()
     try:
         lifted = await keeper.recheck(config)
     except Exception as exc:  # a block left as it was must not end the process
