@@ -83,7 +83,8 @@ def create_app(
         current = app[APP_STATE] = Current(build_state(config, health, shared))
         app[RELOADER] = Reloader(config_path, current, shared)
         # Before the listener opens: budget blocks the state came with, against this config.
-        rechecking = await start_recheck(BudgetKeeper(state_store, health, wall=wall), config)
+        keeper = BudgetKeeper(state_store, health, wall=wall)
+        rechecking = await start_recheck(keeper, lambda: current.state.config)
         warming = None
         if needs_translation(config):
             # litellm takes seconds to import: warm it in a thread now, not on a request.

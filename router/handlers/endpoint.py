@@ -97,8 +97,8 @@ def continue_if_accepted(
                 hosts.check(request)
             if auth is not None:
                 auth.check(request)
-        except (Forbidden, Unauthorized):
-            return  # the handler says why, in the client's dialect
+        except Exception:  # a refusal (Forbidden, Unauthorized), or a fault: either way
+            return  # no 100; the handler says why, in the client's dialect
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the response itself has not begun
 

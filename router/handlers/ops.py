@@ -29,12 +29,13 @@ async def readyz(request: web.Request) -> web.Response:
         "routes_available": len(available),
         "routes_total": len(routes),
     }
-    # A model over its budget is said, not a reason to take the replica out: its
+    # A model over its budget is counted, not a reason to take the replica out: its
     # requests still get answers (its fallbacks, or a 503 that names the budget), and
     # the budget is shared, so every replica would leave the load balancer at once.
+    # A count, not names: /readyz answers anyone; /admin/routes says which.
     out = await models_out(state.health, state.config)
     if out:
-        body["models_disabled"] = {name: block.reason.value for name, block in sorted(out.items())}
+        body["models_disabled"] = len(out)
     degraded = state.state_store.degraded()
     if state.config.state.backend != "memory":
         # Not a reason to take the replica out: it serves on its own copy meanwhile.

@@ -128,21 +128,23 @@ class BudgetKeeper:
 RECHECK_WAIT = 1.0  # seconds a start waits for the recheck (Redis's first read)
 
 
-async def start_recheck(keeper: BudgetKeeper, config: Config) -> asyncio.Task[None]:
-    """BudgetKeeper.recheck as a task, once its store is loaded; returned when it is done
-    or after RECHECK_WAIT, whichever comes first (the owner cancels it at shutdown). A
+async def start_recheck(keeper: BudgetKeeper, config: Callable[[], Config]) -> asyncio.Task[None]:
+    """BudgetKeeper.recheck as a task, once its store is loaded, against the config
+    serving then (`config()`: a reload may come first); returned when it is done or
+    after RECHECK_WAIT, whichever comes first (the owner cancels it at shutdown). A
     store of one process is loaded at once, so the first request already sees the
-    recheck; a Redis that answers slowly holds a start for a second at most."""
+    recheck; a Redis that answers slowly holds a start for a second at most, and one
+    that is away gets the recheck once it has been read whole."""
     task = asyncio.create_task(_recheck(keeper, config), name="budget-recheck")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), RECHECK_WAIT)
     return task
 
 
-async def _recheck(keeper: BudgetKeeper, config: Config) -> None:
+async def _recheck(keeper: BudgetKeeper, config: Callable[[], Config]) -> None:
     await keeper.store.loaded()
     try:
-        lifted = await keeper.recheck(config)
+        lifted = await keeper.recheck(config())
     except Exception as exc:  # a block left as it was must not end the process
         log.warning("budget_recheck_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         return

@@ -79,7 +79,7 @@ class RedisStore:
         # the first read has found what Redis holds).
         self._resync = True
         self._tasks: list[asyncio.Task[None]] = []
-        self._first_read = asyncio.Event()  # the first reconciliation is done (or failed)
+        self._first_read = asyncio.Event()  # a reconciliation read all of Redis's state
         self._raise_totals: list[tuple[str, float, float]] = []  # pushed with a resync
         options: dict[str, Any] = parse_url(url)
         options.update(
@@ -163,11 +163,14 @@ class RedisStore:
         # Bounded: redis-py can swallow a cancellation that lands in a pipeline's call
         # (redis/redis-py#2028, #2551), and the writer then waits for its next write
         # forever. Seen as a shutdown that never ended; such a task is cancelled again.
-        _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
-        for task in stuck:
-            task.cancel()
-        if stuck:
-            await asyncio.wait(stuck, timeout=CLOSE_WAIT)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                _, stuck = await asyncio.wait(stuck, timeout=CLOSE_WAIT)
+            if stuck:
+                log.warning("state_tasks_left_running", tasks=sorted(t.get_name() for t in stuck))
         for task in self._tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: nothing to report at shutdown
@@ -325,16 +328,19 @@ class RedisStore:
             log.warning("state_message_ignored", error=f"{type(exc).__name__}: {exc}")
 
     async def _reconcile_forever(self) -> None:
+        first = True
         while True:
             try:
                 await self._reconcile()
-                if not self._first_read.is_set() and self._problem is None:
+                if first and self._problem is None:
                     # The copy now holds what Redis holds: nothing to push back to it. A
                     # push would put back a block another replica lifts meanwhile.
                     self._resync = False
+                # Whole: a read cut short would show blocks without the spend behind them.
+                self._first_read.set()
             except Exception as exc:  # Redis away; anything else must not stop the sync either
                 self._degrade(exc)
-            self._first_read.set()
+            first = False
             await asyncio.sleep(RECONCILE_SECONDS)
 
     async def _reconcile(self) -> None:

@@ -99,7 +99,7 @@ class StateStore(Protocol):
     async def loaded(self) -> None:
         """Returns once the state the store starts from is in: at once for a store of
         one process (a snapshot is read by start()); for a shared backend, after its
-        first read of what the other replicas left (or its failure to reach it)."""
+        first whole read of what the other replicas left (while it is away, not yet)."""
         ...
 
     def degraded(self) -> str | None:
