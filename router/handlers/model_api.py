@@ -74,9 +74,10 @@ def model_api(operation: Operation, dialect: Dialect) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[APP_STATE].state
         body, payload = await read_json_object(request)
-        call = parse_call(state, request, body, payload, operation, dialect)
         trace = request[REQUEST_TRACE]
-        trace.model = call.model.name
+        model = find_model(state, payload)
+        trace.model = model.name  # a request refused from here on is still the model's
+        call = parse_call(state, request, body, payload, model, operation, dialect)
         in_flight = state.metrics.model_series(call.model.name).in_flight
         in_flight.inc(1)
         try:
@@ -134,11 +135,12 @@ def parse_call(
     request: web.Request,
     body: bytes,
     payload: dict[str, Any],
+    model: ModelSpec,
     operation: Operation,
     dialect: Dialect,
 ) -> Call:
-    """The client's request as a Call, or the CallerError that says what is wrong."""
-    model = find_model(state, payload)
+    """The client's request for `model` as a Call, or the CallerError that says what is
+    wrong with it."""
     if not state.failover.serves(model, operation):
         raise InvalidRequest(
             f"no route of '{model.name}' (or its fallbacks) serves {PATHS[operation]}"

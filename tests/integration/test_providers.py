@@ -11,6 +11,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+from structlog.testing import capture_logs
 
 from router.sim import Fault, SimKey
 from tests.configs import (
@@ -225,9 +226,12 @@ class TestAnthropicMessages:
     async def test_an_api_no_route_can_serve_is_refused_clearly(self, stack):
         sim, _ = await stack.sim(ANT_A, ANT_B)
         url = await stack.router(claude_config(sim.root))
-        with pytest.raises(openai.BadRequestError) as refused:
+        with capture_logs() as logs, pytest.raises(openai.BadRequestError) as refused:
             await client(url).embeddings.create(model="claude", input="x")
         assert refused.value.code == "unsupported_api_for_model"
+        # Refused, but for a model the config has: its log line and series name it.
+        [line] = [event for event in logs if event["event"] == "request"]
+        assert (line["model"], line["status"], line["outcome"]) == ("claude", 400, "rejected")
 
 
 class TestTranslatedChat:
