@@ -18,6 +18,11 @@ Make the other checkout with `git worktree add /tmp/old REV`.
 `--routes 1,100,1000` runs this tree once per count, with that many routes (keys) on the
 requested model, all healthy, to show what route choice costs as the pool grows; each
 router's start-up time (process start to a ready /healthz) is printed too.
+
+`--conversation-kb 900` sends a conversation of about that many kilobytes (turns of 4 KB,
+as a coding agent's long session) instead of one short message: what a request's size
+costs the router (parsing, the nesting check, the prompt-window estimate) over a
+pass-through that only copies it. The simulator takes bodies up to 1 MiB.
 """
 
 from __future__ import annotations
@@ -132,7 +137,9 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
     price = ", price: {input_per_mtok: 2.5, output_per_mtok: 10}" if args.redis else ""
     config.write_text(
         f'keys: {{sim: {{provider: openai, api_base: "{sim_url}", api_key: "{KEY}"{budget}}}}}\n'
-        f"models: {{gpt-4o: {{routes: [{{key: sim, model: gpt-4o{price}}}]}}}}\n"
+        # A window that holds the longest --conversation-kb, so that none is refused.
+        f"models: {{gpt-4o: {{routes: [{{key: sim, model: gpt-4o{price}, "
+        f"max_input_tokens: 1000000}}]}}}}\n"
     )
     if args.routes:
         routers = {}
@@ -188,7 +195,7 @@ def pool_config(config: Path, sim_url: str, count: int) -> Path:
 
 
 async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> None:
-    body: dict[str, object] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    body: dict[str, object] = {"model": "gpt-4o", "messages": conversation(args.conversation_kb)}
     if args.stream:
         body["stream"] = True
     # A pool per target, so that no turn pays for closing the previous one's connections.
@@ -229,6 +236,15 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
                 )
 
 
+def conversation(kilobytes: int) -> list[dict[str, str]]:
+    """One short message, or turns of 4 KB adding up to about `kilobytes`."""
+    if not kilobytes:
+        return [{"role": "user", "content": "hi"}]
+    turn = "word " * 800
+    roles = ("user", "assistant")
+    return [{"role": roles[i % 2], "content": turn} for i in range(max(1, kilobytes // 4) | 1)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
@@ -241,6 +257,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--routes", default="", metavar="N,N", help="this tree with N routes on the model, each N"
+    )
+    parser.add_argument(
+        "--conversation-kb", type=int, default=0, metavar="KB", help="a long conversation"
     )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)

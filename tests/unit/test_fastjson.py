@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 
@@ -53,3 +54,46 @@ def test_log_text_is_one_json_line_whatever_the_values() -> None:
     assert json.loads(line) == {"event": "x", "n": 2**70, "o": "<opaque>", "t": [1, 2], "s": "é\n"}
     fast = fastjson.log_text({"event": "x", "o": Opaque(), 1: "int key"})
     assert json.loads(fast) == {"event": "x", "o": "<opaque>", "1": "int key"}
+
+
+def _depth(value: object) -> int:
+    """Containers nested in `value`, counted by recursion: the reference."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _random_value(rng: random.Random, depth: int) -> object:
+    """A container `depth` deep, with siblings, scalars and padding around its spine."""
+    if depth == 0:
+        return rng.choice(["x" * rng.randrange(0, 3000), 7, None, "{[ in a string ]}" * 3])
+    inner = _random_value(rng, depth - 1)
+    siblings = [_random_value(rng, rng.randrange(0, min(depth, 3))) for _ in range(3)]
+    if rng.random() < 0.5:
+        return {"pad": "p" * rng.randrange(0, 200), "spine": inner, "more": siblings}
+    return [*siblings[: rng.randrange(0, 4)], inner]
+
+
+@pytest.mark.parametrize("limit", [3, 8, 128])
+def test_too_deep_is_nesting_over_the_limit_for_small_and_large_bodies(limit: int) -> None:
+    """Bodies on both sides of the size where the bracket count turns into searches
+    (_COUNT_UP_TO), at the limit, one past it and far under it."""
+    rng = random.Random(limit)
+    sizes = {"small": 0, "large": 0}
+    for _ in range(300):
+        value = _random_value(rng, rng.choice([1, limit - 1, limit, limit + 1, limit + 5]))
+        body = json.dumps(value).encode()
+        sizes["small" if len(body) <= fastjson._COUNT_UP_TO else "large"] += 1
+        assert fastjson.too_deep(body, value, limit) is (_depth(value) > limit), body[:200]
+    assert min(sizes.values()) > 20, sizes  # both ways of counting were exercised
+
+
+def test_too_deep_reads_a_long_shallow_conversation_as_shallow() -> None:
+    """Hundreds of messages: more brackets than the limit, but three levels deep."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "w " * 2000}]}] * 400
+    body = json.dumps({"model": "m", "messages": messages}).encode()
+    assert not fastjson.too_deep(body, json.loads(body))
+    deep = {"model": "m", "messages": messages, "x": json.loads(b"[" * 129 + b"]" * 129)}
+    assert fastjson.too_deep(json.dumps(deep).encode(), deep)
