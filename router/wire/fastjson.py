@@ -61,7 +61,7 @@ def too_deep(body: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
     for _ in range(limit):
         inner: list[Any] = []
         for item in level:
-            children = item.values() if type(item) is dict else item
+            children = item.values() if isinstance(item, dict) else item
             inner.extend([child for child in children if isinstance(child, _CONTAINERS)])
         if not inner:
             return False
