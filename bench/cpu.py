@@ -2,6 +2,7 @@
 
     python bench/cpu.py [--compare /tmp/old] [--stream] [--requests 4000]
     python bench/cpu.py --routes 1,100,1000 [--stream]
+    python bench/cpu.py --stream-words 200 --requests 600 [--compare /tmp/old]
 
 
 Throughput ratios on a shared 2-core machine move with whatever else runs; the router
@@ -18,6 +19,12 @@ Make the other checkout with `git worktree add /tmp/old REV`.
 `--routes 1,100,1000` runs this tree once per count, with that many routes (keys) on the
 requested model, all healthy, to show what route choice costs as the pool grows; each
 router's start-up time (process start to a ready /healthz) is printed too.
+
+`--stream-words 200` streams answers of that many words, one event each, 1 ms apart (as
+a provider paces tokens, so that each arrives in a read of its own): what the relay
+costs per event, over a pass-through that only copies them. Every target's CPU per
+request is then also given per event of the stream (the words, the role, finish and
+usage chunks and the terminator).
 
 `--conversation-kb 900` sends a conversation of about that many kilobytes (turns of 4 KB,
 as a coding agent's long session) instead of one short message: what a request's size
@@ -122,8 +129,11 @@ Routers = dict[str, tuple[subprocess.Popen[bytes], str]]
 def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]) -> Routers:
     pool = max((int(count) for count in args.routes.split(",")), default=0) if args.routes else 0
     keys = [arg for i in range(pool) for arg in ("--key", f"k{i}:{pool_secret(i)}")]
+    argv = [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"sim:{KEY}", *keys]
+    if args.stream_words:
+        argv += ["--reply-words", str(args.stream_words), "--chunk-delay", "0.001"]
     sim = subprocess.Popen(
-        [sys.executable, "-m", "router.sim", "--port", "0", "--key", f"sim:{KEY}", *keys],
+        argv,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -196,8 +206,10 @@ def pool_config(config: Path, sim_url: str, count: int) -> Path:
 
 async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> None:
     body: dict[str, object] = {"model": "gpt-4o", "messages": conversation(args.conversation_kb)}
-    if args.stream:
+    if args.stream or args.stream_words:
         body["stream"] = True
+    # The role, finish and usage chunks and the terminator besides the words.
+    events = args.stream_words + 4 if args.stream_words else 0
     # A pool per target, so that no turn pays for closing the previous one's connections.
     async with contextlib.AsyncExitStack() as stack:
         sessions = {
@@ -227,10 +239,14 @@ async def measure(args: argparse.Namespace, routers: Routers, sim_pid: int) -> N
                 used = user + system
                 sim_used = cpu_seconds(sim_pid) - sim_before
                 rate = args.requests / (time.perf_counter() - started)
+                per_event = (
+                    f", {used / args.requests / events * 1e6:5.2f} per event" if events else ""
+                )
                 print(
                     f"{name:11s} round {round_number}: "
                     f"{used / args.requests * 1e6:6.1f} us CPU per request "
-                    f"({system / args.requests * 1e6:5.1f} of it system), {rate:6.0f} req/s; "
+                    f"({system / args.requests * 1e6:5.1f} of it system{per_event}), "
+                    f"{rate:6.0f} req/s; "
                     f"the provider's CPU for it {sim_used / args.requests * 1e6:6.1f} us",
                     flush=True,
                 )
@@ -260,6 +276,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--conversation-kb", type=int, default=0, metavar="KB", help="a long conversation"
+    )
+    parser.add_argument(
+        "--stream-words", type=int, default=0, metavar="N", help="long streams, paced"
     )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)

@@ -2,7 +2,7 @@
 machine as on a quiet one, so a small change to the request path shows.
 
     python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--compare PATH]
-                                 [--headroom] [--keep DIR]
+                                 [--headroom] [--keep DIR] [--stream-words N]
 
 CPU time per request (bench/cpu.py) moves by 10-20% with whatever else runs on the
 machine; an instruction count does not move at all between runs. Each target runs
@@ -15,6 +15,9 @@ router process alone. The targets:
 - `lean` (`--lean`): bench/passthrough_lean.py, the pass-through on the router's own
   upstream client: the router over it is what routing costs;
 - `compare` (`--compare PATH`): another checkout's router with the first pool size.
+`--stream-words N` streams answers of N words, one event each, 5 ms apart (a provider
+paces its tokens; the pause lets each event arrive in a read of its own even under
+valgrind): the count is then also given per event, what the relay costs.
 `--headroom` gives the simulator's keys rate limits (far above what the run spends), so
 every answer carries the `x-ratelimit-*` headers OpenAI sends on every response, and the
 router reads and keeps the headroom they report; without it they are not sent.
@@ -103,7 +106,7 @@ def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -
         stderr=subprocess.DEVNULL,
     )
     try:
-        url, body = ready_chat(port, process, stream=args.stream)
+        url, body = ready_chat(port, process, stream=args.stream or bool(args.stream_words))
         asyncio.run(drive(url, body, WARMUP))
         subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True,
                        capture_output=True)  # fmt: skip
@@ -154,6 +157,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="streamed requests")
     parser.add_argument("--lean", action="store_true", help="also the lean pass-through")
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
+    parser.add_argument(
+        "--stream-words", type=int, default=0, metavar="N", help="long streams, paced"
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--keep", default="", metavar="DIR", help="keep the dumps in DIR")
     parser.add_argument(
@@ -164,6 +170,8 @@ def main() -> None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
     sizes = [int(size) for size in args.routes.split(",")]  # key k0 serves the pass-through too
     keys = [arg for i in range(max(sizes)) for arg in ("--key", sim_key(i, headroom=args.headroom))]
+    if args.stream_words:
+        keys += ["--reply-words", str(args.stream_words), "--chunk-delay", "0.005"]
     sim = subprocess.Popen(
         [sys.executable, "-m", "router.sim", "--port", "0", *keys],
         cwd=ROOT,
@@ -175,7 +183,9 @@ def main() -> None:
         assert sim.stdout is not None
         sim_url = sim.stdout.readline().split()[-1]
         directory = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
-        mode = "streamed" if args.stream else "plain"
+        mode = "streamed" if args.stream or args.stream_words else "plain"
+        # The role, finish and usage chunks and the terminator besides the words.
+        events = args.stream_words + 4 if args.stream_words else 0
         targets: list[tuple[str, Path, list[str] | None]] = []
         for size in sizes:
             targets.append((f"routes={size}", ROOT, [str(pool_config(directory, sim_url, size))]))
@@ -195,7 +205,9 @@ def main() -> None:
                            "--port", str(port)]  # fmt: skip
             args.target_name = name.replace(" ", "-")
             millions = count(command, tree, port, args)
-            print(f"{name:22s} {millions:.3f} M instructions per {mode} request", flush=True)
+            per_event = f" ({millions * 1e6 / events:,.0f} per event)" if events else ""
+            print(f"{name:22s} {millions:.3f} M instructions per {mode} request{per_event}",
+                  flush=True)  # fmt: skip
     finally:
         sim.terminate()
         sim.wait(timeout=10)

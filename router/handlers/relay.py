@@ -48,17 +48,23 @@ async def _pipe(
     # Whole events only (the watch holds an unfinished one), so a key the redaction
     # must catch never spans two writes.
     redaction = stream.redaction
+    # Bound once: the loop runs for every piece of the stream.
+    read, clean, next_chunk = (
+        watch.without_usage if strip else watch.see,
+        redaction.clean,
+        upstream.next_chunk,
+    )
     chunk = stream.first
     while chunk:
         try:
-            out = watch.without_usage(chunk) if strip else watch.see(chunk)
+            out = read(chunk)
         except EventTooLarge as exc:
             message = f"upstream stream failed: {exc}"
             await client.write(
                 redaction.clean(exc.complete) + dialect.error_event(message, watch.last)
             )
             return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
-        out = redaction.clean(out, watch.hinted)
+        out = clean(out, watch.hinted)
         if watch.done and upstream.ended():
             # The terminator came with the end of the body: send the last events and
             # the end of the response in one write, not two.
@@ -70,7 +76,7 @@ async def _pipe(
         if watch.done:
             watch.delivered = True  # written: a client leaving now was served in full
         try:
-            chunk = await upstream.next_chunk(idle)
+            chunk = await next_chunk(idle)
         except UpstreamError as exc:
             # What is held of an unfinished event is dropped: the error event follows
             # whole events only.

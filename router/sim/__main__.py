@@ -21,7 +21,9 @@ from router.sim.provider import SimProvider
 from router.sim.state import DEFAULT_MODELS, SimKey
 
 
-def parse_key(spec: str, *, latency: float = 0.0, chunk_delay: float = 0.0) -> SimKey:
+def parse_key(
+    spec: str, *, latency: float = 0.0, chunk_delay: float = 0.0, reply: str | None = None
+) -> SimKey:
     """`NAME:API_KEY[:RPM[:TPM]]`; an empty or 0 RPM/TPM means unlimited."""
     parts = spec.split(":")
     if not 2 <= len(parts) <= 4 or not parts[0] or not parts[1]:
@@ -38,6 +40,7 @@ def parse_key(spec: str, *, latency: float = 0.0, chunk_delay: float = 0.0) -> S
         tpm=tpm,
         latency=latency,
         chunk_delay=chunk_delay,
+        reply=reply,
     )
 
 
@@ -67,7 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each head")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument(
+        "--reply-words",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer with N words (a stream of N content chunks) instead of one short line",
+    )
     return parser
+
+
+def keys_from(args: argparse.Namespace) -> list[SimKey]:
+    reply = " ".join(["word"] * args.reply_words) if args.reply_words > 0 else None
+    return [
+        parse_key(spec, latency=args.latency, chunk_delay=args.chunk_delay, reply=reply)
+        for spec in args.key
+    ]
 
 
 async def serve_until_signalled(provider: SimProvider, host: str, port: int) -> None:
@@ -84,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        keys = [
-            parse_key(spec, latency=args.latency, chunk_delay=args.chunk_delay) for spec in args.key
-        ]
+        keys = keys_from(args)
         provider = SimProvider(keys=keys, models=dict.fromkeys([*DEFAULT_MODELS, *args.model]))
     except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))

@@ -209,10 +209,15 @@ class UpstreamResponse:
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
         """The next piece of the body as it arrives, within `timeout`; b"" at the end."""
-        assert self._response is not None
-        self._arm(timeout, phase)
+        response = self._response
+        assert response is not None
+        # _arm(), inline: this runs for every piece of every stream.
+        self._due = due = self._loop.time() + (timeout if timeout > 0.0 else 0.0)
+        self._phase = phase
+        if self._timer is None or self._when > due:
+            self._set_timer(due)
         try:
-            return await self._response.readany()
+            return await response.readany()
         except UpstreamError:
             raise
         except Exception as exc:
@@ -230,12 +235,15 @@ class UpstreamResponse:
     def _arm(self, timeout: float, phase: str) -> None:
         self._due = due = self._loop.time() + (timeout if timeout > 0.0 else 0.0)
         self._phase = phase
-        timer = self._timer
-        if timer is None or self._when > due:
-            if timer is not None:
-                timer.cancel()
-            self._when = due
-            self._timer = self._deadlines.at(due, self._expire)
+        if self._timer is None or self._when > due:
+            self._set_timer(due)
+
+    def _set_timer(self, due: float) -> None:
+        """The deadline at `due`, sooner than the pending one (or the first)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._when = due
+        self._timer = self._deadlines.at(due, self._expire)
 
     def _expire(self) -> None:
         self._timer = None

@@ -82,14 +82,16 @@ class StreamWatch:
         """The whole events of carry + chunk, to forward as they are; a partial event
         waits for the next chunk. Raises EventTooLarge when that wait passes the limit."""
         window = self._carry + chunk if self._carry else chunk
-        cut = sse.complete_length(window)
-        if cut < len(window):
-            complete, self._carry = window[:cut], window[cut:]
+        if window.endswith(b"\n\n"):  # whole events, as a read nearly always brings
+            complete = window
+            self._carry = b""
         else:
-            complete, self._carry = window, b""
-        self._inspect(complete)
-        if len(self._carry) > self._max_event:
-            self._too_large(complete)
+            cut = sse.complete_length(window)
+            complete, self._carry = window[:cut], window[cut:]
+            if len(self._carry) > self._max_event:
+                self._inspect(complete, True)
+                self._too_large(complete)
+        self._inspect(complete, True)
         if complete:
             self.last = complete
         return complete
@@ -97,11 +99,15 @@ class StreamWatch:
     def without_usage(self, chunk: bytes) -> bytes:
         """As `see`, less the usage chunk the router asked for on the client's behalf."""
         window = self._carry + chunk if self._carry else chunk
-        cut = sse.complete_length(window)
-        complete, self._carry = window[:cut], window[cut:]
-        if len(self._carry) > self._max_event:
-            self._inspect(complete)
-            self._too_large(complete)
+        if window.endswith(b"\n\n"):  # whole events, as a read nearly always brings
+            complete = window
+            self._carry = b""
+        else:
+            cut = sse.complete_length(window)
+            complete, self._carry = window[:cut], window[cut:]
+            if len(self._carry) > self._max_event:
+                self._inspect(complete, True)
+                self._too_large(complete)
         # The usage chunk comes last before the terminator, and after any running counts
         # (vLLM's continuous_usage_stats): search from the end.
         at = complete.rfind(b'"prompt_tokens"')
@@ -115,11 +121,11 @@ class StreamWatch:
                     self.error = self._dialect.error(event, data)
                 self._final = usage_from_body(data) or self._final
                 complete = complete[:start] + complete[end:]
-                self._inspect(complete, usage=False)
+                self._inspect(complete, False)
                 self.last = complete or self.last
                 return complete
         # No count in these events (the usual piece): no second search for one.
-        self._inspect(complete, usage=at >= 0)
+        self._inspect(complete, at >= 0)
         self.last = complete or self.last
         return complete
 
@@ -133,7 +139,7 @@ class StreamWatch:
         message = f"an SSE event passed {self._max_event} bytes without ending"
         raise EventTooLarge(message, complete)
 
-    def _inspect(self, complete: bytes, *, usage: bool = True) -> None:
+    def _inspect(self, complete: bytes, usage: bool) -> None:
         """Read only the events a cheap search points at: errors, usage, the end.
 
         A fast stream can arrive whole in one read; parsing each of its events would

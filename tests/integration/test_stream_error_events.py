@@ -143,10 +143,10 @@ async def test_the_routers_own_failure_mid_stream_is_a_valid_responses_event(sta
     numbered after the last event the client had."""
     inspect = StreamWatch._inspect
 
-    def failing_inspect(self: StreamWatch, complete: bytes, *, usage: bool = True) -> None:
+    def failing_inspect(self: StreamWatch, complete: bytes, usage: bool) -> None:
         if b"boom" in complete:
             raise RuntimeError("a bug in the relay")
-        inspect(self, complete, usage=usage)
+        inspect(self, complete, usage)
 
     monkeypatch.setattr(StreamWatch, "_inspect", failing_inspect)
     created = {"id": "resp_1", "object": "response", "created_at": 0, "status": "in_progress",

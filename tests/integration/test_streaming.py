@@ -338,10 +338,10 @@ async def test_an_unexpected_error_after_the_head_ends_the_stream_with_an_error_
     the client gets an error event in its dialect and a clean end, never a second head."""
     inspect = StreamWatch._inspect
 
-    def failing_inspect(self: StreamWatch, complete: bytes, *, usage: bool = True) -> None:
+    def failing_inspect(self: StreamWatch, complete: bytes, usage: bool) -> None:
         if b"boom" in complete:
             raise RuntimeError("a bug in the relay")
-        inspect(self, complete, usage=usage)
+        inspect(self, complete, usage)
 
     monkeypatch.setattr(StreamWatch, "_inspect", failing_inspect)
     boom = b'data: {"choices":[{"index":0,"delta":{"content":"boom"}}]}\n\n'

@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from router.sim import Fault, SimKey, SimProvider
+from router.sim.__main__ import build_parser, keys_from
 from router.sim.openai.wire import go_duration
 from tests.clock import FakeClock
 from tests.conftest import REPO
@@ -128,6 +129,23 @@ async def test_configured_reply_replaces_the_default_text(http: aiohttp.ClientSe
         resp = await post_chat(http, url, api_key="sk-sim-b")
         body = await resp.json()
     assert body["choices"][0]["message"]["content"] == "Custom words here"
+
+
+async def test_reply_words_on_the_command_line_make_every_key_stream_that_many_chunks(
+    http: aiohttp.ClientSession,
+) -> None:
+    """`--reply-words N` (bench/cpu.py --stream-words): long streams, as real answers are."""
+    args = build_parser().parse_args(["--key", "a:sk-sim-a", "--key", "b:sk-sim-b",
+                                      "--reply-words", "40", "--chunk-delay", "0.001"])  # fmt: skip
+    keys = keys_from(args)
+    assert [key.chunk_delay for key in keys] == [0.001, 0.001]
+    async with SimProvider(keys=keys).serve() as url:
+        resp = await post_chat(http, url, api_key="sk-sim-b", stream=True)
+        events = [line for line in (await resp.read()).split(b"\n\n") if line]
+    words = [json.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[1:-2]]
+    assert words == ["word"] + [" word"] * 39
+    assert events[-1] == b"data: [DONE]"
+    assert keys_from(build_parser().parse_args(["--key", "a:sk-sim-a"]))[0].reply is None
 
 
 async def test_streaming_completion_yields_one_chunk_per_word_then_stops(

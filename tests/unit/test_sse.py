@@ -202,6 +202,28 @@ def test_only_whole_events_go_on_and_the_rest_waits(split: int) -> None:
     assert watch.done
 
 
+MIXED = crlf(STREAM[:120]) + STREAM[120:]  # CRLF events, then LF ones (a proxy's splice)
+
+
+@pytest.mark.parametrize("text", [STREAM, crlf(STREAM), MIXED], ids=["lf", "crlf", "mixed"])
+def test_every_cut_passes_on_exactly_the_whole_events(text: bytes) -> None:
+    """A read that ends with a blank line is taken whole without the general search:
+    cut anywhere, what goes on is what the general search says is whole, the rest waits,
+    and the two reads give back the stream."""
+    for split in range(1, len(text)):
+        for strip in (False, True):
+            watch = _Watch(OPENAI_CHAT, 1 << 20)
+            read = watch.without_usage if strip else watch.see
+            first = read(text[:split])
+            if not strip:
+                assert first == text[: sse.complete_length(text[:split])], split
+            assert sse.complete_length(first) == len(first), split
+            second = read(text[split:])
+            assert watch.done and watch.rest() == b"", split
+            if not strip:
+                assert first + second == text, split
+
+
 @pytest.mark.parametrize("strip", [False, True])
 def test_an_event_that_outgrows_the_limit_is_refused(strip: bool) -> None:
 
