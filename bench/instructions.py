@@ -15,7 +15,7 @@ router process alone. The targets:
 - `lean` (`--lean`): bench/passthrough_lean.py, the pass-through on the router's own
   upstream client: the router over it is what routing costs;
 - `compare` (`--compare PATH`): another checkout's router with the first pool size.
-`--stream-words N` streams answers of N words, one event each, 5 ms apart (a provider
+`--stream-words N` streams answers of N words, one event each, 20 ms apart (a provider
 paces its tokens; the pause lets each event arrive in a read of its own even under
 valgrind): the count is then also given per event, what the relay costs.
 `--headroom` gives the simulator's keys rate limits (far above what the run spends), so
@@ -171,7 +171,7 @@ def main() -> None:
     sizes = [int(size) for size in args.routes.split(",")]  # key k0 serves the pass-through too
     keys = [arg for i in range(max(sizes)) for arg in ("--key", sim_key(i, headroom=args.headroom))]
     if args.stream_words:
-        keys += ["--reply-words", str(args.stream_words), "--chunk-delay", "0.005"]
+        keys += ["--reply-words", str(args.stream_words), "--chunk-delay", "0.02"]
     sim = subprocess.Popen(
         [sys.executable, "-m", "router.sim", "--port", "0", *keys],
         cwd=ROOT,

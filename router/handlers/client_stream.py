@@ -10,6 +10,13 @@ Its head waits for the first write, as a `web.Response`'s does, and goes out wit
 first events in one write: a stream is committed only once its first content event is
 in hand, so the head would be a write (a syscall, a TCP segment, a wake-up of the
 client) of its own for nothing.
+
+After that, each piece goes straight to the transport as one HTTP chunk, which is what
+aiohttp's writer does with it too, past its four calls per piece (type checks, the
+compression and length cases, the head still to send): they were about 4,000
+instructions of every event a stream relays (bench/instructions.py --stream-words).
+Only a plain chunked writer is written to that way (an HTTP/1.0 client, a compressed
+or counted body goes through aiohttp), and it is drained as aiohttp drains it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from __future__ import annotations
 import contextlib
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
+
+_DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
 
 
 class ClientStream(web.StreamResponse):
@@ -26,6 +37,27 @@ class ClientStream(web.StreamResponse):
     # aiohttp >= 3.12 (web.Response sets it too); on an older one the head goes out at
     # prepare(), which changes nothing but the count of writes.
     _send_headers_immediately = False
+    _direct: StreamWriter | None = None  # once the head is out: pieces go straight to it
+    _first = True
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        writer = self._direct
+        if writer is None or not data or self._eof_sent:
+            await super().write(data)  # the head, an odd writer, or aiohttp's own errors
+            if self._first:
+                self._first = False
+                self._direct = _plain_chunked(self._payload_writer)
+            return
+        transport = writer.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")  # as aiohttp
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        writer.buffer_size += len(chunk)
+        writer.output_size += len(chunk)
+        transport.write(chunk)
+        if writer.buffer_size > _DRAIN_PAST:
+            writer.buffer_size = 0
+            await writer.drain()  # the client reads slower than the upstream writes
 
     async def write_eof(self, data: bytes = b"") -> None:
         self.ended = True
@@ -38,3 +70,20 @@ class ClientStream(web.StreamResponse):
             return
         with contextlib.suppress(ConnectionError):  # the client left: no one to tell
             await self.write_eof(event)
+
+
+def _plain_chunked(writer: AbstractStreamWriter | None) -> StreamWriter | None:
+    """`writer` when a piece can go to its transport as one chunk, as it would frame it:
+    aiohttp's own, chunked, not compressed, no length to count down, no one to tell of
+    each piece, its head already sent."""
+    if (
+        type(writer) is StreamWriter
+        and writer.chunked
+        and writer.length is None
+        and getattr(writer, "_compress", None) is None
+        and getattr(writer, "_on_chunk_sent", None) is None
+        and getattr(writer, "on_body_write", None) is None  # aiohttp >= 3.13
+        and not getattr(writer, "_headers_buf", None)  # aiohttp >= 3.12: sent with a write
+    ):
+        return writer
+    return None

@@ -31,60 +31,64 @@ async def relay(
     it got from its watch.
 
     `strip_usage`: the router asked for a usage chunk the client did not; drop it.
+
+    One coroutine for the whole loop: every event wakes each frame between the task and
+    the read, so a helper coroutine around the loop would cost a resumption an event.
     """
-    try:
-        end = await _pipe(stream, client, dialect, idle, strip_usage)
-    except ConnectionResetError:
-        return stream.watch.end(client_gone=True)
-    if not client.ended:  # the last events took it with them, mostly
-        await client.write_eof()
-    return end
-
-
-async def _pipe(
-    stream: OpenStream, client: ClientStream, dialect: Dialect, idle: float, strip: bool
-) -> StreamEnd:
     upstream, watch = stream.upstream, stream.watch
     # Whole events only (the watch holds an unfinished one), so a key the redaction
     # must catch never spans two writes.
     redaction = stream.redaction
     # Bound once: the loop runs for every piece of the stream.
     read, clean, next_chunk = (
-        watch.without_usage if strip else watch.see,
+        watch.without_usage if strip_usage else watch.see,
         redaction.clean,
         upstream.next_chunk,
     )
     chunk = stream.first
-    while chunk:
-        try:
-            out = read(chunk)
-        except EventTooLarge as exc:
-            message = f"upstream stream failed: {exc}"
-            await client.write(
-                redaction.clean(exc.complete) + dialect.error_event(message, watch.last)
-            )
-            return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
-        out = clean(out, watch.hinted)
-        if watch.done and upstream.ended():
-            # The terminator came with the end of the body: send the last events and
-            # the end of the response in one write, not two.
-            await client.write_eof(out + redaction.clean(watch.rest()))
-            watch.delivered = True
-            return watch.end(watch.error) if watch.error is not None else watch.end()
-        if out:
-            await client.write(out)
-        if watch.done:
-            watch.delivered = True  # written: a client leaving now was served in full
-        try:
-            chunk = await next_chunk(idle)
-        except UpstreamError as exc:
-            # What is held of an unfinished event is dropped: the error event follows
-            # whole events only.
-            message = redaction.text(f"upstream stream failed: {exc.message}")
-            await client.write(dialect.error_event(message, watch.last))
-            return watch.end(classify_exception(exc))
+    try:
+        while chunk:
+            try:
+                out = read(chunk)
+            except EventTooLarge as exc:
+                message = f"upstream stream failed: {exc}"
+                await client.write(clean(exc.complete) + dialect.error_event(message, watch.last))
+                end = watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
+                break
+            out = clean(out, watch.hinted)
+            if watch.done and upstream.ended():
+                # The terminator came with the end of the body: send the last events and
+                # the end of the response in one write, not two.
+                await client.write_eof(out + clean(watch.rest()))
+                watch.delivered = True
+                return watch.end(watch.error) if watch.error is not None else watch.end()
+            if out:
+                await client.write(out)
+            if watch.done:
+                watch.delivered = True  # written: a client leaving now was served in full
+            try:
+                chunk = await next_chunk(idle)
+            except UpstreamError as exc:
+                # What is held of an unfinished event is dropped: the error event follows
+                # whole events only.
+                message = redaction.text(f"upstream stream failed: {exc.message}")
+                await client.write(dialect.error_event(message, watch.last))
+                end = watch.end(classify_exception(exc))
+                break
+        else:
+            end = await _body_ended(stream, client, dialect)
+    except ConnectionResetError:
+        return watch.end(client_gone=True)
+    if not client.ended:  # the last events took it with them, mostly
+        await client.write_eof()
+    return end
+
+
+async def _body_ended(stream: OpenStream, client: ClientStream, dialect: Dialect) -> StreamEnd:
+    """How a stream whose body ended (without the terminator in its last read) ended."""
+    watch = stream.watch
     if watch.error is not None or watch.done:
-        held = redaction.clean(watch.rest())  # a last event with no blank line after it
+        held = stream.redaction.clean(watch.rest())  # a last event with no blank line after it
         if held:
             await client.write(held)
     if watch.error is not None:

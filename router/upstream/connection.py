@@ -100,7 +100,13 @@ class Response:
                 raise self._exception
             if self._complete:
                 return b""
-            await self._wait()
+            # _wait(), inline: a stream reads here once an event, and each frame between
+            # the task and the future is woken on every one.
+            waiter = self._waiter = self._connection.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         pending = self._pending
         data = pending.popleft() if len(pending) == 1 else b"".join(pending)
         pending.clear()

@@ -57,3 +57,122 @@ async def test_the_head_goes_out_with_the_first_events_in_one_write():
         go.set()  # the handler ends whatever happened, so the cleanup does not wait
         client.close()
         await runner.cleanup()
+
+
+async def _serve(handler) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+async def _exchange(port: int, version: str, reader_waits: asyncio.Event | None = None) -> bytes:
+    """Every byte the server sends for one GET, read until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET / HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            if reader_waits is not None:
+                await reader_waits.wait()
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def _chunks(raw: bytes) -> list[bytes]:
+    """The chunks of one chunked body, asserting it is well formed and ends."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head, head
+    chunks = []
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            assert rest == b"\r\n", rest[:200]
+            return chunks
+        chunks.append(rest[:length])
+        assert rest[length : length + 2] == b"\r\n"
+        rest = rest[length + 2 :]
+
+
+PIECES = [EVENT, b"", EVENT * 3, b"x" * 200_000, EVENT]
+
+
+async def test_after_the_head_each_piece_goes_out_as_one_chunk_of_its_own():
+    """Past the head the pieces skip aiohttp's writer (bench: 4,000 instructions an
+    event) and frame themselves as it would: one chunk each, none for an empty piece,
+    the end after the last."""
+    direct: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = ClientStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in PIECES:
+            await response.write(piece)
+            direct.append(response._direct is not None)
+        await response.write_eof(EVENT)
+        return response
+
+    runner, port = await _serve(handler)
+    try:
+        raw = await _exchange(port, "1.1")
+    finally:
+        await runner.cleanup()
+    assert _chunks(raw) == [p for p in PIECES if p] + [EVENT]
+    assert direct == [True] * len(PIECES)  # from the first write on: the head went with it
+
+
+async def test_an_http_1_0_client_gets_the_plain_body_through_aiohttp():
+    direct: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = ClientStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in PIECES:
+            await response.write(piece)
+            direct.append(response._direct is not None)
+        await response.write_eof(EVENT)
+        return response
+
+    runner, port = await _serve(handler)
+    try:
+        raw = await _exchange(port, "1.0")
+    finally:
+        await runner.cleanup()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and body == b"".join(PIECES) + EVENT
+    assert not any(direct)
+
+
+async def test_a_client_that_does_not_read_holds_the_writer_not_the_memory():
+    """16 MiB written to a client that reads nothing: the writes wait for it (as aiohttp's
+    drain makes them), the buffer stays small; once it reads, it gets every byte."""
+    piece, count = b"y" * 65_536, 256
+    reading, written = asyncio.Event(), asyncio.Event()
+    buffered: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = ClientStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        assert request.transport is not None
+        for _ in range(count):
+            await response.write(piece)
+            buffered.append(request.transport.get_write_buffer_size())
+        written.set()
+        await response.write_eof()
+        return response
+
+    runner, port = await _serve(handler)
+    try:
+        exchange = asyncio.create_task(_exchange(port, "1.1", reading))
+        await asyncio.sleep(0.5)
+        assert not written.is_set()  # held: the client has not read
+        assert 0 < len(buffered) < count
+        assert max(buffered) < 2 * 1024 * 1024, max(buffered)
+        reading.set()
+        raw = await exchange
+    finally:
+        await runner.cleanup()
+    assert b"".join(_chunks(raw)) == piece * count
