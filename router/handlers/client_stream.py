@@ -22,12 +22,30 @@ or counted body goes through aiohttp), and it is drained as aiohttp drains it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_writer import StreamWriter
 
 _DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
+
+
+def _writer_as_known() -> bool:
+    """Whether aiohttp's writer is still the one the direct writes copy: the same
+    drain limit, the same cases (compression, a length, hooks) and no new hook. Another
+    one (a later aiohttp) gets every piece through its own write()."""
+    limit = inspect.signature(StreamWriter.write).parameters.get("LIMIT")
+    hooks = set(inspect.signature(StreamWriter.__init__).parameters)
+    return (
+        limit is not None
+        and limit.default == _DRAIN_PAST
+        and hooks == {"self", "protocol", "loop", "on_chunk_sent", "on_headers_sent"}
+        and all(hasattr(StreamWriter, name) for name in ("_compress", "length", "chunked"))
+    )
+
+
+_DIRECT = _writer_as_known()
 
 
 class ClientStream(web.StreamResponse):
@@ -42,15 +60,16 @@ class ClientStream(web.StreamResponse):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         writer = self._direct
-        if writer is None or not data or self._eof_sent:
-            await super().write(data)  # the head, an odd writer, or aiohttp's own errors
+        if writer is None or not data or self._eof_sent or type(data) is not bytes:
+            # The head, an odd writer, aiohttp's own errors, or a view of other items.
+            await super().write(data)
             if self._first:
                 self._first = False
                 self._direct = _plain_chunked(self._payload_writer)
             return
         transport = writer.transport
         if transport is None or transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")  # as aiohttp
+            raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
         chunk = b"%x\r\n%b\r\n" % (len(data), data)
         writer.buffer_size += len(chunk)
         writer.output_size += len(chunk)
@@ -77,12 +96,13 @@ def _plain_chunked(writer: AbstractStreamWriter | None) -> StreamWriter | None:
     aiohttp's own, chunked, not compressed, no length to count down, no one to tell of
     each piece, its head already sent."""
     if (
-        type(writer) is StreamWriter
+        _DIRECT
+        and type(writer) is StreamWriter
         and writer.chunked
         and writer.length is None
         and getattr(writer, "_compress", None) is None
         and getattr(writer, "_on_chunk_sent", None) is None
-        and getattr(writer, "on_body_write", None) is None  # aiohttp >= 3.13
+        and getattr(writer, "on_body_write", None) is None  # aiohttp >= 3.14
         and not getattr(writer, "_headers_buf", None)  # aiohttp >= 3.12: sent with a write
     ):
         return writer
