@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import orjson
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -171,7 +173,12 @@ class WireFormat(Protocol):
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON, as the providers write it. orjson: the simulator shares the cores
+    with whatever a bench measures, and a stream is one of these per event."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # what orjson does not take (an int past 64 bits, say)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def load_object(body: bytes) -> dict[str, Any] | None:
