@@ -102,10 +102,9 @@ def _chunks(raw: bytes) -> list[bytes]:
 PIECES = [EVENT, b"", EVENT * 3, b"x" * 200_000, memoryview(array.array("I", [1, 2])), EVENT]
 
 
-async def test_after_the_head_each_piece_goes_out_as_one_chunk_of_its_own():
-    """Past the head the pieces skip aiohttp's writer (bench: 4,000 instructions an
-    event) and frame themselves as it would: one chunk each, none for an empty piece,
-    the end after the last."""
+async def _pieces_over(version: str) -> tuple[bytes, list[bool]]:
+    """What a client on HTTP/`version` receives for PIECES and a last event with the
+    end, and after each piece whether the stream writes straight to the transport."""
     direct: list[bool] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -119,30 +118,22 @@ async def test_after_the_head_each_piece_goes_out_as_one_chunk_of_its_own():
 
     runner, port = await _serve(handler)
     try:
-        raw = await _exchange(port, "1.1")
+        return await _exchange(port, version), direct
     finally:
         await runner.cleanup()
+
+
+async def test_after_the_head_each_piece_goes_out_as_one_chunk_of_its_own():
+    """Past the head the pieces skip aiohttp's writer (bench: 4,000 instructions an
+    event) and frame themselves as it would: one chunk each, none for an empty piece,
+    the end after the last."""
+    raw, direct = await _pieces_over("1.1")
     assert _chunks(raw) == [bytes(p) for p in PIECES if p] + [EVENT]
     assert direct == [True] * len(PIECES)  # from the first write on: the head went with it
 
 
 async def test_an_http_1_0_client_gets_the_plain_body_through_aiohttp():
-    direct: list[bool] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = ClientStream(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for piece in PIECES:
-            await response.write(piece)
-            direct.append(response._direct is not None)
-        await response.write_eof(EVENT)
-        return response
-
-    runner, port = await _serve(handler)
-    try:
-        raw = await _exchange(port, "1.0")
-    finally:
-        await runner.cleanup()
+    raw, direct = await _pieces_over("1.0")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"chunked" not in head.lower() and body == b"".join(map(bytes, PIECES)) + EVENT
     assert not any(direct)
