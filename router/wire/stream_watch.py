@@ -86,11 +86,7 @@ class StreamWatch:
             complete = window
             self._carry = b""
         else:
-            cut = sse.complete_length(window)
-            complete, self._carry = window[:cut], window[cut:]
-            if len(self._carry) > self._max_event:
-                self._inspect(complete, True)
-                self._too_large(complete)
+            complete = self._cut(window)
         self._inspect(complete, True)
         if complete:
             self.last = complete
@@ -103,11 +99,7 @@ class StreamWatch:
             complete = window
             self._carry = b""
         else:
-            cut = sse.complete_length(window)
-            complete, self._carry = window[:cut], window[cut:]
-            if len(self._carry) > self._max_event:
-                self._inspect(complete, True)
-                self._too_large(complete)
+            complete = self._cut(window)
         # The usage chunk comes last before the terminator, and after any running counts
         # (vLLM's continuous_usage_stats): search from the end.
         at = complete.rfind(b'"prompt_tokens"')
@@ -127,6 +119,15 @@ class StreamWatch:
         # No count in these events (the usual piece): no second search for one.
         self._inspect(complete, at >= 0)
         self.last = complete or self.last
+        return complete
+
+    def _cut(self, window: bytes) -> bytes:
+        """The whole events of `window`; the rest is held, up to the limit on one event."""
+        cut = sse.complete_length(window)
+        complete, self._carry = window[:cut], window[cut:]
+        if len(self._carry) > self._max_event:
+            self._inspect(complete, True)
+            self._too_large(complete)
         return complete
 
     def rest(self) -> bytes:
