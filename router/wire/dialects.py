@@ -296,11 +296,15 @@ class AnthropicMessages:
             message = payload.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
             if isinstance(usage, dict):
+                # A zero here is no count: litellm's adapter writes zeros and the real
+                # counts in message_delta, so a stream cut between the two used an
+                # unknown number of tokens. (Where Anthropic's own says 0 input beside
+                # cache counts, the sum is the same: a missing count adds 0.)
                 return UsagePart(
-                    tokens(usage.get("input_tokens")),
-                    tokens(usage.get("output_tokens")),
-                    tokens(usage.get("cache_read_input_tokens")),
-                    tokens(usage.get("cache_creation_input_tokens")),
+                    tokens(usage.get("input_tokens")) or None,
+                    tokens(usage.get("output_tokens")) or None,
+                    tokens(usage.get("cache_read_input_tokens")) or None,
+                    tokens(usage.get("cache_creation_input_tokens")) or None,
                 )
         if event == b"message_delta" and isinstance(payload.get("usage"), dict):
             # Current streams (and litellm's adapter, whose message_start says 0) give

@@ -128,6 +128,27 @@ async def test_stream_without_done_is_reported_not_silently_ended(stack):
     assert b'"code": "upstream_stream_error"' in body
 
 
+@pytest.mark.timeout(60)  # a translated request imports litellm once (~3 s)
+async def test_a_translated_anthropic_stream_cut_after_content_has_unknown_tokens(stack, logs):
+    """litellm's adapter writes zeros in message_start's usage and the real counts in
+    message_delta. A stream cut between the two never said how many tokens it used:
+    unknown, not zero (a zero would log, count and charge a free request)."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    sim.inject("a", Fault.stream_cut(after_chunks=2))
+    payload = {"model": "gpt-4o", "max_tokens": 16, "messages": HI, "stream": True}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/messages", json=payload) as response,
+    ):
+        body = await response.read()
+    assert b"event: message_start" in body and b"event: error" in body
+    assert b"event: message_delta" not in body  # cut before its counts came
+    event = request_event(logs)
+    assert event["outcome"] == "failed" and event["route"] == "a/gpt-4o"
+    assert (event["tokens_in"], event["tokens_out"], event["cost_usd"]) == (None, None, None)
+
+
 async def test_client_leaving_a_stream_cancels_the_upstream_request(stack):
     sim, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(preferring_a(sim_url))
