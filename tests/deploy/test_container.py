@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 from router.config import parse_config
 from router.server import start
 from tests.conftest import REPO
+from tests.deploy.pins import pins_in
 
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -237,16 +238,7 @@ IMAGE_MARKERS = {"sys_platform": "linux", "python_version": "3.11", "extra": ""}
 
 
 def constraints() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
-        assert match, line
-        name = canonicalize_name(match[1])
-        assert name not in pins, f"{name} pinned twice"
-        pins[name] = match[2]
-    return pins
+    return pins_in(DEPLOY / "constraints.txt")
 
 
 IMAGE_EXTRAS = ("redis", "translate")  # what the image installs: any routes.yaml runs there

@@ -5,13 +5,14 @@ and the redis one said 5.0, whose client has no aclose()."""
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from tests.deploy.pins import pins_in
 
 REPO = Path(__file__).resolve().parents[2]
 USER_EXTRAS = ("translate", "redis", "otel")  # `test` is the suite's own
@@ -20,16 +21,7 @@ ABOVE_THE_FLOOR = {"pyyaml": "every litellm the translate extra allows needs 6.0
 
 
 def oldest_pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in (REPO / ".ci" / "oldest.txt").read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
-        assert match, line
-        name = canonicalize_name(match[1])
-        assert name not in pins, f"{name} pinned twice"
-        pins[name] = match[2]
-    return pins
+    return pins_in(REPO / ".ci" / "oldest.txt")
 
 
 def floors() -> dict[str, Version]:
