@@ -88,8 +88,8 @@ class RedisServer:
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
     server = RedisServer()
-    await server.start()
-    try:
+    try:  # a start that fails (its probe, say) still stops the process it spawned
+        await server.start()
         yield server
     finally:
         await server.kill()
