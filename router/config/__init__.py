@@ -223,8 +223,11 @@ def _keys(at: Field, warnings: list[str]) -> tuple[dict[str, Key], dict[str, Ski
     skipped: dict[str, SkippedKey] = {}
     proxies = ProxyEnvironment.read(at.environ)  # read once, here, for every key
     for name, entry in at.named():
-        if "/" in name or any(char.isspace() for char in name):
-            raise entry.error("a key name may not hold '/' or spaces (route ids are key/model)")
+        if "/" in name or any(char.isspace() or not char.isprintable() for char in name):
+            raise entry.error(
+                "a key name may not hold '/', spaces or control characters "
+                "(route ids are key/model, sent in the x-router-route header)"
+            )
         found = entry.fields(_KEY_FIELDS, required=("provider", "api_key"))
         provider = _provider(found["provider"])
         api_base = _api_base(found.get("api_base"), provider, entry)

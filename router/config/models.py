@@ -211,6 +211,9 @@ def _routes(
         model = found["model"].string()
         if not model:
             raise found["model"].error("must not be empty")
+        if not model.isprintable():
+            # The route id is sent in the x-router-route header, where none may stand.
+            raise found["model"].error("must not hold control characters")
         # Health state is kept per route id, so two routes with one id would share it.
         route_id = f"{key_name}/{model}"
         if route_id in first:

@@ -83,6 +83,8 @@ def _positive() -> Schema:
 
 
 _BOOLEAN = _typed({"type": "boolean"})
+# No control characters (the loader's str.isprintable(), for the ones an editor can show).
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 _STRING: Schema = {"type": "string"}
 _NON_EMPTY: Schema = {"type": "string", "minLength": 1}
 _STRINGS: Schema = {"type": "array", "items": _STRING}
@@ -223,7 +225,12 @@ def _timeouts(allowed: tuple[str, ...], description: str) -> Schema:
 def _route() -> Schema:
     properties: dict[str, Schema] = {
         "key": {"type": "string", "description": "a name under keys:"},
-        "model": {"type": "string", "minLength": 1, "description": "the provider's model"},
+        "model": {
+            "type": "string",
+            "minLength": 1,
+            "pattern": _PRINTABLE,
+            "description": "the provider's model",
+        },
         "priority": _integer(1),
         "weight": _positive(),
         "price": _object(
@@ -297,7 +304,7 @@ def _telemetry() -> Schema:
 
 
 def build_schema() -> Schema:
-    named = r"^[^/\s]+$"
+    named = r"^[^/\s\x00-\x1f\x7f]+$"
     properties: dict[str, Schema] = {
         "server": _server(),
         "keys": {

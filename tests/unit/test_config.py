@@ -430,6 +430,11 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             id="route-model-empty",
         ),
         pytest.param(
+            minimal('  m:\n    routes: [{key: main, model: "up\\r\\nx-injected: 1"}]\n'),
+            "models.m.routes[0].model: must not hold control characters",
+            id="route-model-with-a-line-break",
+        ),
+        pytest.param(
             minimal("  m:\n    routes: [{key: main, model: '${UPSTREAM_MODEL}'}]\n"),
             "models.m.routes[0].model: UPSTREAM_MODEL is not set",
             id="unset-variable-in-route",
