@@ -1,4 +1,4 @@
-"""The client's side of a stream, once its head has gone out.
+"""The client's side of a stream: its head, then its pieces, straight to the transport.
 
 After `prepare()` the status line is sent: a failure from then on, whatever raised it,
 can only end the stream, with an error event in the client's dialect and a clean end of
@@ -11,41 +11,80 @@ first events in one write: a stream is committed only once its first content eve
 in hand, so the head would be a write (a syscall, a TCP segment, a wake-up of the
 client) of its own for nothing.
 
+The router's own streams (`ClientStream.sse`) have a head of five known lines: it is
+written as bytes, not built by aiohttp's prepare() (its general cases: cookies,
+compression, HTTP/1.0, empty bodies, hooks, then a serialisation of a header dict),
+which was about 400 bytecodes and 9,000 instructions of C a stream. The bytes are the
+ones aiohttp writes for the same headers, and aiohttp's state (the writer's head still
+to send, the response's keep-alive and end) is set as its prepare() sets it; any case
+but the plain one (HTTP/1.0, compression, a hook, an unknown writer) goes through
+aiohttp. tests/integration/test_client_stream.py compares the two heads byte for byte.
+
 After that, each piece goes straight to the transport as one HTTP chunk, which is what
 aiohttp's writer does with it too, past its four calls per piece (type checks, the
 compression and length cases, the head still to send): they were about 4,000
 instructions of every event a stream relays (bench/instructions.py --stream-words).
-Only a plain chunked writer is written to that way (an HTTP/1.0 client, a compressed
-or counted body goes through aiohttp), and it is drained as aiohttp drains it.
+The end goes the same way. Only a plain chunked writer is written to that way (an
+HTTP/1.0 client, a compressed or counted body goes through aiohttp), and it is drained
+as aiohttp drains it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import re
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_writer import StreamWriter
 
 _DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
 
 
-def _writer_as_known() -> bool:
-    """Whether aiohttp's writer is still the one the direct writes copy: the same
-    drain limit, the same cases (compression, a length, hooks) and no new hook. Another
-    one (a later aiohttp) gets every piece through its own write()."""
+def _aiohttp_as_known() -> bool:
+    """Whether aiohttp's writer and response are still the ones the direct writes copy:
+    the same drain limit, the same cases (compression, a length, hooks), no new hook,
+    and the state its prepare() and write_eof() set where they set it. Another one (a
+    later aiohttp) gets every head and piece through its own code."""
     limit = inspect.signature(StreamWriter.write).parameters.get("LIMIT")
     hooks = set(inspect.signature(StreamWriter.__init__).parameters)
+    response = web.StreamResponse
     return (
         limit is not None
         and limit.default == _DRAIN_PAST
         and hooks == {"self", "protocol", "loop", "on_chunk_sent", "on_headers_sent"}
         and all(hasattr(StreamWriter, name) for name in ("_compress", "length", "chunked"))
+        and {"_headers_buf", "_headers_written", "_on_chunk_sent", "_on_headers_sent"}
+        <= set(StreamWriter.__init__.__code__.co_names)
+        and "on_body_write" in StreamWriter.__init__.__code__.co_names
+        and {"_eof"} <= set(StreamWriter.write_eof.__code__.co_names)
+        and {"_must_be_empty_body"} <= set(response.prepare.__code__.co_names)
+        and {"_req", "_payload_writer", "_prepare_hook"} <= set(response._start.__code__.co_names)
+        and {"_keep_alive", "_cookies", "_compression", "_chunked"}
+        <= set(response._prepare_headers.__code__.co_names)
+        and {"_eof_sent", "_req", "_body_length", "_payload_writer"}
+        <= set(response.write_eof.__code__.co_names)
     )
 
 
-_DIRECT = _writer_as_known()
+_DIRECT = _aiohttp_as_known()
+# aiohttp's rule for a header (http_writer._safe_header): no control character but tab.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SERVER = SERVER_SOFTWARE.encode()
+# The status line, the router's lines, then aiohttp's own, in the order it adds them.
+_HEAD = b"HTTP/1.1 200 OK\r\n%bTransfer-Encoding: chunked\r\nDate: %b\r\nServer: %b\r\n%b\r\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _route_line(route_id: str) -> bytes | None:
+    """The route's header line; None for an id no header may hold (aiohttp refuses it)."""
+    if _UNSAFE.search(route_id):
+        return None
+    return b"x-router-route: %b\r\n" % route_id.encode()
 
 
 class ClientStream(web.StreamResponse):
@@ -55,22 +94,84 @@ class ClientStream(web.StreamResponse):
     # aiohttp >= 3.12 (web.Response sets it too); on an older one the head goes out at
     # prepare(), which changes nothing but the count of writes.
     _send_headers_immediately = False
-    _direct: StreamWriter | None = None  # once the head is out: pieces go straight to it
-    _first = True
+    _direct: StreamWriter | None = None  # once prepared: pieces go straight to it
+    _lines: bytes | None = None  # the head's header lines, ready; None: aiohttp's prepare
+
+    @classmethod
+    def sse(cls, request_id: str, route_id: str | None, attempts: int) -> ClientStream:
+        """The router's event stream, with its request id and its routing headers."""
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-request-id": request_id,
+            "x-router-attempts": str(attempts),
+        }
+        route: bytes | None = b""
+        if route_id is not None:
+            headers["x-router-route"] = route_id
+            route = _route_line(route_id)
+        response = cls(status=200, headers=headers)
+        if route is not None and not _UNSAFE.search(request_id):
+            response._lines = (
+                b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                b"x-request-id: %b\r\nx-router-attempts: %d\r\n%b"
+                % (request_id.encode(), attempts, route)
+            )
+        return response
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._eof_sent or self._payload_writer is not None:
+            return await super().prepare(request)  # ended or prepared: nothing to do
+        lines = self._lines
+        writer = request._payload_writer
+        if (
+            lines is None
+            or not _plain(writer)
+            or request.version != HttpVersion11
+            or request.method != "POST"  # a HEAD's or CONNECT's body is empty: no chunks
+            or self._status != 200
+            or self._reason != "OK"
+            or self._cookies
+            or self._compression
+            or self._chunked
+            or _has_prepare_hooks(request)
+        ):
+            prepared = await super().prepare(request)
+            if _plain(prepared) and prepared.chunked:  # type: ignore[union-attr]
+                self._direct = prepared  # type: ignore[assignment]
+            return prepared
+        # As StreamResponse.prepare() sets it for a POST's 200 with no length, over
+        # HTTP/1.1: a body, chunked, the head buffered until the first write.
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        self._must_be_empty_body = False
+        self._req = request
+        self._payload_writer = writer
+        writer.chunked = True
+        date = rfc822_formatted_time()
+        added = {"Transfer-Encoding": "chunked", "Date": date, "Server": SERVER_SOFTWARE}
+        if not keep_alive:
+            added["Connection"] = "close"
+        self._headers.update(added)  # what was sent, for whoever reads them
+        closing = b"" if keep_alive else b"Connection: close\r\n"
+        writer._headers_buf = _HEAD % (lines, date.encode(), _SERVER, closing)
+        writer._headers_written = False
+        self._direct = writer
+        return writer
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         writer = self._direct
         if writer is None or not data or self._eof_sent or type(data) is not bytes:
-            # The head, an odd writer, aiohttp's own errors, or a view of other items.
+            # An odd writer, aiohttp's own errors, or a view of other items.
             await super().write(data)
-            if self._first:
-                self._first = False
-                self._direct = _plain_chunked(self._payload_writer)
             return
         transport = writer.transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
         chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        if writer._headers_buf is not None:
+            chunk = _take_head(writer) + chunk
         writer.buffer_size += len(chunk)
         writer.output_size += len(chunk)
         transport.write(chunk)
@@ -79,8 +180,29 @@ class ClientStream(web.StreamResponse):
             await writer.drain()  # the client reads slower than the upstream writes
 
     async def write_eof(self, data: bytes = b"") -> None:
+        if self._eof_sent:
+            return  # as aiohttp: once (the server's own call after the handler's)
         self.ended = True
-        await super().write_eof(data)
+        writer = self._direct
+        if writer is None or writer._eof or type(data) is not bytes:
+            await super().write_eof(data)
+            return
+        transport = writer.transport
+        if transport is None or transport.is_closing():
+            raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
+        end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
+        if writer._headers_buf is not None:
+            end = _take_head(writer) + end
+        writer.buffer_size += len(end)
+        writer.output_size += len(end)
+        transport.write(end)
+        await writer.drain()
+        # As aiohttp's StreamWriter.write_eof() and StreamResponse.write_eof() leave them.
+        writer._eof = True
+        self._eof_sent = True
+        self._req = None
+        self._body_length = writer.output_size
+        self._payload_writer = None
 
     async def fail(self, event: bytes) -> None:
         """End the stream with `event` unless it has ended; a client already gone is
@@ -91,19 +213,35 @@ class ClientStream(web.StreamResponse):
             await self.write_eof(event)
 
 
-def _plain_chunked(writer: AbstractStreamWriter | None) -> StreamWriter | None:
-    """`writer` when a piece can go to its transport as one chunk, as it would frame it:
-    aiohttp's own, chunked, not compressed, no length to count down, no one to tell of
-    each piece, its head already sent."""
-    if (
+def _take_head(writer: StreamWriter) -> bytes:
+    """The head aiohttp holds for the first write, marked sent (as its writer marks it)."""
+    head = writer._headers_buf
+    writer._headers_buf = None
+    writer._headers_written = True
+    return head or b""
+
+
+def _has_prepare_hooks(request: web.BaseRequest) -> bool:
+    """Whether an application would see the response before its head is built."""
+    match_info = getattr(request, "_match_info", None)  # a BaseRequest has no hooks
+    if match_info is None:
+        return False
+    for app in match_info.apps:  # noqa: SIM110 (a loop: any()'s generator costs more)
+        if app.on_response_prepare:
+            return True
+    return False
+
+
+def _plain(writer: AbstractStreamWriter | None) -> bool:
+    """Whether a piece can go to `writer`'s transport as it would frame it: aiohttp's
+    own, not compressed, no length to count down, no one to tell of the head or of
+    each piece."""
+    return (
         _DIRECT
         and type(writer) is StreamWriter
-        and writer.chunked
-        and writer.length is None
-        and getattr(writer, "_compress", None) is None
-        and getattr(writer, "_on_chunk_sent", None) is None
-        and getattr(writer, "on_body_write", None) is None  # aiohttp >= 3.14
-        and not getattr(writer, "_headers_buf", None)  # aiohttp >= 3.12: sent with a write
-    ):
-        return writer
-    return None
+        and writer.length is None  # type: ignore[union-attr]
+        and writer._compress is None  # type: ignore[union-attr]
+        and writer._on_chunk_sent is None  # type: ignore[union-attr]
+        and writer._on_headers_sent is None  # type: ignore[union-attr]
+        and writer.on_body_write is None  # type: ignore[union-attr]
+    )

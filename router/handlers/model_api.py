@@ -188,14 +188,9 @@ async def commit(
     """Send the stream's status and headers: the commit point. From here on an upstream
     failure ends the stream with an error event; it cannot fail over."""
     trace = request[REQUEST_TRACE]
-    response = ClientStream(
-        status=200,
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "x-request-id": trace.request_id,
-            **routing_headers(stream.route, stream.attempts),
-        },
+    route = stream.route
+    response = ClientStream.sse(
+        trace.request_id, None if route is None else route.id, len(stream.attempts)
     )
     await response.prepare(request)
     trace.committed = response  # from here on, any failure ends this stream (endpoint.py)

@@ -62,7 +62,7 @@ async def test_the_head_goes_out_with_the_first_events_in_one_write():
 
 async def _serve(handler) -> tuple[web.AppRunner, int]:
     app = web.Application()
-    app.router.add_get("/", handler)
+    app.router.add_route("*", "/", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -169,3 +169,205 @@ async def test_a_client_that_does_not_read_holds_the_writer_not_the_memory():
     finally:
         await runner.cleanup()
     assert b"".join(_chunks(raw)) == piece * count
+
+
+# The router's own streams: a head written as bytes, not built by aiohttp's prepare().
+
+ROUTED = ("req-7f3a", "openai-main/gpt-4o", 2)
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    """Every byte the server sends for `request`, read until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def _without_date(raw: bytes) -> bytes:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+    assert len(lines) == len(head.split(b"\r\n")) - 1, head  # exactly one Date line
+    return b"\r\n".join(lines) + sep + body
+
+
+async def _both_ways(
+    request: bytes, write: list[bytes], end: bytes, app_setup=None
+) -> tuple[bytes, bytes, list[bool]]:
+    """What a client gets for `request` from `ClientStream.sse` and from aiohttp's own
+    StreamResponse with the same headers, writing `write` then ending with `end`; and,
+    per stream, whether it built its head with aiohttp's _prepare_headers()."""
+    built_by_aiohttp: list[type] = []  # the streams whose head aiohttp built
+    original = web.StreamResponse._prepare_headers
+
+    async def spy(self: web.StreamResponse) -> None:
+        built_by_aiohttp.append(type(self))
+        await original(self)
+
+    async def routed(request: web.Request) -> web.StreamResponse:
+        response = ClientStream.sse(*ROUTED)
+        await response.prepare(request)
+        for piece in write:
+            await response.write(piece)
+        await response.write_eof(end)
+        return response
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": ROUTED[0],
+                "x-router-attempts": str(ROUTED[2]),
+                "x-router-route": ROUTED[1],
+            }
+        )
+        await response.prepare(request)
+        for piece in write:
+            await response.write(piece)
+        await response.write_eof(end)
+        return response
+
+    results = []
+    for handler in (routed, plain):
+        app = web.Application()
+        app.router.add_route("*", "/", handler)
+        if app_setup is not None:
+            app_setup(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        web.StreamResponse._prepare_headers = spy  # type: ignore[method-assign]
+        try:
+            raw = await _raw_exchange(runner.addresses[0][1], request)
+        finally:
+            web.StreamResponse._prepare_headers = original  # type: ignore[method-assign]
+            await runner.cleanup()
+        results.append(raw)
+    assert web.StreamResponse in built_by_aiohttp  # the spy sees aiohttp's own prepare
+    return results[0], results[1], [ClientStream in built_by_aiohttp]
+
+
+POST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n%b\r\n{}"
+
+
+@pytest.mark.parametrize("connection", [b"Connection: close\r\n", b""], ids=["close", "keep"])
+@pytest.mark.parametrize(
+    ("write", "end"),
+    [([EVENT], b""), ([EVENT, EVENT * 2], EVENT), ([], EVENT), ([], b"")],
+    ids=["events-then-end", "events-and-end", "end-with-events", "end-alone"],
+)
+async def test_a_routed_stream_sends_the_head_aiohttp_would_send(connection, write, end):
+    """The head is written as bytes, not built by aiohttp, and is what aiohttp builds for
+    the same headers (but for the Date, a clock's): status line, the router's lines,
+    chunked, Date, Server, and Connection: close when the client asked for it. The body
+    is framed alike, whether the head goes out with a write or with the end."""
+    request = POST % connection
+    if not connection:
+        request += b"GET /none HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    routed, plain, built = await _both_ways(request, write, end)
+    assert built == [False]  # the routed stream's head never went through aiohttp's
+    assert _without_date(routed) == _without_date(plain)
+    head, _, rest = routed.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nx-router-route: openai-main/gpt-4o\r\n" in head
+    assert (b"\r\nConnection: close" in head) == bool(connection)
+    if not connection:
+        # Kept alive: the same connection answers a second request after the stream.
+        assert rest.count(b"HTTP/1.1 ") == 1 and b"HTTP/1.1 404 Not Found" in rest
+    else:
+        assert _chunks(routed) == [p for p in [*write, end] if p]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "setup", "check"),
+    [
+        (  # HTTP/1.0: no chunks, aiohttp's plain body
+            b"POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+            None,
+            lambda raw: b"chunked" not in raw.partition(b"\r\n\r\n")[0].lower(),
+        ),
+        (  # HEAD: an empty body, so no chunks (what is written anyway is aiohttp's call)
+            b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            None,
+            lambda raw: b"chunked" not in raw.partition(b"\r\n\r\n")[0].lower(),
+        ),
+        (  # an application that sees the response first: its header goes out
+            POST % b"Connection: close\r\n",
+            lambda app: app.on_response_prepare.append(_stamp),
+            lambda raw: b"\r\nx-stamped: yes\r\n" in raw,
+        ),
+    ],
+    ids=["http-1.0", "head", "prepare-hook"],
+)
+async def test_any_other_case_goes_through_aiohttp_and_gets_its_answer(request_bytes, setup, check):
+    routed, plain, built = await _both_ways(request_bytes, [EVENT], EVENT, setup)
+    assert built == [True]
+    assert _without_date(routed) == _without_date(plain)
+    assert check(routed), routed
+
+
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["x-stamped"] = "yes"
+
+
+async def test_a_route_no_header_may_hold_is_refused_as_aiohttp_refuses_it():
+    """A route id with a control character is not written as bytes: it goes through
+    aiohttp, which refuses it rather than send a split header. (routes.yaml refuses
+    such a model or key name at load: this is the guard behind that.)"""
+    response = ClientStream.sse("req-1", "key/evil\r\nx-injected: 1", 1)
+    assert response._lines is None
+    assert ClientStream.sse("req-1", "key/model\twith-tab", 1)._lines is not None
+    assert ClientStream.sse("req-\n1", None, 1)._lines is None
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        with pytest.raises(ValueError, match=r"[Ff]orbidden"):
+            await response.prepare(request)
+        return web.Response(text="refused")
+
+    runner, port = await _serve(handler)
+    try:
+        raw = await _raw_exchange(port, POST % b"Connection: close\r\n")
+    finally:
+        await runner.cleanup()
+    assert b"x-injected" not in raw and b"refused" in raw
+
+
+async def test_after_its_end_a_routed_stream_is_in_the_state_aiohttp_leaves():
+    """What the server reads of the response after the handler: ended once, its
+    length, keep-alive; and the headers say what was sent."""
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = ClientStream.sse(*ROUTED)
+        await response.prepare(request)
+        await response.write(EVENT)
+        await response.write_eof(EVENT)
+        await response.write_eof(b"late")  # a second end is nothing, as in aiohttp
+        seen.update(
+            ended=response.ended,
+            length=response.body_length,
+            keep_alive=response.keep_alive,
+            prepared=response.prepared,
+            headers=dict(response.headers),
+        )
+        with pytest.raises(RuntimeError):
+            await response.write(EVENT)
+        return response
+
+    runner, port = await _serve(handler)
+    try:
+        raw = await _raw_exchange(port, POST % b"Connection: close\r\n")
+    finally:
+        await runner.cleanup()
+    assert _chunks(raw) == [EVENT, EVENT]
+    assert seen["ended"] is True and seen["prepared"] is True
+    assert seen["length"] == len(raw)  # as aiohttp counts it: the head and the framing
+    assert seen["keep_alive"] is False  # the client said close
+    headers = seen["headers"]
+    assert isinstance(headers, dict)
+    assert headers["Transfer-Encoding"] == "chunked" and headers["Connection"] == "close"
+    assert {"Date", "Server", "x-request-id", "x-router-route"} <= set(headers)
