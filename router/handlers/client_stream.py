@@ -15,11 +15,11 @@ The router's own streams (`ClientStream.sse`) have a head of five known lines: i
 written as bytes, not built by aiohttp's prepare() (its general cases: cookies,
 compression, HTTP/1.0, empty bodies, hooks, then a serialisation of a header dict);
 with the end written the same way, that saved about 24,000 instructions a short stream
-(3.6%, bench/instructions.py --stream). The bytes are the
-ones aiohttp writes for the same headers, and aiohttp's state (the writer's head still
-to send, the response's keep-alive and end) is set as its prepare() sets it; any case
-but the plain one (HTTP/1.0, compression, a hook, an unknown writer) goes through
-aiohttp. tests/integration/test_client_stream.py compares the two heads byte for byte.
+(3.6%, bench/instructions.py --stream). The bytes are the ones aiohttp writes for the
+same headers, and aiohttp's state (the writer's head still to send, the response's
+keep-alive and end) is set as its prepare() sets it; any case but the plain one
+(HTTP/1.0, not a POST, compression, a hook, an unknown writer) goes through aiohttp.
+tests/integration/test_client_stream.py compares the two heads byte for byte.
 
 After that, each piece goes straight to the transport as one HTTP chunk, which is what
 aiohttp's writer does with it too, past its four calls per piece (type checks, the
