@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from router.handlers.client_stream import ClientStream
+from tests.integration.test_secrets import raw_request
 
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 
@@ -177,14 +178,7 @@ ROUTED = ("req-7f3a", "openai-main/gpt-4o", 2)
 
 
 async def _raw_exchange(port: int, request: bytes) -> bytes:
-    """Every byte the server sends for `request`, read until it closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(10):
-            return await reader.read()
-    finally:
-        writer.close()
+    return await raw_request(f"http://127.0.0.1:{port}", request)
 
 
 def _without_date(raw: bytes) -> bytes:
