@@ -34,45 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import re
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_writer import StreamWriter
 
-_DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
+from router.handlers import response_head
+from router.handlers.response_head import DRAIN_PAST, take_head
 
-
-def _aiohttp_as_known() -> bool:
-    """Whether aiohttp's writer and response are still the ones the direct writes copy:
-    the same drain limit, the same cases (compression, a length, hooks), no new hook,
-    and the state its prepare() and write_eof() set where they set it. Another one (a
-    later aiohttp) gets every head and piece through its own code."""
-    limit = inspect.signature(StreamWriter.write).parameters.get("LIMIT")
-    hooks = set(inspect.signature(StreamWriter.__init__).parameters)
-    response = web.StreamResponse
-    return (
-        limit is not None
-        and limit.default == _DRAIN_PAST
-        and hooks == {"self", "protocol", "loop", "on_chunk_sent", "on_headers_sent"}
-        and all(hasattr(StreamWriter, name) for name in ("_compress", "length", "chunked"))
-        and {"_headers_buf", "_headers_written", "_on_chunk_sent", "_on_headers_sent"}
-        <= set(StreamWriter.__init__.__code__.co_names)
-        and "on_body_write" in StreamWriter.__init__.__code__.co_names
-        and {"_eof"} <= set(StreamWriter.write_eof.__code__.co_names)
-        and {"_must_be_empty_body"} <= set(response.prepare.__code__.co_names)
-        and {"_req", "_payload_writer", "_prepare_hook"} <= set(response._start.__code__.co_names)
-        and {"_keep_alive", "_cookies", "_compression", "_chunked"}
-        <= set(response._prepare_headers.__code__.co_names)
-        and {"_eof_sent", "_req", "_body_length", "_payload_writer"}
-        <= set(response.write_eof.__code__.co_names)
-    )
-
-
-_DIRECT = _aiohttp_as_known()
 # aiohttp's rule for a header (http_writer._safe_header): no control character but tab.
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SERVER = SERVER_SOFTWARE.encode()
@@ -124,31 +96,18 @@ class ClientStream(web.StreamResponse):
         if self._eof_sent or self._payload_writer is not None:
             return await super().prepare(request)  # ended or prepared: nothing to do
         lines = self._lines
-        writer = request._payload_writer
-        if (
-            lines is None
-            or not _plain(writer)
-            or request.version != HttpVersion11
-            or request.method != "POST"  # a HEAD's or CONNECT's body is empty: no chunks
-            or self._status != 200
-            or self._reason != "OK"
-            or self._cookies
-            or self._compression
-            or self._chunked
-            or _has_prepare_hooks(request)
-        ):
+        writer = None
+        if lines is not None and self._status == 200 and self._reason == "OK":
+            writer = response_head.writer_past(self, request)
+        if writer is None:
             prepared = await super().prepare(request)
-            if _plain(prepared) and prepared.chunked:  # type: ignore[union-attr]
-                self._direct = prepared  # type: ignore[assignment]
+            direct = response_head.plain(prepared)
+            if direct is not None and direct.chunked:  # an HTTP/1.0 client's is not
+                self._direct = direct
             return prepared
         # As StreamResponse.prepare() sets it for a POST's 200 with no length, over
         # HTTP/1.1: a body, chunked, the head buffered until the first write.
-        keep_alive = self._keep_alive
-        if keep_alive is None:
-            keep_alive = self._keep_alive = request.keep_alive
-        self._must_be_empty_body = False
-        self._req = request
-        self._payload_writer = writer
+        keep_alive = response_head.start(self, request, writer)
         writer.chunked = True
         date = rfc822_formatted_time()
         added = {"Transfer-Encoding": "chunked", "Date": date, "Server": SERVER_SOFTWARE}
@@ -172,11 +131,11 @@ class ClientStream(web.StreamResponse):
             raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
         chunk = b"%x\r\n%b\r\n" % (len(data), data)
         if writer._headers_buf is not None:
-            chunk = _take_head(writer) + chunk
+            chunk = take_head(writer) + chunk
         writer.buffer_size += len(chunk)
         writer.output_size += len(chunk)
         transport.write(chunk)
-        if writer.buffer_size > _DRAIN_PAST:
+        if writer.buffer_size > DRAIN_PAST:
             writer.buffer_size = 0
             await writer.drain()  # the client reads slower than the upstream writes
 
@@ -188,22 +147,10 @@ class ClientStream(web.StreamResponse):
         if writer is None or writer._eof or type(data) is not bytes:
             await super().write_eof(data)
             return
-        transport = writer.transport
-        if transport is None or transport.is_closing():
-            raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
         end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
-        if writer._headers_buf is not None:
-            end = _take_head(writer) + end
-        writer.buffer_size += len(end)
-        writer.output_size += len(end)
-        transport.write(end)
+        response_head.send_last(self, writer, end)
         await writer.drain()
-        # As aiohttp's StreamWriter.write_eof() and StreamResponse.write_eof() leave them.
-        writer._eof = True
-        self._eof_sent = True
-        self._req = None
-        self._body_length = writer.output_size
-        self._payload_writer = None
+        response_head.ended(self, writer)
 
     async def fail(self, event: bytes) -> None:
         """End the stream with `event` unless it has ended; a client already gone is
@@ -212,37 +159,3 @@ class ClientStream(web.StreamResponse):
             return
         with contextlib.suppress(ConnectionError):  # the client left: no one to tell
             await self.write_eof(event)
-
-
-def _take_head(writer: StreamWriter) -> bytes:
-    """The head aiohttp holds for the first write, marked sent (as its writer marks it)."""
-    head = writer._headers_buf
-    writer._headers_buf = None
-    writer._headers_written = True
-    return head or b""
-
-
-def _has_prepare_hooks(request: web.BaseRequest) -> bool:
-    """Whether an application would see the response before its head is built."""
-    match_info = getattr(request, "_match_info", None)  # a BaseRequest has no hooks
-    if match_info is None:
-        return False
-    for app in match_info.apps:  # noqa: SIM110 (a loop: any()'s generator costs more)
-        if app.on_response_prepare:
-            return True
-    return False
-
-
-def _plain(writer: AbstractStreamWriter | None) -> bool:
-    """Whether a piece can go to `writer`'s transport as it would frame it: aiohttp's
-    own, not compressed, no length to count down, no one to tell of the head or of
-    each piece."""
-    return (
-        _DIRECT
-        and type(writer) is StreamWriter
-        and writer.length is None  # type: ignore[union-attr]
-        and writer._compress is None  # type: ignore[union-attr]
-        and writer._on_chunk_sent is None  # type: ignore[union-attr]
-        and writer._on_headers_sent is None  # type: ignore[union-attr]
-        and writer.on_body_write is None  # type: ignore[union-attr]
-    )
