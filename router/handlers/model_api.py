@@ -14,6 +14,7 @@ from aiohttp import web
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer, Call
+from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
@@ -212,7 +213,7 @@ def answer_response(answer: Answer) -> web.Response:
     if answer.cost_usd is not None:
         # Streams send their headers before the usage exists; they log the cost instead.
         headers["x-router-cost-usd"] = f"{answer.cost_usd:.8f}"
-    return web.Response(status=answer.status, body=answer.body, headers=headers)
+    return ClientAnswer(status=answer.status, body=answer.body, headers=headers)
 
 
 async def list_models(request: web.Request) -> web.Response:
