@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 
 from router.handlers.client_answer import ClientAnswer
-from tests.integration.test_secrets import raw_request
+from tests.integration.aiohttp_heads import CLOSE, POST, served, without_date
 
 BODY = b'{"id":"chatcmpl-1","choices":[{"index":0,"message":{"content":"hi"}}]}'
 HEADERS = {"Content-Type": "application/json", "x-router-attempts": "1", "x-router-route": "k/m"}
-POST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n%b\r\n{}"
-CLOSE = b"Connection: close\r\n"
-
-
-def _without_date(raw: bytes) -> bytes:
-    """`raw` less its Date lines (a clock's): one in each answer's head."""
-    out, count = re.subn(rb"\r\nDate: [^\r\n]*", b"", raw)
-    assert count == raw.count(b"\r\nServer: "), raw  # one per head, no more
-    return out
 
 
 async def _both_ways(
@@ -34,12 +24,6 @@ async def _both_ways(
     with the same status, body and headers (and an x-request-id set after the handler,
     as the endpoint sets it); and whether aiohttp's _prepare_headers() built the
     ClientAnswer's head."""
-    built: list[type] = []
-    original = web.StreamResponse._prepare_headers
-
-    async def spy(self: web.StreamResponse) -> None:
-        built.append(type(self))
-        await original(self)
 
     def handler(kind: type[web.Response]):
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -49,24 +33,11 @@ async def _both_ways(
 
         return handle
 
-    answers = []
-    for kind in (ClientAnswer, web.Response):
-        app = web.Application()
-        app.router.add_route("*", "/", handler(kind))
-        app.router.add_get("/next", handler(web.Response))
-        if setup is not None:
-            setup(app)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        web.StreamResponse._prepare_headers = spy  # type: ignore[method-assign]
-        try:
-            answers.append(await raw_request(f"http://127.0.0.1:{runner.addresses[0][1]}", request))
-        finally:
-            web.StreamResponse._prepare_headers = original  # type: ignore[method-assign]
-            await runner.cleanup()
-    assert web.Response in built  # the spy sees aiohttp's own prepare
-    return answers[0], answers[1], ClientAnswer in built
+    extra = {"/next": handler(web.Response)}
+    ours, built = await served(handler(ClientAnswer), request, setup, extra)
+    theirs, built_theirs = await served(handler(web.Response), request, setup, extra)
+    assert web.Response in built_theirs  # the spy sees aiohttp's own prepare
+    return ours, theirs, ClientAnswer in built
 
 
 @pytest.mark.parametrize("connection", [CLOSE, b""], ids=["close", "keep"])
@@ -85,7 +56,7 @@ async def test_an_answer_sends_the_bytes_aiohttp_would_send(connection, status, 
         request += b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     ours, theirs, built = await _both_ways(request, status, body)
     assert not built
-    assert _without_date(ours) == _without_date(theirs)
+    assert without_date(ours) == without_date(theirs)
     head, _, rest = ours.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 %d " % status)
     assert b"\r\nx-request-id: req-1\r\n" in head
@@ -128,7 +99,7 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 async def test_any_other_case_is_aiohttp_s_response(request_bytes, status, setup, check):
     ours, theirs, built = await _both_ways(request_bytes, status, setup=setup)
     assert built
-    assert _without_date(ours) == _without_date(theirs)
+    assert without_date(ours) == without_date(theirs)
     assert check(ours), ours
 
 
@@ -148,15 +119,7 @@ async def test_after_its_end_an_answer_is_in_the_state_aiohttp_leaves():
         )
         return response
 
-    app = web.Application()
-    app.router.add_post("/", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        raw = await raw_request(f"http://127.0.0.1:{runner.addresses[0][1]}", POST % CLOSE)
-    finally:
-        await runner.cleanup()
+    raw, _ = await served(handler, POST % CLOSE)
     assert raw.endswith(b"\r\n\r\n" + BODY)
     assert seen["prepared"] is True
     assert seen["length"] == len(raw)  # as aiohttp counts it: the head too

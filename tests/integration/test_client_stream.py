@@ -5,13 +5,13 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import re
 import socket
 
 import pytest
 from aiohttp import web
 
 from router.handlers.client_stream import ClientStream
+from tests.integration.aiohttp_heads import POST, served, without_date
 from tests.integration.test_secrets import raw_request
 
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
@@ -182,25 +182,12 @@ async def _raw_exchange(port: int, request: bytes) -> bytes:
     return await raw_request(f"http://127.0.0.1:{port}", request)
 
 
-def _without_date(raw: bytes) -> bytes:
-    """`raw` less its Date lines (a clock's): one in each answer's head."""
-    out, count = re.subn(rb"\r\nDate: [^\r\n]*", b"", raw)
-    assert count == raw.count(b"\r\nServer: "), raw  # one per head, no more
-    return out
-
-
 async def _both_ways(
     request: bytes, write: list[bytes], end: bytes, app_setup=None
 ) -> tuple[bytes, bytes, list[bool]]:
     """What a client gets for `request` from `ClientStream.sse` and from aiohttp's own
-    StreamResponse with the same headers, writing `write` then ending with `end`; and,
-    per stream, whether it built its head with aiohttp's _prepare_headers()."""
-    built_by_aiohttp: list[type] = []  # the streams whose head aiohttp built
-    original = web.StreamResponse._prepare_headers
-
-    async def spy(self: web.StreamResponse) -> None:
-        built_by_aiohttp.append(type(self))
-        await original(self)
+    StreamResponse with the same headers, writing `write` then ending with `end`; and
+    whether aiohttp's _prepare_headers() built the ClientStream's head."""
 
     async def routed(request: web.Request) -> web.StreamResponse:
         response = ClientStream.sse(*ROUTED)
@@ -226,27 +213,10 @@ async def _both_ways(
         await response.write_eof(end)
         return response
 
-    results = []
-    for handler in (routed, plain):
-        app = web.Application()
-        app.router.add_route("*", "/", handler)
-        if app_setup is not None:
-            app_setup(app)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        web.StreamResponse._prepare_headers = spy  # type: ignore[method-assign]
-        try:
-            raw = await _raw_exchange(runner.addresses[0][1], request)
-        finally:
-            web.StreamResponse._prepare_headers = original  # type: ignore[method-assign]
-            await runner.cleanup()
-        results.append(raw)
-    assert web.StreamResponse in built_by_aiohttp  # the spy sees aiohttp's own prepare
-    return results[0], results[1], [ClientStream in built_by_aiohttp]
-
-
-POST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n%b\r\n{}"
+    ours, built = await served(routed, request, app_setup)
+    theirs, built_theirs = await served(plain, request, app_setup)
+    assert web.StreamResponse in built_theirs  # the spy sees aiohttp's own prepare
+    return ours, theirs, [ClientStream in built]
 
 
 @pytest.mark.parametrize("connection", [b"Connection: close\r\n", b""], ids=["close", "keep"])
@@ -265,7 +235,7 @@ async def test_a_routed_stream_sends_the_head_aiohttp_would_send(connection, wri
         request += b"GET /none HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     routed, plain, built = await _both_ways(request, write, end)
     assert built == [False]  # the routed stream's head never went through aiohttp's
-    assert _without_date(routed) == _without_date(plain)
+    assert without_date(routed) == without_date(plain)
     head, _, rest = routed.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\nx-router-route: openai-main/gpt-4o\r\n" in head
@@ -301,7 +271,7 @@ async def test_a_routed_stream_sends_the_head_aiohttp_would_send(connection, wri
 async def test_any_other_case_goes_through_aiohttp_and_gets_its_answer(request_bytes, setup, check):
     routed, plain, built = await _both_ways(request_bytes, [EVENT], EVENT, setup)
     assert built == [True]
-    assert _without_date(routed) == _without_date(plain)
+    assert without_date(routed) == without_date(plain)
     assert check(routed), routed
 
 
