@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.http_writer import _serialize_headers
+from aiohttp.http_writer import StreamWriter, _serialize_headers
 
 from router.handlers import response_head
 
@@ -26,7 +26,7 @@ from router.handlers import response_head
 class ClientAnswer(web.Response):
     """An answer with a body of bytes; `web.Response` in every case but the plain one."""
 
-    _past = False  # prepared here: write_eof() writes head and body itself
+    _past: StreamWriter | None = None  # prepared here: write_eof() writes to it itself
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self._eof_sent or self._payload_writer is not None:
@@ -57,16 +57,16 @@ class ClientAnswer(web.Response):
         status_line = f"HTTP/1.1 {self._status} {self._reason}"
         writer._headers_buf = _serialize_headers(status_line, headers)
         writer._headers_written = False
-        self._past = True
+        self._past = writer
         return writer
 
     async def write_eof(self, data: bytes = b"") -> None:
         if self._eof_sent:
             return
-        writer = self._payload_writer
-        if not self._past or writer is None or data:
+        writer = self._past
+        if writer is None or data:
             await super().write_eof(data)
             return
         response_head.send_last(self, writer, self._body)  # type: ignore[arg-type]
         await writer.drain()
-        response_head.ended(self, writer)  # type: ignore[arg-type]
+        response_head.ended(self, writer)
