@@ -18,6 +18,7 @@ from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
+from router.handlers.request_body import arrived
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
 from router.rules.affinity import conversation_key
 from router.types import TRANSLATE_EXTRA, Attempt, ModelSpec, Operation, Route
@@ -46,7 +47,9 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
             # then reads out (and drops) what the client sends for a while, so a client
             # still uploading reads the 413 rather than a reset connection.
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
-        body = await request.read()
+        body = arrived(request)
+        if body is None:
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(
             f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
