@@ -1,7 +1,8 @@
 """pyproject.toml's floors are the releases CI's second job installs (.ci/oldest.txt)
 and runs the whole suite on: a floor nothing ran on is a promise nobody checked. The
 aiohttp floor said 3.10 long after the router stopped importing on anything before 3.14,
-and the redis one said 5.0, whose client has no aclose()."""
+and the redis one said 5.0, whose client has no aclose(); the test extra said openai 1.40
+and packaging 23, neither installable beside litellm 1.104.0."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from packaging.version import Version
 from tests.deploy.pins import pins_in
 
 REPO = Path(__file__).resolve().parents[2]
-USER_EXTRAS = ("translate", "redis", "otel")  # `test` is the suite's own
+PROJECT = "llm-keypool-router"
+# `test` is the suite's own: its tools are floored and pinned as well.
+EXTRAS = ("translate", "redis", "otel", "test")
 # Where the oldest venv cannot hold a floor, and why.
 ABOVE_THE_FLOOR = {"pyyaml": "every litellm the translate extra allows needs 6.0.3"}
 
@@ -27,10 +30,12 @@ def oldest_pins() -> dict[str, str]:
 def floors() -> dict[str, Version]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    lines = [*project["dependencies"], *(line for name in USER_EXTRAS for line in extras[name])]
+    lines = [*project["dependencies"], *(line for name in EXTRAS for line in extras[name])]
     found: dict[str, Version] = {}
     for line in lines:
         requirement = Requirement(line)
+        if canonicalize_name(requirement.name) == PROJECT:
+            continue  # the test extra's own extras, floored above
         lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
         assert len(lower) == 1, f"{line}: one floor (>=) per dependency"
         found[canonicalize_name(requirement.name)] = Version(lower[0])
