@@ -68,5 +68,5 @@ class ClientAnswer(web.Response):
             await super().write_eof(data)
             return
         response_head.send_last(self, writer, self._body)  # type: ignore[arg-type]
+        response_head.ended(self, writer)  # before the drain, as ClientStream's end
         await writer.drain()
-        response_head.ended(self, writer)

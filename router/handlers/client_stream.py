@@ -149,8 +149,11 @@ class ClientStream(web.StreamResponse):
             return
         end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
         response_head.send_last(self, writer, end)
-        await writer.drain()
+        # Ended before the drain: a cancellation there (the drain's cut at shutdown, a
+        # client that reads nothing) leaves nothing for the server's own write_eof() to
+        # send again. (aiohttp's writer marks its end after the drain.)
         response_head.ended(self, writer)
+        await writer.drain()
 
     async def fail(self, event: bytes) -> None:
         """End the stream with `event` unless it has ended; a client already gone is

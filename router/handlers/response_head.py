@@ -48,6 +48,11 @@ def _aiohttp_as_known() -> bool:
         <= set(response._prepare_headers.__code__.co_names)
         and {"_eof_sent", "_req", "_body_length", "_payload_writer"}
         <= set(response.write_eof.__code__.co_names)
+        # ClientAnswer's: Response adds a Content-Length at _start() and writes its body
+        # of bytes as the end.
+        and {"CONTENT_LENGTH", "_body", "_chunked"} <= set(web.Response._start.__code__.co_names)
+        and {"_body", "_compressed_body", "_must_be_empty_body"}
+        <= set(web.Response.write_eof.__code__.co_names)
     )
 
 

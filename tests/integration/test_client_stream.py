@@ -173,6 +173,47 @@ async def test_a_client_that_does_not_read_holds_the_writer_not_the_memory():
     assert b"".join(_chunks(raw)) == piece * count
 
 
+async def test_an_end_cancelled_in_its_drain_is_not_sent_twice():
+    """The drain's cut at shutdown cancels a handler wherever it waits: here in the
+    end's drain, to a client that reads nothing yet. The stream counts as ended (its
+    error event is not added), and the server's own write_eof() after the handler
+    sends nothing more: one terminator, not a second after it (aiohttp's writer, which
+    marks its end after the drain, sends two)."""
+    last = b"data: " + b"z" * (16 * 1024 * 1024) + b"\n\n"
+    reading, draining = asyncio.Event(), asyncio.Event()
+    outcome: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = ClientStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(EVENT)
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().call_later(0.3, draining.set)
+        asyncio.get_running_loop().call_later(0.3, task.cancel)
+        try:
+            await response.write_eof(last)
+            outcome.append(False)  # not held: the test proves nothing
+        except asyncio.CancelledError:
+            task.uncancel()
+            outcome.append(response.ended)
+            await response.fail(b"data: error\n\n")  # as the drain's cut: skipped
+        return response
+
+    runner, port = await _serve(handler)
+    try:
+        exchange = asyncio.create_task(_exchange(port, "1.1", reading))
+        async with asyncio.timeout(5):
+            await draining.wait()
+        await asyncio.sleep(0.1)
+        reading.set()
+        raw = await exchange
+    finally:
+        await runner.cleanup()
+    assert outcome == [True]
+    assert _chunks(raw) == [EVENT, last]  # and nothing after the one terminator
+
+
 # The router's own streams: a head written as bytes, not built by aiohttp's prepare().
 
 ROUTED = ("req-7f3a", "openai-main/gpt-4o", 2)
