@@ -298,6 +298,19 @@ class FrontDoor(web.Server):
         self._open.pop(handler, None)
         super().connection_lost(handler, exc)
 
+    def pre_shutdown(self) -> None:
+        """The drain's turn, once the listener has closed: a connection serving a
+        request closes after its answer (aiohttp's `close()`); any other, idle or with a
+        head part way in, closes now. aiohttp's `close()` alone would leave those open
+        and no longer reading, so that a client's next request on one waited, unanswered,
+        for the end of the drain instead of going to a new connection (another replica)
+        at once, as nginx closes its idle keep-alive connections when it shuts down."""
+        for handler in list(self._connections):
+            if isinstance(handler, Connection) and not handler.serving:
+                handler.force_close()
+            else:
+                handler.close()
+
     def in_flight(self) -> list[web.BaseRequest]:
         """The requests whose handlers are running now (for the drain at shutdown)."""
         requests = (handler._current_request for handler in self._open)

@@ -241,3 +241,37 @@ async def test_a_second_signal_exits_at_once(tmp_path):
             stream.close()
         release.set()
     assert stopped(router)["forced"] is True and stopped(router)["abandoned"] == 1
+
+
+async def test_idle_connections_close_when_the_listener_does_and_busy_ones_after_their_answer(
+    tmp_path,
+):
+    """Past drain_grace a kept-alive connection with no request on it is closed at
+    once, so that the client's next request opens a new one (to another replica)
+    rather than wait, unread, for the drain's end; one with a stream in flight gets
+    the rest of its stream, then closes."""
+    release = asyncio.Event()
+    async with raw_upstream("/v1/chat/completions", held_upstream(release)) as upstream:
+        config = config_file(tmp_path, upstream, drain_grace=0.2, drain_timeout=20)
+        async with router_process(config) as router, aiohttp.ClientSession() as session:
+            stream = await open_stream(session, router.url)
+            host, port = router.url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+                length = int(head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0])
+                await reader.readexactly(length)  # kept alive, idle from here on
+                router.signal(signal.SIGTERM)
+                async with asyncio.timeout(5):  # drain_grace, then at once
+                    assert await reader.read() == b""  # closed by the router
+                assert not stream.content.at_eof()  # the stream is still being served
+            finally:
+                writer.close()
+            release.set()
+            rest = await stream.content.read()
+            assert rest.endswith(MORE + DONE)
+            assert await router.exit_code() == 0
+    end = stopped(router)
+    assert (end["cut"], end["abandoned"], end["forced"]) == (0, 0, False)
