@@ -114,6 +114,19 @@ def stopped(router: RouterProcess) -> dict[str, Any]:
     return event
 
 
+async def finished_in_time(
+    release: asyncio.Event, stream: aiohttp.ClientResponse, router: RouterProcess
+) -> None:
+    """`stream`, released, gets the rest of its events, and the router exits 0 having
+    cut nothing."""
+    release.set()
+    rest = await stream.content.read()
+    assert rest.endswith(MORE + DONE)
+    assert await router.exit_code() == 0
+    end = stopped(router)
+    assert (end["cut"], end["abandoned"], end["forced"]) == (0, 0, False)
+
+
 async def test_draining_says_503_on_readyz_keeps_accepting_and_lets_a_stream_finish(tmp_path):
     release = asyncio.Event()
     async with raw_upstream("/v1/chat/completions", held_upstream(release)) as upstream:
@@ -128,12 +141,7 @@ async def test_draining_says_503_on_readyz_keeps_accepting_and_lets_a_stream_fin
             assert await get(session, f"{router.url}/readyz") == (503, {"status": "draining"})
             status, models = await get(session, f"{router.url}/v1/models")
             assert status == 200 and models["data"][0]["id"] == "gpt-4o"
-            release.set()
-            rest = await stream.content.read()
-            assert rest.endswith(MORE + DONE)
-            assert await router.exit_code() == 0
-    end = stopped(router)
-    assert (end["cut"], end["abandoned"], end["forced"]) == (0, 0, False)
+            await finished_in_time(release, stream, router)
 
 
 async def test_a_stream_outliving_drain_timeout_ends_with_an_error_event(tmp_path):
@@ -269,9 +277,4 @@ async def test_idle_connections_close_when_the_listener_does_and_busy_ones_after
                 assert not stream.content.at_eof()  # the stream is still being served
             finally:
                 writer.close()
-            release.set()
-            rest = await stream.content.read()
-            assert rest.endswith(MORE + DONE)
-            assert await router.exit_code() == 0
-    end = stopped(router)
-    assert (end["cut"], end["abandoned"], end["forced"]) == (0, 0, False)
+            await finished_in_time(release, stream, router)

@@ -3,7 +3,6 @@ other goes through request.read(), and either way the handler gets the bytes sen
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import json
@@ -18,6 +17,7 @@ from router.front_door import Connection
 from router.handlers.request_body import TAKE, arrived
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import SIM_A
+from tests.integration.test_bad_input import raw_exchange
 from tests.integration.test_secrets import raw_request
 
 pytestmark = pytest.mark.skipif(not TAKE, reason="another aiohttp: every body is read()")
@@ -88,18 +88,10 @@ async def test_a_body_that_arrived_with_its_head_is_taken_and_the_connection_goe
 async def test_a_body_still_arriving_is_read():
     """The handler runs once the head is in: a body that follows later is read()."""
     body = b'{"model":"gpt-4o","messages":[]}'
+    head = f"POST / HTTP/1.1\nHost: x\nContent-Length: {len(body)}\nConnection: close\n"
     async with _server() as (port, ways):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            request = _post(body, b"Connection: close\r\n")
-            writer.write(request[: -len(body)])
-            await asyncio.sleep(0.1)
-            writer.write(body)
-            async with asyncio.timeout(10):
-                raw = await reader.read()
-        finally:
-            writer.close()
-    assert _bodies(raw) == [_answer(body)]
+        status, answer = await raw_exchange(f"http://127.0.0.1:{port}", head, body)
+    assert (status, answer) == (200, _answer(body))
     assert ways == ["read"]
 
 
