@@ -7,6 +7,7 @@ StreamReader and marked its end. `request.read()` still goes through its general
 last piece out of the buffer calls the protocol's `resume_reading()`, which feeds the
 parser an empty read through the front door's and aiohttp's `data_received()`: about
 400 bytecodes a request (`bench/bytecodes.py`), for a resume that nothing paused.
+Taking the body here costs about 80.
 
 `arrived()` takes the buffered body in one step and leaves the state `read()` leaves
 (the buffer empty, its counters moved on, the body kept for a later `read()`). Reading
