@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 
 from router.config import catalog, parse_config
+from router.handlers import answer_headers
 from router.server import bound_port, start, wait_for_signal
 from router.sim import SimKey, SimProvider
 
@@ -110,8 +111,8 @@ async def _drive(url: str, count: int) -> None:
         for number in range(1, count + 1):
             async with session.post(f"{url}/v1/chat/completions", json=body) as response:
                 text = await response.text()
-                route = response.headers.get("x-router-route", "-")
-                attempts = response.headers.get("x-router-attempts", "-")
+                route = response.headers.get(answer_headers.ROUTE, "-")
+                attempts = response.headers.get(answer_headers.ATTEMPTS, "-")
             with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
                 text = json.loads(text)["choices"][0]["message"]["content"]
             print(

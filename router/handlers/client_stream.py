@@ -42,13 +42,19 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_writer import StreamWriter
 
-from router.handlers import response_head
+from router.handlers import answer_headers, response_head
 from router.handlers.response_head import DRAIN_PAST, take_head
 
 # aiohttp's rule for a header (http_writer._safe_header): no control character but tab.
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SERVER = SERVER_SOFTWARE.encode()
-# The status line, the router's lines, then aiohttp's own, in the order it adds them.
+# The router's header lines (the route's is added when there is one); the head is the
+# status line, those lines, then aiohttp's own, in the order it adds them.
+_LINES = (
+    b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n%b: %%b\r\n%b: %%d\r\n%%b"
+    % (answer_headers.REQUEST_ID.encode(), answer_headers.ATTEMPTS.encode())
+)
+_ROUTE_LINE = answer_headers.ROUTE.encode() + b": %b\r\n"
 _HEAD = b"HTTP/1.1 200 OK\r\n%bTransfer-Encoding: chunked\r\nDate: %b\r\nServer: %b\r\n%b\r\n"
 
 
@@ -57,7 +63,7 @@ def _route_line(route_id: str) -> bytes | None:
     """The route's header line; None for an id no header may hold (aiohttp refuses it)."""
     if _UNSAFE.search(route_id):
         return None
-    return b"x-router-route: %b\r\n" % route_id.encode()
+    return _ROUTE_LINE % route_id.encode()
 
 
 class ClientStream(web.StreamResponse):
@@ -76,20 +82,16 @@ class ClientStream(web.StreamResponse):
         headers = {
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-            "x-request-id": request_id,
-            "x-router-attempts": str(attempts),
+            answer_headers.REQUEST_ID: request_id,
+            answer_headers.ATTEMPTS: str(attempts),
         }
         route: bytes | None = b""
         if route_id is not None:
-            headers["x-router-route"] = route_id
+            headers[answer_headers.ROUTE] = route_id
             route = _route_line(route_id)
         response = cls(status=200, headers=headers)
         if route is not None and not _UNSAFE.search(request_id):
-            response._lines = (
-                b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                b"x-request-id: %b\r\nx-router-attempts: %d\r\n%b"
-                % (request_id.encode(), attempts, route)
-            )
+            response._lines = _LINES % (request_id.encode(), attempts, route)
         return response
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from router.errors import InvalidRequest, NoCapacity
+from router.handlers import answer_headers
 from router.handlers.endpoint import Handler
 from router.handlers.model_api import PATHS, find_model, read_json_object
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
@@ -43,8 +44,8 @@ def count_tokens(passthrough: Handler) -> Handler:
         trace.model = model.name
         count = await count_input_tokens(route, payload, body)
         headers = {
-            "x-router-attempts": str(len(trace.attempts)),
-            "x-router-counted-by": count.method,
+            answer_headers.ATTEMPTS: str(len(trace.attempts)),
+            answer_headers.COUNTED_BY: count.method,
         }
         return web.json_response({"input_tokens": count.input_tokens}, headers=headers)
 

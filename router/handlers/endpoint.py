@@ -35,6 +35,7 @@ from router.errors import (
 )
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.handlers import answer_headers
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.handlers.trace_facts import request_facts
@@ -124,7 +125,7 @@ def endpoint(
     checks_host = hosts is not None and hosts.active
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        client_id = request.headers.get("x-request-id", "")
+        client_id = request.headers.get(answer_headers.REQUEST_ID, "")
         # An id must be unique, not secret: random's generator (seeded from os.urandom at
         # start, and again in a forked child) makes one without os.urandom's getrandom()
         # syscall, in a third of its time.
@@ -163,7 +164,7 @@ def endpoint(
                 response = _error_response(exc, request, trace, dialect)
                 status = response.status
             if not response.prepared:
-                response.headers["x-request-id"] = request_id
+                response.headers[answer_headers.REQUEST_ID] = request_id
             return response
         finally:
             if counted:
@@ -188,7 +189,7 @@ async def _cut_short(trace: RequestTrace, dialect: Dialect) -> web.StreamRespons
         await trace.committed.fail(dialect.error_event(error.message, last))
         return trace.committed
     response = error_response(error, trace, dialect)
-    response.headers["x-request-id"] = trace.request_id
+    response.headers[answer_headers.REQUEST_ID] = trace.request_id
     return response
 
 
@@ -261,7 +262,7 @@ def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> w
         trace.attempts = exc.attempts
         trace.waited = exc.waited
         trace.skipped = exc.skipped
-    headers["x-router-attempts"] = str(len(trace.attempts))
+    headers[answer_headers.ATTEMPTS] = str(len(trace.attempts))
     return web.json_response(
         dialect.error_body(exc), status=dialect.error_status(exc), headers=headers
     )

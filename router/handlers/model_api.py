@@ -14,6 +14,7 @@ from aiohttp import web
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer, Call
+from router.handlers import answer_headers
 from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
@@ -68,9 +69,9 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
 
 
 def routing_headers(route: Route | None, attempts: tuple[Attempt, ...]) -> dict[str, str]:
-    headers = {"x-router-attempts": str(len(attempts))}
+    headers = {answer_headers.ATTEMPTS: str(len(attempts))}
     if route is not None:
-        headers["x-router-route"] = route.id
+        headers[answer_headers.ROUTE] = route.id
     return headers
 
 
@@ -215,7 +216,7 @@ def answer_response(answer: Answer) -> web.Response:
     }
     if answer.cost_usd is not None:
         # Streams send their headers before the usage exists; they log the cost instead.
-        headers["x-router-cost-usd"] = f"{answer.cost_usd:.8f}"
+        headers[answer_headers.COST] = f"{answer.cost_usd:.8f}"
     return ClientAnswer(status=answer.status, body=answer.body, headers=headers)
 
 

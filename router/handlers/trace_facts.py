@@ -9,6 +9,7 @@ from aiohttp import web
 
 from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.handlers import answer_headers
 from router.handlers.state import RequestTrace, RouterState
 from router.telemetry.tracing import RequestFacts
 from router.wire.usage import Usage
@@ -37,7 +38,7 @@ def request_facts(
         traceparent=request.headers.get("traceparent"),
         # A client's own x-request-id is a header value: it stays out of the span.
         request_id=None
-        if request.headers.get("x-request-id") == trace.request_id
+        if request.headers.get(answer_headers.REQUEST_ID) == trace.request_id
         else trace.request_id,
         started=trace.started,
         ended=time.perf_counter(),
