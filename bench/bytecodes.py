@@ -1,7 +1,7 @@
 """Bytecodes executed per request, by function: where the router's Python work goes.
 
     python bench/bytecodes.py [--stream] [--lean] [--calls] [--headroom] [--requests 500]
-                              [--routes 1] [--top 40]
+                              [--routes 1] [--top 40] [--stream-words N]
 
 A sampling profile of the router is flat and, on a shared 2-core machine, counts time
 the process spent waiting for a core; callgrind's count (bench/instructions.py) is
@@ -12,7 +12,8 @@ run: the target serves a warm-up, the count is switched on (SIGUSR1), it serves
 switched off and written (SIGUSR2). A dataclass's generated `__init__` is named after
 the line that built it. Bytecodes are not time (a C call inside one can cost more than
 ten others), but a function that runs fewer of them costs less. Tracing makes the
-target about 20 times slower.
+target about 20 times slower. `--stream-words N` streams answers of N words, one event
+each, 20 ms apart, as bench/instructions.py does: what the relay costs per event.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def counted(out: str, argv: list[str]) -> None:
         runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
 
 
-def report(path: Path, requests: int, top: int, unit: str) -> None:
+def report(path: Path, requests: int, top: int, unit: str, events: int = 0) -> None:
     counts: dict[Where, int] = pickle.loads(path.read_bytes())
     prefixes = sorted({str(ROOT) + "/", *(p + "/" for p in sys.path if p)}, key=len, reverse=True)
 
@@ -93,7 +94,9 @@ def report(path: Path, requests: int, top: int, unit: str) -> None:
     by_file: collections.Counter[str] = collections.Counter()
     for (filename, _, _), n in counts.items():
         by_file[short(filename)] += n
-    print(f"{sum(counts.values()) / requests:.0f} {unit} per request\n\nby file:")
+    total = sum(counts.values()) / requests
+    per_event = f" ({total / events:,.0f} per event)" if events else ""
+    print(f"{total:,.0f} {unit} per request{per_event}\n\nby file:")
     for filename, n in by_file.most_common(top):
         print(f"{n / requests:8.0f}  {filename}")
     print("\nby function:")
@@ -112,10 +115,15 @@ def main() -> None:
     parser.add_argument(
         "--headroom", action="store_true", help="answers carry x-ratelimit-* headers"
     )
+    parser.add_argument(
+        "--stream-words", type=int, default=0, metavar="N", help="long streams, paced"
+    )
     args = parser.parse_args()
     keys = [
         arg for i in range(args.routes) for arg in ("--key", sim_key(i, headroom=args.headroom))
     ]
+    if args.stream_words:
+        keys += ["--reply-words", str(args.stream_words), "--chunk-delay", "0.02"]
     sim = subprocess.Popen(
         [sys.executable, "-m", "router.sim", "--port", "0", *keys],
         cwd=ROOT,
@@ -147,7 +155,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        url, body = ready_chat(port, target, stream=args.stream)
+        url, body = ready_chat(port, target, stream=args.stream or bool(args.stream_words))
         asyncio.run(drive(url, body, 100))
         target.send_signal(signal.SIGUSR1)
         time.sleep(0.2)
@@ -156,7 +164,8 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        report(out, args.requests, args.top, "calls" if args.calls else "bytecodes")
+        events = args.stream_words + 4 if args.stream_words else 0
+        report(out, args.requests, args.top, "calls" if args.calls else "bytecodes", events)
     finally:
         for process in (target, sim):
             if process is not None:
