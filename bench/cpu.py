@@ -11,7 +11,9 @@ busy, so it shows what a change costs. Both routers, and the bare pass-through o
 bench/passthrough.py as the floor, serve the same simulated provider, with default
 settings (info logging), at concurrency 32, in alternating order. `pass-lean` is the
 same pass-through on the router's own upstream client (bench/passthrough_lean.py): the
-router over it is what routing alone costs. The provider's CPU
+router over it is what routing alone costs. `pass-raw` is the lean one without aiohttp's
+web server in front (bench/passthrough_raw.py, a floor with none of a server's limits):
+the lean one over it is what aiohttp's server side costs a request. The provider's CPU
 per request is printed too: what the router asks of it (a usage chunk on streams) is
 work on the same cores.
 Make the other checkout with `git worktree add /tmp/old REV`.
@@ -167,6 +169,7 @@ def start_all(args: argparse.Namespace, processes: list[subprocess.Popen[bytes]]
         "this": start_router(ROOT, config),
         "pass": start_passthrough(sim_url),
         "pass-lean": start_passthrough(sim_url, "passthrough_lean.py"),
+        "pass-raw": start_passthrough(sim_url, "passthrough_raw.py"),
     }
     if args.compare:
         routers["compare"] = start_router(Path(args.compare).resolve(), config)

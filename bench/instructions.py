@@ -1,8 +1,8 @@
 """Instructions per request, counted by valgrind (callgrind): the same figure on a busy
 machine as on a quiet one, so a small change to the request path shows.
 
-    python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--compare PATH]
-                                 [--headroom] [--keep DIR] [--stream-words N]
+    python bench/instructions.py [--routes 1,100,1000] [--stream] [--lean] [--raw]
+                                 [--compare PATH] [--headroom] [--keep DIR] [--stream-words N]
 
 CPU time per request (bench/cpu.py) moves by 10-20% with whatever else runs on the
 machine; an instruction count does not move at all between runs. Each target runs
@@ -14,6 +14,8 @@ router process alone. The targets:
   each for the requested model (the pool a request chooses from);
 - `lean` (`--lean`): bench/passthrough_lean.py, the pass-through on the router's own
   upstream client: the router over it is what routing costs;
+- `raw` (`--raw`): bench/passthrough_raw.py, the lean pass-through without aiohttp's
+  web server in front: the lean one over it is what aiohttp's server side costs;
 - `compare` (`--compare PATH`): another checkout's router with the first pool size.
 `--stream-words N` streams answers of N words, one event each, 20 ms apart (a provider
 paces its tokens; the pause lets each event arrive in a read of its own even under
@@ -156,6 +158,9 @@ def main() -> None:
     parser.add_argument("--routes", default="1", metavar="N,N", help="pool sizes (default 1)")
     parser.add_argument("--stream", action="store_true", help="streamed requests")
     parser.add_argument("--lean", action="store_true", help="also the lean pass-through")
+    parser.add_argument(
+        "--raw", action="store_true", help="also the lean pass-through without aiohttp's server"
+    )
     parser.add_argument("--compare", default="", metavar="PATH", help="another checkout")
     parser.add_argument(
         "--stream-words", type=int, default=0, metavar="N", help="long streams, paced"
@@ -186,22 +191,25 @@ def main() -> None:
         mode = "streamed" if args.stream or args.stream_words else "plain"
         # The role, finish and usage chunks and the terminator besides the words.
         events = args.stream_words + 4 if args.stream_words else 0
-        targets: list[tuple[str, Path, list[str] | None]] = []
+        # (name, tree, the router's config, or the pass-through script to run instead)
+        targets: list[tuple[str, Path, str]] = []
         for size in sizes:
-            targets.append((f"routes={size}", ROOT, [str(pool_config(directory, sim_url, size))]))
+            targets.append((f"routes={size}", ROOT, str(pool_config(directory, sim_url, size))))
         if args.compare:
             config = str(pool_config(directory, sim_url, sizes[0]))
-            targets.append((f"compare routes={sizes[0]}", Path(args.compare).resolve(), [config]))
+            targets.append((f"compare routes={sizes[0]}", Path(args.compare).resolve(), config))
         if args.lean:
-            targets.append(("lean", ROOT, None))
+            targets.append(("lean", ROOT, "passthrough_lean.py"))
+        if args.raw:
+            targets.append(("raw", ROOT, "passthrough_raw.py"))
         for name, tree, config in targets:
             port = free_port()
-            if config is None:
-                lean = str(tree / "bench" / "passthrough_lean.py")
-                command = [sys.executable, lean, "--upstream", sim_url,
+            if config.endswith(".py"):
+                script = str(tree / "bench" / config)
+                command = [sys.executable, script, "--upstream", sim_url,
                            "--key", pool_secret(0), "--port", str(port)]  # fmt: skip
             else:
-                command = [sys.executable, "-m", "router", "serve", "--config", config[0],
+                command = [sys.executable, "-m", "router", "serve", "--config", config,
                            "--port", str(port)]  # fmt: skip
             args.target_name = name.replace(" ", "-")
             millions = count(command, tree, port, args)
