@@ -23,7 +23,6 @@ from importlib import resources
 from typing import Any
 
 from router.config import (
-    _KEY_FIELDS,
     _SERVER_FIELDS,
     _STATE_BACKENDS,
     _STATE_FIELDS,
@@ -32,6 +31,7 @@ from router.config import (
     _TRACES_FIELDS,
 )
 from router.config.headers import HEADER_NAME, REFUSED
+from router.config.keys import _KEY_FIELDS
 from router.config.models import (
     _BUDGET_FIELDS,
     _CACHE_PRICE_FIELDS,
