@@ -37,6 +37,7 @@ class Front(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._body: list[bytes] = []
         self._transport: asyncio.Transport | None = None
+        self._task: asyncio.Task[None] | None = None  # the loop keeps only a weak reference
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -59,7 +60,7 @@ class Front(asyncio.Protocol):
             self._transport.write(_NOT_FOUND)  # type: ignore[union-attr]
             return
         self._transport.pause_reading()  # type: ignore[union-attr]  # one at a time
-        asyncio.get_running_loop().create_task(self._forward(body))
+        self._task = asyncio.get_running_loop().create_task(self._forward(body))
 
     async def _forward(self, body: bytes) -> None:
         transport = self._transport
