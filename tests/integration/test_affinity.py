@@ -106,7 +106,7 @@ async def test_the_simulator_reports_cache_reads_as_anthropic_does(stack):
     }
     messages: list[Any] = [{"role": "user", "content": [block]}]
     first = await sdk.messages.create(
-        model="claude-sonnet-4-5", max_tokens=100, system="sys", messages=messages
+        model="claude-sonnet-4-6", max_tokens=100, system="sys", messages=messages
     )
     assert first.usage.cache_read_input_tokens == 0
     written = first.usage.cache_creation_input_tokens
@@ -116,7 +116,7 @@ async def test_the_simulator_reports_cache_reads_as_anthropic_does(stack):
         {"role": "user", "content": "and then?"},
     ]
     second = await sdk.messages.create(
-        model="claude-sonnet-4-5", max_tokens=100, system="sys", messages=messages
+        model="claude-sonnet-4-6", max_tokens=100, system="sys", messages=messages
     )
     read = second.usage.cache_read_input_tokens
     assert read is not None and read >= written

@@ -222,8 +222,8 @@ def every_endpoint_config(sim_url: str, root: str) -> str:
         models={
             "chat": model(route("a", "gpt-4o")),
             "embed": model(route("a", "text-embedding-3-small")),
-            "claude": model(route("ant", "claude-sonnet-4-5")),
-            "chat-by-claude": model(route("ant", "claude-sonnet-4-5")),
+            "claude": model(route("ant", "claude-sonnet-4-6")),
+            "chat-by-claude": model(route("ant", "claude-sonnet-4-6")),
             "claude-by-gpt": model(route("a", "gpt-4o")),
         },
     )

@@ -123,7 +123,7 @@ async def test_anthropic_cache_reads_and_writes_are_charged_at_their_prices(stac
     sim, _ = await stack.sim(ANT)
     text = routes_yaml(
         keys=[sim_key(ANT, sim.root, provider="anthropic")],
-        models={"m": model(route("ant", "claude-sonnet-4-5", price=PRICE))},
+        models={"m": model(route("ant", "claude-sonnet-4-6", price=PRICE))},
     )
     url = await stack.router(text, registry=registry)
     sdk = anthropic.AsyncAnthropic(base_url=url, api_key="client", max_retries=0, timeout=20)
@@ -134,7 +134,7 @@ async def test_anthropic_cache_reads_and_writes_are_charged_at_their_prices(stac
     written_total = 0
     for turn in range(TURNS):
         messages.append({"role": "user", "content": f"Question {turn}? " * 5})
-        before = spend(registry, "ant/claude-sonnet-4-5", "anthropic")
+        before = spend(registry, "ant/claude-sonnet-4-6", "anthropic")
         if stream:
             async with sdk.messages.stream(
                 model="m", max_tokens=64, system=system, messages=messages
@@ -155,12 +155,12 @@ async def test_anthropic_cache_reads_and_writes_are_charged_at_their_prices(stac
         # tokens_in is every input token: Anthropic's input_tokens leaves the cached out.
         assert event["tokens_in"] == usage.input_tokens + read + written
         assert (event["tokens_cached"], event["tokens_cache_written"]) == (read, written)
-        assert spend(registry, "ant/claude-sonnet-4-5", "anthropic") - before == pytest.approx(
+        assert spend(registry, "ant/claude-sonnet-4-6", "anthropic") - before == pytest.approx(
             expected
         )
         messages.append({"role": "assistant", "content": message.content[0].text})  # type: ignore[union-attr]
     assert read_turns == TURNS - 1 and written_total > 0
-    route_id = "ant/claude-sonnet-4-5"
+    route_id = "ant/claude-sonnet-4-6"
     assert cache_tokens(registry, route_id, "anthropic", "write") == written_total
     await sdk.close()
 

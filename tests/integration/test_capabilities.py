@@ -123,7 +123,7 @@ async def test_the_400_is_in_anthropics_shape_for_messages(stack):
     sim, _ = await stack.sim(ANT_A)
     text = routes_yaml(
         keys=[sim_key(ANT_A, sim.root, provider="anthropic")],
-        models={"claude": model(route("ant-a", "claude-sonnet-4-5", capabilities=["tools"]))},
+        models={"claude": model(route("ant-a", "claude-sonnet-4-6", capabilities=["tools"]))},
     )
     url = await stack.router(text)
     sdk = anthropic.AsyncAnthropic(base_url=url, api_key="client", max_retries=0, timeout=20)

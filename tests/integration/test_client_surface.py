@@ -38,7 +38,7 @@ def claude_config(root: str) -> str:
         keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
         models={
             "claude": model(
-                route("ant-a", "claude-sonnet-4-5"), route("ant-b", "claude-sonnet-4-5", priority=2)
+                route("ant-a", "claude-sonnet-4-6"), route("ant-b", "claude-sonnet-4-6", priority=2)
             )
         },
     )
@@ -139,7 +139,7 @@ async def test_an_anthropic_stream_names_its_route(stack):
     async with sdk(url).messages.stream(model="claude", max_tokens=16, messages=HI) as stream:
         text = await stream.get_final_text()
         headers = stream.response.headers
-    assert headers["x-router-route"] == "ant-b/claude-sonnet-4-5"
+    assert headers["x-router-route"] == "ant-b/claude-sonnet-4-6"
     assert headers["x-router-attempts"] == "2"
     assert text.startswith("Hello from ant-b")
 

@@ -161,7 +161,7 @@ async def test_stream_usage_false_keeps_the_ask_from_that_key_only(stack):
 def test_stream_usage_applies_to_keys_whose_streams_are_passed_through():
     text = """
 keys: {claude: {provider: anthropic, api_key: sk-ant-test-0001, stream_usage: false}}
-models: {claude: {routes: [{key: claude, model: claude-sonnet-4-5}]}}
+models: {claude: {routes: [{key: claude, model: claude-sonnet-4-6}]}}
 """
     with pytest.raises(ConfigError, match="stream_usage applies to providers openai and azure"):
         parse_config(text, source="routes.yaml", environ={})

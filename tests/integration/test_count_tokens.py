@@ -29,8 +29,8 @@ def claude_config(root: str, **route_fields: Any) -> str:
         keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
         models={
             "claude": model(
-                route("ant-a", "claude-sonnet-4-5", **route_fields),
-                route("ant-b", "claude-sonnet-4-5", priority=2, **route_fields),
+                route("ant-a", "claude-sonnet-4-6", **route_fields),
+                route("ant-b", "claude-sonnet-4-6", priority=2, **route_fields),
             )
         },
     )
@@ -55,11 +55,11 @@ async def test_count_tokens_passes_through_to_an_anthropic_route(stack):
         model="claude", max_tokens=16, system=SYSTEM, messages=HI
     )
     assert counted == message.usage.input_tokens  # the provider's own count
-    assert headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
+    assert headers["x-router-route"] == "ant-a/claude-sonnet-4-6"
     sent = next(r for r in sim.requests if r.path == "/v1/messages/count_tokens")
     assert sent.headers["x-api-key"] == ANT_A.api_key
     assert "client" not in sent.headers.get("authorization", "")
-    assert json.loads(sent.body) == {"model": "claude-sonnet-4-5", "messages": HI, "system": SYSTEM}
+    assert json.loads(sent.body) == {"model": "claude-sonnet-4-6", "messages": HI, "system": SYSTEM}
     assert sim.stats["ant-a"].by_format == {"anthropic_count_tokens": 1, "anthropic": 1}
 
 
@@ -70,15 +70,15 @@ async def test_count_tokens_fails_over_and_teaches_health_nothing(stack, clock):
     url = await stack.router(claude_config(sim.root), clock=clock)
     sim.inject("ant-a", Fault.rate_limit(retry_after=30))
     headers, counted = await count(url)
-    assert headers["x-router-route"] == "ant-b/claude-sonnet-4-5"
+    assert headers["x-router-route"] == "ant-b/claude-sonnet-4-6"
     assert headers["x-router-attempts"] == "2"
     assert counted > 0
     routes, _keys = await admin_state(url)
-    assert routes["ant-a/claude-sonnet-4-5"]["state"] == "available"
+    assert routes["ant-a/claude-sonnet-4-6"]["state"] == "available"
     raw = await sdk(url).messages.with_raw_response.create(
         model="claude", max_tokens=16, messages=HI
     )
-    assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
+    assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-6"
 
 
 async def test_a_count_no_key_can_take_upstream_is_estimated_here(stack):
@@ -142,12 +142,12 @@ async def test_a_mixed_model_counts_upstream_on_its_anthropic_route(stack):
     config = routes_yaml(
         keys=[sim_key(SIM_A, sim_url), sim_key(ANT_A, sim.root, provider="anthropic")],
         models={
-            "mixed": model(route("a", "gpt-4o"), route("ant-a", "claude-sonnet-4-5", priority=2))
+            "mixed": model(route("a", "gpt-4o"), route("ant-a", "claude-sonnet-4-6", priority=2))
         },
     )
     url = await stack.router(config)
     headers, counted = await count(url, "mixed")
-    assert headers["x-router-route"] == "ant-a/claude-sonnet-4-5" and counted > 0
+    assert headers["x-router-route"] == "ant-a/claude-sonnet-4-6" and counted > 0
     assert sim.stats["a"].requests == 0
 
 

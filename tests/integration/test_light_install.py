@@ -112,7 +112,7 @@ async def test_same_format_routes_serve_without_litellm(stack, tmp_path, without
             keys=[sim_key(SIM_A, sim_url), sim_key(ANT, sim.root, provider="anthropic")],
             models={
                 "gpt-4o": model(route("a", "gpt-4o")),
-                "claude": model(route("ant", "claude-sonnet-4-5")),
+                "claude": model(route("ant", "claude-sonnet-4-6")),
             },
         )
     )
@@ -126,7 +126,7 @@ async def test_same_format_routes_serve_without_litellm(stack, tmp_path, without
             ) as response:
                 assert response.status == 200
                 answer = await response.json()
-            assert answer["content"][0]["text"] == "Hello from ant via claude-sonnet-4-5."
+            assert answer["content"][0]["text"] == "Hello from ant via claude-sonnet-4-6."
             # Chat completions from an Anthropic key would need translation: refused in
             # OpenAI's error shape, naming the extra.
             chat = {"model": "claude", "messages": HI}
@@ -152,7 +152,7 @@ async def test_with_litellm_a_passthrough_pool_loads_it_only_for_translation(sta
             keys=[sim_key(SIM_A, sim_url), sim_key(ANT, sim.root, provider="anthropic")],
             models={
                 "gpt-4o": model(route("a", "gpt-4o")),
-                "claude": model(route("ant", "claude-sonnet-4-5")),
+                "claude": model(route("ant", "claude-sonnet-4-6")),
             },
         )
     )
@@ -168,7 +168,7 @@ async def test_with_litellm_a_passthrough_pool_loads_it_only_for_translation(sta
             assert response.status == 200
         assert attempts.read_text() == ""
         completion = await openai_client.chat.completions.create(model="claude", messages=HI)
-        assert completion.choices[0].message.content == "Hello from ant via claude-sonnet-4-5."
+        assert completion.choices[0].message.content == "Hello from ant via claude-sonnet-4-6."
     assert attempts.read_text().startswith("litellm\n")
 
 

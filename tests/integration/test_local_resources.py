@@ -42,7 +42,7 @@ async def main():
             keys=[*sim_keys(sim_url, SIM_A, SIM_B), *sim_keys(root, ANT, provider="anthropic")],
             models={
                 "gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o")),
-                "claude": model(route("ant", "claude-sonnet-4-5")),
+                "claude": model(route("ant", "claude-sonnet-4-6")),
             },
         )
         runner = await start(parse_config(text, source="routes.yaml", environ={}), "127.0.0.1", 0)

@@ -37,7 +37,7 @@ def claude_config(root: str, **sections: Any) -> str:
         keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
         models={
             "claude": model(
-                route("ant-a", "claude-sonnet-4-5"), route("ant-b", "claude-sonnet-4-5", priority=2)
+                route("ant-a", "claude-sonnet-4-6"), route("ant-b", "claude-sonnet-4-6", priority=2)
             )
         },
         **sections,
@@ -61,15 +61,15 @@ class TestAnthropicMessages:
         sim, _ = await stack.sim(ANT_A, ANT_B)
         url = await stack.router(claude_config(sim.root))
         headers, message = await ask_claude(url)
-        assert message.content[0].text == "Hello from ant-a via claude-sonnet-4-5."
+        assert message.content[0].text == "Hello from ant-a via claude-sonnet-4-6."
         assert message.usage.input_tokens > 0
-        assert headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
+        assert headers["x-router-route"] == "ant-a/claude-sonnet-4-6"
         sent = sim.requests[-1]
         assert sent.path == "/v1/messages"
         assert sent.headers["x-api-key"] == ANT_A.api_key
         assert sent.headers["anthropic-version"]  # the SDK's, passed on
         assert "client-token" not in json.dumps(sent.headers)
-        assert json.loads(sent.body)["model"] == "claude-sonnet-4-5"
+        assert json.loads(sent.body)["model"] == "claude-sonnet-4-6"
 
     async def test_a_stream_passes_through_event_by_event(self, stack):
         sim, _ = await stack.sim(ANT_A, ANT_B)
@@ -79,7 +79,7 @@ class TestAnthropicMessages:
         ) as stream:
             text = "".join([piece async for piece in stream.text_stream])
             final = await stream.get_final_message()
-        assert text == "Hello from ant-a via claude-sonnet-4-5."
+        assert text == "Hello from ant-a via claude-sonnet-4-6."
         assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
 
     @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ class TestAnthropicMessages:
         url = await stack.router(claude_config(sim.root), clock=clock)
         sim.inject("ant-a", fault)
         headers, message = await ask_claude(url)
-        assert headers["x-router-route"] == "ant-b/claude-sonnet-4-5"
+        assert headers["x-router-route"] == "ant-b/claude-sonnet-4-6"
         assert message.content[0].text.startswith("Hello from ant-b")
 
     async def test_rate_limited_key_cools_for_its_retry_after(self, stack, clock):
@@ -107,7 +107,7 @@ class TestAnthropicMessages:
             await ask_claude(url)
         assert sim.stats["ant-a"].requests == 1
         clock.advance(30.5)
-        assert (await ask_claude(url))[0]["x-router-route"] == "ant-a/claude-sonnet-4-5"
+        assert (await ask_claude(url))[0]["x-router-route"] == "ant-a/claude-sonnet-4-6"
 
     async def test_credit_balance_takes_the_key_out(self, stack, clock):
         sim, _ = await stack.sim(ANT_A, ANT_B)
@@ -124,7 +124,7 @@ class TestAnthropicMessages:
         sim, _ = await stack.sim(limited, ANT_B, clock=clock)
         url = await stack.router(claude_config(sim.root), clock=clock)
         routes = [(await ask_claude(url))[0]["x-router-route"] for _ in range(4)]
-        assert routes == ["ant-a/claude-sonnet-4-5"] * 2 + ["ant-b/claude-sonnet-4-5"] * 2
+        assert routes == ["ant-a/claude-sonnet-4-6"] * 2 + ["ant-b/claude-sonnet-4-6"] * 2
         assert sim.stats["ant-a"].rejected == 0
 
     @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ class TestAnthropicMessages:
             model="claude", max_tokens=64, messages=HI
         ) as stream:
             text = "".join([piece async for piece in stream.text_stream])
-        assert text == "Hello from ant-b via claude-sonnet-4-5."
+        assert text == "Hello from ant-b via claude-sonnet-4-6."
 
     async def test_a_stream_failing_after_its_first_content_ends_with_an_error(self, stack):
         sim, _ = await stack.sim(ANT_A, ANT_B)
@@ -248,7 +248,7 @@ class TestTranslatedChat:
             ],
             models={
                 "gpt-4o": model(
-                    route("a", "gpt-4o"), route("ant-a", "claude-sonnet-4-5", priority=2)
+                    route("a", "gpt-4o"), route("ant-a", "claude-sonnet-4-6", priority=2)
                 ),
                 "flash": model(
                     route("gem", "gemini-2.5-flash"), route("gem2", "gemini-2.5-flash", priority=2)
@@ -264,14 +264,14 @@ class TestTranslatedChat:
             model="gpt-4o", messages=HI
         )
         completion = raw.parse()
-        assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-5"
-        assert completion.choices[0].message.content == "Hello from ant-a via claude-sonnet-4-5."
+        assert raw.headers["x-router-route"] == "ant-a/claude-sonnet-4-6"
+        assert completion.choices[0].message.content == "Hello from ant-a via claude-sonnet-4-6."
         assert completion.usage.prompt_tokens > 0
         assert sim.requests[-1].path == "/v1/messages"
         stream = await client(url).chat.completions.create(model="gpt-4o", messages=HI, stream=True)
         chunks = [c async for c in stream]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert text == "Hello from ant-a via claude-sonnet-4-5."
+        assert text == "Hello from ant-a via claude-sonnet-4-6."
         assert all(c.usage is None for c in chunks)  # usage kept back: not asked for
 
     async def test_gemini_routes_serve_and_fail_over_on_resource_exhausted(self, stack, clock):

@@ -38,7 +38,7 @@ def claude_config(root: str) -> str:
         keys=sim_keys(root, ANT_A, ANT_B, provider="anthropic"),
         models={
             "claude": model(
-                route("ant-a", "claude-sonnet-4-5"), route("ant-b", "claude-sonnet-4-5", priority=2)
+                route("ant-a", "claude-sonnet-4-6"), route("ant-b", "claude-sonnet-4-6", priority=2)
             )
         },
         timeouts={"idle": 0.5},

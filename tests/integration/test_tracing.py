@@ -273,7 +273,7 @@ async def test_an_anthropic_stream_names_its_provider_and_its_usage(stack):
     async with collector() as received:
         yaml_text = routes_yaml(
             keys=sim_keys(sim.root, ANT, provider="anthropic"),
-            models={"claude": {"routes": [route("ant", "claude-sonnet-4-5")]}},
+            models={"claude": {"routes": [route("ant", "claude-sonnet-4-6")]}},
             telemetry={"traces": {"endpoint": received.url}},
         )
         runner = await _start(yaml_text)
@@ -290,11 +290,11 @@ async def test_an_anthropic_stream_names_its_provider_and_its_usage(stack):
             await runner.cleanup()
     request, attempt = _by_trace(received.spans()).popitem()[1]
     assert request["name"] == "chat claude"
-    assert attempt["name"] == "chat claude-sonnet-4-5"
+    assert attempt["name"] == "chat claude-sonnet-4-6"
     for span in (request, attempt):
         attributes = span["attributes"]
         assert attributes["gen_ai.provider.name"] == "anthropic"
-        assert attributes["gen_ai.response.model"] == "claude-sonnet-4-5"
+        assert attributes["gen_ai.response.model"] == "claude-sonnet-4-6"
         assert attributes["gen_ai.usage.output_tokens"] == final.usage.output_tokens
     assert request["attributes"]["url.path"] == "/v1/messages"
     assert ANT.api_key.encode() not in b"".join(received.payloads)

@@ -203,8 +203,8 @@ async def test_a_deep_anthropic_error_event_fails_over(stack, before):
             ],
             models={
                 "claude": model(
-                    route("bad", "claude-sonnet-4-5"),
-                    route("ant", "claude-sonnet-4-5", priority=2),
+                    route("bad", "claude-sonnet-4-6"),
+                    route("ant", "claude-sonnet-4-6", priority=2),
                 )
             },
         )
@@ -215,7 +215,7 @@ async def test_a_deep_anthropic_error_event_fails_over(stack, before):
             session.post(f"{url}/v1/messages", json=body) as response,
         ):
             assert response.status == 200
-            assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
+            assert response.headers["x-router-route"] == "ant/claude-sonnet-4-6"
             assert (await response.read()).rstrip().endswith(b'{"type":"message_stop"}')
 
 
@@ -244,7 +244,7 @@ async def test_a_translated_route_follows_no_redirect_with_its_key(stack, stream
                     sim_key(SIM_A, sim_url),
                 ],
                 models={
-                    "m": model(route("bad", "claude-sonnet-4-5"), route("a", "gpt-4o", priority=2))
+                    "m": model(route("bad", "claude-sonnet-4-6"), route("a", "gpt-4o", priority=2))
                 },
             )
             url = await stack.router(config)
@@ -280,7 +280,7 @@ async def test_an_anthropic_client_on_an_openai_key_follows_no_redirect(stack, s
                 ],
                 models={
                     "m": model(
-                        route("bad", "gpt-4o"), route("ant", "claude-sonnet-4-5", priority=2)
+                        route("bad", "gpt-4o"), route("ant", "claude-sonnet-4-6", priority=2)
                     )
                 },
             )
@@ -292,5 +292,5 @@ async def test_an_anthropic_client_on_an_openai_key_follows_no_redirect(stack, s
             ):
                 text = await response.read()
                 assert response.status == 200, text[:300]
-                assert response.headers["x-router-route"] == "ant/claude-sonnet-4-5"
+                assert response.headers["x-router-route"] == "ant/claude-sonnet-4-6"
     assert reached == []

@@ -194,7 +194,7 @@ def test_a_keys_proxy_that_litellm_will_not_take_is_warned_about_at_load():
             key("px", api_key="pplx-000000000008", provider="perplexity", proxy="corp:3128"),
         ],
         models={
-            "sonnet": model(route("claude", "claude-sonnet-4-5"), route("plain", "x")),
+            "sonnet": model(route("claude", "claude-sonnet-4-6"), route("plain", "x")),
             "gpt-4o": model(route("gpt", "gpt-4o"), route("az", "gpt-4o")),
             "routed": model(route("or", "anthropic/claude-sonnet-4"), route("gq", "llama")),
             "command": model(route("co", "command-r")),
