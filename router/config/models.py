@@ -84,28 +84,8 @@ def parse_models(
         for name in names
     }
     prices = {name: model_price(routes[name]) for name in names}
-    fallbacks: dict[str, tuple[str, ...]] = {}
-    fallback_at: dict[str, Field] = {}
-    for name, entry in entries:
-        found = found_of[name]
-        if "fallback" in found:
-            fallback_at[name] = found["fallback"]
-            fallbacks[name] = _fallback(found["fallback"], name, names, prices)
-        else:
-            fallbacks[name] = ()
-        written = found["routes"].items() if "routes" in found else []
-        if not written and not fallbacks[name]:
-            raise entry.error("needs at least one route or a fallback")
-    _reject_cycles(fallbacks, fallback_at)
-    context: dict[str, tuple[str, ...]] = {}
-    for name in names:
-        found = found_of[name]
-        context[name] = (
-            _model_list(found["context_fallback"], name, names)
-            if "context_fallback" in found
-            else ()
-        )
-    _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
+    fallbacks = _fallbacks(entries, found_of, prices)
+    context = _context_fallbacks(found_of)
     chains = {name: _chain(name, fallbacks) for name in names}
     routes_for = {name: _routes_per_operation(routes[name]) for name in names}
     specs = {
@@ -133,6 +113,43 @@ def parse_models(
         if note := _unserved_warning(specs[name], specs, "routes" in found_of[name]):
             warnings.append(note)
     return specs
+
+
+def _fallbacks(
+    entries: list[tuple[str, Field]],
+    found_of: Mapping[str, Mapping[str, Field]],
+    prices: Mapping[str, Price | None],
+) -> dict[str, tuple[str, ...]]:
+    """Each model's `fallback:` (a list of models, or `cheaper`), checked for cycles; a
+    model with neither routes nor a fallback is refused."""
+    names = found_of.keys()
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    fallback_at: dict[str, Field] = {}
+    for name, entry in entries:
+        found = found_of[name]
+        if "fallback" in found:
+            fallback_at[name] = found["fallback"]
+            fallbacks[name] = _fallback(found["fallback"], name, names, prices)
+        else:
+            fallbacks[name] = ()
+        written = found["routes"].items() if "routes" in found else []
+        if not written and not fallbacks[name]:
+            raise entry.error("needs at least one route or a fallback")
+    _reject_cycles(fallbacks, fallback_at)
+    return fallbacks
+
+
+def _context_fallbacks(found_of: Mapping[str, Mapping[str, Field]]) -> dict[str, tuple[str, ...]]:
+    """Each model's `context_fallback:` (models with larger windows), checked for cycles."""
+    names = found_of.keys()
+    context = {
+        name: _model_list(found["context_fallback"], name, names)
+        if "context_fallback" in found
+        else ()
+        for name, found in found_of.items()
+    }
+    _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
+    return context
 
 
 def model_price(routes: tuple[Route, ...]) -> Price | None:
