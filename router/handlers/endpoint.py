@@ -39,8 +39,8 @@ from router.handlers import answer_headers
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.handlers.trace_facts import request_facts
+from router.telemetry.labels import UNKNOWN_MODEL
 from router.telemetry.logs import bind_request_id
-from router.telemetry.metrics import UNKNOWN_MODEL
 from router.wire.dialects import OPENAI_CHAT, Dialect
 from router.wire.stream_watch import StreamEnd
 

@@ -12,8 +12,9 @@ from router.failover.call import Answer
 from router.handlers.client_stream import ClientStream
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
+from router.telemetry.labels import RequestOutcome
 from router.telemetry.logs import RequestLog
-from router.telemetry.metrics import Metrics, RequestOutcome
+from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import Tracing
 from router.types import Attempt, Config, FailureClass
 from router.wire.stream_watch import StreamEnd

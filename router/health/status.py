@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from router.health.store import Block
 from router.health.tracker import HealthTracker
 from router.rules.plan import RouteHealth, unavailability
-from router.telemetry.metrics import RouteState
+from router.telemetry.labels import RouteState
 from router.types import BlockReason, Config, Route
 
 _STATE_OF_REASON: Mapping[BlockReason, RouteState] = {

@@ -1,7 +1,8 @@
 """Every metric the router exports, built on one injected CollectorRegistry.
 
 Label values come only from the config (model, key, route and provider names) or from
-the fixed enums below, so a client sending `model: random-123` cannot create a series.
+the fixed enums of labels.py, so a client sending `model: random-123` cannot create a
+series.
 
 A series is created when it first has something to say (an attempt with that outcome,
 a failover for that reason, a route that left `available`), so the page grows with
@@ -24,9 +25,8 @@ renders (handlers/scrape.py), for the routes that have state only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from prometheus_client import (
@@ -38,181 +38,26 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from router.telemetry.children import FastCounter, FastGauge, FastHistogram, Spawner
+from router.telemetry.children import FastHistogram, Spawner
 from router.telemetry.exposition import Renderer
 from router.telemetry.headroom import HeadroomGauges, values_of
+from router.telemetry.labels import RequestOutcome, RouteState, route_labels
+from router.telemetry.series import ModelSeries, RouteSeries
 from router.types import DISTRIBUTION, BlockReason, Config, FailureClass, Headroom, Key, Route
 
 # Process-wide and at import, so every registry (the app's, a test's) renders without
 # `_created` series; PROMETHEUS_DISABLE_CREATED_SERIES would depend on the environment.
 disable_created_metrics()
 
-UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 # 50 ms to 5 min: LLM calls span first tokens in tens of ms to long generations.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 # 10 ms to 60 s: a wait is bounded by failover.max_wait (15 s by default).
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
 
-
-class RequestOutcome(StrEnum):
-    SERVED = "served"
-    SERVED_AFTER_FAILOVER = "served_after_failover"
-    SERVED_BY_FALLBACK = "served_by_fallback"
-    REJECTED = "rejected"  # 4xx: the request's own fault (ours or the provider's verdict)
-    EXHAUSTED = "exhausted"  # 429: every route rate limited
-    FAILED = "failed"  # 5xx: routes down, deadline passed, internal error
-    CANCELLED = "cancelled"  # the client went away first
-
-
-class AttemptOutcome(StrEnum):
-    OK = "ok"
-    RATE_LIMITED = "rate_limited"
-    QUOTA = "quota"
-    AUTH = "auth"
-    SERVER_ERROR = "server_error"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    LOCAL_RESOURCE = "local_resource"
-    BAD_REQUEST = "bad_request"
-
-
-class RouteState(StrEnum):
-    AVAILABLE = "available"
-    COOLING_DOWN = "cooling_down"  # rate limited: a 429's cooldown or spent headroom
-    CIRCUIT_OPEN = "circuit_open"
-    HALF_OPEN = "half_open"  # the circuit lets one probe through
-    DISABLED = "disabled"  # the key is out (quota, auth) or the route is misconfigured
-
-
-ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
-    FailureClass.OK: AttemptOutcome.OK,
-    FailureClass.RATE_LIMITED: AttemptOutcome.RATE_LIMITED,
-    FailureClass.EXCEEDS_TPM: AttemptOutcome.RATE_LIMITED,
-    FailureClass.QUOTA: AttemptOutcome.QUOTA,
-    FailureClass.AUTH: AttemptOutcome.AUTH,
-    FailureClass.OVERLOADED: AttemptOutcome.SERVER_ERROR,
-    FailureClass.SERVER_ERROR: AttemptOutcome.SERVER_ERROR,
-    FailureClass.MODEL_NOT_FOUND: AttemptOutcome.SERVER_ERROR,
-    FailureClass.REDIRECT: AttemptOutcome.SERVER_ERROR,
-    FailureClass.TIMEOUT: AttemptOutcome.TIMEOUT,
-    FailureClass.CONNECTION: AttemptOutcome.CONNECTION,
-    FailureClass.LOCAL_RESOURCE: AttemptOutcome.LOCAL_RESOURCE,
-    FailureClass.CONTEXT_TOO_LONG: AttemptOutcome.BAD_REQUEST,
-    FailureClass.CONTENT_POLICY: AttemptOutcome.BAD_REQUEST,
-    FailureClass.BAD_REQUEST: AttemptOutcome.BAD_REQUEST,
-    FailureClass.UNKNOWN: AttemptOutcome.BAD_REQUEST,
-}
 # A misconfigured route shows as route_state disabled, not as its key disabled.
 DISABLE_REASONS = tuple(reason for reason in BlockReason if reason.takes_key_out)
 _ROUTE = ("route", "key", "provider")
-
-
-def route_labels(route: Route) -> tuple[str, str, str]:
-    return route.id, route.key.name, route.key.provider
-
-
-class _Children(dict[Any, Any]):
-    """A map to a metric's children that creates each one on first use."""
-
-    __slots__ = ("_make",)
-
-    def __init__(self, make: Callable[[Any], Any]) -> None:
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, key: Any) -> Any:
-        child = self[key] = self._make(key)
-        return child
-
-
-class _FirstUse:
-    """Stands in a series' slot until its first increment or observation, which makes
-    the child (`make()`), puts it in the slot and passes the value on: the series is
-    created when it first has something to say, and every later use is a plain slot
-    read (a property was a call on every request)."""
-
-    __slots__ = ("_child", "_make", "_name", "_owner")
-
-    def __init__(self, owner: Any, name: str, make: Callable[[], Any]) -> None:
-        self._owner, self._name, self._make = owner, name, make
-        self._child: Any = None
-
-    def _made(self) -> Any:
-        # A caller that read the slot before the first use still holds this stand-in.
-        if self._child is None:
-            self._child = self._make()
-            setattr(self._owner, self._name, self._child)
-        return self._child
-
-    def inc(self, amount: float) -> None:
-        self._made().inc(amount)
-
-    def dec(self, amount: float) -> None:
-        self._made().dec(amount)
-
-    def observe(self, amount: float) -> None:
-        self._made().observe(amount)
-
-
-class RouteSeries:
-    """One (client model, route)'s series, resolved once and each created on first use:
-    `labels()` takes a lock and builds a key on every call, which adds up on the request
-    path. Only pairs where the route is one of the model's own (attempts record the
-    model whose route served)."""
-
-    __slots__ = ("attempts", "cache_read", "cache_write", "failovers", "spend", "tokens_in",
-                 "tokens_out", "upstream_seconds")  # fmt: skip
-
-    def __init__(self, metrics: Metrics, model: str, route: Route) -> None:
-        labels = (model, *route_labels(route))
-        provider = route.key.provider
-        self.attempts: dict[FailureClass, FastCounter] = _Children(
-            lambda f: FastCounter(metrics.attempts.labels(*labels, ATTEMPT_OUTCOME[f].value))
-        )
-        self.failovers: dict[FailureClass, FastCounter] = _Children(
-            lambda f: FastCounter(metrics.failovers.labels(*labels, f.value))
-        )
-        self.upstream_seconds: Any = _FirstUse(
-            self,
-            "upstream_seconds",
-            lambda: FastHistogram(metrics.upstream_seconds_of(model, provider)),
-        )
-        self.tokens_in: Any = _FirstUse(
-            self, "tokens_in", lambda: FastCounter(metrics.tokens.labels(*labels, "input"))
-        )
-        self.tokens_out: Any = _FirstUse(
-            self, "tokens_out", lambda: FastCounter(metrics.tokens.labels(*labels, "output"))
-        )
-        self.cache_read: Any = _FirstUse(
-            self, "cache_read", lambda: FastCounter(metrics.cached_tokens.labels(*labels, "read"))
-        )
-        self.cache_write: Any = _FirstUse(
-            self,
-            "cache_write",
-            lambda: FastCounter(metrics.cached_tokens.labels(*labels, "write")),
-        )
-        self.spend: Any = _FirstUse(
-            self, "spend", lambda: FastCounter(metrics.spend.labels(*labels))
-        )
-
-
-class ModelSeries:
-    """A client model's series, each created on first use (requests by outcome: at
-    startup for configured models, see the module's docstring)."""
-
-    __slots__ = ("in_flight", "requests", "seconds")
-
-    def __init__(self, metrics: Metrics, model: str) -> None:
-        self.requests: dict[RequestOutcome, FastCounter] = _Children(
-            lambda o: FastCounter(metrics.requests.labels(model, o.value))
-        )
-        self.seconds: Any = _FirstUse(
-            self, "seconds", lambda: FastHistogram(metrics.request_seconds.labels(model))
-        )
-        self.in_flight: Any = _FirstUse(
-            self, "in_flight", lambda: FastGauge(metrics.in_flight.labels(model))
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.config import parse_config
-from router.telemetry.metrics import Metrics, RouteState
+from router.telemetry.labels import RouteState
+from router.telemetry.metrics import Metrics
 from router.types import Config, Headroom
 from tests import configs
 
