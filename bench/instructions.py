@@ -85,16 +85,23 @@ def ready_chat(
 
 
 async def drive(url: str, body: dict[str, object], count: int) -> None:
-    gate = asyncio.Semaphore(CONCURRENCY)
     async with aiohttp.ClientSession() as session:
+        await send(session, url, body, count, CONCURRENCY)
 
-        async def one() -> None:
-            async with gate, session.post(url, json=body) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
 
-        await asyncio.gather(*(one() for _ in range(count)))
+async def send(
+    session: aiohttp.ClientSession, url: str, body: dict[str, object], count: int, concurrency: int
+) -> None:
+    """`count` requests of `body` on `session`, `concurrency` at a time; each must be a 200."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate, session.post(url, json=body) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"status {response.status}")
+
+    await asyncio.gather(*(one() for _ in range(count)))
 
 
 def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -> float:
@@ -125,12 +132,17 @@ def count(command: list[str], tree: Path, port: int, args: argparse.Namespace) -
             raise RuntimeError(f"no total in {dumps[-1]}")
         return int(found.group(1)) / args.requests / 1e6
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """End a target: SIGTERM, then SIGKILL if it is not gone in 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 # Per minute, far above what a run spends: answers report headroom and never run out.

@@ -37,25 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu import free_port, pool_secret  # noqa: E402
-from instructions import pool_config, ready_chat, sim_key  # noqa: E402
+from instructions import pool_config, ready_chat, send, sim_key, stop  # noqa: E402
 
 WARMUP = 300
 # A line of strace -c's table: % time, seconds, usecs/call, calls, [errors,] syscall.
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
-
-
-async def drive(
-    session: aiohttp.ClientSession, url: str, body: dict[str, object], count: int, concurrency: int
-) -> None:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        async with gate, session.post(url, json=body) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"status {response.status}")
-
-    await asyncio.gather(*(one() for _ in range(count)))
 
 
 def counts(table: str) -> dict[str, int]:
@@ -83,14 +69,14 @@ def measure(command: list[str], tree: Path, args: argparse.Namespace) -> dict[st
             # One client session for both phases: its connections are open before the
             # count starts, so the count is of requests, not of connection setup.
             async with aiohttp.ClientSession() as session:
-                await drive(session, url, body, WARMUP, args.concurrency)
+                await send(session, url, body, WARMUP, args.concurrency)
                 tracer = await asyncio.create_subprocess_exec(
                     "strace", "-c", "-f", "-p", str(target.pid), "-o", str(out / "table"),
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 await asyncio.sleep(1.0)  # attached to every thread before the count starts
                 try:
-                    await drive(session, url, body, args.requests, args.concurrency)
+                    await send(session, url, body, args.requests, args.concurrency)
                 finally:
                     tracer.terminate()
                     await asyncio.wait_for(tracer.wait(), 30)
@@ -98,11 +84,7 @@ def measure(command: list[str], tree: Path, args: argparse.Namespace) -> dict[st
         asyncio.run(run())
         return counts((out / "table").read_text())
     finally:
-        target.terminate()
-        try:
-            target.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            target.kill()
+        stop(target)
         shutil.rmtree(out, ignore_errors=True)
 
 
