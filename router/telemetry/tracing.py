@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from router.types import Attempt, Key, TraceSettings
+from router.types import DISTRIBUTION, Attempt, Key, TraceSettings
 from router.wire.usage import Usage
 
 log = structlog.get_logger("router.tracing")
@@ -95,7 +95,7 @@ def start_tracing(
         log.warning(
             "tracing_unavailable",
             detail=f"{source} is set but the otel extra is not installed "
-            f"({exc.name or exc} is missing): pip install 'llm-router[otel]'; "
+            f"({exc.name or exc} is missing): pip install '{DISTRIBUTION}[otel]'; "
             "no traces are exported",
         )
         return None

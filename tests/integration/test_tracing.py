@@ -450,4 +450,4 @@ async def test_the_variable_set_without_the_extra_warns_once_and_serves(stack, t
     warnings = [line for line in log.splitlines() if "tracing_unavailable" in line]
     assert len(warnings) == 1
     assert "OTEL_EXPORTER_OTLP_ENDPOINT is set but the otel extra is not installed" in warnings[0]
-    assert "llm-router[otel]" in warnings[0]
+    assert "pip install 'llm-keypool-router[otel]'" in warnings[0]
