@@ -389,7 +389,7 @@ _KEY_OUT = frozenset({BlockReason.QUOTA, BlockReason.AUTH, BlockReason.BUDGET})
 
 # Not frozen, though nothing changes it: read from most responses (OpenAI's
 # x-ratelimit-* come on every one; a frozen dataclass's __init__ sets each field through
-# object.__setattr__, see failover/attempt.py).
+# object.__setattr__, see failover/open_stream.py).
 @dataclass(slots=True)
 class Headroom:
     """Rate-limit headroom a provider reported on its last response for one route.
@@ -416,7 +416,7 @@ class Verdict:
 
 
 # Not frozen, though nothing changes it: built on every attempt (a frozen dataclass's
-# __init__ sets each field through object.__setattr__; see failover/attempt.py). Not
+# __init__ sets each field through object.__setattr__; see failover/open_stream.py). Not
 # keyword-only: the request path builds it positionally (see failover.call.Answer).
 @dataclass(slots=True)
 class Attempt:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLocalResources
-from router.failover.attempt import AttemptRunner, OpenStream, Outcome
+from router.failover.attempt import AttemptRunner, Outcome
 from router.failover.call import Answer, Call
 from router.failover.capable import CapableRoutes
+from router.failover.open_stream import OpenStream
 from router.failover.prompt import PromptSize
 from router.failover.skips import skip_notes
 from router.failover.waiting import Ticket, WaitRoom

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from types import TracebackType
 
-from router.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
+from router.errors import InvalidRequest, UpstreamError
 from router.failover.call import Answer, Call
+from router.failover.first_event import read_first_event
+from router.failover.open_stream import OpenStream, Sent
+from router.failover.outgoing import body_for, headers_for, key_redaction
 from router.failover.usage_ask import UsageRequest
 from router.health.budgets import BudgetKeeper
 from router.health.tracker import HealthTracker
@@ -33,109 +35,15 @@ from router.types import (
     Timeouts,
     Verdict,
 )
-from router.upstream import Upstream, UpstreamResponse
+from router.upstream import Upstream
 from router.upstream.providers import PROVIDERS, Provider
-from router.upstream.translate import TranslatedResponse, Translator, translator_for
-from router.wire import sse
-from router.wire.body import utf8_text, with_model, with_usage_requested
-from router.wire.dialects import Dialect
-from router.wire.redact import Redactor, StreamRedaction, stream_redaction
-from router.wire.stream_watch import StreamEnd, StreamWatch
+from router.upstream.translate import Response, Translator, translator_for
+from router.wire.body import utf8_text
+from router.wire.redact import Redactor
 from router.wire.usage import Usage, usage_from_body
 
-Response = UpstreamResponse | TranslatedResponse
 
-
-# The per-request values here (Sent, Outcome, _Reply), and Call, Attempt, RouteHealth,
-# Usage, StreamEnd, UsagePart and Headroom elsewhere, are not frozen, though nothing
-# changes them: a frozen dataclass's __init__ costs about 1 us more per instance
-# (object.__setattr__ per field), and they are built on every request. Call, Attempt,
-# RouteHealth, Usage and StreamEnd were 6% of the router's instructions per plain
-# request (bench/instructions.py: 0.720 M frozen, 0.674 M not).
-@dataclass(slots=True)
-class Sent:
-    """Where one attempt went, when, and what the route's health was when it was chosen."""
-
-    model: ModelSpec
-    route: Route
-    prior: RouteHealth
-    started: float
-    headroom: Headroom | None = None  # what the provider reported on this answer
-
-
-class OpenStream:
-    """A stream whose first content event is in hand; nothing has gone to the client.
-
-    The handler commits the client's response and relays inside `async with stream:`.
-    Leaving the block closes the upstream and settles the attempt (health, metrics,
-    cost) with how the stream ended, `end`; when the relay did not get to set it (the
-    client left, which cancels the handler), the watch says how far the stream got.
-    """
-
-    __slots__ = (
-        "_runner",
-        "attempts",
-        "cost_usd",
-        "end",
-        "first",
-        "redaction",
-        "route",
-        "sent",
-        "served_by",
-        "skipped",
-        "upstream",
-        "waited",
-        "watch",
-    )
-
-    def __init__(
-        self,
-        runner: AttemptRunner,
-        sent: Sent,
-        upstream: Response,
-        first: bytes,
-        attempts: tuple[Attempt, ...],
-        dialect: Dialect,
-        max_event: int,
-    ) -> None:
-        self._runner = runner
-        self.sent = sent
-        self.route = sent.route
-        self.served_by = sent.model.name  # the client-facing model that answered
-        self.upstream = upstream
-        self.first = first  # every byte read so far, to be sent first
-        self.attempts = attempts
-        self.watch = StreamWatch(dialect, max_event)
-        # What the relay passes on is redacted too: an upstream may echo its key in an
-        # error event after the stream has started.
-        self.redaction = key_redaction(sent.route, dialect)
-        self.end: StreamEnd | None = None
-        self.cost_usd: float | None = None
-        self.waited = 0.0  # seconds held for capacity (failover.max_wait)
-        self.skipped: tuple[str, ...] = ()  # routes passed over untried, and why (the log)
-
-    async def __aenter__(self) -> OpenStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self.end is None:
-            # The relay did not finish: the client left (a cancellation or a reset), or
-            # the router failed. Either way the upstream is not to blame, and the stream
-            # counts as delivered only if its terminator was already sent.
-            self.end = self.watch.end(client_gone=True)
-        try:
-            self.upstream.finish()  # a stream the client left reaches the provider as cancelled
-        finally:
-            # Only store operations that do not wait on the network may run here: on a
-            # client's hang-up this runs in a cancelled task.
-            await self._runner.settle_stream(self)
-
-
+# Not frozen, as Sent is not (see failover/open_stream.py): built on every attempt.
 @dataclass(slots=True)
 class Outcome:
     """What one attempt came back with: its verdict, its record, and an answer or an
@@ -380,18 +288,11 @@ class AttemptRunner:
                 route, call.operation, call.payload, stream=call.stream, head_timeout=head_timeout
             )
         assert provider is not None  # config accepts only known or litellm providers
-        key = route.key
-        headers = {
-            **(call.headers if not key.headers else _without(call.headers, key.headers)),
-            **key.headers,  # routes.yaml's; never an auth or framing header (config refuses)
-            **provider.auth_headers(key, call.headers),
-            "Content-Type": "application/json",
-        }
         return self._upstream.send(
             route,
             provider.url(route.key, call.operation, route.model),
-            _body_for(call, route, ask_usage=ask_usage),
-            headers,
+            body_for(call, route, ask_usage=ask_usage),
+            headers_for(call, route.key, provider),
             head_timeout=head_timeout,
         )
 
@@ -400,69 +301,3 @@ class AttemptRunner:
     ) -> Attempt:
         seconds, detail = self._clock() - started, verdict.message[:200]
         return Attempt(route.id, model.name, verdict.failure, status, seconds, detail, started)
-
-
-async def read_first_event(
-    response: Response, dialect: Dialect, timeout: float, max_bytes: int, redactor: Redactor
-) -> tuple[bytes, bytes, Verdict | None]:
-    """Read until the first event with content, within `timeout` seconds: (every byte
-    read so far, that event's payload when it is an error, its verdict then). An error
-    event's payload, which goes back to the client as an error body, is redacted.
-    A content event the dialect finds from the bytes alone (`content_end`: none of them
-    names an error) ends the wait without reading each event; the common first chunk,
-    a role chunk and the first text, costs two searches then.
-
-    Everything before that event is held, so all of it must fit in `max_bytes` (the
-    limit on one event): an upstream that sends an endless event, or endless pings,
-    fails here. Raises UpstreamProtocolError then, and when the stream ends before a
-    content event; UpstreamTimeout (via `next_chunk`) when the deadline passes first.
-    """
-    clock = time.monotonic  # not the loop's: get_running_loop() is a getpid() syscall
-    deadline = clock() + timeout
-    buffer = b""
-    scanned = 0
-    while True:
-        left = deadline - clock()
-        chunk = await response.next_chunk(left if left > 0.0 else 0.0, phase="first_byte")
-        if not chunk:
-            raise UpstreamProtocolError(response.route_id, "stream ended before its first event")
-        buffer += chunk
-        if dialect.content_end(buffer, scanned) >= 0:
-            return buffer, b"", None
-        for event, data, end in sse.events(buffer, scanned):
-            scanned = end
-            if not dialect.is_preamble(event, data):
-                error = dialect.error(event, data)
-                if error is not None:
-                    clean = redactor.scrub_bytes(data)
-                    if clean is not data:
-                        data, error = clean, dialect.error(event, clean)
-                return buffer, data, error
-        if len(buffer) > max_bytes:
-            raise UpstreamProtocolError(
-                response.route_id, f"no content event in the first {max_bytes} bytes of the stream"
-            )
-
-
-def key_redaction(route: Route, dialect: Dialect) -> StreamRedaction:
-    """What the route's upstream was sent (its key, its key's header secrets), found
-    and replaced in what it answers."""
-    key = route.key
-    return stream_redaction(key.api_key, dialect.error_hint, key.header_secrets)
-
-
-def _without(client: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers less those the key sets itself (names ignore case)."""
-    names = {name.lower() for name in own}
-    return {name: value for name, value in client.items() if name.lower() not in names}
-
-
-def _body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:
-    """The client's bytes untouched when the upstream model name is the same and no
-    usage is asked for."""
-    body = call.body
-    if call.payload.get("model") != route.model:
-        body = with_model(body, call.payload, route.model)
-    if ask_usage:
-        body = with_usage_requested(body, call.payload)
-    return body

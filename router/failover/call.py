@@ -11,7 +11,7 @@ from router.wire.dialects import Dialect
 from router.wire.usage import Usage
 
 
-# Not frozen, though nothing changes it: built on every request (see failover/attempt.py).
+# Not frozen, though nothing changes it: built on every request (see failover/open_stream.py).
 @dataclass(slots=True)
 class Call:
     """One client request, parsed once by the handler."""
@@ -36,7 +36,7 @@ class Call:
     counting: bool = False
 
 
-# Not frozen, though nothing changes it: built on every request (see failover/attempt.py).
+# Not frozen, though nothing changes it: built on every request (see failover/open_stream.py).
 # Not keyword-only: the request path builds it positionally (a class called with keywords
 # gets them as a dict in CPython 3.11).
 @dataclass(slots=True)

@@ -33,8 +33,8 @@ from router.errors import (
     Unauthorized,
     one_line,
 )
-from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace

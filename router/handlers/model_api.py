@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
-from router.failover.attempt import OpenStream
 from router.failover.call import Answer, Call
+from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
 from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream

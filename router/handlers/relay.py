@@ -10,7 +10,7 @@ otherwise untouched but for redaction; the stream's watch reads them.
 from __future__ import annotations
 
 from router.errors import UpstreamError
-from router.failover.attempt import OpenStream
+from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.rules.failures import classify_exception
 from router.types import FailureClass, Verdict

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.failover import Failover
-from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker

@@ -7,8 +7,8 @@ import time
 
 from aiohttp import web
 
-from router.failover.attempt import OpenStream
 from router.failover.call import Answer
+from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
 from router.handlers.state import RequestTrace, RouterState
 from router.telemetry.tracing import RequestFacts

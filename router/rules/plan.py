@@ -31,7 +31,7 @@ from router.types import BlockReason, Headroom, ModelSpec, Route
 
 
 # Not frozen, though nothing changes it: read for a route on every request (a frozen
-# dataclass's __init__ sets each field through object.__setattr__; see failover/attempt.py).
+# dataclass's __init__ sets each field through object.__setattr__; see failover/open_stream.py).
 @dataclass(slots=True)
 class RouteHealth:
     """What the policy knows about one route, relative to the moment of the snapshot."""

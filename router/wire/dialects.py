@@ -22,7 +22,7 @@ from router.wire.usage import cache_counts, tokens, usage_from_body, with_cache
 
 
 # Not frozen, though nothing changes it: one per usage event of a stream (see
-# failover/attempt.py).
+# failover/open_stream.py).
 @dataclass(slots=True)
 class UsagePart:
     """Token counts one event reported; Anthropic splits them over two events. The

@@ -15,7 +15,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from router.failover.attempt import AttemptRunner, OpenStream
+from router.failover.attempt import AttemptRunner
+from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from router.types import DEFAULT_API_BASES, Operation, Route
+from router.upstream import UpstreamResponse
 from router.upstream.providers import PROVIDERS
 from router.upstream.translate.anthropic_litellm import AnthropicMessagesTranslator
 from router.upstream.translate.endpoints import GEMINI_API_BASE
@@ -58,6 +59,10 @@ class TranslatedResponse(Protocol):
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes: ...
     def ended(self) -> bool: ...
     def finish(self) -> None: ...
+
+
+# What an attempt reads an answer from: the passthrough's own response or a translation's.
+Response = UpstreamResponse | TranslatedResponse
 
 
 class Translator(Protocol):
@@ -114,6 +119,7 @@ def translation(provider: str, operation: Operation) -> Translator | None:
 
 __all__ = [
     "GEMINI_API_BASE",
+    "Response",
     "TranslatedResponse",
     "Translator",
     "available",
