@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import structlog
 
@@ -24,20 +24,20 @@ from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLoc
 from router.failover.attempt import AttemptRunner, Outcome
 from router.failover.call import Answer, Call
 from router.failover.capable import CapableRoutes
+from router.failover.exhausted import no_capacity
 from router.failover.open_stream import OpenStream
 from router.failover.prompt import PromptSize
 from router.failover.skips import skip_notes
-from router.failover.waiting import Ticket, WaitRoom
-from router.health.tracker import HealthTracker
+from router.failover.waiting import Patience, Ticket, WaitRoom
+from router.health.tracker import HealthTracker, HealthView
 from router.rules.choice import Layout, choose, layout
 from router.rules.failures import ACTIONS, Next
-from router.rules.plan import Unavailable, plan, unavailability
+from router.rules.plan import Unavailable, plan
 from router.telemetry.metrics import Metrics
 from router.types import (
     Attempt,
     BlockReason,
     Config,
-    FailureClass,
     ModelSpec,
     Operation,
     Route,
@@ -46,24 +46,54 @@ from router.types import (
 log = structlog.get_logger("router.failover")
 # Module constants, not enum class attributes, on the request path: see router/types.py.
 _STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
-_MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
 
 
-@dataclass(slots=True)
 class _Walk:
-    # The fields a round starts with first: it is built positionally (see Call).
-    prompt: PromptSize
-    attempts: list[Attempt]  # the walk's own; answers get a tuple
-    first: int  # attempts made in earlier rounds (before a wait): max_attempts is per round
-    fallen_back: set[str]  # fallback models entered
-    ticket: Ticket | None  # the head of its model's line: left once an attempt is sent
-    skipped: dict[str, Unavailable]  # passed over, and why: the log
-    visited: set[str] = field(default_factory=set)
-    too_big: frozenset[str] = frozenset()  # routes skipped: the prompt exceeds their window
-    tried: set[str] = field(default_factory=set)
-    kept_answer: Answer | None = None  # returned if every attempt ends the way it did
-    circuit_open: bool = False  # a route was skipped for its open circuit: worth a probe
+    """One request's walk: what every round shares (the attempts, the routes passed over),
+    and what each round starts afresh (`next_round`)."""
+
+    __slots__ = (
+        "attempts",
+        "circuit_open",
+        "deadline",
+        "fallen_back",
+        "first",
+        "kept_answer",
+        "panic",
+        "prompt",
+        "skipped",
+        "ticket",
+        "too_big",
+        "tried",
+        "visited",
+    )
+
+    def __init__(self, prompt: PromptSize, deadline: float, ticket: Ticket | None) -> None:
+        self.prompt = prompt
+        self.deadline = deadline  # loop time
+        self.attempts: list[Attempt] = []  # the walk's own; answers get a tuple
+        self.fallen_back: set[str] = set()  # fallback models entered
+        self.skipped: dict[str, Unavailable] = {}  # passed over, and why: the log
+        self.ticket = ticket  # the head of its model's line: left once an attempt is sent
+        self.first = 0  # attempts made in earlier rounds: max_attempts is per round
+        self.visited: set[str] = set()  # models walked in this round
+        self.too_big: frozenset[str] = frozenset()  # skipped: the prompt exceeds their window
+        self.tried: set[str] = set()
+        self.kept_answer: Answer | None = None  # returned if every attempt ends the way it did
+        self.circuit_open = False  # a route was skipped for its open circuit: worth a probe
+        self.panic = False  # this pass probes open circuits (plan(panic=True))
+
+    def next_round(self, ticket: Ticket) -> None:
+        """After a wait: every route may be tried again, max_attempts afresh."""
+        self.ticket = ticket
+        self.first = len(self.attempts)
+        self.visited = set()
+        self.too_big = frozenset()
+        self.tried = set()
+        self.kept_answer = None
+        self.circuit_open = False
+        self.panic = False
 
 
 class Failover:
@@ -116,80 +146,61 @@ class Failover:
         loop = self._loop
         if loop is None:  # kept: get_running_loop() is a getpid() syscall on 3.11
             loop = self._loop = asyncio.get_running_loop()
-        started = loop.time()
         model = call.model
-        deadline = started + (model.timeouts or self._config.timeouts).request
-        max_wait = self._config.failover.max_wait if model.max_wait is None else model.max_wait
-        if call.counting:
-            max_wait = 0.0  # no waiting for a count: the handler estimates it here at once
-        prompt = PromptSize(call.body, call.payload.get("messages"))
-        attempts: list[Attempt] = []
-        fallen_back: set[str] = set()
-        skipped: dict[str, Unavailable] = {}
-        waited = 0.0
-        ticket: Ticket | None = None
-        seq = -1
-        holding_since: float | None = None  # set while held: a cancelled wait counts too
+        deadline = loop.time() + (model.timeouts or self._config.timeouts).request
+        walk = _Walk(PromptSize(call.body, call.payload.get("messages")), deadline, None)
+        patience: Patience | None = None
         try:
-            if max_wait > 0 and self._room.busy(model.name):
-                # Earlier requests wait for this model: behind them, not past them.
-                seq = self._room.arrival()
-                holding_since = started
-                ticket = await self._hold(model.name, seq, 0.0, min(max_wait, deadline - started))
-                waited, holding_since = loop.time() - started, None
+            if self._room.busy(model.name) and self._max_wait(call) > 0:
+                patience = self._patience(call, deadline)
+                walk.ticket = await patience.queue()
             while True:
-                walk = _Walk(prompt, attempts, len(attempts), fallen_back, ticket, skipped)
                 try:
-                    result = await self._round(call, walk, deadline)
+                    result = await self._round(call, walk)
                     break
                 except NoCapacity as exc:
-                    now = loop.time()
-                    wait = exc.retry_after
-                    if not exc.limited or wait is None or max_wait <= 0:
+                    if not exc.limited or exc.retry_after is None or self._max_wait(call) <= 0:
                         raise
-                    wait = max(wait, _MIN_WAIT)
-                    bound = min(max_wait - waited, deadline - now)
-                    if wait > bound:
-                        raise  # longer than the request may wait: 429 at once
-                    if seq < 0:
-                        seq = self._room.arrival()
-                    holding_since = now
-                    ticket = await self._hold(model.name, seq, wait, bound)
-                    waited, holding_since = waited + loop.time() - now, None
-                    if ticket is None:  # the room is full, or the line took too long
-                        exc.retry_after = max(0.0, wait - (loop.time() - now))
-                        raise
+                    if patience is None:
+                        patience = self._patience(call, deadline)
+                    walk.next_round(await patience.wait_out(exc))
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
-            exc.waited = waited
-            exc.skipped = skip_notes(skipped, attempts)
+            exc.waited = 0.0 if patience is None else patience.waited
+            exc.skipped = skip_notes(walk.skipped, walk.attempts)
             raise
         finally:
-            if holding_since is not None:  # the client left while waiting
-                waited += loop.time() - holding_since
-            if waited > 0:
+            if patience is not None and patience.waited > 0:
                 self._metrics.waits.labels(model.name).inc()
-                self._metrics.wait_seconds.labels(model.name).observe(waited)
-        result.waited = waited
-        result.skipped = skip_notes(skipped, attempts)
+                self._metrics.wait_seconds.labels(model.name).observe(patience.waited)
+        if patience is not None:
+            result.waited = patience.waited
+        result.skipped = skip_notes(walk.skipped, walk.attempts)
         return result
 
-    async def _hold(self, model: str, seq: int, seconds: float, bound: float) -> Ticket | None:
-        gauge = self._metrics.waiting.labels(model)
-        gauge.inc()
-        try:
-            return await self._room.hold(model, seq, seconds, bound)
-        finally:
-            gauge.dec()
+    def _max_wait(self, call: Call) -> float:
+        """How long `call` may wait for capacity, over all its rounds: none for a count
+        (the handler estimates it at once instead)."""
+        if call.counting:
+            return 0.0
+        wait = call.model.max_wait
+        return self._config.failover.max_wait if wait is None else wait
 
-    async def _round(self, call: Call, walk: _Walk, deadline: float) -> Answer | OpenStream:
+    def _patience(self, call: Call, deadline: float) -> Patience:
+        assert self._loop is not None  # run() set it
+        name = call.model.name
+        gauge = self._metrics.waiting.labels(name)
+        return Patience(self._room, name, self._max_wait(call), deadline, self._loop.time, gauge)
+
+    async def _round(self, call: Call, walk: _Walk) -> Answer | OpenStream:
         """One walk of the chain: the answer or stream, or NoCapacity and friends."""
         try:
-            result = await self._walk_chain(call, walk, deadline)
+            result = await self._walk_chain(call, walk)
             if result is None and walk.circuit_open:
                 # Nothing else could serve: probe the open circuits now rather than refuse
                 # (Envoy's panic threshold); a short outage then ends with the upstream's.
                 walk.visited.clear()
-                result = await self._walk_chain(call, walk, deadline, panic=True)
+                walk.panic = True
+                result = await self._walk_chain(call, walk)
             if result is not None:
                 return result
             if walk.kept_answer is not None and all(
@@ -203,15 +214,15 @@ class Failover:
                     f"context window of every route of {' -> '.join(call.model.chain)}",
                     "context_length_exceeded",
                 )
-            raise await self._exhausted(call, walk.attempts)
+            raise await no_capacity(
+                call, walk.attempts, self._config.models, self._capable, self._health
+            )
         finally:
             if walk.ticket is not None:  # the round ended before sending: the next goes
                 self._room.leave(walk.ticket)
                 walk.ticket = None
 
-    async def _walk_chain(
-        self, call: Call, walk: _Walk, deadline: float, *, panic: bool = False
-    ) -> Answer | OpenStream | None:
+    async def _walk_chain(self, call: Call, walk: _Walk) -> Answer | OpenStream | None:
         """The requested model, then its fallbacks: the first answer or stream, or None
         when every route of the chain is unavailable or failed over."""
         pending = list(call.model.chain)
@@ -236,7 +247,7 @@ class Failover:
             if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt
                 continue
-            outcome = await self._walk_model(call, model, shape, too_big, walk, deadline, panic)
+            outcome = await self._walk_model(call, model, shape, walk)
             if outcome is None:
                 continue  # no route of this model left: its fallbacks
             if outcome.stream is not None:
@@ -260,53 +271,24 @@ class Failover:
         return None
 
     async def _walk_model(
-        self,
-        call: Call,
-        model: ModelSpec,
-        shape: Layout,
-        too_big: frozenset[str],
-        walk: _Walk,
-        deadline: float,
-        panic: bool,
+        self, call: Call, model: ModelSpec, shape: Layout, walk: _Walk
     ) -> Outcome | None:
         """Try the routes of `shape`, each chosen when the last failed over: the first
         outcome that does not fail over, or None when no route (or attempt) is left."""
         loop = self._loop
         assert loop is not None  # run() set it
-        routes = shape.routes
         while len(walk.attempts) - walk.first < self._config.failover.max_attempts:
-            remaining = deadline - loop.time()
+            remaining = walk.deadline - loop.time()
             if remaining <= 0:
                 seconds = (call.model.timeouts or self._config.timeouts).request
                 raise DeadlineExceeded(
                     f"request deadline of {seconds:g}s passed after {len(walk.attempts)} attempts",
                     tuple(walk.attempts),
                 )
-            health = self._health.view(routes)
-            exclude = walk.tried | too_big if too_big else walk.tried
-            affinity = call.affinity if model.affinity else b""
-            route = None
-            if not panic:
-                route, passed = choose(
-                    model, shape, health, self._rng, need_tokens=call.need_tokens,
-                    exclude=exclude, affinity=affinity,
-                )  # fmt: skip
-                for blocked in passed:  # none, nearly always
-                    walk.skipped.setdefault(blocked.route.id, blocked)
-            if route is None:  # nothing available: every route's reason, or a panic round
-                planned = plan(
-                    model, health, self._rng, need_tokens=call.need_tokens, exclude=exclude,
-                    routes=routes, panic=panic, affinity=affinity,
-                )  # fmt: skip
-                for blocked in planned.unavailable:
-                    walk.skipped.setdefault(blocked.route.id, blocked)
-                if not planned.routes:
-                    if not walk.circuit_open:
-                        walk.circuit_open = any(
-                            u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
-                        )
-                    return None
-                route = planned.routes[0]
+            health = self._health.view(shape.routes)
+            route = self._pick(call, model, shape, health, walk)
+            if route is None:
+                return None
             if model.name != call.model.name and model.name not in walk.fallen_back:
                 walk.fallen_back.add(model.name)
                 self._metrics.fallbacks.labels(call.model.name, model.name).inc()
@@ -336,6 +318,39 @@ class Failover:
             )
         return None
 
+    def _pick(
+        self, call: Call, model: ModelSpec, shape: Layout, health: HealthView, walk: _Walk
+    ) -> Route | None:
+        """The next route of `shape` to try, or None when none is available; the routes
+        passed over go into the walk's log, with why. Tried routes are not chosen again,
+        nor those the prompt is too big for (of any model of the chain: an id is one key's
+        upstream model, whose window is the same wherever it serves)."""
+        exclude = walk.tried | walk.too_big if walk.too_big else walk.tried
+        affinity = call.affinity if model.affinity else b""
+        if not walk.panic:
+            route, passed = choose(
+                model, shape, health, self._rng, need_tokens=call.need_tokens,
+                exclude=exclude, affinity=affinity,
+            )  # fmt: skip
+            for blocked in passed:  # none, nearly always
+                walk.skipped.setdefault(blocked.route.id, blocked)
+            if route is not None:
+                return route
+        # Nothing available: every route's reason, or a panic round.
+        planned = plan(
+            model, health, self._rng, need_tokens=call.need_tokens, exclude=exclude,
+            routes=shape.routes, panic=walk.panic, affinity=affinity,
+        )  # fmt: skip
+        for blocked in planned.unavailable:
+            walk.skipped.setdefault(blocked.route.id, blocked)
+        if planned.routes:
+            return planned.routes[0]
+        if not walk.circuit_open:
+            walk.circuit_open = any(
+                u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
+            )
+        return None
+
     def _layout(self, routes: tuple[Route, ...]) -> Layout:
         """The route set's tiers, built once: route sets are the config's own tuples,
         keyed by identity (hashing a tuple of a thousand routes costs O(routes))."""
@@ -355,52 +370,6 @@ class Failover:
         """Whether route affinity has a choice to make for `model`'s requests: otherwise
         the conversation's key is not worth hashing (a model with one key)."""
         return model.name in self._choosing
-
-    async def _exhausted(self, call: Call, attempts: list[Attempt]) -> NoCapacity:
-        """Why nothing could serve: limited (429, wait for the earliest recovery) or down;
-        raises the 400 when no route of the chain has what the request needs."""
-        refusal = self._capable.refusal(call.model, call.operation, call.needs)
-        if refusal is not None:
-            raise refusal
-        limited_waits: list[float] = []
-        down_waits: list[float] = []
-        for name in call.model.chain:
-            routes = self._capable.of(self._config.models[name], call.operation, call.needs)
-            snapshot = await self._health.snapshot(routes)
-            for route in routes:
-                blocked = unavailability(route, snapshot[route.id], call.need_tokens)
-                if blocked is None or blocked.recovers_in is None:
-                    continue
-                (limited_waits if blocked.limited else down_waits).append(blocked.recovers_in)
-        rate_limited = any(a.failure is FailureClass.RATE_LIMITED for a in attempts)
-        limited = bool(limited_waits) or rate_limited
-        if limited:
-            retry_after: float | None = min(limited_waits, default=1.0)
-        else:
-            retry_after = min(down_waits, default=None)
-        chain = " -> ".join(call.model.chain)
-        if limited:
-            message = f"every route of {chain} is rate limited"
-        elif attempts:
-            message = f"every route of {chain} failed or is unavailable"
-        else:
-            message = f"no route of {chain} is available"
-        if retry_after is not None:
-            message += f"; the earliest recovers in {retry_after:.1f}s"
-        spent = [
-            name
-            for name in call.model.chain
-            if self._config.models[name].budget is not None
-            and await self._health.model_block(name) is BlockReason.BUDGET
-        ]
-        if spent:  # skipped whole, before any route: say why, or nothing would
-            message += f"; over its budget until the period turns: {', '.join(spent)}"
-        if attempts:
-            tries = ", ".join(f"{a.route_id}: {a.failure.value}" for a in attempts)
-            message += f" (attempts: {tries})"
-        return NoCapacity(
-            message, attempts=tuple(attempts), limited=limited, retry_after=retry_after
-        )
 
 
 __all__ = ["Failover"]

@@ -3,7 +3,9 @@
 One line per requested model, ordered by arrival number. A waiter sleeps until the
 earliest recovery, then until every earlier waiter of its model has left the line; it
 leaves when its next round has sent its first attempt (or ended), which lets the next
-one go. At most `limit` requests wait at once, over all models.
+one go. At most `limit` requests wait at once, over all models (`WaitRoom`).
+One request's waits, over all its rounds, stay within its model's max_wait and its
+deadline (`Patience`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from prometheus_client import Gauge
+
+from router.errors import NoCapacity
+
+_MIN_WAIT = 0.01  # a recovery due now still sleeps this long: no busy loop
 
 
 @dataclass(slots=True)
@@ -85,8 +94,65 @@ class WaitRoom:
                 turn.set_result(None)
 
 
+class Patience:
+    """One request's waits for capacity: in its model's line, within `max_wait` seconds
+    over all its rounds and within its deadline. Made only for a request that waits."""
+
+    __slots__ = ("_clock", "_deadline", "_gauge", "_max_wait", "_model", "_room", "_seq", "waited")
+
+    def __init__(
+        self,
+        room: WaitRoom,
+        model: str,
+        max_wait: float,
+        deadline: float,
+        clock: Callable[[], float],
+        gauge: Gauge,
+    ) -> None:
+        self._room = room
+        self._model = model
+        self._max_wait = max_wait
+        self._deadline = deadline
+        self._clock = clock  # the loop's
+        self._gauge = gauge  # requests waiting now, of this model
+        self._seq = -1  # the arrival number, taken at the first wait: kept for every round
+        self.waited = 0.0  # seconds, a wait the client left included
+
+    async def queue(self) -> Ticket | None:
+        """Behind the earlier waiters of the model, not past them: the head of the line,
+        or None when the room is full or the line took too long (go on without it)."""
+        return await self._hold(0.0, min(self._max_wait, self._deadline - self._clock()))
+
+    async def wait_out(self, refusal: NoCapacity) -> Ticket:
+        """Sleep until the earliest recovery `refusal` names, then until its turn: the
+        head of the line. Raises `refusal` when that is longer than the request may still
+        wait, or the room is full, or the line took too long."""
+        assert refusal.retry_after is not None
+        wait = refusal.retry_after if refusal.retry_after > _MIN_WAIT else _MIN_WAIT
+        now = self._clock()
+        bound = min(self._max_wait - self.waited, self._deadline - now)
+        if wait > bound:
+            raise refusal  # longer than the request may wait: 429 at once
+        ticket = await self._hold(wait, bound)
+        if ticket is None:
+            refusal.retry_after = max(0.0, wait - (self._clock() - now))
+            raise refusal
+        return ticket
+
+    async def _hold(self, seconds: float, bound: float) -> Ticket | None:
+        if self._seq < 0:
+            self._seq = self._room.arrival()
+        since = self._clock()
+        self._gauge.inc()
+        try:
+            return await self._room.hold(self._model, self._seq, seconds, bound)
+        finally:
+            self._gauge.dec()
+            self.waited += self._clock() - since  # a cancelled wait (the client left) too
+
+
 def _seq(ticket: Ticket) -> int:
     return ticket.seq
 
 
-__all__ = ["Ticket", "WaitRoom"]
+__all__ = ["Patience", "Ticket", "WaitRoom"]
