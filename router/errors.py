@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from router.types import Attempt
+from router.outcomes import Attempt
 
 __all__ = [
     "BodyTooLarge",

@@ -30,21 +30,15 @@ from router.failover.prompt import PromptSize
 from router.failover.skips import skip_notes
 from router.failover.waiting import Patience, Ticket, WaitRoom
 from router.health.tracker import HealthTracker, HealthView
+from router.outcomes import Attempt, BlockReason
 from router.rules.choice import Layout, choose, layout
 from router.rules.failures import ACTIONS, Next
 from router.rules.plan import Unavailable, plan
 from router.telemetry.metrics import Metrics
-from router.types import (
-    Attempt,
-    BlockReason,
-    Config,
-    ModelSpec,
-    Operation,
-    Route,
-)
+from router.types import Config, ModelSpec, Operation, Route
 
 log = structlog.get_logger("router.failover")
-# Module constants, not enum class attributes, on the request path: see router/types.py.
+# Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
 

@@ -23,18 +23,11 @@ from router.failover.outgoing import body_for, headers_for, key_redaction
 from router.failover.usage_ask import UsageRequest
 from router.health.budgets import BudgetKeeper
 from router.health.tracker import HealthTracker
+from router.outcomes import Attempt, Headroom, Verdict
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
-from router.types import (
-    Attempt,
-    Headroom,
-    Limits,
-    ModelSpec,
-    Route,
-    Timeouts,
-    Verdict,
-)
+from router.types import Limits, ModelSpec, Route, Timeouts
 from router.upstream import Upstream
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import Response, Translator, translator_for

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.types import Attempt, ModelSpec, Operation, Route
+from router.outcomes import Attempt
+from router.types import ModelSpec, Operation, Route
 from router.wire.dialects import Dialect
 from router.wire.usage import Usage
 

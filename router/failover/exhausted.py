@@ -9,8 +9,9 @@ from router.errors import NoCapacity
 from router.failover.call import Call
 from router.failover.capable import CapableRoutes
 from router.health.tracker import HealthTracker
+from router.outcomes import Attempt, BlockReason, FailureClass
 from router.rules.plan import unavailability
-from router.types import Attempt, BlockReason, FailureClass, ModelSpec
+from router.types import ModelSpec
 
 
 async def no_capacity(

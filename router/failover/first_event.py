@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from router.errors import UpstreamProtocolError
-from router.types import Verdict
+from router.outcomes import Verdict
 from router.upstream.translate import Response
 from router.wire import sse
 from router.wire.dialects import Dialect

@@ -11,8 +11,9 @@ from types import TracebackType
 from typing import Protocol
 
 from router.failover.outgoing import key_redaction
+from router.outcomes import Attempt, Headroom
 from router.rules.plan import RouteHealth
-from router.types import Attempt, Headroom, ModelSpec, Route
+from router.types import ModelSpec, Route
 from router.upstream.translate import Response
 from router.wire.dialects import Dialect
 from router.wire.stream_watch import StreamEnd, StreamWatch

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from router.outcomes import Attempt, BlockReason
 from router.rules.plan import Unavailable
-from router.types import Attempt, BlockReason
 
 _WHY = {
     BlockReason.COOLDOWN: "cooling down after a 429",

@@ -20,8 +20,9 @@ from router.config import mask_key
 from router.handlers.state import APP_STATE
 from router.health.status import RouteStatus, disabled_keys, models_out, route_statuses
 from router.health.store import Block
+from router.outcomes import BlockReason
 from router.telemetry.labels import RouteState
-from router.types import BlockReason, Config, Key
+from router.types import Config, Key
 
 # `last_failure` is this process's own memory; a block written by another replica (or
 # before a restart, with Redis) still names its cause, so fall back on the block reason.

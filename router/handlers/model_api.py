@@ -21,8 +21,9 @@ from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
 from router.handlers.request_body import arrived
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
+from router.outcomes import Attempt
 from router.rules.affinity import conversation_key
-from router.types import TRANSLATE_EXTRA, Attempt, ModelSpec, Operation, Route
+from router.types import TRANSLATE_EXTRA, ModelSpec, Operation, Route
 from router.upstream import forwardable_headers, translate
 from router.wire import fastjson
 from router.wire.dialects import Dialect
@@ -35,7 +36,7 @@ PATHS = {
     Operation.MESSAGES: "/v1/messages",
     Operation.COUNT_TOKENS: "/v1/messages/count_tokens",
 }
-# Module constants, not enum class attributes, on the request path: see router/types.py.
+# Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from router.errors import UpstreamError
 from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
+from router.outcomes import FailureClass, Verdict
 from router.rules.failures import classify_exception
-from router.types import FailureClass, Verdict
 from router.wire.dialects import Dialect
 from router.wire.stream_watch import EventTooLarge, StreamEnd
 

@@ -12,14 +12,15 @@ from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
+from router.outcomes import Attempt, FailureClass
 from router.telemetry.labels import RequestOutcome
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import Tracing
-from router.types import Attempt, Config, FailureClass
+from router.types import Config
 from router.wire.stream_watch import StreamEnd
 
-# Module constants, not enum class attributes, on the request path: see router/types.py.
+# Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _OK, _SERVED = FailureClass.OK, RequestOutcome.SERVED
 
 

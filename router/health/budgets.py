@@ -18,7 +18,8 @@ import structlog
 
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
-from router.types import BlockReason, Budget, Config, ModelSpec, Route
+from router.outcomes import BlockReason
+from router.types import Budget, Config, ModelSpec, Route
 
 log = structlog.get_logger("router.budgets")
 

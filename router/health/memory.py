@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from router.health.store import EMPTY, Block, ScopeState
-from router.types import BlockReason, Headroom
+from router.outcomes import BlockReason, Headroom
 
 
 @dataclass(slots=True)

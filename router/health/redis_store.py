@@ -34,7 +34,7 @@ import structlog
 from router.health.memory import MemoryStore
 from router.health.redis_writes import BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
 from router.health.store import ScopeState
-from router.types import BlockReason, Headroom
+from router.outcomes import BlockReason, Headroom
 
 try:
     import redis.asyncio as aioredis

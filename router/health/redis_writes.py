@@ -8,7 +8,7 @@ never lowers the one Redis holds.
 
 from __future__ import annotations
 
-from router.types import BlockReason, Headroom
+from router.outcomes import BlockReason, Headroom
 
 # KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
 BLOCK = """

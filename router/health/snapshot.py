@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from router.health.memory import LiveState, MemoryStore
-from router.types import BlockReason, Headroom
+from router.outcomes import BlockReason, Headroom
 
 log = structlog.get_logger("router.state")
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from router.health.store import Block
 from router.health.tracker import HealthTracker
+from router.outcomes import BlockReason
 from router.rules.plan import RouteHealth, unavailability
 from router.telemetry.labels import RouteState
-from router.types import BlockReason, Config, Route
+from router.types import Config, Route
 
 _STATE_OF_REASON: Mapping[BlockReason, RouteState] = {
     BlockReason.COOLDOWN: RouteState.COOLING_DOWN,

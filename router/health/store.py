@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from router.types import BlockReason, Headroom
+from router.outcomes import BlockReason, Headroom
 
 
 @dataclass(frozen=True, slots=True)

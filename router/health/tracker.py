@@ -28,12 +28,13 @@ from typing import Any
 import structlog
 
 from router.health.store import EMPTY, Block, StateStore
+from router.outcomes import BlockReason, Headroom, Verdict
+from router.outcomes import FailureClass as F
 from router.rules.failures import ACTIONS, Penalty
 from router.rules.plan import HEALTHY, RouteHealth
-from router.types import BlockReason, FailoverSettings, Headroom, Route, Verdict
-from router.types import FailureClass as F
+from router.types import FailoverSettings, Route
 
-# Module constants, not enum class attributes, on the request path: see router/types.py.
+# Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _OK = F.OK
 _NONE, _COOLDOWN, _CIRCUIT = Penalty.NONE, Penalty.COOLDOWN, Penalty.CIRCUIT
 _KEY_OUT, _ROUTE_OUT = Penalty.KEY_OUT, Penalty.ROUTE_OUT

@@ -25,6 +25,8 @@ from router.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from router.outcomes import BlockReason, Verdict
+from router.outcomes import FailureClass as F
 from router.rules.ratelimit import (
     exhausted_reset_in,
     parse_duration,
@@ -32,8 +34,6 @@ from router.rules.ratelimit import (
     retry_after_from_headers,
     retry_after_from_text,
 )
-from router.types import BlockReason, Verdict
-from router.types import FailureClass as F
 
 # Its `.failure` is FailureClass.OK without the class attribute lookup, which on 3.11
 # goes through EnumType.__getattr__'s hook (90 ns; an instance's slot: 15).

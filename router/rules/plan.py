@@ -26,8 +26,9 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from router.outcomes import BlockReason, Headroom
 from router.rules.affinity import rendezvous
-from router.types import BlockReason, Headroom, ModelSpec, Route
+from router.types import ModelSpec, Route
 
 
 # Not frozen, though nothing changes it: read for a route on every request (a frozen

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from router.types import FailureClass, Route
+from router.outcomes import FailureClass
+from router.types import Route
 
 UNKNOWN_MODEL = "_unknown"  # the label for requests naming no configured model
 

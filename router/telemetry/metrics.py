@@ -38,12 +38,13 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from router.outcomes import BlockReason, FailureClass, Headroom
 from router.telemetry.children import FastHistogram, Spawner
 from router.telemetry.exposition import Renderer
 from router.telemetry.headroom import HeadroomGauges, values_of
 from router.telemetry.labels import RequestOutcome, RouteState, route_labels
 from router.telemetry.series import ModelSeries, RouteSeries
-from router.types import DISTRIBUTION, BlockReason, Config, FailureClass, Headroom, Key, Route
+from router.types import DISTRIBUTION, Config, Key, Route
 
 # Process-wide and at import, so every registry (the app's, a test's) renders without
 # `_created` series; PROMETHEUS_DISABLE_CREATED_SERIES would depend on the environment.

@@ -40,8 +40,9 @@ from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioB
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from router.outcomes import Attempt, FailureClass
 from router.telemetry.tracing import RequestFacts
-from router.types import Attempt, FailureClass, Key, Operation, TraceSettings
+from router.types import Key, Operation, TraceSettings
 
 log = structlog.get_logger("router.tracing")
 

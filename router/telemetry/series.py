@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from router.outcomes import FailureClass
 from router.telemetry.children import FastCounter, FastGauge, FastHistogram
 from router.telemetry.labels import ATTEMPT_OUTCOME, RequestOutcome, route_labels
-from router.types import FailureClass, Route
+from router.types import Route
 
 if TYPE_CHECKING:
     from router.telemetry.metrics import Metrics

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from router.types import DISTRIBUTION, Attempt, Key, TraceSettings
+from router.outcomes import Attempt
+from router.types import DISTRIBUTION, Key, TraceSettings
 from router.wire.usage import Usage
 
 log = structlog.get_logger("router.tracing")

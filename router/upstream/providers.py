@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import quote
 
+from router.outcomes import Headroom
 from router.rules.ratelimit import parse_anthropic_headroom, parse_headroom
-from router.types import Headroom, Key, Operation
+from router.types import Key, Operation
 
 
 class Provider(Protocol):

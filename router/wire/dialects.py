@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.errors import NoCapacity, RouterError
+from router.outcomes import FailureClass, Verdict
 from router.rules.failures import classify_response, classify_stream_error
-from router.types import FailureClass, Verdict
 from router.wire import fastjson
 from router.wire.usage import cache_counts, tokens, usage_from_body, with_cache
 

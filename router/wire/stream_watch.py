@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.outcomes import Verdict
 from router.rules.failures import OK
-from router.types import Verdict
 from router.wire import sse
 from router.wire.dialects import Dialect, UsagePart
 from router.wire.usage import Usage, usage_from_body, with_cache

@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.config import parse_config
 from router.errors import ConfigError
+from router.outcomes import FailureClass
 from router.sim import Fault, SimKey
 from router.telemetry.labels import AttemptOutcome, RequestOutcome, RouteState
 from router.telemetry.metrics import DISABLE_REASONS
-from router.types import FailureClass
 from tests.configs import model, route, routes_yaml, sim_keys, two_keys_models
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 

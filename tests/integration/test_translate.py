@@ -22,9 +22,10 @@ import pytest
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamProtocolError, UpstreamTimeout
+from router.outcomes import FailureClass
 from router.rules.failures import classify_response
 from router.sim import Fault, SimKey, SimProvider
-from router.types import FailureClass, Key, Operation, Route
+from router.types import Key, Operation, Route
 from router.upstream.providers import PROVIDERS as PROVIDERS_BY_NAME
 from router.upstream.translate import (
     TranslatedResponse,

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
+from router.outcomes import BlockReason
 from router.rules.choice import SMALL, choose, layout
 from router.rules.plan import HEALTHY, RouteHealth, plan
-from router.types import BlockReason, Key, ModelSpec, Route
+from router.types import Key, ModelSpec, Route
 
 COOLING = RouteHealth(blocked_for=5, block_reason=BlockReason.COOLDOWN)
 

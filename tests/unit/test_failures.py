@@ -9,6 +9,8 @@ import random
 
 import pytest
 
+from router.outcomes import FailureClass, Headroom
+from router.outcomes import FailureClass as F
 from router.rules.failures import (
     ACTIONS,
     Next,
@@ -25,8 +27,6 @@ from router.rules.ratelimit import (
     parse_headroom,
     retry_after_from_text,
 )
-from router.types import FailureClass, Headroom
-from router.types import FailureClass as F
 from router.upstream import _mapped
 
 

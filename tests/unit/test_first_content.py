@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from router.types import Verdict
+from router.outcomes import Verdict
 from router.wire import sse
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES, Dialect
 

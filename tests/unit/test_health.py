@@ -9,9 +9,10 @@ from structlog.testing import capture_logs
 
 from router.health.memory import MemoryStore
 from router.health.tracker import HealthTracker
+from router.outcomes import BlockReason, Headroom, Verdict
+from router.outcomes import FailureClass as F
 from router.rules.plan import HEALTHY
-from router.types import BlockReason, Budget, FailoverSettings, Headroom, Key, Route, Verdict
-from router.types import FailureClass as F
+from router.types import Budget, FailoverSettings, Key, Route
 from tests.clock import FakeClock
 
 SETTINGS = FailoverSettings(

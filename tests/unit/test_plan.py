@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
+from router.outcomes import BlockReason, Headroom
 from router.rules.plan import HEALTHY, RouteHealth, plan
-from router.types import BlockReason, Headroom, Key, ModelSpec, Route
+from router.types import Key, ModelSpec, Route
 
 
 def key(name: str) -> Key:

@@ -10,9 +10,10 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.config import parse_config
+from router.outcomes import Headroom
 from router.telemetry.labels import RouteState
 from router.telemetry.metrics import Metrics
-from router.types import Config, Headroom
+from router.types import Config
 from tests import configs
 
 ROOM = Headroom(remaining_requests=499, limit_requests=500, remaining_tokens=None,

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from router.types import FailureClass
+from router.outcomes import FailureClass
 from router.wire import sse
 from router.wire.dialects import OPENAI_CHAT, UsagePart, next_sequence_number
 from router.wire.stream_watch import EventTooLarge
