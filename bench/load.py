@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -44,8 +45,10 @@ class Result:
     cpu_client: float = 0.0
     cpu_provider: float = 0.0
     cpu_target: float = 0.0
+    turns: list[float] = field(default_factory=list)  # req/s of each turn added, in order
 
     def add(self, other: Result) -> None:
+        self.turns.append(other.rps)
         self.requests += other.requests
         self.seconds += other.seconds
         self.errors += other.errors
@@ -58,6 +61,20 @@ class Result:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+def ratio_interval(turns: list[float], base_turns: list[float]) -> tuple[float, float]:
+    """A 95% confidence interval of the req/s ratio of two targets, from their turns taken
+    in the same rounds (paired: one round's noise hits both): the geometric mean of the
+    rounds' ratios, plus or minus Student's t (approximated as 1.96 + 2.4/df, within
+    0.01 of the table from 5 degrees of freedom up) standard errors of its logarithm.
+    NaNs when there are fewer than two rounds."""
+    logs = [math.log(a / b) for a, b in zip(turns, base_turns, strict=True) if a > 0 and b > 0]
+    if len(logs) < 2:
+        return math.nan, math.nan
+    mean = statistics.fmean(logs)
+    half = (1.96 + 2.4 / (len(logs) - 1)) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean - half), math.exp(mean + half)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -11,7 +11,8 @@ long ones: an A/A run (`--compare` with a worktree of the same commit, so two ro
 that differ in nothing) measured the two 0.00 to 0.08 apart at sse:32 in six runs of
 8 rounds, and 0.00 to 0.02 apart in five of 32. A turn at c=32 is then 250 requests,
 the last few sent with fewer than 32 in flight, which every target pays alike. Each
-target keeps its own warm keep-alive connections.
+target keeps its own warm keep-alive connections. Each ratio between two targets comes
+with a 95% confidence interval from the ratios of their turns in each round.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import aiohttp
 import uvloop
 
 # `python bench/run.py` puts bench/ on sys.path, so the sibling module imports as `load`.
-from load import Result, client_session, drive, percentile
+from load import Result, client_session, drive, percentile, ratio_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_KEY = "sk-bench-0123456789abcdef"
@@ -310,7 +311,9 @@ def compare(router: str, base: str, results: dict[str, Result], concurrency: int
     r, b = results[router], results[base]
     ratio = r.rps / b.rps if b.rps else float("nan")
     added = percentile(r.latencies_ms, 0.5) - percentile(b.latencies_ms, 0.5)
-    line = f"{router} vs {base}: {ratio:.2f}x req/s, p50 {added:+.2f} ms"
+    low, high = ratio_interval(r.turns, b.turns)
+    line = f"{router} vs {base}: {ratio:.2f}x req/s (95% CI {low:.2f}-{high:.2f})"
+    line += f", p50 {added:+.2f} ms"
     if r.ttfts_ms:
         line += f", ttft p50 {percentile(r.ttfts_ms, 0.5) - percentile(b.ttfts_ms, 0.5):+.2f} ms"
     if base == "passthrough" and concurrency == 1:
