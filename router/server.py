@@ -59,13 +59,7 @@ def create_app(
     app = web.Application(client_max_size=config.server.max_body_bytes)
     state_store = store if store is not None else state_store_for(config, clock, wall)
     health = HealthTracker(state_store, config.failover, clock)
-    if registry is None:
-        registry = CollectorRegistry()
-        # Process metrics (RSS, CPU, open fds) for the dashboard, once per registry.
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
-    metrics = Metrics(registry, config)
+    metrics = Metrics(registry if registry is not None else process_registry(), config)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         state_store.start()
@@ -107,6 +101,16 @@ def create_app(
         app, ClientAuth(config.server.client_keys), HostCheck(config.server), operator_auth(config)
     )
     return app
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process's own metrics (RSS, CPU, open fds, GC) for the
+    dashboard: each collector once per registry."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def state_store_for(

@@ -154,13 +154,8 @@ def endpoint(
                 raise
             except Exception as exc:
                 if trace.committed is not None:
-                    # The head went out: end the stream; never a second response inside it.
-                    log.exception("unhandled_error_in_stream", path=request.path)
-                    last = trace.result.watch.last if isinstance(trace.result, OpenStream) else b""
-                    event = dialect.error_event(_internal_message(request_id), last)
-                    await trace.committed.fail(event)
                     status = 500
-                    return trace.committed
+                    return await _fail_stream(trace, request, request_id, dialect)
                 response = _error_response(exc, request, trace, dialect)
                 status = response.status
             if not response.prepared:
@@ -171,6 +166,18 @@ def endpoint(
                 _finish(request, trace, status)
 
     return handle
+
+
+async def _fail_stream(
+    trace: RequestTrace, request: web.Request, request_id: str, dialect: Dialect
+) -> web.StreamResponse:
+    """A fault after the stream's head went out: an error event ends it, never a second
+    response inside it. Called from the handler's `except`, so the log has the trace."""
+    assert trace.committed is not None
+    log.exception("unhandled_error_in_stream", path=request.path)
+    last = trace.result.watch.last if isinstance(trace.result, OpenStream) else b""
+    await trace.committed.fail(dialect.error_event(_internal_message(request_id), last))
+    return trace.committed
 
 
 async def _cut_short(trace: RequestTrace, dialect: Dialect) -> web.StreamResponse:
