@@ -45,10 +45,11 @@ class Result:
     cpu_client: float = 0.0
     cpu_provider: float = 0.0
     cpu_target: float = 0.0
-    turns: list[float] = field(default_factory=list)  # req/s of each turn added, in order
+    # (requests, seconds) of each turn added, in order: one a round
+    turns: list[tuple[int, float]] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
-        self.turns.append(other.rps)
+        self.turns.append((other.requests, other.seconds))
         self.requests += other.requests
         self.seconds += other.seconds
         self.errors += other.errors
@@ -63,13 +64,24 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def ratio_interval(turns: list[float], base_turns: list[float]) -> tuple[float, float]:
-    """A 95% confidence interval of the req/s ratio of two targets, from their turns taken
-    in the same rounds (paired: one round's noise hits both): the geometric mean of the
-    rounds' ratios, plus or minus Student's t (approximated as 1.96 + 2.4/df, within
-    0.01 of the table from 5 degrees of freedom up) standard errors of its logarithm.
-    NaNs when there are fewer than two rounds."""
-    logs = [math.log(a / b) for a, b in zip(turns, base_turns, strict=True) if a > 0 and b > 0]
+def ratio_interval(
+    turns: list[tuple[int, float]], base_turns: list[tuple[int, float]], cycle: int
+) -> tuple[float, float]:
+    """A 95% confidence interval of the req/s ratio of two targets, from their turns.
+
+    The rounds rotate the targets' order, so a turn's place in its round (first, after
+    the simulator, ...) moves its req/s as much as the targets differ; the place evens out
+    over a whole rotation of `cycle` rounds, in which each target takes every place once.
+    Each whole rotation gives one ratio (both targets' requests over their seconds in it),
+    and the interval is that of their geometric mean: plus or minus Student's t
+    (1.96 + 2.4/df, within 0.03 of the table from 4 degrees of freedom up) standard
+    errors of its logarithm. NaNs when there are fewer than two whole rotations."""
+    logs = []
+    for first in range(0, len(turns) - cycle + 1, cycle):
+        mine, base = turns[first : first + cycle], base_turns[first : first + cycle]
+        rate = sum(n for n, _ in mine) / sum(t for _, t in mine)
+        base_rate = sum(n for n, _ in base) / sum(t for _, t in base)
+        logs.append(math.log(rate / base_rate))
     if len(logs) < 2:
         return math.nan, math.nan
     mean = statistics.fmean(logs)

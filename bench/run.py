@@ -12,7 +12,7 @@ that differ in nothing) measured the two 0.00 to 0.08 apart at sse:32 in six run
 8 rounds, and 0.00 to 0.02 apart in five of 32. A turn at c=32 is then 250 requests,
 the last few sent with fewer than 32 in flight, which every target pays alike. Each
 target keeps its own warm keep-alive connections. Each ratio between two targets comes
-with a 95% confidence interval from the ratios of their turns in each round.
+with a 95% confidence interval from its ratio in each whole rotation of the order.
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def compare(router: str, base: str, results: dict[str, Result], concurrency: int
     r, b = results[router], results[base]
     ratio = r.rps / b.rps if b.rps else float("nan")
     added = percentile(r.latencies_ms, 0.5) - percentile(b.latencies_ms, 0.5)
-    low, high = ratio_interval(r.turns, b.turns)
+    low, high = ratio_interval(r.turns, b.turns, len(results))
     line = f"{router} vs {base}: {ratio:.2f}x req/s (95% CI {low:.2f}-{high:.2f})"
     line += f", p50 {added:+.2f} ms"
     if r.ttfts_ms:
