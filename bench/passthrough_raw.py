@@ -21,7 +21,7 @@ import httptools
 from passthrough import main  # bench/ is first on the path of a script run here
 
 from router.upstream.client import HttpClient
-from router.upstream.connection import Response
+from router.upstream.response import Response
 
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 _HEAD = b"HTTP/1.1 %d OK\r\nContent-Type: %b\r\nTransfer-Encoding: chunked\r\n\r\n"

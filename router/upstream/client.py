@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from router.types import Limits, Proxy
-from router.upstream.connection import Connection, Response
+from router.upstream.connection import Connection
 from router.upstream.http_errors import (
     BadResponse,
     BrokenBody,
@@ -34,6 +34,7 @@ from router.upstream.http_errors import (
     HttpError,
     TooLarge,
 )
+from router.upstream.response import Response
 from router.upstream.tunnel import ProxyRefused, open_tunnel
 
 _USER_AGENT = "llm-router"

@@ -1,12 +1,13 @@
-"""One keep-alive HTTP/1.1 connection to a provider, and the response being read off it.
+"""One keep-alive HTTP/1.1 connection to a provider; the response being read off it is
+response.py's.
 
 httptools (llhttp, the parser uvicorn serves with) does the parsing: status, headers,
 chunked framing, keep-alive (a head's fields are read off its bytes once llhttp has
 accepted them, in one regex pass rather than a Python call per field). What is left here
-is the part a proxy needs: the body arrives as pieces to relay as they come, reading
-pauses when the relay falls behind, a read can be failed from outside (the router's
-own deadlines do that), and the connection goes back to its pool only when its
-response was read to the end and nothing else came after it.
+is the part a proxy needs: body pieces go to the response as each read is parsed,
+reading pauses when the relay falls behind (the response asks), and the connection goes
+back to its pool only when its response was read to the end and nothing else came after
+it.
 
 Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
 Change it with a before/after figure.
@@ -17,238 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import zlib
-from collections import deque
 from collections.abc import Callable
 from typing import cast
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.types import Limits
 from router.upstream.http_errors import (
     BadResponse,
-    BrokenBody,
-    Disconnected,
     HttpError,
     TooLarge,
 )
-from router.upstream.inflate import Decoder
+from router.upstream.response import Response
 
-# Reading from the provider pauses above this many unread body bytes, and goes on
-# once the relay has taken them (aiohttp's StreamReader pauses at 128 KiB).
-_HIGH_WATER = 1 << 17
-# An error answer is a few hundred bytes of JSON; one past this is not an error body.
-_MAX_ERROR_BODY = 1 << 20
-
-
-_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 # A field of a head llhttp accepted: after a CRLF, the name up to the first colon, then
 # the value without the spaces and tabs before it (llhttp keeps those after it).
 _FIELD = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")
-
-
-class Response:
-    """A response whose head is in (once `head()` returned); its body is read here."""
-
-    __slots__ = (
-        "_close_delimited",
-        "_complete",
-        "_connection",
-        "_decoder",
-        "_done_with",
-        "_exception",
-        "_limits",
-        "_pending",
-        "_size",
-        "_waiter",
-        "_whole",
-        "head_done",
-        "headers",
-        "keep_alive",
-        "status",
-    )
-
-    def __init__(self, connection: Connection, limits: Limits) -> None:
-        self._connection = connection
-        self._limits = limits
-        self._pending: deque[bytes] = deque()
-        self._size = 0
-        self._whole = False  # read() waits for all of it: reading must not pause
-        self.head_done = False
-        self._complete = False
-        self._close_delimited = False  # no Content-Length, not chunked: the close ends it
-        self._done_with = False  # released or closed: the connection is not ours any more
-        self._decoder: Decoder | None = None
-        self._exception: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self.status = 0
-        self.keep_alive = False
-        self.headers: CIMultiDictProxy[str] = _NO_HEADERS
-
-    async def head(self) -> None:
-        """Wait until the status and headers are in."""
-        while not self.head_done:
-            if self._exception is not None:
-                raise self._exception
-            await self._wait()
-
-    async def readany(self) -> bytes:
-        """The body bytes that arrived since the last read, at least one; b"" at the end."""
-        while not self._pending:
-            if self._exception is not None:
-                raise self._exception
-            if self._complete:
-                return b""
-            # _wait(), inline: a stream reads here once an event, and each frame between
-            # the task and the future is woken on every one.
-            waiter = self._waiter = self._connection.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        pending = self._pending
-        data = pending.popleft() if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._size = 0
-        self._connection.resume()
-        return data
-
-    async def read(self) -> bytes:
-        """The whole body, within the body limit."""
-        self._whole = True
-        try:
-            self._check_whole_size()  # what arrived before the whole body was asked for
-        except TooLarge as exc:
-            self._connection.close()
-            raise exc from None
-        self._connection.resume()
-        while not self._complete:
-            if self._exception is not None:
-                raise self._exception
-            await self._wait()
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._size = 0
-        return data
-
-    def at_eof(self) -> bool:
-        """Whether the body is complete and all of it has been read."""
-        return self._complete and not self._pending
-
-    def set_exception(self, exc: BaseException) -> None:
-        """Fail the read that waits now, and every later one."""
-        if self._complete and not self._pending:
-            return  # nothing left to fail: a late deadline or a close after the end
-        self._exception = exc
-        self._wake()
-
-    def release(self) -> None:
-        """Done with the response: the connection goes back to its pool if it can be
-        used again (the body read to the end, keep-alive), and is closed otherwise."""
-        if self._done_with:
-            return
-        self._done_with = True
-        if self.at_eof() and self.keep_alive and self._exception is None:
-            self._connection.idle()
-        else:
-            self._connection.close()
-
-    def close(self) -> None:
-        if not self._done_with:
-            self._done_with = True
-            self._connection.close()
-
-    async def _wait(self) -> None:
-        waiter = self._waiter = self._connection.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # What the connection's parser reports.
-
-    def on_headers_complete(
-        self, status: int, keep_alive: bool, fields: list[tuple[str, str]]
-    ) -> None:
-        """The head is whole: its status and its fields, in order."""
-        headers: CIMultiDict[str] = CIMultiDict(fields)
-        encoding = headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding in ("gzip", "deflate"):
-            self._decoder = Decoder(encoding, self._limits.max_inflate_ratio)
-        elif encoding != "identity":
-            raise BadResponse(f"unsupported content-encoding {encoding!r}")
-        self._close_delimited = "Content-Length" not in headers and (
-            "chunked" not in headers.get("Transfer-Encoding", "").lower()
-        )
-        self.status = status
-        self.keep_alive = keep_alive
-        self.headers = CIMultiDictProxy(headers)
-        self.head_done = True
-        self._wake()
-
-    def on_body(self, chunks: list[bytes]) -> None:
-        """The body chunks the parser found in one read (a chunked body's, one or more)."""
-        if self._decoder is not None:
-            chunks = self._decoded(chunks)
-        self._pending.extend(chunks)
-        self._size += sum(map(len, chunks))
-        if self._size > _HIGH_WATER:
-            if self._whole:
-                self._check_whole_size()
-            else:
-                self._connection.pause()  # read() turns it into a whole read, and checks
-        self._wake()
-
-    def _decoded(self, chunks: list[bytes]) -> list[bytes]:
-        assert self._decoder is not None
-        try:
-            return [out for chunk in chunks if (out := self._decoder.decompress(chunk))]
-        except zlib.error as exc:
-            raise BrokenBody(f"cannot decompress the body: {exc}") from None
-
-    def _check_whole_size(self) -> None:
-        """A body read whole is held whole: it may not pass the body limit (an error
-        answer, a smaller one)."""
-        limit = self._limits.max_body_bytes
-        if self.status >= 300:
-            limit = min(limit, _MAX_ERROR_BODY)
-        if self._size > limit:
-            raise TooLarge(f"response body larger than {limit} bytes")
-
-    def on_message_complete(self) -> None:
-        if self._decoder is not None:
-            try:
-                tail = self._decoder.flush()
-            except zlib.error as exc:
-                self.set_exception(BrokenBody(f"cannot decompress the body: {exc}"))
-                return
-            if tail:
-                self._pending.append(tail)
-            if not self._decoder.ended():
-                self.set_exception(BrokenBody("the compressed body ended part way through"))
-                return
-        self._complete = True
-        self._wake()
-
-    def on_lost(self, exc: BaseException | None) -> None:
-        """The connection closed. A body delimited by a clean close is complete now."""
-        if self._complete or self._exception is not None:
-            return
-        if self.head_done and self._close_delimited and exc is None:
-            self.on_message_complete()
-            return
-        reason = f": {exc}" if exc is not None else ""
-        if not self.head_done:
-            message = f"the server closed the connection before answering{reason}"
-            self.set_exception(Disconnected(message))
-        else:
-            self.set_exception(BrokenBody(f"the connection closed inside the body{reason}"))
 
 
 class Connection(asyncio.Protocol):
