@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 
@@ -65,3 +66,30 @@ def test_the_tuning_shown_in_routes_yaml_is_the_defaults():
     assert sections == ["timeouts", "failover", "limits"]
     for name in sections:
         assert getattr(tuned, name) == getattr(plain, name), name
+
+
+def _tracked_text() -> dict[str, str]:
+    """README, the example configs, deploy/ and the package's own messages."""
+    paths = [REPO / "README.md", REPO / "routes.yaml"]
+    paths += sorted((REPO / "deploy").rglob("*.yaml")) + sorted((REPO / "router").rglob("*.py"))
+    return {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8") for path in paths}
+
+
+def test_every_install_hint_names_this_distribution_and_a_real_extra():
+    """`llm-router` is the command, and another project's name on PyPI: a hint that says
+    `pip install 'llm-router[otel]'` sends a user to someone else's package."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    name = pyproject["project"]["name"]
+    extras = set(pyproject["project"]["optional-dependencies"])
+    hints = [
+        (file, dist, extra)
+        for file, text in _tracked_text().items()
+        for dist, extra in re.findall(r"pip install '([\w.{}-]+)\[(\w+)\]'", text)
+    ]
+    assert len(hints) >= 4  # README's, routes.yaml's and the error messages' hints
+    wrong = [
+        f"{file}: {dist}[{extra}]"
+        for file, dist, extra in hints
+        if dist not in (name, "{DISTRIBUTION}", ".") or extra not in extras
+    ]
+    assert wrong == []
