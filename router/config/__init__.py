@@ -75,6 +75,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     timeouts = _settings(top.get("timeouts"), Timeouts)
     models = parse_models(top["models"], keys, skipped, warnings, timeouts)
     warnings.extend(translated_proxy_warnings(models))
+    warnings.extend(catalog.retirement_warnings(models))
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()

@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from router.types import Capability, Price
+from router.types import DEFAULT_API_BASES, Capability, Key, ModelSpec, Price
 
 _LITELLM_FILE = "model_prices_and_context_window_backup.json"
 SHIPPED = Path(__file__).with_name("model_data.json")
@@ -38,9 +38,11 @@ class ModelFacts:
     max_input_tokens: int | None = None
     # A Capability mask; None when the entry says nothing of tools, vision or schemas.
     capabilities: int | None = None
+    retires: str | None = None  # the provider's announced retirement date, YYYY-MM-DD
 
 
 UNKNOWN = ModelFacts()
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @cache
@@ -105,6 +107,34 @@ def facts(provider: str, model: str) -> ModelFacts:
     return UNKNOWN
 
 
+def retirement_warnings(models: Mapping[str, ModelSpec]) -> list[str]:
+    """One warning per upstream model that litellm's model data gives a retirement date,
+    naming the routes that use it. Only routes whose key reaches the provider itself
+    (its default api_base, or none given): a model of the same name behind another
+    api_base (a compatible API, a simulator) is someone else's."""
+    users: dict[tuple[str, str], dict[str, None]] = {}  # route ids, in config order, once
+    for spec in models.values():
+        for route in spec.routes:
+            if _reaches_provider(route.key):
+                users.setdefault((route.key.provider, route.model), {})[route.id] = None
+    warnings = []
+    for (provider, model), route_ids in sorted(users.items()):
+        date = facts(provider, model).retires
+        if date is not None:
+            routes = ", ".join(route_ids)
+            skipped = f"routes {routes} are" if len(route_ids) > 1 else f"route {routes} is"
+            warnings.append(
+                f"{provider} retires {model} on {date} (litellm's model data): from then on "
+                f"it answers 404 and {skipped} skipped; move the routes to a current model"
+            )
+    return warnings
+
+
+def _reaches_provider(key: Key) -> bool:
+    default = DEFAULT_API_BASES.get(key.provider)
+    return not key.api_base or (default is not None and key.api_base.rstrip("/") == default)
+
+
 def forget() -> None:
     """Drop the tables once the config is loaded: up to 8 MB nobody reads afterwards."""
     _table.cache_clear()
@@ -125,10 +155,12 @@ def _facts_of(entry: Mapping[str, Any]) -> ModelFacts:
             cache_write=float(write) if isinstance(write, int | float) else None,
         )
     window = entry.get("max_input_tokens")
+    retires = entry.get("deprecation_date")
     return ModelFacts(
         price=price,
         max_input_tokens=window if isinstance(window, int) else None,
         capabilities=_capabilities(entry),
+        retires=retires if isinstance(retires, str) and _DATE.fullmatch(retires) else None,
     )
 
 

@@ -44,6 +44,7 @@ FIELDS = (
     "supports_vision",
     "supports_response_schema",
     "supports_prompt_caching",
+    "deprecation_date",  # the provider's announced retirement (YYYY-MM-DD): check warns
 )
 
 
