@@ -167,6 +167,9 @@ class Route:
     # The timeouts of attempts on this route when routes.yaml sets any on the route or
     # its model (merged at load: route over model over global); None: the global ones.
     timeouts: Timeouts | None = None
+    # The provider's announced retirement of `model` (litellm's model data), YYYY-MM-DD;
+    # None when none is known or the key reaches another API (config/retirements.py).
+    retires: str | None = None
     # "key name / upstream model": the route's name in state, headers, logs and metrics.
     # Computed once; it is read many times per request.
     id: str = field(init=False, compare=False)

@@ -23,6 +23,7 @@ from router.config import catalog
 from router.config.fields import Field, read_document, unset_reason
 from router.config.keys import parse_keys, translated_proxy_warnings
 from router.config.models import parse_models
+from router.config.retirements import retirement_warnings
 from router.config.table import format_route_table, mask_key
 from router.errors import ConfigError
 from router.types import (
@@ -75,7 +76,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
     timeouts = _settings(top.get("timeouts"), Timeouts)
     models = parse_models(top["models"], keys, skipped, warnings, timeouts)
     warnings.extend(translated_proxy_warnings(models))
-    warnings.extend(catalog.retirement_warnings(models))
+    warnings.extend(retirement_warnings(models))
     failover = _settings(top.get("failover"), FailoverSettings)
     limits = _settings(top.get("limits"), Limits)
     state = _state(top["state"]) if "state" in top else StateSettings()

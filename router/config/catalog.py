@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from router.types import DEFAULT_API_BASES, Capability, Key, ModelSpec, Price
+from router.types import Capability, Price
 
 _LITELLM_FILE = "model_prices_and_context_window_backup.json"
 SHIPPED = Path(__file__).with_name("model_data.json")
@@ -105,34 +105,6 @@ def facts(provider: str, model: str) -> ModelFacts:
         if isinstance(entry, dict):
             return _facts_of(entry)
     return UNKNOWN
-
-
-def retirement_warnings(models: Mapping[str, ModelSpec]) -> list[str]:
-    """One warning per upstream model that litellm's model data gives a retirement date,
-    naming the routes that use it. Only routes whose key reaches the provider itself
-    (its default api_base, or none given): a model of the same name behind another
-    api_base (a compatible API, a simulator) is someone else's."""
-    users: dict[tuple[str, str], dict[str, None]] = {}  # route ids, in config order, once
-    for spec in models.values():
-        for route in spec.routes:
-            if _reaches_provider(route.key):
-                users.setdefault((route.key.provider, route.model), {})[route.id] = None
-    warnings = []
-    for (provider, model), route_ids in sorted(users.items()):
-        date = facts(provider, model).retires
-        if date is not None:
-            routes = ", ".join(route_ids)
-            skipped = f"routes {routes} are" if len(route_ids) > 1 else f"route {routes} is"
-            warnings.append(
-                f"{provider} retires {model} on {date} (litellm's model data): from then on "
-                f"it answers 404 and {skipped} skipped; move the routes to a current model"
-            )
-    return warnings
-
-
-def _reaches_provider(key: Key) -> bool:
-    default = DEFAULT_API_BASES.get(key.provider)
-    return not key.api_base or (default is not None and key.api_base.rstrip("/") == default)
 
 
 def forget() -> None:

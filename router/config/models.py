@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from router.config import catalog
 from router.config.fields import Field, suggestion
+from router.config.retirements import reaches_provider
 from router.types import (
     ALL_CAPABILITIES,
     CAPABILITY_NAMES,
@@ -262,6 +263,7 @@ def _routes(
                 max_input_tokens=window or facts.max_input_tokens,
                 capabilities=written,
                 timeouts=merged_timeouts(timeouts, {**model_timeouts, **own}),
+                retires=facts.retires if reaches_provider(key) else None,
             )
         )
     return tuple(usable)

@@ -14,7 +14,9 @@ alert compares them with zero or needs them as the config's table before any tra
   that appears at 1 would miss that first request);
 - `llm_router_upstream_attempts_total{outcome="ok"}` for every (model, own route): the
   model <-> route table LLMRouterModelUnavailable joins on;
-- `llm_router_route_state{state="available"}` for every route (that alert's zero).
+- `llm_router_route_state{state="available"}` for every route (that alert's zero);
+- `llm_router_route_retirement_timestamp_seconds` for every route with a retirement date
+  (LLMRouterRouteModelRetiring: telemetry/retirement.py).
 The `_created` companions are off for the whole process (`disable_created_metrics` at
 import): they doubled the page and no rule or panel reads them.
 
@@ -43,6 +45,7 @@ from router.telemetry.children import FastHistogram, Spawner
 from router.telemetry.exposition import Renderer
 from router.telemetry.headroom import HeadroomGauges, values_of
 from router.telemetry.labels import RequestOutcome, RouteState, route_labels
+from router.telemetry.retirement import RetirementGauge
 from router.telemetry.series import ModelSeries, RouteSeries
 from router.types import DISTRIBUTION, Config, Key, Route
 
@@ -120,6 +123,7 @@ class Metrics:
         self._model_reason: dict[str, str] = {}  # client model -> the same
         self._model_labels: set[tuple[str, str]] = set()  # every (model, reason) series
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
+        self._dated = _dated(config)
         self._declare_requests(registry)
         self._declare_upstream(registry)
         self._declare_route_state(registry)
@@ -270,6 +274,7 @@ class Metrics:
         # numbers on each route's record, not children (telemetry/headroom.py)
         self.headroom = HeadroomGauges(lambda: list(self._route_gauges.values()))
         r.register(self.headroom)
+        r.register(RetirementGauge(lambda: self._dated))  # telemetry/retirement.py
 
     def _create_series(self, config: Config) -> None:
         """Only the series an alert needs before any traffic (the module's docstring)."""
@@ -398,6 +403,7 @@ class Metrics:
         there as stuck. Counters keep their history."""
         self._create_series(config)
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
+        self._dated = _dated(config)
         for route in removed:
             self._route_gauges.pop(route.id, None)
             labels = route_labels(route)
@@ -412,6 +418,11 @@ class Metrics:
             self._model_labels.discard(labels)
             self._model_reason.pop(labels[0], None)
             _drop(self.model_disabled, *labels)
+
+
+def _dated(config: Config) -> tuple[Route, ...]:
+    """The routes whose upstream model has a retirement date: the retirement gauge's."""
+    return tuple(route for route in config.all_routes() if route.retires is not None)
 
 
 def _drop(gauge: Gauge, *labels: str) -> None:

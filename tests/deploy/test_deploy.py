@@ -26,7 +26,7 @@ from router.outcomes import FailureClass
 from router.sim import Fault, SimKey
 from router.telemetry.labels import AttemptOutcome, RequestOutcome, RouteState
 from router.telemetry.metrics import DISABLE_REASONS
-from tests.configs import model, route, routes_yaml, sim_keys, two_keys_models
+from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_models
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 
 DEPLOY = REPO / "deploy"
@@ -276,8 +276,12 @@ async def quota_outage_page(stack) -> str:
     models = two_keys_models(fallback=["gpt-4o-mini"])
     price = {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000}  # $1 a token
     models["gpt-4o-capped"] = model(route("c", "gpt-4o", price=price), budget={"usd_per_month": 1})
+    # A key on OpenAI itself, which no request reaches (these tests touch 127.0.0.1 only):
+    # its route on gpt-4o, which litellm's model data dates, has a retirement series.
+    direct = key("openai-direct", api_key="sk-never-sent-0123456789abcdef")
+    models["gpt-4o-direct"] = model(route("openai-direct", "gpt-4o"))
     url = await stack.router(
-        routes_yaml(keys=sim_keys(sim_url, SIM_A, SIM_B, SIM_C), models=models)
+        routes_yaml(keys=[*sim_keys(sim_url, SIM_A, SIM_B, SIM_C), direct], models=models)
     )
     sim.inject("a", Fault.insufficient_quota())
     sim.inject("b", Fault.insufficient_quota())
@@ -292,6 +296,9 @@ async def quota_outage_page(stack) -> str:
     assert sample(text, "llm_router_key_disabled", key="b", reason="quota") == 1
     assert sample(text, "llm_router_route_state", route="c/gpt-4o-mini", state="available") == 1
     assert sample(text, "llm_router_model_disabled", model="gpt-4o-capped", reason="budget") == 1
+    assert sample(
+        text, "llm_router_route_retirement_timestamp_seconds", route="openai-direct/gpt-4o"
+    )
     return text
 
 
@@ -393,6 +400,7 @@ async def test_rules_fire_on_the_live_page_of_a_router_whose_keys_ran_dry(stack,
         fired(
             "LLMRouterModelOverBudget", {"model": "gpt-4o-capped", "reason": "budget", **warning}
         ),
+        fired("LLMRouterRouteModelRetiring"),  # gpt-4o retires in 2027, not at 10m (1970)
     ]
     assert {case["alertname"] for case in expected} == {rule["alert"] for rule in rules()}
     await promtool_unit_test(tmp_path, bare, input_series(text, minutes=15), expected)

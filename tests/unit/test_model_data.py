@@ -7,12 +7,11 @@ import importlib.metadata
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from router.config import catalog, format_route_table, parse_config
+from router.config import catalog
 from router.config.model_data_gen import FIELDS
 from router.types import Price
 from tests.conftest import REPO
@@ -112,49 +111,3 @@ def test_an_older_installed_litellm_only_fills_gaps(shipped):
     shipped("999.0.0")
     assert catalog.facts("openai", "gpt-4o").price == Price(1.0, 2.0)
     assert catalog.facts("openai", "gpt-4o-mini").price is not None  # litellm's, not shipped
-
-
-@pytest.fixture
-def dated(tmp_path, monkeypatch):
-    """A shipped file that wins over any installed litellm (it says it is from litellm
-    999) and dates one model's retirement: old-x; new-x has no date, odd-x no real one."""
-    path = tmp_path / "model_data.json"
-    models = {
-        "old-x": {"deprecation_date": "2027-01-14"},
-        "new-x": {},
-        "odd-x": {"deprecation_date": "soon"},
-    }
-    path.write_text(json.dumps({"source": {"litellm": "999.0.0"}, "models": models}))
-    monkeypatch.setattr(catalog, "SHIPPED", path)
-    catalog.forget()
-    yield
-    catalog.forget()
-
-
-def test_a_dated_model_warns_once_naming_the_routes_that_reach_its_provider(dated):
-    config = parse_config(
-        textwrap.dedent("""\
-        keys:
-          main: {provider: openai, api_key: "${K}"}
-          spare: {provider: openai, api_base: "https://api.openai.com/v1/", api_key: "${K}"}
-          compat: {provider: openai, api_base: "https://llm.example.net/v1", api_key: "${K}"}
-        models:
-          a:
-            routes:
-              - {key: main, model: old-x}
-              - {key: spare, model: old-x}
-              - {key: compat, model: old-x}   # someone else's old-x: no warning
-          b:
-            routes: [{key: main, model: new-x}, {key: spare, model: odd-x}]
-            fallback: [a]
-        """),
-        source="routes.yaml",
-        environ={"K": "sk-test-0123456789abcdef"},
-    )
-    assert catalog.facts("openai", "old-x").retires == "2027-01-14"
-    assert catalog.facts("openai", "odd-x").retires is None  # not a date: not believed
-    assert config.warnings == (
-        "openai retires old-x on 2027-01-14 (litellm's model data): from then on it answers "
-        "404 and routes main/old-x, spare/old-x are skipped; move the routes to a current model",
-    )
-    assert "2027-01-14" in format_route_table(config)  # what `llm-router check` prints
