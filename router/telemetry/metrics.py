@@ -27,7 +27,7 @@ renders (handlers/scrape.py), for the routes that have state only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from router.telemetry.exposition import Renderer
 from router.telemetry.headroom import HeadroomGauges, values_of
 from router.telemetry.labels import RequestOutcome, RouteState, route_labels
 from router.telemetry.retirement import RetirementGauge
+from router.telemetry.route_table import RouteTable
 from router.telemetry.series import ModelSeries, RouteSeries
 from router.types import DISTRIBUTION, Config, Key, Route
 
@@ -62,33 +63,6 @@ WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.
 # A misconfigured route shows as route_state disabled, not as its key disabled.
 DISABLE_REASONS = tuple(reason for reason in BlockReason if reason.takes_key_out)
 _ROUTE = ("route", "key", "provider")
-
-
-@dataclass(frozen=True, slots=True)
-class RouteTable:
-    """The config's routes cut in fixed chunks, for a scrape to refresh the gauges of
-    the routes that have state a chunk at a time (handlers/scrape.py). Reading a chunk's
-    health makes its two scope names per route (0.2 µs for both; the tracker keeps no
-    index of them): 0.5 ms per scrape at 2,000 routes, not worth a cache."""
-
-    chunks: tuple[tuple[Route, ...], ...]
-    chunk_of: Mapping[str, int]  # route id -> index in chunks
-    routes_of_key: Mapping[str, tuple[str, ...]]  # key name -> its route ids
-    budgeted: frozenset[str]  # the client models with a budget: only they are ever out
-
-    @classmethod
-    def of(cls, config: Config, size: int) -> RouteTable:
-        routes = config.all_routes()
-        chunks = tuple(routes[i : i + size] for i in range(0, len(routes), size))
-        of_key: dict[str, list[str]] = {}
-        for route in routes:
-            of_key.setdefault(route.key.name, []).append(route.id)
-        return cls(
-            chunks,
-            {route.id: i // size for i, route in enumerate(routes)},
-            {name: tuple(ids) for name, ids in of_key.items()},
-            frozenset(name for name, model in config.models.items() if model.budget is not None),
-        )
 
 
 @dataclass(slots=True)
