@@ -60,6 +60,7 @@ class _Walk:
         "ticket",
         "too_big",
         "tried",
+        "unfit",
         "visited",
     )
 
@@ -73,6 +74,10 @@ class _Walk:
         self.first = 0  # attempts made in earlier rounds: max_attempts is per round
         self.visited: set[str] = set()  # models walked in this round
         self.too_big: frozenset[str] = frozenset()  # skipped: the prompt exceeds their window
+        # The same, of the model being walked: not chosen. A route's window is its entry's
+        # (routes.yaml may set max_input_tokens per entry), so the id a prompt is too big
+        # for under one model may still hold it under another.
+        self.unfit: frozenset[str] = frozenset()
         self.tried: set[str] = set()
         self.kept_answer: Answer | None = None  # returned if every attempt ends the way it did
         self.circuit_open = False  # a route was skipped for its open circuit: worth a probe
@@ -83,7 +88,7 @@ class _Walk:
         self.ticket = ticket
         self.first = len(self.attempts)
         self.visited = set()
-        self.too_big = frozenset()
+        self.too_big = self.unfit = frozenset()
         self.tried = set()
         self.kept_answer = None
         self.circuit_open = False
@@ -238,6 +243,7 @@ class Failover:
             else:
                 too_big = await walk.prompt.too_big_for(routes)
             walk.too_big |= too_big
+            walk.unfit = too_big
             if too_big and len(too_big) == len(routes) and model.context_fallback:
                 pending[:0] = model.context_fallback  # no route can hold this prompt
                 continue
@@ -317,9 +323,8 @@ class Failover:
     ) -> Route | None:
         """The next route of `shape` to try, or None when none is available; the routes
         passed over go into the walk's log, with why. Tried routes are not chosen again,
-        nor those the prompt is too big for (of any model of the chain: an id is one key's
-        upstream model, whose window is the same wherever it serves)."""
-        exclude = walk.tried | walk.too_big if walk.too_big else walk.tried
+        nor those of this model the prompt is too big for."""
+        exclude = walk.tried | walk.unfit if walk.unfit else walk.tried
         affinity = call.affinity if model.affinity else b""
         if not walk.panic:
             route, passed = choose(

@@ -40,6 +40,20 @@ async def test_a_prompt_far_over_a_window_goes_to_the_context_fallback_unsent(st
     assert sim.stats["a"].requests == 0  # no tokens were spent finding out
 
 
+async def test_a_route_too_small_under_one_model_still_serves_where_its_window_is_larger(stack):
+    """A window belongs to the route's entry: a/gpt-4o holds 50 tokens under short and
+    100,000 under long, so the fallback may send the prompt to the same key and model."""
+    _, sim_url = await stack.sim(SIM_A, SIM_B)
+    short = model(route("a", "gpt-4o", max_input_tokens=50), context_fallback=["long"])
+    url = await stack.router(
+        routes_yaml(
+            keys=sim_keys(sim_url, SIM_A, SIM_B),
+            models={"short": short, "long": model(route("a", "gpt-4o", max_input_tokens=100_000))},
+        )
+    )
+    assert await route_of(url, words(300)) == "a/gpt-4o"
+
+
 async def test_a_prompt_well_inside_the_window_stays(stack):
     _, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(config(sim_url, window=1000))
