@@ -15,6 +15,7 @@ the table.
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import importlib.util
 import json
@@ -132,8 +133,19 @@ def _facts_of(entry: Mapping[str, Any]) -> ModelFacts:
         price=price,
         max_input_tokens=window if isinstance(window, int) else None,
         capabilities=_capabilities(entry),
-        retires=retires if isinstance(retires, str) and _DATE.fullmatch(retires) else None,
+        retires=retires if _is_date(retires) else None,
     )
+
+
+def _is_date(value: object) -> bool:
+    """A real YYYY-MM-DD date (not 2026-02-30): the retirement gauge converts it."""
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        return False
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 # litellm's flags; a flag absent from an entry that has some of them means unsupported,

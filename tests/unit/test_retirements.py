@@ -40,12 +40,13 @@ def load(text: str) -> Config:
 @pytest.fixture
 def dated(tmp_path, monkeypatch):
     """A shipped file that wins over any installed litellm (it says it is from litellm
-    999) and dates one model's retirement: old-x; new-x has no date, odd-x no real one."""
+    999) and dates one model's retirement: old-x; new-x has no date, odd-x and feb-x no real one."""
     path = tmp_path / "model_data.json"
     models = {
         "old-x": {"deprecation_date": "2027-01-14"},
         "new-x": {},
         "odd-x": {"deprecation_date": "soon"},
+        "feb-x": {"deprecation_date": "2026-02-30"},  # no such day
     }
     path.write_text(json.dumps({"source": {"litellm": "999.0.0"}, "models": models}))
     monkeypatch.setattr(catalog, "SHIPPED", path)
@@ -58,6 +59,7 @@ def test_a_dated_model_warns_once_naming_the_routes_that_reach_its_provider(date
     config = load(CONFIG)
     assert catalog.facts("openai", "old-x").retires == "2027-01-14"
     assert catalog.facts("openai", "odd-x").retires is None  # not a date: not believed
+    assert catalog.facts("openai", "feb-x").retires is None  # nor a day that never is
     assert config.warnings == (
         "openai retires old-x on 2027-01-14 (litellm's model data): from then on it answers "
         "404 and routes main/old-x, spare/old-x are skipped; move the routes to a current model",
