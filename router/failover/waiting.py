@@ -47,6 +47,10 @@ class WaitRoom:
     def arrival(self) -> int:
         return next(self._arrivals)
 
+    def admits(self, bound: float) -> bool:
+        """Whether a wait of up to `bound` seconds may begin: room is left, and time."""
+        return self._count < self._limit and bound > 0
+
     def busy(self, model: str) -> bool:
         """Whether requests for `model` are waiting: a newcomer queues behind them."""
         return bool(self._lines.get(model))
@@ -55,7 +59,7 @@ class WaitRoom:
         """Sleep `seconds`, then until the earlier waiters of `model` have left: the
         ticket at the head of the line, or None when the room is full or that took
         longer than `bound` seconds (the request then answers 429 as without waiting)."""
-        if self._count >= self._limit or bound <= 0:
+        if not self.admits(bound):
             return None
         line = self._lines.setdefault(model, [])
         ticket = Ticket(seq, model)
@@ -140,6 +144,8 @@ class Patience:
         return ticket
 
     async def _hold(self, seconds: float, bound: float) -> Ticket | None:
+        if not self._room.admits(bound):
+            return None  # refused at once: never held, so nothing is counted
         if self._seq < 0:
             self._seq = self._room.arrival()
         since = self._clock()

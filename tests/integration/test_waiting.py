@@ -123,6 +123,7 @@ async def test_the_waiting_room_is_bounded_and_the_extra_request_gets_429(stack)
     assert caught.value.response.headers["x-router-attempts"] == "0"  # a is cooling down
     assert (await first)[0] == 200
     assert users(sim) == ["first", "first"]
+    assert await metric(url, "llm_router_waits_total") == 1  # the refused one was not held
 
 
 async def test_waiting_requests_are_served_in_arrival_order(stack):
