@@ -64,13 +64,14 @@ class _Walk:
         "visited",
     )
 
-    def __init__(self, prompt: PromptSize, deadline: float, ticket: Ticket | None) -> None:
+    def __init__(self, prompt: PromptSize, deadline: float) -> None:
         self.prompt = prompt
         self.deadline = deadline  # loop time
         self.attempts: list[Attempt] = []  # the walk's own; answers get a tuple
         self.fallen_back: set[str] = set()  # fallback models entered
         self.skipped: dict[str, Unavailable] = {}  # passed over, and why: the log
-        self.ticket = ticket  # the head of its model's line: left once an attempt is sent
+        # The head of its model's line, once it waited: left once an attempt is sent.
+        self.ticket: Ticket | None = None
         self.first = 0  # attempts made in earlier rounds: max_attempts is per round
         self.visited: set[str] = set()  # models walked in this round
         self.too_big: frozenset[str] = frozenset()  # skipped: the prompt exceeds their window
@@ -147,7 +148,7 @@ class Failover:
             loop = self._loop = asyncio.get_running_loop()
         model = call.model
         deadline = loop.time() + (model.timeouts or self._config.timeouts).request
-        walk = _Walk(PromptSize(call.body, call.payload.get("messages")), deadline, None)
+        walk = _Walk(PromptSize(call.body, call.payload.get("messages")), deadline)
         patience: Patience | None = None
         try:
             if self._room.busy(model.name) and self._max_wait(call) > 0:
