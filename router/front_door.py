@@ -86,6 +86,7 @@ def _reason(error: BaseException) -> str:
     return _QUOTED.sub("", line).rstrip(":. ")[:200] or "unreadable request"
 
 
+_ENCODING, _IDENTITY = "Content-Encoding", "identity"
 # At most one `connections_refused` warning per this many seconds, with the count since.
 _REFUSAL_LOG_EVERY = 10.0
 
@@ -102,7 +103,16 @@ class ReadTimeouts:
 class Connection(RequestHandler):
     """aiohttp's connection handler plus read deadlines for a request's head and body."""
 
-    __slots__ = ("_body", "_broken", "_deadline", "_door", "_head_waiter", "_reading", "_timer")
+    __slots__ = (
+        "_body",
+        "_broken",
+        "_deadline",
+        "_discard",
+        "_door",
+        "_head_waiter",
+        "_reading",
+        "_timer",
+    )
 
     def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -113,6 +123,9 @@ class Connection(RequestHandler):
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
         self._broken: StreamReader | None = None  # a body that broke: its answer closes
+        # A compressed body left unread by its answer: (its reader, raw bytes still due,
+        # None when chunked). What arrives is dropped unparsed (`_drop_rest`).
+        self._discard: tuple[StreamReader, int | None] | None = None
 
     @property
     def serving(self) -> bool:
@@ -120,6 +133,9 @@ class Connection(RequestHandler):
         return self._request_in_progress or bool(self._messages)
 
     def data_received(self, data: bytes) -> None:
+        if self._discard is not None:
+            self._dropped(len(data))
+            return
         queued = len(self._messages)
         super().data_received(data)
         waiter = self._waiter  # pending: between requests, no complete head yet
@@ -194,7 +210,39 @@ class Connection(RequestHandler):
         if self._broken is not None and request.content is self._broken:
             self._broken = None
             resp.force_close()  # `Connection: close`: nothing after the break can be read
+        elif (
+            not request.content.is_eof() and request.headers.get(_ENCODING, _IDENTITY) != _IDENTITY
+        ):
+            self._drop_rest(request, resp)
         return super().finish_response(request, resp, start_time)
+
+    def _drop_rest(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
+        """An answer left a compressed body unread (an early 413, 401 or 404). aiohttp
+        would read it out through its parser, which inflates it: a megabyte of gzip is a
+        gigabyte to inflate, seconds of the event loop. Its raw bytes are counted and
+        dropped instead (nginx's lingering close does not inflate either), and the
+        connection closes once the body's length has come, the client closes, or
+        lingering_time or body_timeout runs out."""
+        resp.force_close()  # nothing after the dropped body can be read
+        payload = request.content
+        length = request.content_length
+        if length is not None:
+            length -= getattr(payload, "total_compressed_bytes", None) or 0
+        self._discard = (payload, length)
+        if length is not None and length <= 0:
+            self._dropped(0)
+
+    def _dropped(self, size: int) -> None:
+        assert self._discard is not None
+        payload, left = self._discard
+        if self._body is not None:
+            self._deadline = self._loop.time() + self._reading.body  # progress
+        if left is None:
+            return
+        left -= size
+        self._discard = (payload, left)
+        if left <= 0:
+            payload.feed_eof()  # aiohttp's read-out ends, and the connection closes
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         # A body the client broke (RequestPayloadError) that aiohttp meets again while it
