@@ -4,7 +4,8 @@ Every request body is parsed and every request ends with a JSON log line; orjson
 each about five times faster than `json` (bench/cpu.py). It is stricter than the stdlib,
 so anything it refuses (NaN, a lone surrogate escape, a byte order mark, an integer
 over 64 bits when writing) falls back to `json`, and callers see exactly what `json`
-would have accepted or raised. It reads integers over 64 bits as floats, so code that
+would have accepted or raised, but for one thing: bytes are read as UTF-8 alone, where
+`json` would also guess UTF-16 or UTF-32. It reads integers over 64 bits as floats, so code that
 re-serialises a client's body must parse it with `exact_loads` instead.
 
 Nesting deep enough to exhaust Python's recursion (a body of 100,000 `[`) is a
@@ -41,9 +42,12 @@ def loads(data: bytes | str) -> Any:
 
 
 def exact_loads(data: bytes | str) -> Any:
-    """`json.loads`: every value as written, big integers included."""
+    """`json.loads`: every value as written, big integers included. Bytes are UTF-8
+    (JSON between systems is, RFC 8259 8.1; a byte order mark is dropped, as `json`
+    drops it): `json` would also read UTF-16 and UTF-32, which the router cannot edit
+    or pass on as JSON, so they raise UnicodeDecodeError or ValueError here."""
     try:
-        return json.loads(data)
+        return json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
     except RecursionError:
         raise ValueError("JSON nested too deeply to parse") from None
 

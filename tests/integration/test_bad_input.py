@@ -32,11 +32,19 @@ async def post(url: str, data: bytes, path: str = "/v1/chat/completions", **kwar
         return response.status, response.headers, await response.json()
 
 
+_GOOD_TEXT = '{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
         pytest.param(b'{"model": "gpt-4o", "messages": [', 400, "invalid_json", id="truncated"),
         pytest.param(b"\xff\xfe not utf-8", 400, "invalid_json", id="not-utf8"),
+        # JSON between systems is UTF-8 (RFC 8259 8.1); json.loads would read these, and
+        # the router would then splice UTF-8 into them on their way upstream.
+        pytest.param(_GOOD_TEXT.encode("utf-16-le"), 400, "invalid_json", id="utf16"),
+        pytest.param(_GOOD_TEXT.encode("utf-16"), 400, "invalid_json", id="utf16-bom"),
+        pytest.param(_GOOD_TEXT.encode("utf-32"), 400, "invalid_json", id="utf32"),
         pytest.param(b"", 400, "invalid_json", id="empty"),
         pytest.param(b'["model", "gpt-4o"]', 400, "invalid_body", id="array"),
         pytest.param(b'"gpt-4o"', 400, "invalid_body", id="string"),

@@ -28,13 +28,27 @@ def test_it_accepts_what_the_stdlib_accepts_with_the_same_values(data: bytes) ->
         assert math.isnan(got["a"])
 
 
-@pytest.mark.parametrize("data", [b"", b'{"model": "gpt-4o", "messages": [', b"\xff\xfe no"])
+@pytest.mark.parametrize("data", [b"", b'{"model": "gpt-4o", "messages": [', b"\xef\xbb\xbf["])
 def test_it_refuses_what_the_stdlib_refuses_with_the_stdlibs_error(data: bytes) -> None:
     with pytest.raises(ValueError) as ours:
         fastjson.loads(data)
     with pytest.raises(ValueError) as stdlib:
         json.loads(data)
     assert str(ours.value) == str(stdlib.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+def test_bytes_are_read_as_utf8_alone_where_the_stdlib_would_guess(encoding: str) -> None:
+    """json.loads reads UTF-16 and UTF-32 bytes too; a body the router splices UTF-8 into
+    or passes upstream as JSON must be UTF-8 (RFC 8259 8.1)."""
+    data = '{"model": "gpt-4o"}'.encode(encoding)
+    assert json.loads(data) == {"model": "gpt-4o"}
+    with pytest.raises(ValueError):
+        fastjson.loads(data)
+    with pytest.raises(ValueError):
+        fastjson.exact_loads(data)
+    with pytest.raises(ValueError):
+        fastjson.loads(b"\xff\xfe no")  # json.loads would try it as UTF-16
 
 
 def test_exact_loads_keeps_big_integers() -> None:
