@@ -36,6 +36,7 @@ __all__ = [
     "CallerError",
     "ConfigError",
     "DeadlineExceeded",
+    "ExpectationFailed",
     "Forbidden",
     "InternalError",
     "InvalidRequest",
@@ -140,6 +141,13 @@ class PathNotFound(CallerError):
 class BodyTooLarge(CallerError):
     status = 413
     code = "request_too_large"
+
+
+class ExpectationFailed(CallerError):
+    """An `Expect` other than 100-continue (RFC 9110 10.1.1)."""
+
+    status = 417
+    code = "expectation_failed"
 
 
 class UpstreamError(RouterError):

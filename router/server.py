@@ -21,7 +21,14 @@ from router.errors import ConfigError
 from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.count_tokens import count_tokens
-from router.handlers.endpoint import ClientAuth, Handler, continue_if_accepted, endpoint, not_found
+from router.handlers.endpoint import (
+    ClientAuth,
+    Handler,
+    continue_if_accepted,
+    endpoint,
+    not_found,
+    refuse_expectation,
+)
 from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
@@ -152,7 +159,8 @@ def add_routes(
         guard = hosts if checked else None
         wrapped = endpoint(handler, hosts=guard, **options)
         if method == "POST":
-            expect = continue_if_accepted(guard, options.get("auth"))
+            refusal = endpoint(refuse_expectation, hosts=guard, **options)
+            expect = continue_if_accepted(guard, options.get("auth"), refusal)
             app.router.add_route(method, path, wrapped, expect_handler=expect)
         else:
             app.router.add_route(method, path, wrapped)

@@ -22,6 +22,7 @@ from aiohttp import HttpVersion11, web
 from router.errors import (
     BodyTooLarge,
     DeadlineExceeded,
+    ExpectationFailed,
     Forbidden,
     InternalError,
     InvalidRequest,
@@ -49,7 +50,7 @@ log = structlog.get_logger("router.request")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Refusals that continue_if_accepted foresees: answered before any body is asked for.
-_REFUSED_UNREAD = (BodyTooLarge, Forbidden, Unauthorized)
+_REFUSED_UNREAD = (BodyTooLarge, ExpectationFailed, Forbidden, Unauthorized)
 
 
 class ClientAuth:
@@ -78,32 +79,40 @@ class ClientAuth:
 
 
 def continue_if_accepted(
-    hosts: HostCheck | None, auth: ClientAuth | None
-) -> Callable[[web.Request], Awaitable[None]]:
+    hosts: HostCheck | None, auth: ClientAuth | None, refusal: Handler
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
     """The answer to `Expect: 100-continue` on a route guarded by `hosts` and `auth`:
     `100 Continue` only for a request that will be read, from a Host (and Origin) the
     router answers, with a client key that passes, and a body declared within
     server.max_body_bytes. Otherwise nothing: the handler's refusal (403, 401, 413) is
     the answer, with `Connection: close` (_error_response), and the upload is never
-    asked for, as nginx checks access before it reads a body."""
+    asked for, as nginx checks access before it reads a body. Any other `Expect` gets
+    `refusal`'s answer: the route's endpoint around `refuse_expectation`, so its 417 is
+    in the endpoint's dialect and logged like any other request."""
 
-    async def expect(request: web.Request) -> None:
+    async def expect(request: web.Request) -> web.StreamResponse | None:
         length = request.content_length
         if request.version != HttpVersion11 or (length or 0) > request.client_max_size:
-            return
+            return None
         if request.headers.get("Expect", "").lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text="the only Expect understood is 100-continue")
+            return await refusal(request)
         try:
             if hosts is not None and hosts.active:
                 hosts.check(request)
             if auth is not None:
                 auth.check(request)
         except Exception:  # a refusal (Forbidden, Unauthorized), or a fault: either way
-            return  # no 100; the handler says why, in the client's dialect
+            return None  # no 100; the handler says why, in the client's dialect
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the response itself has not begun
+        return None
 
     return expect
+
+
+async def refuse_expectation(request: web.Request) -> web.StreamResponse:
+    """The handler for a request whose `Expect` is not 100-continue (continue_if_accepted)."""
+    raise ExpectationFailed("the only Expect understood is 100-continue")
 
 
 def endpoint(

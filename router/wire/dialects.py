@@ -331,7 +331,11 @@ class AnthropicMessages:
 
     def error_body(self, exc: RouterError) -> dict[str, Any]:
         status = self.error_status(exc)
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        # "We may also use [invalid_request_error] for other 4XX status codes not listed"
+        # (Anthropic's errors page); api_error is theirs for 500.
+        kind = _ANTHROPIC_TYPES.get(
+            status, "invalid_request_error" if status < 500 else "api_error"
+        )
         return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 

@@ -385,6 +385,39 @@ async def test_a_body_declared_over_the_limit_is_refused_before_any_of_it_comes(
 
 
 @pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", None), ("/v1/messages", "error")],
+    ids=["openai", "anthropic"],
+)
+async def test_an_expectation_other_than_100_continue_is_a_417_in_the_endpoints_dialect(
+    stack, path, shape
+):
+    """RFC 9110 10.1.1: a 417 for an `Expect` the router does not understand, in the
+    JSON its SDK reads, logged as a request; the body is never asked for, so the answer
+    says the connection closes."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n"
+        "Expect: something-else\r\nContent-Type: application/json\r\n"
+        f"anthropic-version: 2023-06-01\r\nContent-Length: {len(REQUEST)}\r\n\r\n"
+    )
+    with capture_logs() as logs:
+        async with _socket(url) as (reader, writer):
+            writer.write(head.encode())
+            answer = await _answer(reader)
+    head_bytes, _, rest = answer.partition(b"\r\n\r\n")
+    assert head_bytes.startswith(b"HTTP/1.1 417"), answer[:200]
+    assert b"connection: close" in head_bytes.lower()
+    body = json.loads(rest)
+    assert body.get("type") == shape  # Anthropic's envelope: {"type": "error", "error": ...}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "100-continue" in body["error"]["message"]
+    assert [e["status"] for e in logs if e["event"] == "request"] == [417]
+    assert sum(s.requests for s in sim.stats.values()) == 0
+
+
+@pytest.mark.parametrize(
     ("host", "key", "status", "code"),
     [
         ("evil.example", "router-key-1", 403, "host_not_allowed"),
