@@ -50,6 +50,7 @@ log = structlog.get_logger("router.request")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Refusals that continue_if_accepted foresees: answered before any body is asked for.
+_READING = frozenset({"GET", "HEAD"})  # the methods HTTP Basic is taken on (_presented_token)
 _REFUSED_UNREAD = (BodyTooLarge, ExpectationFailed, Forbidden, Unauthorized)
 
 
@@ -68,7 +69,9 @@ class ClientAuth:
     def check(self, request: web.Request) -> None:
         if not self._keys:
             return
-        token = _presented_token(request).encode()
+        # A header's bytes that are not UTF-8 come as surrogates: compared as the bytes
+        # sent, they match no key (a 401), where encode() would raise (a 500).
+        token = _presented_token(request).encode("utf-8", "surrogateescape")
         # Compare against every key in constant time, so timing tells nothing.
         matches = [hmac.compare_digest(token, key) for key in self._keys]
         if not any(matches):
@@ -355,13 +358,18 @@ def _stream_outcome(end: StreamEnd, status: int, cut: bool) -> str:
 
 def _presented_token(request: web.Request) -> str:
     """Bearer (SDKs), x-api-key (Anthropic-style clients) or HTTP Basic with the key as
-    the password (a browser opening /admin)."""
+    the password (a browser opening /admin).
+
+    Basic only for reading (GET, HEAD): a browser that saved the password sends it again
+    by itself, on a form any other site posts to the router too (cross-site request
+    forgery: spending the keys, a reload), and a cross-site read gets no answer it may
+    see. Bearer and x-api-key are never sent by a browser of its own accord."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer" and token:
         return token.strip()
-    if scheme == "basic" and token:
+    if scheme == "basic" and token and request.method in _READING:
         try:
             return base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
         except (ValueError, UnicodeDecodeError):

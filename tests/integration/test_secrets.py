@@ -349,3 +349,45 @@ async def test_without_admin_keys_the_admin_pages_need_a_client_key_and_metrics_
     for page in OPERATOR_PAGES[1:]:
         assert await _status(url, page) == 401
         assert await _status(url, page, {"Authorization": f"Bearer {CLIENT_KEY}"}) == 200
+
+
+async def test_a_saved_browser_password_opens_the_pages_but_spends_nothing(stack):
+    """A browser that saved the password of /admin sends it again by itself, also on a
+    form another site posts to the router (`enctype=text/plain` needs no preflight).
+    HTTP Basic is taken for reading only: the pages open, a cross-site form that would
+    spend the keys or reload the config gets a 401."""
+    sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(_keyed_config(sim_url, admin_keys=[ADMIN_KEY]))
+    as_client = "Basic " + base64.b64encode(f"x:{CLIENT_KEY}".encode()).decode()
+    as_admin = "Basic " + base64.b64encode(f"x:{ADMIN_KEY}".encode()).decode()
+    form = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"x":"="}'
+    async with aiohttp.ClientSession() as session:
+        for path, secret in (("/v1/chat/completions", as_client), ("/admin/reload", as_admin)):
+            headers = {**form, "Authorization": secret}
+            async with session.post(url + path, data=body, headers=headers) as response:
+                assert response.status == 401, path
+                assert (await response.json())["error"]["code"] == "invalid_api_key"
+    assert sim.stats["a"].requests == 0
+    assert await _status(url, "/admin", {"Authorization": as_admin}) == 200
+
+
+async def test_key_header_bytes_that_are_not_utf8_get_a_401_not_a_500(stack):
+    sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(_keyed_config(sim_url))
+    host, port = url.removeprefix("http://").split(":")
+    for header in (b"Authorization: Bearer \xff\xfe", b"x-api-key: \xff\xfe"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                b"GET /v1/models HTTP/1.1\r\nHost: " + url.removeprefix("http://").encode()
+                + b"\r\n" + header + b"\r\nConnection: close\r\n\r\n"
+            )  # fmt: skip
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+        finally:
+            writer.close()
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert json.loads(rest)["error"]["code"] == "invalid_api_key"
+    assert sim.stats["a"].requests == 0
