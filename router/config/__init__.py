@@ -177,6 +177,8 @@ def _client_keys(at: Field, warnings: list[str], kind: str = "client") -> tuple[
             raise entry.error(f"{article} {kind} key must not be empty")
         else:
             kept.append(expansion.value)
+            if len(expansion.value) < _MIN_KEY_LENGTH:
+                warnings.append(_short_key_warning(entry.path, len(expansion.value)))
     if dropped and not kept:
         # The operator asked for auth; starting open because a variable is missing
         # would silently undo that.
@@ -185,6 +187,19 @@ def _client_keys(at: Field, warnings: list[str], kind: str = "client") -> tuple[
             f"refusing to start without {kind} auth"
         )
     return tuple(kept)
+
+
+# A client or admin key shorter than this can be guessed; one under the redactor's
+# shortest secret (6, wire/redact.py) is not even found in a log line to be replaced.
+_MIN_KEY_LENGTH = 16
+
+
+def _short_key_warning(path: str, length: int) -> str:
+    unredacted = " and is never redacted from logs" if length < 6 else ""
+    return (
+        f"{path} is {length} characters long: a key that short can be guessed{unredacted}; "
+        f"use {_MIN_KEY_LENGTH} or more (openssl rand -hex 16)"
+    )
 
 
 def is_loopback(host: str) -> bool:

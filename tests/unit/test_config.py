@@ -667,10 +667,24 @@ def test_a_key_with_a_line_end_in_it_is_refused_without_quoting_it() -> None:
 
 
 def test_client_keys_expand_and_an_unset_entry_is_dropped_with_a_warning() -> None:
-    text = minimal(extra="server:\n  client_keys: ['${CLIENT_A}', '${CLIENT_B}', literal-k]\n")
-    config = parse(text, {**ENV, "CLIENT_A": "client-a-secret"})
-    assert config.server.client_keys == ("client-a-secret", "literal-k")
+    text = minimal(
+        extra="server:\n  client_keys: ['${CLIENT_A}', '${CLIENT_B}', literal-key-0123456789]\n"
+    )
+    config = parse(text, {**ENV, "CLIENT_A": "client-a-secret-0123"})
+    assert config.server.client_keys == ("client-a-secret-0123", "literal-key-0123456789")
     assert config.warnings == ("server.client_keys[1] is dropped: CLIENT_B is not set",)
+
+
+def test_a_short_client_or_admin_key_loads_with_a_warning_that_never_quotes_it() -> None:
+    text = minimal(extra="server:\n  client_keys: [dev-key1]\n  admin_keys: [adm]\n")
+    config = parse(text)
+    assert config.server.client_keys == ("dev-key1",)
+    assert config.warnings == (
+        "server.client_keys[0] is 8 characters long: a key that short can be guessed; "
+        "use 16 or more (openssl rand -hex 16)",
+        "server.admin_keys[0] is 3 characters long: a key that short can be guessed and "
+        "is never redacted from logs; use 16 or more (openssl rand -hex 16)",
+    )
 
 
 def test_client_keys_all_unset_refuses_to_start_open() -> None:
@@ -683,10 +697,10 @@ def test_client_keys_all_unset_refuses_to_start_open() -> None:
 
 def test_admin_keys_expand_like_client_keys_and_all_unset_refuses_to_start() -> None:
     text = minimal(extra="server:\n  admin_keys: ['${ADMIN_A}', '${ADMIN_B}']\n")
-    config = parse(text, {**ENV, "ADMIN_A": "admin-a-secret"})
-    assert config.server.admin_keys == ("admin-a-secret",)
+    config = parse(text, {**ENV, "ADMIN_A": "admin-a-secret-0123"})
+    assert config.server.admin_keys == ("admin-a-secret-0123",)
     assert config.warnings == ("server.admin_keys[1] is dropped: ADMIN_B is not set",)
-    assert "admin-a-secret" not in repr(config.server)
+    assert "admin-a-secret-0123" not in repr(config.server)
     assert error_of(text) == (
         "routes.yaml:7: server.admin_keys: every admin key is unset "
         "(ADMIN_A is not set; ADMIN_B is not set); refusing to start without admin auth"
