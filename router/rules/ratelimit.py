@@ -25,6 +25,20 @@ _WAIT_IN_TEXT = re.compile(
 )
 
 
+# The longest wait an upstream may ask for, by header or message: a day. A larger one (a
+# typo, a broken or hostile upstream: `Retry-After: 1e308`, `inf`, a reset in the year
+# 9999) is a day, and the router asks again then; one that is no number (`nan`) is none.
+# Unbounded, it took a key out for millennia, and `inf` broke every answer's Retry-After.
+MAX_WAIT = 86_400.0
+
+
+def bounded(seconds: float) -> float | None:
+    """`seconds` within 0 and MAX_WAIT; None for NaN."""
+    if seconds != seconds:
+        return None
+    return 0.0 if seconds < 0.0 else seconds if seconds < MAX_WAIT else MAX_WAIT
+
+
 # The shapes OpenAI's headers take nearly always: `12ms`, `1s`, `8.64s`, `6m0s`, `2m59.56s`.
 _USUAL_DURATION = re.compile(r"(?:(\d{1,6})m)?(\d{1,9}(?:\.\d{1,9})?)(s|ms)")
 
@@ -35,13 +49,13 @@ def parse_duration(text: str) -> float | None:
     if usual is not None:  # one match, where the general reading loops over the parts
         minutes, amount, unit = usual.groups()
         seconds = float(amount) if unit == "s" else float(amount) * 1e-3
-        return seconds + int(minutes) * 60.0 if minutes else seconds
+        return bounded(seconds + int(minutes) * 60.0 if minutes else seconds)
     text = text.strip()
     if not text:
         return None
     if text[-1].isdigit():  # a bare number; a Go duration ends in its unit
         try:
-            return float(text)
+            return bounded(float(text))
         except ValueError:
             return None
     total, end = 0.0, 0
@@ -50,7 +64,7 @@ def parse_duration(text: str) -> float | None:
             return None
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         end = match.end()
-    return total if end == len(text) else None
+    return bounded(total) if end == len(text) else None
 
 
 def retry_after_from_headers(headers: Mapping[str, str], *, now_epoch: float) -> float | None:
@@ -58,17 +72,17 @@ def retry_after_from_headers(headers: Mapping[str, str], *, now_epoch: float) ->
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
         try:
-            return max(0.0, float(raw_ms) / 1000)
+            return bounded(float(raw_ms) / 1000)
         except ValueError:
             pass
     raw = headers.get("retry-after")
     if raw:
         try:
-            return max(0.0, float(raw))
+            return bounded(float(raw))
         except ValueError:
             try:
-                return max(0.0, parsedate_to_datetime(raw).timestamp() - now_epoch)
-            except (TypeError, ValueError):
+                return bounded(parsedate_to_datetime(raw).timestamp() - now_epoch)
+            except (TypeError, ValueError, OverflowError):
                 return None
     return None
 
@@ -78,7 +92,7 @@ def retry_after_from_text(message: str) -> float | None:
     if match is None:
         return None
     value = float(match.group(1))
-    return value / 1000 if match.group(2).lower().startswith("m") else value
+    return bounded(value / 1000 if match.group(2).lower().startswith("m") else value)
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -139,6 +153,11 @@ def parse_headroom(headers: Mapping[str, str]) -> Headroom | None:
         )
         if tokens_minutes:
             tokens_reset_in += int(tokens_minutes) * 60.0
+        # Up to a million minutes fit the usual shape: no longer than any other wait.
+        if requests_reset_in > MAX_WAIT:
+            requests_reset_in = MAX_WAIT
+        if tokens_reset_in > MAX_WAIT:
+            tokens_reset_in = MAX_WAIT
         return Headroom(int(requests), int(limit_requests), requests_reset_in, int(tokens),
                         int(limit_tokens), tokens_reset_in)  # fmt: skip
     requests, tokens = _count(raw_requests), _count(raw_tokens)
@@ -170,8 +189,8 @@ def _rfc3339_in(headers: Mapping[str, str], name: str, now_epoch: float) -> floa
     if not raw:
         return None
     try:
-        return max(0.0, datetime.fromisoformat(raw).timestamp() - now_epoch)
-    except ValueError:
+        return bounded(datetime.fromisoformat(raw).timestamp() - now_epoch)
+    except (ValueError, OverflowError):
         return None
 
 

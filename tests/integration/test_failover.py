@@ -9,6 +9,7 @@ import sys
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from router.sim import Fault, SimKey, SimProvider
 from tests.configs import (
@@ -21,7 +22,17 @@ from tests.configs import (
     two_keys_config,
     two_keys_models,
 )
-from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client, sync_client
+from tests.conftest import (
+    HI,
+    SIM_A,
+    SIM_B,
+    SIM_C,
+    admin_state,
+    ask,
+    client,
+    raw_upstream,
+    sync_client,
+)
 
 
 async def test_rate_limited_key_fails_over_and_is_not_hammered_while_cooling(stack, clock):
@@ -401,3 +412,36 @@ async def test_a_request_larger_than_a_keys_whole_token_limit_is_left_to_the_pro
     assert "Request too large" in caught.value.message
     assert sim.stats["a"].requests == 2
     assert (await ask(url, max_tokens=10))[0]["x-router-route"] == "a/gpt-4o"  # not blamed
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e308", "99999999999"])
+async def test_a_wait_no_upstream_could_mean_takes_the_key_out_for_a_day_at_most(
+    stack, retry_after
+):
+    """`Retry-After: inf` (or millennia) from a broken or hostile upstream: the key is out
+    for a day at most, and the requests after it get the router's own answer with a
+    finite Retry-After, not a 500 from its header's arithmetic."""
+
+    async def refusing(request: web.Request) -> web.Response:
+        await request.read()
+        error = {"error": {"message": "slow down", "type": "requests", "code": None}}
+        return web.json_response(error, status=429, headers={"Retry-After": retry_after})
+
+    async with raw_upstream("/v1/chat/completions", refusing) as upstream:
+        url = await stack.router(
+            routes_yaml(
+                keys=[key("a", f"{upstream}/v1", api_key=SIM_A.api_key)],
+                models={"gpt-4o": model(route("a", "gpt-4o"))},
+                failover={"max_wait": 0},
+            )
+        )
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.post(
+                    f"{url}/v1/chat/completions", json={"model": "gpt-4o", "messages": HI}
+                ) as response:
+                    assert response.status in (429, 503), await response.text()
+                    body = await response.json()
+                    assert body["error"]["type"] != "internal_error"
+                    wait = float(response.headers.get("retry-after", "0"))
+                    assert 0 <= wait <= 86_400

@@ -22,7 +22,9 @@ from router.rules.failures import (
 )
 from router.rules.ratelimit import (
     _USUAL_HEADROOM,
+    MAX_WAIT,
     _count,
+    parse_anthropic_headroom,
     parse_duration,
     parse_headroom,
     retry_after_from_text,
@@ -288,6 +290,55 @@ def test_retry_after_from_text_reads_ms_and_seconds():
     assert retry_after_from_text("Please try again in 84ms.") == pytest.approx(0.084)
     assert retry_after_from_text("Please retry after 6 seconds.") == 6.0
     assert retry_after_from_text("nothing here") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after": "inf"}, MAX_WAIT),
+        ({"retry-after": "1e308"}, MAX_WAIT),
+        ({"retry-after": "99999999999"}, MAX_WAIT),
+        ({"retry-after-ms": "1e400"}, MAX_WAIT),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-inf"}, 0.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, MAX_WAIT),
+    ],
+    ids=["inf", "1e308", "3000-years", "ms-inf", "nan", "minus-inf", "year-9999"],
+)
+def test_a_wait_an_upstream_asks_for_is_at_most_a_day(headers, wait):
+    """A broken or hostile upstream's Retry-After took a key out for millennia, and
+    `inf` made every later 429's own Retry-After raise (a bare 500)."""
+    verdict = classify_response(429, headers, b"{}")
+    assert verdict.retry_after == wait  # (a wait past the rules' threshold reads as quota)
+
+
+def test_every_other_wait_an_upstream_names_is_at_most_a_day():
+    assert parse_duration("1e999") == MAX_WAIT  # a bare number: seconds, here infinite
+    assert parse_duration("nan") is None
+    assert parse_duration("999999m0s") == MAX_WAIT
+    assert parse_duration("100000h") == MAX_WAIT
+    assert retry_after_from_text("Please try again in 99999999999 seconds.") == MAX_WAIT
+    room = parse_headroom(
+        {
+            "x-ratelimit-limit-requests": "500",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "999999m1s",
+            "x-ratelimit-limit-tokens": "30000",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "999999999s",
+        }
+    )
+    assert room is not None
+    assert (room.requests_reset_in, room.tokens_reset_in) == (MAX_WAIT, MAX_WAIT)
+    far = parse_anthropic_headroom(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": "9999-12-31T23:59:59Z",
+        },
+        now_epoch=0.0,
+    )
+    assert far is not None and far.requests_reset_in == MAX_WAIT
 
 
 def test_parse_headroom_treats_negative_values_as_unknown():
