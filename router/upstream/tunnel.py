@@ -10,11 +10,13 @@ nothing was sent to the provider.
 from __future__ import annotations
 
 import asyncio
+import re
 
 from router.types import Proxy
 from router.upstream.http_errors import HttpError
 
 _MAX_HEAD = 16 * 1024
+_STATUS = re.compile(r"[0-9]{3}")
 
 
 class ProxyRefused(HttpError):
@@ -70,7 +72,8 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> asyncio.Transport:
         head = await handshake.answer
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        # Three ASCII digits: str.isdigit() takes '²' too, which int() refuses.
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _STATUS.fullmatch(parts[1]):
             raise ProxyRefused(f"the proxy {proxy.shown} answered CONNECT with no HTTP status")
         if not 200 <= int(parts[1]) < 300:
             reason = parts[2] if len(parts) > 2 else ""

@@ -5,6 +5,7 @@ as a connection failure of its route, which fails over."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from router.sim import Fault
 from router.types import Key, Proxy, Route, Timeouts
 from router.upstream import Upstream
 from router.upstream.client import HttpClient
+from router.upstream.tunnel import ProxyRefused, open_tunnel
 from tests.configs import model, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, client
 from tests.tinyproxy import free_port, stop, tinyproxy
@@ -238,3 +240,27 @@ async def test_a_refusal_maps_to_upstream_connection_error(tmp_path):
         finally:
             upstream.close()
             client.close()
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"HTTP/1.1 2\xb20 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 OK"],
+    ids=["superscript-digit", "two-digits", "four-digits", "no-status"],
+)
+async def test_a_connect_answer_without_a_three_digit_status_is_a_refusal(status_line):
+    """A malformed status from the proxy is its refusal (the route fails over), not a
+    ValueError from int() that no failover catches: '²' passes str.isdigit()."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(status_line + b"\r\n\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ProxyRefused, match="no HTTP status"):
+            await open_tunnel(Proxy(host="127.0.0.1", port=port), "provider.example", 443)
+    finally:
+        server.close()
+        await server.wait_closed()
