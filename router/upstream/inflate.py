@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from router.upstream.http_errors import TooLarge
+from router.upstream.http_errors import BrokenBody, TooLarge
 
 # Decoded bytes allowed before the inflate ratio applies: a small compressed answer
 # may inflate far more than a long one without being a bomb.
@@ -18,6 +18,9 @@ class Decoder:
     Bounded: past the first MiB, the decoded size may be at most `ratio` times the
     compressed size, and a call never decodes more than that allows (zlib's
     `max_length`), so a bomb fails after a MiB or so instead of inflating into memory.
+    Nothing may follow the compressed stream's end: zlib keeps such bytes (`unused_data`,
+    copied whole on each call) and decodes none of them, so no limit on decoded bytes
+    would ever see them; a second gzip member is refused the same way.
     """
 
     __slots__ = ("_fed", "_held", "_in", "_inflate", "_out", "_ratio")
@@ -39,12 +42,18 @@ class Decoder:
                 return b""
             zlib_header = data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0
             self._inflate = zlib.decompressobj(15 if zlib_header else -15)
+        if self._inflate.eof:
+            if data:
+                raise BrokenBody("bytes after the end of the compressed body")
+            return b""
         self._in += len(data)
         room = max(_INFLATE_ALLOWANCE, self._in * self._ratio) - self._out
         out = self._inflate.decompress(data, room + 1)
         self._out += len(out)
         if len(out) > room:
             raise TooLarge(f"the compressed body inflates more than {self._ratio} times its size")
+        if self._inflate.unused_data:
+            raise BrokenBody("bytes after the end of the compressed body")
         return out
 
     def flush(self) -> bytes:

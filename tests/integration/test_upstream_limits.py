@@ -111,6 +111,15 @@ async def _gzip_bomb(writer: asyncio.StreamWriter) -> None:
     writer.write(f"{head}Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb)
 
 
+async def _gzip_then_junk(writer: asyncio.StreamWriter) -> None:
+    """A whole gzip answer, then bytes that are no part of it, without end: zlib keeps
+    them aside undecoded, so no limit on decoded bytes sees them."""
+    answer = gzip.compress(b'{"choices": []}')
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(answer), answer))
+    await _flood(writer, b"10000\r\n" + b"j" * 65536 + b"\r\n")
+
+
 async def _endless_first_event(writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {")
     await _flood(writer, b"x" * 65536)
@@ -131,6 +140,7 @@ BEFORE = {
     "endless-500-body": (_endless_body(500), False, True),
     "endless-error-body-stream": (_endless_body(429), True, True),
     "gzip-bomb": (_gzip_bomb, False, False),
+    "gzip-then-junk": (_gzip_then_junk, False, True),
     "endless-first-event": (_endless_first_event, True, True),
     "endless-pings": (_endless_pings, True, True),
 }
