@@ -49,6 +49,12 @@ async def read_first_event(
                     if clean is not data:
                         data, error = clean, dialect.error(event, clean)
                 return buffer, data, error
+        # Past every whole event looked at: comments and pings, which carry no data,
+        # are not read again with the next piece (a stream of them made each read
+        # parse all of them again: seconds of the loop before the event limit).
+        complete = sse.complete_length(buffer)
+        if complete > scanned:
+            scanned = complete
         if len(buffer) > max_bytes:
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"

@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterator
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+# Comment lines and blank lines where an event would start: no event, skipped in one
+# match rather than an event at a time (an upstream may send nothing else for a while).
+_NO_EVENT = re.compile(rb"(?::[^\n]*\n|\n)+")
 
 
 def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
@@ -21,7 +24,13 @@ def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
             if data is not None:
                 yield name, data, start
         return
-    while (end := buffer.find(b"\n\n", start)) >= 0:  # LF only: a plain search is faster
+    while True:  # LF only: a plain search is faster
+        skipped = _NO_EVENT.match(buffer, start)
+        if skipped is not None:
+            start = skipped.end()
+        end = buffer.find(b"\n\n", start)
+        if end < 0:
+            return
         name, data = fields(buffer, start, end)
         start = end + 2
         if data is not None:

@@ -8,9 +8,11 @@ import json
 
 import pytest
 
+from router.failover.first_event import read_first_event
 from router.outcomes import Verdict
 from router.wire import sse
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES, Dialect
+from router.wire.redact import Redactor
 
 
 def chat(delta: dict[str, object]) -> bytes:
@@ -94,3 +96,37 @@ def test_the_shortcut_looks_only_at_what_is_not_yet_read() -> None:
     buffer = ROLE + HELLO
     assert OPENAI_CHAT.content_end(buffer, len(ROLE)) == len(buffer)
     assert OPENAI_CHAT.content_end(buffer, len(buffer)) == -1
+
+
+class _Pieces:
+    """An upstream response that hands read_first_event `pieces`, one a read."""
+
+    route_id = "a/gpt-4o"
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = iter(pieces)
+
+    async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
+        return next(self._pieces, b"")
+
+
+async def test_pings_before_the_first_event_are_not_read_again_with_each_piece(monkeypatch):
+    """An upstream that sends comments and pings before its first content event: each
+    piece's are passed once, not read again as each later piece arrives (200 pieces of
+    100 comments were 2 million event readings, seconds of the loop), and comments are
+    not read one by one at all."""
+    read: list[int] = []
+    fields = sse.fields
+
+    def counted(buffer: bytes, start: int = 0, end: int | None = None):
+        read.append(start)
+        return fields(buffer, start, end)
+
+    monkeypatch.setattr(sse, "fields", counted)
+    pieces = [b": ping\n\n" * 100 for _ in range(200)] + [ROLE + HELLO]
+    buffer, data, error = await read_first_event(
+        _Pieces(pieces), OPENAI_CHAT, 10.0, 1 << 20, Redactor()
+    )
+    assert (data, error) == (b"", None)
+    assert buffer.endswith(ROLE + HELLO)
+    assert len(read) <= 2  # the role chunk at most (the shortcut finds the text)
