@@ -17,6 +17,11 @@ from router.rules.failures import classify_exception
 from router.wire.dialects import Dialect
 from router.wire.stream_watch import EventTooLarge, StreamEnd
 
+# Seconds the body's end may take once the stream's terminator is in. An SDK reads on
+# to the end of the response after `[DONE]` (openai's drains it): an upstream holding
+# the connection open must not keep its client waiting for the idle timeout.
+_AFTER_END = 2.0
+
 
 async def relay(
     stream: OpenStream,
@@ -45,6 +50,7 @@ async def relay(
         redaction.clean,
         upstream.next_chunk,
     )
+    after_end = _AFTER_END if idle > _AFTER_END else idle
     chunk = stream.first
     try:
         while chunk:
@@ -67,8 +73,15 @@ async def relay(
             if watch.done:
                 watch.delivered = True  # written: a client leaving now was served in full
             try:
-                chunk = await next_chunk(idle)
+                # After the terminator only the body's end is due, at once nearly always.
+                chunk = await next_chunk(after_end if watch.done else idle)
             except UpstreamError as exc:
+                if watch.done:
+                    # The whole answer is written: an upstream that then holds the
+                    # connection open (or breaks it) does not undo it. The response ends
+                    # now, and the connection, not at its end, is not used again.
+                    end = watch.end(watch.error) if watch.error is not None else watch.end()
+                    break
                 # What is held of an unfinished event is dropped: the error event follows
                 # whole events only.
                 message = redaction.text(f"upstream stream failed: {exc.message}")

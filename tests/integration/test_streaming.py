@@ -530,3 +530,37 @@ async def test_bytes_after_the_terminator_in_the_last_read_end_the_stream_once(s
     assert chunked_body(raw) == ROLE + TEXT + DONE + stray
     event = request_event(logs)
     assert (event["status"], event["outcome"]) == (200, "served")
+
+
+async def test_a_stream_whose_upstream_holds_on_after_its_terminator_ends_served(stack, logs):
+    """`[DONE]`, then the upstream keeps the connection open with no end of its body:
+    the client's response ends within a moment of the terminator (the openai SDK reads
+    on to the end of the response), with no error event after `[DONE]`, and the request
+    is served, not failed with an idle timeout."""
+    release = asyncio.Event()
+
+    async def holding(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE + TEXT + DONE)
+        await release.wait()  # the body's end never comes while the client waits
+        return response
+
+    async with raw_upstream("/v1/chat/completions", holding) as upstream:
+        url = await stack.router(
+            routes_yaml(
+                keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
+                models={"gpt-4o": model(route("u", "gpt-4o"))},
+                timeouts={"idle": 30},  # longer than the test: the idle timeout cannot end it
+            )
+        )
+        try:
+            async with asyncio.timeout(10):
+                raw = await raw_stream(url)
+        finally:
+            release.set()
+    body = chunked_body(raw)
+    assert body.endswith(DONE) and b'"error"' not in body
+    event = request_event(logs)
+    assert (event["status"], event["stream"]) == (200, "ok")
