@@ -13,6 +13,7 @@ Clients that are not browsers (SDKs, curl) send no `Origin` and a loopback `Host
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from router.errors import Forbidden
 from router.types import ServerSettings
 
 ANY = "*"
+_PORT = re.compile(r"(?::[0-9]*)?")  # after a Host's name: nothing, or a port (RFC 9110 7.2)
 _JUDGED_KEPT = 256
 
 
@@ -86,12 +88,19 @@ class HostCheck:
 
 
 def host_name(host: str) -> str:
-    """The name in a `Host` header, lower case, without port, brackets or a final dot."""
+    """The name in a `Host` header, lower case, without port, brackets or a final dot;
+    "" when what follows the name is no port (`127.0.0.1:4000@evil.com`, `[::1]x`), which
+    no browser sends and nothing is answered for."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else ""
+        close = host.find("]")
+        if close < 0 or not _PORT.fullmatch(host, close + 1):
+            return ""
+        return host[1:close]
     if host.count(":") == 1:
-        host = host.partition(":")[0]
+        host, _, port = host.partition(":")
+        if not _PORT.fullmatch(":" + port):
+            return ""
     return host.rstrip(".")
 
 

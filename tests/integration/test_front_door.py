@@ -252,6 +252,21 @@ async def _ask(
     return status, json.loads(payload) if payload.strip() else None
 
 
+@pytest.mark.parametrize(
+    "junk", ["@evil.example", "/evil.example", "0x"], ids=["at", "slash", "hex"]
+)
+async def test_a_host_whose_port_is_followed_by_more_is_no_loopback_name(stack, junk):
+    """`127.0.0.1:4000@evil.example` or `[::1]:4000x` is no Host a browser sends, and
+    nothing after a port may make a name loopback."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    port = url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}{junk}", f"[::1]:{port}{junk}", f"[::1]{junk}"):
+        status, body = await _ask(url, host=host)
+        assert (status, body["error"]["code"]) == (403, "host_not_allowed"), host
+    assert not sim.requests
+
+
 async def test_without_client_keys_a_foreign_host_is_refused_in_the_clients_dialect(stack):
     """DNS rebinding: a page on evil.example re-points its name at 127.0.0.1; its
     requests then reach the router with `Host: evil.example:<port>`."""
