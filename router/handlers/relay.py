@@ -57,9 +57,7 @@ async def relay(
             try:
                 out = read(chunk)
             except EventTooLarge as exc:
-                message = f"upstream stream failed: {exc}"
-                await client.write(clean(exc.complete) + dialect.error_event(message, watch.last))
-                end = watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
+                end = await _too_large(stream, client, dialect, exc)
                 break
             out = clean(out, watch.hinted)
             if watch.done and upstream.ended():
@@ -76,17 +74,7 @@ async def relay(
                 # After the terminator only the body's end is due, at once nearly always.
                 chunk = await next_chunk(after_end if watch.done else idle)
             except UpstreamError as exc:
-                if watch.done:
-                    # The whole answer is written: an upstream that then holds the
-                    # connection open (or breaks it) does not undo it. The response ends
-                    # now, and the connection, not at its end, is not used again.
-                    end = watch.end(watch.error) if watch.error is not None else watch.end()
-                    break
-                # What is held of an unfinished event is dropped: the error event follows
-                # whole events only.
-                message = redaction.text(f"upstream stream failed: {exc.message}")
-                await client.write(dialect.error_event(message, watch.last))
-                end = watch.end(classify_exception(exc))
+                end = await _read_failed(stream, client, dialect, exc)
                 break
         else:
             end = await _body_ended(stream, client, dialect)
@@ -95,6 +83,34 @@ async def relay(
     if not client.ended:  # the last events took it with them, mostly
         await client.write_eof()
     return end
+
+
+async def _too_large(
+    stream: OpenStream, client: ClientStream, dialect: Dialect, exc: EventTooLarge
+) -> StreamEnd:
+    """An event past the limit: the whole events before it, then an error event."""
+    watch = stream.watch
+    message = f"upstream stream failed: {exc}"
+    clean = stream.redaction.clean(exc.complete)
+    await client.write(clean + dialect.error_event(message, watch.last))
+    return watch.end(Verdict(failure=FailureClass.SERVER_ERROR, message=str(exc)))
+
+
+async def _read_failed(
+    stream: OpenStream, client: ClientStream, dialect: Dialect, exc: UpstreamError
+) -> StreamEnd:
+    """How a stream whose next read failed (a timeout, a reset) ended."""
+    watch = stream.watch
+    if watch.done:
+        # The whole answer is written: an upstream that then holds the connection open
+        # (or breaks it) does not undo it. The response ends now, and the connection,
+        # not at its end, is not used again.
+        return watch.end(watch.error) if watch.error is not None else watch.end()
+    # What is held of an unfinished event is dropped: the error event follows whole
+    # events only.
+    message = stream.redaction.text(f"upstream stream failed: {exc.message}")
+    await client.write(dialect.error_event(message, watch.last))
+    return watch.end(classify_exception(exc))
 
 
 async def _body_ended(stream: OpenStream, client: ClientStream, dialect: Dialect) -> StreamEnd:
