@@ -22,7 +22,8 @@ its server and connection classes:
 The subclasses reach into five attributes of aiohttp's `RequestHandler` (`_waiter`: the
 future it awaits between requests; the queue of parsed requests `_messages`;
 `_keepalive_handle`; `_request_in_progress`; `_current_request`, the request its handler
-is serving, which the drain at shutdown reads) and two of its `Server` (`_kwargs`,
+is serving, which the drain at shutdown reads), `BaseRequest._payload` (a request's body
+reader, read without its reified `content`) and two of `Server` (`_kwargs`,
 `_loop`); tests through real sockets (tests/integration/test_front_door.py) notice if a
 new aiohttp moves them.
 """
@@ -210,8 +211,10 @@ class Connection(RequestHandler):
         if self._broken is not None and request.content is self._broken:
             self._broken = None
             resp.force_close()  # `Connection: close`: nothing after the break can be read
+        # `_payload`, not `content`: a reified property, whose first read on a request
+        # adds it to the request's cache (a dict insert, and a resize) on every request.
         elif (
-            not request.content.is_eof() and request.headers.get(_ENCODING, _IDENTITY) != _IDENTITY
+            not request._payload.is_eof() and request.headers.get(_ENCODING, _IDENTITY) != _IDENTITY
         ):
             self._drop_rest(request, resp)
         return super().finish_response(request, resp, start_time)
@@ -224,7 +227,7 @@ class Connection(RequestHandler):
         connection closes once the body's length has come, the client closes, or
         lingering_time or body_timeout runs out."""
         resp.force_close()  # nothing after the dropped body can be read
-        payload = request.content
+        payload = request._payload
         length = request.content_length
         if length is not None:
             length -= getattr(payload, "total_compressed_bytes", None) or 0

@@ -41,6 +41,7 @@ log = structlog.get_logger("router.failover")
 # Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
+_NONE: frozenset[str] = frozenset()  # one empty set: frozenset() makes a new one each call
 
 
 class _Walk:
@@ -74,11 +75,11 @@ class _Walk:
         self.ticket: Ticket | None = None
         self.first = 0  # attempts made in earlier rounds: max_attempts is per round
         self.visited: set[str] = set()  # models walked in this round
-        self.too_big: frozenset[str] = frozenset()  # skipped: the prompt exceeds their window
+        self.too_big: frozenset[str] = _NONE  # skipped: the prompt exceeds their window
         # The same, of the model being walked: not chosen. A route's window is its entry's
         # (routes.yaml may set max_input_tokens per entry), so the id a prompt is too big
         # for under one model may still hold it under another.
-        self.unfit: frozenset[str] = frozenset()
+        self.unfit: frozenset[str] = _NONE
         self.tried: set[str] = set()
         self.kept_answer: Answer | None = None  # returned if every attempt ends the way it did
         self.circuit_open = False  # a route was skipped for its open circuit: worth a probe
@@ -89,7 +90,7 @@ class _Walk:
         self.ticket = ticket
         self.first = len(self.attempts)
         self.visited = set()
-        self.too_big = self.unfit = frozenset()
+        self.too_big = self.unfit = _NONE
         self.tried = set()
         self.kept_answer = None
         self.circuit_open = False
@@ -240,7 +241,7 @@ class Failover:
             # A prompt too long for a window can still be counted: that is how a
             # client finds out it must shorten it.
             if call.counting or walk.prompt.fits(shape.min_window):
-                too_big: frozenset[str] = frozenset()
+                too_big: frozenset[str] = _NONE
             else:
                 too_big = await walk.prompt.too_big_for(routes)
             walk.too_big |= too_big

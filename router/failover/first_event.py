@@ -12,6 +12,10 @@ from router.wire import sse
 from router.wire.dialects import Dialect
 from router.wire.redact import Redactor
 
+# Bytes before the first content event that may be looked at again with the next piece
+# (a role chunk, a ping): finding where the whole events end costs more than that.
+_RESCAN = 4096
+
 
 async def read_first_event(
     response: Response, dialect: Dialect, timeout: float, max_bytes: int, redactor: Redactor
@@ -49,12 +53,14 @@ async def read_first_event(
                     if clean is not data:
                         data, error = clean, dialect.error(event, clean)
                 return buffer, data, error
-        # Past every whole event looked at: comments and pings, which carry no data,
-        # are not read again with the next piece (a stream of them made each read
-        # parse all of them again: seconds of the loop before the event limit).
-        complete = sse.complete_length(buffer)
-        if complete > scanned:
-            scanned = complete
+        # Past every whole event looked at, once what is left to look at again is more
+        # than a little: comments and pings, which carry no data, are not read again
+        # with each piece (a stream of them made each read parse all of them again:
+        # seconds of the loop before the event limit).
+        if len(buffer) - scanned > _RESCAN:
+            complete = sse.complete_length(buffer)
+            if complete > scanned:
+                scanned = complete
         if len(buffer) > max_bytes:
             raise UpstreamProtocolError(
                 response.route_id, f"no content event in the first {max_bytes} bytes of the stream"

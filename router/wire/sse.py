@@ -13,6 +13,7 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 # Comment lines and blank lines where an event would start: no event, skipped in one
 # match rather than an event at a time (an upstream may send nothing else for a while).
 _NO_EVENT = re.compile(rb"(?::[^\n]*\n|\n)+")
+_COMMENT_OR_BLANK = (ord(":"), ord("\n"))  # what such a run starts with
 
 
 def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
@@ -24,10 +25,12 @@ def events(buffer: bytes, start: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
             if data is not None:
                 yield name, data, start
         return
+    length = len(buffer)
     while True:  # LF only: a plain search is faster
-        skipped = _NO_EVENT.match(buffer, start)
-        if skipped is not None:
-            start = skipped.end()
+        if start < length and buffer[start] in _COMMENT_OR_BLANK:  # no regex call else
+            skipped = _NO_EVENT.match(buffer, start)
+            if skipped is not None:  # None: a comment whose line has not ended yet
+                start = skipped.end()
         end = buffer.find(b"\n\n", start)
         if end < 0:
             return
