@@ -300,3 +300,19 @@ def test_fields_reads_any_span_as_the_line_by_line_rules_do() -> None:
         assert sse.fields(span) == _fields_line_by_line(span)
         shortcut += span.startswith(b"data:") and b"\r" not in span and span.count(b"\n") <= 2
     assert shortcut > 1_000
+
+
+@pytest.mark.parametrize(
+    ("buffer", "found"),
+    [
+        (b": ping\n\n: pi", []),  # a comment whose line has not ended yet
+        (b": ping\n\n:", []),
+        (b"\n\n\n", []),
+        (b": a\n\n: b\ndata: x\n\n: c", [(b"", b"x")]),  # a comment line before the data
+        (b"data: a\n\n\n\n: c\ndata: b\n\n", [(b"", b"a"), (b"", b"b")]),
+    ],
+)
+def test_comments_and_blank_lines_where_an_event_starts_are_no_event(buffer, found):
+    assert [(name, data) for name, data, _ in sse.events(buffer)] == found
+    crlf = buffer.replace(b"\n", b"\r\n")
+    assert [(name, data) for name, data, _ in sse.events(crlf)] == found
