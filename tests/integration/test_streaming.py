@@ -176,25 +176,8 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
     when the upstream body has already ended; a terminator whose body end is late (a
     provider holding the connection a moment) must not wait for it."""
     release = asyncio.Event()
-    role = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
-    text = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
-
-    async def late_end(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(role + text + b"data: [DONE]\n\n")
-        await release.wait()  # the body ends only when the test says so
-        await response.write_eof()
-        return response
-
-    async with raw_upstream("/v1/chat/completions", late_end) as upstream:
-        url = await stack.router(
-            routes_yaml(
-                keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
-                models={"gpt-4o": model(route("u", "gpt-4o"))},
-            )
-        )
+    async with raw_upstream("/v1/chat/completions", done_then_held(release)) as upstream:
+        url = await stack.router(one_route(upstream))
         body = {"model": "gpt-4o", "messages": HI, "stream": True}
         try:
             async with (
@@ -211,7 +194,7 @@ async def test_the_terminator_is_relayed_at_once_even_when_the_body_ends_later(s
                     received += await response.content.read()
         finally:
             release.set()
-    assert received == role + text + b"data: [DONE]\n\n"
+    assert received == ROLE + TEXT + DONE
 
 
 async def test_a_stream_the_client_abandons_mid_way_teaches_health_nothing(stack):
@@ -289,11 +272,28 @@ def sse_upstream(*events: bytes, hold: asyncio.Event | None = None) -> Callable:
     return handle
 
 
-def one_route(upstream: str) -> str:
+def one_route(upstream: str, **sections: object) -> str:
     return routes_yaml(
         keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
         models={"gpt-4o": model(route("u", "gpt-4o"))},
+        **sections,
     )
+
+
+def done_then_held(release: asyncio.Event) -> Callable:
+    """A whole stream, `[DONE]` included, whose body ends only once `release` is set (a
+    provider holding its connection a moment, or for good)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(ROLE + TEXT + DONE)
+        await release.wait()
+        await response.write_eof()
+        return response
+
+    return handle
 
 
 async def raw_stream(url: str, seen_text: asyncio.Event | None = None) -> bytes:
@@ -537,24 +537,10 @@ async def test_a_stream_whose_upstream_holds_on_after_its_terminator_ends_served
     the client's response ends within a moment of the terminator (the openai SDK reads
     on to the end of the response), with no error event after `[DONE]`, and the request
     is served, not failed with an idle timeout."""
-    release = asyncio.Event()
-
-    async def holding(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(ROLE + TEXT + DONE)
-        await release.wait()  # the body's end never comes while the client waits
-        return response
-
-    async with raw_upstream("/v1/chat/completions", holding) as upstream:
-        url = await stack.router(
-            routes_yaml(
-                keys=[key("u", f"{upstream}/v1", api_key="sk-test-01")],
-                models={"gpt-4o": model(route("u", "gpt-4o"))},
-                timeouts={"idle": 30},  # longer than the test: the idle timeout cannot end it
-            )
-        )
+    release = asyncio.Event()  # the body's end never comes while the client waits
+    async with raw_upstream("/v1/chat/completions", done_then_held(release)) as upstream:
+        # idle longer than the test: the idle timeout cannot be what ends it
+        url = await stack.router(one_route(upstream, timeouts={"idle": 30}))
         try:
             async with asyncio.timeout(10):
                 raw = await raw_stream(url)
