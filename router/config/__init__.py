@@ -243,6 +243,10 @@ def _state(at: Field) -> StateSettings:
     prefix = found["prefix"].string()
     if not prefix:
         raise found["prefix"].error("must not be empty")
+    if any(char in prefix for char in "*?[]\\"):
+        # The prefix is matched as a pattern when the state is read back (SCAN MATCH):
+        # `team?` would read `teamB`'s state too.
+        raise found["prefix"].error("must not hold * ? [ ] or \\: it is matched as a pattern")
     return StateSettings(backend="redis", url=url, prefix=prefix)
 
 

@@ -55,6 +55,27 @@ RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
+# The longest a block or a total may last as another replica or Redis says it: a budget's
+# block lasts until the month turns. A number past it, or no number (NaN, infinity, from
+# a broken or hostile writer of the shared Redis), is not taken: it blocked a route for
+# ever, or (NaN) turned a budget off for the rest of its period.
+MAX_STATE_SECONDS = 40 * 86_400.0
+
+
+def _seconds(ms: Any) -> float:
+    """A shared message's or key's duration in ms, as seconds; ValueError if it is no
+    finite duration within MAX_STATE_SECONDS."""
+    if not isinstance(ms, int | float) or not 0 < ms <= MAX_STATE_SECONDS * 1000:
+        raise ValueError(f"not a duration: {ms!r}")
+    return ms / 1000
+
+
+def _amount(value: Any) -> float:
+    """A shared total (USD spent): ValueError unless a finite number, zero or more."""
+    amount = float(value)
+    if not 0 <= amount < float("inf"):
+        raise ValueError(f"not an amount: {value!r}")
+    return amount
 
 
 class RedisStore:
@@ -296,6 +317,8 @@ class RedisStore:
     async def _apply(self, data: bytes) -> None:
         try:
             message = json.loads(data)
+            if not isinstance(message, dict):
+                raise TypeError(f"a message is a JSON object, not {type(message).__name__}")
             if message.get("from") == self._node:
                 return
             op = message["op"]
@@ -304,13 +327,13 @@ class RedisStore:
                 reason = BlockReason(message["reason"])
                 scope = message["scope"]
                 if reason is BlockReason.CIRCUIT_OPEN and await local.block(
-                    scope, message["ms"] / 1000, reason
+                    scope, _seconds(message["ms"]), reason
                 ):
                     # Opened elsewhere: half-open here too once it lapses, so only one
                     # replica's probe (announced as a PROBING block) tries it first.
                     await local.count(scope, "opens", ttl=CIRCUIT_MEMORY)
                 else:
-                    await local.block(scope, message["ms"] / 1000, reason)
+                    await local.block(scope, _seconds(message["ms"]), reason)
             elif op == "lift":
                 reason = BlockReason(message["reason"])
                 await local.lift(message["scope"], reason)
@@ -319,10 +342,13 @@ class RedisStore:
                     await local.reset(message["scope"], ("opens",))
             elif op == "headroom":
                 headroom = Headroom(**json.loads(message["value"]))
-                await local.put_headroom(message["scope"], headroom, message["ms"] / 1000)
+                await local.put_headroom(message["scope"], headroom, _seconds(message["ms"]))
             elif op == "spend":
                 local.set_total(
-                    message["total"], float(message["value"]), message["ms"] / 1000, at_least=True
+                    message["total"],
+                    _amount(message["value"]),
+                    _seconds(message["ms"]),
+                    at_least=True,
                 )
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("state_message_ignored", error=f"{type(exc).__name__}: {exc}")
@@ -357,12 +383,17 @@ class RedisStore:
                 for key in keys:
                     pipe.get(key)
                     pipe.pttl(key)
-                answers = await pipe.execute()
+                # A key of another type (WRONGTYPE) is an error answer of its own, not
+                # one that stops every reconcile from then on.
+                answers = await pipe.execute(raise_on_error=False)
             for key, value, ms in zip(keys, answers[::2], answers[1::2], strict=True):
-                if value is None or ms is None or ms <= 0:
+                if not isinstance(value, bytes) or not isinstance(ms, int) or ms <= 0:
                     continue
                 name = key.decode()[len(prefix) :]
-                seconds = ms / 1000
+                try:
+                    seconds = _seconds(ms)
+                except ValueError:
+                    continue
                 if kind == "block":
                     with contextlib.suppress(ValueError):
                         await local.block(name, seconds, BlockReason(value.decode()))
@@ -371,7 +402,7 @@ class RedisStore:
                         await local.put_headroom(name, Headroom(**json.loads(value)), seconds)
                 else:
                     with contextlib.suppress(ValueError):
-                        local.set_total(name, float(value), seconds, at_least=True)
+                        local.set_total(name, _amount(value), seconds, at_least=True)
 
     def _degrade(self, exc: BaseException) -> None:
         if self._problem is None:

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -476,3 +477,51 @@ async def test_one_replica_probes_a_circuit_that_lapsed_not_all(redis_server, st
         return (await _route_state(replica_b, "a/gpt-4o"))["state"] == "available"
 
     await until(closed_on_b, seconds=1.0)  # the probe's success lifts the lease
+
+
+async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken(redis_server):
+    """Another writer of the shared Redis (a broken replica, a hand edit, a hostile
+    client) sends a block of 1e300 or infinite ms, a NaN spend, a JSON array, or leaves a
+    key of another type where a block goes: none of it is taken, nothing of it degrades
+    the replica, and reading the state back goes on past the bad key."""
+    from router.health.memory import MemoryStore
+    from router.health.redis_store import RedisStore
+    from router.outcomes import BlockReason
+
+    local = MemoryStore(time.monotonic)
+    store = RedisStore(local, redis_server.url, "rv", time.monotonic)
+    redis = aioredis.from_url(redis_server.url)
+    store.start()
+    try:
+        async with asyncio.timeout(5):
+            await store.loaded()
+        bad = [
+            {"op": "block", "scope": "route:a", "reason": "cooldown", "ms": 1e300},
+            {"op": "block", "scope": "route:b", "reason": "cooldown", "ms": float("inf")},
+            {"op": "block", "scope": "route:c", "reason": "cooldown", "ms": -5},
+            {"op": "spend", "total": "spend:key:k:", "value": "nan", "ms": 60_000},
+            {"op": "spend", "total": "spend:key:j:", "value": "inf", "ms": 60_000},
+            [1],
+        ]
+        for message in bad:
+            await redis.publish("rv:events", json.dumps(message))
+        await redis.hset("rv:block:route:x", "a", "b")  # WRONGTYPE for a GET
+        await redis.set("rv:block:route:y", "cooldown", px=30_000)
+        good = {"op": "block", "scope": "route:d", "reason": "cooldown", "ms": 30_000}
+        await redis.publish("rv:events", json.dumps(good))
+
+        async def arrived() -> bool:
+            return local.peek("route:d") is not None
+
+        await until(arrived)
+        await store._reconcile()  # past the hash at route:x, to route:y
+        assert local.peek("route:y") is not None
+        assert local.peek("route:y").block.reason is BlockReason.COOLDOWN
+        for scope in ("route:a", "route:b", "route:c"):
+            assert local.peek(scope) is None, scope
+        assert await local.add("spend:key:k:", 1.0, 60) == 1.0  # no NaN under it
+        assert await local.add("spend:key:j:", 1.0, 60) == 1.0
+        assert store.degraded() is None
+    finally:
+        await store.close()
+        await redis.aclose()

@@ -1038,3 +1038,13 @@ def test_affinity_is_on_by_default_and_off_when_asked() -> None:
     assert off.models["m"].affinity is False
     message = error_of(minimal("  m:\n    routes: [{key: main, model: up}]\n    affinity: 3\n"))
     assert message == "routes.yaml:6: models.m.affinity: expected true or false, got an integer"
+
+
+@pytest.mark.parametrize("prefix", ["team?", "team*", "team[ab]", "team\\\\x"])
+def test_a_redis_prefix_with_a_pattern_character_is_refused(prefix: str) -> None:
+    """The prefix is matched as a SCAN pattern when the state is read back: `team?` would
+    read `teamB`'s state too."""
+    text = minimal(
+        extra=f"state: {{backend: redis, url: 'redis://127.0.0.1:6379', prefix: '{prefix}'}}\n"
+    )
+    assert "it is matched as a pattern" in error_of(text)
