@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -32,7 +33,16 @@ from typing import Any
 import structlog
 
 from router.health.memory import MemoryStore
-from router.health.redis_writes import BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
+from router.health.redis_writes import (
+    APPLIED_MS,
+    BLOCK,
+    LIFT,
+    MAX_STATE_SECONDS,
+    RAISE,
+    SPEND,
+    PendingWrites,
+    to_ms,
+)
 from router.health.store import ScopeState
 from router.outcomes import BlockReason, Headroom
 
@@ -55,11 +65,9 @@ RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
-# The longest a block or a total may last as another replica or Redis says it: a budget's
-# block lasts until the month turns. A number past it, or no number (NaN, infinity, from
-# a broken or hostile writer of the shared Redis), is not taken: it blocked a route for
-# ever, or (NaN) turned a budget off for the rest of its period.
-MAX_STATE_SECONDS = 40 * 86_400.0
+# A shared duration past MAX_STATE_SECONDS (redis_writes.py), or no number (NaN,
+# infinity, from a broken or hostile writer of the shared Redis), is not taken: it
+# blocked a route for ever, or (NaN) turned a budget off for the rest of its period.
 
 
 def _seconds(ms: Any) -> float:
@@ -94,6 +102,7 @@ class RedisStore:
         self._node = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._clock = clock
         self._pending = PendingWrites()
+        self._batches = itertools.count()  # a batch's number, in its id with _node
         self._dirty = asyncio.Event()
         self._problem: str | None = None
         # Push the local copy at the next good write: Redis may lack it (not needed once
@@ -272,11 +281,12 @@ class RedisStore:
                     pipe.set(self._key("headroom", scope), value, px=ms)
                     queued += 1
                     publish.append({"op": "headroom", "scope": scope, "value": value, "ms": ms})
-            for total, (amount, deadline) in batch.spend.items():
+            batch.seal(f"{self._node}:{next(self._batches)}")
+            for (sent_in, total), (amount, deadline) in batch.sent.items():
                 ms = to_ms(deadline - now)
-                key = self._key("total", total)
-                args = [repr(amount), ms, self._channel, self._node, total]
-                await self._spend_script(keys=[key], args=args, client=pipe)  # publishes too
+                keys = [self._key("total", total), self._key("applied", sent_in)]
+                args = [repr(amount), ms, self._channel, self._node, total, APPLIED_MS]
+                await self._spend_script(keys=keys, args=args, client=pipe)  # publishes too
                 spent.append((total, deadline, queued))
                 queued += 1
             for total, value, left in self._raise_totals:
@@ -288,12 +298,20 @@ class RedisStore:
                 pipe.ping()  # an empty batch proves nothing about a Redis that was away
             if not pipe.command_stack:
                 return
-            answers = await pipe.execute()
+            # A command Redis refuses (a key of another type, a total that is no number)
+            # is that command's answer, not a failed batch: sent again, the rest would
+            # go again too, and a refusal that lasts would hold every write back.
+            answers = await pipe.execute(raise_on_error=False)
         self._raise_totals = []
+        batch.sent.clear()  # applied, or refused for good: nothing of it is sent again
+        refused = [answer for answer in answers if isinstance(answer, Exception)]
+        if refused:
+            log.warning("state_write_refused", count=len(refused), error=str(refused[0])[:200])
         # The spend script answers with the shared total, which this copy may lag.
         for total, deadline, at in spent:
             left = max(deadline - now, 0.001)
-            self._local.set_total(total, float(answers[at]), left, at_least=True)
+            with contextlib.suppress(ValueError, TypeError):
+                self._local.set_total(total, _amount(answers[at]), left, at_least=True)
 
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_FIRST

@@ -24,10 +24,17 @@ LIFT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1] total; ARGV amount, ms, channel, node, name. Atomic across replicas; the
-# period's TTL is set once. The message carries the new sum, not the amount: every
-# replica keeps the largest sum it has seen, which is never more than the true one.
+# KEYS[1] total, KEYS[2] the sending batch's set of totals applied; ARGV amount, ms,
+# channel, node, name, the set's ms. Atomic across replicas; the period's TTL is set
+# once. Applied once per batch and total: a batch sent again (its answer came late, or
+# Redis went away mid-way) finds its name in the set and adds nothing twice. The message
+# carries the new sum, not the amount: every replica keeps the largest sum it has seen,
+# which is never more than the true one.
 SPEND = """
+if redis.call('SADD', KEYS[2], ARGV[5]) == 0 then
+  return redis.call('GET', KEYS[1]) or '0'
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({op = 'spend', from = ARGV[4], total = ARGV[5],
@@ -43,23 +50,45 @@ return 0
 """
 
 
+# How long a batch's set of applied totals is kept: a batch sent again later than this
+# (Redis away longer, after a write that landed unconfirmed) would count its spend twice.
+APPLIED_MS = 15 * 60 * 1000
+# The longest a block or a total may last as another replica or Redis says it: a budget's
+# block lasts until the month turns (redis_store.py reads shared values within it).
+MAX_STATE_SECONDS = 40 * 86_400.0
+
+
 def to_ms(seconds: float) -> int:
-    return max(int(seconds * 1000), 1)
+    """Seconds as the milliseconds Redis takes: at least 1, at most MAX_STATE_SECONDS
+    (comparisons first: int() of an infinite or NaN float raises)."""
+    if not seconds > 0.001:
+        return 1
+    return int(min(seconds, MAX_STATE_SECONDS) * 1000)
 
 
 class PendingWrites:
-    """Writes waiting for Redis, coalesced: one entry per scope or total."""
+    """Writes waiting for Redis, coalesced: one entry per scope or total. Spend once sent
+    keeps the batch it went in (`sent`), so that sending it again is a no-op where it
+    landed; only spend not yet sent (`spend`) is summed with what comes after."""
 
-    __slots__ = ("blocks", "headroom", "lifts", "spend")
+    __slots__ = ("blocks", "headroom", "lifts", "sent", "spend")
 
     def __init__(self) -> None:
         self.blocks: dict[str, tuple[float, BlockReason]] = {}  # scope -> (deadline, reason)
         self.lifts: dict[str, BlockReason] = {}
         self.headroom: dict[str, tuple[Headroom, float]] = {}  # scope -> (it, deadline)
         self.spend: dict[str, tuple[float, float]] = {}  # total -> (amount, deadline)
+        # (batch id, total) -> (amount, deadline): sent, not yet confirmed
+        self.sent: dict[tuple[str, str], tuple[float, float]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.blocks or self.lifts or self.headroom or self.spend)
+        return bool(self.blocks or self.lifts or self.headroom or self.spend or self.sent)
+
+    def seal(self, batch: str) -> None:
+        """Give the spend not yet sent to `batch`, before it is sent."""
+        for total, value in self.spend.items():
+            self.sent[(batch, total)] = value
+        self.spend.clear()
 
     def block(self, scope: str, deadline: float, reason: BlockReason) -> None:
         self.lifts.pop(scope, None)
@@ -89,3 +118,4 @@ class PendingWrites:
             self.headroom.setdefault(scope, value)
         for total, (amount, deadline) in earlier.spend.items():
             self.add(total, amount, deadline)
+        self.sent.update(earlier.sent)

@@ -525,3 +525,104 @@ async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def _store(redis_server: RedisServer, prefix: str) -> Any:
+    from router.health.memory import MemoryStore
+    from router.health.redis_store import RedisStore
+
+    store = RedisStore(MemoryStore(time.monotonic), redis_server.url, prefix, time.monotonic)
+    store.start()
+    async with asyncio.timeout(5):
+        await store.loaded()
+    return store
+
+
+class _LateAnswers:
+    """A TCP relay to Redis that, while `late`, holds the answer to each script run 0.4 s:
+    longer than the writer waits (SOCKET_TIMEOUT), after Redis has applied it. Other
+    answers (the client's handshake, SCRIPT EXISTS) pass at once, so the runs are sent."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.late = False
+
+    async def relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        redis, to_redis = await asyncio.open_connection("127.0.0.1", self.port)
+        ran_script = False
+
+        async def ask() -> None:
+            nonlocal ran_script
+            while data := await client.read(65536):
+                ran_script = b"EVALSHA" in data
+                to_redis.write(data)
+                await to_redis.drain()
+
+        async def answer() -> None:
+            while data := await redis.read(65536):
+                if self.late and ran_script:
+                    await asyncio.sleep(0.4)
+                to_client.write(data)
+                await to_client.drain()
+
+        try:
+            await asyncio.gather(ask(), answer(), return_exceptions=True)
+        finally:
+            to_client.close()
+            to_redis.close()
+
+
+async def test_spend_sent_again_after_a_late_answer_is_counted_once(redis_server):
+    """Redis applied a batch but its answer came after the writer's timeout: the batch
+    goes again, and its spend is not added twice."""
+    from router.health.memory import MemoryStore
+    from router.health.redis_store import RedisStore
+
+    late = _LateAnswers(redis_server.port)
+    relay = await asyncio.start_server(late.relay, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{relay.sockets[0].getsockname()[1]}/0"
+    redis = redis_server.client()
+    store = RedisStore(MemoryStore(time.monotonic), url, "sp1", time.monotonic)
+    store.start()
+    try:
+        async with asyncio.timeout(5):
+            await store.loaded()
+        await store.add("spend:key:a:d", 1.0, 3600)
+        await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 1.0))
+        late.late = True
+        await store.add("spend:key:a:d", 1.0, 3600)
+        await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 2.0))
+        await asyncio.sleep(0.5)
+        late.late = False
+        await asyncio.sleep(1.5)  # the batch sent again, after its backoff, has landed
+        assert float(await redis.get("sp1:total:spend:key:a:d")) == 2.0
+    finally:
+        await store.close()
+        await redis.aclose()
+        relay.close()
+        await relay.wait_closed()
+
+
+async def test_a_command_redis_refuses_holds_no_other_write_back(redis_server):
+    """A total that is no number (another writer's garbage) refuses the spend added to
+    it: that one write is dropped, with a warning; the rest of its batch lands once, and
+    the replica is not degraded."""
+    redis = redis_server.client()
+    await redis.set("sp2:total:spend:model:bad:", "garbage", px=3_600_000)
+    store = await _store(redis_server, "sp2")
+    try:
+        await store.add("spend:key:a:", 1.0, 3600)
+        await store.add("spend:model:bad:", 1.0, 3600)
+        await until(lambda: _total_is(redis, "sp2:total:spend:key:a:", 1.0))
+        await asyncio.sleep(1.0)  # a batch sent again would have added more by now
+        assert float(await redis.get("sp2:total:spend:key:a:")) == 1.0
+        assert await redis.get("sp2:total:spend:model:bad:") == "garbage"
+        assert store.degraded() is None
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+async def _total_is(redis: Any, key: str, value: float) -> bool:
+    raw = await redis.get(key)
+    return raw is not None and float(raw) == value
