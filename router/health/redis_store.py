@@ -32,17 +32,9 @@ from typing import Any
 
 import structlog
 
+from router.health import read_back
 from router.health.memory import MemoryStore
-from router.health.redis_writes import (
-    APPLIED_MS,
-    BLOCK,
-    LIFT,
-    MAX_STATE_SECONDS,
-    RAISE,
-    SPEND,
-    PendingWrites,
-    to_ms,
-)
+from router.health.redis_writes import APPLIED_MS, BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
 from router.health.store import ScopeState
 from router.outcomes import BlockReason, Headroom
 
@@ -65,25 +57,13 @@ RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
-# A shared duration past MAX_STATE_SECONDS (redis_writes.py), or no number (NaN,
-# infinity, from a broken or hostile writer of the shared Redis), is not taken: it
-# blocked a route for ever, or (NaN) turned a budget off for the rest of its period.
 
 
 def _seconds(ms: Any) -> float:
-    """A shared message's or key's duration in ms, as seconds; ValueError if it is no
-    finite duration within MAX_STATE_SECONDS."""
-    if not isinstance(ms, int | float) or not 0 < ms <= MAX_STATE_SECONDS * 1000:
+    """A shared message's or key's duration in ms, as seconds (read_back.seconds_left)."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
         raise ValueError(f"not a duration: {ms!r}")
-    return ms / 1000
-
-
-def _amount(value: Any) -> float:
-    """A shared total (USD spent): ValueError unless a finite number, zero or more."""
-    amount = float(value)
-    if not 0 <= amount < float("inf"):
-        raise ValueError(f"not an amount: {value!r}")
-    return amount
+    return read_back.seconds_left(ms / 1000)
 
 
 class RedisStore:
@@ -311,7 +291,7 @@ class RedisStore:
         for total, deadline, at in spent:
             left = max(deadline - now, 0.001)
             with contextlib.suppress(ValueError, TypeError):
-                self._local.set_total(total, _amount(answers[at]), left, at_least=True)
+                self._local.set_total(total, read_back.amount(answers[at]), left, at_least=True)
 
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_FIRST
@@ -359,12 +339,12 @@ class RedisStore:
                     # A probe elsewhere succeeded: the circuit is closed here too.
                     await local.reset(message["scope"], ("opens",))
             elif op == "headroom":
-                headroom = Headroom(**json.loads(message["value"]))
+                headroom = read_back.headroom(json.loads(message["value"]))
                 await local.put_headroom(message["scope"], headroom, _seconds(message["ms"]))
             elif op == "spend":
                 local.set_total(
                     message["total"],
-                    _amount(message["value"]),
+                    read_back.amount(message["value"]),
                     _seconds(message["ms"]),
                     at_least=True,
                 )
@@ -416,11 +396,12 @@ class RedisStore:
                     with contextlib.suppress(ValueError):
                         await local.block(name, seconds, BlockReason(value.decode()))
                 elif kind == "headroom":
-                    with contextlib.suppress(ValueError, TypeError):
-                        await local.put_headroom(name, Headroom(**json.loads(value)), seconds)
+                    with contextlib.suppress(ValueError):  # JSONDecodeError is one
+                        room = read_back.headroom(json.loads(value))
+                        await local.put_headroom(name, room, seconds)
                 else:
                     with contextlib.suppress(ValueError):
-                        local.set_total(name, _amount(value), seconds, at_least=True)
+                        local.set_total(name, read_back.amount(value), seconds, at_least=True)
 
     def _degrade(self, exc: BaseException) -> None:
         if self._problem is None:

@@ -8,6 +8,7 @@ never lowers the one Redis holds.
 
 from __future__ import annotations
 
+from router.health.read_back import MAX_STATE_SECONDS
 from router.outcomes import BlockReason, Headroom
 
 # KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
@@ -53,9 +54,6 @@ return 0
 # How long a batch's set of applied totals is kept: a batch sent again later than this
 # (Redis away longer, after a write that landed unconfirmed) would count its spend twice.
 APPLIED_MS = 15 * 60 * 1000
-# The longest a block or a total may last as another replica or Redis says it: a budget's
-# block lasts until the month turns (redis_store.py reads shared values within it).
-MAX_STATE_SECONDS = 40 * 86_400.0
 
 
 def to_ms(seconds: float) -> int:

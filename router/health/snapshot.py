@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -27,8 +28,9 @@ from typing import Any
 
 import structlog
 
+from router.health import read_back
 from router.health.memory import LiveState, MemoryStore
-from router.outcomes import BlockReason, Headroom
+from router.outcomes import BlockReason
 
 log = structlog.get_logger("router.state")
 
@@ -123,19 +125,25 @@ class SnapshotStore(MemoryStore):
 
 
 def _parsed(document: dict[str, Any], now: float) -> LiveState:
+    """A snapshot's state as of `now`; ValueError for a value no router writes (an
+    infinite wait in a hand-edited or damaged file blocked a route for ever)."""
     if document.get("version") != _VERSION:
         raise ValueError(f"snapshot version {document.get('version')!r}, expected {_VERSION}")
-    elapsed = max(now - float(document["saved_at"]), 0.0)
+    saved_at = float(document["saved_at"])
+    if not math.isfinite(saved_at):
+        raise ValueError(f"saved_at: {document['saved_at']!r}")
+    elapsed = max(now - saved_at, 0.0)
     blocks = [
-        (str(scope), float(left) - elapsed, BlockReason(reason))
+        (str(scope), read_back.seconds_left(left) - elapsed, BlockReason(reason))
         for scope, left, reason in document["blocks"]
     ]
     headroom = [
-        (str(scope), Headroom(**fields), float(left) - elapsed)
+        (str(scope), read_back.headroom(fields), read_back.seconds_left(left) - elapsed)
         for scope, fields, left in document["headroom"]
     ]
     totals = [
-        (str(name), float(total), float(left) - elapsed) for name, total, left in document["totals"]
+        (str(name), read_back.amount(total), read_back.seconds_left(left) - elapsed)
+        for name, total, left in document["totals"]
     ]
     return LiveState(
         [block for block in blocks if block[1] > 0],

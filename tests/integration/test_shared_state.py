@@ -481,9 +481,10 @@ async def test_one_replica_probes_a_circuit_that_lapsed_not_all(redis_server, st
 
 async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken(redis_server):
     """Another writer of the shared Redis (a broken replica, a hand edit, a hostile
-    client) sends a block of 1e300 or infinite ms, a NaN spend, a JSON array, or leaves a
-    key of another type where a block goes: none of it is taken, nothing of it degrades
-    the replica, and reading the state back goes on past the bad key."""
+    client) sends a block of 1e300 or infinite ms, a NaN spend, headroom with a count that
+    is no count, a JSON array, or leaves a key of another type where a block goes: none
+    of it is taken, nothing of it degrades the replica, and reading the state back goes
+    on past the bad key."""
     from router.health.memory import MemoryStore
     from router.health.redis_store import RedisStore
     from router.outcomes import BlockReason
@@ -501,12 +502,15 @@ async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken
             {"op": "block", "scope": "route:c", "reason": "cooldown", "ms": -5},
             {"op": "spend", "total": "spend:key:k:", "value": "nan", "ms": 60_000},
             {"op": "spend", "total": "spend:key:j:", "value": "inf", "ms": 60_000},
+            {"op": "headroom", "scope": "route:e", "value": '{"remaining_tokens": "many"}',
+             "ms": 60_000},
             [1],
-        ]
+        ]  # fmt: skip
         for message in bad:
             await redis.publish("rv:events", json.dumps(message))
         await redis.hset("rv:block:route:x", "a", "b")  # WRONGTYPE for a GET
         await redis.set("rv:block:route:y", "cooldown", px=30_000)
+        await redis.set("rv:headroom:route:f", '{"remaining_requests": -1}', px=30_000)
         good = {"op": "block", "scope": "route:d", "reason": "cooldown", "ms": 30_000}
         await redis.publish("rv:events", json.dumps(good))
 
@@ -517,7 +521,7 @@ async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken
         await store._reconcile()  # past the hash at route:x, to route:y
         assert local.peek("route:y") is not None
         assert local.peek("route:y").block.reason is BlockReason.COOLDOWN
-        for scope in ("route:a", "route:b", "route:c"):
+        for scope in ("route:a", "route:b", "route:c", "route:e", "route:f"):
             assert local.peek(scope) is None, scope
         assert await local.add("spend:key:k:", 1.0, 60) == 1.0  # no NaN under it
         assert await local.add("spend:key:j:", 1.0, 60) == 1.0
