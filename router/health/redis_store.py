@@ -214,6 +214,10 @@ class RedisStore:
                 if self._resync:
                     self._push_local(batch)
                 await self._flush(batch)
+            except asyncio.CancelledError:  # shut down mid-write: close() sends it again
+                batch.merge(self._pending)
+                self._pending = batch
+                raise
             except Exception as exc:  # Redis away; anything else must not stop the sync either
                 batch.merge(self._pending)
                 self._pending = batch

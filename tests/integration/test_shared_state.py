@@ -542,14 +542,17 @@ async def _store(redis_server: RedisServer, prefix: str) -> Any:
     return store
 
 
-class _LateAnswers:
-    """A TCP relay to Redis that, while `late`, holds the answer to each script run 0.4 s:
-    longer than the writer waits (SOCKET_TIMEOUT), after Redis has applied it. Other
-    answers (the client's handshake, SCRIPT EXISTS) pass at once, so the runs are sent."""
+class _Relay:
+    """A TCP relay to Redis. While `late`, the answer to each script run waits 0.4 s:
+    longer than the writer waits (SOCKET_TIMEOUT), after Redis has applied it; other
+    answers (the client's handshake, SCRIPT EXISTS) pass at once, so the runs are sent.
+    While `swallow`, what the client sends is dropped (`swallowed` is set)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.late = False
+        self.swallow = False
+        self.swallowed = asyncio.Event()
 
     async def relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         redis, to_redis = await asyncio.open_connection("127.0.0.1", self.port)
@@ -558,6 +561,9 @@ class _LateAnswers:
         async def ask() -> None:
             nonlocal ran_script
             while data := await client.read(65536):
+                if self.swallow:
+                    self.swallowed.set()
+                    continue
                 ran_script = b"EVALSHA" in data
                 to_redis.write(data)
                 await to_redis.drain()
@@ -576,35 +582,68 @@ class _LateAnswers:
             to_redis.close()
 
 
+@contextlib.asynccontextmanager
+async def _relayed(redis_server: RedisServer) -> AsyncIterator[tuple[_Relay, str]]:
+    relay = _Relay(redis_server.port)
+    server = await asyncio.start_server(relay.relay, "127.0.0.1", 0)
+    try:
+        yield relay, f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_spend_sent_again_after_a_late_answer_is_counted_once(redis_server):
     """Redis applied a batch but its answer came after the writer's timeout: the batch
     goes again, and its spend is not added twice."""
     from router.health.memory import MemoryStore
     from router.health.redis_store import RedisStore
 
-    late = _LateAnswers(redis_server.port)
-    relay = await asyncio.start_server(late.relay, "127.0.0.1", 0)
-    url = f"redis://127.0.0.1:{relay.sockets[0].getsockname()[1]}/0"
     redis = redis_server.client()
-    store = RedisStore(MemoryStore(time.monotonic), url, "sp1", time.monotonic)
-    store.start()
-    try:
-        async with asyncio.timeout(5):
-            await store.loaded()
-        await store.add("spend:key:a:d", 1.0, 3600)
-        await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 1.0))
-        late.late = True
-        await store.add("spend:key:a:d", 1.0, 3600)
-        await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 2.0))
-        await asyncio.sleep(0.5)
-        late.late = False
-        await asyncio.sleep(1.5)  # the batch sent again, after its backoff, has landed
-        assert float(await redis.get("sp1:total:spend:key:a:d")) == 2.0
-    finally:
-        await store.close()
-        await redis.aclose()
-        relay.close()
-        await relay.wait_closed()
+    async with _relayed(redis_server) as (relay, url):
+        store = RedisStore(MemoryStore(time.monotonic), url, "sp1", time.monotonic)
+        store.start()
+        try:
+            async with asyncio.timeout(5):
+                await store.loaded()
+            await store.add("spend:key:a:d", 1.0, 3600)
+            await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 1.0))
+            relay.late = True
+            await store.add("spend:key:a:d", 1.0, 3600)
+            await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 2.0))
+            await asyncio.sleep(0.5)
+            relay.late = False
+            await asyncio.sleep(1.5)  # the batch sent again, after its backoff, has landed
+            assert float(await redis.get("sp1:total:spend:key:a:d")) == 2.0
+        finally:
+            await store.close()
+            await redis.aclose()
+
+
+async def test_a_write_under_way_at_shutdown_is_sent_at_close(redis_server):
+    """close() cancels the writer while its batch is on the wire, unanswered: the batch
+    is not lost with the writer, and close() sends it."""
+    from router.health.memory import MemoryStore
+    from router.health.redis_store import RedisStore
+
+    redis = redis_server.client()
+    async with _relayed(redis_server) as (relay, url):
+        store = RedisStore(MemoryStore(time.monotonic), url, "sp3", time.monotonic)
+        store.start()
+        try:
+            async with asyncio.timeout(5):
+                await store.loaded()
+            relay.swallow = True
+            await store.add("spend:key:a:d", 1.0, 3600)
+            async with asyncio.timeout(5):
+                await relay.swallowed.wait()  # the writer waits for an answer now
+            relay.swallow = False
+        finally:
+            await store.close()
+        try:
+            assert float(await redis.get("sp3:total:spend:key:a:d") or 0) == 1.0
+        finally:
+            await redis.aclose()
 
 
 async def test_a_command_redis_refuses_holds_no_other_write_back(redis_server):
