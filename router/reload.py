@@ -31,7 +31,7 @@ from router.failover.attempt import AttemptRunner
 from router.handlers.state import Current, RouterState
 from router.health.budgets import BudgetKeeper
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker
+from router.health.tracker import HealthTracker, account_scope, route_scope
 from router.telemetry.logs import RequestLog, redact_also
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import Tracing
@@ -176,8 +176,8 @@ class Reloader:
         removed_keys = [key for key in gone_keys if key.name not in config.keys]
         removed_models = [name for name in old.models if name not in config.models]
         self._shared.store.forget(
-            [f"route:{route.id}" for route in gone_routes]
-            + [f"key:{key.name}" for key in gone_keys]
+            [route_scope(route) for route in gone_routes]
+            + [account_scope(key) for key in gone_keys]
             + [f"model:{name}" for name in removed_models],
             # Spend follows the key's or model's name: a new credential under the same
             # name keeps its budget's spend; a name gone takes it with it.
@@ -229,13 +229,12 @@ def _field_names(settings: Any) -> Iterable[str]:
 
 
 def _same_key(old: Key, new: Key) -> bool:
-    """The same account: a changed credential or address starts with clean state (a
-    revoked key replaced in routes.yaml serves again at once), and so do changed
-    `headers:` (an `OpenAI-Organization` or `OpenAI-Project` is another account, with
-    its own limits and quota; a header that is not loses only the key's cooldowns)."""
-    return (old.provider, old.api_base, old.api_key, old.api_version, old.headers) == (
-        new.provider, new.api_base, new.api_key, new.api_version, new.headers,
-    )  # fmt: skip
+    """The same account (types.Key.account): a changed credential or address starts
+    with clean state (a revoked key replaced in routes.yaml serves again at once, on
+    every replica sharing Redis too), and so do changed `headers:` (an
+    `OpenAI-Organization` or `OpenAI-Project` is another account, with its own limits
+    and quota; a header that is not loses only the key's cooldowns)."""
+    return old.account == new.account
 
 
 __all__ = ["Outcome", "Reloader", "Shared", "build_state", "effective"]

@@ -8,6 +8,8 @@ never carries a key.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
@@ -144,6 +146,17 @@ class Key:
     # redacted like api_key.
     headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     header_secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # Which account this is, as a short digest of what makes one (provider, address,
+    # credential, api-version, headers): the health state of a key and its routes is
+    # kept under it, so a new credential under the same name starts clean on every
+    # replica sharing Redis and across a snapshot, while the old one keeps its blocks.
+    account: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        identity = [self.provider, self.api_base, self.api_key, self.api_version]
+        identity.append(sorted((name.lower(), value) for name, value in self.headers.items()))
+        digest = hashlib.blake2b(json.dumps(identity).encode(), digest_size=6).hexdigest()
+        object.__setattr__(self, "account", digest)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

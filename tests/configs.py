@@ -118,3 +118,15 @@ def two_keys_config(
 def preferring_a(sim_url: str, **kwargs: Any) -> str:
     """`two_keys_config` with b at priority 2, so a is always the first choice."""
     return two_keys_config(sim_url, priority_b=2, **kwargs)
+
+
+def state_scope(text: str, kind: str, name: str) -> str:
+    """Where the config `text` keeps the state of key or route `name` ("a", "a/gpt-4o"):
+    under its key's account (router/health/tracker.py), as a snapshot or Redis holds it."""
+    from router.config import parse_config
+    from router.health.tracker import account_scope, route_scope
+
+    config = parse_config(text, source="routes.yaml", environ={})
+    if kind == "key":
+        return account_scope(config.keys[name])
+    return route_scope(next(route for route in config.all_routes() if route.id == name))

@@ -20,7 +20,7 @@ import asyncio
 
 from router.health.status import disabled_keys, route_statuses
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker
+from router.health.tracker import HealthTracker, scope_name
 from router.telemetry.metrics import Metrics
 
 # New series a scrape creates between two yields to the loop (well under 1 ms of CPU
@@ -60,7 +60,7 @@ async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: 
     if budgeted:
         names.update(
             name
-            for kind, _, name in map(_split, store.scopes())
+            for kind, name in map(scope_name, store.scopes())
             if kind == "model" and name in budgeted
         )
     if not names:
@@ -71,16 +71,11 @@ async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: 
         metrics.observe_model(name, None if block is None else block.reason.value)
 
 
-def _split(scope: str) -> tuple[str, str, str]:
-    return scope.partition(":")
-
-
 def _stateful_routes(metrics: Metrics, store: StateStore) -> set[str]:
     """Route ids whose route or key scope has state (tracker.route_scope, key_scope)."""
     table = metrics.routes
     stateful: set[str] = set()
-    for scope in store.scopes():
-        kind, _, name = scope.partition(":")
+    for kind, name in map(scope_name, store.scopes()):
         if kind == "route":
             if name in table.chunk_of:  # not a route of an earlier config
                 stateful.add(name)

@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker
+from router.health.tracker import HealthTracker, account_scope
 from router.outcomes import BlockReason
-from router.types import Budget, Config, ModelSpec, Route
+from router.types import Budget, Config, Key, ModelSpec, Route
 
 log = structlog.get_logger("router.budgets")
+
+_BUDGET = BlockReason.BUDGET
 
 
 def period_ends(now_epoch: float) -> dict[str, tuple[str, float]]:
@@ -57,7 +60,7 @@ class BudgetKeeper:
         if key.budget is not None:
             seconds = await self._over(f"key:{key.name}", key.budget, usd, periods)
             if seconds is not None:
-                await self._health.disable_key(route, seconds, BlockReason.BUDGET)
+                await self._health.disable_key(key, seconds, BlockReason.BUDGET)
         if model.budget is not None:
             seconds = await self._over(f"model:{model.name}", model.budget, usd, periods)
             if seconds is not None:
@@ -67,56 +70,84 @@ class BudgetKeeper:
         """After a reload: the keys and models (by name, in both configs) whose budget
         changed and that are within the new one, or have none now, leave their budget
         block at once (an operator raising a budget means traffic now, not at the turn
-        of the period). One still over its new budget stays out. The scopes lifted."""
+        of the period). One still over its new budget stays out, and one over a budget
+        lowered below its spend leaves now. The names lifted."""
         periods = period_ends(self._wall())
         changed = [
-            *((f"key:{name}", old.keys[name].budget, key.budget)
+            *((_scopes(key), old.keys[name].budget, key.budget)
               for name, key in new.keys.items() if name in old.keys),
-            *((f"model:{name}", old.models[name].budget, model.budget)
+            *((_scopes(model), old.models[name].budget, model.budget)
               for name, model in new.models.items() if name in old.models),
         ]  # fmt: skip
         lifted = []
-        for scope, before, after in changed:
+        for scopes, before, after in changed:
             if before is None or before == after:
                 continue  # no budget block to lift, or the same budget
-            if await self._lift_within(scope, after, periods):
-                lifted.append(scope)
+            if await self._lift_within(scopes, after, periods):
+                lifted.append(scopes.name)
+        await self._block_over(new, periods)
         return lifted
 
     async def recheck(self, config: Config) -> list[str]:
         """At start, once the store has what it starts from (a snapshot, or Redis): the
         budget blocks it came with, set on an earlier config, are lifted for the keys and
         models within their budget now, or with none. A budget raised across a restart
-        (a new ConfigMap rolled out, say) means traffic now, as it does across a reload.
-        The scopes lifted."""
+        (a new ConfigMap rolled out, say) means traffic now, as it does across a reload;
+        one over a budget lowered across it leaves now. The names lifted."""
         scopes = [
-            *((f"key:{name}", key.budget) for name, key in config.keys.items()),
-            *((f"model:{name}", model.budget) for name, model in config.models.items()),
+            *((_scopes(key), key.budget) for key in config.keys.values()),
+            *((_scopes(model), model.budget) for model in config.models.values()),
         ]
-        states = await self.store.read([scope for scope, _ in scopes])
+        states = await self.store.read([scope.block for scope, _ in scopes])
         periods = period_ends(self._wall())
         lifted = []
         for scope, budget in scopes:
-            state = states.get(scope)
+            state = states.get(scope.block)
             if state is None or state.block is None or state.block.reason is not BlockReason.BUDGET:
                 continue
             if await self._lift_within(scope, budget, periods):
-                lifted.append(scope)
+                lifted.append(scope.name)
+        await self._block_over(config, periods)
         return lifted
 
+    async def _block_over(self, config: Config, periods: dict[str, tuple[str, float]]) -> None:
+        """Keys and models over their budget now are out now, not after one more
+        request: a budget lowered below the spend, a new credential under the name of a
+        key that spent its budget (its block was the old account's). One out for its
+        budget already is left as it is (a block written again would be told to every
+        replica, after a lift another one may have made)."""
+        budgeted = [
+            *((_scopes(key), key.budget, key) for key in config.keys.values()),
+            *((_scopes(model), model.budget, model) for model in config.models.values()),
+        ]
+        states = await self.store.read([scopes.block for scopes, budget, _ in budgeted if budget])
+        for scopes, budget, of in budgeted:
+            state = states.get(scopes.block)
+            if budget is None or (state and state.block and state.block.reason is _BUDGET):
+                continue
+            seconds = await self._over(scopes.name, budget, 0.0, periods)
+            if seconds is None:
+                continue
+            if isinstance(of, Key):
+                await self._health.disable_key(of, seconds, _BUDGET)
+            else:
+                await self._health.block_model(of.name, seconds, _BUDGET)
+
     async def _lift_within(
-        self, scope: str, budget: Budget | None, periods: dict[str, tuple[str, float]]
+        self, scopes: _Scopes, budget: Budget | None, periods: dict[str, tuple[str, float]]
     ) -> bool:
-        """Lift the scope's budget block unless its spend is over `budget` (None: none)."""
-        if budget is not None and await self._over(scope, budget, 0.0, periods) is not None:
+        """Lift the budget block unless the spend is over `budget` (None: none)."""
+        if budget is not None and await self._over(scopes.name, budget, 0.0, periods) is not None:
             return False
-        await self.store.lift(scope, BlockReason.BUDGET)
+        await self.store.lift(scopes.block, BlockReason.BUDGET)
         return True
 
     async def _over(
         self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]
     ) -> float | None:
-        """Add `usd`; seconds until the longest exceeded period turns, or None."""
+        """Add `usd` to the spend of `scope` (`key:<name>`, `model:<name>`: by name, so a
+        new credential under a key's name keeps its spend); seconds until the longest
+        exceeded period turns, or None."""
         out_for: float | None = None
         for period, cap in (("day", budget.usd_per_day), ("month", budget.usd_per_month)):
             name, turns_in = periods[period]
@@ -124,6 +155,18 @@ class BudgetKeeper:
             if cap is not None and total >= cap:
                 out_for = max(out_for or 0.0, turns_in)
         return out_for
+
+
+@dataclass(frozen=True, slots=True)
+class _Scopes:
+    name: str  # where the spend is counted, and what the log names
+    block: str  # where the block is (a key's account: tracker.account_scope)
+
+
+def _scopes(of: Key | ModelSpec) -> _Scopes:
+    if isinstance(of, Key):
+        return _Scopes(f"key:{of.name}", account_scope(of))
+    return _Scopes(f"model:{of.name}", f"model:{of.name}")
 
 
 RECHECK_WAIT = 1.0  # seconds a start waits for the recheck (Redis's first read)

@@ -32,7 +32,7 @@ from router.outcomes import BlockReason, Headroom, Verdict
 from router.outcomes import FailureClass as F
 from router.rules.failures import ACTIONS, Penalty
 from router.rules.plan import HEALTHY, RouteHealth
-from router.types import FailoverSettings, Route
+from router.types import FailoverSettings, Key, Route
 
 # Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _OK = F.OK
@@ -52,11 +52,26 @@ _MAX_ROUTE_SETS = 4096
 
 
 def route_scope(route: Route) -> str:
-    return f"route:{route.id}"
+    """The route's state, kept per account (types.Key.account): `route:<id>@<account>`."""
+    return f"route:{route.id}@{route.key.account}"
 
 
 def key_scope(route: Route) -> str:
-    return f"key:{route.key.name}"
+    return account_scope(route.key)
+
+
+def account_scope(key: Key) -> str:
+    """The key's state (quota, auth, budget blocks): `key:<name>@<account>`."""
+    return f"key:{key.name}@{key.account}"
+
+
+def scope_name(scope: str) -> tuple[str, str]:
+    """A scope's kind and the name it is for: ("route", "a/gpt-4o") for a route's, with
+    its account taken off; ("model", "gpt-4o") for a model's."""
+    kind, _, name = scope.partition(":")
+    if kind in ("route", "key"):
+        name = name.rpartition("@")[0] or name
+    return kind, name
 
 
 @dataclass(slots=True)
@@ -189,7 +204,7 @@ class HealthTracker:
         elif penalty is _KEY_OUT:
             assert action.out_for is not None  # Action checks it
             seconds = max(self._settings.key_disable, verdict.retry_after or 0.0)
-            await self.disable_key(route, seconds, action.out_for, verdict.message)
+            await self.disable_key(route.key, seconds, action.out_for, verdict.message)
         elif penalty is _ROUTE_OUT:
             assert action.out_for is not None
             await self._block_route(route, self._settings.key_disable, action.out_for, verdict)
@@ -239,13 +254,13 @@ class HealthTracker:
         )
 
     async def disable_key(
-        self, route: Route, seconds: float, reason: BlockReason, upstream_message: str = ""
+        self, key: Key, seconds: float, reason: BlockReason, upstream_message: str = ""
     ) -> None:
         """Every route of the key out for `seconds` (quota, auth, budget); warn once."""
-        if await self._store.block(key_scope(route), seconds, reason):
+        if await self._store.block(account_scope(key), seconds, reason):
             log.warning(
                 "key_disabled",
-                key=route.key.name,
+                key=key.name,
                 reason=reason,
                 seconds=round(seconds, 3),
                 upstream_message=upstream_message[:300],

@@ -339,7 +339,8 @@ async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
     stack, clock, tmp_path
 ):
     """An operator raising a budget wants traffic now, not at the turn of the day; a
-    budget changed but still under the spend keeps the key out."""
+    budget changed but still under the spend keeps the key out, and one lowered below
+    the spend takes it out at once."""
     wall = WallClock("2026-11-24T10:00:00+00:00")
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     path = tmp_path / "routes.yaml"
@@ -358,15 +359,51 @@ async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
 
         while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
             assert sim.stats["a"].served < 4
-        for budget, back in ((20, False), (1_000_000, True), (20, True), (None, True)):
+        for budget, back in ((20, False), (1_000_000, True), (20, False), (None, True)):
             extra = {"budget": {"usd_per_day": budget}} if budget else {}
             path.write_text(config(sim_url, key_a=extra))
             assert (await reload(url))[0] == 200
             # 20: changed, still under the spend, out. Raised: back. 20 again while
-            # serving: nothing to lift, out after its next spend. Dropped: back.
+            # serving: lowered below the spend, out at once (not after one more request).
+            # Dropped: back.
             assert (await served_by() == "a/gpt-4o") is back, budget
-            if budget == 20 and back:
-                assert await served_by() == "b/gpt-4o"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_new_account_under_a_spent_keys_name_stays_out_for_the_budget(
+    stack, clock, tmp_path
+):
+    """Spend is kept by the key's name, a block by its account: another account under
+    the name of a key whose budget is spent is out at once, not after one more request
+    (its quota and cooldowns, on the other hand, start clean)."""
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    budget = {"budget": {"usd_per_day": 30}}
+    path.write_text(config(sim_url, key_a=budget))
+    runner = await start(
+        load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall
+    )
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+
+        async def served_by() -> str:
+            raw = await client(url).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HI
+            )
+            return raw.headers["x-router-route"]
+
+        while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
+            assert sim.stats["a"].served < 4
+        served = sim.stats["a"].served
+        other = {**budget, "headers": {"OpenAI-Organization": "org-2"}}
+        path.write_text(config(sim_url, key_a=other))
+        assert (await reload(url))[0] == 200
+        assert await served_by() == "b/gpt-4o"
+        assert sim.stats["a"].served == served
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] == "budget"
     finally:
         await runner.cleanup()
 

@@ -25,7 +25,15 @@ import redis.asyncio as aioredis
 
 from router.sim import Fault
 from router.telemetry.logs import configure_logging, reset_logging
-from tests.configs import model, preferring_a, route, routes_yaml, sim_key, sim_keys
+from tests.configs import (
+    model,
+    preferring_a,
+    route,
+    routes_yaml,
+    sim_key,
+    sim_keys,
+    state_scope,
+)
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 
 pytestmark = pytest.mark.timeout(60)
@@ -134,7 +142,7 @@ async def test_a_rate_limit_one_replica_sees_keeps_the_other_off_the_key(redis_s
         assert raw.headers["x-router-route"] == "b/gpt-4o"
     assert sim.stats["a"].requests == 1  # replica B never called the limited key
     async with redis_server.client() as redis:
-        ttl = await redis.pttl(f"{PREFIX}:block:route:a/gpt-4o")
+        ttl = await redis.pttl(f"{PREFIX}:block:{state_scope(text, 'route', 'a/gpt-4o')}")
     assert 25_000 < ttl <= 30_000  # a TTL, not a wall-clock time
 
 
@@ -147,7 +155,7 @@ async def test_a_replica_started_later_reads_the_shared_state(redis_server, stac
     async with redis_server.client() as redis:
 
         async def stored() -> bool:
-            return await redis.get(f"{PREFIX}:block:key:a") == "quota"
+            return await redis.get(f"{PREFIX}:block:{state_scope(text, 'key', 'a')}") == "quota"
 
         await until(stored)
     later = await stack.router(text)  # a restarted replica, say
@@ -178,7 +186,8 @@ async def test_the_later_deadline_wins_whichever_replica_writes_first(redis_serv
     async with redis_server.client() as redis:
         await until(lambda: _cooling_for_more_than(replica_a, 30))
         await until(lambda: _cooling_for_more_than(replica_b, 30))
-        assert await redis.pttl(f"{PREFIX}:block:route:a/gpt-4o") > 30_000
+        block = f"{PREFIX}:block:{state_scope(text, 'route', 'a/gpt-4o')}"
+        assert await redis.pttl(block) > 30_000
 
 
 async def _cooling_for_more_than(url: str, seconds: float) -> bool:
@@ -415,10 +424,11 @@ async def test_a_paused_redis_holds_no_request(redis_server, stack):
 
 async def test_a_restarted_empty_redis_gets_the_replicas_state_back(redis_server, stack, logs):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    url = await stack.router(preferring_a(sim_url, **shared(redis_server.url)))
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    url = await stack.router(text)
     sim.inject("a", Fault.rate_limit(retry_after=60))
     await client(url).chat.completions.create(model="gpt-4o", messages=HI)
-    key = f"{PREFIX}:block:route:a/gpt-4o"
+    key = f"{PREFIX}:block:{state_scope(text, 'route', 'a/gpt-4o')}"
     async with redis_server.client() as redis:
         await until(lambda: redis.exists(key))
     await redis_server.kill()
@@ -669,3 +679,55 @@ async def test_a_command_redis_refuses_holds_no_other_write_back(redis_server):
 async def _total_is(redis: Any, key: str, value: float) -> bool:
     raw = await redis.get(key)
     return raw is not None and float(raw) == value
+
+
+def _on_account(sim_url: str, redis_url: str, organization: str) -> str:
+    """gpt-4o on key a (the account `organization` names), then b."""
+    return routes_yaml(
+        keys=[
+            sim_key(SIM_A, sim_url, headers={"OpenAI-Organization": organization}),
+            *sim_keys(sim_url, SIM_B),
+        ],
+        models={"gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o", priority=2))},
+        **shared(redis_url),
+    )
+
+
+async def _served_by(url: str) -> str:
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    return raw.headers["x-router-route"]
+
+
+async def test_a_new_account_under_a_keys_name_starts_clean_on_every_replica(
+    redis_server, stack, tmp_path, monkeypatch
+):
+    """Key a runs out of quota (out for an hour, on every replica). The operator puts
+    another account under the name a: a replica started on it, and the first replica
+    reloaded onto it, serve from a at once, and still do once Redis has been read again;
+    a replica still on the old account keeps that one out."""
+    from router.health import redis_store
+    from tests.integration.test_reload import reload, router_for
+
+    monkeypatch.setattr(redis_store, "RECONCILE_SECONDS", 0.2)
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    old, new = (_on_account(sim_url, redis_server.url, org) for org in ("org-1", "org-2"))
+    path = tmp_path / "routes.yaml"
+    path.write_text(old)
+    async with router_for(path) as first:
+        sim.inject("a", Fault.insufficient_quota())
+        assert await _served_by(first) == "b/gpt-4o"
+        stale = await stack.router(old)
+
+        async def stale_knows() -> bool:
+            _, keys = await admin_state(stale)
+            return keys["a"]["disabled_reason"] == "quota"
+
+        await until(stale_knows)
+        assert await _served_by(await stack.router(new)) == "a/gpt-4o"
+        path.write_text(new)
+        assert (await reload(first))[0] == 200
+        assert await _served_by(first) == "a/gpt-4o"
+        await asyncio.sleep(1.0)  # Redis read again, several times
+        assert await _served_by(first) == "a/gpt-4o"
+        assert await _served_by(stale) == "b/gpt-4o"
+    assert sim.stats["a"].served == 3

@@ -16,7 +16,7 @@ import yaml
 from router.config import parse_config
 from router.server import bound_port, start
 from router.sim import Fault
-from tests.configs import preferring_a
+from tests.configs import preferring_a, state_scope
 from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, client
 from tests.integration.test_costs import config as priced
 
@@ -59,7 +59,8 @@ async def test_a_disabled_key_stays_out_and_a_cooldown_that_ran_out_is_gone(stac
         _, keys = await admin_state(url)
         assert keys["a"]["disabled_reason"] == "quota"
     saved = json.loads(path.read_text())
-    assert {block[0] for block in saved["blocks"]} == {"key:a", "route:c/gpt-4o-mini"}
+    blocked = {state_scope(text, "key", "a"), state_scope(text, "route", "c/gpt-4o-mini")}
+    assert {block[0] for block in saved["blocks"]} == blocked
     assert list(tmp_path.iterdir()) == [path]  # written whole, no temporary left
 
     wall.now += 60  # down for a minute: the 30 s cooldown ran out, the hour's did not

@@ -237,9 +237,9 @@ async def test_a_budget_block_applies_only_while_the_key_has_a_budget(tracker):
     """A block for a budget since removed (read back from a shared store by a replica
     started on the new config) no longer keeps the key out; other blocks still do."""
     budgeted = Route(key=dataclasses.replace(KEY, budget=Budget(usd_per_day=1.0)), model="m1")
-    await tracker.disable_key(budgeted, 600, BlockReason.BUDGET)
+    await tracker.disable_key(budgeted.key, 600, BlockReason.BUDGET)
     assert (await health(tracker, budgeted)).blocked_for == pytest.approx(600)
     assert (await health(tracker, R1)).blocked_for == 0  # the same key, its budget gone
     other = Route(key=dataclasses.replace(KEY, name="q"), model="m1")  # no budget either
-    await tracker.disable_key(other, 600, BlockReason.QUOTA)
+    await tracker.disable_key(other.key, 600, BlockReason.QUOTA)
     assert (await health(tracker, other)).blocked_for == pytest.approx(600)
