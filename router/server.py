@@ -32,6 +32,7 @@ from router.handlers.endpoint import (
 from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
+from router.handlers.restore import restore_key
 from router.handlers.state import APP_STATE, Current
 from router.health.budgets import BudgetKeeper, start_recheck
 from router.health.memory import MemoryStore
@@ -184,6 +185,7 @@ def add_routes(
                        ("/admin/routes", admin.routes_json)):  # fmt: skip
         add("GET", path, page, auth=operator or auth)
     add("POST", "/admin/reload", reload_config, auth=operator or auth)
+    add("POST", "/admin/restore", restore_key, auth=operator or auth)
     # Anthropic's clients read errors in Anthropic's shape: unknown paths under theirs too.
     messages = not_found(known, hosts, dialect=ANTHROPIC_MESSAGES)
     app.router.add_route("*", "/v1/messages{tail:(?:/.*)?}", messages)

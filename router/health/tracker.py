@@ -266,6 +266,31 @@ class HealthTracker:
                 upstream_message=upstream_message[:300],
             )
 
+    async def restore(self, key: Key, routes: Iterable[Route]) -> list[tuple[str, BlockReason]]:
+        """An operator's word that the key works again (credit added, a key revoked by
+        mistake enabled again): the blocks on it and on `routes` (its routes) are lifted,
+        on every replica sharing the state, but for a budget's (a budget raised by a
+        reload lifts that); the routes' circuits, backoffs and last headroom reports
+        start over. What was
+        lifted, as (the key's or route's name, the reason)."""
+        scopes = [(key.name, account_scope(key), False)]
+        scopes += [(route.id, route_scope(route), True) for route in routes]
+        lifted = []
+        for name, scope, is_route in scopes:
+            state = self._store.peek(scope)
+            if is_route:
+                await self._store.reset(scope)
+                if state is not None and state.headroom is not None:
+                    # The provider's last word on the bucket (spent, on a 429) goes too.
+                    await self._store.put_headroom(scope, Headroom(), 1.0)
+            if state is None or state.block is None or state.block.reason is _BUDGET:
+                continue
+            await self._store.lift(scope, state.block.reason)
+            lifted.append((name, state.block.reason))
+        if lifted:
+            log.info("key_restored", key=key.name, lifted=[f"{n}: {r}" for n, r in lifted])
+        return lifted
+
     async def block_model(self, model: str, seconds: float, reason: BlockReason) -> None:
         """The client model skipped (its fallbacks serve) for `seconds`; warn once."""
         if await self._store.block(f"model:{model}", seconds, reason):

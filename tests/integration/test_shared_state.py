@@ -731,3 +731,30 @@ async def test_a_new_account_under_a_keys_name_starts_clean_on_every_replica(
         assert await _served_by(first) == "a/gpt-4o"
         assert await _served_by(stale) == "b/gpt-4o"
     assert sim.stats["a"].served == 3
+
+
+async def test_a_key_restored_on_one_replica_is_back_on_every_one(redis_server, stack):
+    from tests.integration.test_restore import restore
+
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    text = preferring_a(sim_url, **shared(redis_server.url))
+    first, second = await stack.router(text), await stack.router(text)
+    sim.inject("a", Fault.insufficient_quota())
+    assert await _served_by(first) == "b/gpt-4o"
+
+    async def out_on_second() -> bool:
+        _, keys = await admin_state(second)
+        return keys["a"]["disabled_reason"] == "quota"
+
+    await until(out_on_second)
+    status, answer = await restore(second)
+    assert (status, answer["lifted"]) == (200, [{"name": "a", "reason": "quota"}])
+
+    async def back_on_first() -> bool:
+        _, keys = await admin_state(first)
+        return keys["a"]["disabled_reason"] is None
+
+    await until(back_on_first)
+    assert await _served_by(first) == "a/gpt-4o"
+    async with redis_server.client() as redis:
+        assert not await redis.exists(f"{PREFIX}:block:{state_scope(text, 'key', 'a')}")
