@@ -1,54 +1,30 @@
-"""Client connections: how long one may take over a request or sit idle, and how many
-may be open at once.
+"""The server side of client connections: how many may be open at once, and what the
+drain does with them (client_connection.py times each one's reads).
 
-aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request begun)
-that long after it opened or after its last response. What it lacks is added here, on
-its server and connection classes:
+At the cap a new connection first displaces, of those not serving a request (idle
+keep-alive, or a head still arriving), the one that opened or last received a request
+longest ago (as nginx reuses its idle keep-alive connections when it runs short), so
+idle sockets cannot starve real requests. Only when every open connection is serving a
+request is the new one refused: a 503 with `Connection: close` written at once and the
+socket closed (nothing of its request has been read, so the answer cannot depend on it).
 
-- read deadlines: a request head must be complete within its timeout of its first byte
-  (not reset by each new byte, so a client that sends one header byte every few seconds,
-  slowloris, is closed when it expires; while a head arrives this timer replaces the
-  idle one), and a request body that is still due may not go longer than its timeout
-  without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
-  body cannot hold a connection, and its handler, forever;
-- a cap on open connections. At the cap a new connection first displaces, of those not
-  serving a request (idle keep-alive, or a head still arriving), the one that opened or
-  last received a request longest ago (as nginx reuses its idle keep-alive connections
-  when it runs short), so idle sockets cannot starve real requests. Only when every
-  open connection is serving a request is the new one refused: a 503 with
-  `Connection: close` written at once and the socket closed (nothing of its request has
-  been read, so the answer cannot depend on it).
-
-The subclasses reach into five attributes of aiohttp's `RequestHandler` (`_waiter`: the
-future it awaits between requests; the queue of parsed requests `_messages`;
-`_keepalive_handle`; `_request_in_progress`; `_current_request`, the request its handler
-is serving, which the drain at shutdown reads), `BaseRequest._payload` (a request's body
-reader, read without its reified `content`) and two of `Server` (`_kwargs`,
-`_loop`); tests through real sockets (tests/integration/test_front_door.py) notice if a
-new aiohttp moves them.
+`FrontDoor` reaches into two attributes of aiohttp's `Server` (`_kwargs`, `_loop`) and
+one of `RequestHandler` (`_current_request`, for the drain); tests through real sockets
+(tests/integration/test_front_door.py) notice if a new aiohttp moves them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import (
-    BadHttpMethod,
-    BadStatusLine,
-    HttpProcessingError,
-    InvalidURLError,
-)
-from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from router.errors import one_line
+from router.client_connection import Connection, ReadTimeouts
 from router.fast_paths import FastPaths
 
 log = structlog.get_logger("router.front_door")
@@ -70,245 +46,8 @@ REFUSAL = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
 )
-# Where aiohttp's parser messages go on to quote the request's own bytes (`...
-# reading: b'...'`, `Invalid HTTP header: 'X-...'`): cut there, so neither the answer
-# nor the log repeats what the client sent. Its own quoted names (`Missing 'Host'
-# header`) stay.
-_QUOTED = re.compile(r""":\s.*$|\s*(?:bytearray\()?b['"].*$""")
-
-
-def _reason(error: BaseException) -> str:
-    """Why the parser refused a request, without the request's bytes."""
-    if isinstance(error, InvalidURLError):
-        return "invalid request target"  # its message is the target itself
-    if isinstance(error, BadStatusLine):
-        return "invalid request line"  # its message quotes the line (the method)
-    line = str(getattr(error, "message", "") or "").strip().partition("\n")[0]
-    return _QUOTED.sub("", line).rstrip(":. ")[:200] or "unreadable request"
-
-
-_ENCODING, _IDENTITY = "Content-Encoding", "identity"
 # At most one `connections_refused` warning per this many seconds, with the count since.
 _REFUSAL_LOG_EVERY = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTimeouts:
-    """Seconds: `head` from a request head's first byte to its end; `body` without a
-    byte while a request body is still due (nginx's client_body_timeout)."""
-
-    head: float
-    body: float
-
-
-class Connection(RequestHandler):
-    """aiohttp's connection handler plus read deadlines for a request's head and body."""
-
-    __slots__ = (
-        "_body",
-        "_broken",
-        "_deadline",
-        "_discard",
-        "_door",
-        "_head_waiter",
-        "_reading",
-        "_timer",
-    )
-
-    def __init__(self, manager: FrontDoor, *, reading: ReadTimeouts, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._door = manager
-        self._reading = reading
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
-        self._body: StreamReader | None = None  # the body being timed
-        self._broken: StreamReader | None = None  # a body that broke: its answer closes
-        # A compressed body left unread by its answer: (its reader, raw bytes still due,
-        # None when chunked). What arrives is dropped unparsed (`_drop_rest`).
-        self._discard: tuple[StreamReader, int | None] | None = None
-
-    @property
-    def serving(self) -> bool:
-        """A request is being handled, or one has fully arrived and waits its turn."""
-        return self._request_in_progress or bool(self._messages)
-
-    def data_received(self, data: bytes) -> None:
-        if self._discard is not None:
-            self._dropped(len(data))
-            return
-        queued = len(self._messages)
-        super().data_received(data)
-        waiter = self._waiter  # pending: between requests, no complete head yet
-        if self._body is not None and self._broke_body(queued):
-            pass  # the body being read broke: ended, and timed no more
-        elif len(self._messages) > queued:  # a head is complete
-            self._door.used(self)
-            self._head_waiter = None
-            payload = self._messages[-1][1]
-            self._body = None if payload.is_eof() else payload
-            # Its content may have broken in this very read (gzip that is not).
-            if self._body is not None and not self._broke_body(len(self._messages)):
-                self._arm(self._loop.time() + self._reading.body)
-        elif self._body is not None:
-            if self._body.is_eof():
-                self._body = None
-            elif data:  # progress: the timer catches up when it fires
-                self._deadline = self._loop.time() + self._reading.body
-        elif data and waiter is not None and not waiter.done() and self._head_waiter is not waiter:
-            self._head_waiter = waiter  # the first bytes of a head
-            self._arm(self._loop.time() + self._reading.head)
-            # The idle timer stops counting once a request has begun: this one rules.
-            if self._keepalive_handle is not None:
-                self._keepalive_handle.cancel()
-                self._keepalive_handle = None
-        if self._body is None and self._head_waiter is None:
-            self._disarm()
-
-    def _broke_body(self, queued: int) -> bool:
-        """Whether the bytes just parsed broke the body being read; it is ended then.
-
-        Two ways: its content (gzip that is not), which aiohttp's parser sets on the
-        body as an error; or its framing (a bad chunk size), which aiohttp queues as a
-        new request, an error its own handler answers, leaving the handler the body
-        belongs to waiting for the rest of it for good. Either way the parser reads
-        nothing more on this connection. A handler that still reads the body gets the
-        error (to answer 400 in the client's dialect), the body is marked ended (so
-        aiohttp does not linger over it), and the answer to its request closes the
-        connection (`finish_response`); requests queued before it are served first.
-        A body no handler waits for any more (aiohttp reading out what a handler left
-        unread) just ends, and the connection closes."""
-        body = self._body
-        assert body is not None
-        messages = self._messages
-        refused = len(messages) > queued and getattr(messages[-1][0], "exc", None)
-        if body.is_eof() or not (refused or body.exception() is not None):
-            return False
-        if refused:
-            messages.pop()  # no answer of its own: the body's request answers for it
-        self._body = None
-        queued = any(payload is body for _, payload in messages)
-        if not (queued or self._request_in_progress):
-            body.feed_eof()  # lingering ends (an error raised there is logged as info)
-            self.close()
-            return True
-        if refused:
-            reason = _reason(refused)
-            body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
-        body.feed_eof()
-        self._broken = body
-        if not queued:
-            # Its request is the one being handled: nothing was read after it, so no
-            # request is dropped, and the connection closes even if its answer is
-            # already on its way (too late for finish_response to say so).
-            self.close()
-        return True
-
-    def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> Awaitable[tuple[web.StreamResponse, bool]]:
-        # Not a coroutine: aiohttp's is returned for the caller to await, one frame less.
-        if self._broken is not None and request.content is self._broken:
-            self._broken = None
-            resp.force_close()  # `Connection: close`: nothing after the break can be read
-        # `_payload`, not `content`: a reified property, whose first read on a request
-        # adds it to the request's cache (a dict insert, and a resize) on every request.
-        elif (
-            not request._payload.is_eof() and request.headers.get(_ENCODING, _IDENTITY) != _IDENTITY
-        ):
-            self._drop_rest(request, resp)
-        return super().finish_response(request, resp, start_time)
-
-    def _drop_rest(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
-        """An answer left a compressed body unread (an early 413, 401 or 404). aiohttp
-        would read it out through its parser, which inflates it: a megabyte of gzip is a
-        gigabyte to inflate, seconds of the event loop. Its raw bytes are counted and
-        dropped instead (nginx's lingering close does not inflate either), and the
-        connection closes once the body's length has come, the client closes, or
-        lingering_time or body_timeout runs out."""
-        resp.force_close()  # nothing after the dropped body can be read
-        payload = request._payload
-        length = request.content_length
-        if length is not None:
-            length -= getattr(payload, "total_compressed_bytes", None) or 0
-        self._discard = (payload, length)
-        if length is not None and length <= 0:
-            self._dropped(0)
-
-    def _dropped(self, size: int) -> None:
-        assert self._discard is not None
-        payload, left = self._discard
-        if self._body is not None:
-            self._deadline = self._loop.time() + self._reading.body  # progress
-        if left is None:
-            return
-        left -= size
-        self._discard = (payload, left)
-        if left <= 0:
-            payload.feed_eof()  # aiohttp's read-out ends, and the connection closes
-
-    def log_exception(self, *args: Any, **kwargs: Any) -> None:
-        # A body the client broke (RequestPayloadError) that aiohttp meets again while it
-        # reads out what a handler left: the client's fault, one line at info level.
-        error = kwargs.get("exc_info")
-        if isinstance(error, web.RequestPayloadError):
-            log.info("bad_request_body", reason=one_line(error))
-            return
-        super().log_exception(*args, **kwargs)
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """A request aiohttp's parser refused (a bad head, a broken body framing): a JSON
-        400 in OpenAI's shape (the path, and so the dialect, may be unknown) that does
-        not echo the offending bytes, and one log line at info level, as nginx logs a
-        client's bad request; not a traceback at error level per request any client
-        can send. Other errors stay aiohttp's."""
-        if status != 400 or not isinstance(exc, HttpProcessingError):
-            return super().handle_error(request, status, exc, message)
-        reason = _reason(exc)
-        noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)  # not HTTP
-        (log.debug if noise else log.info)("bad_http_request", reason=reason)
-        error = {"message": f"malformed HTTP request: {reason}", "type": "invalid_request_error",
-                 "param": None, "code": "bad_http_request"}  # fmt: skip
-        response = web.json_response({"error": error}, status=400)
-        response.force_close()
-        return response
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
-        self._body = self._head_waiter = None
-        super().connection_lost(exc)
-
-    def _arm(self, deadline: float) -> None:
-        self._deadline = deadline
-        if self._timer is None or self._timer.when() > deadline:
-            self._disarm()
-            self._timer = self._loop.call_at(deadline, self._expired)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self) -> None:
-        self._timer = None
-        if self._body is not None and self._body.is_eof():
-            self._body = None
-        head = self._head_waiter
-        if head is not None and (head is not self._waiter or head.done()):
-            self._head_waiter = head = None
-        if self._body is None and head is None:
-            return
-        if self._loop.time() < self._deadline:  # bytes came since: wait for the new deadline
-            self._timer = self._loop.call_at(self._deadline, self._expired)
-            return
-        log.debug("request_read_timeout", phase="head" if head is not None else "body")
-        self.force_close()
 
 
 class FrontDoor(web.Server):

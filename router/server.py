@@ -15,10 +15,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from router.client_connection import ReadTimeouts
 from router.config import is_loopback
 from router.drain import Signals, drain
 from router.errors import ConfigError
-from router.front_door import FrontDoor, ReadTimeouts, Runner, connection_cap
+from router.front_door import FrontDoor, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.count_tokens import count_tokens
 from router.handlers.endpoint import (

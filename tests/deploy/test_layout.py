@@ -32,7 +32,8 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover"),
     },
     "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
-    "front_door": {"errors", "fast_paths"},  # client connections (timeouts, cap)
+    "client_connection": {"errors"},  # one client connection's read deadlines
+    "front_door": {"client_connection", "fast_paths"},  # the connection cap, the drain's
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {
         *("types", "outcomes", "errors", "wire", "telemetry", "upstream", "health"),

@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from router.client_connection import ReadTimeouts
 from router.config import parse_config
 from router.fast_paths import FastPaths
-from router.front_door import ReadTimeouts, Runner
+from router.front_door import Runner
 from router.server import bound_port, front_door, start
 from tests.configs import preferring_a
 from tests.conftest import HI, SIM_A, SIM_B, Stack

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
-from router.front_door import Connection
+from router.client_connection import Connection
 from router.handlers.request_body import TAKE, arrived
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import SIM_A
