@@ -1,18 +1,19 @@
-"""routes.yaml `models:`: routes, fallbacks, context fallbacks, prices and budgets.
+"""routes.yaml `models:`: routes, prices and budgets (fallbacks: fallbacks.py).
 
 Everything that can be is resolved here, once: each route's price, context window and
-capabilities (routes.yaml first, litellm's model data second), `fallback: cheaper` into
-the list of cheaper models, and every fallback chain, checked for cycles.
+capabilities (routes.yaml first, litellm's model data second), and each model's
+fallbacks, chain and the capabilities worth checking a request for.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from statistics import fmean
 from types import MappingProxyType
 
 from router.config import catalog
+from router.config.fallbacks import chain, context_fallbacks, parse_fallbacks
 from router.config.fields import Field, suggestion
 from router.config.retirements import reaches_provider
 from router.types import (
@@ -49,7 +50,6 @@ ROUTE_TIMEOUT_FIELDS = tuple(name for name in TIMEOUT_FIELDS if name != "request
 _PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 _CACHE_PRICE_FIELDS = ("cached_input_per_mtok", "cache_write_per_mtok")  # optional
 _BUDGET_FIELDS = ("usd_per_day", "usd_per_month")
-CHEAPER = "cheaper"
 
 
 def parse_models(
@@ -85,9 +85,9 @@ def parse_models(
         for name in names
     }
     prices = {name: model_price(routes[name]) for name in names}
-    fallbacks = _fallbacks(entries, found_of, prices)
-    context = _context_fallbacks(found_of)
-    chains = {name: _chain(name, fallbacks) for name in names}
+    fallbacks = parse_fallbacks(entries, found_of, prices)
+    context = context_fallbacks(found_of)
+    chains = {name: chain(name, fallbacks) for name in names}
     routes_for = {name: _routes_per_operation(routes[name]) for name in names}
     specs = {
         name: ModelSpec(
@@ -114,43 +114,6 @@ def parse_models(
         if note := _unserved_warning(specs[name], specs, "routes" in found_of[name]):
             warnings.append(note)
     return specs
-
-
-def _fallbacks(
-    entries: list[tuple[str, Field]],
-    found_of: Mapping[str, Mapping[str, Field]],
-    prices: Mapping[str, Price | None],
-) -> dict[str, tuple[str, ...]]:
-    """Each model's `fallback:` (a list of models, or `cheaper`), checked for cycles; a
-    model with neither routes nor a fallback is refused."""
-    names = found_of.keys()
-    fallbacks: dict[str, tuple[str, ...]] = {}
-    fallback_at: dict[str, Field] = {}
-    for name, entry in entries:
-        found = found_of[name]
-        if "fallback" in found:
-            fallback_at[name] = found["fallback"]
-            fallbacks[name] = _fallback(found["fallback"], name, names, prices)
-        else:
-            fallbacks[name] = ()
-        written = found["routes"].items() if "routes" in found else []
-        if not written and not fallbacks[name]:
-            raise entry.error("needs at least one route or a fallback")
-    _reject_cycles(fallbacks, fallback_at)
-    return fallbacks
-
-
-def _context_fallbacks(found_of: Mapping[str, Mapping[str, Field]]) -> dict[str, tuple[str, ...]]:
-    """Each model's `context_fallback:` (models with larger windows), checked for cycles."""
-    names = found_of.keys()
-    context = {
-        name: _model_list(found["context_fallback"], name, names)
-        if "context_fallback" in found
-        else ()
-        for name, found in found_of.items()
-    }
-    _reject_cycles(context, {n: found_of[n]["context_fallback"] for n in names if context[n]})
-    return context
 
 
 def model_price(routes: tuple[Route, ...]) -> Price | None:
@@ -278,73 +241,6 @@ def _price(at: Field) -> Price:
     )
     # Without a cache price, cache reads and writes are charged as fresh input.
     return Price(per_million[0] / 1e6, per_million[1] / 1e6, cached, write)
-
-
-def _fallback(
-    at: Field, name: str, models: Collection[str], prices: Mapping[str, Price | None]
-) -> tuple[str, ...]:
-    if at.is_scalar and at.string() == CHEAPER:
-        return _cheaper(at, name, prices)
-    return _model_list(at, name, models)  # anything else must be a list
-
-
-def _cheaper(at: Field, name: str, prices: Mapping[str, Price | None]) -> tuple[str, ...]:
-    """The models that cost less than `name`, most expensive first, cheapest last."""
-    own = prices[name]
-    if own is None:
-        raise at.error(
-            f"'{CHEAPER}' needs a price for {name}: litellm's model data has none for its "
-            "routes, so set price: {input_per_mtok, output_per_mtok} on them"
-        )
-    cheaper = [
-        (price.blended, other)
-        for other, price in prices.items()
-        if other != name and price is not None and price.blended < own.blended
-    ]
-    return tuple(other for _, other in sorted(cheaper, reverse=True))
-
-
-def _model_list(at: Field, name: str, models: Collection[str]) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for entry in at.items():
-        target = entry.string()
-        if target not in models:
-            raise entry.error(f"unknown model '{target}'{suggestion(target, models)}")
-        if target in chosen:
-            raise entry.error(f"'{target}' is listed twice")
-        chosen.append(target)  # a model naming itself is reported as a cycle
-    return tuple(chosen)
-
-
-def _reject_cycles(fallbacks: Mapping[str, tuple[str, ...]], where: Mapping[str, Field]) -> None:
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = [*path[path.index(name) :], name]
-            raise where[cycle[0]].error(f"fallback cycle {' -> '.join(cycle)}")
-        if name in done:
-            return
-        path.append(name)
-        for target in fallbacks.get(name, ()):
-            visit(target, path)
-        path.pop()
-        done.add(name)
-
-    for name in fallbacks:
-        visit(name, [])
-
-
-def _chain(name: str, fallbacks: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """`name`, then every model reachable through fallback: depth-first, in list order, once."""
-    chain: list[str] = []
-    pending = [name]
-    while pending:
-        model = pending.pop()
-        if model not in chain:
-            chain.append(model)
-            pending.extend(reversed(fallbacks[model]))
-    return tuple(chain)
 
 
 def _unserved_warning(spec: ModelSpec, specs: Mapping[str, ModelSpec], listed: bool) -> str | None:

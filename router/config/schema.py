@@ -30,6 +30,7 @@ from router.config import (
     _TOP_FIELDS,
     _TRACES_FIELDS,
 )
+from router.config.fallbacks import CHEAPER
 from router.config.headers import HEADER_NAME, REFUSED
 from router.config.keys import _KEY_FIELDS
 from router.config.models import (
@@ -38,7 +39,6 @@ from router.config.models import (
     _MODEL_FIELDS,
     _PRICE_FIELDS,
     _ROUTE_FIELDS,
-    CHEAPER,
     ROUTE_TIMEOUT_FIELDS,
     TIMEOUT_FIELDS,
 )
