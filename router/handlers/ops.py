@@ -58,6 +58,6 @@ async def metrics_page(request: web.Request) -> web.Response:
     state = request.app[APP_STATE].state
     metrics = state.metrics
     await refresh_state_gauges(metrics, state.health, state.state_store)
-    metrics.state_store_degraded.set(1 if state.state_store.degraded() else 0)
+    metrics.state.state_store_degraded.set(1 if state.state_store.degraded() else 0)
     body = await render(metrics)
     return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})

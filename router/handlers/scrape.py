@@ -38,7 +38,7 @@ async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: S
         created = 0
         for status in statuses:
             if status.route.id in stateful:
-                created += metrics.observe_route(
+                created += metrics.state.observe_route(
                     status.route, status.state, status.available_in, status.health.headroom
                 )
                 if created >= NEW_SERIES_PER_STEP:
@@ -47,7 +47,8 @@ async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: S
         disabled = disabled_keys(statuses)
         for key in {s.route.key for s in statuses if s.route.id in stateful}:
             reason = disabled.get(key.name)
-            metrics.observe_key(key.name, key.provider, None if reason is None else reason.value)
+            said = None if reason is None else reason.value
+            metrics.state.observe_key(key.name, key.provider, said)
         await asyncio.sleep(0)  # let requests in flight run between chunks
     await _refresh_model_gauges(metrics, health, store)
 
@@ -56,7 +57,7 @@ async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: 
     """The client models out for their budget: those whose scope has state, and those
     the page said were out last time (their block may have ended since)."""
     budgeted = metrics.routes.budgeted
-    names = set(metrics.reported_models())
+    names = set(metrics.state.reported_models())
     if budgeted:
         names.update(
             name
@@ -68,7 +69,7 @@ async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: 
     blocks = await health.model_blocks(sorted(names))
     for name in names:
         block = blocks.get(name) if name in budgeted else None  # a budget gone: back
-        metrics.observe_model(name, None if block is None else block.reason.value)
+        metrics.state.observe_model(name, None if block is None else block.reason.value)
 
 
 def _stateful_routes(metrics: Metrics, store: StateStore) -> set[str]:

@@ -25,7 +25,7 @@ from router.errors import ConfigError
 from router.outcomes import FailureClass
 from router.sim import Fault, SimKey
 from router.telemetry.labels import AttemptOutcome, RequestOutcome, RouteState
-from router.telemetry.metrics import DISABLE_REASONS
+from router.telemetry.state_gauges import DISABLE_REASONS
 from tests.configs import key, model, route, routes_yaml, sim_keys, two_keys_models
 from tests.conftest import HI, REPO, SIM_A, SIM_B, SIM_C, client
 

@@ -32,8 +32,8 @@ def test_the_page_says_what_generate_latest_says_about_headroom_and_state():
     registry = CollectorRegistry()
     routes = config(3).all_routes()
     metrics = Metrics(registry, config(3))
-    metrics.observe_route(routes[0], RouteState.AVAILABLE, 0.0, ROOM)
-    metrics.observe_route(routes[1], RouteState.COOLING_DOWN, 30.0, ROOM)
+    metrics.state.observe_route(routes[0], RouteState.AVAILABLE, 0.0, ROOM)
+    metrics.state.observe_route(routes[1], RouteState.COOLING_DOWN, 30.0, ROOM)
     assert metrics.renderer.render() == generate_latest(registry)
     page = generate_latest(registry).decode()
     assert (
@@ -42,7 +42,7 @@ def test_the_page_says_what_generate_latest_says_about_headroom_and_state():
     ) in page
     assert 'dimension="tokens",key="a",provider="openai",route="a/m001"} NaN' in page
     assert "a/m002" not in page.split("llm_router_route_headroom_remaining")[1]  # no report
-    metrics.observe_route(routes[0], RouteState.AVAILABLE, 0.0, None)  # the report lapsed
+    metrics.state.observe_route(routes[0], RouteState.AVAILABLE, 0.0, None)  # the report lapsed
     assert metrics.renderer.render() == generate_latest(registry)
     remaining = registry.get_sample_value(
         "llm_router_route_headroom_remaining",
@@ -63,7 +63,7 @@ def test_a_routes_first_headroom_report_leaves_few_objects_for_the_cyclic_gc():
     try:
         before = gc.get_count()[0]
         for route in routes:
-            metrics.observe_route(route, RouteState.AVAILABLE, 0.0, ROOM)
+            metrics.state.observe_route(route, RouteState.AVAILABLE, 0.0, ROOM)
         metrics.renderer.render()  # the first render makes each series' line prefix
         tracked = gc.get_count()[0] - before
     finally:
