@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -335,16 +338,14 @@ def test_usage_is_read_from_the_tail_of_an_answer(body, expected):
     assert (None if usage is None else (usage.input_tokens, usage.output_tokens)) == expected
 
 
-async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
-    stack, clock, tmp_path
-):
-    """An operator raising a budget wants traffic now, not at the turn of the day; a
-    budget changed but still under the spend keeps the key out, and one lowered below
-    the spend takes it out at once."""
+@asynccontextmanager
+async def _spent_a(
+    sim: Any, path: Path, clock: Any
+) -> AsyncIterator[tuple[str, Callable[[], Awaitable[str]]]]:
+    """A router started from `path` (key a with a budget of $30 a day), served by a
+    until its budget is spent. Yields its URL and a call that says which route served
+    a request."""
     wall = WallClock("2026-11-24T10:00:00+00:00")
-    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
-    path = tmp_path / "routes.yaml"
-    path.write_text(config(sim_url, key_a={"budget": {"usd_per_day": 30}}))
     runner = await start(
         load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall
     )
@@ -359,6 +360,21 @@ async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
 
         while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
             assert sim.stats["a"].served < 4
+        yield url, served_by
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
+    stack, clock, tmp_path
+):
+    """An operator raising a budget wants traffic now, not at the turn of the day; a
+    budget changed but still under the spend keeps the key out, and one lowered below
+    the spend takes it out at once."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(config(sim_url, key_a={"budget": {"usd_per_day": 30}}))
+    async with _spent_a(sim, path, clock) as (url, served_by):
         for budget, back in ((20, False), (1_000_000, True), (20, False), (None, True)):
             extra = {"budget": {"usd_per_day": budget}} if budget else {}
             path.write_text(config(sim_url, key_a=extra))
@@ -367,8 +383,6 @@ async def test_a_reload_that_raises_or_drops_a_budget_puts_the_key_back_at_once(
             # serving: lowered below the spend, out at once (not after one more request).
             # Dropped: back.
             assert (await served_by() == "a/gpt-4o") is back, budget
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_new_account_under_a_spent_keys_name_stays_out_for_the_budget(
@@ -377,25 +391,11 @@ async def test_a_new_account_under_a_spent_keys_name_stays_out_for_the_budget(
     """Spend is kept by the key's name, a block by its account: another account under
     the name of a key whose budget is spent is out at once, not after one more request
     (its quota and cooldowns, on the other hand, start clean)."""
-    wall = WallClock("2026-11-24T10:00:00+00:00")
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     path = tmp_path / "routes.yaml"
     budget = {"budget": {"usd_per_day": 30}}
     path.write_text(config(sim_url, key_a=budget))
-    runner = await start(
-        load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall
-    )
-    try:
-        url = f"http://127.0.0.1:{bound_port(runner)}"
-
-        async def served_by() -> str:
-            raw = await client(url).chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=HI
-            )
-            return raw.headers["x-router-route"]
-
-        while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
-            assert sim.stats["a"].served < 4
+    async with _spent_a(sim, path, clock) as (url, served_by):
         served = sim.stats["a"].served
         other = {**budget, "headers": {"OpenAI-Organization": "org-2"}}
         path.write_text(config(sim_url, key_a=other))
@@ -404,8 +404,6 @@ async def test_a_new_account_under_a_spent_keys_name_stays_out_for_the_budget(
         assert sim.stats["a"].served == served
         _, keys = await admin_state(url)
         assert keys["a"]["disabled_reason"] == "budget"
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_model_reloaded_without_its_budget_or_removed_leaves_the_metrics(

@@ -541,11 +541,12 @@ async def test_shared_values_that_are_no_finite_duration_or_amount_are_not_taken
         await redis.aclose()
 
 
-async def _store(redis_server: RedisServer, prefix: str) -> Any:
+async def _store(url: str, prefix: str) -> Any:
+    """A RedisStore on `url`, started and loaded."""
     from router.health.memory import MemoryStore
     from router.health.redis_store import RedisStore
 
-    store = RedisStore(MemoryStore(time.monotonic), redis_server.url, prefix, time.monotonic)
+    store = RedisStore(MemoryStore(time.monotonic), url, prefix, time.monotonic)
     store.start()
     async with asyncio.timeout(5):
         await store.loaded()
@@ -606,16 +607,10 @@ async def _relayed(redis_server: RedisServer) -> AsyncIterator[tuple[_Relay, str
 async def test_spend_sent_again_after_a_late_answer_is_counted_once(redis_server):
     """Redis applied a batch but its answer came after the writer's timeout: the batch
     goes again, and its spend is not added twice."""
-    from router.health.memory import MemoryStore
-    from router.health.redis_store import RedisStore
-
     redis = redis_server.client()
     async with _relayed(redis_server) as (relay, url):
-        store = RedisStore(MemoryStore(time.monotonic), url, "sp1", time.monotonic)
-        store.start()
+        store = await _store(url, "sp1")
         try:
-            async with asyncio.timeout(5):
-                await store.loaded()
             await store.add("spend:key:a:d", 1.0, 3600)
             await until(lambda: _total_is(redis, "sp1:total:spend:key:a:d", 1.0))
             relay.late = True
@@ -633,16 +628,10 @@ async def test_spend_sent_again_after_a_late_answer_is_counted_once(redis_server
 async def test_a_write_under_way_at_shutdown_is_sent_at_close(redis_server):
     """close() cancels the writer while its batch is on the wire, unanswered: the batch
     is not lost with the writer, and close() sends it."""
-    from router.health.memory import MemoryStore
-    from router.health.redis_store import RedisStore
-
     redis = redis_server.client()
     async with _relayed(redis_server) as (relay, url):
-        store = RedisStore(MemoryStore(time.monotonic), url, "sp3", time.monotonic)
-        store.start()
+        store = await _store(url, "sp3")
         try:
-            async with asyncio.timeout(5):
-                await store.loaded()
             relay.swallow = True
             await store.add("spend:key:a:d", 1.0, 3600)
             async with asyncio.timeout(5):
@@ -662,7 +651,7 @@ async def test_a_command_redis_refuses_holds_no_other_write_back(redis_server):
     the replica is not degraded."""
     redis = redis_server.client()
     await redis.set("sp2:total:spend:model:bad:", "garbage", px=3_600_000)
-    store = await _store(redis_server, "sp2")
+    store = await _store(redis_server.url, "sp2")
     try:
         await store.add("spend:key:a:", 1.0, 3600)
         await store.add("spend:model:bad:", 1.0, 3600)
