@@ -66,6 +66,13 @@ def _seconds(ms: Any) -> float:
     return read_back.seconds_left(ms / 1000)
 
 
+def _for_good(error: Exception) -> bool:
+    """Whether Redis refused a command for what it asked (so asking again is no use), not
+    for its own state at the time."""
+    text = str(error)
+    return "WRONGTYPE" in text or "not a valid float" in text
+
+
 class RedisStore:
     """A `StateStore` whose copy is local and whose writes go through to Redis."""
 
@@ -83,6 +90,7 @@ class RedisStore:
         self._clock = clock
         self._pending = PendingWrites()
         self._batches = itertools.count()  # a batch's number, in its id with _node
+        self._confirmed: list[str] = []  # sets of applied spend to delete at the next write
         self._dirty = asyncio.Event()
         self._problem: str | None = None
         # Push the local copy at the next good write: Redis may lack it (not needed once
@@ -215,12 +223,10 @@ class RedisStore:
                     self._push_local(batch)
                 await self._flush(batch)
             except asyncio.CancelledError:  # shut down mid-write: close() sends it again
-                batch.merge(self._pending)
-                self._pending = batch
+                self._pending.merge(batch)
                 raise
             except Exception as exc:  # Redis away; anything else must not stop the sync either
-                batch.merge(self._pending)
-                self._pending = batch
+                self._pending.merge(batch)
                 self._degrade(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -253,11 +259,12 @@ class RedisStore:
                     await self._block_script(keys=[key], args=[reason.value, ms], client=pipe)
                     queued += 1
                     publish.append({"op": "block", "scope": scope, "reason": reason, "ms": ms})
-            for scope, reason in batch.lifts.items():
+            for scope, reasons in batch.lifts.items():
                 key = self._key("block", scope)
-                await self._lift_script(keys=[key], args=[reason.value], client=pipe)
-                queued += 1
-                publish.append({"op": "lift", "scope": scope, "reason": reason})
+                for reason in sorted(reasons):
+                    await self._lift_script(keys=[key], args=[reason.value], client=pipe)
+                    queued += 1
+                    publish.append({"op": "lift", "scope": scope, "reason": reason})
             for scope, (headroom, deadline) in batch.headroom.items():
                 if deadline > now:
                     ms = to_ms(deadline - now)
@@ -278,17 +285,26 @@ class RedisStore:
                 await self._raise_script(keys=[key], args=[repr(value), to_ms(left)], client=pipe)
             for message in publish:
                 pipe.publish(self._channel, json.dumps({"from": self._node, **message}))
+            confirmed = self._confirmed
+            if confirmed:  # earlier batches' sets, no longer needed: they came back
+                pipe.delete(*confirmed)
             if self._problem is not None:
                 pipe.ping()  # an empty batch proves nothing about a Redis that was away
             if not pipe.command_stack:
                 return
-            # A command Redis refuses (a key of another type, a total that is no number)
-            # is that command's answer, not a failed batch: sent again, the rest would
-            # go again too, and a refusal that lasts would hold every write back.
+            # A command Redis refuses for good (a key of another type, a total that is no
+            # number) is that command's answer, not a failed batch: sent again, the rest
+            # would go again too, and the refusal would hold every write back. Any other
+            # error (OOM, LOADING, READONLY after a failover, BUSY) passes: the batch is
+            # sent again, whole, once Redis can take it (its spend counted once).
             answers = await pipe.execute(raise_on_error=False)
-        self._raise_totals = []
-        batch.sent.clear()  # applied, or refused for good: nothing of it is sent again
         refused = [answer for answer in answers if isinstance(answer, Exception)]
+        for error in refused:
+            if not _for_good(error):
+                raise error
+        self._raise_totals = []
+        self._confirmed = list({self._key("applied", sent_in) for sent_in, _ in batch.sent})
+        batch.sent.clear()  # applied, or refused for good: nothing of it is sent again
         if refused:
             log.warning("state_write_refused", count=len(refused), error=str(refused[0])[:200])
         # The spend script answers with the shared total, which this copy may lag.

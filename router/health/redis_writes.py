@@ -73,7 +73,8 @@ class PendingWrites:
 
     def __init__(self) -> None:
         self.blocks: dict[str, tuple[float, BlockReason]] = {}  # scope -> (deadline, reason)
-        self.lifts: dict[str, BlockReason] = {}
+        # scope -> the reasons lifted: a probe's success lifts CIRCUIT_OPEN and PROBING
+        self.lifts: dict[str, set[BlockReason]] = {}
         self.headroom: dict[str, tuple[Headroom, float]] = {}  # scope -> (it, deadline)
         self.spend: dict[str, tuple[float, float]] = {}  # total -> (amount, deadline)
         # (batch id, total) -> (amount, deadline): sent, not yet confirmed
@@ -98,20 +99,21 @@ class PendingWrites:
         current = self.blocks.get(scope)
         if current is not None and current[1] is reason:
             del self.blocks[scope]
-        self.lifts[scope] = reason
+        self.lifts.setdefault(scope, set()).add(reason)
 
     def add(self, total: str, amount: float, deadline: float) -> None:
         before, _ = self.spend.get(total, (0.0, 0.0))
         self.spend[total] = (before + amount, deadline)
 
     def merge(self, earlier: PendingWrites) -> None:
-        """Put back a batch that did not reach Redis, under what came since."""
+        """Put back a batch that did not reach Redis (`earlier`) under these writes, which
+        came since: a lift or block made meanwhile wins over the batch's."""
         for scope, (deadline, reason) in earlier.blocks.items():
             if scope not in self.lifts:
                 self.block(scope, deadline, reason)
-        for scope, reason in earlier.lifts.items():
+        for scope, reasons in earlier.lifts.items():
             if scope not in self.blocks:
-                self.lifts[scope] = reason
+                self.lifts.setdefault(scope, set()).update(reasons)
         for scope, value in earlier.headroom.items():
             self.headroom.setdefault(scope, value)
         for total, (amount, deadline) in earlier.spend.items():

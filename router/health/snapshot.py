@@ -75,9 +75,9 @@ class SnapshotStore(MemoryStore):
         document = {
             "version": _VERSION,
             "saved_at": self._wall(),
-            "blocks": [[scope, left, reason.value] for scope, left, reason in live.blocks],
-            "headroom": [[scope, asdict(h), left] for scope, h, left in live.headroom],
-            "totals": [list(total) for total in live.totals],
+            "blocks": [[scope, _most(left), reason.value] for scope, left, reason in live.blocks],
+            "headroom": [[scope, asdict(h), _most(left)] for scope, h, left in live.headroom],
+            "totals": [[name, total, _most(left)] for name, total, left in live.totals],
         }
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,15 +134,15 @@ def _parsed(document: dict[str, Any], now: float) -> LiveState:
         raise ValueError(f"saved_at: {document['saved_at']!r}")
     elapsed = max(now - saved_at, 0.0)
     blocks = [
-        (str(scope), read_back.seconds_left(left) - elapsed, BlockReason(reason))
+        (str(scope), _left(left) - elapsed, BlockReason(reason))
         for scope, left, reason in document["blocks"]
     ]
     headroom = [
-        (str(scope), read_back.headroom(fields), read_back.seconds_left(left) - elapsed)
+        (str(scope), read_back.headroom(fields), _left(left) - elapsed)
         for scope, fields, left in document["headroom"]
     ]
     totals = [
-        (str(name), read_back.amount(total), read_back.seconds_left(left) - elapsed)
+        (str(name), read_back.amount(total), _left(left) - elapsed)
         for name, total, left in document["totals"]
     ]
     return LiveState(
@@ -150,3 +150,18 @@ def _parsed(document: dict[str, Any], now: float) -> LiveState:
         [entry for entry in headroom if entry[2] > 0],
         [total for total in totals if total[2] > 0],
     )
+
+
+def _most(left: float) -> float:
+    """What a snapshot keeps of a duration: at most read_back.MAX_STATE_SECONDS (a
+    `key_disable` set longer would make the file one no load takes)."""
+    return min(left, read_back.MAX_STATE_SECONDS)
+
+
+def _left(value: object) -> float:
+    """A saved duration: a finite number over 0, taken as at most MAX_STATE_SECONDS (one
+    written by an earlier version may be longer); ValueError for anything else."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 < value < math.inf:
+        return read_back.seconds_left(min(value, read_back.MAX_STATE_SECONDS))
+    raise ValueError(f"not a duration: {value!r}")

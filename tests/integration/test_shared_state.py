@@ -747,3 +747,113 @@ async def test_a_key_restored_on_one_replica_is_back_on_every_one(redis_server, 
     assert await _served_by(first) == "a/gpt-4o"
     async with redis_server.client() as redis:
         assert not await redis.exists(f"{PREFIX}:block:{state_scope(text, 'key', 'a')}")
+
+
+async def test_writes_redis_cannot_take_for_now_are_sent_again_once_it_can(redis_server):
+    """OOM (as LOADING, READONLY after a failover, BUSY) refuses a command for Redis's
+    state at the time, not for what it asks: the batch waits, the replica says it is
+    degraded, and every write lands once Redis can take it, its spend once."""
+    from router.outcomes import BlockReason
+
+    redis = redis_server.client()
+    store = await _store(redis_server.url, "oom")
+    try:
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", "1")
+        await store.add("spend:key:a:2026-12", 5.0, 3600)
+        await store.block("key:a@x", 3600, BlockReason.QUOTA)
+
+        async def degraded() -> bool:
+            return store.degraded() is not None
+
+        await until(degraded)
+        await redis.config_set("maxmemory", "0")
+        await until(lambda: _total_is(redis, "oom:total:spend:key:a:2026-12", 5.0), seconds=10)
+        assert await redis.get("oom:block:key:a@x") == "quota"
+
+        async def recovered() -> bool:
+            return store.degraded() is None
+
+        await until(recovered)
+        await asyncio.sleep(0.5)  # nothing more is added by a batch sent again
+        assert float(await redis.get("oom:total:spend:key:a:2026-12")) == 5.0
+    finally:
+        await redis.config_set("maxmemory", "0")
+        await store.close()
+        await redis.aclose()
+
+
+async def test_a_lift_made_while_its_block_is_on_the_wire_wins(redis_server):
+    """The batch with a block times out unanswered (Redis applied it) and goes back to
+    the pending writes; a lift of the same scope made meanwhile (an operator's restore)
+    is the newer write, and it is the one every replica ends with."""
+    from router.outcomes import BlockReason
+
+    redis = redis_server.client()
+    scope = "key:a@acct"
+    async with _relayed(redis_server) as (relay, url):
+        a, b = await _store(url, "lift"), await _store(redis_server.url, "lift")
+        try:
+            relay.late = True
+            await a.block(scope, 3600, BlockReason.QUOTA)
+            await asyncio.sleep(0.15)  # the batch is on the wire
+            await a.lift(scope, BlockReason.QUOTA)
+            await asyncio.sleep(0.3)
+            relay.late = False
+
+            async def lifted_everywhere() -> bool:
+                state = b.peek(scope)
+                return (state is None or state.block is None) and not await redis.exists(
+                    f"lift:block:{scope}"
+                )
+
+            await until(lifted_everywhere)
+            await asyncio.sleep(1.0)  # and it stays so
+            assert await lifted_everywhere()
+        finally:
+            await a.close()
+            await b.close()
+            await redis.aclose()
+
+
+async def test_two_lifts_of_one_scope_both_reach_the_other_replicas(redis_server):
+    """A probe's success lifts CIRCUIT_OPEN and PROBING at once: both are sent."""
+    from router.outcomes import BlockReason
+
+    a, b = await _store(redis_server.url, "two"), await _store(redis_server.url, "two")
+    scope = "route:a/gpt-4o@acct"
+    try:
+        await a.block(scope, 60, BlockReason.CIRCUIT_OPEN)
+
+        async def open_on_b() -> bool:
+            state = b.peek(scope)
+            return state is not None and state.block is not None
+
+        await until(open_on_b)
+        await a.lift(scope, BlockReason.CIRCUIT_OPEN)
+        await a.lift(scope, BlockReason.PROBING)
+
+        async def closed_on_b() -> bool:
+            return not await open_on_b()
+
+        await until(closed_on_b)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_batchs_set_of_applied_spend_goes_once_its_answer_came(redis_server):
+    """Each batch's spend carries its id in a set that Redis keeps 15 minutes; a busy
+    replica made one a batch (about 16 a second). Once the answer has come, nothing
+    will send that batch again: the next write deletes its set."""
+    redis = redis_server.client()
+    store = await _store(redis_server.url, "ap")
+    try:
+        for _ in range(8):
+            await store.add("spend:key:a:d", 1.0, 3600)
+            await asyncio.sleep(0.1)  # a batch each
+        await until(lambda: _total_is(redis, "ap:total:spend:key:a:d", 8.0))
+        assert len(await redis.keys("ap:applied:*")) <= 2
+    finally:
+        await store.close()
+        await redis.aclose()

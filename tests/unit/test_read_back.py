@@ -109,3 +109,31 @@ async def test_a_snapshot_as_a_router_writes_it_is_loaded(tmp_path):
         assert await store.add("spend:key:k:", 1.0, 600) == 2.5
     finally:
         await store.close()
+
+
+async def test_a_block_longer_than_the_longest_kept_is_saved_and_loaded_at_that(tmp_path):
+    """`failover.key_disable` has no upper bound: a block of 50 days made the router's
+    own snapshot one its next start refused whole (every block and the month's spend
+    gone). It is kept as 40 days; a longer one in an older file is read as 40 days."""
+    path = tmp_path / "state.json"
+    first = SnapshotStore(str(path), lambda: 0.0, wall=lambda: 1000.0, every=3600)
+    first.start()
+    await first.add("spend:key:a:2026-12", 99.0, 20 * 86_400)
+    await first.block("key:b@0123", 50 * 86_400, BlockReason.AUTH)
+    await first.close()
+    assert json.loads(path.read_text())["blocks"][0][1] == read_back.MAX_STATE_SECONDS
+    second = SnapshotStore(str(path), lambda: 0.0, wall=lambda: 1000.0, every=3600)
+    second.start()
+    try:
+        assert second.peek("key:b@0123") is not None
+        assert await second.add("spend:key:a:2026-12", 1.0, 60) == 100.0
+    finally:
+        await second.close()
+    _snapshot(path, blocks=[["key:c@0123", 60 * 86_400, "auth"]])
+    older = await _loaded(path)
+    try:
+        state = older.peek("key:c@0123")
+        assert state is not None and state.block is not None
+        assert state.block.remaining == pytest.approx(read_back.MAX_STATE_SECONDS - 10)
+    finally:
+        await older.close()
