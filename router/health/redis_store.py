@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Collection, Sequence
@@ -57,6 +58,7 @@ RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
 CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
+LIFT_MEMORY = 60.0  # how long it remembers a lift, against a read that predates it
 
 
 def _seconds(ms: Any) -> float:
@@ -91,6 +93,9 @@ class RedisStore:
         self._pending = PendingWrites()
         self._batches = itertools.count()  # a batch's number, in its id with _node
         self._confirmed: list[str] = []  # sets of applied spend to delete at the next write
+        # scope -> when a block on it was last lifted, here or by another replica: a
+        # reconciliation read sent before then may answer with the block it lifted.
+        self._lifted: dict[str, float] = {}
         self._dirty = asyncio.Event()
         self._problem: str | None = None
         # Push the local copy at the next good write: Redis may lack it (not needed once
@@ -139,6 +144,7 @@ class RedisStore:
 
     async def lift(self, scope: str, reason: BlockReason) -> None:
         await self._local.lift(scope, reason)
+        self._lifted[scope] = self._clock()
         self._pending.lift(scope, reason)
         self._dirty.set()
 
@@ -355,6 +361,7 @@ class RedisStore:
             elif op == "lift":
                 reason = BlockReason(message["reason"])
                 await local.lift(message["scope"], reason)
+                self._lifted[message["scope"]] = self._clock()
                 if reason in (BlockReason.PROBING, BlockReason.CIRCUIT_OPEN):
                     # A probe elsewhere succeeded: the circuit is closed here too.
                     await local.reset(message["scope"], ("opens",))
@@ -392,6 +399,10 @@ class RedisStore:
         total (never lowered: a Redis that lost a total gets it back from the resync),
         the headroom Redis has."""
         local = self._local
+        started = self._clock()
+        lifted = self._lifted
+        for scope in [scope for scope, at in lifted.items() if at < started - LIFT_MEMORY]:
+            del lifted[scope]
         for kind in ("block", "headroom", "total"):
             prefix = self._key(kind, "")
             keys = [key async for key in self._redis.scan_iter(match=f"{prefix}*", count=500)]
@@ -413,6 +424,8 @@ class RedisStore:
                 except ValueError:
                     continue
                 if kind == "block":
+                    if lifted.get(name, -math.inf) >= started:
+                        continue  # read before a lift, answered after it: the lift is newer
                     with contextlib.suppress(ValueError):
                         await local.block(name, seconds, BlockReason(value.decode()))
                 elif kind == "headroom":

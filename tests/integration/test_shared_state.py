@@ -557,25 +557,29 @@ class _Relay:
     """A TCP relay to Redis. While `late`, the answer to each script run waits 0.4 s:
     longer than the writer waits (SOCKET_TIMEOUT), after Redis has applied it; other
     answers (the client's handshake, SCRIPT EXISTS) pass at once, so the runs are sent.
-    While `swallow`, what the client sends is dropped (`swallowed` is set)."""
+    While `swallow`, what the client sends is dropped (`swallowed` is set). While
+    `slow_reads`, the answer to a reconciliation's read (PTTL) waits 0.2 s, within the
+    client's timeout."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.late = False
         self.swallow = False
         self.swallowed = asyncio.Event()
+        self.slow_reads = False
 
     async def relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         redis, to_redis = await asyncio.open_connection("127.0.0.1", self.port)
-        ran_script = False
+        ran_script = read = False
 
         async def ask() -> None:
-            nonlocal ran_script
+            nonlocal ran_script, read
             while data := await client.read(65536):
                 if self.swallow:
                     self.swallowed.set()
                     continue
                 ran_script = b"EVALSHA" in data
+                read = self.slow_reads and b"PTTL" in data
                 to_redis.write(data)
                 await to_redis.drain()
 
@@ -583,6 +587,8 @@ class _Relay:
             while data := await redis.read(65536):
                 if self.late and ran_script:
                     await asyncio.sleep(0.4)
+                elif read:
+                    await asyncio.sleep(0.2)
                 to_client.write(data)
                 await to_client.drain()
 
@@ -857,3 +863,33 @@ async def test_a_batchs_set_of_applied_spend_goes_once_its_answer_came(redis_ser
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def test_a_lift_is_not_undone_by_a_read_sent_before_it(redis_server):
+    """A reconciliation read reaches Redis before another replica's lift (an operator's
+    restore) and is answered after the lift's message: the block it read is older than
+    the lift, and is not put back (it would stay for the rest of key_disable)."""
+    from router.outcomes import BlockReason
+
+    scope = "key:a@acct"
+    async with _relayed(redis_server) as (relay, url):
+        a, b = await _store(redis_server.url, "x"), await _store(url, "x")
+        try:
+            await a.block(scope, 3600, BlockReason.QUOTA)
+
+            async def blocked_on_b() -> bool:
+                state = b.peek(scope)
+                return state is not None and state.block is not None
+
+            await until(blocked_on_b)
+            relay.slow_reads = True
+            read = asyncio.create_task(b._reconcile())  # as its loop does every 5 s
+            await asyncio.sleep(0.03)  # read by Redis; the answer is on its way
+            await a.lift(scope, BlockReason.QUOTA)
+            await read
+            relay.slow_reads = False
+            await asyncio.sleep(0.3)
+            assert not await blocked_on_b()
+        finally:
+            await a.close()
+            await b.close()
