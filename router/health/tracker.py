@@ -271,8 +271,7 @@ class HealthTracker:
         mistake enabled again): the blocks on it and on `routes` (its routes) are lifted,
         on every replica sharing the state, but for a budget's (a budget raised by a
         reload lifts that); the routes' circuits, backoffs and last headroom reports
-        start over. What was
-        lifted, as (the key's or route's name, the reason)."""
+        start over. What was lifted, as (the key's or route's name, the reason)."""
         scopes = [(key.name, account_scope(key), False)]
         scopes += [(route.id, route_scope(route), True) for route in routes]
         lifted = []
