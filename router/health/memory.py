@@ -117,6 +117,8 @@ class MemoryStore:
         total, expires = self._totals.get(counter, (0.0, 0.0))
         if expires <= now:
             total = 0.0
+            if counter not in self._totals:
+                self._drop_ended(now)
         total += amount
         self._totals[counter] = (total, now + ttl)
         return total
@@ -126,8 +128,16 @@ class MemoryStore:
         ever raise it (an answer that may predate increments this copy already has)."""
         now = self._clock()
         current, expires = self._totals.get(counter, (0.0, 0.0))
+        if counter not in self._totals:
+            self._drop_ended(now)
         if not at_least or expires <= now or current < total:
             self._totals[counter] = (total, now + ttl)
+
+    def _drop_ended(self, now: float) -> None:
+        """Totals of periods that have ended (a day's, once it turned): each new period
+        makes a new name, so without this a process kept every day's total it saw."""
+        for name in [name for name, (_, expires) in self._totals.items() if expires <= now]:
+            del self._totals[name]
 
     def live(self) -> LiveState:
         """What has not expired: blocks, headroom and totals, with seconds left on each

@@ -243,3 +243,17 @@ async def test_a_budget_block_applies_only_while_the_key_has_a_budget(tracker):
     other = Route(key=dataclasses.replace(KEY, name="q"), model="m1")  # no budget either
     await tracker.disable_key(other.key, 600, BlockReason.QUOTA)
     assert (await health(tracker, other)).blocked_for == pytest.approx(600)
+
+
+async def test_a_period_that_ended_leaves_no_total_behind():
+    """Each day and month makes a new total name per budgeted key and model: a process
+    that kept every one it saw grew for as long as it ran."""
+    now = [0.0]
+    store = MemoryStore(lambda: now[0])
+    await store.add("spend:key:a:2026-12-06", 1.0, ttl=60)
+    store.set_total("spend:model:m:2026-12-06", 2.0, 60)
+    now[0] = 120.0  # both periods over
+    assert await store.add("spend:key:a:2026-12-07", 1.0, ttl=60) == 1.0
+    assert set(store._totals) == {"spend:key:a:2026-12-07"}  # what is kept, not only shown
+    store.set_total("spend:model:m:2026-12-07", 3.0, 60)
+    assert set(store._totals) == {"spend:key:a:2026-12-07", "spend:model:m:2026-12-07"}
