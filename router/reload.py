@@ -30,8 +30,9 @@ from router.failover import Failover
 from router.failover.attempt import AttemptRunner
 from router.handlers.state import Current, RouterState
 from router.health.budgets import BudgetKeeper
+from router.health.scopes import account_scope, route_scope
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker, account_scope, route_scope
+from router.health.tracker import HealthTracker
 from router.telemetry.logs import RequestLog, redact_also
 from router.telemetry.metrics import Metrics
 from router.telemetry.tracing import Tracing

@@ -124,7 +124,7 @@ def state_scope(text: str, kind: str, name: str) -> str:
     """Where the config `text` keeps the state of key or route `name` ("a", "a/gpt-4o"):
     under its key's account (router/health/tracker.py), as a snapshot or Redis holds it."""
     from router.config import parse_config
-    from router.health.tracker import account_scope, route_scope
+    from router.health.scopes import account_scope, route_scope
 
     config = parse_config(text, source="routes.yaml", environ={})
     if kind == "key":

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 
+from router.health.scopes import scope_name
 from router.health.status import disabled_keys, route_statuses
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker, scope_name
+from router.health.tracker import HealthTracker
 from router.telemetry.metrics import Metrics
 
 # New series a scrape creates between two yields to the loop (well under 1 ms of CPU

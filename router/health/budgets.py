@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from router.health.scopes import account_scope
 from router.health.store import StateStore
-from router.health.tracker import HealthTracker, account_scope
+from router.health.tracker import HealthTracker
 from router.outcomes import BlockReason
 from router.types import Budget, Config, Key, ModelSpec, Route
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from router.health.scopes import account_scope, key_scope, route_scope
 from router.health.store import EMPTY, Block, StateStore
 from router.outcomes import BlockReason, Headroom, Verdict
 from router.outcomes import FailureClass as F
@@ -49,29 +50,6 @@ PROBE_LEASE = 10.0
 # Route sets indexed for views (the config's, per model and operation: a bound that a
 # config never reaches); past it, a set is indexed for the call and not kept.
 _MAX_ROUTE_SETS = 4096
-
-
-def route_scope(route: Route) -> str:
-    """The route's state, kept per account (types.Key.account): `route:<id>@<account>`."""
-    return f"route:{route.id}@{route.key.account}"
-
-
-def key_scope(route: Route) -> str:
-    return account_scope(route.key)
-
-
-def account_scope(key: Key) -> str:
-    """The key's state (quota, auth, budget blocks): `key:<name>@<account>`."""
-    return f"key:{key.name}@{key.account}"
-
-
-def scope_name(scope: str) -> tuple[str, str]:
-    """A scope's kind and the name it is for: ("route", "a/gpt-4o") for a route's, with
-    its account taken off; ("model", "gpt-4o") for a model's."""
-    kind, _, name = scope.partition(":")
-    if kind in ("route", "key"):
-        name = name.rpartition("@")[0] or name
-    return kind, name
 
 
 @dataclass(slots=True)
