@@ -15,7 +15,8 @@ live state back (a Redis that restarted empty learns the blocks and spend it los
 
 Shared: blocks (cooldowns, open circuits, disabled keys, budget blocks), the headroom
 providers reported, spend totals. Per replica: the breaker's failure counts (each
-replica judges what it saw; the circuit it opens is shared).
+replica judges what it saw; the circuit it opens is shared). What the writes send is
+redis_writes.py's; what comes in (messages, a reconciliation's read) redis_reads.py's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import secrets
 from collections.abc import Callable, Collection, Sequence
@@ -35,6 +35,7 @@ import structlog
 
 from router.health import read_back
 from router.health.memory import MemoryStore
+from router.health.redis_reads import Incoming
 from router.health.redis_writes import APPLIED_MS, BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
 from router.health.store import ScopeState
 from router.outcomes import BlockReason, Headroom
@@ -57,15 +58,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
-CIRCUIT_MEMORY = 600.0  # how long a replica remembers a circuit another one opened
-LIFT_MEMORY = 60.0  # how long it remembers a lift, against a read that predates it
-
-
-def _seconds(ms: Any) -> float:
-    """A shared message's or key's duration in ms, as seconds (read_back.seconds_left)."""
-    if not isinstance(ms, int | float) or isinstance(ms, bool):
-        raise ValueError(f"not a duration: {ms!r}")
-    return read_back.seconds_left(ms / 1000)
 
 
 def _for_good(error: Exception) -> bool:
@@ -93,9 +85,7 @@ class RedisStore:
         self._pending = PendingWrites()
         self._batches = itertools.count()  # a batch's number, in its id with _node
         self._confirmed: list[str] = []  # sets of applied spend to delete at the next write
-        # scope -> when a block on it was last lifted, here or by another replica: a
-        # reconciliation read sent before then may answer with the block it lifted.
-        self._lifted: dict[str, float] = {}
+        self._incoming = Incoming(local, self._node, clock)  # what others wrote, taken in
         self._dirty = asyncio.Event()
         self._problem: str | None = None
         # Push the local copy at the next good write: Redis may lack it (not needed once
@@ -144,7 +134,7 @@ class RedisStore:
 
     async def lift(self, scope: str, reason: BlockReason) -> None:
         await self._local.lift(scope, reason)
-        self._lifted[scope] = self._clock()
+        self._incoming.lifted[scope] = self._clock()
         self._pending.lift(scope, reason)
         self._dirty.set()
 
@@ -304,6 +294,17 @@ class RedisStore:
             # error (OOM, LOADING, READONLY after a failover, BUSY) passes: the batch is
             # sent again, whole, once Redis can take it (its spend counted once).
             answers = await pipe.execute(raise_on_error=False)
+        self._settle(batch, answers, spent, now)
+
+    def _settle(
+        self,
+        batch: PendingWrites,
+        answers: list[Any],
+        spent: list[tuple[str, float, int]],
+        now: float,
+    ) -> None:
+        """A batch's answers: an error Redis may not give again fails the batch (raised);
+        otherwise it is done with, and the shared totals it learnt go to the copy."""
         refused = [answer for answer in answers if isinstance(answer, Exception)]
         for error in refused:
             if not _for_good(error):
@@ -329,7 +330,7 @@ class RedisStore:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        await self._apply(message["data"])
+                        await self._incoming.message(message["data"])
             except Exception as exc:  # Redis away; anything else must not stop the sync either
                 self._degrade(exc)
                 await asyncio.sleep(backoff)
@@ -337,46 +338,6 @@ class RedisStore:
             finally:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await pubsub.aclose()
-
-    async def _apply(self, data: bytes) -> None:
-        try:
-            message = json.loads(data)
-            if not isinstance(message, dict):
-                raise TypeError(f"a message is a JSON object, not {type(message).__name__}")
-            if message.get("from") == self._node:
-                return
-            op = message["op"]
-            local = self._local
-            if op == "block":
-                reason = BlockReason(message["reason"])
-                scope = message["scope"]
-                if reason is BlockReason.CIRCUIT_OPEN and await local.block(
-                    scope, _seconds(message["ms"]), reason
-                ):
-                    # Opened elsewhere: half-open here too once it lapses, so only one
-                    # replica's probe (announced as a PROBING block) tries it first.
-                    await local.count(scope, "opens", ttl=CIRCUIT_MEMORY)
-                else:
-                    await local.block(scope, _seconds(message["ms"]), reason)
-            elif op == "lift":
-                reason = BlockReason(message["reason"])
-                await local.lift(message["scope"], reason)
-                self._lifted[message["scope"]] = self._clock()
-                if reason in (BlockReason.PROBING, BlockReason.CIRCUIT_OPEN):
-                    # A probe elsewhere succeeded: the circuit is closed here too.
-                    await local.reset(message["scope"], ("opens",))
-            elif op == "headroom":
-                headroom = read_back.headroom(json.loads(message["value"]))
-                await local.put_headroom(message["scope"], headroom, _seconds(message["ms"]))
-            elif op == "spend":
-                local.set_total(
-                    message["total"],
-                    read_back.amount(message["value"]),
-                    _seconds(message["ms"]),
-                    at_least=True,
-                )
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("state_message_ignored", error=f"{type(exc).__name__}: {exc}")
 
     async def _reconcile_forever(self) -> None:
         first = True
@@ -398,11 +359,7 @@ class RedisStore:
         """Read what Redis holds into the local copy: the later block wins, the larger
         total (never lowered: a Redis that lost a total gets it back from the resync),
         the headroom Redis has."""
-        local = self._local
-        started = self._clock()
-        lifted = self._lifted
-        for scope in [scope for scope, at in lifted.items() if at < started - LIFT_MEMORY]:
-            del lifted[scope]
+        started = self._incoming.read_begins()
         for kind in ("block", "headroom", "total"):
             prefix = self._key(kind, "")
             keys = [key async for key in self._redis.scan_iter(match=f"{prefix}*", count=500)]
@@ -416,25 +373,8 @@ class RedisStore:
                 # one that stops every reconcile from then on.
                 answers = await pipe.execute(raise_on_error=False)
             for key, value, ms in zip(keys, answers[::2], answers[1::2], strict=True):
-                if not isinstance(value, bytes) or not isinstance(ms, int) or ms <= 0:
-                    continue
                 name = key.decode()[len(prefix) :]
-                try:
-                    seconds = _seconds(ms)
-                except ValueError:
-                    continue
-                if kind == "block":
-                    if lifted.get(name, -math.inf) >= started:
-                        continue  # read before a lift, answered after it: the lift is newer
-                    with contextlib.suppress(ValueError):
-                        await local.block(name, seconds, BlockReason(value.decode()))
-                elif kind == "headroom":
-                    with contextlib.suppress(ValueError):  # JSONDecodeError is one
-                        room = read_back.headroom(json.loads(value))
-                        await local.put_headroom(name, room, seconds)
-                else:
-                    with contextlib.suppress(ValueError):
-                        local.set_total(name, read_back.amount(value), seconds, at_least=True)
+                await self._incoming.entry(kind, name, value, ms, started)
 
     def _degrade(self, exc: BaseException) -> None:
         if self._problem is None:
