@@ -830,19 +830,10 @@ async def test_two_lifts_of_one_scope_both_reach_the_other_replicas(redis_server
     scope = "route:a/gpt-4o@acct"
     try:
         await a.block(scope, 60, BlockReason.CIRCUIT_OPEN)
-
-        async def open_on_b() -> bool:
-            state = b.peek(scope)
-            return state is not None and state.block is not None
-
-        await until(open_on_b)
+        await until(lambda: _blocked(b, scope))
         await a.lift(scope, BlockReason.CIRCUIT_OPEN)
         await a.lift(scope, BlockReason.PROBING)
-
-        async def closed_on_b() -> bool:
-            return not await open_on_b()
-
-        await until(closed_on_b)
+        await until(lambda: _blocked(b, scope, expected=False))
     finally:
         await a.close()
         await b.close()
@@ -876,12 +867,7 @@ async def test_a_lift_is_not_undone_by_a_read_sent_before_it(redis_server):
         a, b = await _store(redis_server.url, "x"), await _store(url, "x")
         try:
             await a.block(scope, 3600, BlockReason.QUOTA)
-
-            async def blocked_on_b() -> bool:
-                state = b.peek(scope)
-                return state is not None and state.block is not None
-
-            await until(blocked_on_b)
+            await until(lambda: _blocked(b, scope))
             relay.slow_reads = True
             read = asyncio.create_task(b._reconcile())  # as its loop does every 5 s
             await asyncio.sleep(0.03)  # read by Redis; the answer is on its way
@@ -889,7 +875,13 @@ async def test_a_lift_is_not_undone_by_a_read_sent_before_it(redis_server):
             await read
             relay.slow_reads = False
             await asyncio.sleep(0.3)
-            assert not await blocked_on_b()
+            assert await _blocked(b, scope, expected=False)
         finally:
             await a.close()
             await b.close()
+
+
+async def _blocked(store: Any, scope: str, *, expected: bool = True) -> bool:
+    """Whether `store`'s copy has `scope` blocked, as `expected`."""
+    state = store.peek(scope)
+    return (state is not None and state.block is not None) is expected
