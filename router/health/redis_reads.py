@@ -40,6 +40,10 @@ class Incoming:
         # scope -> when a block on it was last lifted, here or by another replica
         self.lifted: dict[str, float] = {}
 
+    def note_lift(self, scope: str) -> None:
+        """A block on `scope` was lifted (here, or told by another replica) now."""
+        self.lifted[scope] = self._clock()
+
     def read_begins(self) -> float:
         """A reconciliation read starts: its time, for `entry`."""
         started = self._clock()
@@ -92,7 +96,7 @@ class Incoming:
             elif op == "lift":
                 reason = BlockReason(message["reason"])
                 await local.lift(message["scope"], reason)
-                self.lifted[message["scope"]] = self._clock()
+                self.note_lift(message["scope"])
                 if reason in (BlockReason.PROBING, BlockReason.CIRCUIT_OPEN):
                     # A probe elsewhere succeeded: the circuit is closed here too.
                     await local.reset(message["scope"], ("opens",))

@@ -134,7 +134,7 @@ class RedisStore:
 
     async def lift(self, scope: str, reason: BlockReason) -> None:
         await self._local.lift(scope, reason)
-        self._incoming.lifted[scope] = self._clock()
+        self._incoming.note_lift(scope)
         self._pending.lift(scope, reason)
         self._dirty.set()
 
