@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import structlog
 
 from router.config import format_route_table, load_config
 from router.errors import ConfigError
+from router.telemetry.log_sink import LogSink, over_stderr
 from router.telemetry.logs import configure_logging
 from router.types import DISTRIBUTION
 from router.wire.redact import config_secrets
@@ -97,6 +99,19 @@ def _log_level(args: argparse.Namespace) -> str:
     return level
 
 
+@contextlib.contextmanager
+def _log_sink(args: argparse.Namespace) -> Iterator[LogSink | None]:
+    """The sink the process's log lines go through (telemetry/log_sink.py): a stderr
+    that is slow or gone then never stalls or fails a request. What it holds is written
+    at exit, a few seconds at most."""
+    sink = over_stderr(json_lines=args.log_format == "json")
+    try:
+        yield sink
+    finally:
+        if sink is not None:
+            sink.close()
+
+
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     """uvloop when available (measured faster: see README "Performance");
     LLM_ROUTER_UVLOOP=0 selects asyncio's own loop, for comparison or debugging."""
@@ -124,18 +139,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             config = load_config(args.config)
             level = _log_level(args)
-            configure_logging(fmt=args.log_format, level=level, secrets=config_secrets(config))
-            log = structlog.get_logger("router")
-            for warning in config.warnings:
-                log.warning("config_warning", detail=warning)
-            from router.server import serve
+            with _log_sink(args) as stream:
+                configure_logging(
+                    fmt=args.log_format, level=level, secrets=config_secrets(config), stream=stream
+                )
+                log = structlog.get_logger("router")
+                for warning in config.warnings:
+                    log.warning("config_warning", detail=warning)
+                from router.server import serve
 
-            _run(serve(config, host=args.host, port=args.port, config_path=args.config))
+                _run(serve(config, host=args.host, port=args.port, config_path=args.config))
             return 0
         from router.demo import run_demo
 
-        configure_logging(fmt=args.log_format, level=_log_level(args))
-        _run(run_demo(port=args.port, drive=args.drive))
+        level = _log_level(args)
+        with _log_sink(args) as stream:
+            configure_logging(fmt=args.log_format, level=level, stream=stream)
+            _run(run_demo(port=args.port, drive=args.drive))
         return 0
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

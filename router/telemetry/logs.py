@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from router.telemetry import stdlib
+from router.telemetry.log_sink import LogSink
 from router.wire.fastjson import log_text
 from router.wire.redact import REDACTED, Redactor
 
@@ -32,6 +33,7 @@ __all__ = [
     "RequestLog",
     "bind_request_id",
     "configure_logging",
+    "dropped_lines",
     "redact_also",
     "request_log",
     "reset_logging",
@@ -127,10 +129,14 @@ class RequestLog:
     structlog like any other, which also drops it above info level.
     """
 
-    def __init__(self, renderer: JSONLines | None = None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, renderer: JSONLines | None = None, stream: TextIO | LogSink | None = None
+    ) -> None:
         self._renderer = renderer
         self._write = stream.write if stream is not None else None
-        self._write_bytes = _bytes_writer_under(stream)
+        self._write_bytes = (
+            stream.write_bytes if isinstance(stream, LogSink) else _bytes_writer_under(stream)
+        )
         self._fallback = structlog.get_logger("router.request")
 
     def __call__(self, request_id: str, fields: dict[str, Any]) -> None:
@@ -204,6 +210,7 @@ def bind_request_id(request_id: str) -> None:
 
 
 _request_log = RequestLog()
+_sink: LogSink | None = None  # the stream, when it is the process's own sink (cli.py)
 # The secrets the log redacts, and the steps that hold its Redactor (redact_also()).
 _secrets: frozenset[str] = frozenset()
 _redacting: list[JSONLines | RedactingRenderer] = []
@@ -214,12 +221,17 @@ def request_log() -> RequestLog:
     return _request_log
 
 
+def dropped_lines() -> int:
+    """Log lines the current sink could not write (0 for any other stream)."""
+    return _sink.dropped if _sink is not None else 0
+
+
 def configure_logging(
     *,
     fmt: str = "json",
     level: str = "info",
     secrets: Iterable[str] = (),
-    stream: TextIO | None = None,
+    stream: TextIO | LogSink | None = None,
     cache_loggers: bool = True,
 ) -> None:
     """JSON lines (or `console` for people) on `stream`, stderr by default; records of
@@ -229,8 +241,9 @@ def configure_logging(
     the test's stream after the test has put the default configuration back
     (reset_logging()).
     """
-    global _request_log, _secrets
+    global _request_log, _secrets, _sink
     stream = stream or sys.stderr
+    _sink = stream if isinstance(stream, LogSink) else None
     _secrets = frozenset(secrets)
     redactor = Redactor(_secrets)
     threshold = logging.getLevelNamesMapping()[level.upper()]
@@ -275,8 +288,9 @@ def redact_also(secrets: Iterable[str]) -> None:
 
 def reset_logging() -> None:
     """structlog's defaults again, and a request log that goes through them."""
-    global _request_log, _secrets
+    global _request_log, _secrets, _sink
     structlog.reset_defaults()
+    _sink = None
     stdlib.uninstall()
     _request_log = RequestLog()
     _secrets = frozenset()

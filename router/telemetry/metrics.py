@@ -41,6 +41,8 @@ from router.outcomes import FailureClass
 from router.telemetry.children import FastHistogram
 from router.telemetry.exposition import Renderer
 from router.telemetry.labels import RequestOutcome
+from router.telemetry.log_sink import DroppedLinesCounter
+from router.telemetry.logs import dropped_lines
 from router.telemetry.retirement import RetirementGauge
 from router.telemetry.route_table import RouteTable
 from router.telemetry.series import ModelSeries, RouteSeries
@@ -77,6 +79,7 @@ class Metrics:
         self._declare_upstream(registry)
         self._declare_route_state(registry)
         Info("llm_router_build", "Router version.", registry=registry).info({"version": _version()})
+        registry.register(DroppedLinesCounter(dropped_lines))  # telemetry/log_sink.py
         self.renderer = Renderer(registry, self._labelled())
         self._create_series(config)
 

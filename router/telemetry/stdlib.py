@@ -16,13 +16,17 @@ import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TextIO
 
+from router.telemetry.log_sink import LogSink
+
 Processor = Callable[[Any, str, MutableMapping[str, Any]], Any]
 
 
 class RecordLines(logging.Handler):
     """Writes each stdlib record through structlog `processors` (the last one renders)."""
 
-    def __init__(self, processors: Sequence[Processor], stream: TextIO, level: int) -> None:
+    def __init__(
+        self, processors: Sequence[Processor], stream: TextIO | LogSink, level: int
+    ) -> None:
         super().__init__(level)
         self._processors = tuple(processors)
         self._stream = stream
