@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from typing import TextIO
 
 import aiohttp
 import structlog
@@ -20,6 +21,7 @@ from router.config import catalog, parse_config
 from router.handlers import answer_headers
 from router.server import bound_port, start, wait_for_signal
 from router.sim import SimKey, SimProvider
+from router.telemetry.log_sink import LogSink
 
 DEMO_CONFIG = """\
 server:
@@ -62,7 +64,11 @@ SIM_KEYS = [
 ]
 
 
-async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
+async def run_demo(
+    *, port: int = 4000, drive: int = 0, out: TextIO | LogSink | None = None
+) -> None:
+    """The demo on `port`; its banner goes to `out` (the log's stream: stderr by
+    default), in order with the log lines."""
     log = structlog.get_logger("router.demo")
     sim = SimProvider(keys=SIM_KEYS)
     async with sim.serve() as sim_url:
@@ -73,7 +79,7 @@ async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
         runner = await start(config, config.server.host, port)
         url = f"http://127.0.0.1:{bound_port(runner)}"
         try:
-            _print_banner(url, drive=drive)
+            _print_banner(url, drive=drive, out=out or sys.stderr)
             log.info("demo_ready", url=f"{url}/v1", simulated_provider=sim_url)
             if drive:
                 await _drive(url, drive)
@@ -83,7 +89,7 @@ async def run_demo(*, port: int = 4000, drive: int = 0) -> None:
             await runner.cleanup()
 
 
-def _print_banner(url: str, *, drive: int) -> None:
+def _print_banner(url: str, *, drive: int, out: TextIO | LogSink) -> None:
     """How to try it by hand; with --drive, what is about to happen (it ends by itself)."""
     head = f"\nllm-router demo: OpenAI-compatible endpoint at {url}/v1 (simulated providers)\n"
     story = (
@@ -102,7 +108,8 @@ def _print_banner(url: str, *, drive: int) -> None:
             f"  failover: run that 8 times;\n{story}"
             "  Ctrl-C to stop.\n"
         )
-    print(text, file=sys.stderr, flush=True)
+    out.write(text + "\n")
+    out.flush()
 
 
 async def _drive(url: str, count: int) -> None:

@@ -134,9 +134,11 @@ class RequestLog:
     ) -> None:
         self._renderer = renderer
         self._write = stream.write if stream is not None else None
-        self._write_bytes = (
-            stream.write_bytes if isinstance(stream, LogSink) else _bytes_writer_under(stream)
-        )
+        self._write_bytes: Callable[[bytes], None] | None
+        if isinstance(stream, LogSink):
+            self._write_bytes = stream.write_bytes if stream.utf8 else None
+        else:
+            self._write_bytes = _bytes_writer_under(stream)
         self._fallback = structlog.get_logger("router.request")
 
     def __call__(self, request_id: str, fields: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ import time
 import pytest
 
 from router.telemetry.log_sink import LogSink
+from router.telemetry.logs import JSONLines, RequestLog
+from router.wire.redact import Redactor
 
 LINE = b'{"event":"request","n":%d,"pad":"' + b"x" * 200 + b'"}\n'
 
@@ -74,16 +76,96 @@ def _in_thread(work, seconds: float = 10.0) -> None:
 def test_lines_arrive_whole_and_in_order_from_text_and_bytes(pipe):
     read_end, write_end = pipe
     sink = LogSink(write_end, gather=0.001)
-    for n in range(500):
+    for n in range(500):  # 110 KB: more than the pipe holds, read while it closes
         if n % 2:
             sink.write((LINE % n).decode())
         else:
             sink.write_bytes(LINE % n)
-    sink.close()
-    os.close(write_end)
-    lines = _read_all(read_end).splitlines(keepends=True)
+    lines = _read_after_close(sink, read_end).splitlines(keepends=True)
+    assert not sink._thread.is_alive()
     assert lines == [LINE % n for n in range(500)]
     assert sink.dropped == 0
+
+
+def test_a_line_after_close_is_written_at_once(pipe):
+    read_end, write_end = pipe
+    sink = LogSink(write_end, gather=0.001)
+    sink.write_bytes(LINE % 0)
+    sink.close()
+    sink.write("Unclosed client session\n")  # aiohttp's, at interpreter exit
+    os.close(write_end)
+    assert _read_all(read_end) == LINE % 0 + b"Unclosed client session\n"
+    assert sink.dropped == 0
+
+
+def test_what_else_writes_to_the_descriptor_never_lands_inside_a_line(pipe):
+    """Python writes its own tracebacks straight to stderr: the sink's writes are whole
+    lines of at most PIPE_BUF bytes, which a pipe never mixes with another write."""
+    read_end, write_end = pipe
+    sink = LogSink(write_end, gather=0.001)
+    junk = b"Exception ignored in: <coroutine object " + b"y" * 250 + b">\n"
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_all(read_end)))
+    reader.start()
+
+    def other_writer() -> None:
+        for _ in range(300):
+            os.write(write_end, junk)
+
+    other = threading.Thread(target=other_writer)
+    other.start()
+    for n in range(3000):
+        sink.write_bytes(LINE % n)
+    other.join(10.0)
+    sink.close()
+    assert not sink._thread.is_alive()
+    os.close(write_end)
+    reader.join(10.0)
+    lines = received[0].splitlines(keepends=True)
+    assert lines.count(junk) == 300
+    assert [line for line in lines if line != junk] == [LINE % n for n in range(3000)]
+
+
+def test_a_write_that_fails_for_now_loses_its_lines_only(pipe):
+    """A full disk (ENOSPC, here /dev/full under the sink's descriptor) loses what was
+    written then; once the disk has room the lines go on. Only a reader gone (EPIPE)
+    stops the sink for good."""
+    read_end, write_end = pipe
+    descriptor = os.dup(write_end)
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, descriptor)
+        sink = LogSink(descriptor, gather=0.001)
+        sink.write_bytes(LINE % 0)
+        deadline = time.monotonic() + 10.0
+        while sink.dropped == 0:
+            assert time.monotonic() < deadline, "the failed write was not counted"
+            time.sleep(0.005)
+        os.dup2(write_end, descriptor)  # room again
+        sink.write_bytes(LINE % 1)
+        sink.close()
+        assert not sink._thread.is_alive()
+    finally:
+        os.close(full)
+        os.close(descriptor)
+    os.close(write_end)
+    lines = _read_all(read_end).splitlines()
+    assert lines[0] == (LINE % 1).rstrip(b"\n")
+    note = json.loads(lines[1])
+    assert (note["event"], note["lines"]) == ("log_lines_dropped", 1) and sink.dropped == 1
+
+
+def test_the_request_line_is_written_in_the_streams_encoding(pipe):
+    """orjson's UTF-8 bytes go in as they are only when stderr is UTF-8; otherwise the
+    request line is encoded like every other line."""
+    read_end, write_end = pipe
+    sink = LogSink(write_end, encoding="latin-1", gather=0.001)
+    RequestLog(JSONLines(Redactor(frozenset())), sink)("rid", {"model": "café"})
+    sink.write("route café\n")
+    sink.close()
+    os.close(write_end)
+    data = _read_all(read_end)
+    assert data.count("café".encode("latin-1")) == 2 and "café".encode() not in data
 
 
 def test_a_non_blocking_descriptor_is_waited_on_not_taken_for_a_reader_gone(pipe):
@@ -112,6 +194,7 @@ def test_a_reader_that_stops_reading_costs_lines_not_a_blocked_writer(pipe):
     kept = [entry["n"] for entry in entries if entry["event"] == "request"]
     assert kept == sorted(set(kept))  # in order, none twice, none cut (each line parsed)
     assert len(kept) + dropped == 2000
+    assert sink._queued == sink._taken  # the bound's count is back to nothing held
 
 
 def test_a_reader_gone_costs_lines_and_raises_nothing(pipe):
