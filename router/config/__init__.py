@@ -14,7 +14,6 @@ import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from router.config.models import parse_models
 from router.config.retirements import retirement_warnings
 from router.config.table import format_route_table, mask_key
 from router.errors import ConfigError
+from router.files import read_regular
 from router.types import (
     DISTRIBUTION,
     Config,
@@ -40,6 +40,8 @@ from router.types import (
 __all__ = ["format_route_table", "is_loopback", "load_config", "mask_key", "parse_config"]
 
 
+# A routes.yaml of a thousand routes is about 100 KB.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _TOP_FIELDS = (
     *("server", "keys", "models", "timeouts", "failover", "limits", "state"),
     "telemetry",
@@ -57,7 +59,7 @@ def load_config(
 ) -> Config:
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        text = read_regular(source, MAX_CONFIG_BYTES).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -68,6 +70,16 @@ def load_config(
 
 
 def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Config:
+    try:
+        return _parse(text, source=source, environ=environ)
+    except RecursionError:
+        # Thousands of nested brackets or mappings: nothing a config needs, and the
+        # parser's or the field walk's recursion gives out first.
+        name = os.path.basename(source) or source
+        raise ConfigError(f"{name}: nested too deeply to be a routes.yaml") from None
+
+
+def _parse(text: str, *, source: str, environ: Mapping[str, str]) -> Config:
     document = read_document(text, source=source, environ=environ)
     top = document.fields(_TOP_FIELDS, required=("keys", "models"))
     warnings: list[str] = []

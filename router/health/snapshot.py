@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from router.files import read_regular
 from router.health import read_back
 from router.health.memory import LiveState, MemoryStore
 from router.outcomes import BlockReason
@@ -35,6 +36,8 @@ from router.outcomes import BlockReason
 log = structlog.get_logger("router.state")
 
 SAVE_EVERY = 10.0  # seconds between saves; a crash loses at most this much
+# 300,000 scopes' state is about 11 MB; a file past this is not one the router wrote.
+MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 _VERSION = 1
 
 
@@ -52,6 +55,7 @@ class SnapshotStore(MemoryStore):
         self._wall = wall
         self._every = every
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # the latest save's write
 
     def start(self) -> None:
         self._load()
@@ -62,15 +66,17 @@ class SnapshotStore(MemoryStore):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._save()  # at shutdown: what the last requests did
+        await self._save()  # at shutdown: what the last requests did
         await super().close()
 
     async def _save_forever(self) -> None:
         while True:
             await asyncio.sleep(self._every)
-            self._save()
+            await self._save()
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
+        """The state as of now, written by a thread: a slow disk's write and fsync
+        (seconds, on a loaded node) must not hold up the requests on the loop."""
         live = self.live()
         document = {
             "version": _VERSION,
@@ -79,35 +85,52 @@ class SnapshotStore(MemoryStore):
             "headroom": [[scope, asdict(h), _most(left)] for scope, h, left in live.headroom],
             "totals": [[name, total, _most(left)] for name, total, left in live.totals],
         }
+        if self._writing is not None and not self._writing.done():
+            # A save a cancel left writing (shutdown): it ends first, or its older state
+            # could replace this one's file after it.
+            with contextlib.suppress(OSError):
+                await self._writing
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, document))
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(
-                dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp"
-            )
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as file:
-                    json.dump(document, file)
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.replace(temporary, self._path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            await asyncio.shield(self._writing)  # a cancel leaves the thread's write whole
         except OSError as exc:  # a full disk or a read-only mount must not stop serving
             log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
 
+    def _write(self, document: dict[str, Any]) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(document, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self._path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
     def _load(self) -> None:
         try:
-            text = self._path.read_text(encoding="utf-8")
+            data = read_regular(self._path, MAX_SNAPSHOT_BYTES)
         except FileNotFoundError:
             return  # a first start
-        except OSError as exc:
-            log.warning("state_snapshot_unreadable", path=str(self._path), error=str(exc))
+        except OSError as exc:  # a FIFO, a device, a directory, too large, no access
+            log.warning(
+                "state_snapshot_unreadable",
+                path=str(self._path),
+                error=exc.strerror or str(exc),
+                detail="starting with empty state",
+            )
             return
         try:
-            state = _parsed(json.loads(text), self._wall())
-        except (ValueError, KeyError, TypeError) as exc:
+            # Any damage is an unreadable snapshot, never a router that does not start:
+            # bytes that are not UTF-8, JSON nested past the parser's recursion, a top
+            # level that is not an object.
+            state = _parsed(json.loads(data), self._wall())
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning(
                 "state_snapshot_unreadable",
                 path=str(self._path),
@@ -124,9 +147,11 @@ class SnapshotStore(MemoryStore):
         )
 
 
-def _parsed(document: dict[str, Any], now: float) -> LiveState:
+def _parsed(document: object, now: float) -> LiveState:
     """A snapshot's state as of `now`; ValueError for a value no router writes (an
     infinite wait in a hand-edited or damaged file blocked a route for ever)."""
+    if not isinstance(document, dict):
+        raise ValueError(f"the top level is a {type(document).__name__}, not an object")
     if document.get("version") != _VERSION:
         raise ValueError(f"snapshot version {document.get('version')!r}, expected {_VERSION}")
     saved_at = float(document["saved_at"])

@@ -20,12 +20,13 @@ ALLOWED: dict[str, set[str]] = {
     "types": set(),
     "outcomes": set(),
     "errors": {"types", "outcomes"},
+    "files": set(),  # reading a file the operator names, within limits: the stdlib only
     "rules": {"types", "outcomes", "errors"},
     "wire": {"types", "outcomes", "errors", "rules"},
     "telemetry": {"types", "outcomes", "rules", "wire"},
     "upstream": {"types", "outcomes", "errors", "rules", "wire"},
-    "health": {"types", "outcomes", "errors", "rules", "telemetry"},
-    "config": {"types", "outcomes", "errors", "upstream"},
+    "health": {"types", "outcomes", "errors", "files", "rules", "telemetry"},
+    "config": {"types", "outcomes", "errors", "files", "upstream"},
     "failover": {"types", "outcomes", "errors", "rules", "wire", "telemetry", "upstream", "health"},
     "handlers": {
         *("types", "outcomes", "errors", "rules", "wire", "telemetry", "upstream", "health"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import os
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -165,6 +166,27 @@ async def test_a_broken_file_is_rejected_with_its_line_and_the_old_config_serves
         assert completion.choices[0].message.content.startswith("Hello from ")
         routes, _ = await admin_state(url)
         assert set(routes) == {"a/gpt-4o", "b/gpt-4o"}
+
+
+async def test_a_fifo_put_at_the_path_is_rejected_and_the_next_reload_works(stack, tmp_path):
+    """A FIFO at the config's path held the reload's lock for ever: no later reload took,
+    and the process could not stop."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    async with router_for(path) as url:
+        path.unlink()
+        os.mkfifo(path)
+        status, answer = await reload(url)
+        assert status == 422
+        assert answer["error"] == f"{path}: cannot read: not a regular file (a FIFO)"
+        path.unlink()
+        only_a = {"gpt-4o": model(route("a", "gpt-4o"))}
+        path.write_text(routes_yaml(keys=sim_keys(sim_url, SIM_A), models=only_a))
+        status, answer = await reload(url)
+        assert status == 200, answer
+        routes, _ = await admin_state(url)
+        assert set(routes) == {"a/gpt-4o"}
 
 
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(stack, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -142,3 +143,35 @@ async def test_an_unreadable_snapshot_is_reported_and_the_router_starts_empty(
         assert sim.stats["a"].served == 1
     assert "state_snapshot_unreadable" in capsys.readouterr().out
     assert json.loads(path.read_text())["version"] == 1  # replaced by a good one at stop
+
+
+def _nested(path: Path) -> None:
+    path.write_text("[" * 100_000 + "]" * 100_000)  # past the JSON parser's recursion
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(bytes(range(256)) * 4), id="not-utf-8"),
+        pytest.param(lambda path: path.write_text("[1, 2, 3]"), id="a-list"),
+        pytest.param(lambda path: path.write_text('"hello"'), id="a-string"),
+        pytest.param(_nested, id="nested-too-deep"),
+        pytest.param(lambda path: os.mkfifo(path), id="a-fifo"),  # a plain read waits for ever
+        pytest.param(lambda path: path.symlink_to("/dev/zero"), id="endless"),
+        pytest.param(lambda path: path.mkdir(), id="a-directory"),
+    ],
+)
+async def test_whatever_is_at_the_snapshot_path_the_router_starts_and_serves(
+    stack, tmp_path, capsys, damage
+):
+    """Each of these stopped the router from starting (a traceback, exit 1), hung its
+    start, or read until memory ran out."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    path = tmp_path / "state.json"
+    damage(path)
+    async with router(_config(sim_url, path), Wall()) as url:
+        await client(url).chat.completions.create(model="gpt-4o", messages=HI)
+        assert sim.stats["a"].served == 1
+    lines = capsys.readouterr().out.splitlines()
+    (unreadable,) = [line for line in lines if "state_snapshot_unreadable" in line]
+    assert "detail='starting with empty state'" in unreadable

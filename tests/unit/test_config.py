@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -140,6 +142,39 @@ def test_load_config_reads_the_file_and_names_it_by_basename(
 def test_load_config_says_when_the_file_cannot_be_read(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml", environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: os.mkfifo(path), "not a regular file (a FIFO)"),  # a read waits for ever
+        (lambda path: path.symlink_to("/dev/zero"), "not a regular file (a character device)"),
+        (lambda path: path.mkdir(), "not a regular file (a directory)"),
+        (lambda path: path.write_bytes(b"#" * (16 * 1024 * 1024 + 1)), "larger than 16777216"),
+    ],
+    ids=["fifo", "endless", "directory", "too-large"],
+)
+def test_load_config_reads_only_a_regular_file_of_a_sane_size(tmp_path: Path, make, said) -> None:
+    """A FIFO at the path hung `check`, and a reload for good (its lock held, the
+    process unable to stop); /dev/zero was read until memory ran out."""
+    path = tmp_path / "routes.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: cannot read: {said}")):
+        load_config(path, environ=ENV)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "keys: " + "[" * 100_000 + "]" * 100_000 + "\nmodels: {}\n",
+        "keys:\n" + "".join(" " * depth + "a:\n" for depth in range(1, 3000)) + "models: {}\n",
+    ],
+    ids=["flow", "block"],
+)
+def test_a_config_nested_past_the_parsers_recursion_is_a_config_error(text: str) -> None:
+    """It raised RecursionError: `check` printed a traceback, a reload answered 500."""
+    with pytest.raises(ConfigError, match=r"^routes\.yaml: nested too deeply"):
+        parse_config(text, source="routes.yaml", environ=ENV)
 
 
 def test_config_mappings_are_read_only() -> None:
