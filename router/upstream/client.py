@@ -34,6 +34,7 @@ from router.upstream.http_errors import (
     HttpError,
     TooLarge,
 )
+from router.upstream.resolver import Resolver
 from router.upstream.response import Response
 from router.upstream.tunnel import ProxyRefused, open_tunnel
 
@@ -150,7 +151,11 @@ class HttpClient:
     (within its own deadline, which the caller sets)."""
 
     def __init__(
-        self, *, limits: Limits | None = None, ssl_context: ssl.SSLContext | None = None
+        self,
+        *,
+        limits: Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         """`ssl_context`: the system's trust store (and SSL_CERT_FILE) when None."""
         self._limits = limits if limits is not None else Limits()
@@ -162,6 +167,8 @@ class HttpClient:
         self._open: set[Connection] = set()
         self._ssl = ssl_context
         self._sweep: asyncio.TimerHandle | None = None
+        # Names looked up one at a time each, on threads of their own (resolver.py).
+        self._resolver = resolver if resolver is not None else Resolver()
 
     async def post(
         self,
@@ -216,6 +223,7 @@ class HttpClient:
         return response
 
     def close(self) -> None:
+        self._resolver.close()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
@@ -296,7 +304,7 @@ class HttpClient:
         proxy = target.proxy
         async with asyncio.timeout(timeout):
             if proxy is None:
-                _, connection = await loop.create_connection(
+                _, connection = await self._resolver.connect(
                     lambda: Connection(loop, self._limits, on_idle, on_lost),
                     target.host,
                     target.port,
@@ -304,13 +312,13 @@ class HttpClient:
                     server_hostname=target.host if context is not None else None,
                 )
             elif context is None:  # plain HTTP: absolute-form requests to the proxy
-                _, connection = await loop.create_connection(
+                _, connection = await self._resolver.connect(
                     lambda: Connection(loop, self._limits, on_idle, on_lost),
                     proxy.host,
                     proxy.port,
                 )
             else:  # TLS to the provider inside a CONNECT tunnel, checked by its name
-                tunnel = await open_tunnel(proxy, target.host, target.port)
+                tunnel = await open_tunnel(proxy, target.host, target.port, self._resolver)
                 connection = Connection(loop, self._limits, on_idle, on_lost)
                 try:
                     tls = await loop.start_tls(

@@ -14,6 +14,7 @@ import re
 
 from router.types import Proxy
 from router.upstream.http_errors import HttpError
+from router.upstream.resolver import Resolver
 
 _MAX_HEAD = 16 * 1024
 _STATUS = re.compile(r"[0-9]{3}")
@@ -60,11 +61,11 @@ def connect_request(proxy: Proxy, host: str, port: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
-async def open_tunnel(proxy: Proxy, host: str, port: int) -> asyncio.Transport:
+async def open_tunnel(proxy: Proxy, host: str, port: int, resolver: Resolver) -> asyncio.Transport:
     """A transport to `host:port` through `proxy`: connected, the proxy's 200 read, the
     transport's reading paused until the caller hands it to its own protocol."""
     loop = asyncio.get_running_loop()
-    transport, handshake = await loop.create_connection(
+    transport, handshake = await resolver.connect(
         lambda: _Handshake(loop, proxy), proxy.host, proxy.port
     )
     try:

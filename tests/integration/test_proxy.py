@@ -21,6 +21,7 @@ from router.sim import Fault
 from router.types import Key, Proxy, Route, Timeouts
 from router.upstream import Upstream
 from router.upstream.client import HttpClient
+from router.upstream.resolver import Resolver
 from router.upstream.tunnel import ProxyRefused, open_tunnel
 from tests.configs import model, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, client
@@ -260,7 +261,8 @@ async def test_a_connect_answer_without_a_three_digit_status_is_a_refusal(status
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(ProxyRefused, match="no HTTP status"):
-            await open_tunnel(Proxy(host="127.0.0.1", port=port), "provider.example", 443)
+            proxy = Proxy(host="127.0.0.1", port=port)
+            await open_tunnel(proxy, "provider.example", 443, Resolver())
     finally:
         server.close()
         await server.wait_closed()

@@ -1,0 +1,140 @@
+"""Host names to addresses for the upstream client, so that one slow name cannot hold up
+the lookups of every other.
+
+`loop.create_connection(host, ...)` resolves the name on a pool every lookup shares
+(uvloop: libuv's four threads; asyncio: the loop's default executor), and the connect
+timeout that gives up on a lookup does not end it: it keeps its thread until the system
+resolver answers (seconds to tens of seconds). A provider whose name resolves slowly (a
+DNS server timing out, a mistyped `api_base`) then took every thread with the requests
+sent to it, and the healthy providers' new connections timed out behind them: their
+routes were charged the timeouts and cooled down.
+
+Here each name has at most one lookup in flight, however many requests wait for it (they
+share its answer, and one that gives up does not end it for the others), on threads of
+the resolver's own. An answer is kept for `ttl` seconds (aiohttp's connector keeps its
+own for 10 s); when a new lookup fails, the last answer, however old, is used. A literal
+address is never looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from ssl import SSLContext
+from typing import TypeVar
+
+# (family, socket address) as getaddrinfo gives them, in its order.
+Address = tuple[int, tuple[str, int]]
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+TTL_SECONDS = 30.0
+THREADS = 8  # names being looked up at once; each name takes one at most
+_MAX_NAMES = 1024  # names remembered; they come from the config, so far fewer in practice
+
+
+class Resolver:
+    def __init__(
+        self,
+        *,
+        ttl: float = TTL_SECONDS,
+        threads: int = THREADS,
+        lookup: Callable[[str, int], list[Address]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._lookup = lookup or _getaddrinfo
+        self._clock = clock
+        self._answers: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[list[Address]]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="resolve")
+
+    async def addresses(self, host: str, port: int) -> list[Address]:
+        """Where `host:port` is, as the system resolver says (socket.gaierror when it
+        cannot say); a literal address as it is."""
+        literal = _literal(host, port)
+        if literal is not None:
+            return literal
+        name = (host, port)
+        answer = self._answers.get(name)
+        if answer is not None and answer[0] > self._clock():
+            return answer[1]
+        pending = self._pending.get(name)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self._executor, self._lookup, host, port)
+            self._pending[name] = pending
+            pending.add_done_callback(lambda done: self._settle(name, done))
+        try:
+            # Shielded: a request that gives up (its connect timeout) leaves the lookup
+            # to the others waiting on it, and to the next request for the name.
+            return await asyncio.shield(pending)
+        except OSError:
+            stale = self._answers.get(name)
+            if stale is None:
+                raise
+            return stale[1]  # the last answer, however old, over none: it mostly holds
+
+    async def connect(
+        self,
+        factory: Callable[[], _P],
+        host: str,
+        port: int,
+        *,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> tuple[asyncio.Transport, _P]:
+        """`loop.create_connection` to `host:port`, its name looked up here: each of its
+        addresses in turn until one connects (the last one's error otherwise)."""
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for _family, (address, number) in await self.addresses(host, port):
+            try:
+                return await loop.create_connection(  # type: ignore[return-value]
+                    factory, address, number, ssl=ssl, server_hostname=server_hostname
+                )
+            except OSError as exc:
+                error = exc
+        raise error or socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _settle(self, name: tuple[str, int], done: asyncio.Future[list[Address]]) -> None:
+        del self._pending[name]
+        if done.cancelled():
+            return
+        if done.exception() is None:
+            if len(self._answers) >= _MAX_NAMES:
+                self._answers.clear()
+            self._answers[name] = (self._clock() + self._ttl, done.result())
+            return
+        stale = self._answers.get(name)
+        if stale is not None:  # used for another `ttl` before the name is asked again
+            self._answers[name] = (self._clock() + self._ttl, stale[1])
+
+
+def _getaddrinfo(host: str, port: int) -> list[Address]:
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except UnicodeError as exc:  # a label over 63 characters: no such name
+        raise socket.gaierror(socket.EAI_NONAME, f"{host}: {exc}") from None
+    addresses: list[Address] = []
+    for family, _, _, _, sockaddr in found:
+        address = (family, (str(sockaddr[0]), int(sockaddr[1])))
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _literal(host: str, port: int) -> list[Address] | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return [(family, (str(address), port))]
