@@ -167,7 +167,7 @@ class HttpClient:
         self._open: set[Connection] = set()
         self._ssl = ssl_context
         self._sweep: asyncio.TimerHandle | None = None
-        # Names looked up one at a time each, on threads of their own (resolver.py).
+        # Names looked up one at a time each, on a thread of its own (resolver.py).
         self._resolver = resolver if resolver is not None else Resolver()
 
     async def post(
@@ -223,7 +223,6 @@ class HttpClient:
         return response
 
     def close(self) -> None:
-        self._resolver.close()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None

@@ -10,8 +10,8 @@ sent to it, and the healthy providers' new connections timed out behind them: th
 routes were charged the timeouts and cooled down.
 
 Here each name has at most one lookup in flight, however many requests wait for it (they
-share its answer, and one that gives up does not end it for the others), on threads of
-the resolver's own. An answer is kept for `ttl` seconds (aiohttp's connector keeps its
+share its answer, and one that gives up does not end it for the others), on a thread of
+its own. An answer is kept for `ttl` seconds (aiohttp's connector keeps its
 own for 10 s); when a new lookup fails, the last answer, however old, is used. A literal
 address is never looked up.
 """
@@ -19,11 +19,12 @@ address is never looked up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from ssl import SSLContext
 from typing import TypeVar
 
@@ -33,7 +34,6 @@ Address = tuple[int, tuple[str, int]]
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 TTL_SECONDS = 30.0
-THREADS = 8  # names being looked up at once; each name takes one at most
 _MAX_NAMES = 1024  # names remembered; they come from the config, so far fewer in practice
 
 
@@ -42,7 +42,6 @@ class Resolver:
         self,
         *,
         ttl: float = TTL_SECONDS,
-        threads: int = THREADS,
         lookup: Callable[[str, int], list[Address]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,7 +50,6 @@ class Resolver:
         self._clock = clock
         self._answers: dict[tuple[str, int], tuple[float, list[Address]]] = {}
         self._pending: dict[tuple[str, int], asyncio.Future[list[Address]]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="resolve")
 
     async def addresses(self, host: str, port: int) -> list[Address]:
         """Where `host:port` is, as the system resolver says (socket.gaierror when it
@@ -65,9 +63,7 @@ class Resolver:
             return answer[1]
         pending = self._pending.get(name)
         if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(self._executor, self._lookup, host, port)
-            self._pending[name] = pending
+            pending = self._pending[name] = self._look_up(host, port)
             pending.add_done_callback(lambda done: self._settle(name, done))
         try:
             # Shielded: a request that gives up (its connect timeout) leaves the lookup
@@ -101,8 +97,31 @@ class Resolver:
                 error = exc
         raise error or socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def _look_up(self, host: str, port: int) -> asyncio.Future[list[Address]]:
+        """The lookup, on a thread of its own: a daemon, so that an exit does not wait
+        for a resolver that does not answer (an executor's threads are joined at exit).
+        Each name has one at most, and names come from the config."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Address]] = loop.create_future()
+
+        def answer(result: list[Address] | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or [])
+
+        def work() -> None:
+            try:
+                result, error = self._lookup(host, port), None
+            except Exception as exc:  # handed to the waiters
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(answer, result, error)
+
+        threading.Thread(target=work, name=f"resolve {host}", daemon=True).start()
+        return future
 
     def _settle(self, name: tuple[str, int], done: asyncio.Future[list[Address]]) -> None:
         del self._pending[name]

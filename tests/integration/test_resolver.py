@@ -99,16 +99,13 @@ async def test_the_last_answer_serves_when_a_new_lookup_fails():
         return answer  # type: ignore[return-value]
 
     resolver = Resolver(ttl=10.0, lookup=lookup, clock=lambda: now[0])
-    try:
-        first = await resolver.addresses("provider.test", 443)
-        assert await resolver.addresses("provider.test", 443) == first  # kept, not asked
-        now[0] = 11.0  # past its ttl: asked again, and the resolver fails
-        assert await resolver.addresses("provider.test", 443) == first
-        assert answers == []
-        with pytest.raises(socket.gaierror):
-            await resolver.addresses("never.test", 443)  # no answer to fall back on
-    finally:
-        resolver.close()
+    first = await resolver.addresses("provider.test", 443)
+    assert await resolver.addresses("provider.test", 443) == first  # kept, not asked
+    now[0] = 11.0  # past its ttl: asked again, and the resolver fails
+    assert await resolver.addresses("provider.test", 443) == first
+    assert answers == []
+    with pytest.raises(socket.gaierror):
+        await resolver.addresses("never.test", 443)  # no answer to fall back on
 
 
 async def test_a_literal_address_is_never_looked_up():
@@ -116,8 +113,5 @@ async def test_a_literal_address_is_never_looked_up():
         raise AssertionError(f"looked up {host}")
 
     resolver = Resolver(lookup=lookup)
-    try:
-        assert await resolver.addresses("127.0.0.1", 80) == [(socket.AF_INET, ("127.0.0.1", 80))]
-        assert await resolver.addresses("[::1]", 80) == [(socket.AF_INET6, ("::1", 80))]
-    finally:
-        resolver.close()
+    assert await resolver.addresses("127.0.0.1", 80) == [(socket.AF_INET, ("127.0.0.1", 80))]
+    assert await resolver.addresses("[::1]", 80) == [(socket.AF_INET6, ("::1", 80))]
