@@ -23,11 +23,13 @@ from typing import Any
 
 import yaml
 
+from router.files import read_regular
 from router.types import ServerSettings
 
 # As router/config/fields.py's _VARIABLE, for a value that is one whole reference.
 _WHOLE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _DEFAULTS = ServerSettings()
+MAX_PROBE_CONFIG_BYTES = 16 * 1024 * 1024  # as load_config's
 
 
 class ProbeError(Exception):
@@ -110,10 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = args.host, args.port
         if host is None or port is None:
             try:
-                with open(args.config, encoding="utf-8") as file:
-                    text = file.read()
+                # Not a plain open(): a FIFO at the path would hang the probe past its
+                # --timeout, and /dev/zero would be read without end (router/files.py).
+                text = read_regular(args.config, MAX_PROBE_CONFIG_BYTES).decode("utf-8")
             except OSError as exc:
                 raise ProbeError(f"{args.config}: cannot read: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise ProbeError(f"{args.config}: not UTF-8 text") from None
             configured = target(text, os.environ)
             host = configured[0] if host is None else _reachable(host)
             port = configured[1] if port is None else port

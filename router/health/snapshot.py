@@ -88,8 +88,10 @@ class SnapshotStore(MemoryStore):
         if self._writing is not None and not self._writing.done():
             # A save a cancel left writing (shutdown): it ends first, or its older state
             # could replace this one's file after it.
-            with contextlib.suppress(OSError):
+            try:
                 await self._writing
+            except OSError as exc:
+                log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
         self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, document))
         try:
             await asyncio.shield(self._writing)  # a cancel leaves the thread's write whole

@@ -12,8 +12,9 @@ routes were charged the timeouts and cooled down.
 Here each name has at most one lookup in flight, however many requests wait for it (they
 share its answer, and one that gives up does not end it for the others), on a thread of
 its own. An answer is kept for `ttl` seconds (aiohttp's connector keeps its
-own for 10 s); when a new lookup fails, the last answer, however old, is used. A literal
-address is never looked up.
+own for 10 s). An answer out of date is used while the name is looked up again, and
+when that lookup fails, for another `ttl`: a name whose DNS has started to time out
+keeps its last addresses. A literal address is never looked up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl as ssl_module
 import threading
 import time
 from collections.abc import Callable
@@ -59,21 +61,26 @@ class Resolver:
             return literal
         name = (host, port)
         answer = self._answers.get(name)
-        if answer is not None and answer[0] > self._clock():
+        if answer is not None:
+            if answer[0] <= self._clock():
+                # Out of date: looked up again meanwhile, and used until the new answer
+                # is in (RFC 8767's serve-stale): a name whose DNS now times out would
+                # otherwise cost every request its connect timeout, and the route its
+                # breaker, while an answer that mostly still holds is at hand.
+                self._pending_lookup(name)
             return answer[1]
+        # Shielded: a request that gives up (its connect timeout) leaves the lookup to
+        # the others waiting on it, and to the next request for the name.
+        return await asyncio.shield(self._pending_lookup(name))
+
+    def _pending_lookup(self, name: tuple[str, int]) -> asyncio.Future[list[Address]]:
+        """The lookup of `name` in flight, started if there is none (or the one there is
+        belongs to an event loop that has closed: a test's, an embedder's)."""
         pending = self._pending.get(name)
-        if pending is None:
-            pending = self._pending[name] = self._look_up(host, port)
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+            pending = self._pending[name] = self._look_up(*name)
             pending.add_done_callback(lambda done: self._settle(name, done))
-        try:
-            # Shielded: a request that gives up (its connect timeout) leaves the lookup
-            # to the others waiting on it, and to the next request for the name.
-            return await asyncio.shield(pending)
-        except OSError:
-            stale = self._answers.get(name)
-            if stale is None:
-                raise
-            return stale[1]  # the last answer, however old, over none: it mostly holds
+        return pending
 
     async def connect(
         self,
@@ -93,6 +100,8 @@ class Resolver:
                 return await loop.create_connection(  # type: ignore[return-value]
                     factory, address, number, ssl=ssl, server_hostname=server_hostname
                 )
+            except ssl_module.SSLError:
+                raise  # the provider's certificate or handshake: no other address fixes it
             except OSError as exc:
                 error = exc
         raise error or socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
@@ -107,10 +116,12 @@ class Resolver:
         def answer(result: list[Address] | None, error: BaseException | None) -> None:
             if future.done():
                 return
+            if error is None and not result:  # no address: said as the resolver says it
+                error = socket.gaierror(socket.EAI_NONAME, f"{host}: no address")
             if error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(result or [])
+                future.set_result(result)
 
         def work() -> None:
             try:
@@ -124,7 +135,8 @@ class Resolver:
         return future
 
     def _settle(self, name: tuple[str, int], done: asyncio.Future[list[Address]]) -> None:
-        del self._pending[name]
+        if self._pending.get(name) is done:
+            del self._pending[name]
         if done.cancelled():
             return
         if done.exception() is None:
@@ -144,10 +156,21 @@ def _getaddrinfo(host: str, port: int) -> list[Address]:
         raise socket.gaierror(socket.EAI_NONAME, f"{host}: {exc}") from None
     addresses: list[Address] = []
     for family, _, _, _, sockaddr in found:
-        address = (family, (str(sockaddr[0]), int(sockaddr[1])))
+        host_part = str(sockaddr[0])
+        if family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3]:
+            # A link-local address (mDNS's `*.local`) connects only with its interface.
+            host_part = f"{host_part}%{_interface(int(sockaddr[3]))}"
+        address = (family, (host_part, int(sockaddr[1])))
         if address not in addresses:
             addresses.append(address)
     return addresses
+
+
+def _interface(scope_id: int) -> str:
+    try:
+        return socket.if_indextoname(scope_id)
+    except OSError:
+        return str(scope_id)
 
 
 def _literal(host: str, port: int) -> list[Address] | None:

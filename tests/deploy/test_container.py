@@ -379,3 +379,16 @@ def test_a_port_the_probe_cannot_use_is_one_clear_line(
         capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=30,
     )  # fmt: skip
     assert (finished.returncode, finished.stderr) == (1, said + "\n")
+
+
+def test_a_fifo_at_the_config_path_is_one_clear_line_not_a_hung_probe(tmp_path: Path) -> None:
+    """A plain read waited for a writer past the probe's --timeout, until the container
+    runtime killed it."""
+    routes = tmp_path / "routes.yaml"
+    os.mkfifo(routes)
+    finished = subprocess.run(
+        [sys.executable, "-m", "router.probe", "--config", str(routes), "--timeout", "1"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30,
+    )  # fmt: skip
+    said = f"unhealthy: {routes}: cannot read: not a regular file (a FIFO)\n"
+    assert (finished.returncode, finished.stderr) == (1, said)

@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover", "handlers"),
     },
     "drain": {"front_door", "handlers"},
-    "probe": {"types"},  # the container's health check: cheap, so pyyaml and stdlib only
+    "probe": {"types", "files"},  # the container's health check: pyyaml and stdlib only
     "sim": set(),  # the simulator shares nothing with the code it tests
 }
 

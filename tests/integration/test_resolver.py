@@ -12,13 +12,16 @@ namespace, which a test here cannot set up; here the count of lookups shows it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
-from router.upstream.resolver import Resolver
+from router.upstream.resolver import Resolver, _getaddrinfo
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import HI, SIM_A, SIM_B, client
 
@@ -115,3 +118,105 @@ async def test_a_literal_address_is_never_looked_up():
     resolver = Resolver(lookup=lookup)
     assert await resolver.addresses("127.0.0.1", 80) == [(socket.AF_INET, ("127.0.0.1", 80))]
     assert await resolver.addresses("[::1]", 80) == [(socket.AF_INET6, ("::1", 80))]
+
+
+async def test_an_answer_out_of_date_serves_while_the_name_is_looked_up_again():
+    """A name whose DNS starts to time out keeps its last addresses at once: before, each
+    request waited for the new lookup and spent its connect timeout."""
+    release = threading.Event()
+    asked: list[str] = []
+
+    def lookup(host: str, port: int) -> list:
+        asked.append(host)
+        if len(asked) > 1:
+            release.wait(30)  # the second lookup hangs until the test ends
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, ("127.0.0.1", port))]
+
+    now = [0.0]
+    resolver = Resolver(ttl=10.0, lookup=lookup, clock=lambda: now[0])
+    try:
+        first = await resolver.addresses("provider.test", 443)
+        now[0] = 11.0
+        for _ in range(5):  # at once, each: the one lookup runs meanwhile
+            assert await asyncio.wait_for(resolver.addresses("provider.test", 443), 1.0) == first
+        assert asked == ["provider.test", "provider.test"]
+    finally:
+        release.set()
+
+
+async def test_no_address_is_the_resolvers_error_and_is_asked_again():
+    asked: list[str] = []
+
+    def lookup(host: str, port: int) -> list:
+        asked.append(host)
+        return []
+
+    resolver = Resolver(lookup=lookup)
+    for _ in range(2):
+        with pytest.raises(socket.gaierror, match="no address"):
+            await resolver.addresses("empty.test", 443)
+    assert asked == ["empty.test", "empty.test"]  # not kept
+
+
+def test_a_scoped_link_local_answer_keeps_its_interface(monkeypatch: pytest.MonkeyPatch):
+    """mDNS answers `*.local` with fe80:: addresses, which connect only with their
+    interface: the scope id was dropped, and the connect failed (EINVAL)."""
+    scoped = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fe80::1", 11434, 0, 1))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: scoped)
+    interface = socket.if_indextoname(1)
+    assert _getaddrinfo("box.local", 11434) == [(socket.AF_INET6, (f"fe80::1%{interface}", 11434))]
+
+
+async def test_a_certificate_refused_is_not_tried_again_on_the_next_address():
+    """The provider's certificate is wrong on every address: the first refusal is the
+    answer (before, the next address's 'connection refused' hid it)."""
+    authority = trustme.CA()
+    served = authority.issue_cert("someone-else.test")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    both = [(socket.AF_INET, ("127.0.0.1", port)), (socket.AF_INET, ("127.0.0.1", closed_port))]
+    resolver = Resolver(lookup=lambda host, port: both)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await resolver.connect(
+                asyncio.Protocol, "provider.test", port, ssl=trusting,
+                server_hostname="provider.test",
+            )  # fmt: skip
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_lookup_left_by_a_closed_loop_does_not_stick_to_the_name():
+    """A lookup still running when its event loop closed stayed the name's pending one:
+    every later request on another loop failed with 'attached to a different loop'."""
+    release = threading.Event()
+    calls: list[int] = []
+
+    def lookup(host: str, port: int) -> list:
+        calls.append(port)
+        if len(calls) == 1:
+            release.wait(30)
+        return [(socket.AF_INET, ("127.0.0.1", port))]
+
+    resolver = Resolver(lookup=lookup)
+
+    async def give_up() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(resolver.addresses("provider.test", 443), 0.05)
+
+    asyncio.run(give_up())  # its loop closes with the lookup still running
+    try:
+        found = asyncio.run(resolver.addresses("provider.test", 443))
+        assert found == [(socket.AF_INET, ("127.0.0.1", 443))]
+    finally:
+        release.set()
