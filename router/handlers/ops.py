@@ -37,10 +37,12 @@ async def readyz(request: web.Request) -> web.Response:
     if out:
         body["models_disabled"] = len(out)
     degraded = state.state_store.degraded()
-    if state.config.state.backend != "memory":
-        # Not a reason to take the replica out: it serves on its own copy meanwhile.
+    settings = state.config.state
+    if settings.backend != "memory" or settings.snapshot:
+        # Not a reason to take the replica out: it serves on its own copy meanwhile (a
+        # snapshot it cannot write costs only what a restart would forget).
         body["state_store"] = {
-            "backend": state.config.state.backend,
+            "backend": settings.backend if settings.backend != "memory" else "snapshot",
             "status": "degraded" if degraded else "ok",
             **({"error": degraded} if degraded else {}),
         }

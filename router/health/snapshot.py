@@ -48,12 +48,13 @@ class SnapshotStore(MemoryStore):
         clock: Callable[[], float],
         *,
         wall: Callable[[], float] = time.time,
-        every: float = SAVE_EVERY,
+        every: float | None = None,
     ) -> None:
         super().__init__(clock)
         self._path = Path(path)
         self._wall = wall
-        self._every = every
+        self._every = SAVE_EVERY if every is None else every
+        self._unsaved: str | None = None  # why the last save failed; None once one works
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None  # the latest save's write
 
@@ -97,6 +98,15 @@ class SnapshotStore(MemoryStore):
             await asyncio.shield(self._writing)  # a cancel leaves the thread's write whole
         except OSError as exc:  # a full disk or a read-only mount must not stop serving
             log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
+            self._unsaved = f"the state snapshot cannot be written: {exc.strerror or exc}"
+        else:
+            self._unsaved = None
+
+    def degraded(self) -> str | None:
+        """Why the last save failed (a full disk, a read-only mount): the replica serves,
+        but what it learned would not survive a restart. /readyz and
+        `llm_router_state_store_degraded` say so, and the alert on it fires."""
+        return self._unsaved
 
     def _write(self, document: dict[str, Any]) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

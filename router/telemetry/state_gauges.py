@@ -67,7 +67,7 @@ class StateGauges:
         self.state_store_degraded = Gauge(
             "llm_router_state_store_degraded",
             "1 while the shared state backend (Redis) is away and this replica serves on "
-            "its own copy of the state.",
+            "its own copy of the state, or while its state snapshot cannot be written.",
             registry=r,
         )
         self.route_state = Gauge(

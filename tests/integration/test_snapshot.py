@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 import yaml
 
 from router.config import parse_config
+from router.health import snapshot
 from router.server import bound_port, start
 from router.sim import Fault
 from tests.configs import preferring_a, state_scope
@@ -175,3 +179,37 @@ async def test_whatever_is_at_the_snapshot_path_the_router_starts_and_serves(
     lines = capsys.readouterr().out.splitlines()
     (unreadable,) = [line for line in lines if "state_snapshot_unreadable" in line]
     assert "detail='starting with empty state'" in unreadable
+
+
+async def test_a_snapshot_that_cannot_be_written_is_said_on_readyz_and_the_gauge(
+    stack, tmp_path, monkeypatch
+):
+    """It was only a log line every 10 s: nothing an alert or a probe could see, while
+    a restart would have forgotten every block and spend."""
+    monkeypatch.setattr(snapshot, "SAVE_EVERY", 0.05)
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the snapshot's directory should be")
+    path = blocker / "state.json"
+    async with router(_config(sim_url, path), Wall()) as url, aiohttp.ClientSession() as session:
+
+        async def said() -> tuple[dict[str, Any], str]:
+            async with session.get(f"{url}/readyz") as response:
+                ready = await response.json()
+                assert response.status == 200  # it serves: not a reason to leave the pool
+            async with session.get(f"{url}/metrics") as response:
+                page = await response.text()
+            (gauge,) = re.findall(r"^llm_router_state_store_degraded (\S+)$", page, re.M)
+            return ready["state_store"], gauge
+
+        while (await said())[1] != "1.0":  # noqa: ASYNC110 - the next save's outcome
+            await asyncio.sleep(0.02)
+        store, _ = await said()
+        assert store["backend"] == "snapshot" and store["status"] == "degraded"
+        assert store["error"].startswith("the state snapshot cannot be written: ")
+        blocker.unlink()
+        blocker.mkdir()  # room again
+        while (await said())[1] != "0.0":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        assert (await said())[0] == {"backend": "snapshot", "status": "ok"}
+    assert json.loads(path.read_text())["version"] == 1
