@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
-import trustme
 from aiohttp import web
 
 from router.errors import UpstreamConnectionError, UpstreamProtocolError
@@ -31,6 +30,7 @@ from router.upstream.client import (
     TooLarge,
 )
 from tests.conftest import raw_upstream
+from tests.tls import tls_contexts
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -581,12 +581,7 @@ async def test_a_reset_inside_a_close_delimited_body_is_not_a_complete_body(clie
 
 
 async def test_tls_with_the_server_name_checked(monkeypatch, tmp_path) -> None:
-    authority = trustme.CA()
-    served = authority.issue_cert("localhost")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.configure_cert(server_context)
-    trusting = ssl.create_default_context()
-    authority.configure_trust(trusting)
+    server_context, trusting, authority = tls_contexts("localhost")
 
     async def handle(request: web.Request) -> web.Response:
         return web.json_response({"tls": request.secure})

@@ -19,11 +19,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-import trustme
 
 from router.upstream.resolver import Resolver, _getaddrinfo
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import HI, SIM_A, SIM_B, client
+from tests.tls import tls_contexts
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -171,12 +171,7 @@ def test_a_scoped_link_local_answer_keeps_its_interface(monkeypatch: pytest.Monk
 async def test_a_certificate_refused_is_not_tried_again_on_the_next_address():
     """The provider's certificate is wrong on every address: the first refusal is the
     answer (before, the next address's 'connection refused' hid it)."""
-    authority = trustme.CA()
-    served = authority.issue_cert("someone-else.test")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.configure_cert(server_context)
-    trusting = ssl.create_default_context()
-    authority.configure_trust(trusting)
+    server_context, trusting, _ = tls_contexts("someone-else.test")
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_context)
     port = server.sockets[0].getsockname()[1]
     closed = socket.socket()
