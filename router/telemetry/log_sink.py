@@ -85,10 +85,12 @@ class LogSink:
         # A person at a terminal sees each line at once; anything else gets it in batches.
         self._gather = 0.0 if tty else gather
         self._lines: collections.deque[bytes] = collections.deque()
-        # Each counter has one writer: the writers' side the first three, the thread the
-        # rest, so no update is lost between them. (Writers on several threads, litellm's
-        # among them, rely on CPython not switching threads inside `+=` of an int; a lost
-        # update of `_queued` would only make the bound a line looser.)
+        # Each counter has one side that changes it: the writers `_queued` and `_dropped`,
+        # the thread `_taken`, `_lost` and `_reported`, so no update is lost between them.
+        # `_armed` is set by a writer and cleared by the thread once it has cleared the
+        # event. (Writers on several threads, litellm's among them, rely on CPython not
+        # switching threads inside `+=` of an int; a lost update of `_queued` would only
+        # make the bound a line looser.)
         self._queued = 0  # bytes ever queued
         self._dropped = 0  # lines dropped before they were queued
         self._armed = False  # the thread has been woken for what is queued
