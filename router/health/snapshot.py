@@ -72,8 +72,10 @@ class SnapshotStore(MemoryStore):
 
     async def _save_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._every)
+            # The first save at once: a path it cannot write is said from the start
+            # (/readyz, the gauge), not only after the first interval.
             await self._save()
+            await asyncio.sleep(self._every)
 
     async def _save(self) -> None:
         """The state as of now, written by a thread: a slow disk's write and fsync
@@ -109,7 +111,10 @@ class SnapshotStore(MemoryStore):
         return self._unsaved
 
     def _write(self, document: dict[str, Any]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # mkdir's word for a file where the directory should be
+            raise NotADirectoryError(0, "the snapshot's directory is a file") from None
         handle, temporary = tempfile.mkstemp(
             dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp"
         )

@@ -13,8 +13,9 @@ Here each name has at most one lookup in flight, however many requests wait for 
 share its answer, and one that gives up does not end it for the others), on a thread of
 its own. An answer is kept for `ttl` seconds (aiohttp's connector keeps its
 own for 10 s). An answer out of date is used while the name is looked up again, and
-when that lookup fails, for another `ttl`: a name whose DNS has started to time out
-keeps its last addresses. A literal address is never looked up.
+when that lookup fails, for another `ttl` (an hour at most in all): a name whose DNS
+has started to time out keeps its last addresses. A name the resolver says does not
+exist keeps none. A literal address is never looked up.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ Address = tuple[int, tuple[str, int]]
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 TTL_SECONDS = 30.0
+# The longest an answer is served while lookups fail (RFC 8767 suggests one to three
+# days; a provider's addresses can move within one).
+MAX_STALE_SECONDS = 3600.0
+# What a resolver says of a name that does not exist (or has no address): no stale
+# answer for it.
+_NO_SUCH_NAME = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 _MAX_NAMES = 1024  # names remembered; they come from the config, so far fewer in practice
 
 
@@ -50,7 +59,8 @@ class Resolver:
         self._ttl = ttl
         self._lookup = lookup or _getaddrinfo
         self._clock = clock
-        self._answers: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        # (until when it is fresh, the addresses, when they were looked up)
+        self._answers: dict[tuple[str, int], tuple[float, list[Address], float]] = {}
         self._pending: dict[tuple[str, int], asyncio.Future[list[Address]]] = {}
 
     async def addresses(self, host: str, port: int) -> list[Address]:
@@ -61,8 +71,9 @@ class Resolver:
             return literal
         name = (host, port)
         answer = self._answers.get(name)
-        if answer is not None:
-            if answer[0] <= self._clock():
+        now = self._clock()
+        if answer is not None and now - answer[2] <= MAX_STALE_SECONDS:
+            if answer[0] <= now:
                 # Out of date: looked up again meanwhile, and used until the new answer
                 # is in (RFC 8767's serve-stale): a name whose DNS now times out would
                 # otherwise cost every request its connect timeout, and the route its
@@ -100,8 +111,8 @@ class Resolver:
                 return await loop.create_connection(  # type: ignore[return-value]
                     factory, address, number, ssl=ssl, server_hostname=server_hostname
                 )
-            except ssl_module.SSLError:
-                raise  # the provider's certificate or handshake: no other address fixes it
+            except ssl_module.SSLCertVerificationError:
+                raise  # the name's certificate: no other address of the name fixes it
             except OSError as exc:
                 error = exc
         raise error or socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
@@ -142,11 +153,20 @@ class Resolver:
         if done.exception() is None:
             if len(self._answers) >= _MAX_NAMES:
                 self._answers.clear()
-            self._answers[name] = (self._clock() + self._ttl, done.result())
+            now = self._clock()
+            self._answers[name] = (now + self._ttl, done.result(), now)
             return
         stale = self._answers.get(name)
-        if stale is not None:  # used for another `ttl` before the name is asked again
-            self._answers[name] = (self._clock() + self._ttl, stale[1])
+        if stale is None:
+            return
+        error = done.exception()
+        gone = isinstance(error, socket.gaierror) and error.errno in _NO_SUCH_NAME
+        if gone or self._clock() - stale[2] > MAX_STALE_SECONDS:
+            # The name is no more (its addresses may be someone else's now), or the
+            # answer is older than any stale one should be: asked again next time.
+            del self._answers[name]
+        else:  # the resolver failed: the last answer again, until the next `ttl`
+            self._answers[name] = (self._clock() + self._ttl, stale[1], stale[2])
 
 
 def _getaddrinfo(host: str, port: int) -> list[Address]:

@@ -104,11 +104,67 @@ async def test_the_last_answer_serves_when_a_new_lookup_fails():
     resolver = Resolver(ttl=10.0, lookup=lookup, clock=lambda: now[0])
     first = await resolver.addresses("provider.test", 443)
     assert await resolver.addresses("provider.test", 443) == first  # kept, not asked
-    now[0] = 11.0  # past its ttl: asked again, and the resolver fails
+    now[0] = 11.0  # past its ttl: served as it is, and asked again; the resolver fails
     assert await resolver.addresses("provider.test", 443) == first
+    await _settled(resolver)
     assert answers == []
+    now[0] = 20.0  # within the ttl the failure gave the last answer: not asked again
+    assert await resolver.addresses("provider.test", 443) == first
+    assert not resolver._pending
     with pytest.raises(socket.gaierror):
         await resolver.addresses("never.test", 443)  # no answer to fall back on
+
+
+async def _settled(resolver: Resolver) -> None:
+    """Until the lookups in flight have ended (a refresh runs behind the answer)."""
+    async with asyncio.timeout(10):
+        while resolver._pending:  # noqa: ASYNC110 - a thread's lookup, then its callback
+            await asyncio.sleep(0.005)
+
+
+async def test_a_name_that_no_longer_exists_keeps_no_stale_answer():
+    """EAI_NONAME is the resolver's answer, not its failure: the old addresses may be
+    someone else's now, and would get the requests and their keys."""
+    answers: list[object] = [
+        [(socket.AF_INET, ("10.0.0.1", 443))],
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    ]
+
+    def lookup(host: str, port: int) -> list:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    now = [0.0]
+    resolver = Resolver(ttl=10.0, lookup=lookup, clock=lambda: now[0])
+    await resolver.addresses("moved.test", 443)
+    now[0] = 11.0
+    await resolver.addresses("moved.test", 443)  # the stale answer, one last time
+    await _settled(resolver)
+    answers.append(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    with pytest.raises(socket.gaierror):
+        await resolver.addresses("moved.test", 443)
+
+
+async def test_a_stale_answer_is_served_an_hour_at_most():
+    calls: list[str] = []
+
+    def lookup(host: str, port: int) -> list:
+        calls.append(host)
+        if len(calls) == 1:
+            return [(socket.AF_INET, ("10.0.0.1", 443))]
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    now = [0.0]
+    resolver = Resolver(ttl=10.0, lookup=lookup, clock=lambda: now[0])
+    await resolver.addresses("flaky.test", 443)
+    now[0] = 3_000.0
+    await resolver.addresses("flaky.test", 443)  # stale, within the hour
+    await _settled(resolver)
+    now[0] = 3_700.0  # past the hour: the answer is not served, the failure is said
+    with pytest.raises(socket.gaierror):
+        await resolver.addresses("flaky.test", 443)
 
 
 async def test_a_literal_address_is_never_looked_up():

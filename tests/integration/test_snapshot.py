@@ -206,7 +206,9 @@ async def test_a_snapshot_that_cannot_be_written_is_said_on_readyz_and_the_gauge
             await asyncio.sleep(0.02)
         store, _ = await said()
         assert store["backend"] == "snapshot" and store["status"] == "degraded"
-        assert store["error"].startswith("the state snapshot cannot be written: ")
+        assert store["error"] == (
+            "the state snapshot cannot be written: the snapshot's directory is a file"
+        )
         blocker.unlink()
         blocker.mkdir()  # room again
         while (await said())[1] != "0.0":  # noqa: ASYNC110
