@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from statistics import fmean
 from types import MappingProxyType
+from typing import Any
 
 from router.config import catalog
 from router.config.fallbacks import chain, context_fallbacks, parse_fallbacks
@@ -72,16 +73,7 @@ def parse_models(
         for name, _ in entries
     }
     routes = {
-        name: _routes(
-            found_of[name].get("routes"),
-            keys,
-            skipped,
-            capabilities(found_of[name]["capabilities"])
-            if "capabilities" in found_of[name]
-            else None,
-            timeouts,
-            own_timeouts[name],
-        )
+        name: _model_routes(found_of[name], keys, skipped, timeouts, own_timeouts[name])
         for name in names
     }
     prices = {name: model_price(routes[name]) for name in names}
@@ -96,17 +88,11 @@ def parse_models(
             fallback=fallbacks[name],
             chain=chains[name],
             context_fallback=context[name],
-            budget=parse_budget(found_of[name]["budget"]) if "budget" in found_of[name] else None,
             price=prices[name],
-            max_wait=(
-                found_of[name]["max_wait"].number(minimum=0)
-                if "max_wait" in found_of[name]
-                else None
-            ),
-            affinity=found_of[name]["affinity"].boolean() if "affinity" in found_of[name] else True,
             timeouts=merged_timeouts(timeouts, own_timeouts[name]),
             routes_for=routes_for[name],
             checked_needs=_checked_needs(name, chains, context, routes_for),
+            **_own_settings(found_of[name]),
         )
         for name, _ in entries
     }
@@ -114,6 +100,27 @@ def parse_models(
         if note := _unserved_warning(specs[name], specs, "routes" in found_of[name]):
             warnings.append(note)
     return specs
+
+
+def _model_routes(
+    found: Mapping[str, Field],
+    keys: Mapping[str, Key],
+    skipped: Mapping[str, SkippedKey],
+    timeouts: Timeouts,
+    own_timeouts: Mapping[str, float],
+) -> tuple[Route, ...]:
+    """A model's `routes:`, with its `capabilities:` and timeouts applied to each."""
+    model_capabilities = capabilities(found["capabilities"]) if "capabilities" in found else None
+    return _routes(found.get("routes"), keys, skipped, model_capabilities, timeouts, own_timeouts)
+
+
+def _own_settings(found: Mapping[str, Field]) -> dict[str, Any]:
+    """A model's settings that stand alone: `budget`, `max_wait`, `affinity`."""
+    return {
+        "budget": parse_budget(found["budget"]) if "budget" in found else None,
+        "max_wait": found["max_wait"].number(minimum=0) if "max_wait" in found else None,
+        "affinity": found["affinity"].boolean() if "affinity" in found else True,
+    }
 
 
 def model_price(routes: tuple[Route, ...]) -> Price | None:
