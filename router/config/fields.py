@@ -252,7 +252,12 @@ def read_document(text: str, *, source: str, environ: Mapping[str, str]) -> Fiel
 def _compose(text: str) -> yaml.Node | None:
     """libyaml's parser when PyYAML has it (a thousand routes parse in a tenth of the
     time); a document it refuses is parsed again by the pure-Python one, whose errors
-    the hints below read."""
+    the hints below read. A document nested past MAX_NESTING is refused first: both
+    composers recurse once a level, and libyaml's overflowed the C stack (a segfault,
+    seen under CI's oldest dependencies) where the pure-Python one raised
+    RecursionError."""
+    if _nesting(text) > MAX_NESTING:
+        raise RecursionError(f"nested more than {MAX_NESTING} levels deep")
     if fast_loader is not None:
         try:
             return yaml.compose(text, Loader=fast_loader)
@@ -262,6 +267,35 @@ def _compose(text: str) -> yaml.Node | None:
 
 
 fast_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+# A routes.yaml nests about seven levels (models, a model, routes, a route, its price).
+MAX_NESTING = 100
+_OPENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _nesting(text: str) -> int:
+    """How deep the document's collections nest, from its tokens (a scanner keeps a
+    stack, not a recursion); 0 for text the scanner refuses: composing says why."""
+    depth = deepest = 0
+    try:
+        for token in yaml.scan(text, Loader=fast_loader or yaml.SafeLoader):
+            if isinstance(token, _OPENS):
+                depth += 1
+                if depth > deepest:
+                    deepest = depth
+                    if deepest > MAX_NESTING:
+                        break
+            elif isinstance(token, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError:
+        return 0
+    return deepest
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError) -> str:
