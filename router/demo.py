@@ -1,6 +1,6 @@
 """`llm-router demo`: simulated providers and a router in front of them, no keys needed.
 
-The pool is small on purpose so failover shows within a few requests: two gpt-4o keys
+The pool is small on purpose so failover shows within a few requests: two gpt-5.4 keys
 allowed 3 requests a minute each, a third whose key was revoked (the provider answers
 401, the router takes it out of rotation and says so once), and a cheaper fallback
 model behind them.
@@ -45,15 +45,15 @@ keys:
     api_base: {sim}
     api_key: sk-sim-demo-budget-0004
 models:
-  gpt-4o:
+  gpt-5.4:
     routes:
-      - {{key: primary, model: gpt-4o}}
-      - {{key: backup, model: gpt-4o}}
-      - {{key: revoked, model: gpt-4o}}
-    fallback: [gpt-4o-mini]
-  gpt-4o-mini:
+      - {{key: primary, model: gpt-5.4}}
+      - {{key: backup, model: gpt-5.4}}
+      - {{key: revoked, model: gpt-5.4}}
+    fallback: [gpt-5.4-mini]
+  gpt-5.4-mini:
     routes:
-      - {{key: budget, model: gpt-4o-mini}}
+      - {{key: budget, model: gpt-5.4-mini}}
 """
 
 # The revoked key is deliberately not known to the simulator, so it answers 401.
@@ -94,8 +94,8 @@ def _print_banner(url: str, *, drive: int, out: TextIO | LogSink) -> None:
     head = f"\nllm-router demo: OpenAI-compatible endpoint at {url}/v1 (simulated providers)\n"
     story = (
         "  the log shows the revoked key taken out, keys whose rate-limit headroom is spent\n"
-        "  skipped (each request line's `skipped` says why), and gpt-4o-mini serving once\n"
-        "  gpt-4o's keys are spent (outcome=served_by_fallback served_by=gpt-4o-mini).\n"
+        "  skipped (each request line's `skipped` says why), and gpt-5.4-mini serving once\n"
+        "  gpt-5.4's keys are spent (outcome=served_by_fallback served_by=gpt-5.4-mini).\n"
     )
     if drive:
         text = f"{head}  sending {drive} requests itself, then stopping:\n{story}"
@@ -104,7 +104,7 @@ def _print_banner(url: str, *, drive: int, out: TextIO | LogSink) -> None:
             f"{head}"
             f"  models:  curl -s {url}/v1/models\n"
             f"  one:     curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
-            """-d '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'\n"""
+            """-d '{"model":"gpt-5.4","messages":[{"role":"user","content":"hi"}]}'\n"""
             f"  failover: run that 8 times;\n{story}"
             "  Ctrl-C to stop.\n"
         )
@@ -113,7 +113,7 @@ def _print_banner(url: str, *, drive: int, out: TextIO | LogSink) -> None:
 
 
 async def _drive(url: str, count: int) -> None:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as session:
         for number in range(1, count + 1):
             async with session.post(f"{url}/v1/chat/completions", json=body) as response:

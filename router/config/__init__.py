@@ -1,7 +1,7 @@
 """routes.yaml -> a frozen `Config`, once at startup, and the table `llm-router check` prints.
 
 Every error names file, line and field path:
-`routes.yaml:14: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'`.
+`routes.yaml:14: models.gpt-5.4.routes[1].key: unknown key 'openai-bakup'`.
 A key whose `${VAR}` is unset is skipped rather than fatal, so one missing credential
 does not stop the router from serving the rest; the skip is reported in
 `Config.skipped_keys` and `Config.warnings`. No message ever quotes a key.

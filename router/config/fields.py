@@ -63,7 +63,7 @@ class Field:
     """One node of the document, with what an error about it must say."""
 
     node: yaml.Node
-    path: str  # "models.gpt-4o.routes[1].key"; "" for the document itself
+    path: str  # "models.gpt-5.4.routes[1].key"; "" for the document itself
     line: int  # 1-based
     source: str  # the file's basename
     environ: Mapping[str, str]

@@ -1,7 +1,7 @@
 """Why a request passed routes over without trying them, for its `request` log line.
 
 The walk keeps the plan's `Unavailable` of each route it passed over (only when one
-was); the words are made once, when the request ends: `primary/gpt-4o: headroom spent
+was); the words are made once, when the request ends: `primary/gpt-5.4: headroom spent
 (by its rate-limit headers), back in 58.0s`.
 """
 

@@ -23,8 +23,8 @@ def account_scope(key: Key) -> str:
 
 
 def scope_name(scope: str) -> tuple[str, str]:
-    """A scope's kind and the name it is for: ("route", "a/gpt-4o") for a route's, with
-    its account taken off; ("model", "gpt-4o") for a model's."""
+    """A scope's kind and the name it is for: ("route", "a/gpt-5.4") for a route's, with
+    its account taken off; ("model", "gpt-5.4") for a model's."""
     kind, _, name = scope.partition(":")
     if kind in ("route", "key"):
         name = name.rpartition("@")[0] or name

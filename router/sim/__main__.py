@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help=f"a model it serves besides {', '.join(DEFAULT_MODELS)}; repeat for more",
+        help=f"a model it lists at /v1/models besides {', '.join(DEFAULT_MODELS)}; repeat for more",
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each head")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")

@@ -17,7 +17,13 @@ from router.sim.limits import KeyLimits
 
 Clock = Callable[[], float]
 
-DEFAULT_MODELS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+DEFAULT_MODELS: tuple[str, ...] = (
+    "gpt-5.4-mini",
+    "gpt-5.4",
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+)
 RECORDED_REQUESTS = 1000
 
 

@@ -618,7 +618,7 @@ def test_container_configs_load_listen_everywhere_and_demand_a_client_key(routes
     config = parse_config(routes_text, source="routes.yaml", environ=FAKE_ENV)
     assert config.server.host == "0.0.0.0"
     assert config.server.client_keys == ("fake-client-token",)
-    assert set(config.models) == {"gpt-4o", "gpt-4o-mini"}
+    assert set(config.models) == {"gpt-5.4", "gpt-5.4-mini"}
     assert not config.skipped_keys
     # Without its client key the router must refuse to start, not run open.
     unset = {k: v for k, v in FAKE_ENV.items() if k != "ROUTER_CLIENT_KEY"}

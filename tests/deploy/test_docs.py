@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from typing import Any
 
 import pytest
+import yaml
 
 from router.config import parse_config
 from tests.conftest import REPO
@@ -37,20 +39,47 @@ def test_readme_has_config_examples():
 @pytest.mark.parametrize("text", readme_configs())
 def test_every_readme_config_example_loads(text: str):
     # Indented blocks (inside list items) are dedented as a reader would paste them.
+    config = parse_config(_dedented(text), source="README.md", environ=FAKE_ENV)
+    assert config.models
+
+
+def _dedented(text: str) -> str:
     lines = text.splitlines()
     indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
-    config = parse_config(
-        "\n".join(line[indent:] for line in lines), source="README.md", environ=FAKE_ENV
-    )
-    assert config.models
+    return "\n".join(line[indent:] for line in lines)
+
+
+def _shipped_examples() -> list[Any]:
+    deploy = REPO / "deploy"
+    configmap = yaml.safe_load((deploy / "kubernetes" / "configmap.yaml").read_text())
+    examples = [
+        pytest.param((REPO / "routes.yaml").read_text(encoding="utf-8"), id="routes.yaml"),
+        pytest.param((deploy / "routes.example.yaml").read_text(), id="compose"),
+        pytest.param((deploy / "routes.replicas.yaml").read_text(), id="compose-replicas"),
+        pytest.param(configmap["data"]["routes.yaml"], id="kubernetes-configmap"),
+    ]
+    examples += [
+        pytest.param(_dedented(text), id=f"README-{n}") for n, text in enumerate(readme_configs())
+    ]
+    return examples
+
+
+@pytest.mark.parametrize("text", _shipped_examples())
+def test_no_shipped_example_routes_to_a_model_its_provider_retires(text: str):
+    """What people copy must not be warned about by `check` itself: litellm's model data
+    (router/config/model_data.json, regenerated with litellm) dates gpt-4o and
+    gpt-4o-mini to 2027-01-14, which the examples used until December 2026."""
+    environ = {**FAKE_ENV, "REDIS_URL": "redis://127.0.0.1:6379/0"}  # the configmap's
+    config = parse_config(text, source="example", environ=environ)
+    assert [warning for warning in config.warnings if " retires " in warning] == []
 
 
 def test_the_shipped_routes_yaml_loads():
     config = parse_config(
         (REPO / "routes.yaml").read_text(encoding="utf-8"), source="routes.yaml", environ=FAKE_ENV
     )
-    assert set(config.models) == {"gpt-4o", "gpt-4o-mini"}
-    assert config.models["gpt-4o"].chain == ("gpt-4o", "gpt-4o-mini")
+    assert set(config.models) == {"gpt-5.4", "gpt-5.4-mini"}
+    assert config.models["gpt-5.4"].chain == ("gpt-5.4", "gpt-5.4-mini")
 
 
 def test_the_tuning_shown_in_routes_yaml_is_the_defaults():

@@ -54,7 +54,7 @@ async def test_check_prints_the_route_table_with_keys_masked():
     code, out, _ = await run("check", "routes.yaml")
     assert code == 0
     assert "sk-...1234" in out and "sk-test-aaaaaaaaaaaaaaaa1234" not in out
-    assert "gpt-4o -> gpt-4o-mini" in out
+    assert "gpt-5.4 -> gpt-5.4-mini" in out
     assert "groq: GROQ_API_KEY is not set" in out
 
 
@@ -64,15 +64,15 @@ async def test_check_fails_with_file_line_and_field_path(tmp_path):
         (REPO / "routes.yaml")
         .read_text()
         .replace(
-            "{key: openai-backup, model: gpt-4o, weight: 2}",
-            "{key: openai-bakup, model: gpt-4o, weight: 2}",
+            "{key: openai-backup, model: gpt-5.4, weight: 2}",
+            "{key: openai-bakup, model: gpt-5.4, weight: 2}",
         )
     )
     bad.write_text(text)
     line = text.splitlines().index(next(x for x in text.splitlines() if "openai-bakup" in x)) + 1
     code, _, err = await run("check", str(bad))
     assert code == 1
-    assert f"routes.yaml:{line}: models.gpt-4o.routes[1].key: unknown key 'openai-bakup'" in err
+    assert f"routes.yaml:{line}: models.gpt-5.4.routes[1].key: unknown key 'openai-bakup'" in err
 
 
 async def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(stack, tmp_path):
@@ -135,13 +135,13 @@ async def test_demo_shows_failover_and_fallback_without_any_key():
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 8 and all(" 200 " in line for line in lines)
-    assert any("route=budget/gpt-4o-mini" in line for line in lines)  # the fallback served
+    assert any("route=budget/gpt-5.4-mini" in line for line in lines)  # the fallback served
     assert "key_disabled" in err and "revoked" in err
     assert "Ctrl-C" not in err  # it ends by itself
     # Each request line says why it passed routes over, and which fallback served.
-    assert "primary/gpt-4o: headroom spent" in err
-    assert "revoked/gpt-4o: key disabled (auth)" in err
-    assert "outcome=served_by_fallback" in err and "served_by=gpt-4o-mini" in err
+    assert "primary/gpt-5.4: headroom spent" in err
+    assert "revoked/gpt-5.4: key disabled (auth)" in err
+    assert "outcome=served_by_fallback" in err and "served_by=gpt-5.4-mini" in err
 
 
 async def test_the_demo_without_drive_says_how_to_stop_it():
@@ -335,11 +335,11 @@ async def test_the_readme_commands_run_the_example_routes_yaml_on_the_simulator(
         sim.send_signal(signal.SIGTERM)
         async with asyncio.timeout(15):
             await sim.wait()
-    assert served[0] in ("Hello from main via gpt-4o.", "Hello from backup via gpt-4o.")
-    # 3 requests a minute on each gpt-4o key: the fallback's routes serve the rest.
+    assert served[0] in ("Hello from main via gpt-5.4.", "Hello from backup via gpt-5.4.")
+    # 3 requests a minute on each gpt-5.4 key: the fallback's routes serve the rest.
     assert (
         sorted(served[:6])
-        == ["Hello from backup via gpt-4o."] * 3 + ["Hello from main via gpt-4o."] * 3
+        == ["Hello from backup via gpt-5.4."] * 3 + ["Hello from main via gpt-5.4."] * 3
     )
     assert served[6:] == ["Hello from groq via llama-3.3-70b-versatile."] * 2
     skipped = [e["skipped"] for e in router.events if e["event"] == "request"]
