@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -122,8 +123,21 @@ async def _drive(url: str, count: int) -> None:
                 attempts = response.headers.get(answer_headers.ATTEMPTS, "-")
             with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
                 text = json.loads(text)["choices"][0]["message"]["content"]
-            print(
-                f"request {number}: {response.status} route={route} attempts={attempts} {text}",
-                flush=True,
-            )
+            line = f"request {number}: {response.status} route={route} attempts={attempts} {text}"
+            if not _print_or_stop(line):
+                return
             await asyncio.sleep(0)
+
+
+def _print_or_stop(line: str) -> bool:
+    """Print `line` to stdout; False once its reader is gone (`demo --drive 8 | head -2`):
+    the drive stops there, and stdout is pointed at /dev/null so that the interpreter's
+    last flush at exit does not fail too."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True

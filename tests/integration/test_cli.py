@@ -144,6 +144,31 @@ async def test_demo_shows_failover_and_fallback_without_any_key():
     assert "outcome=served_by_fallback" in err and "served_by=gpt-5.4-mini" in err
 
 
+async def test_demo_drive_stops_quietly_when_its_reader_goes():
+    """`llm-router demo --drive 8 | head -0`: stdout's reader is gone before the first
+    line; the drive stops at that line and exits 0, with no BrokenPipeError traceback
+    among the log lines."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "demo", "--port", "0", "--drive", "8",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert process.stderr is not None
+    transport = process._transport  # type: ignore[attr-defined]
+    transport.get_pipe_transport(1).close()  # stdout's read end
+    try:
+        async with asyncio.timeout(30):
+            err = await process.stderr.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert err.count(b"] request ") == 1  # the first request's line; no more were sent
+
+
 async def test_the_demo_without_drive_says_how_to_stop_it():
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", "demo", "--port", "0",
