@@ -16,6 +16,8 @@ own for 10 s). An answer out of date is used while the name is looked up again, 
 when that lookup fails, for another `ttl` (an hour at most in all): a name whose DNS
 has started to time out keeps its last addresses. A name the resolver says does not
 exist keeps none. A literal address is never looked up.
+
+A name with several addresses is connected to through race.py (RFC 8305).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-import ssl as ssl_module
 import threading
 import time
 from collections.abc import Callable
 from ssl import SSLContext
 from typing import TypeVar
+
+from router.upstream.race import connect_first
 
 # (family, socket address) as getaddrinfo gives them, in its order.
 Address = tuple[int, tuple[str, int]]
@@ -102,20 +105,18 @@ class Resolver:
         ssl: SSLContext | None = None,
         server_hostname: str | None = None,
     ) -> tuple[asyncio.Transport, _P]:
-        """`loop.create_connection` to `host:port`, its name looked up here: each of its
-        addresses in turn until one connects (the last one's error otherwise)."""
+        """`loop.create_connection` to `host:port`, its name looked up here; several
+        addresses race (race.py). TLS is checked against `server_hostname`, or `host`."""
         loop = asyncio.get_running_loop()
-        error: OSError | None = None
-        for _family, (address, number) in await self.addresses(host, port):
-            try:
-                return await loop.create_connection(  # type: ignore[return-value]
-                    factory, address, number, ssl=ssl, server_hostname=server_hostname
-                )
-            except ssl_module.SSLCertVerificationError:
-                raise  # the name's certificate: no other address of the name fixes it
-            except OSError as exc:
-                error = exc
-        raise error or socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
+        addresses = await self.addresses(host, port)
+        if ssl is not None and server_hostname is None:
+            server_hostname = host.strip("[]")  # not the address it is connected to
+        if len(addresses) == 1:
+            _family, (address, number) = addresses[0]
+            return await loop.create_connection(  # type: ignore[return-value]
+                factory, address, number, ssl=ssl, server_hostname=server_hostname
+            )
+        return await connect_first(factory, addresses, ssl=ssl, server_hostname=server_hostname)
 
     def _look_up(self, host: str, port: int) -> asyncio.Future[list[Address]]:
         """The lookup, on a thread of its own: a daemon, so that an exit does not wait
