@@ -32,6 +32,7 @@ from collections.abc import Callable
 from ssl import SSLContext
 from typing import TypeVar
 
+from router.upstream.keepalive import keep_alive
 from router.upstream.race import connect_first
 
 # (family, socket address) as getaddrinfo gives them, in its order.
@@ -106,17 +107,23 @@ class Resolver:
         server_hostname: str | None = None,
     ) -> tuple[asyncio.Transport, _P]:
         """`loop.create_connection` to `host:port`, its name looked up here; several
-        addresses race (race.py). TLS is checked against `server_hostname`, or `host`."""
+        addresses race (race.py). TLS is checked against `server_hostname`, or `host`.
+        The connection gets TCP keepalive (keepalive.py)."""
         loop = asyncio.get_running_loop()
         addresses = await self.addresses(host, port)
         if ssl is not None and server_hostname is None:
             server_hostname = host.strip("[]")  # not the address it is connected to
         if len(addresses) == 1:
             _family, (address, number) = addresses[0]
-            return await loop.create_connection(  # type: ignore[return-value]
+            transport, protocol = await loop.create_connection(
                 factory, address, number, ssl=ssl, server_hostname=server_hostname
             )
-        return await connect_first(factory, addresses, ssl=ssl, server_hostname=server_hostname)
+        else:
+            transport, protocol = await connect_first(
+                factory, addresses, ssl=ssl, server_hostname=server_hostname
+            )
+        keep_alive(transport)
+        return transport, protocol  # type: ignore[return-value]
 
     def _look_up(self, host: str, port: int) -> asyncio.Future[list[Address]]:
         """The lookup, on a thread of its own: a daemon, so that an exit does not wait
