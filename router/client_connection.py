@@ -5,6 +5,10 @@ aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request
 that long after it opened or after its last response. What it lacks is added here, on
 its connection class (front_door.py adds the cap on open connections):
 
+- a send deadline: a client that reads nothing of what it is sent for `send` seconds
+  (the transport's buffer full and not shrinking; nginx's send_timeout) is cut off, so a
+  client that stops reading a stream (a frozen editor, a laptop asleep) does not hold
+  its connection, its upstream connection and its request for good;
 - read deadlines: a request head must be complete within its timeout of its first byte
   (not reset by each new byte, so a client that sends one header byte every few seconds,
   slowloris, is closed when it expires; while a head arrives this timer replaces the
@@ -25,7 +29,11 @@ body reader, read without its reified `content`); tests through real sockets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
+import struct
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,15 +71,25 @@ def _reason(error: BaseException) -> str:
 
 
 _ENCODING, _IDENTITY = "Content-Encoding", "identity"
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+# Linux's SIOCOUTQ (TIOCOUTQ's number there): a TCP socket's bytes not yet acknowledged.
+_OUTQ: int | None = None
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _OUTQ = termios.TIOCOUTQ
 
 
 @dataclass(frozen=True, slots=True)
-class ReadTimeouts:
+class ClientTimeouts:
     """Seconds: `head` from a request head's first byte to its end; `body` without a
-    byte while a request body is still due (nginx's client_body_timeout)."""
+    byte while a request body is still due (nginx's client_body_timeout); `send` with
+    the answer's bytes piling up unread (nginx's send_timeout)."""
 
     head: float
     body: float
+    send: float = 60.0
 
 
 class Door(Protocol):
@@ -81,7 +99,8 @@ class Door(Protocol):
 
 
 class Connection(RequestHandler):
-    """aiohttp's connection handler plus read deadlines for a request's head and body."""
+    """aiohttp's connection handler plus read deadlines for a request's head and body,
+    and a send deadline for its answer."""
 
     __slots__ = (
         "_body",
@@ -91,14 +110,18 @@ class Connection(RequestHandler):
         "_door",
         "_head_waiter",
         "_reading",
+        "_sending",
         "_timer",
+        "_unread",
     )
 
-    def __init__(self, manager: Door, *, reading: ReadTimeouts, **kwargs: Any) -> None:
+    def __init__(self, manager: Door, *, reading: ClientTimeouts, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._door = manager
         self._reading = reading
         self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.TimerHandle | None = None  # the send deadline, while paused
+        self._unread = 0  # bytes the transport held at the last look
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
@@ -258,8 +281,62 @@ class Connection(RequestHandler):
         response.force_close()
         return response
 
+    def pause_writing(self) -> None:
+        """The transport's buffer is past its high-water mark: the client reads slower
+        than it is sent to. Only then is there a deadline to keep (nothing per write)."""
+        super().pause_writing()
+        self._unread = self._buffered()
+        self._sending = self._loop.call_later(self._reading.send, self._send_expired)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+    def _buffered(self) -> int:
+        """Bytes sent and not yet taken by the client: the transport's buffer, and the
+        kernel's send queue (sent bytes stay in it until the client acknowledges them,
+        which it does as its application reads). The transport's buffer alone does not
+        show a slow reader: the kernel asks for more only once half its queue is free,
+        megabytes on a fast link."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):  # not a TCP socket, or closed
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return queued
+
+    def _send_expired(self) -> None:
+        self._sending = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        unread = self._buffered()
+        if unread < self._unread:  # it read some meanwhile: another period from now
+            self._unread = unread
+            self._sending = self._loop.call_later(self._reading.send, self._send_expired)
+            return
+        # Reset, not closed (nginx's reset_timedout_connection): a close would leave the
+        # kernel sending what it holds to a client that reads nothing, megabytes kept
+        # in FIN_WAIT1. The handler's next write or drain fails as on a client that
+        # left: a stream's request is charged to the client (499), its upstream request
+        # cancelled.
+        log.info("client_send_timeout", seconds=self._reading.send, unread_bytes=unread)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
         self._body = self._head_waiter = None
         super().connection_lost(exc)
 

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from router.client_connection import Connection, ReadTimeouts
+from router.client_connection import ClientTimeouts, Connection
 from router.fast_paths import FastPaths
 
 log = structlog.get_logger("router.front_door")
@@ -57,7 +57,7 @@ class FrontDoor(web.Server):
         self,
         stock: web.Server,
         *,
-        reading: ReadTimeouts,
+        reading: ClientTimeouts,
         max_connections: int,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
     ) -> None:
@@ -142,7 +142,7 @@ class Runner(web.AppRunner):
     """`web.AppRunner` whose server is a `FrontDoor`."""
 
     def __init__(
-        self, app: web.Application, *, reading: ReadTimeouts, max_connections: int, **kwargs: Any
+        self, app: web.Application, *, reading: ClientTimeouts, max_connections: int, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
         self._reading = reading

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from router.client_connection import ReadTimeouts
+from router.client_connection import ClientTimeouts
 from router.config import is_loopback
 from router.drain import Signals, drain
 from router.errors import ConfigError
@@ -241,7 +241,11 @@ async def start(
         # still sends is read and dropped this long, as nginx's lingering_time: closing
         # on unread data would reset the connection before the client reads its answer.
         lingering_time=30.0,
-        reading=ReadTimeouts(head=config.server.header_timeout, body=config.server.body_timeout),
+        reading=ClientTimeouts(
+            head=config.server.header_timeout,
+            body=config.server.body_timeout,
+            send=config.server.send_timeout,
+        ),
         max_connections=connection_cap(config.server.max_connections),
         shutdown_timeout=shutdown_timeout,
     )

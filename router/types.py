@@ -295,6 +295,7 @@ class ServerSettings:
     # connections at most (clamped at start to what the open-files limit can hold).
     header_timeout: float = 30.0
     body_timeout: float = 60.0  # without a byte of a request body still due
+    send_timeout: float = 60.0  # an answer's bytes piling up unread by the client
     idle_timeout: float = 75.0
     max_connections: int = 1024
     # Host names (any port) and Origins answered besides loopback ones; "*" allows any.

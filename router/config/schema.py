@@ -156,6 +156,7 @@ def _server() -> Schema:
         "max_body_bytes": _integer(1),
         "header_timeout": _number(0.001),
         "body_timeout": _number(0.001),
+        "send_timeout": _number(0.001),
         "idle_timeout": _number(0.001),
         "max_connections": _integer(1),
         "drain_grace": _number(0),

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.client_connection import ReadTimeouts
+from router.client_connection import ClientTimeouts
 from router.config import parse_config
 from router.fast_paths import FastPaths
 from router.front_door import Runner
@@ -127,7 +127,7 @@ async def test_an_app_with_middleware_keeps_aiohttps_dispatch():
 
     app = web.Application(middlewares=[note])
     app.router.add_post("/hello", hello)
-    runner = Runner(app, reading=ReadTimeouts(head=10, body=10), max_connections=8)
+    runner = Runner(app, reading=ClientTimeouts(head=10, body=10), max_connections=8)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -164,7 +164,7 @@ async def test_the_handler_is_the_one_aiohttps_dispatch_would_choose():
             sub = web.Application()
             sub.router.add_get("/hello", _answers("sub-app"))
             app.add_domain("example.com", sub)
-        runner = Runner(app, reading=ReadTimeouts(head=10, body=10), max_connections=8)
+        runner = Runner(app, reading=ClientTimeouts(head=10, body=10), max_connections=8)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

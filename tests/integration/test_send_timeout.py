@@ -1,0 +1,194 @@
+"""A client that stops reading its answer (`server.send_timeout`, client_connection.py).
+
+The upstream is a raw asyncio server that streams content events as fast as it may; the
+client is a socket that sends its request and then reads nothing (a frozen editor, a
+laptop gone to sleep with its socket open). Before the send deadline, the router's
+write waited for a drain that never came: the client's connection, the upstream
+connection and the request were held for as long as the client's socket stayed open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+
+import pytest
+import structlog.testing
+
+from tests.configs import key, model, route, routes_yaml
+from tests.conftest import SIM_A
+from tests.integration.test_upstream_limits import CONTENT, _flood, bad_upstream
+
+pytestmark = pytest.mark.timeout(60)
+BOTH_LOOPS = True  # the router serves on uvloop, whose transports pause and buffer apart
+
+_PIECE = CONTENT * 64  # about 4.5 KB of events a chunk
+_CHUNK = b"%x\r\n%b\r\n" % (len(_PIECE), _PIECE)
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def _endless_stream(writer: asyncio.StreamWriter) -> None:
+    writer.write(_HEAD)
+    await _flood(writer, _CHUNK)
+
+
+async def _silent_client(router_url: str, *, stream: bool) -> socket.socket:
+    """A client that sends a request and never reads: its receive buffer kept small, so
+    the router's side fills soon."""
+    host, port = router_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                       "stream": stream}).encode()  # fmt: skip
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, head.encode() + body)
+    return sock
+
+
+async def _metric(router_url: str, name: str, **labels: str) -> float:
+    host, port = router_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /metrics HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+    )
+    page = (await reader.read()).decode()
+    writer.close()
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in page.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{wanted}}} on the page")
+
+
+async def test_a_client_that_reads_nothing_of_a_stream_is_cut_off(stack):
+    async with bad_upstream(_endless_stream) as (bad_url, bad):
+        router_url = await stack.router(
+            routes_yaml(
+                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
+                models={"gpt-4o": model(route("bad", "gpt-4o"))},
+                timeouts={"idle": 60},  # longer than the test: no upstream timeout ends it
+                server={"send_timeout": 1},
+            )
+        )
+        client = await _silent_client(router_url, stream=True)
+        try:
+            async with asyncio.timeout(20):
+                await bad.finished.wait()  # the router let go of the upstream
+            received = await _read_to_the_end(client)
+            # A reset, never a stream that looks complete.
+            assert received.reset
+            assert received.data.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert not received.data.endswith(b"0\r\n\r\n")
+        finally:
+            client.close()
+        assert not bad.completed  # the flood was cut, not read to its end
+        # Charged to the client: a cancelled request, not an upstream failure.
+        await asyncio.sleep(0.1)
+        assert await _metric(router_url, "llm_router_requests_total", outcome="cancelled") == 1
+        assert (
+            await _metric(
+                router_url, "llm_router_upstream_attempts_total", route="bad/gpt-4o", outcome="ok"
+            )
+            == 1
+        )
+
+
+def _answer(size: int) -> bytes:
+    body = json.dumps({
+        "id": "c", "object": "chat.completion", "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "x" * size}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }).encode()  # fmt: skip
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
+async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
+    """A whole answer goes the same way. (It is logged served when it is handed to the
+    transport, as a stream is once its end is written there.)"""
+
+    async def large_answer(writer: asyncio.StreamWriter) -> None:
+        writer.write(_answer(4 << 20))
+
+    async with bad_upstream(large_answer) as (bad_url, _bad):
+        router_url = await stack.router(
+            routes_yaml(
+                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
+                models={"gpt-4o": model(route("bad", "gpt-4o"))},
+                server={"send_timeout": 1},
+            )
+        )
+        with structlog.testing.capture_logs() as logs:
+            client = await _silent_client(router_url, stream=False)
+            try:
+                async with asyncio.timeout(20):
+                    while not any(e["event"] == "client_send_timeout" for e in logs):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                received = await _read_to_the_end(client)
+            finally:
+                client.close()
+    assert received.reset  # at once: no kernel left sending megabytes nobody reads
+    assert received.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert len(received.data) < 4 << 20
+
+
+async def test_a_client_that_reads_slowly_keeps_its_stream(stack):
+    """Each period of the deadline in which the client reads something starts another:
+    a slow link is not a client that stopped reading. Once it stops, the stream is cut."""
+    async with bad_upstream(_endless_stream) as (bad_url, bad):
+        router_url = await stack.router(
+            routes_yaml(
+                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
+                models={"gpt-4o": model(route("bad", "gpt-4o"))},
+                timeouts={"idle": 60},
+                server={"send_timeout": 0.5},
+            )
+        )
+        with structlog.testing.capture_logs() as logs:
+            client = await _silent_client(router_url, stream=True)
+            loop = asyncio.get_running_loop()
+            try:
+                for _ in range(30):  # 3 s of 4 KB every 0.1 s: six deadlines long
+                    assert await loop.sock_recv(client, 4096)
+                    await asyncio.sleep(0.1)
+                assert not any(e["event"] == "client_send_timeout" for e in logs)
+                async with asyncio.timeout(20):  # now it reads nothing more
+                    while not any(e["event"] == "client_send_timeout" for e in logs):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+            finally:
+                client.close()
+    assert bad.finished.is_set()
+
+
+async def _metric_or_zero(router_url: str, *, outcome: str) -> float:
+    try:
+        return await _metric(router_url, "llm_router_requests_total", outcome=outcome)
+    except AssertionError:
+        return 0.0
+
+
+@dataclass
+class Received:
+    data: bytes
+    reset: bool  # the connection ended with a reset, not a close
+
+
+async def _read_to_the_end(client: socket.socket) -> Received:
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(10):
+        try:
+            while piece := await loop.sock_recv(client, 65536):
+                data += piece
+        except ConnectionResetError:
+            return Received(data, reset=True)
+    return Received(data, reset=False)
