@@ -72,13 +72,9 @@ def _reason(error: BaseException) -> str:
 
 _ENCODING, _IDENTITY = "Content-Encoding", "identity"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-# Linux's SIOCOUTQ (TIOCOUTQ's number there): a TCP socket's bytes not yet acknowledged.
-_OUTQ: int | None = None
-if sys.platform == "linux":
-    import fcntl
-    import termios
-
-    _OUTQ = termios.TIOCOUTQ
+# Linux's struct tcp_info: tcpi_bytes_acked is the u64 at byte 120 (Linux 4.1 and later).
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +107,8 @@ class Connection(RequestHandler):
         "_head_waiter",
         "_reading",
         "_sending",
+        "_taken",
         "_timer",
-        "_unread",
     )
 
     def __init__(self, manager: Door, *, reading: ClientTimeouts, **kwargs: Any) -> None:
@@ -121,7 +117,7 @@ class Connection(RequestHandler):
         self._reading = reading
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.TimerHandle | None = None  # the send deadline, while paused
-        self._unread = 0  # bytes the transport held at the last look
+        self._taken = 0  # what the client had taken at the last look (_taken_so_far)
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
@@ -285,7 +281,7 @@ class Connection(RequestHandler):
         """The transport's buffer is past its high-water mark: the client reads slower
         than it is sent to. Only then is there a deadline to keep (nothing per write)."""
         super().pause_writing()
-        self._unread = self._buffered()
+        self._taken = self._taken_so_far()
         self._sending = self._loop.call_later(self._reading.send, self._send_expired)
 
     def resume_writing(self) -> None:
@@ -294,38 +290,50 @@ class Connection(RequestHandler):
             self._sending.cancel()
             self._sending = None
 
-    def _buffered(self) -> int:
-        """Bytes sent and not yet taken by the client: the transport's buffer, and the
-        kernel's send queue (sent bytes stay in it until the client acknowledges them,
-        which it does as its application reads). The transport's buffer alone does not
-        show a slow reader: the kernel asks for more only once half its queue is free,
-        megabytes on a fast link."""
+    def _taken_so_far(self) -> int:
+        """A count that grows as the client takes what it is sent: on Linux the bytes it
+        has acknowledged (TCP_INFO), which, its window full, it does as it reads. What
+        is still queued does not tell it: a write can add as much as was read, and the
+        kernel takes more from the transport only once half its queue is free. Elsewhere
+        the transport's buffer shrinking is the best sign there is."""
         transport = self.transport
         if transport is None:
             return 0
-        queued = transport.get_write_buffer_size()
         sock = transport.get_extra_info("socket")
-        if sock is not None and _OUTQ is not None:
-            with contextlib.suppress(OSError, ValueError):  # not a TCP socket, or closed
-                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
-        return queued
+        if sock is not None and _TCP_INFO is not None:
+            with contextlib.suppress(OSError, ValueError, struct.error):
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+                if len(info) >= _TCP_INFO_SIZE:  # Linux 4.1 or later
+                    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])
+        return -transport.get_write_buffer_size()
 
     def _send_expired(self) -> None:
         self._sending = None
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
-        unread = self._buffered()
-        if unread < self._unread:  # it read some meanwhile: another period from now
-            self._unread = unread
+        taken = self._taken_so_far()
+        if taken > self._taken:  # it read some meanwhile: another period from now
+            self._taken = taken
             self._sending = self._loop.call_later(self._reading.send, self._send_expired)
             return
-        # Reset, not closed (nginx's reset_timedout_connection): a close would leave the
-        # kernel sending what it holds to a client that reads nothing, megabytes kept
-        # in FIN_WAIT1. The handler's next write or drain fails as on a client that
-        # left: a stream's request is charged to the client (499), its upstream request
-        # cancelled.
-        log.info("client_send_timeout", seconds=self._reading.send, unread_bytes=unread)
+        # Also when closing: a transport closes only once its buffer is sent, which a
+        # client that reads nothing never lets happen. Reset, not closed (nginx's
+        # reset_timedout_connection): a close would leave the kernel sending what it
+        # holds to that client, megabytes kept in FIN_WAIT1. The handler's pending
+        # write ends as on a client that left: a stream's request is charged to the
+        # client (499), its upstream request cancelled.
+        request = self._current_request
+        traces = request.values() if request is not None else ()
+        # The id from the request's trace (handlers/state.py, which this module does not
+        # import): uvloop runs this timer outside the request's logging context.
+        request_id = next((t.request_id for t in traces if hasattr(t, "request_id")), None)
+        log.info(
+            "client_send_timeout",
+            request_id=request_id,
+            seconds=self._reading.send,
+            unsent_bytes=transport.get_write_buffer_size(),
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

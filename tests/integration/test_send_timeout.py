@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 import structlog.testing
 
+from router.client_connection import Connection
 from tests.configs import key, model, route, routes_yaml
 from tests.conftest import SIM_A
 from tests.integration.test_upstream_limits import CONTENT, _flood, bad_upstream
@@ -157,7 +158,10 @@ async def test_a_client_that_reads_slowly_keeps_its_stream(stack):
             client = await _silent_client(router_url, stream=True)
             loop = asyncio.get_running_loop()
             try:
-                for _ in range(30):  # 3 s of 4 KB every 0.1 s: six deadlines long
+                # 3 s of 4 KB every 0.1 s, six deadlines long. Its whole receive buffer
+                # each time: its kernel announces the room at once (0.16 s apart at
+                # most, measured), where smaller reads can leave the router unaware.
+                for _ in range(30):
                     assert await loop.sock_recv(client, 4096)
                     await asyncio.sleep(0.1)
                 assert not any(e["event"] == "client_send_timeout" for e in logs)
@@ -192,3 +196,56 @@ async def _read_to_the_end(client: socket.socket) -> Received:
         except ConnectionResetError:
             return Received(data, reset=True)
     return Received(data, reset=False)
+
+
+async def test_a_reader_slower_than_its_upstream_is_not_cut_while_it_reads(stack, monkeypatch):
+    """The upstream sends faster than the client reads (a slow link), so the router
+    keeps writing while paused: what is still queued may then grow although the client
+    reads. The first version measured that and cut such a client; what the client has
+    acknowledged is what tells. The router's send buffer is kept small, as a slow link's
+    is (on loopback the kernel grows it to megabytes and nothing would pause)."""
+    pauses: list[float] = []
+    made, paused = Connection.connection_made, Connection.pause_writing
+
+    def small_buffer(self: Connection, transport: asyncio.BaseTransport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        made(self, transport)
+
+    def counted(self: Connection) -> None:
+        pauses.append(self._loop.time())
+        paused(self)
+
+    monkeypatch.setattr(Connection, "connection_made", small_buffer)
+    monkeypatch.setattr(Connection, "pause_writing", counted)
+
+    async def paced(writer: asyncio.StreamWriter) -> None:
+        writer.write(_HEAD)
+        piece = b"%x\r\n%b\r\n" % (len(CONTENT) * 16, CONTENT * 16)  # about 1 KB
+        for _ in range(20_000):  # about 100 KB/s
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    async with bad_upstream(paced) as (bad_url, _bad):
+        router_url = await stack.router(
+            routes_yaml(
+                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
+                models={"gpt-4o": model(route("bad", "gpt-4o"))},
+                timeouts={"idle": 60},
+                server={"send_timeout": 1.2},
+            )
+        )
+        with structlog.testing.capture_logs() as logs:
+            client = await _silent_client(router_url, stream=True)
+            loop = asyncio.get_running_loop()
+            try:
+                # 5 s of 2 KB every 0.2 s, about 10 KB/s. Its kernel announces the room
+                # a read makes only now and then (on loopback, whose segments are 64 KB,
+                # up to 0.6 s apart here: measured), so the deadline is twice that.
+                for _ in range(25):
+                    assert await loop.sock_recv(client, 2048)
+                    await asyncio.sleep(0.2)
+            finally:
+                client.close()
+    assert pauses and loop.time() - pauses[0] > 3 * 1.2  # paused, for periods on end
+    assert not any(e["event"] == "client_send_timeout" for e in logs)
