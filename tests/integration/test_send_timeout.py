@@ -19,7 +19,7 @@ import structlog.testing
 
 from router.client_connection import Connection
 from tests.configs import key, model, route, routes_yaml
-from tests.conftest import SIM_A
+from tests.conftest import SIM_A, Stack
 from tests.integration.test_upstream_limits import CONTENT, _flood, bad_upstream
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +33,27 @@ _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encodin
 async def _endless_stream(writer: asyncio.StreamWriter) -> None:
     writer.write(_HEAD)
     await _flood(writer, _CHUNK)
+
+
+async def _router(stack: Stack, bad_url: str, *, send_timeout: float) -> str:
+    """A router with one route, on the misbehaving upstream; its idle timeout longer than
+    any test here, so no upstream timeout ends a stream before the send deadline does."""
+    return await stack.router(
+        routes_yaml(
+            keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
+            models={"gpt-4o": model(route("bad", "gpt-4o"))},
+            timeouts={"idle": 60},
+            server={"send_timeout": send_timeout},
+        )
+    )
+
+
+async def _read_slowly(client: socket.socket, *, piece: int, every: float, times: int) -> None:
+    """`times` reads of up to `piece` bytes, `every` seconds apart; each gets some."""
+    loop = asyncio.get_running_loop()
+    for _ in range(times):
+        assert await loop.sock_recv(client, piece)
+        await asyncio.sleep(every)
 
 
 async def _silent_client(router_url: str, *, stream: bool) -> socket.socket:
@@ -71,14 +92,7 @@ async def _metric(router_url: str, name: str, **labels: str) -> float:
 
 async def test_a_client_that_reads_nothing_of_a_stream_is_cut_off(stack):
     async with bad_upstream(_endless_stream) as (bad_url, bad):
-        router_url = await stack.router(
-            routes_yaml(
-                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
-                models={"gpt-4o": model(route("bad", "gpt-4o"))},
-                timeouts={"idle": 60},  # longer than the test: no upstream timeout ends it
-                server={"send_timeout": 1},
-            )
-        )
+        router_url = await _router(stack, bad_url, send_timeout=1)
         client = await _silent_client(router_url, stream=True)
         try:
             async with asyncio.timeout(20):
@@ -121,13 +135,7 @@ async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
         writer.write(_answer(4 << 20))
 
     async with bad_upstream(large_answer) as (bad_url, _bad):
-        router_url = await stack.router(
-            routes_yaml(
-                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
-                models={"gpt-4o": model(route("bad", "gpt-4o"))},
-                server={"send_timeout": 1},
-            )
-        )
+        router_url = await _router(stack, bad_url, send_timeout=1)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=False)
             try:
@@ -146,24 +154,14 @@ async def test_a_client_that_reads_slowly_keeps_its_stream(stack):
     """Each period of the deadline in which the client reads something starts another:
     a slow link is not a client that stopped reading. Once it stops, the stream is cut."""
     async with bad_upstream(_endless_stream) as (bad_url, bad):
-        router_url = await stack.router(
-            routes_yaml(
-                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
-                models={"gpt-4o": model(route("bad", "gpt-4o"))},
-                timeouts={"idle": 60},
-                server={"send_timeout": 0.5},
-            )
-        )
+        router_url = await _router(stack, bad_url, send_timeout=0.5)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=True)
-            loop = asyncio.get_running_loop()
             try:
                 # 3 s of 4 KB every 0.1 s, six deadlines long. Its whole receive buffer
                 # each time: its kernel announces the room at once (0.16 s apart at
                 # most, measured), where smaller reads can leave the router unaware.
-                for _ in range(30):
-                    assert await loop.sock_recv(client, 4096)
-                    await asyncio.sleep(0.1)
+                await _read_slowly(client, piece=4096, every=0.1, times=30)
                 assert not any(e["event"] == "client_send_timeout" for e in logs)
                 async with asyncio.timeout(20):  # now it reads nothing more
                     while not any(e["event"] == "client_send_timeout" for e in logs):  # noqa: ASYNC110
@@ -227,14 +225,7 @@ async def test_a_reader_slower_than_its_upstream_is_not_cut_while_it_reads(stack
             await asyncio.sleep(0.01)
 
     async with bad_upstream(paced) as (bad_url, _bad):
-        router_url = await stack.router(
-            routes_yaml(
-                keys=[key("bad", bad_url, api_key=SIM_A.api_key)],
-                models={"gpt-4o": model(route("bad", "gpt-4o"))},
-                timeouts={"idle": 60},
-                server={"send_timeout": 1.2},
-            )
-        )
+        router_url = await _router(stack, bad_url, send_timeout=1.2)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=True)
             loop = asyncio.get_running_loop()
@@ -242,9 +233,7 @@ async def test_a_reader_slower_than_its_upstream_is_not_cut_while_it_reads(stack
                 # 5 s of 2 KB every 0.2 s, about 10 KB/s. Its kernel announces the room
                 # a read makes only now and then (on loopback, whose segments are 64 KB,
                 # up to 0.6 s apart here: measured), so the deadline is twice that.
-                for _ in range(25):
-                    assert await loop.sock_recv(client, 2048)
-                    await asyncio.sleep(0.2)
+                await _read_slowly(client, piece=2048, every=0.2, times=25)
             finally:
                 client.close()
     assert pauses and loop.time() - pauses[0] > 3 * 1.2  # paused, for periods on end
