@@ -5,9 +5,9 @@ aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request
 that long after it opened or after its last response. What it lacks is added here, on
 its connection class (front_door.py adds the cap on open connections):
 
-- a send deadline: a client that reads nothing of what it is sent for `send` seconds
-  (the transport's buffer full and not shrinking; nginx's send_timeout) is cut off, so a
-  client that stops reading a stream (a frozen editor, a laptop asleep) does not hold
+- a send deadline: once the transport's buffer is full, a client that acknowledges
+  nothing more of what it is sent for `send` seconds (nginx's send_timeout) is reset, so
+  a client that stops reading a stream (a frozen editor, a laptop asleep) does not hold
   its connection, its upstream connection and its request for good;
 - read deadlines: a request head must be complete within its timeout of its first byte
   (not reset by each new byte, so a client that sends one header byte every few seconds,
@@ -85,7 +85,7 @@ class ClientTimeouts:
 
     head: float
     body: float
-    send: float = 60.0
+    send: float
 
 
 class Door(Protocol):
