@@ -15,6 +15,11 @@ its connection class (front_door.py adds the cap on open connections):
   idle one), and a request body that is still due may not go longer than its timeout
   without a byte (nginx's client_body_timeout), so a head with a Content-Length and no
   body cannot hold a connection, and its handler, forever;
+- a bound on a request head's bytes (`max_head`): aiohttp bounds each line and the
+  number of fields (128 of 8 KiB, so a head may hold a megabyte, twice that once
+  parsed, on each of a thousand connections), not their sum, as nginx's
+  large_client_header_buffers and Envoy's max_request_headers_kb do; past it the
+  client gets a 431 in its dialect and the connection closes;
 - a compressed body an early answer left unread is dropped raw, not inflated;
 - a request aiohttp's parser refuses gets a JSON 400 that does not echo its bytes.
 
@@ -46,10 +51,12 @@ from aiohttp.http_exceptions import (
     HttpProcessingError,
     InvalidURLError,
 )
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-from router.errors import one_line
+from router.errors import HeadersTooLarge, one_line
+from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
 
 log = structlog.get_logger("router.front_door")
 
@@ -75,6 +82,45 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # Linux's struct tcp_info: tcpi_bytes_acked is the u64 at byte 120 (Linux 4.1 and later).
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
+
+
+class HeadTooLarge(HttpProcessingError):
+    """A request head past `max_head` bytes, queued as the parser queues its errors so
+    that requests before it are answered first; `target` is its request target, as far
+    as it came, for the answer's dialect."""
+
+    code = 431
+    message = "Request Header Fields Too Large"
+
+    def __init__(self, size: int, limit: int, target: bytes) -> None:
+        super().__init__()
+        self.size = size
+        self.limit = limit
+        self.target = target
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """A parsed head's bytes, near enough: its request line and its fields."""
+    fields = sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
+    return len(message.method) + len(message.path) + 12 + fields + 2
+
+
+def _target(start: bytes) -> bytes:
+    """The request target from the first bytes of a head (`POST /v1/messages ...`)."""
+    parts = start.split(b" ", 2)
+    return parts[1] if len(parts) > 1 else b""
+
+
+def _dialect_of(target: bytes) -> Any:
+    path = target.partition(b"?")[0]
+    anthropic = path == b"/v1/messages" or path.startswith(b"/v1/messages/")
+    return ANTHROPIC_MESSAGES if anthropic else OPENAI_CHAT
+
+
+_TARGET_PEEK = 512  # bytes of a head kept for its target, should it grow too large
+# After a head too large, what the client still sends is dropped until it pauses this
+# long (nginx's lingering_timeout), or for lingering_time in all.
+_LINGER_QUIET = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +150,25 @@ class Connection(RequestHandler):
         "_deadline",
         "_discard",
         "_door",
+        "_head_bytes",
+        "_head_start",
         "_head_waiter",
+        "_max_head",
         "_reading",
         "_sending",
         "_taken",
         "_timer",
     )
 
-    def __init__(self, manager: Door, *, reading: ClientTimeouts, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: Door, *, reading: ClientTimeouts, max_head: int, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._door = manager
         self._reading = reading
+        self._max_head = max_head
+        self._head_bytes = 0  # of the head being received, in reads that did not end it
+        self._head_start = b""  # its first bytes, for its target
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.TimerHandle | None = None  # the send deadline, while paused
         self._taken = 0  # what the client had taken at the last look (_taken_so_far)
@@ -122,8 +176,9 @@ class Connection(RequestHandler):
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
         self._broken: StreamReader | None = None  # a body that broke: its answer closes
-        # A compressed body left unread by its answer: (its reader, raw bytes still due,
-        # None when chunked). What arrives is dropped unparsed (`_drop_rest`).
+        # What arrives is dropped unparsed: a compressed body left unread by its answer
+        # (`_drop_rest`), or all that follows a head too large (`_refuse_head`). Its
+        # reader, and the raw bytes still due (None: not known, chunked or refused).
         self._discard: tuple[StreamReader, int | None] | None = None
 
     @property
@@ -136,7 +191,10 @@ class Connection(RequestHandler):
             self._dropped(len(data))
             return
         queued = len(self._messages)
+        in_body = self._body is not None
         super().data_received(data)
+        if self._head_over(data, queued, in_body):
+            return
         waiter = self._waiter  # pending: between requests, no complete head yet
         if self._body is not None and self._broke_body(queued):
             pass  # the body being read broke: ended, and timed no more
@@ -162,6 +220,62 @@ class Connection(RequestHandler):
                 self._keepalive_handle = None
         if self._body is None and self._head_waiter is None:
             self._disarm()
+
+    def _head_over(self, data: bytes, queued: int, in_body: bool) -> bool:
+        """Whether a request head grew past `max_head` with this read; if so, a 431
+        takes its place in the queue of requests. A head that ended in this read is
+        measured only when the read and the head's earlier reads are over the limit
+        together, so a plain request costs a comparison. Bytes of a head that began in
+        the read that ended the request before it are not counted: pipelined, a head
+        can pass the limit by one read."""
+        if self._force_close or self._close:
+            return False
+        messages = self._messages
+        if len(messages) > queued:  # heads ended in this read
+            counted = self._head_bytes + len(data)
+            self._head_bytes = 0
+            if counted <= self._max_head:
+                return False
+            for at in range(queued, len(messages)):
+                message = messages[at][0]
+                if isinstance(message, RawRequestMessage):
+                    size = _head_size(message)
+                    if size > self._max_head:
+                        while len(messages) > at:  # it, and what came after it
+                            messages.pop()
+                        self._refuse_head(size, message.path.encode("utf-8", "replace"))
+                        return True
+            return False
+        if in_body or not data:
+            return False
+        if not self._head_bytes:
+            self._head_start = data[:_TARGET_PEEK]
+        self._head_bytes += len(data)
+        if self._head_bytes <= self._max_head:
+            return False
+        self._refuse_head(self._head_bytes, _target(self._head_start))
+        return True
+
+    def _refuse_head(self, size: int, target: bytes) -> None:
+        """Queue a 431 for a head of `size` bytes, and parse nothing more: what the
+        client still sends is dropped as it comes (nginx's lingering close, so that a
+        client still sending, as the SDKs send a whole request before they read, reads
+        the 431 rather than a reset) until it pauses `_LINGER_QUIET` seconds, for
+        lingering_time at most, as a request's unread body would be."""
+        payload = StreamReader(self, 2**16, loop=self._loop)  # what aiohttp lingers over
+        self._discard = (payload, None)
+        self._head_bytes, self._head_start = 0, b""
+        self._head_waiter = self._body = None
+        self._disarm()
+        self._deadline = self._loop.time() + _LINGER_QUIET
+        self._timer = self._loop.call_at(self._deadline, self._quiet)
+        log.info("request_head_too_large", bytes=size, limit=self._max_head)
+        error = HeadTooLarge(size, self._max_head, target)
+        refusal = _ErrInfo(status=431, exc=error, message=error.message)
+        self._messages.append((refusal, payload))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _broke_body(self, queued: int) -> bool:
         """Whether the bytes just parsed broke the body being read; it is ended then.
@@ -238,6 +352,8 @@ class Connection(RequestHandler):
         payload, left = self._discard
         if self._body is not None:
             self._deadline = self._loop.time() + self._reading.body  # progress
+        elif left is None:
+            self._deadline = self._loop.time() + _LINGER_QUIET  # after a head too large
         if left is None:
             return
         left -= size
@@ -266,6 +382,16 @@ class Connection(RequestHandler):
         not echo the offending bytes, and one log line at info level, as nginx logs a
         client's bad request; not a traceback at error level per request any client
         can send. Other errors stay aiohttp's."""
+        if isinstance(exc, HeadTooLarge):
+            dialect = _dialect_of(exc.target)
+            error = HeadersTooLarge(
+                f"request headers too large: {exc.size} bytes, over the router's "
+                f"{exc.limit} (server.max_header_bytes)"
+            )
+            body, status = dialect.error_body(error), dialect.error_status(error)
+            response = web.json_response(body, status=status, headers=error.headers())
+            response.force_close()
+            return response
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         reason = _reason(exc)
@@ -347,6 +473,17 @@ class Connection(RequestHandler):
             self._sending = None
         self._body = self._head_waiter = None
         super().connection_lost(exc)
+
+    def _quiet(self) -> None:
+        """After a head too large: the client has sent nothing for `_LINGER_QUIET`
+        seconds. The reader aiohttp lingers over ends, and the connection closes."""
+        self._timer = None
+        if self._discard is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._quiet)
+            return
+        self._discard[0].feed_eof()
 
     def _arm(self, deadline: float) -> None:
         self._deadline = deadline

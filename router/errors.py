@@ -143,6 +143,13 @@ class BodyTooLarge(CallerError):
     code = "request_too_large"
 
 
+class HeadersTooLarge(CallerError):
+    """A request head over `server.max_header_bytes` (RFC 6585's 431, as Envoy answers)."""
+
+    status = 431
+    code = "request_header_too_large"
+
+
 class ExpectationFailed(CallerError):
     """An `Expect` other than 100-continue (RFC 9110 10.1.1)."""
 

@@ -58,6 +58,7 @@ class FrontDoor(web.Server):
         stock: web.Server,
         *,
         reading: ClientTimeouts,
+        max_head: int,
         max_connections: int,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
     ) -> None:
@@ -69,13 +70,16 @@ class FrontDoor(web.Server):
             **stock._kwargs,
         )
         self._reading = reading
+        self._max_head = max_head
         self.max_connections = max_connections
         self._open: dict[RequestHandler, None] = {}  # by when opened or last used, oldest first
         self._refused_unlogged = 0  # connections turned away since the last warning
         self._refusal_logged_at = float("-inf")
 
     def __call__(self) -> Connection:
-        return Connection(self, loop=self._loop, reading=self._reading, **self._kwargs)
+        return Connection(
+            self, loop=self._loop, reading=self._reading, max_head=self._max_head, **self._kwargs
+        )
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -142,10 +146,17 @@ class Runner(web.AppRunner):
     """`web.AppRunner` whose server is a `FrontDoor`."""
 
     def __init__(
-        self, app: web.Application, *, reading: ClientTimeouts, max_connections: int, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        reading: ClientTimeouts,
+        max_head: int,
+        max_connections: int,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self._reading = reading
+        self._max_head = max_head
         self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
@@ -153,6 +164,7 @@ class Runner(web.AppRunner):
         return FrontDoor(
             stock,
             reading=self._reading,
+            max_head=self._max_head,
             max_connections=self._max_connections,
             handler=FastPaths(self.app, stock.request_handler),
         )

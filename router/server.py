@@ -246,6 +246,7 @@ async def start(
             body=config.server.body_timeout,
             send=config.server.send_timeout,
         ),
+        max_head=config.server.max_header_bytes,
         max_connections=connection_cap(config.server.max_connections),
         shutdown_timeout=shutdown_timeout,
     )

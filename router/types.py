@@ -290,6 +290,8 @@ class ServerSettings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
+    # A request head (request line and header fields) at most; a larger one gets 431.
+    max_header_bytes: int = 64 * 1024
     # The front door (README "Front door"): seconds a client may take to send a request
     # head once it has begun one, and may sit idle between requests; open client
     # connections at most (clamped at start to what the open-files limit can hold).

@@ -130,6 +130,8 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
         values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
     if "max_body_bytes" in found:
         values["max_body_bytes"] = found["max_body_bytes"].integer(minimum=1)
+    if "max_header_bytes" in found:
+        values["max_header_bytes"] = found["max_header_bytes"].integer(minimum=1024)
     for name in ("header_timeout", "body_timeout", "send_timeout", "idle_timeout"):
         if name in found:
             values[name] = found[name].number(minimum=0.001)

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover"),
     },
     "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
-    "client_connection": {"errors"},  # one client connection's read deadlines
+    "client_connection": {"errors", "wire"},  # one client connection: deadlines, head size
     "front_door": {"client_connection", "fast_paths"},  # the connection cap, the drain's
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {

@@ -127,7 +127,9 @@ async def test_an_app_with_middleware_keeps_aiohttps_dispatch():
 
     app = web.Application(middlewares=[note])
     app.router.add_post("/hello", hello)
-    runner = Runner(app, reading=ClientTimeouts(head=10, body=10, send=10), max_connections=8)
+    runner = Runner(
+        app, reading=ClientTimeouts(head=10, body=10, send=10), max_head=65536, max_connections=8
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -164,7 +166,12 @@ async def test_the_handler_is_the_one_aiohttps_dispatch_would_choose():
             sub = web.Application()
             sub.router.add_get("/hello", _answers("sub-app"))
             app.add_domain("example.com", sub)
-        runner = Runner(app, reading=ClientTimeouts(head=10, body=10, send=10), max_connections=8)
+        runner = Runner(
+            app,
+            reading=ClientTimeouts(head=10, body=10, send=10),
+            max_head=65536,
+            max_connections=8,
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -88,6 +88,7 @@ def test_the_example_loads_with_every_value_resolved() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 4000)
     assert config.server.client_keys == ()
     assert config.server.max_body_bytes == 10 * 1024 * 1024
+    assert config.server.max_header_bytes == 64 * 1024
     server = config.server
     assert (server.header_timeout, server.body_timeout, server.idle_timeout) == (30, 60, 75)
     assert config.server.max_connections == 1024
@@ -327,6 +328,11 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             minimal(extra="server: {max_body_bytes: 0}\n"),
             "server.max_body_bytes: must be >= 1, got 0",
             id="max-body-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {max_header_bytes: 512}\n"),
+            "server.max_header_bytes: must be >= 1024, got 512",
+            id="max-header-under-1024",
         ),
         pytest.param(
             minimal(extra="server: {header_timeout: 0}\n"),

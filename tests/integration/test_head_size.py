@@ -1,0 +1,134 @@
+"""A request head's size: bounded as a whole, not only line by line (the front door)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from structlog.testing import capture_logs
+
+from router import client_connection
+from tests.configs import preferring_a
+from tests.conftest import HI, SIM_A, SIM_B
+from tests.integration.test_front_door import (
+    REQUEST,
+    _answer,
+    _closed_by_router,
+    _head,
+    _socket,
+)
+
+BOTH_LOOPS = True  # reads come in other sizes on uvloop
+
+
+def _padded_head(url: str, path: str, fields: int, body: bytes = REQUEST) -> bytes:
+    """A request whose head carries `fields` extra fields of 1,000 bytes."""
+    padding = "".join(f"X-Pad-{n}: {'p' * 990}\r\n" for n in range(fields))
+    authority = url.removeprefix("http://")
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n{padding}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+ANTHROPIC_REQUEST = json.dumps({"model": "gpt-4o", "max_tokens": 16, "messages": HI}).encode()
+
+
+@pytest.mark.parametrize("pieces", [1, 40], ids=["in_one_write", "in_pieces"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_a_head_over_max_header_bytes_gets_a_431_in_the_endpoints_dialect(
+    stack, path, pieces
+):
+    """aiohttp bounds each header line (8 KiB) and the field count (128), not their sum:
+    a head could hold a megabyte, twice that once parsed, on each open connection. One
+    over `max_header_bytes` is answered 431 (Envoy's answer) without reaching a
+    provider, whether it came at once or a piece at a time; the connection closes."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_header_bytes": 8192}))
+    body = ANTHROPIC_REQUEST if path == "/v1/messages" else REQUEST
+    request = _padded_head(url, path, 12, body)
+    with capture_logs() as logs:
+        async with _socket(url) as (reader, writer):
+            step = -(-len(request) // pieces)
+            for at in range(0, len(request), step):
+                writer.write(request[at : at + step])
+                await writer.drain()
+                await asyncio.sleep(0.01 if pieces > 1 else 0)
+            answer = await _answer(reader)
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 431 "), head
+    assert b"x-should-retry: false" in head.lower()
+    error = json.loads(text)
+    if path == "/v1/messages":
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "invalid_request_error"
+        message = error["error"]["message"]
+    else:
+        assert error["error"]["code"] == "request_header_too_large"
+        message = error["error"]["message"]
+    assert "server.max_header_bytes" in message and "8192" in message
+    assert not sim.requests
+    refused = [entry for entry in logs if entry["event"] == "request_head_too_large"]
+    assert len(refused) == 1 and refused[0]["bytes"] > 8192 == refused[0]["limit"]
+
+
+async def test_heads_under_max_header_bytes_and_bodies_over_it_are_served(stack):
+    """Only the head counts: a head just under the limit, sent in pieces, is served, and
+    so are bodies many times the limit, sent at once or in pieces, on one connection."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_header_bytes": 8192}))
+    large = json.dumps(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 100_000}]}
+    ).encode()
+    async with _socket(url) as (reader, writer):
+        near = _padded_head(url, "/v1/chat/completions", 7)
+        assert len(near) - len(REQUEST) < 8192
+        for byte_at in range(0, len(near), 1000):
+            writer.write(near[byte_at : byte_at + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        whole = _padded_head(url, "/v1/chat/completions", 0, large)
+        writer.write(whole)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        for at in range(0, len(whole), 20_000):
+            writer.write(whole[at : at + 20_000])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+    assert len(sim.requests) == 3
+
+
+async def test_pipelined_after_a_good_request_a_head_too_large_gets_its_431(stack, monkeypatch):
+    """A good request and one with a head over the limit in one write: the first is
+    served, then the 431 comes, and the connection closes once the client has sent
+    nothing more for a while (nginx's lingering close)."""
+    monkeypatch.setattr(client_connection, "_LINGER_QUIET", 0.3)
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url, server={"max_header_bytes": 8192}))
+    async with _socket(url) as (reader, writer):
+        writer.write(_head(url) + _padded_head(url, "/v1/chat/completions", 12))
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+        assert (await _answer(reader)).startswith(b"HTTP/1.0 431 ")
+        assert await _closed_by_router(reader) == b""
+    assert len(sim.requests) == 1
+
+
+async def test_a_client_still_sending_a_head_too_large_reads_its_431(stack):
+    """The SDKs send a whole request before they read: the router drops what still
+    comes after the 431 (a lingering close), so the client's megabyte all goes, a
+    piece at a time, and it reads the 431 rather than a reset."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))  # the default limit, 64 KiB
+    request = _padded_head(url, "/v1/chat/completions", 1000)
+    async with _socket(url) as (reader, writer):
+        # In pieces that pass 64 KiB before aiohttp's 128 fields would (its own 400).
+        for at in range(0, len(request), 1 << 14):
+            writer.write(request[at : at + (1 << 14)])
+            await writer.drain()  # raises if the router reset the connection
+            await asyncio.sleep(0.01)  # as a slow link: long after the refusal
+        answer = await _answer(reader)
+    assert answer.startswith(b"HTTP/1.0 431 "), answer[:200]
+    assert b'"request_header_too_large"' in answer
+    assert not sim.requests
