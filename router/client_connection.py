@@ -222,16 +222,21 @@ class Connection(RequestHandler):
             self._disarm()
 
     def _head_over(self, data: bytes, queued: int, in_body: bool) -> bool:
-        """Whether a request head grew past `max_head` with this read; if so, a 431
-        takes its place in the queue of requests. A head that ended in this read is
-        measured only when the read and the head's earlier reads are over the limit
-        together, so a plain request costs a comparison. Bytes of a head that began in
-        the read that ended the request before it are not counted: pipelined, a head
-        can pass the limit by one read."""
+        """Whether a request head was refused with this read: by aiohttp's parser (its
+        error is queued, a 400), or by growing past `max_head` (a 431 takes its place
+        in the queue). Either way the connection lingers (`_linger`). A head that ended
+        in this read is measured only when the read and the head's earlier reads are
+        over the limit together, so a plain request costs a comparison. Bytes of a head
+        that began in the read that ended the request before it are not counted:
+        pipelined, a head can pass the limit by one read."""
         if self._force_close or self._close:
             return False
         messages = self._messages
         if len(messages) > queued:  # heads ended in this read
+            last = messages[-1][0]
+            if type(last) is _ErrInfo and not in_body:  # a body's breaks are _broke_body's
+                messages[-1] = (last, self._linger())
+                return True
             counted = self._head_bytes + len(data)
             self._head_bytes = 0
             if counted <= self._max_head:
@@ -257,25 +262,30 @@ class Connection(RequestHandler):
         return True
 
     def _refuse_head(self, size: int, target: bytes) -> None:
-        """Queue a 431 for a head of `size` bytes, and parse nothing more: what the
-        client still sends is dropped as it comes (nginx's lingering close, so that a
-        client still sending, as the SDKs send a whole request before they read, reads
-        the 431 rather than a reset) until it pauses `_LINGER_QUIET` seconds, for
-        lingering_time at most, as a request's unread body would be."""
-        payload = StreamReader(self, 2**16, loop=self._loop)  # what aiohttp lingers over
+        """Queue a 431 for a head of `size` bytes, and linger."""
+        log.info("request_head_too_large", bytes=size, limit=self._max_head)
+        error = HeadTooLarge(size, self._max_head, target)
+        refusal = _ErrInfo(status=431, exc=error, message=error.message)
+        self._messages.append((refusal, self._linger()))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _linger(self) -> StreamReader:
+        """After a refused head: parse nothing more. What the client still sends is
+        dropped as it comes (nginx's lingering close, so that a client still sending,
+        as the SDKs send a whole request before they read, reads its error rather than
+        a reset) until it pauses `_LINGER_QUIET` seconds, for lingering_time at most, as
+        a request's unread body would be. The reader returned, never fed, is the
+        refusal's body, which aiohttp lingers over once the refusal is answered."""
+        payload = StreamReader(self, 2**16, loop=self._loop)
         self._discard = (payload, None)
         self._head_bytes, self._head_start = 0, b""
         self._head_waiter = self._body = None
         self._disarm()
         self._deadline = self._loop.time() + _LINGER_QUIET
         self._timer = self._loop.call_at(self._deadline, self._quiet)
-        log.info("request_head_too_large", bytes=size, limit=self._max_head)
-        error = HeadTooLarge(size, self._max_head, target)
-        refusal = _ErrInfo(status=431, exc=error, message=error.message)
-        self._messages.append((refusal, payload))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        return payload
 
     def _broke_body(self, queued: int) -> bool:
         """Whether the bytes just parsed broke the body being read; it is ended then.
@@ -353,7 +363,7 @@ class Connection(RequestHandler):
         if self._body is not None:
             self._deadline = self._loop.time() + self._reading.body  # progress
         elif left is None:
-            self._deadline = self._loop.time() + _LINGER_QUIET  # after a head too large
+            self._deadline = self._loop.time() + _LINGER_QUIET  # after a refused head
         if left is None:
             return
         left -= size
@@ -475,7 +485,7 @@ class Connection(RequestHandler):
         super().connection_lost(exc)
 
     def _quiet(self) -> None:
-        """After a head too large: the client has sent nothing for `_LINGER_QUIET`
+        """After a refused head: the client has sent nothing for `_LINGER_QUIET`
         seconds. The reader aiohttp lingers over ends, and the connection closes."""
         self._timer = None
         if self._discard is None:

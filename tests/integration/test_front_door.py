@@ -17,6 +17,7 @@ import pytest
 from aiohttp.compression_utils import ZLibDecompressor
 from structlog.testing import capture_logs
 
+from router import client_connection
 from router.config import parse_config
 from router.server import start
 from router.sim import Fault
@@ -493,9 +494,13 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
-async def test_a_request_the_parser_refuses_gets_a_json_400_that_does_not_echo_it(stack, name):
+async def test_a_request_the_parser_refuses_gets_a_json_400_that_does_not_echo_it(
+    stack, name, monkeypatch
+):
     """aiohttp's own answer is plain text that quotes the offending bytes, and its log a
-    traceback at error level for every such request: a JSON 400 and one info line."""
+    traceback at error level for every such request: a JSON 400 and one info line. The
+    connection closes once the client has sent nothing more for a while."""
+    monkeypatch.setattr(client_connection, "_LINGER_QUIET", 0.2)
     _sim, sim_url = await stack.sim(SIM_A, SIM_B)
     url = await stack.router(preferring_a(sim_url))
     with capture_logs() as logs:
