@@ -30,6 +30,13 @@ _TCP_OPTIONS = tuple(
     if (option := getattr(socket, name, None)) is not None
 )
 
+# The same, as `(level, option, value)` for an httpx transport's `socket_options` (the
+# clients the router builds for litellm: translate/litellm_internals.py).
+SOCKET_OPTIONS = (
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *((socket.IPPROTO_TCP, option, value) for option, value in _TCP_OPTIONS),
+)
+
 
 def keep_alive(transport: asyncio.BaseTransport) -> None:
     """Keepalive probes on `transport`'s socket, when it has one."""

@@ -24,8 +24,10 @@ import pytest
 import trustme
 from aiohttp import web
 
+from router.upstream.keepalive import IDLE_SECONDS
 from tests.configs import key, model, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, raw_upstream
+from tests.integration.test_keepalive import PROC_TCP, timers_to
 from tests.tinyproxy import free_port, tinyproxy
 
 pytestmark = pytest.mark.timeout(60)  # the first test pays for importing litellm (~3 s)
@@ -459,3 +461,34 @@ async def test_a_keys_own_client_holds_more_than_httpx_s_100_connections(stack, 
             statuses = await asyncio.gather(*(one() for _ in range(count)))
     assert statuses == [200] * count
     assert len(arrived) == count
+
+
+@pytest.mark.skipif(not PROC_TCP.exists(), reason="needs Linux's /proc/net/tcp")
+async def test_a_keys_own_client_sends_keepalive_probes(stack, no_proxy_variables):
+    """The connections of the clients the router builds for litellm keep TCP keepalive
+    on, as the router's own do: a non-streamed answer that takes minutes behind a NAT
+    gateway. Read while the provider holds its answer. (Through a key's proxy httpcore
+    drops the options: its HTTPProxy does not hand them to its connections.)"""
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        await request.read()
+        holding.set()
+        await asyncio.wait_for(release.wait(), 10)
+        return web.json_response(COMPLETION)
+
+    async with raw_upstream("/v1/chat/completions", hold) as base:
+        held = key("a", f"{base}/v1", api_key="sk-held-0000000001", proxy="none")
+        url = await stack.router(messages_model(held))
+        client = anthropic_client(url)
+        asked = asyncio.create_task(client.messages.create(**MESSAGES))
+        try:
+            await asyncio.wait_for(holding.wait(), 10)
+            timers = timers_to(int(base.rsplit(":", 1)[1]))
+            release.set()
+            await asyncio.wait_for(asked, 10)
+        finally:
+            release.set()
+            await client.close()
+    assert timers and all(timer == 2 and 0 < due <= IDLE_SECONDS for timer, due in timers), timers

@@ -33,6 +33,7 @@ import importlib
 from typing import Any
 
 from router.types import Proxy
+from router.upstream import keepalive
 
 # litellm (1.104 to 1.110) checks every request with `tools` for its proxy's MCP
 # gateway by importing a module that needs the optional `mcp` package, so without this
@@ -118,7 +119,10 @@ def _proxy_transport(proxy: Proxy | None) -> Any:
         max_connections=cap if cap > 0 else None, max_keepalive_connections=cap if cap > 0 else None
     )
     return httpx.AsyncHTTPTransport(
-        proxy=through, verify=get_ssl_configuration(None), limits=limits
+        proxy=through,
+        verify=get_ssl_configuration(None),
+        limits=limits,
+        socket_options=keepalive.SOCKET_OPTIONS,  # as the router's own connections
     )
 
 
