@@ -19,13 +19,16 @@ its connection class (front_door.py adds the cap on open connections):
   number of fields (128 of 8 KiB, so a head may hold a megabyte, twice that once
   parsed, on each of a thousand connections), not their sum, as nginx's
   large_client_header_buffers and Envoy's max_request_headers_kb do; past it the
-  client gets a 431 in its dialect and the connection closes;
-- a compressed body an early answer left unread is dropped raw, not inflated;
-- a request aiohttp's parser refuses gets a JSON 400 that does not echo its bytes.
+  client gets a 431 in its dialect;
+- a request aiohttp's parser refuses gets a JSON 400 that does not echo its bytes
+  (refused_heads.py answers both); after either, what the client still sends is
+  dropped unparsed until it pauses, so that it reads the answer, not a reset;
+- a compressed body an early answer left unread is dropped raw, not inflated.
 
-`Connection` reaches into five attributes of aiohttp's `RequestHandler` (`_waiter`: the
-future it awaits between requests; the queue of parsed requests `_messages`;
-`_keepalive_handle`; `_request_in_progress`; `_current_request`, the request its handler
+`Connection` reaches into seven attributes of aiohttp's `RequestHandler` (`_waiter`: the
+future it awaits between requests; the queue of parsed requests `_messages`, whose
+refusals are `_ErrInfo`s; `_keepalive_handle`; `_request_in_progress`; `_close` and
+`_force_close`; `_current_request`, the request its handler
 is serving, which the drain at shutdown reads) and `BaseRequest._payload` (a request's
 body reader, read without its reified `content`); tests through real sockets
 (tests/integration/test_front_door.py) notice if a new aiohttp moves them.
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import struct
 import sys
@@ -45,37 +47,16 @@ from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import (
-    BadHttpMethod,
-    BadStatusLine,
-    HttpProcessingError,
-    InvalidURLError,
-)
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-from router.errors import HeadersTooLarge, one_line
-from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
+from router import refused_heads
+from router.errors import one_line
+from router.refused_heads import HeadTooLarge
 
 log = structlog.get_logger("router.front_door")
-
-# Where aiohttp's parser messages go on to quote the request's own bytes (`...
-# reading: b'...'`, `Invalid HTTP header: 'X-...'`): cut there, so neither the answer
-# nor the log repeats what the client sent. Its own quoted names (`Missing 'Host'
-# header`) stay.
-_QUOTED = re.compile(r""":\s.*$|\s*(?:bytearray\()?b['"].*$""")
-
-
-def _reason(error: BaseException) -> str:
-    """Why the parser refused a request, without the request's bytes."""
-    if isinstance(error, InvalidURLError):
-        return "invalid request target"  # its message is the target itself
-    if isinstance(error, BadStatusLine):
-        return "invalid request line"  # its message quotes the line (the method)
-    line = str(getattr(error, "message", "") or "").strip().partition("\n")[0]
-    return _QUOTED.sub("", line).rstrip(":. ")[:200] or "unreadable request"
-
 
 _ENCODING, _IDENTITY = "Content-Encoding", "identity"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
@@ -84,40 +65,6 @@ _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "li
 _TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
 
 
-class HeadTooLarge(HttpProcessingError):
-    """A request head past `max_head` bytes, queued as the parser queues its errors so
-    that requests before it are answered first; `target` is its request target, as far
-    as it came, for the answer's dialect."""
-
-    code = 431
-    message = "Request Header Fields Too Large"
-
-    def __init__(self, size: int, limit: int, target: bytes) -> None:
-        super().__init__()
-        self.size = size
-        self.limit = limit
-        self.target = target
-
-
-def _head_size(message: RawRequestMessage) -> int:
-    """A parsed head's bytes, near enough: its request line and its fields."""
-    fields = sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
-    return len(message.method) + len(message.path) + 12 + fields + 2
-
-
-def _target(start: bytes) -> bytes:
-    """The request target from the first bytes of a head (`POST /v1/messages ...`)."""
-    parts = start.split(b" ", 2)
-    return parts[1] if len(parts) > 1 else b""
-
-
-def _dialect_of(target: bytes) -> Any:
-    path = target.partition(b"?")[0]
-    anthropic = path == b"/v1/messages" or path.startswith(b"/v1/messages/")
-    return ANTHROPIC_MESSAGES if anthropic else OPENAI_CHAT
-
-
-_TARGET_PEEK = 512  # bytes of a head kept for its target, should it grow too large
 # After a head too large, what the client still sends is dropped until it pauses this
 # long (nginx's lingering_timeout), or for lingering_time in all.
 _LINGER_QUIET = 5.0
@@ -244,7 +191,7 @@ class Connection(RequestHandler):
             for at in range(queued, len(messages)):
                 message = messages[at][0]
                 if isinstance(message, RawRequestMessage):
-                    size = _head_size(message)
+                    size = refused_heads.head_size(message)
                     if size > self._max_head:
                         while len(messages) > at:  # it, and what came after it
                             messages.pop()
@@ -254,11 +201,11 @@ class Connection(RequestHandler):
         if in_body or not data:
             return False
         if not self._head_bytes:
-            self._head_start = data[:_TARGET_PEEK]
+            self._head_start = data[: refused_heads.TARGET_PEEK]
         self._head_bytes += len(data)
         if self._head_bytes <= self._max_head:
             return False
-        self._refuse_head(self._head_bytes, _target(self._head_start))
+        self._refuse_head(self._head_bytes, refused_heads.target_of(self._head_start))
         return True
 
     def _refuse_head(self, size: int, target: bytes) -> None:
@@ -315,7 +262,7 @@ class Connection(RequestHandler):
             self.close()
             return True
         if refused:
-            reason = _reason(refused)
+            reason = refused_heads.reason(refused)
             body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
         body.feed_eof()
         self._broken = body
@@ -393,25 +340,13 @@ class Connection(RequestHandler):
         client's bad request; not a traceback at error level per request any client
         can send. Other errors stay aiohttp's."""
         if isinstance(exc, HeadTooLarge):
-            dialect = _dialect_of(exc.target)
-            error = HeadersTooLarge(
-                f"request headers too large: {exc.size} bytes, over the router's "
-                f"{exc.limit} (server.max_header_bytes)"
-            )
-            body, status = dialect.error_body(error), dialect.error_status(error)
-            response = web.json_response(body, status=status, headers=error.headers())
-            response.force_close()
-            return response
+            return refused_heads.too_large(exc)
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        reason = _reason(exc)
+        reason = refused_heads.reason(exc)
         noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)  # not HTTP
         (log.debug if noise else log.info)("bad_http_request", reason=reason)
-        error = {"message": f"malformed HTTP request: {reason}", "type": "invalid_request_error",
-                 "param": None, "code": "bad_http_request"}  # fmt: skip
-        response = web.json_response({"error": error}, status=400)
-        response.force_close()
-        return response
+        return refused_heads.malformed(reason)
 
     def pause_writing(self) -> None:
         """The transport's buffer is past its high-water mark: the client reads slower

@@ -33,7 +33,8 @@ ALLOWED: dict[str, set[str]] = {
         *("config", "failover"),
     },
     "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
-    "client_connection": {"errors", "wire"},  # one client connection: deadlines, head size
+    "refused_heads": {"errors", "wire"},  # the answers to heads refused before a handler
+    "client_connection": {"errors", "refused_heads"},  # one client connection's limits
     "front_door": {"client_connection", "fast_paths"},  # the connection cap, the drain's
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {
