@@ -68,6 +68,10 @@ _TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
 # After a head too large, what the client still sends is dropped until it pauses this
 # long (nginx's lingering_timeout), or for lingering_time in all.
 _LINGER_QUIET = 5.0
+# A chunked request body may come in this many chunks, and past that in chunks of this
+# many bytes on average (aiohttp pauses its parser at 4,096 chunks buffered).
+_FREE_CHUNKS, _MIN_CHUNK = 4096, 128
+_FRAMED = _FREE_CHUNKS * 5  # bytes: a chunk's framing is 5 at least (`1\r\n`, `\r\n`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class Connection(RequestHandler):
     __slots__ = (
         "_body",
         "_broken",
+        "_chunks",
         "_deadline",
         "_discard",
         "_door",
@@ -122,6 +127,7 @@ class Connection(RequestHandler):
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
+        self._chunks = 0  # chunks of it parsed so far, when it is chunked
         self._broken: StreamReader | None = None  # a body that broke: its answer closes
         # What arrives is dropped unparsed: a compressed body left unread by its answer
         # (`_drop_rest`), or all that follows a head too large (`_refuse_head`). Its
@@ -138,9 +144,15 @@ class Connection(RequestHandler):
             self._dropped(len(data))
             return
         queued = len(self._messages)
-        in_body = self._body is not None
+        body = self._body
+        chunks = len(body._http_chunk_splits or ()) if body is not None else 0
         super().data_received(data)
-        if self._head_over(data, queued, in_body):
+        if self._head_over(data, queued, body is not None):
+            return
+        # A read under `_FRAMED` bytes cannot hold more than `_FREE_CHUNKS` new chunks.
+        if (body is not None or len(data) > _FRAMED) and self._too_many_chunks(
+            body, chunks, queued
+        ):
             return
         waiter = self._waiter  # pending: between requests, no complete head yet
         if self._body is not None and self._broke_body(queued):
@@ -150,6 +162,7 @@ class Connection(RequestHandler):
             self._head_waiter = None
             payload = self._messages[-1][1]
             self._body = None if payload.is_eof() else payload
+            self._chunks = 0  # counted from its next read (this one's, _too_many_chunks)
             # Its content may have broken in this very read (gzip that is not).
             if self._body is not None and not self._broke_body(len(self._messages)):
                 self._arm(self._loop.time() + self._reading.body)
@@ -168,6 +181,17 @@ class Connection(RequestHandler):
         if self._body is None and self._head_waiter is None:
             self._disarm()
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """Only when reading was paused. aiohttp's body reader calls this each time it
+        hands out a piece below its low-water mark, and aiohttp's own feeds the parser
+        an empty read each time (`data_received(b"")`), paused or not: about 10 us a
+        piece. A chunked body in one-byte chunks is a piece a byte, so a megabyte of it
+        took ten seconds of the loop's time. Unpaused, the parser has nothing left to
+        resume and the transport is reading (or held for the queue of requests, which
+        this would not release either)."""
+        if self._reading_paused:
+            super().resume_reading(resume_parser)
+
     def _head_over(self, data: bytes, queued: int, in_body: bool) -> bool:
         """Whether a request head was refused with this read: by aiohttp's parser (its
         error is queued, a 400), or by growing past `max_head` (a 431 takes its place
@@ -176,12 +200,11 @@ class Connection(RequestHandler):
         over the limit together, so a plain request costs a comparison. Bytes of a head
         that began in the read that ended the request before it are not counted:
         pipelined, a head can pass the limit by one read."""
-        if self._force_close or self._close:
-            return False
         messages = self._messages
-        if len(messages) > queued:  # heads ended in this read
+        if len(messages) > queued:  # heads ended in this read (none while closing)
             last = messages[-1][0]
-            if type(last) is _ErrInfo and not in_body:  # a body's breaks are _broke_body's
+            # A body's breaks are _broke_body's; a bad head after a body that ended, not.
+            if type(last) is _ErrInfo and not (in_body and not self._body.is_eof()):  # type: ignore[union-attr]
                 messages[-1] = (last, self._linger())
                 return True
             counted = self._head_bytes + len(data)
@@ -198,7 +221,7 @@ class Connection(RequestHandler):
                         self._refuse_head(size, message.path.encode("utf-8", "replace"))
                         return True
             return False
-        if in_body or not data:
+        if in_body or not data or self._force_close or self._close:
             return False
         if not self._head_bytes:
             self._head_start = data[: refused_heads.TARGET_PEEK]
@@ -233,6 +256,52 @@ class Connection(RequestHandler):
         self._deadline = self._loop.time() + _LINGER_QUIET
         self._timer = self._loop.call_at(self._deadline, self._quiet)
         return payload
+
+    def _too_many_chunks(self, body: StreamReader | None, before: int, queued: int) -> bool:
+        """Whether a chunked body came in too many chunks for its size with this read
+        (`_chunks_too_small`): the body being read, which had `before` chunks parsed,
+        or one begun in this read (only a read over `_FRAMED` bytes can hold too many).
+        Each chunk parsed is an entry in the body's `_http_chunk_splits`, which its
+        reader drops only as it reads, never during a parse; `_chunks` keeps the count
+        for the body being read from the read after its head's, so a body begun in a
+        large read may have twice the chunks allowed."""
+        if body is not None and body._http_chunk_splits is not None:
+            self._chunks += len(body._http_chunk_splits) - before
+            if self._chunks > _FREE_CHUNKS and self._chunks * _MIN_CHUNK > body.total_bytes:
+                self._chunks_too_small(body, self._chunks)
+                return True
+        messages = self._messages
+        for at in range(queued, len(messages)):  # bodies begun in this read
+            payload = messages[at][1]
+            splits = getattr(payload, "_http_chunk_splits", None)  # not on an empty one
+            count = len(splits) if splits is not None else 0
+            if count > _FREE_CHUNKS and count * _MIN_CHUNK > payload.total_bytes:
+                self._chunks_too_small(payload, count)
+                return True
+        return False
+
+    def _chunks_too_small(self, body: StreamReader, chunks: int) -> None:
+        """A chunked body whose chunks are too many for its size: the body breaks (a 400
+        `invalid_body` to the handler reading it, as a broken chunked framing is), and
+        nothing more is parsed on this connection, which closes after the answer. Each
+        chunk costs aiohttp a few microseconds of the loop, whatever its size: a body
+        in one-byte chunks cost a second of CPU a megabyte, in stalls of 200 ms for
+        every other request."""
+        log.info("request_chunks_too_small", chunks=chunks, bytes=body.total_bytes)
+        body.set_exception(
+            web.RequestPayloadError(
+                f"its chunks are too small: {chunks} chunks for {body.total_bytes} "
+                f"bytes (past {_FREE_CHUNKS} chunks, {_MIN_CHUNK} bytes a chunk at least)"
+            )
+        )
+        body.feed_eof()
+        self._discard = (body, None)  # what still comes is dropped, not parsed
+        self._body = None
+        self._disarm()
+        if self._request_in_progress or any(payload is body for _, payload in self._messages):
+            self._broken = body  # its answer closes the connection (finish_response)
+        else:
+            self.close()  # aiohttp was reading it out after an early answer
 
     def _broke_body(self, queued: int) -> bool:
         """Whether the bytes just parsed broke the body being read; it is ended then.
@@ -425,10 +494,13 @@ class Connection(RequestHandler):
         self._timer = None
         if self._discard is None:
             return
+        reader = self._discard[0]
+        if any(payload is reader for _, payload in self._messages):
+            self._deadline = self._loop.time() + _LINGER_QUIET  # not answered yet
         if self._loop.time() < self._deadline:
             self._timer = self._loop.call_at(self._deadline, self._quiet)
             return
-        self._discard[0].feed_eof()
+        reader.feed_eof()
 
     def _arm(self, deadline: float) -> None:
         self._deadline = deadline

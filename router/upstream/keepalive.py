@@ -31,7 +31,8 @@ _TCP_OPTIONS = tuple(
 )
 
 # The same, as `(level, option, value)` for an httpx transport's `socket_options` (the
-# clients the router builds for litellm: translate/litellm_internals.py).
+# clients the router builds for litellm: translate/litellm_internals.py). httpcore's
+# HTTPProxy does not hand them to its connections: through a key's proxy they are lost.
 SOCKET_OPTIONS = (
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
     *((socket.IPPROTO_TCP, option, value) for option, value in _TCP_OPTIONS),

@@ -144,3 +144,24 @@ async def test_a_client_still_sending_a_refused_head_reads_its_error(stack, refu
     assert answer.startswith(status), answer[:200]
     assert code in answer
     assert not sim.requests
+
+
+async def test_a_bad_head_in_the_read_that_ends_a_body_is_lingered_over_too(stack):
+    """The end of one request's body and a head the parser refuses in one read: the
+    first is answered, then the 400, although the client goes on sending."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    request = _head(url)
+    half = len(request) - len(REQUEST) // 2
+    async with _socket(url) as (reader, writer):
+        writer.write(request[:half])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the body's first half in a read of its own
+        writer.write(request[half:] + b"GET / HTTP/1.1\r\nX-Bad: \x01\r\n\r\n")
+        for _ in range(16):
+            writer.write(b"x" * (1 << 14))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+        second = await _answer(reader)
+    assert second.startswith(b"HTTP/1.0 400 ") and b'"bad_http_request"' in second

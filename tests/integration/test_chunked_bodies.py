@@ -1,0 +1,82 @@
+"""A chunked request body: what its chunks may cost the router (the front door)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from structlog.testing import capture_logs
+
+from tests.configs import key, model, preferring_a, route, routes_yaml
+from tests.conftest import SIM_A, SIM_B
+from tests.integration.test_front_door import _answer, _socket
+
+BOTH_LOOPS = True  # reads come in other sizes on uvloop
+
+
+def _chunked(url: str, path: str, body: bytes, size: int) -> bytes:
+    """A request whose body is sent in chunks of `size` bytes."""
+    authority = url.removeprefix("http://")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[at : at + size]), body[at : at + size])
+        for at in range(0, len(body), size)
+    )
+    return head + chunks + b"0\r\n\r\n"
+
+
+def _body(words: int, name: str = "gpt-4o") -> bytes:
+    messages = [{"role": "user", "content": "x " * words}]
+    return json.dumps({"model": name, "messages": messages}).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+)
+async def test_a_body_in_chunks_of_a_byte_is_refused_in_the_endpoints_dialect(stack, path, shape):
+    """aiohttp spends a few microseconds of the loop on each chunk, whatever its size: a
+    megabyte in one-byte chunks was a second of CPU and stalls of 200 ms for every other
+    request. Past 4,096 chunks a body must average 128 bytes a chunk: this one is a 400
+    `invalid_body` in the endpoint's dialect, and reaches no provider."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    with capture_logs() as logs:
+        async with _socket(url) as (reader, writer):
+            writer.write(_chunked(url, path, _body(10_000), 1))
+            answer = await _answer(reader)
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"connection: close" in head.lower()
+    error = json.loads(text)
+    if shape == "anthropic":
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+        assert "chunks are too small" in error["error"]["message"]
+    else:
+        assert error["error"]["code"] == "invalid_body"
+        assert "chunks are too small" in error["error"]["message"]
+    assert not sim.requests
+    refused = [entry for entry in logs if entry["event"] == "request_chunks_too_small"]
+    assert len(refused) == 1 and refused[0]["chunks"] > 4096
+
+
+@pytest.mark.parametrize(("words", "size"), [(1_000, 1), (400_000, 150), (400_000, 16_384)])
+async def test_bodies_in_chunks_of_any_sensible_size_are_served(stack, words, size):
+    """A small body in tiny chunks (under 4,096 of them), and a large one (5,300 chunks
+    of 150 bytes, or 16 KiB ones), on one kept connection. (A model with no known context
+    window, so that 800 KB of prompt is not counted against one.)"""
+    sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(
+        routes_yaml(
+            keys=[key("a", sim_url, api_key=SIM_A.api_key)],
+            models={"long": model(route("a", "sim-long-context"))},
+        ),
+    )
+    async with _socket(url) as (reader, writer):
+        for _ in range(2):
+            writer.write(_chunked(url, "/v1/chat/completions", _body(words, "long"), size))
+            assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+    assert len(sim.requests) == 2
