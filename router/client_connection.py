@@ -154,6 +154,8 @@ class Connection(RequestHandler):
             body, chunks, queued
         ):
             return
+        if body is not None and body.is_eof():
+            self._body_ended(body)
         waiter = self._waiter  # pending: between requests, no complete head yet
         if self._body is not None and self._broke_body(queued):
             pass  # the body being read broke: ended, and timed no more
@@ -279,6 +281,22 @@ class Connection(RequestHandler):
                 self._chunks_too_small(payload, count)
                 return True
         return False
+
+    def _body_ended(self, body: StreamReader) -> None:
+        """A request body came to its end in this read. aiohttp's parser counts a request
+        as queued once its body has ended, and its handler loop frees the slot when it
+        takes the request, which it does at the head (a slot that was not counted yet is
+        not freed). So each request whose body came after its handler took it left the
+        count one higher, for good: after a few, requests pipelined behind them stalled
+        once the parser thought its 32 slots full (31 of 40 pipelined answered after
+        three bodies sent apart from their heads; stock aiohttp recovers when a body's
+        reader feeds its parser again, which the router no longer needs). The slot is
+        freed here instead: a count one low only lets one more request queue."""
+        if any(payload is body for _, payload in self._messages):
+            return  # not taken yet: the handler loop frees its slot when it takes it
+        consumed = getattr(self._parser, "message_consumed", None)
+        if consumed is not None:
+            consumed()
 
     def _chunks_too_small(self, body: StreamReader, chunks: int) -> None:
         """A chunked body whose chunks are too many for its size: the body breaks (a 400
