@@ -69,7 +69,7 @@ _TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
 # long (nginx's lingering_timeout), or for lingering_time in all.
 _LINGER_QUIET = 5.0
 # A chunked request body may come in this many chunks, and past that in chunks of this
-# many bytes on average (aiohttp pauses its parser at 4,096 chunks buffered).
+# many bytes on average.
 _FREE_CHUNKS, _MIN_CHUNK = 4096, 128
 _FRAMED = _FREE_CHUNKS * 5  # bytes: a chunk's framing is 5 at least (`1\r\n`, `\r\n`)
 
@@ -99,6 +99,7 @@ class Connection(RequestHandler):
         "_body",
         "_broken",
         "_chunks",
+        "_crlfs",
         "_deadline",
         "_discard",
         "_door",
@@ -127,7 +128,8 @@ class Connection(RequestHandler):
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
-        self._chunks = 0  # chunks of it parsed so far, when it is chunked
+        self._chunks = 0  # chunks of it since its head's read, when it is chunked
+        self._crlfs = -1  # CRLFs of it since then; -1: it is not compressed
         self._broken: StreamReader | None = None  # a body that broke: its answer closes
         # What arrives is dropped unparsed: a compressed body left unread by its answer
         # (`_drop_rest`), or all that follows a head too large (`_refuse_head`). Its
@@ -145,26 +147,29 @@ class Connection(RequestHandler):
             return
         queued = len(self._messages)
         body = self._body
-        chunks = len(body._http_chunk_splits or ()) if body is not None else 0
+        noted = len(body._http_chunk_splits or ()) if body is not None else 0
         super().data_received(data)
         if self._head_over(data, queued, body is not None):
             return
         # A read under `_FRAMED` bytes cannot hold more than `_FREE_CHUNKS` new chunks.
         if (body is not None or len(data) > _FRAMED) and self._too_many_chunks(
-            body, chunks, queued
+            body, data, noted, queued
         ):
             return
-        if body is not None and body.is_eof():
-            self._body_ended(body)
+        refeed = body is not None and body.is_eof() and self._body_ended(body)
         waiter = self._waiter  # pending: between requests, no complete head yet
         if self._body is not None and self._broke_body(queued):
             pass  # the body being read broke: ended, and timed no more
         elif len(self._messages) > queued:  # a head is complete
             self._door.used(self)
             self._head_waiter = None
-            payload = self._messages[-1][1]
+            message, payload = self._messages[-1]
             self._body = None if payload.is_eof() else payload
-            self._chunks = 0  # counted from its next read (this one's, _too_many_chunks)
+            if self._body is not None:
+                # Chunks counted from its next read (this one's: _too_many_chunks); those
+                # of a compressed body by their framing.
+                self._chunks = 0
+                self._crlfs = 0 if message.chunked and message.compression else -1
             # Its content may have broken in this very read (gzip that is not).
             if self._body is not None and not self._broke_body(len(self._messages)):
                 self._arm(self._loop.time() + self._reading.body)
@@ -182,17 +187,11 @@ class Connection(RequestHandler):
                 self._keepalive_handle = None
         if self._body is None and self._head_waiter is None:
             self._disarm()
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        """Only when reading was paused. aiohttp's body reader calls this each time it
-        hands out a piece below its low-water mark, and aiohttp's own feeds the parser
-        an empty read each time (`data_received(b"")`), paused or not: about 10 us a
-        piece. A chunked body in one-byte chunks is a piece a byte, so a megabyte of it
-        took ten seconds of the loop's time. Unpaused, the parser has nothing left to
-        resume and the transport is reading (or held for the queue of requests, which
-        this would not release either)."""
-        if self._reading_paused:
-            super().resume_reading(resume_parser)
+        if refeed and not (self._buffer_paused or self._close or self._force_close):
+            # The parser may have stopped on a count that was one too high, the rest of
+            # this read kept in its tail: it parses that now, as aiohttp would once the
+            # queue drained, which it does not wait for here.
+            self.data_received(b"")
 
     def _head_over(self, data: bytes, queued: int, in_body: bool) -> bool:
         """Whether a request head was refused with this read: by aiohttp's parser (its
@@ -259,44 +258,59 @@ class Connection(RequestHandler):
         self._timer = self._loop.call_at(self._deadline, self._quiet)
         return payload
 
-    def _too_many_chunks(self, body: StreamReader | None, before: int, queued: int) -> bool:
+    def _too_many_chunks(
+        self, body: StreamReader | None, data: bytes, noted: int, queued: int
+    ) -> bool:
         """Whether a chunked body came in too many chunks for its size with this read
-        (`_chunks_too_small`): the body being read, which had `before` chunks parsed,
-        or one begun in this read (only a read over `_FRAMED` bytes can hold too many).
-        Each chunk parsed is an entry in the body's `_http_chunk_splits`, which its
-        reader drops only as it reads, never during a parse; `_chunks` keeps the count
-        for the body being read from the read after its head's, so a body begun in a
-        large read may have twice the chunks allowed."""
+        (`_chunks_too_small`): the body being read, or one begun in this read (only a
+        read over `_FRAMED` bytes can hold too many). The body being read has its
+        chunks counted from the read after its head's: each chunk that adds to it is
+        an entry in its `_http_chunk_splits` (`noted` of them before this read's
+        parse), which its reader drops only as it reads, never during a parse. A
+        compressed body's chunks may inflate to nothing and add nothing, so its are
+        counted as they arrive, two CRLFs each (its size line's and its data's;
+        compressed bytes hold few CRLFs of their own). A body begun in a read is
+        judged there by the chunks noted (a compressed one by the read's CRLFs), so
+        one begun in a large read may have twice the chunks allowed."""
         if body is not None and body._http_chunk_splits is not None:
-            self._chunks += len(body._http_chunk_splits) - before
-            if self._chunks > _FREE_CHUNKS and self._chunks * _MIN_CHUNK > body.total_bytes:
-                self._chunks_too_small(body, self._chunks)
-                return True
+            self._chunks += len(body._http_chunk_splits) - noted
+        if body is not None and self._crlfs >= 0:
+            self._crlfs += data.count(b"\r\n")
+            self._chunks = max(self._chunks, self._crlfs // 2)
+        chunks = self._chunks
+        if body is not None and chunks > _FREE_CHUNKS and chunks * _MIN_CHUNK > body.total_bytes:
+            self._chunks_too_small(body, chunks)
+            return True
         messages = self._messages
         for at in range(queued, len(messages)):  # bodies begun in this read
-            payload = messages[at][1]
+            message, payload = messages[at]
             splits = getattr(payload, "_http_chunk_splits", None)  # not on an empty one
             count = len(splits) if splits is not None else 0
+            if getattr(message, "chunked", False) and getattr(message, "compression", None):
+                count = max(count, data.count(b"\r\n") // 2)  # the whole read's
             if count > _FREE_CHUNKS and count * _MIN_CHUNK > payload.total_bytes:
                 self._chunks_too_small(payload, count)
                 return True
         return False
 
-    def _body_ended(self, body: StreamReader) -> None:
+    def _body_ended(self, body: StreamReader) -> bool:
         """A request body came to its end in this read. aiohttp's parser counts a request
         as queued once its body has ended, and its handler loop frees the slot when it
         takes the request, which it does at the head (a slot that was not counted yet is
         not freed). So each request whose body came after its handler took it left the
         count one higher, for good: after a few, requests pipelined behind them stalled
         once the parser thought its 32 slots full (31 of 40 pipelined answered after
-        three bodies sent apart from their heads; stock aiohttp recovers when a body's
-        reader feeds its parser again, which the router no longer needs). The slot is
-        freed here instead: a count one low only lets one more request queue."""
+        three bodies sent apart from their heads; aiohttp's own body read feeds its
+        parser again, which the router's `arrived()` skips). The slot is freed here
+        instead (a count one low only lets one more request queue); True if it was, and
+        the caller has the parser go on (`data_received`)."""
         if any(payload is body for _, payload in self._messages):
-            return  # not taken yet: the handler loop frees its slot when it takes it
+            return False  # not taken yet: the handler loop frees its slot when it takes it
         consumed = getattr(self._parser, "message_consumed", None)
-        if consumed is not None:
-            consumed()
+        if consumed is None:
+            return False
+        consumed()
+        return True
 
     def _chunks_too_small(self, body: StreamReader, chunks: int) -> None:
         """A chunked body whose chunks are too many for its size: the body breaks (a 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 from structlog.testing import capture_logs
@@ -80,3 +81,23 @@ async def test_bodies_in_chunks_of_any_sensible_size_are_served(stack, words, si
             writer.write(_chunked(url, "/v1/chat/completions", _body(words, "long"), size))
             assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
     assert len(sim.requests) == 2
+
+
+async def test_a_gzip_body_padded_with_empty_blocks_in_chunks_of_a_byte_is_refused(stack):
+    """Chunks of gzip that inflate to nothing add nothing to the body, so aiohttp notes
+    none of them: they are counted by their framing instead."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    deflate = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    padded = deflate.compress(_body(10)) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    padded += b"\x00\x00\x00\xff\xff" * 5_000  # empty stored blocks: they inflate to nothing
+    padded += deflate.flush()
+    request = _chunked(url, "/v1/chat/completions", padded, 1)
+    at = request.index(b"Transfer-Encoding")
+    request = request[:at] + b"Content-Encoding: gzip\r\n" + request[at:]
+    async with _socket(url) as (reader, writer):
+        writer.write(request)
+        answer = await _answer(reader)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"chunks are too small" in answer
+    assert not sim.requests

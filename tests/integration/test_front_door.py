@@ -692,3 +692,19 @@ async def test_requests_pipelined_after_bodies_sent_apart_from_their_heads_are_a
         writer.write(_head(url) * 40)
         answers = [await _answer(reader) for _ in range(40)]
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+
+
+async def test_requests_pipelined_in_the_read_that_ends_a_body_sent_apart_are_all_served(stack):
+    """A body sent after its head, with 40 requests pipelined in the same write: the
+    parser stopped at its count of 32 before the body's slot was freed, and nothing
+    had it parse the rest."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    request = _head(url)
+    async with _socket(url) as (reader, writer):
+        writer.write(request[: -len(REQUEST)])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # its handler has taken it
+        writer.write(REQUEST + request * 40)
+        answers = [await _answer(reader) for _ in range(41)]
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
