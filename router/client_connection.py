@@ -251,6 +251,9 @@ class Connection(RequestHandler):
         refusal's body, which aiohttp lingers over once the refusal is answered."""
         payload = StreamReader(self, 2**16, loop=self._loop)
         self._discard = (payload, None)
+        # Nothing is parsed again: the head it holds (up to the limit and a read, twice
+        # over once parsed) goes now, not when the lingering ends.
+        self._parser = None
         self._head_bytes, self._head_start = 0, b""
         self._head_waiter = self._body = None
         self._disarm()
