@@ -320,8 +320,8 @@ class Connection(RequestHandler):
         `invalid_body` to the handler reading it, as a broken chunked framing is), and
         nothing more is parsed on this connection, which closes after the answer. Each
         chunk costs aiohttp a few microseconds of the loop, whatever its size: a body
-        in one-byte chunks cost a second of CPU a megabyte, in stalls of 200 ms for
-        every other request."""
+        in one-byte chunks cost over a second of CPU a megabyte, in stalls of up to
+        300 ms for every other request."""
         log.info("request_chunks_too_small", chunks=chunks, bytes=body.total_bytes)
         body.set_exception(
             web.RequestPayloadError(

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from tests.configs import key, model, preferring_a, route, routes_yaml
 from tests.conftest import SIM_A, SIM_B
-from tests.integration.test_front_door import _answer, _socket
+from tests.integration.test_front_door import _answer, _dialect_error, _socket
 
 BOTH_LOOPS = True  # reads come in other sizes on uvloop
 
@@ -52,13 +52,8 @@ async def test_a_body_in_chunks_of_a_byte_is_refused_in_the_endpoints_dialect(st
     head, _, text = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), head
     assert b"connection: close" in head.lower()
-    error = json.loads(text)
-    if shape == "anthropic":
-        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
-        assert "chunks are too small" in error["error"]["message"]
-    else:
-        assert error["error"]["code"] == "invalid_body"
-        assert "chunks are too small" in error["error"]["message"]
+    message = _dialect_error(text, shape == "anthropic", "invalid_body")
+    assert "chunks are too small" in message
     assert not sim.requests
     refused = [entry for entry in logs if entry["event"] == "request_chunks_too_small"]
     assert len(refused) == 1 and refused[0]["chunks"] > 4096

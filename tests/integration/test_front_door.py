@@ -90,6 +90,17 @@ def _head(url: str, extra: str = "") -> bytes:
     ).encode() + REQUEST
 
 
+def _dialect_error(text: bytes, anthropic: bool, code: str) -> str:
+    """The message of an error body, once its shape is checked: Anthropic's
+    `invalid_request_error`, or OpenAI's with `code`."""
+    error = json.loads(text)
+    if anthropic:
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    else:
+        assert error["error"]["code"] == code
+    return str(error["error"]["message"])
+
+
 async def _closed_by_router(reader: asyncio.StreamReader) -> bytes:
     """Everything the router writes until it closes the connection (10 s at most)."""
     async with asyncio.timeout(10):

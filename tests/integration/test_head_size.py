@@ -15,6 +15,7 @@ from tests.integration.test_front_door import (
     REQUEST,
     _answer,
     _closed_by_router,
+    _dialect_error,
     _head,
     _socket,
 )
@@ -59,14 +60,7 @@ async def test_a_head_over_max_header_bytes_gets_a_431_in_the_endpoints_dialect(
     head, _, text = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 431 "), head
     assert b"x-should-retry: false" in head.lower()
-    error = json.loads(text)
-    if path == "/v1/messages":
-        assert error["type"] == "error"
-        assert error["error"]["type"] == "invalid_request_error"
-        message = error["error"]["message"]
-    else:
-        assert error["error"]["code"] == "request_header_too_large"
-        message = error["error"]["message"]
+    message = _dialect_error(text, path == "/v1/messages", "request_header_too_large")
     assert "server.max_header_bytes" in message and "8192" in message
     assert not sim.requests
     refused = [entry for entry in logs if entry["event"] == "request_head_too_large"]
