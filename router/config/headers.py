@@ -67,7 +67,7 @@ def parse_headers(at: Field) -> KeyHeaders:
         if not (value.isascii() and value.replace("\t", " ").isprintable()):
             # Never quoted: the value may be a secret.
             raise entry.error("the value holds a line end, a control or a non-ASCII character")
-        headers[name] = value
+        headers[lowered] = value  # lowercase, as the client's are: the key's replace them
         if expansion.referenced:
             secrets.append(value)
     return KeyHeaders(headers, tuple(secrets), tuple(dict.fromkeys(unset)))

@@ -2,12 +2,10 @@
 
 The client's body goes byte for byte unless the route's upstream model name differs or
 the router asks for usage; the client's headers go less those the key sets itself, then
-the key's own and the provider's auth.
+the key's own and the provider's auth, each name once.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 from router.failover.call import Call
 from router.types import Key, Route
@@ -18,13 +16,12 @@ from router.wire.redact import StreamRedaction, stream_redaction
 
 
 def headers_for(call: Call, key: Key, provider: Provider) -> dict[str, str]:
-    """The headers of a passthrough request to `key`'s provider."""
-    return {
-        **(call.headers if not key.headers else _without(call.headers, key.headers)),
-        **key.headers,  # routes.yaml's; never an auth or framing header (config refuses)
-        **provider.auth_headers(key, call.headers),
-        "Content-Type": "application/json",
-    }
+    """The headers of a passthrough request to `key`'s provider. Every name is
+    lowercase (the client's are, and config lowercases a key's), so what the key sets
+    replaces what the client sent, and the provider's auth replaces both: each name
+    goes once."""
+    sent = {**call.headers, **key.headers} if key.headers else call.headers
+    return {**sent, **provider.auth_headers(key, sent), "content-type": "application/json"}
 
 
 def body_for(call: Call, route: Route, *, ask_usage: bool) -> bytes:
@@ -43,9 +40,3 @@ def key_redaction(route: Route, dialect: Dialect) -> StreamRedaction:
     and replaced in what it answers."""
     key = route.key
     return stream_redaction(key.api_key, dialect.error_hint, key.header_secrets)
-
-
-def _without(client: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers less those the key sets itself (names ignore case)."""
-    names = {name.lower() for name in own}
-    return {name: value for name, value in client.items() if name.lower() not in names}

@@ -61,17 +61,25 @@ _DROPPED_REQUEST_HEADERS = frozenset(
         "upgrade",
         "accept-encoding",
         "expect",
+        "content-type",  # the router's own: the body it sends is always JSON
     }
 )
 
 
 def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers that may go upstream (SDK hints such as `openai-beta`).
+    """The client's headers that may go upstream (SDK hints such as `openai-beta`), by
+    lowercase name, each name once.
 
     Hop-by-hop headers stay on the client's connection: the fixed ones, and any that
-    its `Connection` header nominates (RFC 9110 §7.6.1). A client sends the same header
-    names on every request, so which of them go is kept per list of names (and
-    `Connection` value): a request pays for one lookup, not a test per header.
+    its `Connection` header nominates (RFC 9110 §7.6.1); and Content-Type, which the
+    router sets. Names are lowercased, as on HTTP/2, so that a key's headers and the
+    provider's (`anthropic-version`) replace the client's instead of going next to
+    them: a field such as anthropic-version sent twice, in two spellings, is one a
+    strict server refuses. A name the client sent more than once goes once, its values
+    joined with ", " (RFC 9110 §5.3).
+    A client sends the same header names on every request, so which of them go, and
+    under what name, is kept per list of names (and `Connection` value): a request
+    pays for one lookup, not a test per header.
     """
     items = tuple(client_headers.items())
     # Not keys(): multidict's view lists a name once however many times it was sent.
@@ -82,22 +90,33 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
         if len(_kept_by_shape) >= _MAX_HEADER_SHAPES:
             _kept_by_shape.clear()  # many clients, or one varying its headers: start over
         _kept_by_shape[shape] = kept
-    return dict(compress(items, kept))
+    names, mask, repeated = kept
+    values = compress(map(_value, items), mask)
+    if not repeated:
+        return dict(zip(names, values, strict=True))
+    joined: dict[str, str] = {}
+    for name, value in zip(names, values, strict=True):
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return joined
 
 
 _MAX_HEADER_SHAPES = 256
 _name = itemgetter(0)
-_kept_by_shape: dict[tuple[tuple[str, ...], str | None], tuple[bool, ...]] = {}
+_value = itemgetter(1)
+# Per list of names: the lowercase names that go, which of the client's fields they
+# are, and whether a name comes more than once.
+_Kept = tuple[tuple[str, ...], tuple[bool, ...], bool]
+_kept_by_shape: dict[tuple[tuple[str, ...], str | None], _Kept] = {}
 
 
-def _kept(names: tuple[str, ...], nominated: str | None) -> tuple[bool, ...]:
+def _kept(names: tuple[str, ...], nominated: str | None) -> _Kept:
     dropped = _DROPPED_REQUEST_HEADERS
     if nominated:
         dropped = dropped | {name.strip().lower() for name in nominated.split(",")}
-    return tuple(
-        (lowered := name.lower()) not in dropped and not lowered.startswith("x-router-")
-        for name in names
-    )
+    lowered = tuple(name.lower() for name in names)
+    mask = tuple(name not in dropped and not name.startswith("x-router-") for name in lowered)
+    sent = tuple(compress(lowered, mask))
+    return sent, mask, len(set(sent)) != len(sent)
 
 
 # The router's own limits, not the upstream's fault: out of file descriptors (process,

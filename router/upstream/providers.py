@@ -21,7 +21,10 @@ class Provider(Protocol):
 
     def url(self, key: Key, operation: Operation, model: str) -> str: ...
 
-    def auth_headers(self, key: Key, client_headers: Mapping[str, str]) -> dict[str, str]: ...
+    def auth_headers(self, key: Key, headers: Mapping[str, str]) -> dict[str, str]:
+        """The key's credential (and what goes with it), given the request's other
+        headers by lowercase name; replaces any of those with the same name."""
+        ...
 
     def headroom(self, headers: Mapping[str, str]) -> Headroom | None: ...
 
@@ -41,8 +44,8 @@ class OpenAIProvider:
     def url(self, key: Key, operation: Operation, model: str) -> str:
         return key.api_base + self._paths[operation]
 
-    def auth_headers(self, key: Key, client_headers: Mapping[str, str]) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key.api_key}"}
+    def auth_headers(self, key: Key, headers: Mapping[str, str]) -> dict[str, str]:
+        return {"authorization": f"Bearer {key.api_key}"}
 
     def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
         return parse_headroom(headers)
@@ -74,7 +77,7 @@ class AzureProvider:
             f"?api-version={quote(version, safe='')}"
         )
 
-    def auth_headers(self, key: Key, client_headers: Mapping[str, str]) -> dict[str, str]:
+    def auth_headers(self, key: Key, headers: Mapping[str, str]) -> dict[str, str]:
         return {"api-key": key.api_key}
 
     def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
@@ -88,9 +91,10 @@ ANTHROPIC_VERSION = "2023-06-01"
 class AnthropicProvider:
     """Anthropic's Messages API: `api_base` is the host only (as ANTHROPIC_BASE_URL).
 
-    The key goes in `x-api-key`; `anthropic-version` is the client's when it sent one
-    (the SDKs do), else a fixed default. Headroom comes from `anthropic-ratelimit-*`
-    headers whose resets are RFC 3339 timestamps (provider-signals.md §4.3).
+    The key goes in `x-api-key`; `anthropic-version` is the key's (`headers:`) or the
+    client's when either has one (the SDKs send it), else a fixed default. Headroom
+    comes from `anthropic-ratelimit-*` headers whose resets are RFC 3339 timestamps
+    (provider-signals.md §4.3).
     """
 
     name = "anthropic"
@@ -103,8 +107,8 @@ class AnthropicProvider:
     def url(self, key: Key, operation: Operation, model: str) -> str:
         return key.api_base + self._paths[operation]
 
-    def auth_headers(self, key: Key, client_headers: Mapping[str, str]) -> dict[str, str]:
-        version = client_headers.get("anthropic-version") or ANTHROPIC_VERSION
+    def auth_headers(self, key: Key, headers: Mapping[str, str]) -> dict[str, str]:
+        version = headers.get("anthropic-version") or ANTHROPIC_VERSION
         return {"x-api-key": key.api_key, "anthropic-version": version}
 
     def headroom(self, headers: Mapping[str, str]) -> Headroom | None:

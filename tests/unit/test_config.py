@@ -877,9 +877,9 @@ def test_key_headers_expand_variables_and_their_values_are_secrets() -> None:
     assert "headers:" in text
     config = parse(text, {**ENV, "ORG": "org-secret-123456"})
     key = config.keys["main"]
-    assert dict(key.headers) == {
-        "HTTP-Referer": "https://app.example",
-        "OpenAI-Organization": "org-secret-123456",
+    assert dict(key.headers) == {  # by lowercase name, as the client's headers go
+        "http-referer": "https://app.example",
+        "openai-organization": "org-secret-123456",
     }
     assert key.header_secrets == ("org-secret-123456",)  # the literal value is no secret
     assert "org-secret-123456" not in repr(key)

@@ -82,11 +82,12 @@ def long_way(client: CIMultiDictProxy[str]) -> dict[str, str]:
     nominated = client.get("connection")
     if nominated:
         dropped |= {name.strip().lower() for name in nominated.split(",")}
-    return {
-        name: value
-        for name, value in client.items()
-        if name.lower() not in dropped and not name.lower().startswith("x-router-")
-    }
+    sent: dict[str, list[str]] = {}
+    for name, value in client.items():
+        lowered = name.lower()
+        if lowered not in dropped and not lowered.startswith("x-router-"):
+            sent.setdefault(lowered, []).append(value)
+    return {name: ", ".join(values) for name, values in sent.items()}
 
 
 @pytest.mark.parametrize(
@@ -111,15 +112,29 @@ def test_the_forwarded_headers_are_those_of_the_long_way_each_time(client):
     assert first == again == long_way(client)
 
 
+def test_forwarded_names_are_lowercase_and_each_goes_once():
+    client = headers(
+        ("Anthropic-Version", "2023-06-01"),
+        ("Anthropic-Beta", "a"),
+        ("anthropic-beta", "b"),
+        ("Content-Type", "application/json; charset=utf-8"),  # the router sets its own
+    )
+    for _ in range(2):  # the long way, then from what the first call kept
+        assert forwardable_headers(client) == {
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "a, b",
+        }
+
+
 def test_the_same_names_with_another_connection_value_are_judged_again():
     keep = headers(("Connection", "keep-alive"), ("X-Trace", "t"))
     drop = headers(("Connection", "X-Trace"), ("X-Trace", "t"))
-    assert forwardable_headers(keep) == {"X-Trace": "t"}
+    assert forwardable_headers(keep) == {"x-trace": "t"}
     assert forwardable_headers(drop) == {}
-    assert forwardable_headers(keep) == {"X-Trace": "t"}
+    assert forwardable_headers(keep) == {"x-trace": "t"}
 
 
 def test_what_is_kept_per_list_of_names_stays_bounded():
     for i in range(1000):  # a client that varies its header names on every request
-        assert forwardable_headers(headers((f"X-Custom-{i}", "v"))) == {f"X-Custom-{i}": "v"}
+        assert forwardable_headers(headers((f"X-Custom-{i}", "v"))) == {f"x-custom-{i}": "v"}
     assert 0 < len(_kept_by_shape) <= 256
