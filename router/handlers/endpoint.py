@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from router.errors import (
     BodyTooLarge,
@@ -235,14 +236,16 @@ def _error_response(
         if exc.status < 400:
             raise exc
         return error_response(_from_http_exception(exc), trace, dialect)
-    if isinstance(exc, web.RequestPayloadError):
+    if isinstance(exc, web.RequestPayloadError | BadHttpMessage):
+        # aiohttp's C parser wraps a body's broken framing in a RequestPayloadError; its
+        # Python one (AIOHTTP_NO_EXTENSIONS=1, or no wheel) sets its own error as is.
         return _unreadable_body(exc, trace, dialect)
     log.exception("unhandled_error", path=request.path)
     return error_response(InternalError(_internal_message(trace.request_id)), trace, dialect)
 
 
 def _unreadable_body(
-    exc: web.RequestPayloadError, trace: RequestTrace, dialect: Dialect
+    exc: web.RequestPayloadError | BadHttpMessage, trace: RequestTrace, dialect: Dialect
 ) -> web.Response:
     """The client's body broke while it was read (gzip that is not, chunks that do not
     add up): the caller's fault, not the router's. (The front door closes the
