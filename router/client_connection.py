@@ -21,8 +21,9 @@ its connection class (front_door.py adds the cap on open connections):
   large_client_header_buffers and Envoy's max_request_headers_kb do; past it the
   client gets a 431 in its dialect;
 - a request aiohttp's parser refuses gets a JSON 400 that does not echo its bytes
-  (refused_heads.py answers both); after either, what the client still sends is
-  dropped unparsed until it pauses, so that it reads the answer, not a reset;
+  (refused_heads.py answers both); after either, and after a body that broke (its
+  framing, its content, chunks too small), what the client still sends is dropped
+  unparsed until it pauses, so that it reads the answer, not a reset;
 - a compressed body an early answer left unread is dropped raw, not inflated.
 
 `Connection` reaches into seven attributes of aiohttp's `RequestHandler` (`_waiter`: the
@@ -256,10 +257,18 @@ class Connection(RequestHandler):
         self._parser = None
         self._head_bytes, self._head_start = 0, b""
         self._head_waiter = self._body = None
+        self._linger_over(payload)
+        return payload
+
+    def _linger_over(self, payload: StreamReader) -> None:
+        """aiohttp lingers over `payload` once its request is answered: it reads until
+        the reader ends, which `_quiet` has it do once the client pauses. A broken
+        body's error has been raised to its handler by now; it is cleared, or the
+        lingering would end on it at once."""
+        payload._exception = None
         self._disarm()
         self._deadline = self._loop.time() + _LINGER_QUIET
         self._timer = self._loop.call_at(self._deadline, self._quiet)
-        return payload
 
     def _too_many_chunks(
         self, body: StreamReader | None, data: bytes, noted: int, queued: int
@@ -329,28 +338,28 @@ class Connection(RequestHandler):
                 f"bytes (past {_FREE_CHUNKS} chunks, {_MIN_CHUNK} bytes a chunk at least)"
             )
         )
-        body.feed_eof()
-        self._discard = (body, None)  # what still comes is dropped, not parsed
         self._body = None
         self._disarm()
         if self._request_in_progress or any(payload is body for _, payload in self._messages):
-            self._broken = body  # its answer closes the connection (finish_response)
+            self._hold_broken(body)
         else:
+            body.feed_eof()
+            self._discard = (body, None)  # what still comes is dropped, not parsed
             self.close()  # aiohttp was reading it out after an early answer
 
     def _broke_body(self, queued: int) -> bool:
-        """Whether the bytes just parsed broke the body being read; it is ended then.
+        """Whether the bytes just parsed broke the body being read.
 
         Two ways: its content (gzip that is not), which aiohttp's parser sets on the
         body as an error; or its framing (a bad chunk size), which aiohttp queues as a
         new request, an error its own handler answers, leaving the handler the body
         belongs to waiting for the rest of it for good. Either way the parser reads
         nothing more on this connection. A handler that still reads the body gets the
-        error (to answer 400 in the client's dialect), the body is marked ended (so
-        aiohttp does not linger over it), and the answer to its request closes the
-        connection (`finish_response`); requests queued before it are served first.
-        A body no handler waits for any more (aiohttp reading out what a handler left
-        unread) just ends, and the connection closes."""
+        error (to answer 400 in the client's dialect), what the client still sends is
+        dropped (`_hold_broken`), and the answer to its request closes the connection
+        once the client pauses (`finish_response`); requests queued before it are
+        served first. A body no handler waits for any more (aiohttp reading out what a
+        handler left unread) just ends, and the connection closes."""
         body = self._body
         assert body is not None
         messages = self._messages
@@ -368,8 +377,7 @@ class Connection(RequestHandler):
         if refused:
             reason = refused_heads.reason(refused)
             body.set_exception(web.RequestPayloadError(f"the body's framing is broken: {reason}"))
-        body.feed_eof()
-        self._broken = body
+        self._hold_broken(body)
         if not queued:
             # Its request is the one being handled: nothing was read after it, so no
             # request is dropped, and the connection closes even if its answer is
@@ -377,13 +385,23 @@ class Connection(RequestHandler):
             self.close()
         return True
 
+    def _hold_broken(self, body: StreamReader) -> None:
+        """A body that broke, which a handler reads (or will): it raises the error set
+        on it there. What the client still sends is dropped unparsed, and the body is
+        left open, for aiohttp to linger over once its request is answered
+        (`finish_response` arms `_quiet`, which ends it), so that a client still
+        sending reads its 400 rather than a reset."""
+        self._broken = body
+        self._discard = (body, None)
+
     def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> Awaitable[tuple[web.StreamResponse, bool]]:
         # Not a coroutine: aiohttp's is returned for the caller to await, one frame less.
-        if self._broken is not None and request.content is self._broken:
+        if self._broken is not None and request._payload is self._broken:
             self._broken = None
             resp.force_close()  # `Connection: close`: nothing after the break can be read
+            self._linger_over(request._payload)
         # `_payload`, not `content`: a reified property, whose first read on a request
         # adds it to the request's cache (a dict insert, and a resize) on every request.
         elif (

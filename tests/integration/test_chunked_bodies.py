@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 
 import pytest
 from structlog.testing import capture_logs
 
+from router import client_connection
 from tests.configs import key, model, preferring_a, route, routes_yaml
 from tests.conftest import SIM_A, SIM_B
-from tests.integration.test_front_door import _answer, _dialect_error, _socket
+from tests.integration.test_front_door import _answer, _closed_by_router, _dialect_error, _socket
 
 BOTH_LOOPS = True  # reads come in other sizes on uvloop
 
@@ -95,4 +97,44 @@ async def test_a_gzip_body_padded_with_empty_blocks_in_chunks_of_a_byte_is_refus
         answer = await _answer(reader)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"chunks are too small" in answer
+    assert not sim.requests
+
+
+def _broken_by(url: str, how: str) -> tuple[bytes, bytes]:
+    """A chunked request whose body breaks, in two parts for two reads: the head (and
+    the body's start), then what breaks it: its framing (a size that is not hex), its
+    chunks (past 4,096 of a byte), or its content (gzip that is not)."""
+    request = _chunked(url, "/v1/chat/completions", _body(10_000), 1 if how == "chunks" else 64)
+    request = request.removesuffix(b"0\r\n\r\n")
+    if how == "content":
+        at = request.index(b"Transfer-Encoding")
+        request = request[:at] + b"Content-Encoding: gzip\r\n" + request[at:]
+    at = request.index(b"\r\n\r\n") + 4 + (0 if how == "content" else 200)
+    return request[:at], request[at:] + (b"zz\r\n" if how == "framing" else b"")
+
+
+@pytest.mark.parametrize("how", ["framing", "chunks", "content"])
+async def test_a_client_still_sending_a_broken_body_reads_its_400(stack, how, monkeypatch):
+    """A client sends its whole body before it reads: what still comes after the body
+    broke is dropped (a lingering close, as after a refused head) until the client
+    pauses, so it reads its 400 rather than a reset that loses it."""
+    monkeypatch.setattr(client_connection, "_LINGER_QUIET", 0.3)
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(preferring_a(sim_url))
+    start, breaking = _broken_by(url, how)
+    async with _socket(url) as (reader, writer):
+        writer.write(start)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the handler is reading the body when it breaks
+        writer.write(breaking)
+        for _ in range(64):  # a megabyte more, long after the break
+            writer.write(b"%x\r\n%s\r\n" % (1 << 14, b"x" * (1 << 14)))
+            await writer.drain()  # raises if the router reset the connection
+            await asyncio.sleep(0.005)
+        answer = await _answer(reader)
+        assert await _closed_by_router(reader) == b""  # once the client paused
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"connection: close" in head.lower()
+    _dialect_error(text, False, "invalid_body")
     assert not sim.requests
