@@ -75,8 +75,9 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     router sets. Names are lowercased, as on HTTP/2, so that a key's headers and the
     provider's (`anthropic-version`) replace the client's instead of going next to
     them: a field such as anthropic-version sent twice, in two spellings, is one a
-    strict server refuses. A name the client sent more than once goes once, its values
-    joined with ", " (RFC 9110 §5.3).
+    strict server refuses. A name the client sent more than once goes once: a list
+    field (`anthropic-beta`) with its values joined by ", " (RFC 9110 §5.3), any other
+    with its last value (`anthropic-version` twice is one version, not two).
     A client sends the same header names on every request, so which of them go, and
     under what name, is kept per list of names (and `Connection` value): a request
     pays for one lookup, not a test per header.
@@ -96,11 +97,16 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
         return dict(zip(names, values, strict=True))
     joined: dict[str, str] = {}
     for name, value in zip(names, values, strict=True):
-        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        if name in joined and name in _LISTS:
+            value = f"{joined[name]}, {value}"
+        joined[name] = value
     return joined
 
 
 _MAX_HEADER_SHAPES = 256
+# Fields whose value is a comma-separated list (RFC 9110 §5.3): sent twice, they are
+# one list. Any other field sent twice takes its last value, as a dict of the two would.
+_LISTS = frozenset({"anthropic-beta", "accept", "accept-language", "baggage", "tracestate"})
 _name = itemgetter(0)
 _value = itemgetter(1)
 # Per list of names: the lowercase names that go, which of the client's fields they

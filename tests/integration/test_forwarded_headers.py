@@ -118,7 +118,8 @@ async def test_anthropic_headers_in_any_spelling_go_once_the_keys_first(stack) -
         )  # fmt: skip
         url = await stack.router(config)
         fields = [
-            ("Anthropic-Version", "2023-01-01"),
+            ("Anthropic-Version", "2022-01-01"),  # twice: the last one goes
+            ("anthropic-version", "2023-01-01"),
             ("Anthropic-Beta", "tools-2024-04-04"),
             ("anthropic-beta", "prompt-caching-2024-07-31"),
             ("Content-Type", "application/json; charset=utf-8"),
@@ -135,7 +136,7 @@ async def test_anthropic_headers_in_any_spelling_go_once_the_keys_first(stack) -
         assert message.content[0].text == "hi"  # type: ignore[union-attr]
 
     plain, pinned, pinned_sdk = (_once_each(head) for head in heads)
-    assert plain["anthropic-version"] == "2023-01-01"  # the client's, as it sent it
+    assert plain["anthropic-version"] == "2023-01-01"  # the client's (its last), as sent
     assert plain["anthropic-beta"] == "tools-2024-04-04, prompt-caching-2024-07-31"
     assert plain["content-type"] == "application/json"
     assert plain["x-title"] == "the client's"

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from router.telemetry.children import FastCounter, FastGauge, FastHistogram, LoopValue
 from router.telemetry.exposition import Renderer
-from router.upstream import _DROPPED_REQUEST_HEADERS, _kept_by_shape, forwardable_headers
+from router.upstream import _DROPPED_REQUEST_HEADERS, _LISTS, _kept_by_shape, forwardable_headers
 
 
 def test_unlocked_children_count_what_locked_ones_do_and_render_the_same_page():
@@ -87,7 +87,9 @@ def long_way(client: CIMultiDictProxy[str]) -> dict[str, str]:
         lowered = name.lower()
         if lowered not in dropped and not lowered.startswith("x-router-"):
             sent.setdefault(lowered, []).append(value)
-    return {name: ", ".join(values) for name, values in sent.items()}
+    return {
+        name: ", ".join(values) if name in _LISTS else values[-1] for name, values in sent.items()
+    }
 
 
 @pytest.mark.parametrize(
@@ -114,15 +116,19 @@ def test_the_forwarded_headers_are_those_of_the_long_way_each_time(client):
 
 def test_forwarded_names_are_lowercase_and_each_goes_once():
     client = headers(
-        ("Anthropic-Version", "2023-06-01"),
+        ("Anthropic-Version", "2023-01-01"),
         ("Anthropic-Beta", "a"),
         ("anthropic-beta", "b"),
+        ("anthropic-version", "2023-06-01"),
+        ("X-Stainless-Retry-Count", "0"),
+        ("x-stainless-retry-count", "1"),
         ("Content-Type", "application/json; charset=utf-8"),  # the router sets its own
     )
     for _ in range(2):  # the long way, then from what the first call kept
         assert forwardable_headers(client) == {
-            "anthropic-version": "2023-06-01",
-            "anthropic-beta": "a, b",
+            "anthropic-version": "2023-06-01",  # one value, the last
+            "anthropic-beta": "a, b",  # a list: both
+            "x-stainless-retry-count": "1",
         }
 
 
