@@ -48,7 +48,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -444,7 +444,9 @@ class Connection(RequestHandler):
         # A body the client broke (RequestPayloadError) that aiohttp meets again while it
         # reads out what a handler left: the client's fault, one line at info level.
         error = kwargs.get("exc_info")
-        if isinstance(error, web.RequestPayloadError):
+        # The C parser wraps a broken framing in a RequestPayloadError; the Python parser
+        # (AIOHTTP_NO_EXTENSIONS=1, or no wheel) raises its own, a BadHttpMessage.
+        if isinstance(error, web.RequestPayloadError | BadHttpMessage):
             log.info("bad_request_body", reason=one_line(error))
             return
         super().log_exception(*args, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import zlib
 
 import pytest
@@ -137,4 +138,23 @@ async def test_a_client_still_sending_a_broken_body_reads_its_400(stack, how, mo
     assert head.startswith(b"HTTP/1.1 400 "), head
     assert b"connection: close" in head.lower()
     _dialect_error(text, False, "invalid_body")
+    assert not sim.requests
+
+
+async def test_a_body_that_breaks_while_read_out_after_an_early_answer_is_no_error(stack, caplog):
+    """A request refused before its body is read (a 401), whose chunked framing breaks
+    while aiohttp reads out the rest: the client's fault, an info line at most, on
+    either of aiohttp's parsers (the Python one raises its own error there), and the
+    connection closes."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    keyed = {"client_keys": ["${ROUTER_KEY}"]}
+    url = await stack.router(preferring_a(sim_url, server=keyed), environ={"ROUTER_KEY": "k-1"})
+    start = _chunked(url, "/v1/chat/completions", _body(100), 64)
+    start = start[: start.index(b"\r\n\r\n") + 4 + 2 * len(b"40\r\n" + b"x" * 64 + b"\r\n")]
+    async with _socket(url) as (reader, writer):
+        writer.write(start)  # the head and two whole chunks
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 401 ")
+        writer.write(b"zz\r\n")
+        assert await _closed_by_router(reader) == b""
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
     assert not sim.requests
