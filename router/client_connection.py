@@ -30,9 +30,11 @@ its connection class (front_door.py adds the cap on open connections):
 future it awaits between requests; the queue of parsed requests `_messages`, whose
 refusals are `_ErrInfo`s; `_keepalive_handle`; `_request_in_progress`; `_close` and
 `_force_close`; `_current_request`, the request its handler
-is serving, which the drain at shutdown reads) and `BaseRequest._payload` (a request's
-body reader, read without its reified `content`); tests through real sockets
-(tests/integration/test_front_door.py) notice if a new aiohttp moves them.
+is serving, which the drain at shutdown reads), `BaseRequest._payload` (a request's
+body reader, read without its reified `content`) and that reader's `_exception` (a
+broken body's error, cleared once answered so that aiohttp lingers over it); tests
+through real sockets (tests/integration/test_front_door.py, test_chunked_bodies.py,
+and both again on aiohttp's Python parser) notice if a new aiohttp moves them.
 """
 
 from __future__ import annotations
