@@ -29,8 +29,10 @@ class ClientAnswer(web.Response):
     _past: StreamWriter | None = None  # prepared here: write_eof() writes to it itself
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self._eof_sent or self._payload_writer is not None:
-            return await super().prepare(request)  # ended or prepared: nothing to do
+        if self._eof_sent:
+            return None  # written by the endpoint (_deliver): aiohttp's call finds it done
+        if self._payload_writer is not None:
+            return await super().prepare(request)  # prepared: nothing to do
         body = self._body
         headers = self._headers
         writer = None

@@ -173,12 +173,39 @@ def endpoint(
                 status = response.status
             if not response.prepared:
                 response.headers[answer_headers.REQUEST_ID] = request_id
+                if counted and status < 400:
+                    # Served once written, as a stream is once its end is (_deliver).
+                    written, status = status, 499
+                    try:
+                        if await _deliver(response, request):
+                            status = written
+                    except asyncio.CancelledError:
+                        if trace.cut:
+                            status = 503  # the drain's deadline cut it, not the client
+                        raise
             return response
         finally:
             if counted:
                 _finish(request, trace, status)
 
     return handle
+
+
+async def _deliver(response: web.StreamResponse, request: web.Request) -> bool:
+    """Write a whole answer; False if the client's connection went first. It is served
+    once all of it has gone to the client's connection (all but the transport's last
+    64 KiB handed to the kernel), as a stream is once its end has: a client that leaves
+    before, or reads nothing until the send deadline resets it, is charged with it
+    (499), its tokens and cost still counted. (A cancellation, the client gone or the
+    drain's deadline, goes up to the caller.) Not for an error answer: the connection's
+    answer to a broken body says it closes, which it decides as aiohttp writes it
+    (client_connection.finish_response)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError:
+        return False  # aiohttp's finish_response finds it gone too, and closes quietly
+    return True
 
 
 async def _fail_stream(

@@ -128,8 +128,10 @@ def _answer(size: int) -> bytes:
 
 
 async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
-    """A whole answer goes the same way. (It is logged served when it is handed to the
-    transport, as a stream is once its end is written there.)"""
+    """A whole answer goes the same way, and is charged the same way: it is served only
+    once all of it has gone to the client's connection, as a stream once its end has
+    (before, it was logged served when the handler handed it over, unwritten), and its
+    tokens and cost are counted all the same."""
 
     async def large_answer(writer: asyncio.StreamWriter) -> None:
         writer.write(_answer(4 << 20))
@@ -148,6 +150,11 @@ async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
     assert received.reset  # at once: no kernel left sending megabytes nobody reads
     assert received.data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert len(received.data) < 4 << 20
+    [logged] = [e for e in logs if e["event"] == "request"]
+    assert (logged["status"], logged["outcome"]) == (499, "cancelled")
+    assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
+    assert await _metric_or_zero(router_url, outcome="cancelled") == 1
+    assert await _metric_or_zero(router_url, outcome="served") == 0
 
 
 async def _metric_or_zero(router_url: str, *, outcome: str) -> float:
