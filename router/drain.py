@@ -5,8 +5,9 @@ the listener keeps accepting for `server.drain_grace` seconds (endpoints are rem
 while requests still arrive), then closes; requests and streams in flight get
 `server.drain_timeout` seconds to finish; the router then ends those still running: a
 stream with an error event in its client's dialect and a clean end of the body, any
-other request with a 503 (endpoint.py, `RequestTrace.cut`). A second signal at any
-point skips what is left and exits.
+other request with a 503 (endpoint.py, `RequestTrace.cut`); a whole answer already
+being written to a slow reader is cut where it is (logged 503). A second signal at
+any point skips what is left and exits.
 """
 
 from __future__ import annotations

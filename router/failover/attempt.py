@@ -236,6 +236,10 @@ class AttemptRunner:
                 status = 400 if ACTIONS[error.failure].caller_fault else 502
                 return _Reply(error, status, headroom, body=data)
             body = await response.read(timeouts.idle if timeouts.idle < left else left)
+            if not (content_type.isascii() and content_type.isprintable()):
+                # A byte that is no header text (kept as a surrogate by the upstream
+                # client) would fail or be mangled in the client's answer head.
+                content_type = "application/json"
             if ask_usage and self._usage_request.refused(route.key, status, body):
                 return None
             verdict = classify_response(status, response.headers, body)

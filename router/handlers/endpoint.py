@@ -183,6 +183,9 @@ def endpoint(
                         if trace.cut:
                             status = 503  # the drain's deadline cut it, not the client
                         raise
+                    except Exception:
+                        status = 500  # the router could not write it (aiohttp answers)
+                        raise
             return response
         finally:
             if counted:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
+import struct
 from dataclasses import dataclass
 
 import pytest
@@ -155,6 +157,65 @@ async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
     assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
     assert await _metric_or_zero(router_url, outcome="cancelled") == 1
     assert await _metric_or_zero(router_url, outcome="served") == 0
+
+
+async def test_a_client_that_leaves_halfway_through_an_answer_is_charged_with_it(stack, caplog):
+    """A client that reads part of a large answer and resets its connection: 499
+    `cancelled` with the route and the tokens, not served, and nothing at error level."""
+
+    async def large_answer(writer: asyncio.StreamWriter) -> None:
+        writer.write(_answer(4 << 20))
+
+    async with bad_upstream(large_answer) as (bad_url, _bad):
+        router_url = await _router(stack, bad_url, send_timeout=30)
+        with structlog.testing.capture_logs() as logs:
+            client = await _silent_client(router_url, stream=False)
+            loop = asyncio.get_running_loop()
+            got = b""
+            async with asyncio.timeout(10):
+                while len(got) < 100_000:
+                    got += await loop.sock_recv(client, 65536)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()  # a reset, halfway through
+                while not any(e["event"] == "request" for e in logs):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    [logged] = [e for e in logs if e["event"] == "request"]
+    assert (logged["status"], logged["outcome"]) == (499, "cancelled")
+    assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
+    assert await _metric_or_zero(router_url, outcome="served") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+
+
+async def test_an_upstream_content_type_that_is_no_header_text_is_not_passed_on(stack):
+    """A byte that is not UTF-8 in the upstream's Content-Type: the client gets its
+    answer as JSON. (aiohttp's C writer dropped the byte; its Python one failed the
+    answer, which was then logged as the client's cancellation.)"""
+    body = json.loads(_answer(10).partition(b"\r\n\r\n")[2])
+
+    async def odd_type(writer: asyncio.StreamWriter) -> None:
+        data = json.dumps(body).encode()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; x=\xe9\r\n"
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(data) + data)
+
+    async with bad_upstream(odd_type) as (bad_url, _bad):
+        router_url = await _router(stack, bad_url, send_timeout=30)
+        with structlog.testing.capture_logs() as logs:
+            client = await _silent_client(router_url, stream=False)
+            loop = asyncio.get_running_loop()
+            data = b""
+            try:
+                async with asyncio.timeout(10):
+                    while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                        data += await loop.sock_recv(client, 65536)
+            finally:
+                client.close()
+    head, _, answer = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    assert json.loads(answer) == body
+    [logged] = [e for e in logs if e["event"] == "request"]
+    assert (logged["status"], logged["outcome"]) == (200, "served")
 
 
 async def _metric_or_zero(router_url: str, *, outcome: str) -> float:
