@@ -129,16 +129,25 @@ def _answer(size: int) -> bytes:
     return head % len(body) + body
 
 
+async def _large_answer(writer: asyncio.StreamWriter) -> None:
+    writer.write(_answer(4 << 20))
+
+
+async def _charged_to_the_client(logs: list[dict], router_url: str) -> None:
+    """The request is logged 499 `cancelled`, with its route and tokens, and not served."""
+    [logged] = [e for e in logs if e["event"] == "request"]
+    assert (logged["status"], logged["outcome"]) == (499, "cancelled")
+    assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
+    assert await _metric_or_zero(router_url, outcome="cancelled") == 1
+    assert await _metric_or_zero(router_url, outcome="served") == 0
+
+
 async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
     """A whole answer goes the same way, and is charged the same way: it is served only
     once all of it has gone to the client's connection, as a stream once its end has
     (before, it was logged served when the handler handed it over, unwritten), and its
     tokens and cost are counted all the same."""
-
-    async def large_answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(_answer(4 << 20))
-
-    async with bad_upstream(large_answer) as (bad_url, _bad):
+    async with bad_upstream(_large_answer) as (bad_url, _bad):
         router_url = await _router(stack, bad_url, send_timeout=1)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=False)
@@ -152,21 +161,13 @@ async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
     assert received.reset  # at once: no kernel left sending megabytes nobody reads
     assert received.data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert len(received.data) < 4 << 20
-    [logged] = [e for e in logs if e["event"] == "request"]
-    assert (logged["status"], logged["outcome"]) == (499, "cancelled")
-    assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
-    assert await _metric_or_zero(router_url, outcome="cancelled") == 1
-    assert await _metric_or_zero(router_url, outcome="served") == 0
+    await _charged_to_the_client(logs, router_url)
 
 
 async def test_a_client_that_leaves_halfway_through_an_answer_is_charged_with_it(stack, caplog):
     """A client that reads part of a large answer and resets its connection: 499
     `cancelled` with the route and the tokens, not served, and nothing at error level."""
-
-    async def large_answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(_answer(4 << 20))
-
-    async with bad_upstream(large_answer) as (bad_url, _bad):
+    async with bad_upstream(_large_answer) as (bad_url, _bad):
         router_url = await _router(stack, bad_url, send_timeout=30)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=False)
@@ -180,10 +181,7 @@ async def test_a_client_that_leaves_halfway_through_an_answer_is_charged_with_it
                 while not any(e["event"] == "request" for e in logs):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
     assert got.startswith(b"HTTP/1.1 200 OK\r\n")
-    [logged] = [e for e in logs if e["event"] == "request"]
-    assert (logged["status"], logged["outcome"]) == (499, "cancelled")
-    assert (logged["route"], logged["tokens_in"], logged["tokens_out"]) == ("bad/gpt-4o", 1, 1)
-    assert await _metric_or_zero(router_url, outcome="served") == 0
+    await _charged_to_the_client(logs, router_url)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
 
 
