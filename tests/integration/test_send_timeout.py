@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -171,13 +172,10 @@ async def test_a_client_that_leaves_halfway_through_an_answer_is_charged_with_it
         router_url = await _router(stack, bad_url, send_timeout=30)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=False)
-            loop = asyncio.get_running_loop()
-            got = b""
+            got = await _read_until(client, lambda data: len(data) >= 100_000)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # a reset, halfway through
             async with asyncio.timeout(10):
-                while len(got) < 100_000:
-                    got += await loop.sock_recv(client, 65536)
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()  # a reset, halfway through
                 while not any(e["event"] == "request" for e in logs):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
     assert got.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -200,12 +198,10 @@ async def test_an_upstream_content_type_that_is_no_header_text_is_not_passed_on(
         router_url = await _router(stack, bad_url, send_timeout=30)
         with structlog.testing.capture_logs() as logs:
             client = await _silent_client(router_url, stream=False)
-            loop = asyncio.get_running_loop()
-            data = b""
             try:
-                async with asyncio.timeout(10):
-                    while b"\r\n\r\n" not in data or not data.endswith(b"}"):
-                        data += await loop.sock_recv(client, 65536)
+                data = await _read_until(
+                    client, lambda got: b"\r\n\r\n" in got and got.endswith(b"}")
+                )
             finally:
                 client.close()
     head, _, answer = data.partition(b"\r\n\r\n")
@@ -227,6 +223,16 @@ async def _metric_or_zero(router_url: str, *, outcome: str) -> float:
 class Received:
     data: bytes
     reset: bool  # the connection ended with a reset, not a close
+
+
+async def _read_until(client: socket.socket, done: Callable[[bytes], bool]) -> bytes:
+    """What the client reads until `done` says it has enough (10 s at most)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(10):
+        while not done(data):
+            data += await loop.sock_recv(client, 65536)
+    return data
 
 
 async def _read_to_the_end(client: socket.socket) -> Received:
