@@ -5,10 +5,7 @@ aiohttp's own `keepalive_timeout` closes a connection that sits idle (no request
 that long after it opened or after its last response. What it lacks is added here, on
 its connection class (front_door.py adds the cap on open connections):
 
-- a send deadline: once the transport's buffer is full, a client that acknowledges
-  nothing more of what it is sent for `send` seconds (nginx's send_timeout) is reset, so
-  a client that stops reading a stream (a frozen editor, a laptop asleep) does not hold
-  its connection, its upstream connection and its request for good;
+- a send deadline (send_deadline.py, the layer under this one);
 - read deadlines: a request head must be complete within its timeout of its first byte
   (not reset by each new byte, so a client that sends one header byte every few seconds,
   slowloris, is closed when it expires; while a head arrives this timer replaces the
@@ -40,10 +37,6 @@ and both again on aiohttp's Python parser) notice if a new aiohttp moves them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,14 +51,11 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from router import refused_heads
 from router.errors import one_line
 from router.refused_heads import HeadTooLarge
+from router.send_deadline import SendDeadlineHandler
 
 log = structlog.get_logger("router.front_door")
 
 _ENCODING, _IDENTITY = "Content-Encoding", "identity"
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-# Linux's struct tcp_info: tcpi_bytes_acked is the u64 at byte 120 (Linux 4.1 and later).
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
-_TCP_INFO_SIZE, _BYTES_ACKED_AT, _BYTES_ACKED = 128, 120, struct.Struct("=Q")
 
 
 # After a head too large, what the client still sends is dropped until it pauses this
@@ -94,9 +84,9 @@ class Door(Protocol):
     def used(self, handler: RequestHandler) -> None: ...
 
 
-class Connection(RequestHandler):
+class Connection(SendDeadlineHandler):
     """aiohttp's connection handler plus read deadlines for a request's head and body,
-    and a send deadline for its answer."""
+    and (its base) a send deadline for its answer."""
 
     __slots__ = (
         "_body",
@@ -111,23 +101,19 @@ class Connection(RequestHandler):
         "_head_waiter",
         "_max_head",
         "_reading",
-        "_sending",
-        "_taken",
         "_timer",
     )
 
     def __init__(
         self, manager: Door, *, reading: ClientTimeouts, max_head: int, **kwargs: Any
     ) -> None:
-        super().__init__(manager, **kwargs)
+        super().__init__(manager, send=reading.send, **kwargs)
         self._door = manager
         self._reading = reading
         self._max_head = max_head
         self._head_bytes = 0  # of the head being received, in reads that did not end it
         self._head_start = b""  # its first bytes, for its target
         self._timer: asyncio.TimerHandle | None = None
-        self._sending: asyncio.TimerHandle | None = None  # the send deadline, while paused
-        self._taken = 0  # what the client had taken at the last look (_taken_so_far)
         self._deadline = 0.0
         self._head_waiter: asyncio.Future[None] | None = None  # the head being timed
         self._body: StreamReader | None = None  # the body being timed
@@ -474,74 +460,8 @@ class Connection(RequestHandler):
         (log.debug if noise else log.info)("bad_http_request", reason=reason)
         return refused_heads.malformed(reason)
 
-    def pause_writing(self) -> None:
-        """The transport's buffer is past its high-water mark: the client reads slower
-        than it is sent to. Only then is there a deadline to keep (nothing per write)."""
-        super().pause_writing()
-        self._taken = self._taken_so_far()
-        self._sending = self._loop.call_later(self._reading.send, self._send_expired)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._sending is not None:
-            self._sending.cancel()
-            self._sending = None
-
-    def _taken_so_far(self) -> int:
-        """A count that grows as the client takes what it is sent: on Linux the bytes it
-        has acknowledged (TCP_INFO), which, its window full, it does as it reads. What
-        is still queued does not tell it: a write can add as much as was read, and the
-        kernel takes more from the transport only once half its queue is free. Elsewhere
-        the transport's buffer shrinking is the best sign there is."""
-        transport = self.transport
-        if transport is None:
-            return 0
-        sock = transport.get_extra_info("socket")
-        if sock is not None and _TCP_INFO is not None:
-            with contextlib.suppress(OSError, ValueError, struct.error):
-                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
-                if len(info) >= _TCP_INFO_SIZE:  # Linux 4.1 or later
-                    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])
-        return -transport.get_write_buffer_size()
-
-    def _send_expired(self) -> None:
-        self._sending = None
-        transport = self.transport
-        if transport is None:
-            return
-        taken = self._taken_so_far()
-        if taken > self._taken:  # it read some meanwhile: another period from now
-            self._taken = taken
-            self._sending = self._loop.call_later(self._reading.send, self._send_expired)
-            return
-        # Also when closing: a transport closes only once its buffer is sent, which a
-        # client that reads nothing never lets happen. Reset, not closed (nginx's
-        # reset_timedout_connection): a close would leave the kernel sending what it
-        # holds to that client, megabytes kept in FIN_WAIT1. The handler's pending
-        # write ends as on a client that left: a stream's request is charged to the
-        # client (499), its upstream request cancelled.
-        request = self._current_request
-        traces = request.values() if request is not None else ()
-        # The id from the request's trace (handlers/state.py, which this module does not
-        # import): uvloop runs this timer outside the request's logging context.
-        request_id = next((t.request_id for t in traces if hasattr(t, "request_id")), None)
-        log.info(
-            "client_send_timeout",
-            request_id=request_id,
-            seconds=self._reading.send,
-            unsent_bytes=transport.get_write_buffer_size(),
-        )
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        transport.abort()
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
-        if self._sending is not None:
-            self._sending.cancel()
-            self._sending = None
         self._body = self._head_waiter = None
         super().connection_lost(exc)
 

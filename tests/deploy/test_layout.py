@@ -34,7 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "fast_paths": set(),  # a request for a fixed path to its handler: aiohttp only
     "refused_heads": {"errors", "wire"},  # the answers to heads refused before a handler
-    "client_connection": {"errors", "refused_heads"},  # one client connection's limits
+    "send_deadline": set(),  # a client that stops reading is reset: aiohttp only
+    "client_connection": {"errors", "refused_heads", "send_deadline"},  # a connection's limits
     "front_door": {"client_connection", "fast_paths"},  # the connection cap, the drain's
     # The serve loop's parts: a new config swapped in (reload), shutdown (drain).
     "reload": {

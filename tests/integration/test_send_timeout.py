@@ -1,4 +1,4 @@
-"""A client that stops reading its answer (`server.send_timeout`, client_connection.py).
+"""A client that stops reading its answer (`server.send_timeout`, send_deadline.py).
 
 The upstream is a raw asyncio server that streams content events as fast as it may; the
 client is a socket that sends its request and then reads nothing (a frozen editor, a
