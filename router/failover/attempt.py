@@ -149,9 +149,11 @@ class AttemptRunner:
         self._health.end(stream.route)
         # A stream the client left before its end says nothing about the route, good
         # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
+        # Nothing moves on from a stream whose answer began: no failover is counted.
         stream.cost_usd = await self._settle(
-            stream.sent, self._redacted(end.verdict), end.usage, judged=not end.client_gone
-        )
+            stream.sent, self._redacted(end.verdict), end.usage,
+            judged=not end.client_gone, moves_on=False,
+        )  # fmt: skip
 
     def _redacted(self, verdict: Verdict) -> Verdict:
         """`verdict` with its upstream message redacted, whole, before anything (a
@@ -164,10 +166,16 @@ class AttemptRunner:
         )
 
     async def _settle(
-        self, sent: Sent, verdict: Verdict, usage: Usage | None, *, judged: bool = True
+        self,
+        sent: Sent,
+        verdict: Verdict,
+        usage: Usage | None,
+        *,
+        judged: bool = True,
+        moves_on: bool = True,
     ) -> float | None:
-        """Record the attempt in health (when `judged`) and metrics; charge and return
-        its cost."""
+        """Record the attempt in health (when `judged`) and metrics (a failover when its
+        failure `moves_on` to the next route); charge and return its cost."""
         route, model = sent.route, sent.model
         seconds = self._clock() - sent.started
         failure = verdict.failure
@@ -178,16 +186,18 @@ class AttemptRunner:
         series = self._metrics.route_series(model.name, route)
         series.attempts[failure].inc(1)
         series.upstream_seconds.observe(seconds)
-        if ACTIONS[failure].fails_over:
+        if moves_on and ACTIONS[failure].fails_over:
             series.failovers[failure].inc(1)
         if usage is None:
             return None
         series.tokens_in.inc(usage.input_tokens)
-        series.tokens_out.inc(usage.output_tokens)
         if usage.cached_tokens:
             series.cache_read.inc(usage.cached_tokens)
         if usage.written_tokens:
             series.cache_write.inc(usage.written_tokens)
+        if usage.output_tokens is None:
+            return None  # a stream cut before its output was counted: its cost is unknown
+        series.tokens_out.inc(usage.output_tokens)
         if route.price is None:
             return None
         cost = route.price.cost(

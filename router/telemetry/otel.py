@@ -280,7 +280,8 @@ def _provider(key: Key | None) -> Mapping[str, str]:
 def _usage(attributes: dict[str, str | int | float | bool], facts: RequestFacts) -> None:
     if facts.usage is not None:
         attributes["gen_ai.usage.input_tokens"] = facts.usage.input_tokens
-        attributes["gen_ai.usage.output_tokens"] = facts.usage.output_tokens
+        if facts.usage.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = facts.usage.output_tokens
 
 
 def _response_model(reply: bytes) -> str | None:

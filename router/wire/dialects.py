@@ -299,10 +299,12 @@ class AnthropicMessages:
                 # A zero here is no count: litellm's adapter writes zeros and the real
                 # counts in message_delta, so a stream cut between the two used an
                 # unknown number of tokens. (Where Anthropic's own says 0 input beside
-                # cache counts, the sum is the same: a missing count adds 0.)
+                # cache counts, the sum is the same: a missing count adds 0.) Its
+                # output_tokens is a placeholder (1, or 0), not a count: only
+                # message_delta says how many were written.
                 return UsagePart(
                     tokens(usage.get("input_tokens")) or None,
-                    tokens(usage.get("output_tokens")) or None,
+                    None,
                     tokens(usage.get("cache_read_input_tokens")) or None,
                     tokens(usage.get("cache_creation_input_tokens")) or None,
                 )

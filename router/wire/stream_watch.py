@@ -182,7 +182,7 @@ class StreamWatch:
 
     def _usage(self) -> Usage:
         """The counts seen, cache counts in or outside the input as the dialect has them."""
-        inputs, outputs = self._input or 0, self._output or 0
+        inputs, outputs = self._input or 0, self._output
         if self._dialect.cache_outside_input:
             return with_cache(inputs, outputs, read=self._cached, creation=self._written,
                               outside=True)  # fmt: skip

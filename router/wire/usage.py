@@ -35,7 +35,9 @@ _MOST_TOKENS = 10**12
 @dataclass(slots=True)
 class Usage:
     input_tokens: int  # all of them, cache reads and writes included
-    output_tokens: int
+    # None: not known, the stream was cut before its count came (Anthropic says the
+    # input's at the start, the output's at the end).
+    output_tokens: int | None
     cached_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     written_tokens: int = 0  # of input_tokens, written to it (Anthropic's cache_creation)
 
@@ -113,7 +115,7 @@ CacheCounts = tuple[int | None, int | None, int | None, int | None]
 
 def with_cache(
     input_tokens: int,
-    output_tokens: int,
+    output_tokens: int | None,
     cached: int | None = None,
     write: int | None = None,
     read: int | None = None,

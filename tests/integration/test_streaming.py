@@ -14,14 +14,15 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from router.failover.attempt import AttemptRunner
 from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
-from router.sim import Fault
+from router.sim import Fault, SimKey
 from router.telemetry.logs import configure_logging, reset_logging
 from router.wire.stream_watch import StreamWatch
-from tests.configs import key, model, preferring_a, route, routes_yaml
+from tests.configs import key, model, preferring_a, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, client, raw_upstream, sync_client
 from tests.integration.test_logs import Captured
 
@@ -550,3 +551,65 @@ async def test_a_stream_whose_upstream_holds_on_after_its_terminator_ends_served
     assert body.endswith(DONE) and b'"error"' not in body
     event = request_event(logs)
     assert (event["status"], event["stream"]) == (200, "ok")
+
+
+ANT = SimKey(name="ant", api_key="sk-ant-sim-key-000002")
+ANT_PRICE = {"input_per_mtok": 1_000_000, "output_per_mtok": 2_000_000}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault.stream_cut(after_chunks=3), id="provider-cut"),
+        pytest.param(Fault.stream_error(after_chunks=3), id="provider-error-event"),
+        pytest.param(Fault.stream_stall(after_chunks=3), id="client-left"),
+    ],
+)
+async def test_an_anthropic_stream_cut_after_content_has_unknown_output(stack, logs, fault):
+    """Anthropic's message_start says the input's count, and 1 (a placeholder) for the
+    output, whose count comes in message_delta at the end. A stream cut before it has
+    used its input and an unknown number of output tokens: the input is counted, the
+    output and the cost are unknown, not 1 token's worth. Nothing failed over either:
+    the answer had begun."""
+    registry = CollectorRegistry()
+    sim, _ = await stack.sim(ANT)
+    text = routes_yaml(
+        keys=[sim_key(ANT, sim.root, provider="anthropic")],
+        models={"m": model(route("ant", "claude-sonnet-4-6", price=ANT_PRICE))},
+    )
+    url = await stack.router(text, registry=registry)
+    sim.inject("ant", fault)
+    payload = {"model": "m", "max_tokens": 64, "messages": HI, "stream": True}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/messages", json=payload) as response,
+    ):
+        received = b""
+        async with asyncio.timeout(10):
+            while not response.content.at_eof() and b"event: content_block_delta" not in received:
+                received += await response.content.readany()
+            if fault.kind != "stream_stall":
+                received += await response.content.read()
+    assert b'"output_tokens":1' in received.replace(b" ", b"")  # the placeholder went by
+    assert b"event: message_delta" not in received  # cut before the counts came
+    async with asyncio.timeout(5):
+        while not request_events(logs):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    event = request_event(logs)
+    assert event["route"] == "ant/claude-sonnet-4-6"
+    assert event["tokens_in"] > 0
+    assert (event["tokens_out"], event["cost_usd"]) == (None, None)
+    labels = {"model": "m", "route": "ant/claude-sonnet-4-6", "key": "ant",
+              "provider": "anthropic"}  # fmt: skip
+    tokens = "llm_router_tokens_total"
+    assert registry.get_sample_value(tokens, {**labels, "direction": "input"}) == event["tokens_in"]
+    assert not registry.get_sample_value(tokens, {**labels, "direction": "output"})
+    assert not registry.get_sample_value("llm_router_spend_usd_total", labels)
+    failovers = [
+        sample
+        for metric in registry.collect()
+        if metric.name == "llm_router_failovers"
+        for sample in metric.samples
+        if sample.name == "llm_router_failovers_total" and sample.value
+    ]
+    assert failovers == []
