@@ -28,8 +28,9 @@ from router.config import load_config
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
+from router.failover.waiting import WaitRoom
 from router.handlers.state import Current, RouterState
-from router.health.budgets import BudgetKeeper
+from router.health.budgets import BudgetKeeper, LiveBudgets
 from router.health.scopes import account_scope, route_scope
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
@@ -58,6 +59,10 @@ class Shared:
     request_log: RequestLog
     rng: random.Random
     wall: Callable[[], float]
+    # Of the config serving now, which a reload sets: the line for capacity (its limit),
+    # and the budgets every request is charged against, the ones begun before included.
+    room: WaitRoom
+    budgets: LiveBudgets
     tracing: Tracing | None = None
     # The upstream attempts' deadlines, of every config: cancelled at exit.
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -68,12 +73,12 @@ class Shared:
 
 def build_state(config: Config, health: HealthTracker, shared: Shared) -> RouterState:
     upstream = Upstream(shared.client, config.timeouts, shared.deadlines)
-    budgets = BudgetKeeper(shared.store, health, wall=shared.wall)
+    budgets = BudgetKeeper(shared.store, health, shared.budgets, wall=shared.wall)
     redactor = Redactor(config_secrets(config))
     attempts = AttemptRunner(
         config.timeouts, health, upstream, shared.metrics, budgets, config.limits, redactor
     )
-    failover = Failover(config, health, attempts, shared.metrics, rng=shared.rng)
+    failover = Failover(config, health, attempts, shared.metrics, rng=shared.rng, room=shared.room)
     return RouterState(
         config=config,
         health=health,
@@ -138,7 +143,10 @@ class Reloader:
                     # litellm clients of keys gone or changed: closed once unused.
                     await translate.retire(self._current.state.config.keys.values())
                     keeper = BudgetKeeper(
-                        self._shared.store, self._current.state.health, wall=self._shared.wall
+                        self._shared.store,
+                        self._current.state.health,
+                        self._shared.budgets,
+                        wall=self._shared.wall,
                     )
                     lifted = await keeper.rebudget(old, self._current.state.config)
                     if lifted:
@@ -189,6 +197,8 @@ class Reloader:
         self._shared.metrics.reconfigure(
             config, [r for r in gone_routes if r.id not in new_routes], removed_keys
         )
+        self._shared.room.limit = config.failover.max_waiting
+        self._shared.budgets.set(config)
         self._current.state = build_state(config, health, self._shared)  # the swap
         return Outcome(
             models=tuple(config.models),

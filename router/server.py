@@ -19,6 +19,7 @@ from router.client_connection import ClientTimeouts
 from router.config import is_loopback
 from router.drain import Signals, drain
 from router.errors import ConfigError
+from router.failover.waiting import WaitRoom
 from router.front_door import FrontDoor, Runner, connection_cap
 from router.handlers import admin, ops
 from router.handlers.count_tokens import count_tokens
@@ -35,7 +36,7 @@ from router.handlers.model_api import PATHS, list_models, model_api
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.restore import restore_key
 from router.handlers.state import APP_STATE, Current
-from router.health.budgets import BudgetKeeper, start_recheck
+from router.health.budgets import BudgetKeeper, LiveBudgets, start_recheck
 from router.health.memory import MemoryStore
 from router.health.snapshot import SnapshotStore
 from router.health.store import StateStore
@@ -81,12 +82,14 @@ def create_app(
             request_log=request_log(),  # after configure_logging(): its stream and format
             rng=rng if rng is not None else random.Random(),
             wall=wall,
+            room=WaitRoom(config.failover.max_waiting),
+            budgets=LiveBudgets(config),
             tracing=tracing,
         )
         current = app[APP_STATE] = Current(build_state(config, health, shared))
         app[RELOADER] = Reloader(config_path, current, shared)
         # Before the listener opens: budget blocks the state came with, against this config.
-        keeper = BudgetKeeper(state_store, health, wall=wall)
+        keeper = BudgetKeeper(state_store, health, shared.budgets, wall=wall)
         rechecking = await start_recheck(keeper, lambda: current.state.config)
         warming = None
         if needs_translation(config):

@@ -109,13 +109,15 @@ class Failover:
         metrics: Metrics,
         *,
         rng: random.Random,
+        room: WaitRoom,
     ) -> None:
+        """`room`: where requests wait for capacity, the process's (one for every config)."""
         self._config = config
         self._health = health
         self._attempts = attempts
         self._metrics = metrics
         self._rng = rng
-        self._room = WaitRoom(config.failover.max_waiting)
+        self._room = room
         self._layouts: dict[int, Layout] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the router's, on first run()
         models = config.models

@@ -3,7 +3,9 @@
 One line per requested model, ordered by arrival number. A waiter sleeps until the
 earliest recovery, then until every earlier waiter of its model has left the line; it
 leaves when its next round has sent its first attempt (or ended), which lets the next
-one go. At most `limit` requests wait at once, over all models (`WaitRoom`).
+one go. At most `limit` requests wait at once, over all models (`WaitRoom`): one room
+for the process, whose limit a reload sets, so the requests still waiting on the config
+before count against the new one, and queue ahead of the requests after it.
 One request's waits, over all its rounds, stay within its model's max_wait and its
 deadline (`Patience`).
 """
@@ -35,7 +37,7 @@ class Ticket:
 
 class WaitRoom:
     def __init__(self, limit: int) -> None:
-        self._limit = limit
+        self.limit = limit  # failover.max_waiting of the config serving now
         self._count = 0
         self._lines: dict[str, list[Ticket]] = {}
         self._arrivals = itertools.count()
@@ -49,7 +51,7 @@ class WaitRoom:
 
     def admits(self, bound: float) -> bool:
         """Whether a wait of up to `bound` seconds may begin: room is left, and time."""
-        return self._count < self._limit and bound > 0
+        return self._count < self.limit and bound > 0
 
     def busy(self, model: str) -> bool:
         """Whether requests for `model` are waiting: a newcomer queues behind them."""

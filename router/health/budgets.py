@@ -41,29 +41,54 @@ def period_ends(now_epoch: float) -> dict[str, tuple[str, float]]:
     }
 
 
+class LiveBudgets:
+    """The budgets of the config serving now, by key and model name: one for the
+    process, which a reload sets. A request is charged against these, not the budgets
+    of the config it began on: a stream begun before a reload raised a budget would
+    otherwise take its key out again, on the budget the operator had just raised."""
+
+    __slots__ = ("keys", "models")
+
+    def __init__(self, config: Config) -> None:
+        self.keys: dict[str, Budget | None] = {}
+        self.models: dict[str, Budget | None] = {}
+        self.set(config)
+
+    def set(self, config: Config) -> None:
+        self.keys = {name: key.budget for name, key in config.keys.items()}
+        self.models = {name: model.budget for name, model in config.models.items()}
+
+
 class BudgetKeeper:
     def __init__(
         self,
         store: StateStore,
         health: HealthTracker,
+        live: LiveBudgets,
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._health = health
+        self._live = live
         self._wall = wall
 
     async def spend(self, route: Route, model: ModelSpec, usd: float) -> None:
+        """Add `usd` to the spend of the route's key and of `model`, where the request's
+        config budgets them; each is out once over its budget in the config serving now
+        (`LiveBudgets`; none there: counted, never out)."""
         if usd <= 0 or (route.key.budget is None and model.budget is None):
             return  # the common case, on every request: no date arithmetic
         periods = period_ends(self._wall())
-        key = route.key
+        key, live = route.key, self._live
         if key.budget is not None:
-            seconds = await self._over(f"key:{key.name}", key.budget, usd, periods)
+            budget = live.keys.get(key.name)
+            seconds = await self._over(f"key:{key.name}", budget, usd, periods)
             if seconds is not None:
                 await self._health.disable_key(key, seconds, BlockReason.BUDGET)
         if model.budget is not None:
-            seconds = await self._over(f"model:{model.name}", model.budget, usd, periods)
+            budget = live.models.get(model.name)
+            seconds = await self._over(f"model:{model.name}", budget, usd, periods)
             if seconds is not None:
                 await self._health.block_model(model.name, seconds, BlockReason.BUDGET)
 
@@ -144,13 +169,14 @@ class BudgetKeeper:
         return True
 
     async def _over(
-        self, scope: str, budget: Budget, usd: float, periods: dict[str, tuple[str, float]]
+        self, scope: str, budget: Budget | None, usd: float, periods: dict[str, tuple[str, float]]
     ) -> float | None:
         """Add `usd` to the spend of `scope` (`key:<name>`, `model:<name>`: by name, so a
         new credential under a key's name keeps its spend); seconds until the longest
-        exceeded period turns, or None."""
+        exceeded period of `budget` turns, or None (always, with no budget)."""
         out_for: float | None = None
-        for period, cap in (("day", budget.usd_per_day), ("month", budget.usd_per_month)):
+        caps = (budget.usd_per_day, budget.usd_per_month) if budget else (None, None)
+        for period, cap in zip(("day", "month"), caps, strict=True):
             name, turns_in = periods[period]
             total = await self.store.add(f"spend:{scope}:{name}", usd, ttl=turns_in + 60)
             if cap is not None and total >= cap:

@@ -444,3 +444,56 @@ async def test_a_model_reloaded_without_its_budget_or_removed_leaves_the_metrics
         assert await scraped() is None
     finally:
         await runner.cleanup()
+
+
+async def test_a_stream_begun_before_a_budget_was_raised_does_not_take_the_key_out_again(
+    stack, clock, tmp_path
+):
+    """A stream on key a begins; a then spends its $30 budget and is out; the operator
+    raises the budget and a is back. When the stream ends, its cost is charged against
+    the budget serving now: a stays in (it was charged against the $30 it began under,
+    which took a out again for the rest of the day)."""
+    slow_a = dataclasses.replace(SIM_A, chunk_delay=0.25)  # its stream takes over 2 s
+    sim, sim_url = await stack.sim(slow_a, SIM_B, SIM_C)
+    path = tmp_path / "routes.yaml"
+    path.write_text(config(sim_url, key_a={"budget": {"usd_per_day": 30}}))
+    wall = WallClock("2026-11-24T10:00:00+00:00")
+    registry = CollectorRegistry()
+    runner = await start(
+        load_config(path), "127.0.0.1", 0, config_path=path, clock=clock, wall=wall,
+        registry=registry,
+    )  # fmt: skip
+    labels = {"model": "gpt-4o", "route": "a/gpt-4o", "key": "a", "provider": "openai"}
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+
+        async def served_by() -> str:
+            raw = await client(url).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HI
+            )
+            return raw.headers["x-router-route"]
+
+        payload = {"model": "gpt-4o", "messages": HI, "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/chat/completions", json=payload) as stream,
+        ):
+            assert stream.headers["x-router-route"] == "a/gpt-4o"
+            while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
+                assert sim.stats["a"].served < 5
+            path.write_text(config(sim_url, key_a={"budget": {"usd_per_day": 1_000_000}}))
+            assert (await reload(url))[0] == 200
+            assert await served_by() == "a/gpt-4o"
+            assert not stream.content.at_eof()  # the stream is still going
+            spent = registry.get_sample_value("llm_router_spend_usd_total", labels)
+            body = await stream.read()
+        assert body.endswith(b"data: [DONE]\n\n")
+        async with asyncio.timeout(5):  # until the stream is charged, just after its end
+            while registry.get_sample_value("llm_router_spend_usd_total", labels) == spent:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and its budget checked, right after
+        assert await served_by() == "a/gpt-4o"
+        _, keys = await admin_state(url)
+        assert keys["a"]["disabled_reason"] is None
+    finally:
+        await runner.cleanup()

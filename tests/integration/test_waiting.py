@@ -14,11 +14,14 @@ from typing import Any
 import openai
 import pytest
 
+from router.config import load_config
+from router.server import bound_port, start
 from router.sim import Fault, SimProvider
 from tests.configs import model, route, routes_yaml, sim_keys
 from tests.conftest import HI, SIM_A, client
 from tests.integration.test_logs import logs  # noqa: F401  (the fixture)
 from tests.integration.test_metrics import scrape
+from tests.integration.test_reload import reload
 
 
 def one_key(sim_url: str, *, model_fields: dict[str, Any] | None = None, **failover: Any) -> str:
@@ -161,3 +164,30 @@ async def test_a_client_that_leaves_while_waiting_leaves_the_line(stack):
     # Nothing of the one that left stays in the line: a newcomer goes straight through.
     assert (await send(url, "third"))[0] == 200
     assert await metric(url, "llm_router_waits_total") == 2
+
+
+async def test_the_waiting_room_holds_its_bound_across_a_reload(stack, tmp_path):
+    """One room for the process: requests still waiting on the config before a reload
+    count against the new one's max_waiting (a room per config let each reload hold
+    max_waiting more), and a reload that raises it lets more in at once."""
+    sim, sim_url = await stack.sim(SIM_A)
+    path = tmp_path / "routes.yaml"
+    path.write_text(one_key(sim_url, max_waiting=1))
+    runner = await start(load_config(path), "127.0.0.1", 0, config_path=path)
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}"
+        # Long enough for the reloads and the requests between on a slow, busy machine.
+        sim.inject("a", Fault.rate_limit(retry_after=2.0))
+        first = asyncio.create_task(send(url, "first"))
+        await until_waiting(url, 1)
+        assert (await reload(url))[0] == 200  # the same file: max_waiting 1
+        with pytest.raises(openai.RateLimitError):
+            await send(url, "second")
+        path.write_text(one_key(sim_url, max_waiting=2))
+        assert (await reload(url))[0] == 200
+        third = asyncio.create_task(send(url, "third"))
+        await until_waiting(url, 2)
+        assert [status for status, _ in await asyncio.gather(first, third)] == [200, 200]
+        assert users(sim) == ["first", "first", "third"]  # in arrival order, across it
+    finally:
+        await runner.cleanup()
