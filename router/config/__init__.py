@@ -252,6 +252,7 @@ def _state(at: Field) -> StateSettings:
         raise found["backend"].error(
             f"backend redis needs the redis package: pip install '{DISTRIBUTION}[redis]'"
         )
+    _check_redis_url(found["url"], url)
     if "prefix" not in found:
         return StateSettings(backend="redis", url=url)
     prefix = found["prefix"].string()
@@ -262,6 +263,25 @@ def _state(at: Field) -> StateSettings:
         # `team?` would read `teamB`'s state too.
         raise found["prefix"].error("must not hold * ? [ ] or \\: it is matched as a pattern")
     return StateSettings(backend="redis", url=url, prefix=prefix)
+
+
+def _check_redis_url(at: Field, url: str) -> None:
+    """A URL redis-py cannot take (a port that is no number, an option that is no
+    value) is refused here, with its field, not found when the store starts. The URL
+    itself is not echoed: it may hold a password."""
+    from redis.asyncio.connection import parse_url  # only for backend redis
+
+    try:
+        parse_url(url)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).replace(url, "<url>")[:200]
+        raise at.error(f"is not a Redis URL redis-py can use ({reason})") from None
+    parts = urlsplit(url)
+    database = parts.path.lstrip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        # redis-py takes a database that is no number as database 0, another pool's.
+        raise at.error(f"the database after the host is a number (redis://host:6379/0), "
+                       f"not {database[:40]!r}")  # fmt: skip
 
 
 def _traces(at: Field) -> TraceSettings:

@@ -950,10 +950,14 @@ def test_the_state_section() -> None:
         ('{backend: redis, url: "redis://r", snapshot: s.json}', "applies to backend: memory"),
         ('{url: "redis://r"}', "applies to backend: redis only"),
         ('{backend: redis, url: "redis://r", prefix: ""}', "must not be empty"),
+        ('{backend: redis, url: "redis://r:notaport/0"}', "is not a Redis URL redis-py can use"),
+        ('{backend: redis, url: "redis://r/0?socket_timeout=abc"}', "socket_timeout"),
+        ('{backend: redis, url: "redis://:pw@r:6379/abc"}', "the database after the host"),
     ],
 )
 def test_a_state_section_that_cannot_work_is_refused(state: str, message: str) -> None:
-    assert message in error_of(minimal(extra=f"state: {state}\n"))
+    error = error_of(minimal(extra=f"state: {state}\n"))
+    assert message in error and ":pw@" not in error
 
 
 def test_the_telemetry_section() -> None:
