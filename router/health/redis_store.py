@@ -188,10 +188,12 @@ class RedisStore:
         for task in self._tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: nothing to report at shutdown
-        if self._pending and self._problem is None:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._flush(self._take())  # what the last requests wrote
+        # What the last requests wrote, even while degraded: Redis may be back, and the
+        # writer only waiting out its backoff (at most 1 s here if it is not).
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                while self._pending:  # twice at most: spend held back behind a batch
+                    await self._flush(self._take())
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await self._redis.aclose()
         await self._local.close()
@@ -237,6 +239,11 @@ class RedisStore:
         now = self._clock()
         live = self._local.live()
         for scope, left, reason in live.blocks:
+            if reason in batch.lifts.get(scope, ()):
+                # Lifted here while Redis was away (an operator's restore), and the block
+                # since taken back from a replica that pushed its old copy: the lift is
+                # the newer, and goes in this batch; the push would cancel it.
+                continue
             batch.block(scope, now + left, reason)
         for scope, headroom, left in live.headroom:
             batch.headroom.setdefault(scope, (headroom, now + left))
@@ -295,6 +302,11 @@ class RedisStore:
             # sent again, whole, once Redis can take it (its spend counted once).
             answers = await pipe.execute(raise_on_error=False)
         self._settle(batch, answers, spent, now)
+        await self._lifted(batch)
+        if batch.spend:  # held back behind a batch confirmed just now: in the next one
+            for total, (amount, deadline) in batch.spend.items():
+                self._pending.add(total, amount, deadline)
+            self._dirty.set()
 
     def _settle(
         self,
@@ -319,6 +331,18 @@ class RedisStore:
             left = max(deadline - now, 0.001)
             with contextlib.suppress(ValueError, TypeError):
                 self._local.set_total(total, read_back.amount(answers[at]), left, at_least=True)
+
+    async def _lifted(self, batch: PendingWrites) -> None:
+        """The lifts of a batch Redis has applied. A read of Redis begun before that
+        moment may still find the block, and a replica that pushed its old copy back may
+        have sent it here meanwhile: the lift is remembered from now, and made again in
+        this copy, unless this replica has blocked the scope since (its block is the
+        newer, and on its way)."""
+        for scope, reasons in batch.lifts.items():
+            self._incoming.note_lift(scope)
+            if scope not in self._pending.blocks:
+                for reason in reasons:
+                    await self._local.lift(scope, reason)
 
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_FIRST

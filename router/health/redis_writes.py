@@ -67,7 +67,9 @@ def to_ms(seconds: float) -> int:
 class PendingWrites:
     """Writes waiting for Redis, coalesced: one entry per scope or total. Spend once sent
     keeps the batch it went in (`sent`), so that sending it again is a no-op where it
-    landed; only spend not yet sent (`spend`) is summed with what comes after."""
+    landed; only spend not yet sent (`spend`) is summed with what comes after. A total
+    has one batch unconfirmed at most: while Redis is away, what it spends meanwhile is
+    summed in `spend`, not sealed into a batch per failed attempt (720 an hour each)."""
 
     __slots__ = ("blocks", "headroom", "lifts", "sent", "spend")
 
@@ -84,10 +86,16 @@ class PendingWrites:
         return bool(self.blocks or self.lifts or self.headroom or self.spend or self.sent)
 
     def seal(self, batch: str) -> None:
-        """Give the spend not yet sent to `batch`, before it is sent."""
+        """Give the spend not yet sent to `batch`, before it is sent, but for totals with
+        a batch still unconfirmed: theirs stays in `spend`, for once that one is."""
+        unconfirmed = {total for _, total in self.sent} if self.sent else ()
         for total, value in self.spend.items():
-            self.sent[(batch, total)] = value
-        self.spend.clear()
+            if total not in unconfirmed:
+                self.sent[(batch, total)] = value
+        if unconfirmed:
+            self.spend = {t: v for t, v in self.spend.items() if t in unconfirmed}
+        else:
+            self.spend.clear()
 
     def block(self, scope: str, deadline: float, reason: BlockReason) -> None:
         self.lifts.pop(scope, None)
