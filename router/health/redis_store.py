@@ -10,8 +10,11 @@ later block, the summed spend), so what waits for Redis is bounded by the config
 
 Redis down, killed or paused: requests go on against the local copy; the store logs
 `state_store_degraded` once, says so in `degraded()` (/readyz detail and a metric), and
-tries again after a short backoff. When Redis answers again it gets this replica's
-live state back (a Redis that restarted empty learns the blocks and spend it lost).
+tries again after a short backoff. Each of its three tasks (writer, subscriber, reader)
+recovers on its own success: a Redis that takes writes but refuses this user its
+channel (an ACL without channel rights) stays degraded, logged once, not flapping.
+When Redis answers again it gets this replica's live state back (a Redis that
+restarted empty learns the blocks and spend it lost).
 
 Shared: blocks (cooldowns, open circuits, disabled keys, budget blocks), the headroom
 providers reported, spend totals. Per replica: the breaker's failure counts (each
@@ -58,6 +61,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 RECONCILE_SECONDS = 5.0
 FLUSH_DELAY = 0.05  # seconds a write waits for others to share its pipeline
 CLOSE_WAIT = 1.0  # seconds close() waits for its background tasks to end
+_WRITER, _SUBSCRIBER, _READER = "writer", "subscriber", "reader"  # the tasks' problems
+_READ_KINDS = frozenset({"block", "headroom", "total"})  # what a reconciliation takes in
 
 
 def _for_good(error: Exception) -> bool:
@@ -87,7 +92,8 @@ class RedisStore:
         self._confirmed: list[str] = []  # sets of applied spend to delete at the next write
         self._incoming = Incoming(local, self._node, clock)  # what others wrote, taken in
         self._dirty = asyncio.Event()
-        self._problem: str | None = None
+        # Per task (writer, subscriber, reader): what failed it last, until it succeeds.
+        self._problems: dict[str, str] = {}
         # Push the local copy at the next good write: Redis may lack it (not needed once
         # the first read has found what Redis holds).
         self._resync = True
@@ -169,7 +175,7 @@ class RedisStore:
         return self._local.scopes()
 
     def degraded(self) -> str | None:
-        return self._problem
+        return next(iter(self._problems.values()), None)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -225,14 +231,14 @@ class RedisStore:
                 raise
             except Exception as exc:  # Redis away; anything else must not stop the sync either
                 self._pending.merge(batch)
-                self._degrade(exc)
+                self._degrade(exc, _WRITER)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 self._dirty.set()
                 continue
             backoff = BACKOFF_FIRST
             self._resync = False
-            self._recover()
+            self._recover(_WRITER)
 
     def _push_local(self, batch: PendingWrites) -> None:
         """This replica's live copy, for a Redis that may have lost it."""
@@ -291,7 +297,7 @@ class RedisStore:
             confirmed = self._confirmed
             if confirmed:  # earlier batches' sets, no longer needed: they came back
                 pipe.delete(*confirmed)
-            if self._problem is not None:
+            if _WRITER in self._problems:
                 pipe.ping()  # an empty batch proves nothing about a Redis that was away
             if not pipe.command_stack:
                 return
@@ -350,13 +356,18 @@ class RedisStore:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
-                backoff = BACKOFF_FIRST
+                subscribed = False
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
+                    if not subscribed:
+                        # Refused (NOPERM), the error comes here, not from subscribe().
+                        subscribed = True
+                        backoff = BACKOFF_FIRST
+                        self._recover(_SUBSCRIBER)
                     if message is not None:
                         await self._incoming.message(message["data"])
             except Exception as exc:  # Redis away; anything else must not stop the sync either
-                self._degrade(exc)
+                self._degrade(exc, _SUBSCRIBER)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             finally:
@@ -368,14 +379,15 @@ class RedisStore:
         while True:
             try:
                 await self._reconcile()
-                if first and self._problem is None:
+                self._recover(_READER)
+                if first and not self._problems:
                     # The copy now holds what Redis holds: nothing to push back to it. A
                     # push would put back a block another replica lifts meanwhile.
                     self._resync = False
                 # Whole: a read cut short would show blocks without the spend behind them.
                 self._first_read.set()
             except Exception as exc:  # Redis away; anything else must not stop the sync either
-                self._degrade(exc)
+                self._degrade(exc, _READER)
             first = False
             await asyncio.sleep(RECONCILE_SECONDS)
 
@@ -384,35 +396,40 @@ class RedisStore:
         total (never lowered: a Redis that lost a total gets it back from the resync),
         the headroom Redis has."""
         started = self._incoming.read_begins()
-        for kind in ("block", "headroom", "total"):
-            prefix = self._key(kind, "")
-            keys = [key async for key in self._redis.scan_iter(match=f"{prefix}*", count=500)]
-            if not keys:
-                continue
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(key)
-                    pipe.pttl(key)
-                # A key of another type (WRONGTYPE) is an error answer of its own, not
-                # one that stops every reconcile from then on.
-                answers = await pipe.execute(raise_on_error=False)
-            for key, value, ms in zip(keys, answers[::2], answers[1::2], strict=True):
-                name = key.decode()[len(prefix) :]
-                await self._incoming.entry(kind, name, value, ms, started)
+        # One scan for the three kinds: a SCAN walks the whole database, whatever it
+        # matches, so its cost is the database's size (README: a database of its own).
+        prefix = f"{self._prefix}:"
+        found: list[tuple[bytes, str, str]] = []  # key, kind, name
+        async for key in self._redis.scan_iter(match=f"{prefix}*", count=1000):
+            kind, _, name = key[len(prefix) :].decode(errors="replace").partition(":")
+            if kind in _READ_KINDS:
+                found.append((key, kind, name))
+        if not found:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _, _ in found:
+                pipe.get(key)
+                pipe.pttl(key)
+            # A key of another type (WRONGTYPE) is an error answer of its own, not one
+            # that stops every reconcile from then on.
+            answers = await pipe.execute(raise_on_error=False)
+        for (_, kind, name), value, ms in zip(found, answers[::2], answers[1::2], strict=True):
+            await self._incoming.entry(kind, name, value, ms, started)
 
-    def _degrade(self, exc: BaseException) -> None:
-        if self._problem is None:
-            self._problem = f"{type(exc).__name__}: {exc}"[:200]
+    def _degrade(self, exc: BaseException, task: str) -> None:
+        problem = f"{type(exc).__name__}: {exc}"[:200]
+        if not self._problems:
             log.warning(
                 "state_store_degraded",
-                error=self._problem,
+                error=problem,
                 detail="serving from this replica's copy; retrying Redis in the background",
             )
+        self._problems[task] = problem
         # Push this replica's copy once Redis answers again: it may have restarted empty.
         self._resync = True
         self._dirty.set()
 
-    def _recover(self) -> None:
-        if self._problem is not None:
-            log.info("state_store_recovered", was=self._problem)
-            self._problem = None
+    def _recover(self, task: str) -> None:
+        was = self._problems.pop(task, None)
+        if was is not None and not self._problems:
+            log.info("state_store_recovered", was=was)

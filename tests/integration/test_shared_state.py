@@ -436,7 +436,14 @@ async def test_a_restarted_empty_redis_gets_the_replicas_state_back(redis_server
     async with redis_server.client() as redis:
         await until(lambda: redis.exists(key), seconds=10)
         assert 50_000 < await redis.pttl(key) <= 60_000
+
+    async def recovered() -> bool:  # once its subscriber too is back, after its backoff
+        return bool(_events(logs, "state_store_recovered"))
+
+    await until(recovered, seconds=10)
+    await asyncio.sleep(0.5)
     assert len(_events(logs, "state_store_recovered")) == 1
+    assert len(_events(logs, "state_store_degraded")) == 1
 
 
 async def test_a_router_starts_and_serves_with_redis_down(stack):
@@ -1003,3 +1010,27 @@ async def _present(redis: Any, key: str) -> bool:
 
 async def _is_degraded(store: Any, expected: bool) -> bool:
     return (store.degraded() is not None) is expected
+
+
+async def test_a_redis_user_without_channel_rights_is_degraded_once_not_flapping(
+    redis_server, logs
+):
+    """Redis 7's ACL users get no channels unless granted (acl-pubsub-default
+    resetchannels): writes and reads work, the subscription is refused. The store is
+    degraded (no replica hears another), logged once; the writer's success does not
+    call it recovered each time, only for the subscriber to fail again."""
+    redis = redis_server.client()
+    await redis.execute_command("ACL", "SETUSER", "router", "on", ">pw", "~acl:*", "+@all",
+                                "resetchannels")  # fmt: skip
+    url = f"redis://router:pw@127.0.0.1:{redis_server.port}/0"
+    store = await _store(url, "acl")
+    try:
+        await store.add("spend:key:a:d", 1.0, 3600)
+        await until(lambda: _total_is(redis, "acl:total:spend:key:a:d", 1.0))
+        await asyncio.sleep(3.0)  # the subscriber refused a few times, writes taken
+        assert "permission" in (store.degraded() or "")
+        assert len(_events(logs, "state_store_degraded")) == 1
+        assert _events(logs, "state_store_recovered") == []
+    finally:
+        await store.close()
+        await redis.aclose()
