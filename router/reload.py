@@ -194,9 +194,9 @@ class Reloader:
             + [f"spend:model:{name}:" for name in removed_models],
         )
         health = old_state.health.successor(config.failover, kept)
-        self._shared.metrics.reconfigure(
-            config, [r for r in gone_routes if r.id not in new_routes], removed_keys
-        )
+        # Routes and keys gone, or on another account (their state went with it): a
+        # key replaced after a 401 no longer shows disabled, nor under its old provider.
+        self._shared.metrics.reconfigure(config, gone_routes, gone_keys)
         self._shared.room.limit = config.failover.max_waiting
         self._shared.budgets.set(config)
         self._current.state = build_state(config, health, self._shared)  # the swap

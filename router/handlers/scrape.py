@@ -32,10 +32,15 @@ NEW_SERIES_PER_STEP = 128
 
 
 async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: StateStore) -> None:
+    """Each `await` lets a reload swap the config in (`metrics.routes` is then another
+    table): the refresh stops there, or it would make gauges for the routes the reload
+    just removed, for good. The page says what it had; the next scrape, the rest."""
     table = metrics.routes
     stateful = _stateful_routes(metrics, store)
     for index in sorted({table.chunk_of[route_id] for route_id in stateful}):
         statuses = await route_statuses(health, table.chunks[index])
+        if metrics.routes is not table:
+            return
         created = 0
         for status in statuses:
             if status.route.id in stateful:
@@ -45,12 +50,16 @@ async def refresh_state_gauges(metrics: Metrics, health: HealthTracker, store: S
                 if created >= NEW_SERIES_PER_STEP:
                     created = 0
                     await asyncio.sleep(0)  # a snapshot a few ms old is still the truth
+                    if metrics.routes is not table:
+                        return
         disabled = disabled_keys(statuses)
         for key in {s.route.key for s in statuses if s.route.id in stateful}:
             reason = disabled.get(key.name)
             said = None if reason is None else reason.value
             metrics.state.observe_key(key.name, key.provider, said)
         await asyncio.sleep(0)  # let requests in flight run between chunks
+        if metrics.routes is not table:
+            return
     await _refresh_model_gauges(metrics, health, store)
 
 
@@ -67,7 +76,10 @@ async def _refresh_model_gauges(metrics: Metrics, health: HealthTracker, store: 
         )
     if not names:
         return
+    table = metrics.routes
     blocks = await health.model_blocks(sorted(names))
+    if metrics.routes is not table:
+        return  # reloaded meanwhile: a model it removed would get its gauge back
     for name in names:
         block = blocks.get(name) if name in budgeted else None  # a budget gone: back
         metrics.state.observe_model(name, None if block is None else block.reason.value)

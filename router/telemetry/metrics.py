@@ -69,7 +69,7 @@ SCRAPE_CHUNK = 64
 class Metrics:
     def __init__(self, registry: CollectorRegistry, config: Config) -> None:
         self.registry = registry
-        self._route_series: dict[tuple[str, str], RouteSeries] = {}
+        self._route_series: dict[tuple[str, str, str], RouteSeries] = {}
         self._model_series: dict[str, ModelSeries] = {}
         self._ttft_series: dict[str, Any] = {}
         self._upstream_series: dict[tuple[str, str], Any] = {}
@@ -200,9 +200,12 @@ class Metrics:
         self.state.available(config.all_routes())
 
     def route_series(self, model: str, route: Route) -> RouteSeries:
-        series = self._route_series.get((model, route.id))
+        # By provider too: a key moved to another provider by a reload counts under it
+        # (its requests begun before the reload, under the old one).
+        at = (model, route.id, route.key.provider)
+        series = self._route_series.get(at)
         if series is None:
-            series = self._route_series[(model, route.id)] = RouteSeries(self, model, route)
+            series = self._route_series[at] = RouteSeries(self, model, route)
         return series
 
     def upstream_seconds_of(self, model: str, provider: str) -> Any:
@@ -228,17 +231,17 @@ class Metrics:
             series = self._model_series[model] = ModelSeries(self, model)
         return series
 
-    def reconfigure(
-        self, config: Config, removed: Iterable[Route], removed_keys: Iterable[Key]
-    ) -> None:
-        """After a reload: the startup series of `config` exist (at zero for new routes
-        and models), the scrape's route table is the new config's, and the state gauges
-        of removed routes and keys are gone, so no alert reads a route that is no longer
-        there as stuck. Counters keep their history."""
+    def reconfigure(self, config: Config, gone: Iterable[Route], gone_keys: Iterable[Key]) -> None:
+        """After a reload: the state gauges of routes and keys `gone` (removed, or on
+        another account, whose state went with it) are gone, so no alert reads a route
+        that is no longer there, or a key replaced, as stuck; then the startup series of
+        `config` exist (at zero for new routes and models: an account-changed route is
+        available again), and the scrape's route table is the new config's. Counters
+        keep their history."""
+        self.state.forget(gone, gone_keys, config.models)
         self._create_series(config)
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         self._dated = _dated(config)
-        self.state.forget(removed, removed_keys, config.models)
 
 
 def _dated(config: Config) -> tuple[Route, ...]:

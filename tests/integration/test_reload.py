@@ -21,7 +21,7 @@ import structlog
 from router.config import load_config
 from router.handlers.state import APP_STATE
 from router.server import bound_port, start
-from router.sim import Fault
+from router.sim import Fault, SimKey
 from router.telemetry.logs import configure_logging, reset_logging
 from router.upstream import Upstream
 from router.upstream.translate import egress as translate_egress
@@ -356,3 +356,86 @@ async def test_a_translated_keys_client_is_closed_once_a_reload_replaced_it_and_
         assert old.is_closed()
         [new] = translate_egress.open_clients()
         assert not new.is_closed() and new.api_key == SIM_B.api_key
+
+
+def _series(page: str, name: str, **labels: str) -> list[str]:
+    """The sample lines of `name` whose labels include `labels`."""
+    wanted = [f'{label}="{value}"' for label, value in labels.items()]
+    return [
+        line
+        for line in page.splitlines()
+        if line.startswith(name + "{") and all(w in line.split("} ")[0] for w in wanted)
+    ]
+
+
+async def test_a_key_on_another_account_after_a_reload_no_longer_shows_disabled(stack, tmp_path):
+    """Key a is out for a 401; routes.yaml gives it another account (a new key, or here
+    another organisation) and a reload starts it clean: its route and key gauges say
+    so at once, so the key-disabled alert stops firing (it showed disabled until the
+    route next got state, which an idle backup key may never)."""
+    from tests.integration.test_metrics import scrape
+
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+
+    def config(org: str) -> str:
+        return routes_yaml(
+            keys=[
+                sim_key(SIM_A, sim_url, headers={"OpenAI-Organization": org}),
+                *sim_keys(sim_url, SIM_B),
+            ],
+            models={"gpt-4o": model(route("a", "gpt-4o"), route("b", "gpt-4o", priority=2))},
+        )
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(config("org-one"))
+    async with router_for(path) as url:
+        sim.inject("a", Fault.auth())
+        assert await chat_status(url) == 200  # b served
+        page = await scrape(url)
+        on_a = 'llm_router_route_state{key="a",provider="openai",route="a/gpt-4o",state='
+        assert _series(page, "llm_router_route_state", route="a/gpt-4o", state="disabled") == [
+            on_a + '"disabled"} 1.0'
+        ]
+        assert _series(page, "llm_router_key_disabled", key="a", reason="auth")[0].endswith(" 1.0")
+        sim.clear("a")
+        path.write_text(config("org-two"))
+        assert (await reload(url))[0] == 200
+        page = await scrape(url)
+        assert _series(page, "llm_router_route_state", route="a/gpt-4o") == [
+            on_a + '"available"} 1.0'
+        ]
+        assert all(
+            line.endswith(" 0.0") for line in _series(page, "llm_router_key_disabled", key="a")
+        )
+
+
+async def test_a_key_moved_to_another_provider_counts_under_it(stack, tmp_path):
+    """Key a goes from OpenAI to Azure under the same name: its attempts count under
+    provider="azure" once reloaded, and its route state shows once, under it."""
+    from tests.integration.test_metrics import scrape
+
+    az = SimKey(name="a", api_key=SIM_A.api_key)
+    sim, sim_url = await stack.sim(az)
+
+    def config(provider: str) -> str:
+        base = sim_url if provider == "openai" else sim.root
+        return routes_yaml(
+            keys=[sim_key(az, base, provider=provider)],
+            models={"gpt-4o": model(route("a", "gpt-4o"))},
+        )
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(config("openai"))
+    async with router_for(path) as url:
+        assert await chat_status(url) == 200
+        path.write_text(config("azure"))
+        assert (await reload(url))[0] == 200
+        assert await chat_status(url) == 200
+        assert sim.requests[-1].path == "/openai/deployments/gpt-4o/chat/completions"
+        page = await scrape(url)
+        attempts = "llm_router_upstream_attempts_total"
+        for provider in ("openai", "azure"):
+            (line,) = _series(page, attempts, route="a/gpt-4o", provider=provider, outcome="ok")
+            assert line.endswith(" 1.0"), line
+        (state,) = _series(page, "llm_router_route_state", route="a/gpt-4o")
+        assert 'provider="azure"' in state and state.endswith(" 1.0")
