@@ -41,6 +41,7 @@ from router.handlers import answer_headers
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.handlers.trace_facts import request_facts
+from router.outcomes import FailureClass
 from router.telemetry.labels import UNKNOWN_MODEL
 from router.telemetry.logs import bind_request_id
 from router.wire.dialects import OPENAI_CHAT, Dialect
@@ -51,6 +52,7 @@ log = structlog.get_logger("router.request")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Refusals that continue_if_accepted foresees: answered before any body is asked for.
+_OK = FailureClass.OK
 _READING = frozenset({"GET", "HEAD"})  # the methods HTTP Basic is taken on (_presented_token)
 _REFUSED_UNREAD = (BodyTooLarge, ExpectationFailed, Forbidden, Unauthorized)
 
@@ -347,6 +349,10 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
     usage = end.usage if end is not None else (result.usage if isinstance(result, Answer) else None)
     cost = result.cost_usd if result is not None else None
     stream = None if end is None else _stream_outcome(end, status, trace.cut)
+    attempts = [f"{a.route_id}:{a.failure}" for a in trace.attempts]
+    if end is not None and end.verdict.failure is not _OK and attempts:
+        # The stream's attempt ended as its stream did, as its metrics count it.
+        attempts[-1] = f"{trace.attempts[-1].route_id}:{end.verdict.failure}"
     state.request_log(
         trace.request_id,
         {
@@ -357,7 +363,7 @@ def _finish(request: web.Request, trace: RequestTrace, status: int) -> None:
             # The members themselves: a StrEnum's `.value` is a Python-level descriptor
             # call; JSON and f-strings write a member as its value anyway.
             "outcome": outcome,
-            "attempts": [f"{a.route_id}:{a.failure}" for a in trace.attempts],
+            "attempts": attempts,
             "skipped": list(trace.skipped) if trace.skipped else None,
             "stream": stream,
             # round(x * 100_000) / 100 is round(x * 1000, 2) without its decimal

@@ -597,6 +597,9 @@ async def test_an_anthropic_stream_cut_after_content_has_unknown_output(stack, l
             await asyncio.sleep(0.02)
     event = request_event(logs)
     assert event["route"] == "ant/claude-sonnet-4-6"
+    # The attempt ended as its stream did (the client's leaving is no fault of it).
+    ended = "ok" if fault.kind == "stream_stall" else event["stream"]
+    assert event["attempts"] == [f"ant/claude-sonnet-4-6:{ended}"]
     assert event["tokens_in"] > 0
     assert (event["tokens_out"], event["cost_usd"]) == (None, None)
     labels = {"model": "m", "route": "ant/claude-sonnet-4-6", "key": "ant",
