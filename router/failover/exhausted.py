@@ -13,6 +13,12 @@ from router.outcomes import Attempt, BlockReason, FailureClass
 from router.rules.plan import unavailability
 from router.types import ModelSpec
 
+TRANSIENT_RETRY = 1.0  # seconds: the wait a client is told after a transient failure
+_TRANSIENT = frozenset(
+    {FailureClass.SERVER_ERROR, FailureClass.TIMEOUT, FailureClass.CONNECTION,
+     FailureClass.OVERLOADED}
+)  # fmt: skip
+
 
 async def no_capacity(
     call: Call,
@@ -42,6 +48,11 @@ async def no_capacity(
         retry_after: float | None = min(limited_waits, default=1.0)
     else:
         retry_after = min(down_waits, default=None)
+        if retry_after is None and any(a.failure in _TRANSIENT for a in attempts):
+            # A route that failed once (a 500, a timeout) and is still in rotation: the
+            # SDK's own retry, a second on, may well get through, as it would straight
+            # to the provider; without a wait the answer would tell it not to retry.
+            retry_after = TRANSIENT_RETRY
     chain = " -> ".join(call.model.chain)
     if limited:
         message = f"every route of {chain} is rate limited"

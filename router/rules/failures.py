@@ -225,6 +225,21 @@ def _is_quota(status: int, kind: str, code: str, text: str) -> bool:
     return status == 402 or any(needle in text for needle in _QUOTA_TEXT)
 
 
+# What a 404 names when it is about something the request referred to, not the route's
+# model: OpenAI's previous_response_not_found ("Previous response with id 'resp_..' not
+# found."), files, batches, threads, vector stores; Anthropic's "File not found".
+_CALLERS_RESOURCES = ("response with id", "previous response", "file", "batch", "thread",
+                      "vector store", "assistant", "upload", "conversation")  # fmt: skip
+
+
+def _callers_resource(code: str, text: str) -> bool:
+    """Whether a not-found error is about a resource the request named, not the model
+    (or the address: a bare "Not Found" from a wrong api_base is the route's)."""
+    if code == "model_not_found" or "model" in text:
+        return False
+    return code.endswith("not_found") or any(needle in text for needle in _CALLERS_RESOURCES)
+
+
 def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
     wait = retry_after_from_headers(headers, now_epoch=time.time())
     if wait is None:
@@ -279,6 +294,10 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     if code in _CONTENT_POLICY_CODES or any(needle in text for needle in _CONTENT_POLICY_TEXT):
         return Verdict(failure=F.CONTENT_POLICY, message=message)
     if status == 404 or code == "model_not_found" or kind == "not_found_error":
+        if _callers_resource(code, text):
+            # A stored response, a file the request named: gone for this caller, on any
+            # key; the route is fine (it would be out for an hour as misconfigured).
+            return Verdict(failure=F.BAD_REQUEST, message=message)
         return Verdict(failure=F.MODEL_NOT_FOUND, message=message)
     if status in (408, 504) or kind == "timeout_error":
         return Verdict(failure=F.TIMEOUT, message=message)

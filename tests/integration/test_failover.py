@@ -236,6 +236,30 @@ async def test_routes_down_rather_than_limited_answer_503(stack, clock):
     assert "a/gpt-4o: server_error" in caught.value.message
 
 
+@pytest.mark.parametrize("status", [500, 502])
+async def test_a_transient_failure_of_the_last_route_is_retried_by_the_sdk(stack, status):
+    """One 5xx from a model's only route, which stays in rotation: the 503 says retry
+    in a second, as the provider's own 5xx would have the SDK do, not "do not retry"
+    (which made the SDK give up where it would have got through straight to the
+    provider)."""
+    sim, sim_url = await stack.sim(SIM_A)
+    only_a = routes_yaml(
+        keys=sim_keys(sim_url, SIM_A), models={"gpt-4o": model(route("a", "gpt-4o"))}
+    )
+    url = await stack.router(only_a)
+    sim.inject("a", Fault.server_error(status))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await ask(url)
+    headers = caught.value.response.headers
+    assert (headers["retry-after"], headers.get("x-should-retry")) == ("1", None)
+    sim.inject("a", Fault.server_error(status))
+    completion = await client(url, max_retries=1).chat.completions.create(
+        model="gpt-4o", messages=HI
+    )
+    assert completion.choices[0].message.content == "Hello from a via gpt-4o."
+    assert sim.stats["a"].requests == 3  # the two 5xx, and the SDK's retry
+
+
 async def test_attempt_cap_bounds_the_walk(stack, clock):
     sim, sim_url = await stack.sim(SIM_A, SIM_B, SIM_C)
     url = await stack.router(

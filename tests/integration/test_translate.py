@@ -631,3 +631,30 @@ def test_importing_the_package_does_not_import_litellm() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        pytest.param({"messages": [{"role": "user", "content": 5}]}, "messages", id="content"),
+        pytest.param({"messages": [{"content": "hi"}]}, "messages", id="no-role"),
+        pytest.param({"max_tokens": "five"}, "max_tokens", id="max-tokens"),
+        pytest.param({"temperature": "hot"}, "temperature", id="temperature"),
+        pytest.param({"stop": [1, 2]}, "stop", id="stop"),
+        pytest.param({"tools": "all"}, "tools", id="tools"),
+    ],
+)
+async def test_a_chat_body_litellm_cannot_convert_is_the_callers_400(
+    sim: SimProvider, change: dict[str, Any], param: str
+) -> None:
+    """litellm raises its own APIConnectionError on such a body ("'int' object is not
+    iterable"): a 500 the route was charged with, five of which opened its circuit."""
+    response = await send(
+        route_to(sim, "anthropic", CLAUDE), Operation.CHAT, {**CHAT, **change}, stream=False
+    )
+    assert response.status == 400
+    body = json.loads(await response.read(1.0))
+    assert body["error"]["param"] == param and body["error"]["type"] == "invalid_request_error"
+    verdict = classify_response(response.status, response.headers, json.dumps(body).encode())
+    assert verdict.failure is FailureClass.BAD_REQUEST
+    assert sim.stats["a"].requests == 0

@@ -85,10 +85,12 @@ class OpenAIChatTranslator:
         stream: bool,
         head_timeout: float,
     ) -> TranslatedAnswer | EventStream:
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            # litellm would fail on it with an error that looks like its own (a 500).
-            return _invalid_request(route, "'messages' must be an array of message objects")
+        wrong = shape_error(payload)
+        if wrong is not None:
+            # litellm would fail on it with an error that looks like its own, or like a
+            # connection's (a 500, which counts against the route and opens its circuit).
+            param, message = wrong
+            return _invalid_request(route, message, param)
         lib = await runtime.load()
         arguments = {
             **{name: value for name, value in payload.items() if name in CHAT_FIELDS},
@@ -215,8 +217,47 @@ def _chunk_object(
     }
 
 
-def _invalid_request(route: Route, message: str) -> TranslatedAnswer:
-    error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": None}
+_NUMBER_FIELDS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+_COUNT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+
+
+def shape_error(payload: dict[str, Any]) -> tuple[str, str] | None:
+    """(the field, what is wrong) when a chat request's shape is one litellm cannot
+    convert: checked here, where it is the caller's 400, not inside litellm."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return "messages", "'messages' must be an array of message objects"
+    for at, message in enumerate(messages):
+        if not isinstance(message.get("role"), str):
+            return "messages", f"messages[{at}].role must be a string"
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            return "messages", f"messages[{at}].content must be a string or an array of parts"
+        if isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+            return "messages", f"messages[{at}].content's parts must be objects"
+    for name in _NUMBER_FIELDS:
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return name, f"'{name}' must be a number"
+    for name in _COUNT_FIELDS:
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return name, f"'{name}' must be an integer"
+    stop = payload.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        return "stop", "'stop' must be a string or an array of strings"
+    tools = payload.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
+    ):
+        return "tools", "'tools' must be an array of tool objects"
+    return None
+
+
+def _invalid_request(route: Route, message: str, param: str = "messages") -> TranslatedAnswer:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
     return TranslatedAnswer(route.id, 400, carried_headers({}, _JSON), json_bytes({"error": error}))
 
 

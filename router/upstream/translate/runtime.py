@@ -49,6 +49,11 @@ def _import() -> ModuleType:
             # through litellm 1.104 stalled every request for 46 s where DNS hung.
             # Offline, the fetch fails at once and litellm counts another way.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            # Its table of Anthropic beta headers is fetched from GitHub on the first
+            # request that sends one (a blocking httpx.get, 5 s timeout): the bundled copy.
+            os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+            # And whatever else a newer litellm would fetch on its own (1.110 and later).
+            os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
             import litellm
 
             litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners
