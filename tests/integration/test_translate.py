@@ -9,6 +9,7 @@ translated answer over HTTP to the official `openai` and `anthropic` SDKs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -658,3 +659,34 @@ async def test_a_chat_body_litellm_cannot_convert_is_the_callers_400(
     verdict = classify_response(response.status, response.headers, json.dumps(body).encode())
     assert verdict.failure is FailureClass.BAD_REQUEST
     assert sim.stats["a"].requests == 0
+
+
+async def test_litellm_fetches_nothing_of_its_own_for_a_translated_request(
+    sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm reads its Anthropic beta-header table from GitHub (a blocking httpx.get,
+    5 s timeout, on the loop's thread pool) on the first request that needs it, such as
+    one with a response_format: the router has it use its bundled copy."""
+    from router.upstream.translate import runtime
+
+    await runtime.load()  # the router imports litellm first, as it does in production
+    from litellm import anthropic_beta_headers_manager as betas
+
+    fetched: list[str] = []
+
+    def fetch(url: str) -> dict[str, Any]:
+        fetched.append(url)
+        raise ConnectionError("no network in this test")
+
+    monkeypatch.setattr(betas.GetAnthropicBetaHeadersConfig, "fetch_remote_beta_headers_config",
+                        staticmethod(fetch))  # fmt: skip
+    monkeypatch.setattr(betas, "_BETA_HEADERS_CONFIG", None)  # as in a new process
+    schema = {"name": "x", "schema": {"type": "object"}}
+    payload = {**CHAT, "response_format": {"type": "json_schema", "json_schema": schema}}
+    route = route_to(sim, "anthropic", CLAUDE)
+    beta = {"anthropic-beta": "context-1m-2025-08-07"}  # a key's beta: litellm filters it
+    route = dataclasses.replace(route, key=dataclasses.replace(route.key, headers=beta))
+    response = await send(route, Operation.CHAT, payload, stream=False)
+    assert response.status == 200
+    assert betas._BETA_HEADERS_CONFIG is not None  # the table was read: the bundled one
+    assert fetched == []
