@@ -1,7 +1,10 @@
 """Server-sent events: just enough parsing to find event names and data payloads.
 
 Comment lines (`: keep-alive`, `: OPENROUTER PROCESSING`) carry no data and are
-skipped (provider-signals.md §9.3 item 3). Events end at a blank line, LF or CRLF.
+skipped (provider-signals.md §9.3 item 3). Events end at a blank line, LF or CRLF, or
+the two mixed (`\n\r\n`, `\r\n\n`): every function here finds the same ends. Each
+such end holds `\n\n` or `\n\r\n` (after an optional CR), so an end is where one
+of those two ends.
 """
 
 from __future__ import annotations
@@ -68,27 +71,34 @@ def fields(buffer: bytes, start: int = 0, end: int | None = None) -> tuple[bytes
 
 def complete_length(buffer: bytes) -> int:
     """How many leading bytes of `buffer` are whole events (the rest is carried over)."""
-    if buffer.find(b"\r") < 0:
-        cut = buffer.rfind(b"\n\n")
-        return cut + 2 if cut >= 0 else 0
-    cut = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\r\n\r\n"))
-    if cut < 0:
-        return 0
-    return cut + (4 if buffer.startswith(b"\r\n\r\n", cut) else 2)
+    cut = buffer.rfind(b"\n\n")
+    end = cut + 2 if cut >= 0 else 0
+    if buffer.find(b"\r") >= 0:
+        cut = buffer.rfind(b"\n\r\n")
+        if cut >= 0 and cut + 3 > end:
+            end = cut + 3
+    return end
+
+
+def ends_after(buffer: bytes | bytearray, start: int) -> bool:
+    """Whether an event ends in `buffer[start:]`: for a reader holding an event that has
+    not ended, which looks only at what each read adds (and the 3 bytes before it), not
+    again at everything held: an event sent a little at a time up to the limit on one
+    event otherwise cost time in the square of its size."""
+    return _EVENT_END.search(buffer, start) is not None
 
 
 def event_around(buffer: bytes, position: int) -> tuple[int, int]:
     """(start, end) of the whole event holding byte `position` of `buffer`."""
-    if buffer.find(b"\r") < 0:
-        before = buffer.rfind(b"\n\n", 0, position)
-        end = buffer.find(b"\n\n", position)
-        return (before + 2 if before >= 0 else 0), (end + 2 if end >= 0 else len(buffer))
-    before = max(buffer.rfind(b"\n\n", 0, position), buffer.rfind(b"\r\n\r\n", 0, position))
-    start = 0 if before < 0 else before + (4 if buffer.startswith(b"\r\n\r\n", before) else 2)
-    ends = [
-        i for i in (buffer.find(b"\n\n", position), buffer.find(b"\r\n\r\n", position)) if i >= 0
-    ]
-    if not ends:
-        return start, len(buffer)
-    end = min(ends)
-    return start, end + (4 if buffer.startswith(b"\r\n\r\n", end) else 2)
+    before = buffer.rfind(b"\n\n", 0, position)
+    start = before + 2 if before >= 0 else 0
+    after = buffer.find(b"\n\n", position)
+    end = after + 2 if after >= 0 else len(buffer)
+    if buffer.find(b"\r") >= 0:
+        before = buffer.rfind(b"\n\r\n", 0, position)
+        if before >= 0 and before + 3 > start:
+            start = before + 3
+        after = buffer.find(b"\n\r\n", position)
+        if after >= 0 and after + 3 < end:
+            end = after + 3
+    return start, end

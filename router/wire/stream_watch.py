@@ -62,7 +62,8 @@ class StreamWatch:
     def __init__(self, dialect: Dialect, max_event: int) -> None:
         self._dialect = dialect
         self._max_event = max_event
-        self._carry = b""
+        # The start of an event that has not ended, held until it does.
+        self._carry = bytearray()
         self._input: int | None = None
         self._output: int | None = None
         self._cached: int | None = None
@@ -81,12 +82,12 @@ class StreamWatch:
     def see(self, chunk: bytes) -> bytes:
         """The whole events of carry + chunk, to forward as they are; a partial event
         waits for the next chunk. Raises EventTooLarge when that wait passes the limit."""
-        window = self._carry + chunk if self._carry else chunk
-        if window.endswith(b"\n\n"):  # whole events, as a read nearly always brings
-            complete = window
-            self._carry = b""
+        if self._carry:
+            complete = self._held(chunk)
+        elif chunk.endswith(b"\n\n"):  # whole events, as a read nearly always brings
+            complete = chunk
         else:
-            complete = self._cut(window)
+            complete = self._cut(chunk)
         self._inspect(complete, True)
         if complete:
             self.last = complete
@@ -94,12 +95,12 @@ class StreamWatch:
 
     def without_usage(self, chunk: bytes) -> bytes:
         """As `see`, less the usage chunk the router asked for on the client's behalf."""
-        window = self._carry + chunk if self._carry else chunk
-        if window.endswith(b"\n\n"):  # whole events, as a read nearly always brings
-            complete = window
-            self._carry = b""
+        if self._carry:
+            complete = self._held(chunk)
+        elif chunk.endswith(b"\n\n"):  # whole events, as a read nearly always brings
+            complete = chunk
         else:
-            complete = self._cut(window)
+            complete = self._cut(chunk)
         # The usage chunk comes last before the terminator, and after any running counts
         # (vLLM's continuous_usage_stats): search from the end.
         at = complete.rfind(b'"prompt_tokens"')
@@ -121,10 +122,28 @@ class StreamWatch:
         self.last = complete or self.last
         return complete
 
+    def _held(self, chunk: bytes) -> bytes:
+        """The whole events of what is held and `chunk`. Only the new bytes (and the 3
+        before them: an end split over reads) can end the event held: while none does,
+        `chunk` is added to it and nothing else is searched or copied."""
+        carry = self._carry
+        seen = len(carry)
+        carry += chunk
+        if not sse.ends_after(carry, seen - 3 if seen > 3 else 0):
+            if len(carry) > self._max_event:
+                self._too_large(b"")
+            return b""
+        window = bytes(carry)
+        carry.clear()
+        return self._cut(window)
+
     def _cut(self, window: bytes) -> bytes:
         """The whole events of `window`; the rest is held, up to the limit on one event."""
         cut = sse.complete_length(window)
-        complete, self._carry = window[:cut], window[cut:]
+        if cut == len(window):
+            return window
+        complete = window[:cut]
+        self._carry += memoryview(window)[cut:]
         if len(self._carry) > self._max_event:
             self._inspect(complete, True)
             self._too_large(complete)
@@ -132,10 +151,10 @@ class StreamWatch:
 
     def rest(self) -> bytes:
         """What is held of an event that has not ended (the stream's last bytes, at its end)."""
-        return self._carry
+        return bytes(self._carry)
 
     def _too_large(self, complete: bytes) -> None:
-        self._carry = b""
+        self._carry.clear()
         self.last = complete or self.last  # still to be sent, before the error event
         message = f"an SSE event passed {self._max_event} bytes without ending"
         raise EventTooLarge(message, complete)

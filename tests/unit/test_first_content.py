@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from router.errors import UpstreamProtocolError
 from router.failover.first_event import read_first_event
 from router.outcomes import Verdict
 from router.wire import sse
@@ -130,3 +131,22 @@ async def test_pings_before_the_first_event_are_not_read_again_with_each_piece(m
     assert (data, error) == (b"", None)
     assert buffer.endswith(ROLE + HELLO)
     assert len(read) <= 2  # the role chunk at most (the shortcut finds the text)
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 1 << 16])
+async def test_the_first_event_read_a_few_bytes_at_a_time_is_the_same(size: int) -> None:
+    """Pings, a role chunk, then the text, in reads of `size` bytes: what comes back is
+    every byte read, whatever the reads' size."""
+    stream = b": ping\n\n" * 3 + ROLE + b"\r\n" + HELLO.replace(b"\n\n", b"\n\r\n")
+    pieces = [stream[at : at + size] for at in range(0, len(stream), size)]
+    buffer, _, error = await read_first_event(
+        _Pieces(pieces), OPENAI_CHAT, 10.0, 1 << 20, Redactor()
+    )
+    assert error is None
+    assert buffer == stream[: len(buffer)] and buffer.endswith(b"\n\r\n")
+
+
+async def test_an_endless_first_event_in_small_reads_is_refused_at_the_limit() -> None:
+    pieces = [b'data: {"x":"'] + [b"y" * 100] * 200
+    with pytest.raises(UpstreamProtocolError, match="no content event in the first 10000"):
+        await read_first_event(_Pieces(pieces), OPENAI_CHAT, 10.0, 10_000, Redactor())

@@ -6,6 +6,7 @@ mixed line ends; every case here runs through both and must read the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -316,3 +317,43 @@ def test_comments_and_blank_lines_where_an_event_starts_are_no_event(buffer, fou
     assert [(name, data) for name, data, _ in sse.events(buffer)] == found
     crlf = buffer.replace(b"\n", b"\r\n")
     assert [(name, data) for name, data, _ in sse.events(crlf)] == found
+
+
+# Every mix of line ends the SSE format allows: LF then a CRLF blank line, and back.
+MIXED_ENDS = b"data: a\n\r\ndata: b\r\n\n: ping\r\n\r\ndata: c\n\nevent: x\r\ndata: d\n\r\n"
+
+
+@pytest.mark.parametrize("text", [STREAM, crlf(STREAM), MIXED, MIXED_ENDS],
+                         ids=["lf", "crlf", "mixed", "mixed-ends"])  # fmt: skip
+def test_every_reader_finds_the_same_event_ends(text: bytes) -> None:
+    """events(), complete_length() and event_around() agree on where events end, for
+    any line ends: a relay that held an event events() had ended held it for good, and
+    ended the stream as unfinished."""
+    ends = [0, *(match.end() for match in sse._EVENT_END.finditer(text))]
+    assert ends[-1] == len(text)
+    for cut in range(len(text) + 1):
+        whole = max(end for end in ends if end <= cut)
+        assert sse.complete_length(text[:cut]) == whole, cut
+    for start, end in itertools.pairwise(ends):
+        assert sse.event_around(text, start + 1) == (start, end), start
+
+
+@pytest.mark.parametrize("text", [STREAM, crlf(STREAM), MIXED, MIXED_ENDS],
+                         ids=["lf", "crlf", "mixed", "mixed-ends"])  # fmt: skip
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_a_stream_in_many_small_reads_goes_on_whole_and_in_order(text: bytes, size: int) -> None:
+    """Read a few bytes at a time, an event held over many reads goes on once its end
+    came, wherever a read cut that end."""
+    for strip in (False, True):
+        watch = _Watch(OPENAI_CHAT, 1 << 20)
+        read = watch.without_usage if strip else watch.see
+        out = b""
+        for at in range(0, len(text), size):
+            piece = read(text[at : at + size])
+            assert sse.complete_length(piece) == len(piece), at
+            out += piece
+        assert watch.rest() == b""
+        if not strip:
+            assert out == text
+        elif text is not MIXED_ENDS:
+            assert b'"prompt_tokens"' not in out and watch.done
