@@ -23,7 +23,7 @@ from router.failover.outgoing import body_for, headers_for, key_redaction
 from router.failover.usage_ask import UsageRequest
 from router.health.budgets import BudgetKeeper
 from router.health.tracker import HealthTracker
-from router.outcomes import Attempt, Headroom, Verdict
+from router.outcomes import Attempt, FailureClass, Headroom, Verdict
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
@@ -46,6 +46,15 @@ class Outcome:
     record: Attempt
     answer: Answer | None = None
     stream: OpenStream | None = None
+
+
+_SSE = "text/event-stream"
+_NOT_A_STREAM = "the upstream answered a stream request with a whole body, not an event stream"
+
+
+def _event_stream(content_type: str) -> bool:
+    """A media type is case-insensitive: `Text/Event-Stream` is one too."""
+    return content_type.startswith(_SSE) or content_type[:17].lower() == _SSE
 
 
 @dataclass(slots=True)
@@ -230,7 +239,7 @@ class AttemptRunner:
         headroom = provider.headroom(response.headers) if provider else None
         try:
             content_type = response.headers.get("content-type", "application/json")
-            if call.stream and status == 200 and content_type.startswith("text/event-stream"):
+            if call.stream and status == 200 and _event_stream(content_type):
                 first_byte = timeouts.first_byte if timeouts.first_byte < budget else budget
                 first_timeout = first_byte - (self._clock() - started)
                 buffer, data, error = await read_first_event(
@@ -254,6 +263,13 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
+            if ok and call.stream and 200 <= status < 300:
+                # A stream asked for, a whole body answered (an upstream that ignores
+                # `stream`): the client would get no event, and no error. Another route.
+                verdict, ok = (
+                    Verdict(failure=FailureClass.SERVER_ERROR, message=_NOT_A_STREAM),
+                    False,
+                )
             if ok:
                 # An upstream may echo the key it was sent into an answer too (a debug
                 # server, a proxy): that key never reaches the client.

@@ -253,8 +253,26 @@ def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
     """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
-        # No API answers a request with nothing: the upstream failed to say anything.
-        return Verdict(failure=F.SERVER_ERROR, message=_EMPTY) if _blank(body) else OK
+        if body[:1] == b"{":  # an API's answer, as nearly always: one comparison
+            if body.find(b'"error"', 0, _ERROR_FIRST) < 0:
+                return OK
+        elif _blank(body):
+            # No API answers a request with nothing: the upstream failed to say anything.
+            return Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
+        elif body.lstrip()[:1] not in (b"{", b"["):
+            # A maintenance page, a WAF's, a proxy's: no API's answer. The SDKs would
+            # hand it to the caller as the answer (a str), or fail to parse it.
+            return Verdict(failure=F.SERVER_ERROR, message=_NOT_AN_ANSWER)
+        elif body.lstrip().find(b'"error"', 0, _ERROR_FIRST) < 0:
+            return OK
+        try:
+            kind, code, message = error_fields(body)
+        except TooDeep:
+            return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
+        if not (kind or code or message):
+            return OK  # `"error": null` first: no error
+        # An error object with a 200 (a gateway's): the upstream's failure, as it says.
+        return classify_response(502, headers, body)
     if 300 <= status < 400:
         return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
     try:
@@ -312,6 +330,11 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
 
 
 _EMPTY = "the upstream answered 200 with an empty body"
+_NOT_AN_ANSWER = "the upstream answered 200 with a body that is no API's answer (not JSON)"
+# An error object first in a 2xx body: `{"error":` after up to this many bytes (a
+# pretty-printed one has a newline and indent before it). An answer's own "error"
+# field (Responses' `"error": null`) comes after its id.
+_ERROR_FIRST = 24
 _TOO_DEEP = "the upstream's error body nests too deeply to read"
 
 

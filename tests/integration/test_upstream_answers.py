@@ -87,6 +87,38 @@ async def route_state(url: str) -> dict:
         pytest.param(
             plain(200, b"", **{"Content-Type": "application/json"}), "server_error", id="empty-200"
         ),
+        pytest.param(
+            plain(
+                200,
+                b"<html><body>Down for maintenance</body></html>",
+                **{"Content-Type": "text/html"},
+            ),
+            "server_error",
+            id="html-200",
+        ),
+        pytest.param(
+            plain(200, b"upstream connect error", **{"Content-Type": "application/json"}),
+            "server_error",
+            id="not-json-200",
+        ),
+        pytest.param(
+            plain(
+                200,
+                b'{\n  "error": {"message": "internal", "type": "server_error"}}',
+                **{"Content-Type": "application/json"},
+            ),
+            "server_error",
+            id="error-object-200",
+        ),
+        pytest.param(
+            plain(
+                200,
+                b'{"error":{"message":"slow down","type":"rate_limit_error"}}',
+                **{"Content-Type": "application/json"},
+            ),
+            "rate_limited",
+            id="rate-limit-object-200",
+        ),
         pytest.param(plain(500, DEEP), "server_error", id="500-deep"),
         pytest.param(plain(429, b'{"error":' + DEEP + b"}"), "server_error", id="429-deep"),
         pytest.param(
@@ -294,3 +326,35 @@ async def test_an_anthropic_client_on_an_openai_key_follows_no_redirect(stack, s
                 assert response.status == 200, text[:300]
                 assert response.headers["x-router-route"] == "ant/claude-sonnet-4-6"
     assert reached == []
+
+
+async def test_a_stream_asked_for_and_a_whole_answer_given_fails_over(stack):
+    """An upstream that ignores `stream` answers with a whole completion: the client
+    would get no event and no error; the next route streams."""
+    completion = json.dumps({"id": "c", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ]}).encode()  # fmt: skip
+    whole = plain(200, completion, **{"Content-Type": "application/json"})
+    async with bad_first(stack, whole) as url:
+        status, headers, body = await chat(url, stream=True)
+        assert (status, headers["x-router-route"]) == (200, "a/gpt-4o")
+        assert body.endswith(b"data: [DONE]\n\n")
+        assert (await route_state(url))["bad/gpt-4o"]["last_error"] == "server_error"
+        status, headers, body = await chat(url, stream=False)  # a whole one, asked for
+        assert json.loads(body)["choices"][0]["message"]["content"] == "Hi"
+
+
+async def test_an_event_stream_named_in_capitals_is_streamed(stack):
+    """A media type is case-insensitive: `Text/Event-Stream` is relayed as a stream."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "Text/Event-Stream"})
+        await response.prepare(request)
+        await response.write(ROLE + TEXT + b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async with bad_first(stack, reply) as url:
+        status, headers, body = await chat(url, stream=True)
+        assert (status, headers["x-router-route"]) == (200, "bad/gpt-4o")
+        assert body.endswith(b"data: [DONE]\n\n")
