@@ -254,7 +254,8 @@ class AttemptRunner:
                 # (the request's own fault) goes back as a plain error answer.
                 status = 400 if ACTIONS[error.failure].caller_fault else 502
                 return _Reply(error, status, headroom, body=data)
-            body = await response.read(timeouts.idle if timeouts.idle < left else left)
+            # `idle` between its bytes, and the request's deadline in all.
+            body = await response.read(timeouts.idle if timeouts.idle < left else left, left)
             if not (content_type.isascii() and content_type.isprintable()):
                 # A byte that is no header text (kept as a surrogate by the upstream
                 # client) would fail or be mangled in the client's answer head.

@@ -168,11 +168,14 @@ class UpstreamResponse:
     """
 
     __slots__ = (
+        "_cap",
         "_deadlines",
         "_due",
+        "_idle",
         "_loop",
         "_phase",
         "_response",
+        "_seen",
         "_task",
         "_timer",
         "_when",
@@ -191,6 +194,9 @@ class UpstreamResponse:
         self._when = 0.0  # when the pending deadline fires
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
         self._phase = "first_byte"
+        # A whole read: its seconds without a byte, its end at the latest, bytes seen.
+        self._idle = self._cap = 0.0
+        self._seen = 0
         self.head_late = False
         self.route_id = route_id
         self.status = 0
@@ -217,9 +223,15 @@ class UpstreamResponse:
     # manager: next_chunk runs once per stream chunk, and a context manager there is a
     # measurable cost (bench/cpu.py).
 
-    async def read(self, timeout: float) -> bytes:
-        """The whole body, within `timeout` seconds."""
+    async def read(self, timeout: float, total: float | None = None) -> bytes:
+        """The whole body: no more than `timeout` seconds without a byte of it, and
+        `total` seconds in all (None: `timeout`). A large answer on a slow link, or a
+        gateway that sends its head at once and the body later, a little at a time,
+        is not cut while it makes progress."""
         assert self._response is not None
+        self._idle = timeout
+        self._cap = self._loop.time() + (total if total is not None else timeout)
+        self._seen = self._response.held
         self._arm(timeout, "read")
         try:
             return await self._response.read()
@@ -283,6 +295,17 @@ class UpstreamResponse:
             self.head_late = True
             self._task.cancel()
             return
+        if self._phase == "read" and self._response.held > self._seen:
+            # Bytes came since: another `idle` from now, within the read's end.
+            self._seen = self._response.held
+            now = self._loop.time()
+            due = now + self._idle
+            if due > self._cap:
+                due = self._cap
+            if due > now:
+                self._due = self._when = due
+                self._timer = self._deadlines.at(due, self._expire)
+                return
         self._response.set_exception(UpstreamTimeout(self.route_id, self._phase))
 
     def stop(self) -> None:

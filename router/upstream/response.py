@@ -122,6 +122,11 @@ class Response:
         self._size = 0
         return data
 
+    @property
+    def held(self) -> int:
+        """Body bytes in and not yet read: for a whole read, what has come so far."""
+        return self._size
+
     def at_eof(self) -> bool:
         """Whether the body is complete and all of it has been read."""
         return self._complete and not self._pending

@@ -4,6 +4,7 @@ route, and never answers the client with a 500 or with what the upstream sent.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -358,3 +359,54 @@ async def test_an_event_stream_named_in_capitals_is_streamed(stack):
         status, headers, body = await chat(url, stream=True)
         assert (status, headers["x-router-route"]) == (200, "bad/gpt-4o")
         assert body.endswith(b"data: [DONE]\n\n")
+
+
+def slow_body(gaps: list[float]) -> Reply:
+    """A whole answer whose head comes at once and whose body comes a piece after each
+    of `gaps` (seconds): whitespace first, as a gateway pads a pending answer."""
+    body = json.dumps({"id": "c", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ]}).encode()  # fmt: skip
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for gap in gaps:
+            await asyncio.sleep(gap)
+            await response.write(b" ")
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("gaps", "served_by"),
+    [
+        pytest.param([0.3] * 5, "bad/gpt-4o", id="slow-but-steady"),
+        pytest.param([0.1, 1.2], "a/gpt-4o", id="a-gap-past-idle"),
+    ],
+)
+async def test_a_whole_answer_may_take_longer_than_idle_while_its_bytes_keep_coming(
+    stack, gaps, served_by
+):
+    """`idle` bounds the wait between a body's bytes, not the whole body: 1.5 s of
+    bytes 0.3 s apart is served with idle 0.6 s (it was cut at 0.6 s and sent again
+    elsewhere, billed twice); a pause longer than idle still fails over."""
+    _, sim_url = await stack.sim(SIM_A)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return await slow_body(gaps)(request)
+
+    async with raw_upstream("/v1/chat/completions", handle) as bad:
+        config = routes_yaml(
+            keys=[key("bad", f"{bad}/v1", api_key="sk-bad-0000000001"), sim_key(SIM_A, sim_url)],
+            models={"m": model(route("bad", "gpt-4o"), route("a", "gpt-4o", priority=2))},
+            timeouts={"idle": 0.6},
+        )
+        url = await stack.router(config)
+        status, headers, body = await chat(url, stream=False)
+    assert (status, headers["x-router-route"]) == (200, served_by)
+    assert json.loads(body)["choices"][0]["message"]["content"]

@@ -77,7 +77,7 @@ class TranslatedAnswer:
         self._body = body
         self._sent = False
 
-    async def read(self, timeout: float) -> bytes:
+    async def read(self, timeout: float, total: float | None = None) -> bytes:
         return self._body
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
@@ -142,10 +142,10 @@ class EventStream:
     def ended(self) -> bool:
         return False  # known only once next_chunk() says so
 
-    async def read(self, timeout: float) -> bytes:
+    async def read(self, timeout: float, total: float | None = None) -> bytes:
         """The whole stream, for a caller that asked for a stream but reads it at once."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + (total if total is not None else timeout)
         parts = []
         while chunk := await self.next_chunk(max(deadline - loop.time(), 0.0), "read"):
             parts.append(chunk)
