@@ -32,6 +32,7 @@ from router.upstream import Upstream
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import Response, Translator, translator_for
 from router.wire.body import utf8_text
+from router.wire.foreign_errors import in_client_shape
 from router.wire.redact import Redactor
 from router.wire.usage import Usage, usage_from_body
 
@@ -282,6 +283,10 @@ class AttemptRunner:
             if clean is not body:
                 body = clean
                 verdict = classify_response(status, response.headers, body)
+            if translator is not None and status >= 400:
+                # Written in the other API's shape: the client gets its own.
+                body = in_client_shape(call.dialect, status, body, verdict.failure)
+                content_type = "application/json"
             return _Reply(verdict, status, headroom, body, content_type, None)
         except UpstreamError as exc:  # after the head: its status and headroom still count
             return _Reply(classify_exception(exc), status, headroom)

@@ -238,7 +238,7 @@ def next_sequence_number(last: bytes) -> int:
 
 
 # Anthropic error types by HTTP status (provider-signals.md §4.1).
-_ANTHROPIC_TYPES = {
+ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -335,9 +335,7 @@ class AnthropicMessages:
         status = self.error_status(exc)
         # "We may also use [invalid_request_error] for other 4XX status codes not listed"
         # (Anthropic's errors page); api_error is theirs for 500.
-        kind = _ANTHROPIC_TYPES.get(
-            status, "invalid_request_error" if status < 500 else "api_error"
-        )
+        kind = ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 

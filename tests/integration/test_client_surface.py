@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from router.sim import Fault, SimKey
@@ -150,3 +151,33 @@ async def test_a_translated_anthropic_stream_names_its_route(stack):
     async with sdk(url).messages.stream(model="gpt-4o", max_tokens=16, messages=HI) as stream:
         await stream.get_final_text()
         assert stream.response.headers["x-router-route"] in ("a/gpt-4o", "b/gpt-4o")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_translated_routes_error_reaches_each_client_in_its_own_shape(stack, stream):
+    """A context too long, from an OpenAI route to an Anthropic client (Claude Code on
+    an OpenAI key) and from an Anthropic route to an OpenAI client: each SDK reads its
+    own error shape, in the words its clients look for."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B, ANT_A)
+    config = routes_yaml(
+        keys=[*sim_keys(sim_url, SIM_A, SIM_B), *sim_keys(sim.root, ANT_A, provider="anthropic")],
+        models={"gpt": model(route("a", "gpt-4o")),
+                "claude": model(route("ant-a", "claude-sonnet-4-6"))},
+    )  # fmt: skip
+    url = await stack.router(config)
+    sim.inject("a", Fault.context_length())
+    with pytest.raises(anthropic.BadRequestError) as from_openai:
+        if stream:
+            async with sdk(url).messages.stream(model="gpt", max_tokens=16, messages=HI) as s:
+                await s.get_final_text()
+        else:
+            await sdk(url).messages.create(model="gpt", max_tokens=16, messages=HI)
+    body = from_openai.value.body
+    assert isinstance(body, dict) and body["type"] == "error", body
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith("prompt is too long: ")
+    sim.inject("ant-a", Fault.context_length())
+    with pytest.raises(openai.BadRequestError) as from_anthropic:
+        await client(url).chat.completions.create(model="claude", messages=HI, stream=stream)
+    assert from_anthropic.value.code == "context_length_exceeded"
+    assert from_anthropic.value.type == "invalid_request_error"
