@@ -28,6 +28,7 @@ from router.config import load_config
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
+from router.failover.homes import ResponseHomes
 from router.failover.waiting import WaitRoom
 from router.handlers.state import Current, RouterState
 from router.health.budgets import BudgetKeeper, LiveBudgets
@@ -64,6 +65,8 @@ class Shared:
     room: WaitRoom
     budgets: LiveBudgets
     tracing: Tracing | None = None
+    # Which route gave each stored Responses answer, for its follow-ups (failover/homes.py).
+    homes: ResponseHomes = field(default_factory=ResponseHomes)
     # The upstream attempts' deadlines, of every config: cancelled at exit.
     deadlines: Deadlines = field(default_factory=Deadlines)
 
@@ -76,9 +79,13 @@ def build_state(config: Config, health: HealthTracker, shared: Shared) -> Router
     budgets = BudgetKeeper(shared.store, health, shared.budgets, wall=shared.wall)
     redactor = Redactor(config_secrets(config))
     attempts = AttemptRunner(
-        config.timeouts, health, upstream, shared.metrics, budgets, config.limits, redactor
-    )
-    failover = Failover(config, health, attempts, shared.metrics, rng=shared.rng, room=shared.room)
+        config.timeouts, health, upstream, shared.metrics, budgets, config.limits, redactor,
+        shared.homes,
+    )  # fmt: skip
+    failover = Failover(
+        config, health, attempts, shared.metrics, rng=shared.rng, room=shared.room,
+        homes=shared.homes,
+    )  # fmt: skip
     return RouterState(
         config=config,
         health=health,

@@ -25,6 +25,7 @@ from router.failover.attempt import AttemptRunner, Outcome
 from router.failover.call import Answer, Call
 from router.failover.capable import CapableRoutes
 from router.failover.exhausted import no_capacity
+from router.failover.homes import ResponseHomes
 from router.failover.open_stream import OpenStream
 from router.failover.prompt import PromptSize
 from router.failover.skips import skip_notes
@@ -33,13 +34,14 @@ from router.health.tracker import HealthTracker, HealthView
 from router.outcomes import Attempt, BlockReason
 from router.rules.choice import Layout, choose, layout
 from router.rules.failures import ACTIONS, Next
-from router.rules.plan import Unavailable, plan
+from router.rules.plan import Unavailable, plan, unavailability
 from router.telemetry.metrics import Metrics
 from router.types import Config, ModelSpec, Operation, Route
 
 log = structlog.get_logger("router.failover")
 # Module constants, not enum class attributes, on the request path: see router/outcomes.py.
 _STOP, _CONTEXT_FALLBACK = Next.STOP, Next.CONTEXT_FALLBACK
+_RESPONSES = Operation.RESPONSES
 _MAX_ROUTE_SETS = 4096  # layouts kept (the config's route sets, per model and operation)
 _NONE: frozenset[str] = frozenset()  # one empty set: frozenset() makes a new one each call
 
@@ -54,6 +56,7 @@ class _Walk:
         "deadline",
         "fallen_back",
         "first",
+        "home",
         "kept_answer",
         "panic",
         "prompt",
@@ -74,6 +77,7 @@ class _Walk:
         # The head of its model's line, once it waited: left once an attempt is sent.
         self.ticket: Ticket | None = None
         self.first = 0  # attempts made in earlier rounds: max_attempts is per round
+        self.home = ""  # the route that gave the answer a Responses follow-up names
         self.visited: set[str] = set()  # models walked in this round
         self.too_big: frozenset[str] = _NONE  # skipped: the prompt exceeds their window
         # The same, of the model being walked: not chosen. A route's window is its entry's
@@ -110,8 +114,12 @@ class Failover:
         *,
         rng: random.Random,
         room: WaitRoom,
+        homes: ResponseHomes | None = None,
     ) -> None:
-        """`room`: where requests wait for capacity, the process's (one for every config)."""
+        """`room`: where requests wait for capacity, and `homes`: the routes of stored
+        Responses answers (failover/homes.py), the process's (one for every config)."""
+        self._homes = homes if homes is not None else ResponseHomes()
+        self._home_routes: dict[int, dict[str, Route]] = {}  # per route set: by id
         self._config = config
         self._health = health
         self._attempts = attempts
@@ -152,6 +160,8 @@ class Failover:
         model = call.model
         deadline = loop.time() + (model.timeouts or self._config.timeouts).request
         walk = _Walk(PromptSize(call.body, call.payload.get("messages")), deadline)
+        if call.operation is _RESPONSES:
+            walk.home = self._homes.home(call.payload.get("previous_response_id"))
         patience: Patience | None = None
         try:
             if self._room.busy(model.name) and self._max_wait(call) > 0:
@@ -329,6 +339,11 @@ class Failover:
         passed over go into the walk's log, with why. Tried routes are not chosen again,
         nor those of this model the prompt is too big for."""
         exclude = walk.tried | walk.unfit if walk.unfit else walk.tried
+        if walk.home and walk.home not in exclude:
+            # A Responses follow-up: first the route its stored answer is on, if it can.
+            home = self._home_route(shape, walk.home)
+            if home is not None and unavailability(home, health[home.id], call.need_tokens) is None:
+                return home
         affinity = call.affinity if model.affinity else b""
         if not walk.panic:
             route, passed = choose(
@@ -353,6 +368,15 @@ class Failover:
                 u.reason is BlockReason.CIRCUIT_OPEN for u in planned.unavailable
             )
         return None
+
+    def _home_route(self, shape: Layout, route_id: str) -> Route | None:
+        """The route of `shape` with `route_id`, from a table built once per route set."""
+        table = self._home_routes.get(id(shape.routes))
+        if table is None:
+            table = {route.id: route for route in shape.routes}
+            if len(self._home_routes) < _MAX_ROUTE_SETS:
+                self._home_routes[id(shape.routes)] = table
+        return table.get(route_id)
 
     def _layout(self, routes: tuple[Route, ...]) -> Layout:
         """The route set's tiers, built once: route sets are the config's own tuples,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from router.errors import InvalidRequest, UpstreamError
 from router.failover.call import Answer, Call
 from router.failover.first_event import read_first_event
+from router.failover.homes import ResponseHomes
 from router.failover.open_stream import OpenStream, Sent
 from router.failover.outgoing import body_for, headers_for, key_redaction
 from router.failover.usage_ask import UsageRequest
@@ -27,7 +28,7 @@ from router.outcomes import Attempt, FailureClass, Headroom, Verdict
 from router.rules.failures import ACTIONS, OK, classify_exception, classify_response
 from router.rules.plan import RouteHealth
 from router.telemetry.metrics import Metrics
-from router.types import Limits, ModelSpec, Route, Timeouts
+from router.types import Limits, ModelSpec, Operation, Route, Timeouts
 from router.upstream import Upstream
 from router.upstream.providers import PROVIDERS, Provider
 from router.upstream.translate import Response, Translator, translator_for
@@ -50,6 +51,7 @@ class Outcome:
 
 
 _SSE = "text/event-stream"
+_RESPONSES, _OK = Operation.RESPONSES, FailureClass.OK
 _NOT_A_STREAM = "the upstream answered a stream request with a whole body, not an event stream"
 
 
@@ -81,9 +83,12 @@ class AttemptRunner:
         budgets: BudgetKeeper,
         limits: Limits,
         redactor: Redactor,
+        homes: ResponseHomes | None = None,
     ) -> None:
         """`redactor` knows the configured secrets: no error body, error event or
-        failure message from an upstream leaves an attempt without passing it."""
+        failure message from an upstream leaves an attempt without passing it. `homes`
+        learns which route gave each Responses answer (failover/homes.py)."""
+        self._homes = homes if homes is not None else ResponseHomes()
         self._timeouts = timeouts
         self._max_event = limits.max_event_bytes
         self.redactor = redactor
@@ -126,6 +131,9 @@ class AttemptRunner:
             reply.verdict = self._redacted(reply.verdict)
             record = self._record(model, route, reply.verdict, reply.status, started)
             sent = Sent(model, route, prior, started, reply.headroom)
+            if call.operation is _RESPONSES and reply.verdict.failure is _OK:
+                answer = reply.opened[1] if reply.opened is not None else reply.body
+                self._homes.remember(answer or b"", route.id)
             if reply.opened is not None:
                 upstream, first = reply.opened
                 stream = OpenStream(

@@ -181,3 +181,32 @@ async def test_a_translated_routes_error_reaches_each_client_in_its_own_shape(st
         await client(url).chat.completions.create(model="claude", messages=HI, stream=stream)
     assert from_anthropic.value.code == "context_length_exceeded"
     assert from_anthropic.value.type == "invalid_request_error"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_responses_follow_up_goes_to_the_key_its_stored_answer_is_on(stack, stream):
+    """A Responses answer is stored on the account that gave it; a follow-up naming it
+    (`previous_response_id`) on another key, of another organisation, gets a 404. Two
+    keys of one tier: every turn of the chain goes where the first went (affinity
+    hashed the id, which changes every turn: the chain hopped between keys)."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(two_keys_config(sim_url))
+    sdk_client = client(url)
+    previous: str | None = None
+    served: list[str] = []
+    for turn in range(8):
+        extra: dict[str, Any] = {"previous_response_id": previous} if previous else {}
+        if stream and turn == 0:
+            async with sdk_client.responses.with_streaming_response.create(
+                model="gpt-4o", input=f"turn {turn}", stream=True, **extra
+            ) as response:
+                served.append(response.headers["x-router-route"])
+                events = [event async for event in await response.parse()]
+            previous = events[-1].response.id  # type: ignore[union-attr]
+        else:
+            raw = await sdk_client.responses.with_raw_response.create(
+                model="gpt-4o", input=f"turn {turn}", **extra
+            )
+            served.append(raw.headers["x-router-route"])
+            previous = raw.parse().id
+    assert len(set(served)) == 1, served
