@@ -194,9 +194,8 @@ class UpstreamResponse:
         self._when = 0.0  # when the pending deadline fires
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
         self._phase = "first_byte"
-        # A whole read: its seconds without a byte, its end at the latest, bytes seen.
-        self._idle = self._cap = 0.0
-        self._seen = 0
+        # `_idle`, `_cap` and `_seen` (a whole read's seconds without a byte, its end at
+        # the latest, the bytes seen) are set by read(), and read only in its phase.
         self.head_late = False
         self.route_id = route_id
         self.status = 0
