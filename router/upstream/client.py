@@ -243,8 +243,12 @@ class HttpClient:
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
             # Its loop's clock: asyncio.get_running_loop() is a getpid() syscall on 3.11.
-            now = connection.loop.time()
-            if connection.usable() and now - connection.idle_since < self._keepalive:
+            idle_for = connection.loop.time() - connection.idle_since
+            if (
+                connection.usable()
+                and idle_for < self._keepalive
+                and idle_for < connection.keep_for
+            ):
                 return connection
             connection.close()
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from collections.abc import Callable
 from typing import cast
@@ -80,6 +81,9 @@ class Connection(asyncio.Protocol):
         self._extra = False  # bytes came after it
         self.closed = False
         self.idle_since = 0.0
+        # Seconds it may sit idle and still be used: the server's own keep-alive time,
+        # when its `Keep-Alive: timeout=N` says it (less a second), else the pool's.
+        self.keep_for = math.inf
 
     def usable(self) -> bool:
         return not self.closed and self._transport is not None and not self._transport.is_closing()

@@ -10,6 +10,7 @@ Change it with a before/after figure.
 from __future__ import annotations
 
 import asyncio
+import re
 import zlib
 from collections import deque
 from typing import TYPE_CHECKING
@@ -145,6 +146,16 @@ class Response:
             return
         self._done_with = True
         if self.at_eof() and self.keep_alive and self._exception is None:
+            hint = self.headers.get("Keep-Alive")
+            if hint is not None:
+                # The server closes it after `timeout=N` idle seconds: a request sent as
+                # it does would fail with nothing answered. Used for N - 1 s at most.
+                seconds = _keep_alive_timeout(hint)
+                if seconds is not None:
+                    if seconds <= 1.0:
+                        self._connection.close()
+                        return
+                    self._connection.keep_for = seconds - 1.0
             self._connection.idle()
         else:
             self._connection.close()
@@ -244,3 +255,13 @@ class Response:
             self.set_exception(Disconnected(message))
         else:
             self.set_exception(BrokenBody(f"the connection closed inside the body{reason}"))
+
+
+_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d{1,6})(?!\d)", re.IGNORECASE)
+
+
+def _keep_alive_timeout(hint: str) -> float | None:
+    """The `timeout=N` of a Keep-Alive header (RFC 2068 §19.7.1), in seconds; None when
+    it says none."""
+    found = _TIMEOUT.search(hint)
+    return float(found.group(1)) if found is not None else None

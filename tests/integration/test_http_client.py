@@ -211,6 +211,42 @@ async def test_connections_idle_past_the_keepalive_limit_are_closed() -> None:
         client.close()
 
 
+@pytest.mark.parametrize(
+    ("hint", "connections"),
+    [
+        pytest.param(b"Keep-Alive: timeout=1\r\n", 3, id="timeout-1-not-reused"),
+        pytest.param(b"Keep-Alive: timeout=5, max=100\r\n", 1, id="timeout-5-reused"),
+        pytest.param(b"", 1, id="no-hint"),
+    ],
+)
+async def test_a_servers_keep_alive_timeout_is_kept_short_of(client, hint, connections) -> None:
+    """A server that says `Keep-Alive: timeout=N` closes a connection idle that long; a
+    request sent as it does is lost unanswered (and may not be sent again). Such a
+    connection is used for N - 1 s at most: with timeout=1, never again."""
+    answer = OK.replace(b"\r\n\r\n", b"\r\n" + hint + b"\r\n", 1) if hint else OK
+
+    async def serve(reader, writer, n) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer)
+
+    async with wire(serve) as server:
+        for _ in range(3):
+            assert await post(client, server.url) == (200, b"{}")
+            await asyncio.sleep(0.05)
+    assert (server.connections, len(server.requests)) == (connections, 3)
+
+
+def test_a_keep_alive_hint_is_read_for_its_timeout() -> None:
+    from router.upstream.response import _keep_alive_timeout
+
+    assert _keep_alive_timeout("timeout=5, max=1000") == 5.0
+    assert _keep_alive_timeout("max=100,timeout=30") == 30.0
+    assert _keep_alive_timeout("Timeout = 2") == 2.0
+    assert _keep_alive_timeout("max=100") is None
+    assert _keep_alive_timeout("timeout=99999999") is None  # no such number: no hint
+
+
 async def test_a_request_that_went_out_is_never_sent_twice(client) -> None:
     """The server takes the request on a kept-alive connection, works on it, and drops
     the connection unanswered: it may have done (and billed) the work, so the client
