@@ -289,6 +289,11 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         return Verdict(failure=F.AUTH, message=message)
     if "incorrect api key" in text or "api key not valid" in text:  # OpenAI; Gemini's is a 400
         return Verdict(failure=F.AUTH, message=message)
+    if status == 403 and not (kind or code) and body.lstrip()[:1] not in (b"{", b"["):
+        # Not the API's word on the key: a firewall's or a proxy's page (Cloudflare's
+        # "Access denied"), about this address or this moment. The key is not taken
+        # out for key_disable on it; the breaker judges the route as for a 5xx.
+        return Verdict(failure=F.SERVER_ERROR, message=message)
     if status == 403 or kind == "permission_error":
         return Verdict(failure=F.AUTH, message=message)
     # Anthropic names the class in `error.type`, which is all a mid-stream error has (§9.2).
