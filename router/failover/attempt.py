@@ -52,6 +52,9 @@ class Outcome:
 
 _SSE = "text/event-stream"
 _RESPONSES, _OK = Operation.RESPONSES, FailureClass.OK
+# The APIs whose `stream: true` answers are events (embeddings ignore the field).
+_STREAMED = frozenset({Operation.CHAT, Operation.MESSAGES, Operation.RESPONSES})
+_EVENT_STARTS = (b"data:", b"event:", b":")
 _NOT_A_STREAM = "the upstream answered a stream request with a whole body, not an event stream"
 
 
@@ -213,18 +216,21 @@ class AttemptRunner:
             series.cache_read.inc(usage.cached_tokens)
         if usage.written_tokens:
             series.cache_write.inc(usage.written_tokens)
-        if usage.output_tokens is None:
-            return None  # a stream cut before its output was counted: its cost is unknown
-        series.tokens_out.inc(usage.output_tokens)
+        output = usage.output_tokens
+        if output is not None:
+            series.tokens_out.inc(output)
         if route.price is None:
             return None
+        # A stream cut before its output was counted (Anthropic's): its input, which the
+        # provider bills whatever came of it, is charged as the least it cost; the cost
+        # returned, for the log, is unknown.
         cost = route.price.cost(
-            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.written_tokens
+            usage.input_tokens, output or 0, usage.cached_tokens, usage.written_tokens
         )
         series.spend.inc(cost)
         if route.key.budget is not None or model.budget is not None:
             await self._budgets.spend(route, model, cost)
-        return cost
+        return cost if output is not None else None
 
     async def _exchange(
         self,
@@ -273,13 +279,15 @@ class AttemptRunner:
                 return None
             verdict = classify_response(status, response.headers, body)
             ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
-            if ok and call.stream and 200 <= status < 300:
-                # A stream asked for, a whole body answered (an upstream that ignores
-                # `stream`): the client would get no event, and no error. Another route.
-                verdict, ok = (
-                    Verdict(failure=FailureClass.SERVER_ERROR, message=_NOT_A_STREAM),
-                    False,
-                )
+            if call.stream and 200 <= status < 300 and call.operation in _STREAMED:
+                if body.lstrip().startswith(_EVENT_STARTS):
+                    # An event stream under another media type: relayed whole, as it came.
+                    verdict, ok = OK, True
+                elif ok:
+                    # A stream asked for, a whole body answered (an upstream that ignores
+                    # `stream`): the client would get no event, and no error. Another route.
+                    verdict = Verdict(failure=FailureClass.SERVER_ERROR, message=_NOT_A_STREAM)
+                    ok = False
             if ok:
                 # An upstream may echo the key it was sent into an answer too (a debug
                 # server, a proxy): that key never reaches the client.

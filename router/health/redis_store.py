@@ -354,9 +354,9 @@ class RedisStore:
         backoff = BACKOFF_FIRST
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            subscribed = False
             try:
                 await pubsub.subscribe(self._channel)
-                subscribed = False
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if not subscribed:
@@ -367,7 +367,11 @@ class RedisStore:
                     if message is not None:
                         await self._incoming.message(message["data"])
             except Exception as exc:  # Redis away; anything else must not stop the sync either
-                self._degrade(exc, _SUBSCRIBER)
+                # A subscription lost (Redis restarted, maybe empty) calls for a push of
+                # this copy; one refused (a channel the ACL does not grant) does not: it
+                # would push the whole copy every few seconds for good, putting back
+                # blocks the other replicas lifted, which this one never hears of.
+                self._degrade(exc, _SUBSCRIBER, resync=subscribed)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             finally:
@@ -416,7 +420,7 @@ class RedisStore:
         for (_, kind, name), value, ms in zip(found, answers[::2], answers[1::2], strict=True):
             await self._incoming.entry(kind, name, value, ms, started)
 
-    def _degrade(self, exc: BaseException, task: str) -> None:
+    def _degrade(self, exc: BaseException, task: str, *, resync: bool = True) -> None:
         problem = f"{type(exc).__name__}: {exc}"[:200]
         if not self._problems:
             log.warning(
@@ -425,9 +429,11 @@ class RedisStore:
                 detail="serving from this replica's copy; retrying Redis in the background",
             )
         self._problems[task] = problem
-        # Push this replica's copy once Redis answers again: it may have restarted empty.
-        self._resync = True
-        self._dirty.set()
+        if resync:
+            # Push this replica's copy once Redis answers again: it may have restarted
+            # empty.
+            self._resync = True
+            self._dirty.set()
 
     def _recover(self, task: str) -> None:
         was = self._problems.pop(task, None)

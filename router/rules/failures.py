@@ -225,19 +225,25 @@ def _is_quota(status: int, kind: str, code: str, text: str) -> bool:
     return status == 402 or any(needle in text for needle in _QUOTA_TEXT)
 
 
-# What a 404 names when it is about something the request referred to, not the route's
-# model: OpenAI's previous_response_not_found ("Previous response with id 'resp_..' not
-# found."), files, batches, threads, vector stores; Anthropic's "File not found".
-_CALLERS_RESOURCES = ("response with id", "previous response", "file", "batch", "thread",
-                      "vector store", "assistant", "upload", "conversation")  # fmt: skip
+# What a 404 says when it is about something the request named, not the route's model:
+# OpenAI's codes, and the messages that start so (OpenAI's "Previous response with id
+# 'resp_..' not found.", Anthropic's "File not found: file_..").
+_CALLERS_CODES = frozenset({
+    "previous_response_not_found", "response_not_found", "file_not_found", "batch_not_found",
+    "thread_not_found", "assistant_not_found", "vector_store_not_found", "upload_not_found",
+    "conversation_not_found",
+})  # fmt: skip
+_CALLERS_MESSAGES = ("previous response with id", "response with id", "file not found",
+                     "no such file", "file with id", "no such batch")  # fmt: skip
 
 
-def _callers_resource(code: str, text: str) -> bool:
-    """Whether a not-found error is about a resource the request named, not the model
-    (or the address: a bare "Not Found" from a wrong api_base is the route's)."""
-    if code == "model_not_found" or "model" in text:
+def _callers_resource(body: bytes, code: str, text: str) -> bool:
+    """Whether a not-found error is about a resource the request named, not the model.
+    Only an API's JSON error says so: any other 404 (a web server's page, a bare "Not
+    Found" from a wrong api_base) is the route's."""
+    if body.lstrip()[:1] != b"{" or code == "model_not_found":
         return False
-    return code.endswith("not_found") or any(needle in text for needle in _CALLERS_RESOURCES)
+    return code in _CALLERS_CODES or text.startswith(_CALLERS_MESSAGES)
 
 
 def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
@@ -259,11 +265,11 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         elif _blank(body):
             # No API answers a request with nothing: the upstream failed to say anything.
             return Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
-        elif body.lstrip()[:1] not in (b"{", b"["):
+        elif body.lstrip().removeprefix(_BOM).lstrip()[:1] not in (b"{", b"["):
             # A maintenance page, a WAF's, a proxy's: no API's answer. The SDKs would
             # hand it to the caller as the answer (a str), or fail to parse it.
             return Verdict(failure=F.SERVER_ERROR, message=_NOT_AN_ANSWER)
-        elif body.lstrip().find(b'"error"', 0, _ERROR_FIRST) < 0:
+        elif body.lstrip().removeprefix(_BOM).find(b'"error"', 0, _ERROR_FIRST) < 0:
             return OK
         try:
             kind, code, message = error_fields(body)
@@ -271,8 +277,10 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
             return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
         if not (kind or code or message):
             return OK  # `"error": null` first: no error
-        # An error object with a 200 (a gateway's): the upstream's failure, as it says.
-        return classify_response(502, headers, body)
+        # An error object with a 200 (a gateway's): classified by the status it names
+        # (`"code": 400`), else as the upstream's failure.
+        named = int(code) if code.isdigit() and len(code) == 3 else 0
+        return classify_response(named if 400 <= named < 600 else 502, headers, body)
     if 300 <= status < 400:
         return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
     try:
@@ -317,7 +325,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
     if code in _CONTENT_POLICY_CODES or any(needle in text for needle in _CONTENT_POLICY_TEXT):
         return Verdict(failure=F.CONTENT_POLICY, message=message)
     if status == 404 or code == "model_not_found" or kind == "not_found_error":
-        if _callers_resource(code, text):
+        if _callers_resource(body, code, text):
             # A stored response, a file the request named: gone for this caller, on any
             # key; the route is fine (it would be out for an hour as misconfigured).
             return Verdict(failure=F.BAD_REQUEST, message=message)
@@ -336,6 +344,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
 
 _EMPTY = "the upstream answered 200 with an empty body"
 _NOT_AN_ANSWER = "the upstream answered 200 with a body that is no API's answer (not JSON)"
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which JSON parsers skip
 # An error object first in a 2xx body: `{"error":` after up to this many bytes (a
 # pretty-printed one has a newline and indent before it). An answer's own "error"
 # field (Responses' `"error": null`) comes after its id.

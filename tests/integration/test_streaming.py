@@ -568,9 +568,9 @@ ANT_PRICE = {"input_per_mtok": 1_000_000, "output_per_mtok": 2_000_000}
 async def test_an_anthropic_stream_cut_after_content_has_unknown_output(stack, logs, fault):
     """Anthropic's message_start says the input's count, and 1 (a placeholder) for the
     output, whose count comes in message_delta at the end. A stream cut before it has
-    used its input and an unknown number of output tokens: the input is counted, the
-    output and the cost are unknown, not 1 token's worth. Nothing failed over either:
-    the answer had begun."""
+    used its input and an unknown number of output tokens: the input is counted (and its
+    cost charged, the least the request cost), the output and the cost are unknown, not
+    1 token's worth. Nothing failed over either: the answer had begun."""
     registry = CollectorRegistry()
     sim, _ = await stack.sim(ANT)
     text = routes_yaml(
@@ -607,7 +607,9 @@ async def test_an_anthropic_stream_cut_after_content_has_unknown_output(stack, l
     tokens = "llm_router_tokens_total"
     assert registry.get_sample_value(tokens, {**labels, "direction": "input"}) == event["tokens_in"]
     assert not registry.get_sample_value(tokens, {**labels, "direction": "output"})
-    assert not registry.get_sample_value("llm_router_spend_usd_total", labels)
+    # Its input is billed whatever came of it: charged, as the least the request cost.
+    spent = registry.get_sample_value("llm_router_spend_usd_total", labels)
+    assert spent == event["tokens_in"] * ANT_PRICE["input_per_mtok"] / 1e6
     failovers = [
         sample
         for metric in registry.collect()

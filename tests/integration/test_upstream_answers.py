@@ -410,3 +410,29 @@ async def test_a_whole_answer_may_take_longer_than_idle_while_its_bytes_keep_com
         status, headers, body = await chat(url, stream=False)
     assert (status, headers["x-router-route"]) == (200, served_by)
     assert json.loads(body)["choices"][0]["message"]["content"]
+
+
+async def test_an_event_stream_under_another_media_type_is_still_relayed(stack):
+    """Events under `application/json` (a proxy that sets its own type): not a whole
+    answer, not a failure: relayed as they came, as before."""
+    events = ROLE + TEXT + b"data: [DONE]\n\n"
+    async with bad_first(stack, plain(200, events, **{"Content-Type": "application/json"})) as url:
+        status, headers, body = await chat(url, stream=True)
+    assert (status, headers["x-router-route"], body) == (200, "bad/gpt-4o", events)
+
+
+async def test_embeddings_asked_to_stream_are_answered_whole(stack):
+    """`stream: true` means nothing to /v1/embeddings: its whole answer is served, not
+    taken for an upstream that ignored a stream (every route would fail and open)."""
+    _, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(
+        routes_yaml(keys=[sim_key(SIM_A, sim_url)],
+                    models={"e": model(route("a", "text-embedding-3-small"))})
+    )  # fmt: skip
+    body = {"model": "e", "input": "hi", "stream": True}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/embeddings", json=body) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert (await response.json())["data"][0]["embedding"]
