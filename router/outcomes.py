@@ -33,6 +33,8 @@ class FailureClass(StrEnum):
     LOCAL_RESOURCE = "local_resource"  # the router itself is out of sockets, files, memory
     MODEL_NOT_FOUND = "model_not_found"  # route misconfigured: next route
     REDIRECT = "redirect"  # a 3xx: the route's address is wrong: next route
+    # A 404 for what the request named (a stored response, a file): another key may hold it.
+    NOT_ON_THIS_KEY = "not_on_this_key"
     CONTEXT_TOO_LONG = "context_too_long"  # the request's fault for this model
     CONTENT_POLICY = "content_policy"
     BAD_REQUEST = "bad_request"  # the request's fault: answer goes back unchanged

@@ -133,6 +133,10 @@ ACTIONS: Mapping[F, Action] = {
     # request on it succeeds until the config changes, and following the redirect would
     # send the key wherever the upstream says; the client must not get it either.
     F.REDIRECT: Action(Next.NEXT_ROUTE, Penalty.ROUTE_OUT, out_for=BlockReason.MISCONFIGURED),
+    # A 404 for a stored response or a file the request names: kept per account, so a
+    # key of another organisation may hold it. No fault of the route's; when no key
+    # holds it, the last 404 goes back as it is (previous_response_not_found).
+    F.NOT_ON_THIS_KEY: Action(Next.NEXT_ROUTE, Penalty.NONE, answer_when_all=True),
     # The prompt is too long for this model; a model with a larger window may take it.
     F.CONTEXT_TOO_LONG: Action(Next.CONTEXT_FALLBACK, Penalty.NONE, caller_fault=True),
     F.CONTENT_POLICY: Action(Next.ANSWER, Penalty.NONE, caller_fault=True),
@@ -326,9 +330,9 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> V
         return Verdict(failure=F.CONTENT_POLICY, message=message)
     if status == 404 or code == "model_not_found" or kind == "not_found_error":
         if _callers_resource(body, code, text):
-            # A stored response, a file the request named: gone for this caller, on any
-            # key; the route is fine (it would be out for an hour as misconfigured).
-            return Verdict(failure=F.BAD_REQUEST, message=message)
+            # A stored response, a file the request named, not on this key's account:
+            # the route is fine (it would be out for an hour as misconfigured).
+            return Verdict(failure=F.NOT_ON_THIS_KEY, message=message)
         return Verdict(failure=F.MODEL_NOT_FOUND, message=message)
     if status in (408, 504) or kind == "timeout_error":
         return Verdict(failure=F.TIMEOUT, message=message)

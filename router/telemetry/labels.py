@@ -53,6 +53,7 @@ ATTEMPT_OUTCOME: Mapping[FailureClass, AttemptOutcome] = {
     FailureClass.SERVER_ERROR: AttemptOutcome.SERVER_ERROR,
     FailureClass.MODEL_NOT_FOUND: AttemptOutcome.SERVER_ERROR,
     FailureClass.REDIRECT: AttemptOutcome.SERVER_ERROR,
+    FailureClass.NOT_ON_THIS_KEY: AttemptOutcome.BAD_REQUEST,
     FailureClass.TIMEOUT: AttemptOutcome.TIMEOUT,
     FailureClass.CONNECTION: AttemptOutcome.CONNECTION,
     FailureClass.LOCAL_RESOURCE: AttemptOutcome.LOCAL_RESOURCE,

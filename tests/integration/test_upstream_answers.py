@@ -436,3 +436,42 @@ async def test_embeddings_asked_to_stream_are_answered_whole(stack):
     ):
         assert response.status == 200, await response.text()
         assert (await response.json())["data"][0]["embedding"]
+
+
+async def test_a_follow_up_whose_answer_is_on_another_key_finds_it_there(stack):
+    """A Responses follow-up the router has no home for (made through another replica,
+    or before a restart): the key whose account lacks the stored answer says 404
+    previous_response_not_found; the next key is tried, and the first is not taken out
+    (it was out for an hour as misconfigured). Where no key has it, that 404 goes back."""
+    missing = json.dumps({"error": {
+        "message": "Previous response with id 'resp_x' not found.",
+        "type": "invalid_request_error", "param": "previous_response_id",
+        "code": "previous_response_not_found",
+    }}).encode()  # fmt: skip
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(status=404, body=missing, content_type="application/json")
+
+    _, sim_url = await stack.sim(SIM_A)
+    async with raw_upstream("/v1/responses", handle) as bad:
+        config = routes_yaml(
+            keys=[key("bad", f"{bad}/v1", api_key="sk-bad-0000000001"), sim_key(SIM_A, sim_url)],
+            models={
+                "m": model(route("bad", "gpt-4o"), route("a", "gpt-4o", priority=2)),
+                "only": model(route("bad", "gpt-4o")),
+            },
+        )
+        url = await stack.router(config)
+        body = {"model": "m", "input": "and then?", "previous_response_id": "resp_x"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/responses", json=body) as response:
+                assert response.status == 200, await response.text()
+                assert response.headers["x-router-route"] == "a/gpt-4o"
+            state = (await route_state(url))["bad/gpt-4o"]
+            assert state["state"] == "available" and state["last_error"] == "not_on_this_key"
+            only = {**body, "model": "only"}  # no key holds it: its 404 goes back
+            async with session.post(f"{url}/v1/responses", json=only) as response:
+                assert response.status == 404
+                error = (await response.json())["error"]
+                assert error["code"] == "previous_response_not_found"

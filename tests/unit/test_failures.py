@@ -241,17 +241,17 @@ GEMINI_PER_DAY = gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier",
                 "invalid_request_error",
                 "previous_response_not_found",
             ),
-            F.BAD_REQUEST,
+            F.NOT_ON_THIS_KEY,
             None,
-            id="previous-response-is-the-callers",
+            id="previous-response-is-not-on-this-key",
         ),
         pytest.param(
             404,
             {},
             b'{"type":"error","error":{"type":"not_found_error","message":"File not found"}}',
-            F.BAD_REQUEST,
+            F.NOT_ON_THIS_KEY,
             None,
-            id="anthropic-file-is-the-callers",
+            id="anthropic-file-is-not-on-this-key",
         ),
         pytest.param(
             404,
@@ -550,6 +550,9 @@ def test_every_failure_class_has_exactly_one_action() -> None:
             [F.CONTEXT_TOO_LONG], Next.CONTEXT_FALLBACK, Penalty.NONE, True, id="too-long"
         ),
         pytest.param([F.UNKNOWN], Next.ANSWER, Penalty.NONE, False, id="unknown-is-passed-on"),
+        pytest.param(
+            [F.NOT_ON_THIS_KEY], Next.NEXT_ROUTE, Penalty.NONE, False, id="not-on-this-key"
+        ),
         pytest.param([F.LOCAL_RESOURCE], Next.STOP, Penalty.NONE, False, id="router-own-limit"),
     ],
 )
