@@ -48,7 +48,7 @@ try:
     from redis.asyncio.connection import ConnectionPool, parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoPermissionError, RedisError
 except ImportError:  # pragma: no cover - the config refuses backend: redis without it
     aioredis = None  # type: ignore[assignment]
 
@@ -69,7 +69,9 @@ def _for_good(error: Exception) -> bool:
     """Whether Redis refused a command for what it asked (so asking again is no use), not
     for its own state at the time."""
     text = str(error)
-    return "WRONGTYPE" in text or "not a valid float" in text
+    return (
+        "WRONGTYPE" in text or "not a valid float" in text or isinstance(error, NoPermissionError)
+    )
 
 
 class RedisStore:
@@ -94,6 +96,7 @@ class RedisStore:
         self._dirty = asyncio.Event()
         # Per task (writer, subscriber, reader): what failed it last, until it succeeds.
         self._problems: dict[str, str] = {}
+        self._denied: Exception | None = None  # the last batch's refusal by the ACL
         # Push the local copy at the next good write: Redis may lack it (not needed once
         # the first read has found what Redis holds).
         self._resync = True
@@ -238,7 +241,11 @@ class RedisStore:
                 continue
             backoff = BACKOFF_FIRST
             self._resync = False
-            self._recover(_WRITER)
+            if self._denied is not None:
+                self._degrade(self._denied, _WRITER, resync=False)
+                self._denied = None
+            else:
+                self._recover(_WRITER)
 
     def _push_local(self, batch: PendingWrites) -> None:
         """This replica's live copy, for a Redis that may have lost it."""
@@ -330,6 +337,11 @@ class RedisStore:
         self._raise_totals = []
         self._confirmed = list({self._key("applied", sent_in) for sent_in, _ in batch.sent})
         batch.sent.clear()  # applied, or refused for good: nothing of it is sent again
+        # Refused by the ACL (a channel, a key pattern not granted): the same every time,
+        # until an operator grants it. Not sent again, and not logged per batch: the
+        # writer is degraded, once (`_write_forever`).
+        self._denied = next((e for e in refused if isinstance(e, NoPermissionError)), None)
+        refused = [error for error in refused if not isinstance(error, NoPermissionError)]
         if refused:
             log.warning("state_write_refused", count=len(refused), error=str(refused[0])[:200])
         # The spend script answers with the shared total, which this copy may lag.

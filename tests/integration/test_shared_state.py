@@ -1034,3 +1034,27 @@ async def test_a_redis_user_without_channel_rights_is_degraded_once_not_flapping
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def test_a_replica_refused_its_channel_does_not_push_back_what_others_lifted(
+    redis_server,
+):
+    """Without its channel (an ACL), a replica hears no other replica's lift: its copy
+    still holds the block. Each refusal of its subscription had the writer push the
+    whole copy again, which put the lifted block back in Redis for every replica."""
+    from router.outcomes import BlockReason
+
+    redis = redis_server.client()
+    await redis.execute_command("ACL", "SETUSER", "router2", "on", ">pw", "~nochan:*", "+@all",
+                                "resetchannels")  # fmt: skip
+    store = await _store(f"redis://router2:pw@127.0.0.1:{redis_server.port}/0", "nochan")
+    scope = "key:a@acct"
+    try:
+        await store.block(scope, 3600, BlockReason.QUOTA)
+        await until(lambda: _present(redis, f"nochan:block:{scope}"))
+        await redis.delete(f"nochan:block:{scope}")  # another replica's lift
+        await asyncio.sleep(3.0)  # the subscription refused three times meanwhile
+        assert await _gone(redis, f"nochan:block:{scope}")
+    finally:
+        await store.close()
+        await redis.aclose()
