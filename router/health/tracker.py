@@ -216,6 +216,10 @@ class HealthTracker:
     async def _cool_down(self, route: Route, verdict: Verdict) -> None:
         settings = self._settings
         wait = verdict.retry_after
+        if wait is not None and wait <= 0:
+            # "Retry now" (0, a negative, a date past) is no hint from a 429: as none, a
+            # backoff, or an upstream that keeps saying it is tried 20 times a second.
+            wait = None
         if wait is None:
             # No hint from the provider: exponential backoff, 2, 4, 8, ... seconds.
             streak = await self._store.count(
@@ -228,7 +232,7 @@ class HealthTracker:
             "route_cooled_down",
             route=route.id,
             seconds=round(wait, 3),
-            hinted=verdict.retry_after is not None,
+            hinted=verdict.retry_after is not None and verdict.retry_after > 0,
         )
 
     async def disable_key(

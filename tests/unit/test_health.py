@@ -63,6 +63,17 @@ async def test_rate_limit_without_hint_backs_off_exponentially(tracker, clock):
     assert (await health(tracker, R1)).blocked_for == pytest.approx(2)  # streak was reset
 
 
+async def test_a_429_that_says_retry_now_backs_off_as_one_without_a_hint(tracker, clock):
+    """Retry-After 0 (or a date past) from a 429 that keeps coming: 2, 4, 8 s, not 50 ms
+    each time, which had the route tried twenty times a second."""
+    waits = []
+    for _ in range(3):
+        await record(tracker, R1, F.RATE_LIMITED, retry_after=0.0)
+        waits.append((await health(tracker, R1)).blocked_for)
+        clock.advance(waits[-1] + 0.01)
+    assert waits == pytest.approx([2, 4, 8])
+
+
 @pytest.mark.parametrize("failure", [F.QUOTA, F.AUTH])
 async def test_quota_and_auth_take_every_route_of_the_key_out_once(tracker, failure):
     with capture_logs() as logs:
