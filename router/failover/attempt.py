@@ -58,6 +58,18 @@ _EVENT_STARTS = (b"data:", b"event:", b":")
 _NOT_A_STREAM = "the upstream answered a stream request with a whole body, not an event stream"
 
 
+def _as_stream(verdict: Verdict, body: bytes) -> Verdict:
+    """The verdict on a whole 2xx body for a request that asked for a stream: events
+    under another media type are relayed whole, as they came; a whole answer (an
+    upstream that ignores `stream`) would give the client no event and no error, so
+    another route is tried."""
+    if body.lstrip().startswith(_EVENT_STARTS):
+        return OK
+    if verdict.failure is OK.failure:
+        return Verdict(failure=FailureClass.SERVER_ERROR, message=_NOT_A_STREAM)
+    return verdict
+
+
 def _event_stream(content_type: str) -> bool:
     """A media type is case-insensitive: `Text/Event-Stream` is one too."""
     return content_type.startswith(_SSE) or content_type[:17].lower() == _SSE
@@ -278,16 +290,9 @@ class AttemptRunner:
             if ask_usage and self._usage_request.refused(route.key, status, body):
                 return None
             verdict = classify_response(status, response.headers, body)
-            ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
             if call.stream and 200 <= status < 300 and call.operation in _STREAMED:
-                if body.lstrip().startswith(_EVENT_STARTS):
-                    # An event stream under another media type: relayed whole, as it came.
-                    verdict, ok = OK, True
-                elif ok:
-                    # A stream asked for, a whole body answered (an upstream that ignores
-                    # `stream`): the client would get no event, and no error. Another route.
-                    verdict = Verdict(failure=FailureClass.SERVER_ERROR, message=_NOT_A_STREAM)
-                    ok = False
+                verdict = _as_stream(verdict, body)
+            ok = verdict.failure is OK.failure  # not FailureClass.OK: see rules/failures.py
             if ok:
                 # An upstream may echo the key it was sent into an answer too (a debug
                 # server, a proxy): that key never reaches the client.

@@ -263,28 +263,9 @@ def _rate_limit_wait(headers: Mapping[str, str], message: str) -> float | None:
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
     """Classify a complete upstream HTTP answer (`headers` are case-insensitive)."""
     if 200 <= status < 300:
-        if body[:1] == b"{":  # an API's answer, as nearly always: one comparison
-            if body.find(b'"error"', 0, _ERROR_FIRST) < 0:
-                return OK
-        elif _blank(body):
-            # No API answers a request with nothing: the upstream failed to say anything.
-            return Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
-        elif body.lstrip().removeprefix(_BOM).lstrip()[:1] not in (b"{", b"["):
-            # A maintenance page, a WAF's, a proxy's: no API's answer. The SDKs would
-            # hand it to the caller as the answer (a str), or fail to parse it.
-            return Verdict(failure=F.SERVER_ERROR, message=_NOT_AN_ANSWER)
-        elif body.lstrip().removeprefix(_BOM).find(b'"error"', 0, _ERROR_FIRST) < 0:
-            return OK
-        try:
-            kind, code, message = error_fields(body)
-        except TooDeep:
-            return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
-        if not (kind or code or message):
-            return OK  # `"error": null` first: no error
-        # An error object with a 200 (a gateway's): classified by the status it names
-        # (`"code": 400`), else as the upstream's failure.
-        named = int(code) if code.isdigit() and len(code) == 3 else 0
-        return classify_response(named if 400 <= named < 600 else 502, headers, body)
+        if body[:1] == b"{" and body.find(b'"error"', 0, _ERROR_FIRST) < 0:
+            return OK  # an API's answer, as nearly always: two searches of its start
+        return _classify_success(headers, body)
     if 300 <= status < 400:
         return Verdict(failure=F.REDIRECT, message=_redirect_message(status, headers))
     try:
@@ -354,6 +335,29 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which JSON parsers skip
 # field (Responses' `"error": null`) comes after its id.
 _ERROR_FIRST = 24
 _TOO_DEEP = "the upstream's error body nests too deeply to read"
+
+
+def _classify_success(headers: Mapping[str, str], body: bytes) -> Verdict:
+    """A 2xx whose body does not start as an API's answer does: an empty body, a page
+    (a maintenance page, a WAF's, a proxy's, which the SDKs would hand the caller as the
+    answer, or fail to parse), or an error object (a gateway's)."""
+    if _blank(body):
+        # No API answers a request with nothing: the upstream failed to say anything.
+        return Verdict(failure=F.SERVER_ERROR, message=_EMPTY)
+    start = body.lstrip().removeprefix(_BOM).lstrip()
+    if start[:1] not in (b"{", b"["):
+        return Verdict(failure=F.SERVER_ERROR, message=_NOT_AN_ANSWER)
+    if start.find(b'"error"', 0, _ERROR_FIRST) < 0:
+        return OK
+    try:
+        kind, code, message = error_fields(body)
+    except TooDeep:
+        return Verdict(failure=F.SERVER_ERROR, message=_TOO_DEEP)
+    if not (kind or code or message):
+        return OK  # `"error": null` first: no error
+    # Classified by the status it names (`"code": 400`), else as the upstream's failure.
+    named = int(code) if code.isdigit() and len(code) == 3 else 0
+    return classify_response(named if 400 <= named < 600 else 502, headers, body)
 
 
 def _blank(body: bytes) -> bool:

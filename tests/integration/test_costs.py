@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -338,6 +339,12 @@ def test_usage_is_read_from_the_tail_of_an_answer(body, expected):
     assert (None if usage is None else (usage.input_tokens, usage.output_tokens)) == expected
 
 
+async def _served_by(url: str) -> str:
+    """Which route served a gpt-4o request."""
+    raw = await client(url).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    return raw.headers["x-router-route"]
+
+
 @asynccontextmanager
 async def _spent_a(
     sim: Any, path: Path, clock: Any
@@ -352,11 +359,7 @@ async def _spent_a(
     try:
         url = f"http://127.0.0.1:{bound_port(runner)}"
 
-        async def served_by() -> str:
-            raw = await client(url).chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=HI
-            )
-            return raw.headers["x-router-route"]
+        served_by = functools.partial(_served_by, url)
 
         while await served_by() == "a/gpt-4o":  # each costs over $10: out by the 4th
             assert sim.stats["a"].served < 4
@@ -467,11 +470,7 @@ async def test_a_stream_begun_before_a_budget_was_raised_does_not_take_the_key_o
     try:
         url = f"http://127.0.0.1:{bound_port(runner)}"
 
-        async def served_by() -> str:
-            raw = await client(url).chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=HI
-            )
-            return raw.headers["x-router-route"]
+        served_by = functools.partial(_served_by, url)
 
         payload = {"model": "gpt-4o", "messages": HI, "stream": True}
         async with (

@@ -1020,10 +1020,7 @@ async def test_a_redis_user_without_channel_rights_is_degraded_once_not_flapping
     degraded (no replica hears another), logged once; the writer's success does not
     call it recovered each time, only for the subscriber to fail again."""
     redis = redis_server.client()
-    await redis.execute_command("ACL", "SETUSER", "router", "on", ">pw", "~acl:*", "+@all",
-                                "resetchannels")  # fmt: skip
-    url = f"redis://router:pw@127.0.0.1:{redis_server.port}/0"
-    store = await _store(url, "acl")
+    store = await _store_without_channel(redis_server, redis, "acl")
     try:
         await store.add("spend:key:a:d", 1.0, 3600)
         await until(lambda: _total_is(redis, "acl:total:spend:key:a:d", 1.0))
@@ -1045,9 +1042,7 @@ async def test_a_replica_refused_its_channel_does_not_push_back_what_others_lift
     from router.outcomes import BlockReason
 
     redis = redis_server.client()
-    await redis.execute_command("ACL", "SETUSER", "router2", "on", ">pw", "~nochan:*", "+@all",
-                                "resetchannels")  # fmt: skip
-    store = await _store(f"redis://router2:pw@127.0.0.1:{redis_server.port}/0", "nochan")
+    store = await _store_without_channel(redis_server, redis, "nochan")
     scope = "key:a@acct"
     try:
         await store.block(scope, 3600, BlockReason.QUOTA)
@@ -1058,3 +1053,11 @@ async def test_a_replica_refused_its_channel_does_not_push_back_what_others_lift
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def _store_without_channel(redis_server: RedisServer, redis: Any, prefix: str) -> Any:
+    """A store whose Redis user (Redis 7's ACL) has its keys but no channel."""
+    user = f"user-{prefix}"
+    await redis.execute_command("ACL", "SETUSER", user, "on", ">pw", f"~{prefix}:*", "+@all",
+                                "resetchannels")  # fmt: skip
+    return await _store(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0", prefix)
