@@ -907,13 +907,10 @@ async def test_a_lift_is_not_undone_by_its_own_replicas_read_before_it_reached_r
     scope = "key:a@acct"
     a = await _store(redis_server.url, "own")
     try:
-        await a.block(scope, 3600, BlockReason.AUTH)
-        await until(lambda: _present(redis, f"own:block:{scope}"))
+        await _blocked_in_redis(a, redis, f"own:block:{scope}", scope)
         await a.lift(scope, BlockReason.AUTH)
         await a._reconcile()  # as its loop does every 5 s, before the lift is written
-        await until(lambda: _gone(redis, f"own:block:{scope}"))
-        await asyncio.sleep(0.1)
-        assert await _blocked(a, scope, expected=False)
+        await _lifted_everywhere(a, redis, f"own:block:{scope}", scope)
     finally:
         await a.close()
         await redis.aclose()
@@ -930,8 +927,7 @@ async def test_a_restore_made_while_redis_is_away_is_not_undone_when_it_returns(
     scope = "key:a@acct"
     b = await _store(redis_server.url, "away")
     try:
-        await b.block(scope, 3600, BlockReason.AUTH)
-        await until(lambda: _present(redis, f"away:block:{scope}"))
+        await _blocked_in_redis(b, redis, f"away:block:{scope}", scope)
         redis_server.pause()
         try:
             await b.lift(scope, BlockReason.AUTH)  # the operator's restore, not written
@@ -945,9 +941,7 @@ async def test_a_restore_made_while_redis_is_away_is_not_undone_when_it_returns(
         finally:
             redis_server.resume()
         await until(lambda: _is_degraded(b, False), seconds=10)
-        await until(lambda: _gone(redis, f"away:block:{scope}"))
-        await asyncio.sleep(0.1)
-        assert await _blocked(b, scope, expected=False)
+        await _lifted_everywhere(b, redis, f"away:block:{scope}", scope)
     finally:
         await b.close()
         await redis.aclose()
@@ -1061,3 +1055,18 @@ async def _store_without_channel(redis_server: RedisServer, redis: Any, prefix: 
     await redis.execute_command("ACL", "SETUSER", user, "on", ">pw", f"~{prefix}:*", "+@all",
                                 "resetchannels")  # fmt: skip
     return await _store(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0", prefix)
+
+
+async def _blocked_in_redis(store: Any, redis: Any, key: str, scope: str) -> None:
+    """Block `scope` for its key's auth, in `store`, until Redis holds it (at `key`)."""
+    from router.outcomes import BlockReason
+
+    await store.block(scope, 3600, BlockReason.AUTH)
+    await until(lambda: _present(redis, key))
+
+
+async def _lifted_everywhere(store: Any, redis: Any, key: str, scope: str) -> None:
+    """Until Redis no longer holds the block at `key`; then `store`'s copy has none."""
+    await until(lambda: _gone(redis, key))
+    await asyncio.sleep(0.1)
+    assert await _blocked(store, scope, expected=False)
