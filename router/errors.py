@@ -19,6 +19,7 @@
     │                                429 + Retry-After when limited, 503 when down
     ├── InternalError                500: the router's own failure (a bug; logged)
     ├── OutOfLocalResources          503: the router ran out of a resource of its own
+    │   └── NoRoomForBody            503: the bodies in flight are at their bound
     └── DeadlineExceeded             504: the per-request deadline passed
 
 Every class maps to one HTTP status and one OpenAI-shaped body in `to_body`.
@@ -212,6 +213,12 @@ class OutOfLocalResources(RouterError):
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": "1"}  # a local shortage often passes as others finish
+
+
+class NoRoomForBody(OutOfLocalResources):
+    """The bodies of the requests in flight would pass server.max_body_bytes_total with
+    this one's (handlers/body_room.py): refused before it is read. Not the caller's
+    fault, nor an upstream's: the router's own bound, and it passes as others finish."""
 
 
 class ShuttingDown(RouterError):

@@ -22,6 +22,7 @@ from router.errors import ConfigError
 from router.failover.waiting import WaitRoom
 from router.front_door import FrontDoor, Runner, connection_cap
 from router.handlers import admin, ops
+from router.handlers.body_room import BODY_ROOM, BodyRoom, BodyRoomMetrics
 from router.handlers.count_tokens import count_tokens
 from router.handlers.endpoint import (
     ClientAuth,
@@ -69,7 +70,12 @@ def create_app(
     app = web.Application(client_max_size=config.server.max_body_bytes)
     state_store = store if store is not None else state_store_for(config, clock, wall)
     health = HealthTracker(state_store, config.failover, clock)
-    metrics = Metrics(registry if registry is not None else process_registry(), config)
+    registry = registry if registry is not None else process_registry()
+    metrics = Metrics(registry, config)
+    # Of the process, as the listener and its settings are: a reload keeps it.
+    settings = config.server
+    room = app[BODY_ROOM] = BodyRoom(settings.max_body_bytes_total, settings.max_body_bytes)
+    registry.register(BodyRoomMetrics(room))
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         state_store.start()
@@ -165,7 +171,9 @@ def add_routes(
         wrapped = endpoint(handler, hosts=guard, **options)
         if method == "POST":
             refusal = endpoint(refuse_expectation, hosts=guard, **options)
-            expect = continue_if_accepted(guard, options.get("auth"), refusal)
+            expect = continue_if_accepted(
+                guard, options.get("auth"), refusal, options.get("bodies")
+            )
             app.router.add_route(method, path, wrapped, expect_handler=expect)
         else:
             app.router.add_route(method, path, wrapped)
@@ -175,7 +183,10 @@ def add_routes(
         handler = model_api(operation, dialect)
         if operation is Operation.COUNT_TOKENS:
             handler = count_tokens(handler)  # counted here when no route counts upstream
-        add("POST", PATHS[operation], handler, auth=auth, counted=True, dialect=dialect)
+        add(
+            "POST", PATHS[operation], handler,
+            auth=auth, counted=True, dialect=dialect, bodies=app[BODY_ROOM],
+        )  # fmt: skip
     add("GET", "/v1/models", list_models, auth=auth)
     # Probes carry no key, and come from the pod's or container's address: every Host
     # may ask. Scrapers carry a key only when server.admin_keys asks for one; people

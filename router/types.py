@@ -290,6 +290,8 @@ class ServerSettings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
+    # The bodies of every request in flight together (handlers/body_room.py); more: 503.
+    max_body_bytes_total: int = 64 * 1024 * 1024
     # A request head (request line and header fields) at most; a larger one gets 431.
     max_header_bytes: int = 64 * 1024
     # The front door (README "Front door"): seconds a client may take to send a request

@@ -128,8 +128,9 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
         values["admin_keys"] = _client_keys(found["admin_keys"], warnings, kind="admin")
     if "allow_unauthenticated" in found:
         values["allow_unauthenticated"] = found["allow_unauthenticated"].boolean()
-    if "max_body_bytes" in found:
-        values["max_body_bytes"] = found["max_body_bytes"].integer(minimum=1)
+    for name in ("max_body_bytes", "max_body_bytes_total"):
+        if name in found:
+            values[name] = found[name].integer(minimum=1)
     if "max_header_bytes" in found:
         values["max_header_bytes"] = found["max_header_bytes"].integer(minimum=1024)
     for name in ("header_timeout", "body_timeout", "send_timeout", "idle_timeout"):
@@ -147,6 +148,13 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
             _origin(entry) for entry in found["allowed_origins"].items()
         )
     server = ServerSettings(**values)
+    if server.max_body_bytes_total < server.max_body_bytes:
+        named = found.get("max_body_bytes_total") or found.get("max_body_bytes") or at
+        raise named.error(
+            f"max_body_bytes_total ({server.max_body_bytes_total}) is less than "
+            f"max_body_bytes ({server.max_body_bytes}): a body of the largest size allowed "
+            "could never be taken"
+        )
     if not (server.client_keys or server.allow_unauthenticated or is_loopback(server.host)):
         raise found["host"].error(
             f"{server.host} is not a loopback address, so anyone who can reach it could use "

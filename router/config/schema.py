@@ -154,6 +154,7 @@ def _server() -> Schema:
         "admin_keys": _STRINGS,
         "allow_unauthenticated": _BOOLEAN,
         "max_body_bytes": _integer(1),
+        "max_body_bytes_total": _integer(1),
         "max_header_bytes": _integer(1024),
         "header_timeout": _number(0.001),
         "body_timeout": _number(0.001),

@@ -28,6 +28,7 @@ from router.errors import (
     InternalError,
     InvalidRequest,
     NoCapacity,
+    NoRoomForBody,
     OutOfLocalResources,
     PathNotFound,
     RouterError,
@@ -38,6 +39,7 @@ from router.errors import (
 from router.failover.call import Answer
 from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
+from router.handlers.body_room import BodyRoom
 from router.handlers.host_check import HostCheck
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RequestTrace
 from router.handlers.trace_facts import request_facts
@@ -54,7 +56,7 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Refusals that continue_if_accepted foresees: answered before any body is asked for.
 _OK = FailureClass.OK
 _READING = frozenset({"GET", "HEAD"})  # the methods HTTP Basic is taken on (_presented_token)
-_REFUSED_UNREAD = (BodyTooLarge, ExpectationFailed, Forbidden, Unauthorized)
+_REFUSED_UNREAD = (BodyTooLarge, ExpectationFailed, Forbidden, NoRoomForBody, Unauthorized)
 
 
 class ClientAuth:
@@ -85,7 +87,10 @@ class ClientAuth:
 
 
 def continue_if_accepted(
-    hosts: HostCheck | None, auth: ClientAuth | None, refusal: Handler
+    hosts: HostCheck | None,
+    auth: ClientAuth | None,
+    refusal: Handler,
+    bodies: BodyRoom | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
     """The answer to `Expect: 100-continue` on a route guarded by `hosts` and `auth`:
     `100 Continue` only for a request that will be read, from a Host (and Origin) the
@@ -100,6 +105,8 @@ def continue_if_accepted(
         length = request.content_length
         if request.version != HttpVersion11 or (length or 0) > request.client_max_size:
             return None
+        if length and bodies is not None and not bodies.fits(length):
+            return None  # no 100: the handler's 503 says there is no room for it now
         if request.headers.get("Expect", "").lower() != "100-continue":
             return await refusal(request)
         try:
@@ -128,13 +135,15 @@ def endpoint(
     hosts: HostCheck | None = None,
     counted: bool = False,
     dialect: Dialect = OPENAI_CHAT,
+    bodies: BodyRoom | None = None,
 ) -> Handler:
     """`handler` with request context and error mapping; `auth` when it needs a key,
     `hosts` when it answers only the Hosts and Origins the router serves.
 
     A `counted` endpoint (the model APIs) logs one `request` event and updates the
     request metrics for every call, bad ones included. Errors are written in `dialect`,
-    the shape that endpoint's SDK expects.
+    the shape that endpoint's SDK expects. With `bodies`, a request takes room for its
+    body there before its handler runs, and gives it back when it ends (body_room.py).
     """
     needs_key = auth is not None and auth.required
     checks_host = hosts is not None and hosts.active
@@ -157,6 +166,8 @@ def endpoint(
                     hosts.check(request)  # type: ignore[union-attr]
                 if needs_key:
                     auth.check(request)  # type: ignore[union-attr]
+                if bodies is not None:
+                    trace.body_held = bodies.hold(request)  # or its 503
                 response = await handler(request)
                 status = 499 if _client_left(trace) else response.status
             except (asyncio.CancelledError, ConnectionResetError):
@@ -190,6 +201,8 @@ def endpoint(
                         raise
             return response
         finally:
+            if trace.body_held and bodies is not None:
+                bodies.give(trace.body_held)
             if counted:
                 _finish(request, trace, status)
 

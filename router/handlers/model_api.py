@@ -15,6 +15,7 @@ from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.call import Answer, Call
 from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
+from router.handlers.body_room import BODY_ROOM
 from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
@@ -41,6 +42,8 @@ _CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    """The body and its parse. Its room (handlers/body_room.py) was taken before the
+    handler ran; one sent without a length was counted at the limit until it came."""
     limit = request.client_max_size
     length = request.content_length
     try:
@@ -52,6 +55,8 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         body = arrived(request)
         if body is None:
             body = await request.read()
+            if length is None:
+                request.app[BODY_ROOM].arrived(request[REQUEST_TRACE], len(body))
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(
             f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"

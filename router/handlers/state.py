@@ -68,6 +68,7 @@ class RequestTrace:
     cut: bool = False  # the drain's deadline passed: the router ends this request
     waited: float | None = None  # seconds held for capacity, once the failover said
     skipped: tuple[str, ...] = ()  # routes the failover passed over untried, and why
+    body_held: int = 0  # bytes of the body room (body_room.py) this request holds
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result

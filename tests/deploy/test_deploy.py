@@ -402,6 +402,7 @@ async def test_rules_fire_on_the_live_page_of_a_router_whose_keys_ran_dry(stack,
         ),
         fired("LLMRouterRouteModelRetiring"),  # gpt-4o retires in 2027, not at 10m (1970)
         fired("LLMRouterLogLinesDropped"),  # a test's router logs to a stream, not a sink
+        fired("LLMRouterBodyRoomFull"),  # nothing was refused for want of room
     ]
     assert {case["alertname"] for case in expected} == {rule["alert"] for rule in rules()}
     await promtool_unit_test(tmp_path, bare, input_series(text, minutes=15), expected)

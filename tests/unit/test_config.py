@@ -88,6 +88,7 @@ def test_the_example_loads_with_every_value_resolved() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 4000)
     assert config.server.client_keys == ()
     assert config.server.max_body_bytes == 10 * 1024 * 1024
+    assert config.server.max_body_bytes_total == 64 * 1024 * 1024
     assert config.server.max_header_bytes == 64 * 1024
     server = config.server
     assert (server.header_timeout, server.body_timeout, server.idle_timeout) == (30, 60, 75)
@@ -328,6 +329,18 @@ def test_the_unknown_key_message_is_exactly_file_line_path_message() -> None:
             minimal(extra="server: {max_body_bytes: 0}\n"),
             "server.max_body_bytes: must be >= 1, got 0",
             id="max-body-zero",
+        ),
+        pytest.param(
+            minimal(extra="server: {max_body_bytes_total: 1000000}\n"),
+            "server.max_body_bytes_total: max_body_bytes_total (1000000) is less than "
+            "max_body_bytes (10485760)",
+            id="max-body-total-under-one-body",
+        ),
+        pytest.param(
+            minimal(extra="server: {max_body_bytes: 300000000}\n"),
+            "server.max_body_bytes: max_body_bytes_total (67108864) is less than "
+            "max_body_bytes (300000000)",
+            id="max-body-over-the-default-total",
         ),
         pytest.param(
             minimal(extra="server: {max_header_bytes: 512}\n"),
