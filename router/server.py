@@ -33,7 +33,8 @@ from router.handlers.endpoint import (
     refuse_expectation,
 )
 from router.handlers.host_check import HostCheck
-from router.handlers.model_api import PATHS, list_models, model_api
+from router.handlers.model_api import PATHS, model_api
+from router.handlers.models_list import get_model, list_models
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.restore import restore_key
 from router.handlers.state import APP_STATE, Current
@@ -201,6 +202,9 @@ def add_routes(
         add("GET", path, page, auth=operator or auth)
     add("POST", "/admin/reload", reload_config, auth=operator or auth)
     add("POST", "/admin/restore", restore_key, auth=operator or auth)
+    # After every plain path: fast_paths.py serves those up to the first one with a
+    # variable. A model name may hold a slash.
+    add("GET", "/v1/models/{model:.+}", get_model, auth=auth)
     # Anthropic's clients read errors in Anthropic's shape: unknown paths under theirs too.
     messages = not_found(known, hosts, dialect=ANTHROPIC_MESSAGES)
     app.router.add_route("*", "/v1/messages{tail:(?:/.*)?}", messages)

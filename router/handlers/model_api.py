@@ -224,12 +224,3 @@ def answer_response(answer: Answer) -> web.Response:
         # Streams send their headers before the usage exists; they log the cost instead.
         headers[answer_headers.COST] = f"{answer.cost_usd:.8f}"
     return ClientAnswer(status=answer.status, body=answer.body, headers=headers)
-
-
-async def list_models(request: web.Request) -> web.Response:
-    state = request.app[APP_STATE].state
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "llm-router"}
-        for name in state.config.models
-    ]
-    return web.json_response({"object": "list", "data": data})
