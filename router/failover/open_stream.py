@@ -110,6 +110,7 @@ class OpenStream:
         try:
             self.upstream.finish()  # a stream the client left reaches the provider as cancelled
         finally:
+            self.watch.let_go()
             # Only store operations that do not wait on the network may run here: on a
             # client's hang-up this runs in a cancelled task.
             await self._runner.settle_stream(self)

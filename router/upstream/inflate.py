@@ -51,6 +51,7 @@ class Decoder:
         out = self._inflate.decompress(data, room + 1)
         self._out += len(out)
         if len(out) > room:
+            del out  # the traceback keeps this frame, and the frame its locals
             raise TooLarge(f"the compressed body inflates more than {self._ratio} times its size")
         if self._inflate.unused_data:
             raise BrokenBody("bytes after the end of the compressed body")

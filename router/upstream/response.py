@@ -158,12 +158,24 @@ class Response:
                     self._connection.keep_for = seconds - 1.0
             self._connection.idle()
         else:
+            self._drop()
             self._connection.close()
 
     def close(self) -> None:
         if not self._done_with:
             self._done_with = True
+            self._drop()
             self._connection.close()
+
+    def _drop(self) -> None:
+        """Let go of the body bytes not read, and the decoder. A response given up part
+        way (a client gone, a body over its limit or broken) is in a cycle with its
+        connection, and an exception's traceback may hold it too: the garbage collector
+        frees such cycles only after thousands of allocations (server.py raises its
+        threshold), and until then they held up to a whole body each (tens of MB)."""
+        self._pending.clear()
+        self._size = 0
+        self._decoder = None
 
     async def _wait(self) -> None:
         waiter = self._waiter = self._connection.loop.create_future()

@@ -15,6 +15,9 @@ from router.wire import sse
 from router.wire.dialects import Dialect, UsagePart
 from router.wire.usage import Usage, usage_from_body, with_cache
 
+# Of the events last passed on, kept whole past the stream's end up to this size.
+_LAST_KEPT = 1 << 16
+
 
 class EventTooLarge(ValueError):
     """An SSE event grew past the limit on one event without ending. `complete`: the
@@ -206,6 +209,16 @@ class StreamWatch:
             return with_cache(inputs, outputs, read=self._cached, creation=self._written,
                               outside=True)  # fmt: skip
         return with_cache(inputs, outputs, self._cached, self._written, outside=False)
+
+    def let_go(self) -> None:
+        """The stream is over: an event that never ended goes, and of the events last
+        passed on, only the last stays (an error event numbers itself after it). A
+        stream the client left may be held by a cycle until the garbage collector runs,
+        and these were up to `max_event` bytes, and a read's worth of events."""
+        self._carry = bytearray()
+        last = self.last
+        if len(last) > _LAST_KEPT:
+            self.last = last[last.rfind(b"\n\n", 0, len(last) - 2) + 2 :]
 
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
         """How the stream ended. A client that leaves after the terminator was written
