@@ -23,6 +23,10 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11
 from aiohttp.http_writer import StreamWriter
 
+# A whole answer up to this size goes out joined to its head, in one write; a larger one
+# beside it.
+_JOINED_AT_MOST = 1 << 16
+
 DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
 
 
@@ -119,11 +123,21 @@ def send_last(response: web.StreamResponse, writer: StreamWriter, data: bytes) -
     transport = writer.transport
     if transport is None or transport.is_closing():
         raise ClientConnectionResetError("Cannot write to closing transport")  # as aiohttp
-    if writer._headers_buf is not None:
-        data = take_head(writer) + data
-    writer.buffer_size += len(data)
-    writer.output_size += len(data)
-    transport.write(data)
+    if writer._headers_buf is None:
+        writer.buffer_size += len(data)
+        writer.output_size += len(data)
+        transport.write(data)
+        return
+    head = take_head(writer)
+    size = len(head) + len(data)
+    writer.buffer_size += size
+    writer.output_size += size
+    if len(data) > _JOINED_AT_MOST:
+        # Apart: head + data would be a second copy of a large answer, held until the
+        # client has read it (uvloop writes both with one writev).
+        transport.writelines((head, data))
+    else:
+        transport.write(head + data)
 
 
 def ended(response: web.StreamResponse, writer: StreamWriter) -> None:

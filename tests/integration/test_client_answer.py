@@ -43,8 +43,8 @@ async def _both_ways(
 @pytest.mark.parametrize("connection", [CLOSE, b""], ids=["close", "keep"])
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(200, BODY), (200, b""), (400, b'{"error":{}}')],
-    ids=["200", "empty", "400"],
+    [(200, BODY), (200, b""), (400, b'{"error":{}}'), (200, b'{"a":"' + b"x" * 300_000 + b'"}')],
+    ids=["200", "empty", "400", "large"],  # large: its head written beside it, not joined
 )
 async def test_an_answer_sends_the_bytes_aiohttp_would_send(connection, status, body):
     """Head and body in one write, not built by aiohttp, and the same as its Response's
