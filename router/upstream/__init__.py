@@ -88,9 +88,11 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     kept = _kept_by_shape.get(shape)
     if kept is None:
         kept = _kept(*shape)
-        if len(_kept_by_shape) >= _MAX_HEADER_SHAPES:
-            _kept_by_shape.clear()  # many clients, or one varying its headers: start over
-        _kept_by_shape[shape] = kept
+        # Not kept when its names are long: a client varying long names would fill it.
+        if sum(map(len, shape[0])) <= _MAX_SHAPE_NAME_BYTES:
+            if len(_kept_by_shape) >= _MAX_HEADER_SHAPES:
+                _kept_by_shape.clear()  # many clients, or one varying its headers: start over
+            _kept_by_shape[shape] = kept
     names, mask, repeated = kept
     values = compress(map(_value, items), mask)
     if not repeated:
@@ -104,6 +106,7 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
 
 
 _MAX_HEADER_SHAPES = 256
+_MAX_SHAPE_NAME_BYTES = 4096  # an SDK's names add up to a few hundred bytes
 # Fields whose value is a comma-separated list (RFC 9110 §5.3): sent twice, they are
 # one list. Any other field sent twice takes its last value, as a dict of the two would.
 _LISTS = frozenset({"anthropic-beta", "accept", "accept-language", "baggage", "tracestate"})

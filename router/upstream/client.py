@@ -40,6 +40,9 @@ from router.upstream.tunnel import ProxyRefused, open_tunnel
 
 _USER_AGENT = "llm-router"
 _BLOCKS_KEPT = 512
+# A block larger than this is built for its request and not kept: a client that varies
+# large header values would otherwise fill the cache with them (512 x 64 KiB heads).
+_BLOCK_KEPT_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +200,15 @@ class HttpClient:
             if target is None:
                 target = self._proxied[(url, proxy)] = _target(url, proxy)
         # The same headers come again and again (a key's auth, an SDK's own): their
-        # checked block is kept, a few hundred at most.
+        # checked block is kept, a few hundred at most, of a few KiB each.
         fields = tuple(headers.items())
         block = self._blocks.get(fields)
         if block is None:
-            if len(self._blocks) >= _BLOCKS_KEPT:
-                self._blocks.clear()
-            block = self._blocks[fields] = _header_block(headers)
+            block = _header_block(headers)
+            if len(block) <= _BLOCK_KEPT_BYTES:
+                if len(self._blocks) >= _BLOCKS_KEPT:
+                    self._blocks.clear()
+                self._blocks[fields] = block
         request = [target.request_line, block, b"Content-Length: %d\r\n\r\n" % len(body), body]
         pool = self._pools.get(target.pool)
         if pool is None:

@@ -121,6 +121,25 @@ async def test_the_request_on_the_wire_is_plain_http_1_1(client) -> None:
     )
 
 
+async def test_only_small_header_blocks_are_kept_for_the_next_request(client) -> None:
+    """A client varying large header values must not fill the cache of built blocks:
+    one over 8 KiB goes out as built and is not kept; an SDK's ordinary one is."""
+
+    async def serve(reader, writer, n) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(OK)
+
+    large = {"Content-Type": "application/json", "X-Note": "n" * 10_000}
+    async with wire(serve) as server:
+        for headers in (large, large, {"Content-Type": "application/json"}):
+            response = await client.post(server.url, b"{}", headers, connect_timeout=2)
+            assert (response.status, await response.read()) == (200, b"{}")
+            response.release()
+    assert b"X-Note: " + b"n" * 10_000 + b"\r\n" in server.requests[1]
+    assert [dict(fields) for fields in client._blocks] == [{"Content-Type": "application/json"}]
+
+
 async def test_one_connection_serves_request_after_request(client) -> None:
     async def serve(reader, writer, n) -> None:
         while True:

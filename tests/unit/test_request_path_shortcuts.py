@@ -144,3 +144,16 @@ def test_what_is_kept_per_list_of_names_stays_bounded():
     for i in range(1000):  # a client that varies its header names on every request
         assert forwardable_headers(headers((f"X-Custom-{i}", "v"))) == {f"x-custom-{i}": "v"}
     assert 0 < len(_kept_by_shape) <= 256
+
+
+def test_long_header_names_are_judged_each_time_and_not_kept():
+    """A client varying long names must not fill what is kept per list of names."""
+    _kept_by_shape.clear()
+    name = "X-" + "n" * 5000
+    for _ in range(2):
+        assert forwardable_headers(headers((name, "v"), ("Connection", "keep-alive"))) == {
+            name.lower(): "v"
+        }
+    assert len(_kept_by_shape) == 0
+    assert forwardable_headers(headers(("X-Short", "v"))) == {"x-short": "v"}
+    assert len(_kept_by_shape) == 1
