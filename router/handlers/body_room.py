@@ -49,8 +49,9 @@ class BodyRoom:
 
     def hold(self, request: web.BaseRequest) -> int:
         """Take the room `request`'s body needs, before any of it is read, or raise the
-        503; the bytes taken, which `give` takes back when the request ends. Nothing
-        for an empty body, or one over the per-request limit: its 413 is the handler's."""
+        503; the bytes taken, which the request gives back when it ends (endpoint.py).
+        Nothing for an empty body, or one over the per-request limit: its 413 is the
+        handler's."""
         size = request.content_length
         if size is None:
             size = self.each  # chunked: the most it may be, until it has come
@@ -66,9 +67,6 @@ class BodyRoom:
             )
         self.held = held
         return size
-
-    def give(self, size: int) -> None:
-        self.held -= size
 
     def arrived(self, trace: RequestTrace, size: int) -> None:
         """A body sent without a length has come: counted at its size from now on."""

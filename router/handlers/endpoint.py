@@ -202,7 +202,7 @@ def endpoint(
             return response
         finally:
             if trace.body_held and bodies is not None:
-                bodies.give(trace.body_held)
+                bodies.held -= trace.body_held  # its room back (body_room.py)
             if counted:
                 _finish(request, trace, status)
 

@@ -215,7 +215,8 @@ class StreamWatch:
         passed on, only the last stays (an error event numbers itself after it). A
         stream the client left may be held by a cycle until the garbage collector runs,
         and these were up to `max_event` bytes, and a read's worth of events."""
-        self._carry = bytearray()
+        if self._carry:
+            self._carry = bytearray()
         last = self.last
         if len(last) > _LAST_KEPT:
             self.last = last[last.rfind(b"\n\n", 0, len(last) - 2) + 2 :]
