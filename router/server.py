@@ -74,8 +74,7 @@ def create_app(
     registry = registry if registry is not None else process_registry()
     metrics = Metrics(registry, config)
     # Of the process, as the listener and its settings are: a reload keeps it.
-    settings = config.server
-    room = app[BODY_ROOM] = BodyRoom(settings.max_body_bytes_total, settings.max_body_bytes)
+    room = app[BODY_ROOM] = BodyRoom(config.server.max_body_bytes_total)
     registry.register(BodyRoomMetrics(room))
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -180,13 +179,14 @@ def add_routes(
             app.router.add_route(method, path, wrapped)
         known[path] = known.get(path, frozenset()) | {method}
 
+    room = app[BODY_ROOM]
     for operation, dialect in apis:
-        handler = model_api(operation, dialect)
+        handler = model_api(operation, dialect, room)
         if operation is Operation.COUNT_TOKENS:
-            handler = count_tokens(handler)  # counted here when no route counts upstream
+            handler = count_tokens(handler, room)  # counted here when no route counts upstream
         add(
             "POST", PATHS[operation], handler,
-            auth=auth, counted=True, dialect=dialect, bodies=app[BODY_ROOM],
+            auth=auth, counted=True, dialect=dialect, bodies=room,
         )  # fmt: skip
     add("GET", "/v1/models", list_models, auth=auth)
     # Probes carry no key, and come from the pod's or container's address: every Host

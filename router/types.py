@@ -291,6 +291,7 @@ class ServerSettings:
     allow_unauthenticated: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
     # The bodies of every request in flight together (handlers/body_room.py); more: 503.
+    # Unset in routes.yaml: this, or twice max_body_bytes when that is more.
     max_body_bytes_total: int = 64 * 1024 * 1024
     # A request head (request line and header fields) at most; a larger one gets 431.
     max_header_bytes: int = 64 * 1024

@@ -148,9 +148,13 @@ def _server(at: Field, warnings: list[str]) -> ServerSettings:
             _origin(entry) for entry in found["allowed_origins"].items()
         )
     server = ServerSettings(**values)
-    if server.max_body_bytes_total < server.max_body_bytes:
-        named = found.get("max_body_bytes_total") or found.get("max_body_bytes") or at
-        raise named.error(
+    if "max_body_bytes_total" not in found:
+        # Unset: room for two of the largest bodies at least, so that a config that
+        # raised max_body_bytes past the default total still starts.
+        total = max(server.max_body_bytes_total, 2 * server.max_body_bytes)
+        server = dataclasses.replace(server, max_body_bytes_total=total)
+    elif server.max_body_bytes_total < server.max_body_bytes:
+        raise found["max_body_bytes_total"].error(
             f"max_body_bytes_total ({server.max_body_bytes_total}) is less than "
             f"max_body_bytes ({server.max_body_bytes}): a body of the largest size allowed "
             "could never be taken"

@@ -2,24 +2,28 @@
 
 `server.max_body_bytes` bounds one body; the connections the front door lets in
 (`server.max_connections`) times that is gigabytes, and a request keeps its body (and
-its parse, about as large again) until it ends, since the failover may send it again.
-A burst of long conversations (a coding agent's 1-10 MB contexts, images in base64)
-would grow the process until the kernel or the pod's memory limit kills it, and every
-request in flight with it. So the bodies of the requests in flight share a bound,
-`server.max_body_bytes_total`, as Envoy's overload manager or HAProxy's fixed buffers
-bound a proxy's memory: a request whose body would pass it is refused before a byte of
-it is read, with a 503 that says retry in a second (which the SDKs do by themselves),
-in its client's dialect. Every other request goes on as before.
+its parse, about as large again for text) until it ends, since the failover may send it
+again. A burst of long conversations (a coding agent's 1-10 MB contexts, images in
+base64) would grow the process until the kernel or the pod's memory limit kills it,
+and every request in flight with it. So the bodies of the requests in flight share a
+bound, `server.max_body_bytes_total`, as Envoy's overload manager or HAProxy's fixed
+buffers bound a proxy's memory: a request whose body would pass it is refused with a
+503 that says retry in a second (which the SDKs do by themselves), in its client's
+dialect. Every other request goes on as before.
 
-A body is counted by its `Content-Length`, taken before it is read and given back when
-its request ends. One sent without a length (chunked) is counted at the per-request
-limit while it arrives, then at its size.
+A body is counted as it arrives, so a slow upload holds only what it has sent: one that
+declared a large `Content-Length` and sends a byte a minute does not keep others out.
+A body that has all arrived when its handler runs (nearly every one) is counted at
+once. One still arriving is refused before it is read if its declared length does not
+fit now (with no `100 Continue` first), else counted piece by piece and refused at the
+piece that would pass the bound. The request gives its room back when it ends
+(endpoint.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -33,45 +37,55 @@ _MIB = 1024 * 1024
 
 
 class BodyRoom:
-    """The request-body bytes held now by the requests in flight, at most `limit`;
-    `each`, one body's limit (server.max_body_bytes)."""
+    """The request-body bytes held now by the requests in flight, at most `limit`."""
 
-    __slots__ = ("each", "held", "limit", "refused")
+    __slots__ = ("held", "limit", "refused")
 
-    def __init__(self, limit: int, each: int) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.each = each
         self.held = 0
         self.refused = 0  # requests turned away for want of room, since start
 
     def fits(self, size: int) -> bool:
         return self.held + size <= self.limit
 
-    def hold(self, request: web.BaseRequest) -> int:
-        """Take the room `request`'s body needs, before any of it is read, or raise the
-        503; the bytes taken, which the request gives back when it ends (endpoint.py).
-        Nothing for an empty body, or one over the per-request limit: its 413 is the
-        handler's."""
-        size = request.content_length
-        if size is None:
-            size = self.each  # chunked: the most it may be, until it has come
-        elif size > self.each or not size:
-            return 0
+    def check(self, size: int) -> None:
+        """Raise the 503 now if a body of `size` bytes would not fit: one declared that
+        large is refused before any of it is read (and without its 100 Continue)."""
+        if self.held + size > self.limit:
+            self._refuse()
+
+    def take(self, trace: RequestTrace, size: int) -> None:
+        """Count `size` more bytes of `trace`'s request body, or raise the 503."""
         held = self.held + size
         if held > self.limit:
-            self.refused += 1
-            raise NoRoomForBody(
-                f"the router is holding {self.held / _MIB:.1f} MiB of request bodies, and "
-                f"this one's {size / _MIB:.1f} MiB would pass its limit of "
-                f"{self.limit / _MIB:.1f} MiB (server.max_body_bytes_total); retry shortly"
-            )
+            self._refuse()
         self.held = held
-        return size
+        trace.body_held += size
 
-    def arrived(self, trace: RequestTrace, size: int) -> None:
-        """A body sent without a length has come: counted at its size from now on."""
-        self.held -= trace.body_held - size
-        trace.body_held = size
+    def _refuse(self) -> NoReturn:
+        self.refused += 1
+        raise NoRoomForBody(
+            f"the router is holding {self.held / _MIB:.1f} MiB of request bodies, and "
+            f"this one's would pass its limit of {self.limit / _MIB:.1f} MiB "
+            "(server.max_body_bytes_total); retry shortly"
+        )
+
+
+async def read_counted(request: web.BaseRequest, room: BodyRoom, trace: RequestTrace) -> bytes:
+    """A body still arriving, each piece counted in `room` as it comes (or the 503),
+    within the per-request limit (or aiohttp's 413)."""
+    limit = request.client_max_size
+    content = request.content
+    pieces: list[bytes] = []
+    size = 0
+    while piece := await content.readany():
+        size += len(piece)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        room.take(trace, len(piece))
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 BODY_ROOM = web.AppKey("router_body_room", BodyRoom)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from router.errors import InvalidRequest, NoCapacity
 from router.handlers import answer_headers
+from router.handlers.body_room import BodyRoom
 from router.handlers.endpoint import Handler
 from router.handlers.model_api import PATHS, find_model, read_json_object
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
@@ -23,17 +24,18 @@ from router.types import ModelSpec, Operation, Route
 from router.upstream.translate.token_count import count_input_tokens
 
 
-def count_tokens(passthrough: Handler) -> Handler:
-    """`passthrough`: the model API handler for Operation.COUNT_TOKENS."""
+def count_tokens(passthrough: Handler, bodies: BodyRoom) -> Handler:
+    """`passthrough`: the model API handler for Operation.COUNT_TOKENS; `bodies`: the
+    room request bodies share (body_room.py)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[APP_STATE].state
-        body, payload = await read_json_object(request)
+        body, payload = await read_json_object(request, bodies)
         model = find_model(state, payload)
         trace = request[REQUEST_TRACE]
         if state.failover.serves(model, Operation.COUNT_TOKENS):
             try:
-                return await passthrough(request)  # aiohttp keeps the body: read, not resent
+                return await passthrough(request)  # the trace keeps the body: read once
             except NoCapacity as exc:
                 # Every key that counts is limited or down (a Messages 429 cools a key
                 # for counts too): an estimate serves the client better than a refusal.

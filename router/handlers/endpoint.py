@@ -142,8 +142,8 @@ def endpoint(
 
     A `counted` endpoint (the model APIs) logs one `request` event and updates the
     request metrics for every call, bad ones included. Errors are written in `dialect`,
-    the shape that endpoint's SDK expects. With `bodies`, a request takes room for its
-    body there before its handler runs, and gives it back when it ends (body_room.py).
+    the shape that endpoint's SDK expects. With `bodies`, the room its handler took for
+    the request's body (body_room.py) goes back when the request ends.
     """
     needs_key = auth is not None and auth.required
     checks_host = hosts is not None and hosts.active
@@ -166,8 +166,6 @@ def endpoint(
                     hosts.check(request)  # type: ignore[union-attr]
                 if needs_key:
                     auth.check(request)  # type: ignore[union-attr]
-                if bodies is not None:
-                    trace.body_held = bodies.hold(request)  # or its 503
                 response = await handler(request)
                 status = 499 if _client_left(trace) else response.status
             except (asyncio.CancelledError, ConnectionResetError):

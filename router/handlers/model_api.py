@@ -15,7 +15,7 @@ from router.errors import BodyTooLarge, InvalidRequest, UnknownModel
 from router.failover.call import Answer, Call
 from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
-from router.handlers.body_room import BODY_ROOM
+from router.handlers.body_room import BodyRoom, read_counted
 from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
@@ -41,9 +41,13 @@ PATHS = {
 _CHAT, _COUNT_TOKENS = Operation.CHAT, Operation.COUNT_TOKENS
 
 
-async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
-    """The body and its parse. Its room (handlers/body_room.py) was taken before the
-    handler ran; one sent without a length was counted at the limit until it came."""
+async def read_json_object(request: web.Request, bodies: BodyRoom) -> tuple[bytes, dict[str, Any]]:
+    """The body, counted in `bodies` as it arrives (body_room.py), and its parse; kept
+    on the trace, so that a second reader (count_tokens, then its passthrough) takes
+    both from there."""
+    trace = request[REQUEST_TRACE]
+    if trace.body is not None:
+        return trace.body
     limit = request.client_max_size
     length = request.content_length
     try:
@@ -54,9 +58,11 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
         body = arrived(request)
         if body is None:
-            body = await request.read()
-            if length is None:
-                request.app[BODY_ROOM].arrived(request[REQUEST_TRACE], len(body))
+            if length is not None:
+                bodies.check(length)  # or its 503, before a byte is read
+            body = await read_counted(request, bodies, trace)
+        else:
+            bodies.take(trace, len(body))
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(
             f"request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
@@ -71,6 +77,7 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         raise InvalidRequest(
             f"request body nests more than {fastjson.MAX_DEPTH} levels deep", "invalid_body"
         )
+    trace.body = (body, payload)
     return body, payload
 
 
@@ -81,10 +88,12 @@ def routing_headers(route: Route | None, attempts: tuple[Attempt, ...]) -> dict[
     return headers
 
 
-def model_api(operation: Operation, dialect: Dialect) -> Handler:
+def model_api(operation: Operation, dialect: Dialect, bodies: BodyRoom) -> Handler:
+    """`bodies`: the room the process's request bodies share (body_room.py)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[APP_STATE].state
-        body, payload = await read_json_object(request)
+        body, payload = await read_json_object(request, bodies)
         trace = request[REQUEST_TRACE]
         model = find_model(state, payload)
         trace.model = model.name  # a request refused from here on is still the model's

@@ -12,6 +12,7 @@ answer one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
 # Neither the router nor routes.yaml knows when a model was made: the epoch, as 0 is.
 _EPOCH = "1970-01-01T00:00:00Z"
 _ANTHROPIC_PAGE = (1, 1000, 20)  # limit's least, most and default, as Anthropic's API
+_LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() takes "²"
 
 
 def _from_anthropic_sdk(request: web.Request) -> bool:
@@ -70,8 +72,8 @@ def _page(names: list[str], query: Any) -> tuple[list[str], bool]:
     the router does not have, nothing."""
     least, most, default = _ANTHROPIC_PAGE
     raw = query.get("limit", str(default))
-    if not raw.isdigit() or not least <= int(raw) <= most:
-        raise InvalidRequest(f"limit: must be an integer from {least} to {most}, got {raw!r}")
+    if not _LIMIT.fullmatch(raw) or not least <= int(raw) <= most:
+        raise InvalidRequest(f"limit: must be an integer from {least} to {most}, got {raw[:20]!r}")
     limit = int(raw)
     before, after = query.get("before_id"), query.get("after_id")
     if before is not None:

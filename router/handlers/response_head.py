@@ -17,6 +17,7 @@ response goes through aiohttp's own code.
 from __future__ import annotations
 
 import inspect
+import sys
 
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.abc import AbstractStreamWriter
@@ -26,6 +27,11 @@ from aiohttp.http_writer import StreamWriter
 # A whole answer up to this size goes out joined to its head, in one write; a larger one
 # beside it.
 _JOINED_AT_MOST = 1 << 16
+# asyncio's writelines() on CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 never pauses the
+# protocol (CVE-2024-12254; aiohttp's SKIP_WRITELINES): there a large answer is joined
+# as before. On 3.11 it joins and writes; uvloop's is a writev that pauses.
+_PY = sys.version_info[:3]
+_WRITELINES_PAUSES = _PY < (3, 12) or (3, 12, 9) <= _PY < (3, 13) or _PY >= (3, 13, 2)
 
 DRAIN_PAST = 0x10000  # buffered bytes after which aiohttp's writer waits for a drain
 
@@ -132,7 +138,7 @@ def send_last(response: web.StreamResponse, writer: StreamWriter, data: bytes) -
     size = len(head) + len(data)
     writer.buffer_size += size
     writer.output_size += size
-    if len(data) > _JOINED_AT_MOST:
+    if len(data) > _JOINED_AT_MOST and _WRITELINES_PAUSES:
         # Apart: head + data would be a second copy of a large answer, held until the
         # client has read it (uvloop writes both with one writev).
         transport.writelines((head, data))

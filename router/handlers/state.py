@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -69,6 +70,7 @@ class RequestTrace:
     waited: float | None = None  # seconds held for capacity, once the failover said
     skipped: tuple[str, ...] = ()  # routes the failover passed over untried, and why
     body_held: int = 0  # bytes of the body room (body_room.py) this request holds
+    body: tuple[bytes, dict[str, Any]] | None = None  # the body and its parse, once read
 
     def served(self, result: Answer | OpenStream) -> None:
         self.result = result

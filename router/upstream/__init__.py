@@ -88,8 +88,9 @@ def forwardable_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     kept = _kept_by_shape.get(shape)
     if kept is None:
         kept = _kept(*shape)
-        # Not kept when its names are long: a client varying long names would fill it.
-        if sum(map(len, shape[0])) <= _MAX_SHAPE_NAME_BYTES:
+        # Not kept when its names (or Connection) are long: a client varying them would
+        # fill it.
+        if sum(map(len, shape[0])) + len(shape[1] or "") <= _MAX_SHAPE_NAME_BYTES:
             if len(_kept_by_shape) >= _MAX_HEADER_SHAPES:
                 _kept_by_shape.clear()  # many clients, or one varying its headers: start over
             _kept_by_shape[shape] = kept

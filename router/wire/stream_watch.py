@@ -219,7 +219,13 @@ class StreamWatch:
             self._carry = bytearray()
         last = self.last
         if len(last) > _LAST_KEPT:
-            self.last = last[last.rfind(b"\n\n", 0, len(last) - 2) + 2 :]
+            # The end of the event before the last, LF or CRLF framed (sse.py); none:
+            # one event, kept whole.
+            lf = last.rfind(b"\n\n", 0, len(last) - 2)
+            crlf = last.rfind(b"\n\r\n", 0, len(last) - 3)
+            end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+            if end:
+                self.last = last[end:]
 
     def end(self, verdict: Verdict = OK, *, client_gone: bool = False) -> StreamEnd:
         """How the stream ended. A client that leaves after the terminator was written
