@@ -492,3 +492,20 @@ async def test_a_keys_own_client_sends_keepalive_probes(stack, no_proxy_variable
             release.set()
             await client.close()
     assert timers and all(timer == 2 and 0 < due <= IDLE_SECONDS for timer, due in timers), timers
+
+
+async def test_a_keys_idle_translated_connections_are_closed_when_its_traffic_stops(stack):
+    """httpcore closes an idle connection past its keep-alive only when its pool is
+    next used: a key whose translated traffic stopped kept its connections open for
+    good (or half closed by the provider). The egress sweep closes them."""
+    _, sim_url = await stack.sim(SIM_A)
+    port = int(sim_url.rsplit(":", 1)[1].split("/")[0])
+    # An Anthropic client on an OpenAI key: litellm sends it with the key's own client.
+    url = await stack.router(chat_model(sim_key(SIM_A, sim_url), upstream="gpt-4o"))
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="client", max_retries=0)
+    message = await client.messages.create(model="chat", max_tokens=16, messages=HI)
+    assert message.content[0].text == "Hello from a via gpt-4o."
+    assert timers_to(port)  # the translated request's connection, kept alive
+    async with asyncio.timeout(20):  # httpx's 5 s expiry, then the next sweep
+        while timers_to(port):  # noqa: ASYNC110 (the kernel's table has no event)
+            await asyncio.sleep(0.25)

@@ -21,9 +21,10 @@ from `client_arguments` until `release()`: `litellm_calls` gives it back when a 
 returns, or when the stream it opened is closed. After a reload, `retire()` closes the
 clients the new config no longer names once their last use is given back. `close()`
 closes the running loop's clients at shutdown (`runtime.shutdown`) and forgets those of
-loops already closed. Per translated request: a few dict lookups, for a key with a
-`proxy:` and for every key of the OpenAI SDK's providers (whose own client follows no
-redirect).
+loops already closed. Every SWEEP_SECONDS a task closes their expired idle connections,
+which httpcore would close only when the client is next used. Per translated request:
+a few dict lookups, for a key with a `proxy:` and for every key of the OpenAI SDK's
+providers (whose own client follows no redirect).
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from router.types import Key, Proxy
 from router.upstream.translate import litellm_internals
+
+log = structlog.get_logger("router.translate")
 
 # The providers whose litellm handler takes an AsyncHTTPHandler as `client=`, and those
 # whose handler takes an OpenAI SDK client. The OpenAI-compatible ones in the first set
@@ -67,10 +72,17 @@ class _Held:
 @dataclass(slots=True)
 class _Clients:
     """One event loop's clients: those the config names, and every one still open
-    (those plus the retired ones still in use), by `id()`."""
+    (those plus the retired ones still in use), by `id()`; and the task that closes
+    their idle connections (`_sweep`)."""
 
     current: dict[_Identity, _Held] = field(default_factory=dict)
     open: dict[int, _Held] = field(default_factory=dict)
+    sweeping: asyncio.Task[None] | None = None
+
+
+# Seconds between two passes that close the clients' expired idle connections: httpx's
+# keep-alive expiry, which the clients keep.
+SWEEP_SECONDS = 5.0
 
 
 _clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
@@ -101,6 +113,7 @@ def client_arguments(key: Key, api_base: str | None) -> dict[str, Any]:
     clients = _clients.get(loop)
     if clients is None:
         clients = _clients[loop] = _Clients()
+        clients.sweeping = loop.create_task(_sweep(clients), name="translated-idle-sweep")
     identity = _identity(key)
     held = clients.current.get(identity)
     if held is None:
@@ -176,6 +189,18 @@ def _client(key: Key, api_base: str | None) -> Any:
     )
 
 
+async def _sweep(clients: _Clients) -> None:
+    """Close the open clients' expired idle connections every SWEEP_SECONDS: httpcore
+    closes them only when a pool is next used (litellm_internals.close_expired)."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        for held in list(clients.open.values()):
+            try:
+                await litellm_internals.close_expired(held.client)
+            except Exception:  # a pass that fails leaves them for the next one
+                log.warning("translated_idle_sweep_failed", exc_info=True)
+
+
 async def close() -> None:
     """Close the running loop's clients (their connections to proxies and providers),
     and forget those of closed loops: their connections died with their loop, and
@@ -184,5 +209,7 @@ async def close() -> None:
     for loop in [loop for loop in _clients if loop.is_closed()]:
         del _clients[loop]
     if clients is not None:
+        if clients.sweeping is not None:
+            clients.sweeping.cancel()
         for held in list(clients.open.values()):
             await _close(clients, held)

@@ -126,6 +126,26 @@ def _proxy_transport(proxy: Proxy | None) -> Any:
     )
 
 
+async def close_expired(client: Any) -> None:
+    """Close the idle connections of `client` (one `proxied_handler` or
+    `proxied_openai_client` made) that are past httpx's keep-alive expiry (5 s), or that
+    their server closed. httpcore does this only when the pool is next used, so a key
+    whose translated traffic stopped kept its connections open (or half closed by the
+    provider, CLOSE-WAIT) for good. This is what httpcore's pool runs when a request
+    ends (`_assign_requests_to_connections`, then `_close_connections`, 1.0.x), with no
+    request queued; on another httpcore, whose pool lacks them, nothing."""
+    http = getattr(client, "client", None) or getattr(client, "_client", None)
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    assign = getattr(pool, "_assign_requests_to_connections", None)
+    lock = getattr(pool, "_optional_thread_lock", None)
+    close = getattr(pool, "_close_connections", None)
+    if assign is None or lock is None or close is None:
+        return
+    with lock:
+        closing = assign()
+    await close(closing)
+
+
 def proxied_handler(proxy: Proxy | None) -> Any:
     """litellm's `AsyncHTTPHandler` whose every request goes through `proxy` (None: direct,
     whatever HTTPS_PROXY says), for the `client=` argument of a call to litellm's
