@@ -509,3 +509,35 @@ async def test_a_keys_idle_translated_connections_are_closed_when_its_traffic_st
     async with asyncio.timeout(20):  # httpx's 5 s expiry, then the next sweep
         while timers_to(port):  # noqa: ASYNC110 (the kernel's table has no event)
             await asyncio.sleep(0.25)
+
+
+async def test_a_translated_tls_handshake_cut_short_leaves_no_socket_to_the_proxy(stack, tmp_path):
+    """httpcore closes a tunnel whose TLS handshake fails, not one whose handshake is
+    cancelled (the router's connect deadline, the client leaving): each such attempt
+    through a key's proxy left its socket to the proxy open for good."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the tunnel's TLS hello and never answers it
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    target = server.sockets[0].getsockname()[1]
+    try:
+        async with tinyproxy(tmp_path) as proxy:
+            proxy_port = int(proxy.url.rsplit(":", 1)[1])
+            hung = key("hung", f"https://127.0.0.1:{target}/v1", api_key="sk-hung-00000001",
+                       proxy=proxy.url)  # fmt: skip
+            text = routes_yaml(keys=[hung], models={"chat": model(route("hung", "gpt-4o"))})
+            url = await stack.router(text)
+            # The client leaves mid-handshake, which cancels the attempt.
+            client = anthropic.AsyncAnthropic(
+                base_url=url, api_key="client", max_retries=0, timeout=1.5
+            )
+            for _ in range(3):  # an Anthropic client on an OpenAI key: translated
+                with pytest.raises(anthropic.APITimeoutError):
+                    await client.messages.create(model="chat", max_tokens=16, messages=HI)
+            async with asyncio.timeout(5):
+                while timers_to(proxy_port):  # noqa: ASYNC110 (the kernel's table has no event)
+                    await asyncio.sleep(0.1)
+    finally:
+        server.close()

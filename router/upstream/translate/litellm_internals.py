@@ -28,6 +28,7 @@ which only reads attributes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from typing import Any
@@ -98,6 +99,38 @@ def follow_no_redirects() -> None:
 
     init._router_no_redirects = True  # type: ignore[attr-defined]
     handler.__init__ = init  # type: ignore[method-assign]
+
+
+def close_tls_on_cancel() -> None:
+    """httpcore (1.0.x, `AnyIOStream.start_tls`) closes a stream whose TLS handshake
+    fails with an exception, but not one whose handshake is cancelled: the router's
+    `connect` deadline, or the client leaving. Through a key's proxy, whose tunnel
+    connection does not close it either, each such attempt left its socket to the proxy
+    open until the garbage collector found it (helper-56: 120 after 120 attempts, up to
+    the key's 500). Here the stream is closed on any way out of the handshake; the pool's
+    entry is then expired by the egress sweep. On another httpcore, without that class
+    or method, nothing."""
+    try:
+        from httpcore._backends.anyio import AnyIOStream
+    except ImportError:  # pragma: no cover - another httpcore
+        return
+    original = getattr(AnyIOStream, "start_tls", None)
+    if original is None or getattr(original, "_router_closes_on_cancel", False):
+        return
+
+    @functools.wraps(original)
+    async def start_tls(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except BaseException:
+            # Its socket is closed before aclose()'s first await: cancelled again there,
+            # it is closed all the same.
+            with contextlib.suppress(BaseException):
+                await self.aclose()
+            raise
+
+    start_tls._router_closes_on_cancel = True  # type: ignore[attr-defined]
+    AnyIOStream.start_tls = start_tls  # type: ignore[method-assign]
 
 
 def _proxy_transport(proxy: Proxy | None) -> Any:
