@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from router.config import load_config
+from router.daemon_thread import in_daemon_thread
 from router.errors import ConfigError
 from router.failover import Failover
 from router.failover.attempt import AttemptRunner
@@ -48,6 +49,8 @@ log = structlog.get_logger("router.reload")
 
 # Server settings a reload applies: read when the process starts to drain, not before.
 _LIVE_SERVER_FIELDS = frozenset({"drain_grace", "drain_timeout"})
+# Seconds a reload may take to read and parse routes.yaml (a hung mount: the error).
+READ_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +142,19 @@ class Reloader:
             if self._path is None:
                 outcome = Outcome(error="this router was not started from a routes.yaml file")
             else:
+                path = self._path
                 try:
-                    # Parsing reads model data from disk: off the loop, requests go on.
-                    config = await asyncio.to_thread(load_config, self._path)
+                    # Parsing reads model data from disk: off the loop, requests go on;
+                    # on a daemon thread, within a bound, as a hung mount must not hold
+                    # every later reload (they queue on the lock) nor the exit.
+                    async with asyncio.timeout(READ_SECONDS):
+                        config = await asyncio.shield(
+                            in_daemon_thread(lambda: load_config(path), "reload-read")
+                        )
                 except ConfigError as exc:
                     outcome = Outcome(error=exc.message)
+                except TimeoutError:
+                    outcome = Outcome(error=f"reading {path} took over {READ_SECONDS:g} s")
                 else:
                     old = self._current.state.config
                     outcome = self._apply(config)

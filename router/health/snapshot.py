@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from router.daemon_thread import in_daemon_thread
 from router.files import read_regular
 from router.health import read_back
 from router.health.memory import LiveState, MemoryStore
@@ -36,6 +37,7 @@ from router.outcomes import BlockReason
 log = structlog.get_logger("router.state")
 
 SAVE_EVERY = 10.0  # seconds between saves; a crash loses at most this much
+CLOSE_SECONDS = 5.0  # the last save's wait at shutdown, at most (a hung disk)
 # 300,000 scopes' state is about 11 MB; a file past this is not one the router wrote.
 MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 _VERSION = 1
@@ -67,7 +69,15 @@ class SnapshotStore(MemoryStore):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._save()  # at shutdown: what the last requests did
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._save(final=True)  # at shutdown: what the last requests did
+        except TimeoutError:  # a hung disk must not hold the exit
+            log.warning(
+                "state_snapshot_failed",
+                path=str(self._path),
+                error=f"the last save did not finish in {CLOSE_SECONDS:g} s",
+            )
         await super().close()
 
     async def _save_forever(self) -> None:
@@ -77,9 +87,12 @@ class SnapshotStore(MemoryStore):
             await self._save()
             await asyncio.sleep(self._every)
 
-    async def _save(self) -> None:
+    async def _save(self, *, final: bool = False) -> None:
         """The state as of now, written by a thread: a slow disk's write and fsync
-        (seconds, on a loaded node) must not hold up the requests on the loop."""
+        (seconds, on a loaded node) must not hold up the requests on the loop. A daemon
+        thread (daemon_thread.py): a hung disk must not hold the process's exit. While
+        an earlier write has not finished, a periodic save is skipped and the store is
+        degraded; the `final` one at shutdown waits for it (close() bounds the wait)."""
         live = self.live()
         document = {
             "version": _VERSION,
@@ -89,15 +102,28 @@ class SnapshotStore(MemoryStore):
             "totals": [[name, total, _most(left)] for name, total, left in live.totals],
         }
         if self._writing is not None and not self._writing.done():
+            if not final:
+                self._unsaved = "the state snapshot's last write has not finished (a hung disk?)"
+                log.warning("state_snapshot_failed", path=str(self._path), error=self._unsaved)
+                return
             # A save a cancel left writing (shutdown): it ends first, or its older state
             # could replace this one's file after it.
             try:
-                await self._writing
+                await asyncio.shield(self._writing)
             except OSError as exc:
                 log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
-        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, document))
+        writing = self._writing = in_daemon_thread(
+            lambda: self._write(document), "state-snapshot-write"
+        )
+        if not final:
+            # Within the interval: a write that hangs leaves the loop to say so next time.
+            await asyncio.wait([writing], timeout=self._every)
+            if not writing.done():
+                # Its error, if it ever ends in one, is the next save's to find.
+                writing.add_done_callback(lambda done: done.cancelled() or done.exception())
+                return
         try:
-            await asyncio.shield(self._writing)  # a cancel leaves the thread's write whole
+            await asyncio.shield(writing)  # a cancel leaves the thread's write whole
         except OSError as exc:  # a full disk or a read-only mount must not stop serving
             log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
             self._unsaved = f"the state snapshot cannot be written: {exc.strerror or exc}"

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import io
 import os
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ import openai
 import pytest
 import structlog
 
+from router import reload as reloading
 from router.config import load_config
 from router.handlers.state import APP_STATE
 from router.server import bound_port, start
@@ -187,6 +189,36 @@ async def test_a_fifo_put_at_the_path_is_rejected_and_the_next_reload_works(stac
         assert status == 200, answer
         routes, _ = await admin_state(url)
         assert set(routes) == {"a/gpt-4o"}
+
+
+async def test_a_read_that_hangs_fails_the_reload_in_time_and_the_next_one_works(
+    stack, tmp_path, monkeypatch
+):
+    """A routes.yaml on a mount that stopped answering held the reload's lock for ever:
+    no later reload took, and the exit waited on the reading thread. The read is
+    bounded (READ_SECONDS, short here), on a daemon thread."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    mount = threading.Event()  # the mount answers again when set
+    real_open = os.open
+
+    def hanging_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name) == str(path) and not mount.is_set():
+            mount.wait(30)
+        return real_open(name, *args, **kwargs)
+
+    async with router_for(path) as url:
+        monkeypatch.setattr(reloading, "READ_SECONDS", 0.5)
+        monkeypatch.setattr(os, "open", hanging_open)
+        try:
+            status, answer = await reload(url)
+            assert status == 422
+            assert answer["error"] == f"reading {path} took over 0.5 s"
+        finally:
+            mount.set()
+        status, answer = await reload(url)
+        assert status == 200, answer
 
 
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(stack, tmp_path):

@@ -7,6 +7,8 @@ import json
 import os
 import random
 import re
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ import yaml
 
 from router.config import parse_config
 from router.health import snapshot
+from router.health.snapshot import SnapshotStore
 from router.server import bound_port, start
 from router.sim import Fault
 from tests.configs import preferring_a, state_scope
@@ -215,3 +218,30 @@ async def test_a_snapshot_that_cannot_be_written_is_said_on_readyz_and_the_gauge
             await asyncio.sleep(0.02)
         assert (await said())[0] == {"backend": "snapshot", "status": "ok"}
     assert json.loads(path.read_text())["version"] == 1
+
+
+async def test_a_hung_disk_is_reported_and_holds_no_exit(tmp_path, monkeypatch):
+    """A snapshot write stuck on a hung disk left /readyz saying ok, and the exit waited
+    for it for ever (an executor thread). Now the next save says the store is degraded,
+    and close() gives up after CLOSE_SECONDS."""
+    disk = threading.Event()  # the disk answers again when set
+    real_fsync = os.fsync
+
+    def hanging_fsync(fd: int) -> None:
+        disk.wait(60)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", hanging_fsync)
+    monkeypatch.setattr(snapshot, "CLOSE_SECONDS", 0.5)
+    store = SnapshotStore(str(tmp_path / "state.json"), time.monotonic, every=0.1)
+    store.start()
+    try:
+        async with asyncio.timeout(5):
+            while store.degraded() is None:  # noqa: ASYNC110 (a thread's write: no event)
+                await asyncio.sleep(0.05)
+        assert "has not finished" in store.degraded()
+        started = time.monotonic()
+        await store.close()
+        assert time.monotonic() - started < 2
+    finally:
+        disk.set()
