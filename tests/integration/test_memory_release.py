@@ -12,6 +12,7 @@ import gzip
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 MIB = 1 << 20
 ROUNDS = 3
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @asynccontextmanager
@@ -86,13 +86,15 @@ async def kept_after(url: str, send: Callable[[str], Awaitable[None]]) -> float:
     return (tracemalloc.get_traced_memory()[0] - before) / MIB
 
 
+def chat(url: str, session: aiohttp.ClientSession, stream: bool = False) -> Any:
+    body = {"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    return session.post(f"{url}/v1/chat/completions", json=body)
+
+
 async def leave_mid_answer(url: str) -> None:
     """Asks, and hangs up while the answer's body is still coming."""
     async with aiohttp.ClientSession() as session:
-        request = session.post(
-            f"{url}/v1/chat/completions",
-            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-        )
+        request = chat(url, session)
         task = asyncio.ensure_future(request)
         await asyncio.sleep(0.5)  # the router is reading the upstream's 8 MiB by now
         task.cancel()
@@ -100,18 +102,8 @@ async def leave_mid_answer(url: str) -> None:
             await task
 
 
-async def ask(url: str, stream: bool = False) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/v1/chat/completions",
-            json={
-                "model": "gpt-4o",
-                "stream": stream,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-        ) as response,
-    ):
+async def ask(url: str) -> None:
+    async with aiohttp.ClientSession() as session, chat(url, session) as response:
         await response.read()
 
 
@@ -150,17 +142,7 @@ async def an_event_that_never_ends(writer: asyncio.StreamWriter) -> None:
 
 
 async def leave_mid_stream(url: str) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/v1/chat/completions",
-            json={
-                "model": "gpt-4o",
-                "stream": True,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-        ) as response,
-    ):
+    async with aiohttp.ClientSession() as session, chat(url, session, stream=True) as response:
         await response.content.readuntil(b"\n\n")  # the first event; the next never ends
         await asyncio.sleep(0.5)  # the router holds the 8 MiB of it by now
 
