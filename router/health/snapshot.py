@@ -108,27 +108,28 @@ class SnapshotStore(MemoryStore):
                 return
             # A save a cancel left writing (shutdown): it ends first, or its older state
             # could replace this one's file after it.
-            try:
-                await asyncio.shield(self._writing)
-            except OSError as exc:
-                log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
+            await asyncio.wait([self._writing])
         writing = self._writing = in_daemon_thread(
             lambda: self._write(document), "state-snapshot-write"
         )
-        if not final:
-            # Within the interval: a write that hangs leaves the loop to say so next time.
-            await asyncio.wait([writing], timeout=self._every)
-            if not writing.done():
-                # Its error, if it ever ends in one, is the next save's to find.
-                writing.add_done_callback(lambda done: done.cancelled() or done.exception())
-                return
-        try:
-            await asyncio.shield(writing)  # a cancel leaves the thread's write whole
-        except OSError as exc:  # a full disk or a read-only mount must not stop serving
-            log.warning("state_snapshot_failed", path=str(self._path), error=str(exc))
-            self._unsaved = f"the state snapshot cannot be written: {exc.strerror or exc}"
-        else:
+        writing.add_done_callback(self._written)
+        # asyncio.wait() cancels nothing: a cancel leaves the thread's write whole. A
+        # periodic save waits an interval at most, so that a write that hangs leaves
+        # the loop to say so next time.
+        await asyncio.wait([writing], timeout=None if final else self._every)
+
+    def _written(self, writing: asyncio.Future[None]) -> None:
+        """Every write's outcome, whenever it ends: a full disk or a read-only mount
+        must not stop serving, and is said; a write that works clears what was said."""
+        if writing.cancelled():
+            return
+        error = writing.exception()
+        if error is None:
             self._unsaved = None
+            return
+        log.warning("state_snapshot_failed", path=str(self._path), error=str(error))
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        self._unsaved = f"the state snapshot cannot be written: {reason}"
 
     def degraded(self) -> str | None:
         """Why the last save failed (a full disk, a read-only mount): the replica serves,

@@ -25,6 +25,7 @@ import trustme
 from aiohttp import web
 
 from router.upstream.keepalive import IDLE_SECONDS
+from router.upstream.translate import egress as translate_egress
 from tests.configs import key, model, route, routes_yaml, sim_key
 from tests.conftest import HI, SIM_A, SIM_B, admin_state, ask, raw_upstream
 from tests.integration.test_keepalive import PROC_TCP, timers_to
@@ -512,9 +513,9 @@ async def test_a_keys_idle_translated_connections_are_closed_when_its_traffic_st
 
 
 async def test_a_translated_tls_handshake_cut_short_leaves_no_socket_to_the_proxy(stack, tmp_path):
-    """httpcore closes a tunnel whose TLS handshake fails, not one whose handshake is
-    cancelled (the router's connect deadline, the client leaving): each such attempt
-    through a key's proxy left its socket to the proxy open for good."""
+    """httpcore keeps a tunnel's connection to the proxy when its TLS handshake is cut
+    short (the router's connect deadline, the client leaving): each such attempt
+    through a key's proxy left its socket open, and its entry in the key's pool."""
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # takes the tunnel's TLS hello and never answers it
@@ -539,5 +540,8 @@ async def test_a_translated_tls_handshake_cut_short_leaves_no_socket_to_the_prox
             async with asyncio.timeout(5):
                 while timers_to(proxy_port):  # noqa: ASYNC110 (the kernel's table has no event)
                     await asyncio.sleep(0.1)
+            # Nor an entry in the key's pool, where each counted against its 500 for good.
+            (key_client,) = translate_egress.open_clients()
+            assert key_client._client._transport._pool.connections == []
     finally:
         server.close()

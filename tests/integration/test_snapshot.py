@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import random
@@ -245,3 +246,32 @@ async def test_a_hung_disk_is_reported_and_holds_no_exit(tmp_path, monkeypatch):
         assert time.monotonic() - started < 2
     finally:
         disk.set()
+
+
+async def test_a_slow_disk_is_judged_by_each_writes_own_outcome(tmp_path, monkeypatch):
+    """Writes that take longer than the interval: one that then fails was never said
+    (the next save found it done and started another), and once they work again, slow
+    as they are, the store is no longer degraded."""
+    failing = True
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.15)  # past the save interval of 0.1 s
+        if failing:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    store = SnapshotStore(str(tmp_path / "state.json"), time.monotonic, every=0.1)
+    store.start()
+    try:
+        async with asyncio.timeout(5):
+            while store.degraded() != "the state snapshot cannot be written: Input/output error":  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        failing = False
+        async with asyncio.timeout(5):
+            while store.degraded() is not None:  # noqa: ASYNC110 (a thread's write: no event)
+                await asyncio.sleep(0.02)
+        assert (tmp_path / "state.json").exists()
+    finally:
+        await store.close()

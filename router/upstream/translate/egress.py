@@ -30,6 +30,7 @@ providers (whose own client follows no redirect).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,6 +211,10 @@ async def close() -> None:
         del _clients[loop]
     if clients is not None:
         if clients.sweeping is not None:
+            # Awaited: a sweep cancelled inside its close would leave the connections it
+            # took out of a pool unclosed, and the pool's own close would not see them.
             clients.sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clients.sweeping
         for held in list(clients.open.values()):
             await _close(clients, held)

@@ -101,36 +101,37 @@ def follow_no_redirects() -> None:
     handler.__init__ = init  # type: ignore[method-assign]
 
 
-def close_tls_on_cancel() -> None:
-    """httpcore (1.0.x, `AnyIOStream.start_tls`) closes a stream whose TLS handshake
-    fails with an exception, but not one whose handshake is cancelled: the router's
-    `connect` deadline, or the client leaving. Through a key's proxy, whose tunnel
-    connection does not close it either, each such attempt left its socket to the proxy
-    open until the garbage collector found it (helper-56: 120 after 120 attempts, up to
-    the key's 500). Here the stream is closed on any way out of the handshake; the pool's
-    entry is then expired by the egress sweep. On another httpcore, without that class
-    or method, nothing."""
+def close_failed_tunnels() -> None:
+    """httpcore (1.0.x, `AsyncTunnelHTTPConnection`) keeps the connection to the proxy
+    when anything fails between its CONNECT and a usable tunnel: a TLS handshake cut
+    short by the router's `connect` deadline or the client leaving (which
+    `AnyIOStream.start_tls` does not close either), or one timing out. Its socket stayed
+    open, and the pool kept the entry as active for good, so after 500 such attempts
+    (the key's pool) the key's translated requests waited on the pool until they timed
+    out (helper-56, helper-58; encode/httpcore#1023, open). Here such a tunnel closes
+    its connection to the proxy, and the pool drops the entry at once. A close
+    cancelled again is cancelled; any other error of it is the tunnel's own, which
+    goes up. On another httpcore, without that class, method or attribute, nothing."""
     try:
-        from httpcore._backends.anyio import AnyIOStream
+        from httpcore._async.http_proxy import AsyncTunnelHTTPConnection
     except ImportError:  # pragma: no cover - another httpcore
         return
-    original = getattr(AnyIOStream, "start_tls", None)
-    if original is None or getattr(original, "_router_closes_on_cancel", False):
+    original = getattr(AsyncTunnelHTTPConnection, "handle_async_request", None)
+    if original is None or getattr(original, "_router_closes_failed", False):
         return
 
     @functools.wraps(original)
-    async def start_tls(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def handle_async_request(self: Any, request: Any) -> Any:
         try:
-            return await original(self, *args, **kwargs)
+            return await original(self, request)
         except BaseException:
-            # Its socket is closed before aclose()'s first await: cancelled again there,
-            # it is closed all the same.
-            with contextlib.suppress(BaseException):
-                await self.aclose()
+            if getattr(self, "_connected", True) is False:
+                with contextlib.suppress(Exception):
+                    await self._connection.aclose()
             raise
 
-    start_tls._router_closes_on_cancel = True  # type: ignore[attr-defined]
-    AnyIOStream.start_tls = start_tls  # type: ignore[method-assign]
+    handle_async_request._router_closes_failed = True  # type: ignore[attr-defined]
+    AsyncTunnelHTTPConnection.handle_async_request = handle_async_request  # type: ignore[method-assign]
 
 
 def _proxy_transport(proxy: Proxy | None) -> Any:

@@ -68,7 +68,7 @@ def _import() -> ModuleType:
             litellm.disable_streaming_logging = True
             _quiet_own_handlers()
             litellm_internals.follow_no_redirects()
-            litellm_internals.close_tls_on_cancel()
+            litellm_internals.close_failed_tunnels()
             _litellm = litellm
         return _litellm
 
