@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from router.daemon_thread import in_daemon_thread
@@ -172,8 +173,10 @@ class SnapshotStore(MemoryStore):
         try:
             # Any damage is an unreadable snapshot, never a router that does not start:
             # bytes that are not UTF-8, JSON nested past the parser's recursion, a top
-            # level that is not an object.
-            state = _parsed(json.loads(data), self._wall())
+            # level that is not an object. orjson refuses nesting past 1,024 levels
+            # without recursing: the stdlib's parser recursed to Python's limit, where
+            # the garbage collector could run other objects' finalizers, which failed.
+            state = _parsed(orjson.loads(data), self._wall())
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning(
                 "state_snapshot_unreadable",

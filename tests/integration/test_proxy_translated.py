@@ -12,6 +12,7 @@ over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -545,3 +546,71 @@ async def test_a_translated_tls_handshake_cut_short_leaves_no_socket_to_the_prox
             assert key_client._client._transport._pool.connections == []
     finally:
         server.close()
+
+
+async def test_a_retry_after_a_connection_error_cuts_no_other_request_of_the_key(
+    stack, tmp_path, no_proxy_variables
+):
+    """litellm's handler retries a connection error with a client on the key's shared
+    transport, and closes that client once the retry returns: that closed the key's
+    pool, and the key's other requests in flight were cut. Here one request is slow
+    upstream while another's first TLS handshake meets a closed connection."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    answered = 0
+
+    async def answer(request: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        await request.read()
+        if answered == 1:
+            await asyncio.sleep(1.5)  # in flight while the other request retries
+        return web.json_response(MESSAGE)
+
+    connections = 0
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Relays each tunnel to the TLS server, but for the second, which it closes."""
+        nonlocal connections
+        connections += 1
+        if connections == 2:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    port = runner.addresses[0][1]
+    relay = await asyncio.start_server(front, "127.0.0.1", 0)
+    try:
+        async with tinyproxy(tmp_path) as proxy:
+            no_proxy_variables.setenv("SSL_CERT_FILE", str(bundle))  # litellm's TLS settings
+            api_base = f"https://localhost:{relay.sockets[0].getsockname()[1]}"
+            claude = key("a", api_base, api_key="sk-ant-000000000001", provider="anthropic")
+            claude[1]["proxy"] = proxy.url
+            url = await stack.router(chat_model(claude, upstream=CLAUDE))
+            slow = asyncio.create_task(ask(url, model="chat"))
+            await asyncio.sleep(0.5)
+            _, retried = await ask(url, model="chat")  # litellm's retry serves it
+            _, first = await slow
+    finally:
+        relay.close()
+        await runner.cleanup()
+    assert retried.choices[0].message.content == "Hello over TLS."
+    assert first.choices[0].message.content == "Hello over TLS."
+    assert (connections, answered) == (3, 2)

@@ -167,7 +167,7 @@ def _identity(key: Key) -> _Identity:
 
 async def _close(clients: _Clients, held: _Held) -> None:
     if clients.open.pop(id(held.client), None) is not None:
-        await held.client.close()
+        await litellm_internals.close_client(held.client)
 
 
 _NONE = object()  # held for a key that gets no client of ours: litellm picks its own

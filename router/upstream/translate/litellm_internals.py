@@ -168,8 +168,11 @@ async def close_expired(client: Any) -> None:
     provider, CLOSE-WAIT) for good. This is what httpcore's pool runs when a request
     ends (`_assign_requests_to_connections`, then `_close_connections`, 1.0.x), with no
     request queued; on another httpcore, whose pool lacks them, nothing."""
-    http = getattr(client, "client", None) or getattr(client, "_client", None)
-    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    transport = getattr(client, "_router_transport", None)  # a handler's (_kept_transport)
+    if transport is None:
+        http = getattr(client, "client", None) or getattr(client, "_client", None)
+        transport = getattr(http, "_transport", None)
+    pool = getattr(transport, "_pool", None)
     assign = getattr(pool, "_assign_requests_to_connections", None)
     lock = getattr(pool, "_optional_thread_lock", None)
     close = getattr(pool, "_close_connections", None)
@@ -192,7 +195,40 @@ def proxied_handler(proxy: Proxy | None) -> Any:
     takes the same proxy (1.104 to 1.110)."""
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-    return AsyncHTTPHandler(transport=_proxy_transport(proxy), follow_redirects=False)
+    kept = _kept_transport(_proxy_transport(proxy))
+    handler = AsyncHTTPHandler(transport=kept, follow_redirects=False)
+    handler._router_transport = kept.inner  # closed by close_client(), with the handler
+    return handler
+
+
+def _kept_transport(inner: Any) -> Any:
+    """`inner` as the handler's clients see it: one of them closing does not close it.
+    The handler's retry after a connection error builds a client on the same transport
+    and closes that client once the retry returns (`post`, 1.104 to 1.110), which closed
+    the key's pool: every other request of the key in flight was cut, and a stream the
+    retry returned too. The key's own close (`close_client`) closes `inner`."""
+    import httpx
+
+    class KeptTransport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = inner
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return await inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            pass  # the key's, not one client's: close_client() closes it
+
+    return KeptTransport()
+
+
+async def close_client(client: Any) -> None:
+    """Close a client `proxied_handler` or `proxied_openai_client` made, with its
+    connections."""
+    await client.close()
+    inner = getattr(client, "_router_transport", None)
+    if inner is not None:
+        await inner.aclose()
 
 
 # Azure API versions that litellm sends to the resource's OpenAI-style `/openai/v1/`
