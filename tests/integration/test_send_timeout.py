@@ -157,6 +157,9 @@ async def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(stack):
                     while not any(e["event"] == "client_send_timeout" for e in logs):  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
                 received = await _read_to_the_end(client)
+                async with asyncio.timeout(10):  # the request ends just after the reset
+                    while not any(e["event"] == "request" for e in logs):  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
             finally:
                 client.close()
     assert received.reset  # at once: no kernel left sending megabytes nobody reads
