@@ -17,7 +17,9 @@ A body that has all arrived when its handler runs (nearly every one) is counted 
 once. One still arriving is refused before it is read if its declared length does not
 fit now (with no `100 Continue` first), else counted piece by piece and refused at the
 piece that would pass the bound. The request gives its room back when it ends
-(endpoint.py).
+(endpoint.py), or, a stream, once its head has gone to the client (model_api.py): from
+then on nothing can send the body again, and a long generation would otherwise hold
+its body for minutes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ class BodyRoom:
             self._refuse()
         self.held = held
         trace.body_held += size
+
+    def let_go(self, trace: RequestTrace) -> None:
+        """`trace`'s request no longer needs its body (a stream past its commit, which
+        cannot fail over): its room back now, and the trace's hold on the body and its
+        parse dropped. The request's end (endpoint.py) then gives back nothing more."""
+        self.held -= trace.body_held
+        trace.body_held = 0
+        trace.body = None
 
     def _refuse(self) -> NoReturn:
         self.refused += 1

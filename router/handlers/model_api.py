@@ -20,12 +20,12 @@ from router.handlers.client_answer import ClientAnswer
 from router.handlers.client_stream import ClientStream
 from router.handlers.endpoint import Handler
 from router.handlers.relay import relay
-from router.handlers.request_body import arrived
+from router.handlers.request_body import arrived, forget_body
 from router.handlers.state import APP_STATE, REQUEST_TRACE, RouterState
 from router.outcomes import Attempt
 from router.rules.affinity import conversation_key
 from router.types import TRANSLATE_EXTRA, ModelSpec, Operation, Route
-from router.upstream import forwardable_headers, translate
+from router.upstream import UpstreamResponse, forwardable_headers, translate
 from router.wire import fastjson
 from router.wire.dialects import Dialect
 from router.wire.needs import request_needs
@@ -107,12 +107,20 @@ def model_api(operation: Operation, dialect: Dialect, bodies: BodyRoom) -> Handl
                 return answer_response(result)
             async with result as stream:  # leaving it settles the attempt: health, cost
                 response = await commit(request, stream, state, call)  # no failover after this
+                client_dialect, strip_usage = call.dialect, call.strip_usage
+                if type(stream.upstream) is UpstreamResponse:
+                    # Nothing sends the body again: its room and its memory go now, not
+                    # when a long generation ends. (litellm keeps a translated request's
+                    # messages until its stream ends, so that one keeps its room.)
+                    del body, payload, call
+                    bodies.let_go(trace)
+                    forget_body(request)
                 stream.end = await relay(
                     stream,
                     response,
-                    call.dialect,
+                    client_dialect,
                     (stream.route.timeouts or state.config.timeouts).idle,
-                    strip_usage=call.strip_usage,
+                    strip_usage=strip_usage,
                 )
             return response
         finally:

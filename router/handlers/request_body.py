@@ -79,3 +79,10 @@ def arrived(request: web.BaseRequest) -> bytes | None:
         protocol.resume_reading()
     request._read_bytes = body
     return body
+
+
+def forget_body(request: web.BaseRequest) -> None:
+    """Drop the request's own copy of its body (`read()` and `arrived()` keep it for a
+    later `read()`): a handler done with the body lets it go before the request ends."""
+    if TAKE:  # `_read_bytes` is where it was (_aiohttp_as_known)
+        request._read_bytes = None

@@ -35,10 +35,17 @@ ANSWER = {
 }
 
 
-def body(size: int) -> bytes:
+FIRST_EVENT = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o",'
+    b'"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+)
+
+
+def body(size: int, *, stream: bool = False) -> bytes:
     """A chat request of about `size` bytes."""
     text = "x" * max(0, size - 80)
-    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+    return json.dumps(request | ({"stream": True} if stream else {})).encode()
 
 
 def config(upstream: str, total: int) -> str:
@@ -58,14 +65,30 @@ class Holding:
         self.held = 0
         self.sizes: list[int] = []
 
-    async def handle(self, request: web.Request) -> web.Response:
-        size = len(await request.read())
-        self.sizes.append(size)
-        if size > 50_000:
-            self.held += 1
-            self.more.set()
-            await self.release.wait()
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.sizes.append(len(body))
+        if len(body) <= 50_000:
+            return web.json_response(ANSWER)
+        if b'"stream": true' in body:
+            return await self._stream(request)
+        await self._hold()
         return web.json_response(ANSWER)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The first event at once, the rest once released."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(FIRST_EVENT)
+        await self._hold()
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _hold(self) -> None:
+        self.held += 1
+        self.more.set()
+        await self.release.wait()
 
     async def holding(self, count: int) -> None:
         async with asyncio.timeout(10):
@@ -260,3 +283,37 @@ async def test_count_tokens_reads_its_body_twice_and_holds_it_once(stack):
         status, _, counted = await post(url, json.dumps(request).encode(), counting)
         assert status == 200 and counted["input_tokens"] > 0
     await settled(url, 0)
+
+
+async def stream_until_first_event(url: str, data: bytes) -> tuple[int, bytes]:
+    """Opens a stream, reads its first event, and keeps reading to its end."""
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/v1/chat/completions", data=data, headers=headers) as response,
+    ):
+        first = await response.content.readuntil(b"\n\n")
+        await response.read()
+        return response.status, first
+
+
+async def test_a_stream_gives_its_room_back_once_committed(stack):
+    """A long generation does not hold its body's room to its end: once the client has
+    the stream's head nothing sends the body again, so the room goes back then."""
+    async with held_upstream() as (upstream, upstream_url):
+        url = await stack.router(config(upstream_url, 200_000))
+        streams = [
+            asyncio.create_task(stream_until_first_event(url, body(BIG, stream=True)))
+            for _ in range(2)
+        ]
+        await upstream.holding(2)
+        await settled(url, 0)  # both streams are open, and hold no room
+
+        task = asyncio.create_task(post(url, body(BIG)))  # fits beside them
+        await upstream.holding(3)
+        assert (await room_metrics(url))[0] == len(body(BIG))
+        upstream.release.set()
+        assert (await task)[0] == 200
+        assert [await stream for stream in streams] == [(200, FIRST_EVENT)] * 2
+        await settled(url, 0)
+        assert (await room_metrics(url))[1] == 0  # none refused

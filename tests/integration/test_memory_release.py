@@ -53,10 +53,11 @@ async def upstream(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) ->
         server.close()
 
 
-def config(url: str) -> str:
+def config(url: str, **extra: Any) -> str:
+    """`extra`: the route's own fields."""
     return routes_yaml(
         keys=[key("k", f"{url}/v1", api_key="sk-test-upstream-000001")],
-        models={"gpt-4o": model(route("k", "gpt-4o"))},
+        models={"gpt-4o": model(route("k", "gpt-4o", **extra))},
         limits={"max_body_bytes": 16 * MIB, "max_event_bytes": 16 * MIB},
         failover={"max_attempts": 1},
     )
@@ -164,3 +165,38 @@ async def test_a_request_given_up_part_way_keeps_nothing_of_its_answer(
         router = await stack.router(config(url))
         kept = await kept_after(router, send)
     assert kept < 2, f"{kept:.1f} MiB kept after {ROUNDS} requests"
+
+
+FIRST_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+
+async def a_stream_that_goes_on(writer: asyncio.StreamWriter) -> None:
+    """The head and the first event of a stream whose generation goes on (it never ends)."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"%x\r\n%s\r\n" % (len(FIRST_EVENT), FIRST_EVENT))
+    await writer.drain()
+
+
+async def test_a_stream_lets_its_request_body_go_once_committed(stack, no_collector):
+    """A long generation does not hold its request's body (8 MiB here, and its parse as
+    large again) to its end: nothing sends it again once the client has the head."""
+    async with upstream(a_stream_that_goes_on) as url:
+        # A context far past the body's 2 M tokens (estimated): no count is asked of litellm.
+        router = await stack.router(config(url, max_input_tokens=1_000_000_000))
+        big = {
+            "model": "gpt-4o",
+            "stream": True,
+            "messages": [{"role": "user", "content": "x" * (8 * MIB)}],
+        }
+        async with aiohttp.ClientSession() as session:
+            async with chat(router, session, stream=True) as response:  # one-offs aside
+                await response.content.readuntil(b"\n\n")
+            await asyncio.sleep(0.3)
+            before = tracemalloc.get_traced_memory()[0]
+            post = session.post(f"{router}/v1/chat/completions", json=big)
+            async with post as response:
+                assert await response.content.readuntil(b"\n\n") == FIRST_EVENT
+                await asyncio.sleep(0.3)  # the stream is open; the router waits on it
+                held = (tracemalloc.get_traced_memory()[0] - before) / MIB
+    assert held < 2, f"{held:.1f} MiB held by an open stream"
