@@ -11,7 +11,7 @@
     │   ├── PathNotFound             404/405: no such endpoint
     │   └── BodyTooLarge             413: over server.max_body_bytes
     ├── UpstreamError                one attempt failed before a usable response
-    │   ├── UpstreamTimeout          connect / first_byte / idle deadline passed
+    │   ├── UpstreamTimeout          connect / first_byte / idle / stream deadline passed
     │   ├── UpstreamConnectionError  refused, reset, DNS, TLS
     │   ├── UpstreamProtocolError    the stream broke or ended without its terminator
     │   └── LocalResourceError       the router's own limit (EMFILE, ENOBUFS, ...) stopped it

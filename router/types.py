@@ -222,13 +222,17 @@ class ModelSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeouts:
     """Seconds. `first_byte`: until the response head (non-streaming) or the first SSE
-    event (streaming); `idle`: between two stream chunks; `request`: the whole client
-    request, every failover included."""
+    event (streaming); `idle`: between two stream chunks (for a stream, without a whole
+    event); `request`: the whole client request, every failover included, until its
+    answer or its stream's first event; `stream`: a stream from then to its end (Envoy's
+    max_stream_duration), so that one trickling bytes cannot hold its client and its
+    connection for ever."""
 
     connect: float = 5.0
     first_byte: float = 120.0
     idle: float = 60.0
     request: float = 600.0
+    stream: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -119,7 +119,7 @@ def model_api(operation: Operation, dialect: Dialect, bodies: BodyRoom) -> Handl
                     stream,
                     response,
                     client_dialect,
-                    (stream.route.timeouts or state.config.timeouts).idle,
+                    stream.route.timeouts or state.config.timeouts,
                     strip_usage=strip_usage,
                 )
             return response

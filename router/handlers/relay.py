@@ -9,11 +9,14 @@ otherwise untouched but for redaction; the stream's watch reads them.
 
 from __future__ import annotations
 
+from time import monotonic
+
 from router.errors import UpstreamError
 from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.outcomes import FailureClass, Verdict
 from router.rules.failures import classify_exception
+from router.types import Timeouts
 from router.wire.dialects import Dialect
 from router.wire.stream_watch import EventTooLarge, StreamEnd
 
@@ -27,7 +30,7 @@ async def relay(
     stream: OpenStream,
     client: ClientStream,
     dialect: Dialect,
-    idle: float,
+    timeouts: Timeouts,
     *,
     strip_usage: bool = False,
 ) -> StreamEnd:
@@ -35,6 +38,10 @@ async def relay(
     it ended. A client that leaves cancels this; the stream's exit then reads how far
     it got from its watch.
 
+    `timeouts`: the route's. No more than `idle` seconds may pass without a whole event
+    (counted from the first read that brings none, since a whole one came), so an
+    upstream that trickles a byte at a time does not keep the stream open; `stream`
+    bounds the whole of it.
     `strip_usage`: the router asked for a usage chunk the client did not; drop it.
 
     One coroutine for the whole loop: every event wakes each frame between the task and
@@ -50,7 +57,10 @@ async def relay(
         redaction.clean,
         upstream.next_chunk,
     )
+    idle = timeouts.idle
     after_end = _AFTER_END if idle > _AFTER_END else idle
+    upstream.limit_stream(timeouts.stream)
+    since = 0.0  # when a read first brought no whole event, since one did; 0: none
     chunk = stream.first
     try:
         while chunk:
@@ -68,11 +78,16 @@ async def relay(
                 return watch.end(watch.error) if watch.error is not None else watch.end()
             if out:
                 await client.write(out)
+                since = 0.0
+            elif not since:
+                since = monotonic()
             if watch.done:
                 watch.delivered = True  # written: a client leaving now was served in full
             try:
                 # After the terminator only the body's end is due, at once nearly always.
-                chunk = await next_chunk(after_end if watch.done else idle)
+                chunk = await next_chunk(
+                    after_end if watch.done else idle if not since else since + idle - monotonic()
+                )
             except UpstreamError as exc:
                 end = await _read_failed(stream, client, dialect, exc)
                 break

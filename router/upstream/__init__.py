@@ -35,6 +35,7 @@ from router.upstream.client import (
 )
 from router.upstream.deadlines import Deadline, Deadlines
 
+_NEVER = float("inf")
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 # Never forwarded: the client's own credentials (the route's key replaces them),
@@ -175,6 +176,7 @@ class UpstreamResponse:
         "_cap",
         "_deadlines",
         "_due",
+        "_ends",
         "_idle",
         "_loop",
         "_phase",
@@ -197,6 +199,7 @@ class UpstreamResponse:
         self._timer: Deadline | None = None
         self._when = 0.0  # when the pending deadline fires
         self._due = 0.0  # when the waiting read times out; 0: no read is waiting
+        self._ends = _NEVER  # when a stream's last read times out (limit_stream)
         self._phase = "first_byte"
         # `_idle`, `_cap` and `_seen` (a whole read's seconds without a byte, its end at
         # the latest, the bytes seen) are set by read(), and read only in its phase.
@@ -253,6 +256,9 @@ class UpstreamResponse:
         assert response is not None
         # _arm(), inline: this runs for every piece of every stream.
         self._due = due = self._loop.time() + (timeout if timeout > 0.0 else 0.0)
+        if due > self._ends:
+            self._due = due = self._ends
+            phase = "stream"
         self._phase = phase
         if self._timer is None or self._when > due:
             self._set_timer(due)
@@ -266,6 +272,11 @@ class UpstreamResponse:
             raise mapped from exc
         finally:
             self._due = 0.0
+
+    def limit_stream(self, seconds: float) -> None:
+        """The stream ends within `seconds` from now (timeouts.stream): a read still
+        waiting then fails with a `stream` timeout, whatever its own timeout."""
+        self._ends = self._loop.time() + seconds
 
     def ended(self) -> bool:
         """Whether the whole body is in and has been read: next_chunk() would say b""."""

@@ -86,6 +86,9 @@ class TranslatedAnswer:
         self._sent = True
         return self._body
 
+    def limit_stream(self, seconds: float) -> None:
+        pass  # whole already
+
     def ended(self) -> bool:
         return self._sent
 
@@ -107,7 +110,7 @@ class EventStream:
     `close` closes litellm's stream, and with it the provider's connection.
     """
 
-    __slots__ = ("_close", "_closed", "_events", "_fail", "headers", "route_id")
+    __slots__ = ("_close", "_closed", "_ends", "_events", "_fail", "headers", "route_id")
 
     status = 200
 
@@ -125,10 +128,20 @@ class EventStream:
         self._close = close
         self._fail = fail
         self._closed = False
+        self._ends: float | None = None  # loop time the stream must end by (limit_stream)
+
+    def limit_stream(self, seconds: float) -> None:
+        """As UpstreamResponse's: a read still waiting `seconds` from now fails with a
+        `stream` timeout."""
+        self._ends = asyncio.get_running_loop().time() + seconds
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
         if self._closed:
             return b""
+        if self._ends is not None:
+            left = self._ends - asyncio.get_running_loop().time()
+            if left < timeout:
+                timeout, phase = max(left, 0.0), "stream"
         try:
             async with asyncio.timeout(timeout):
                 return await anext(self._events)
