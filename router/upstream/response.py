@@ -3,6 +3,10 @@ once it is whole, then the body's pieces to relay as they come, within the limit
 what it may hold, decoded when it is compressed. Reading pauses the connection when the
 relay falls behind, and a read can be failed from outside (the router's deadlines).
 
+A compressed read is decoded a piece at a time (inflate.py): the input left is held in
+the decoder and reading pauses until the relay has taken it all, piece by piece (a whole
+read takes it at once), so one read of a bomb-like body never inflates in one go.
+
 Tuned: every choice here was measured with `bench/cpu.py` (README "Performance").
 Change it with a before/after figure.
 """
@@ -22,6 +26,7 @@ from router.upstream.http_errors import (
     BadResponse,
     BrokenBody,
     Disconnected,
+    HttpError,
     TooLarge,
 )
 from router.upstream.inflate import Decoder
@@ -43,6 +48,7 @@ class Response:
     """A response whose head is in (once `head()` returned); its body is read here."""
 
     __slots__ = (
+        "_all_in",
         "_close_delimited",
         "_complete",
         "_connection",
@@ -71,6 +77,7 @@ class Response:
         self._close_delimited = False  # no Content-Length, not chunked: the close ends it
         self._done_with = False  # released or closed: the connection is not ours any more
         self._decoder: Decoder | None = None
+        self._all_in = False  # the message ended, and the decoder still holds some of it
         self._exception: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
@@ -91,6 +98,10 @@ class Response:
                 raise self._exception
             if self._complete:
                 return b""
+            decoder = self._decoder
+            if decoder is not None and decoder.holding:
+                self._decode_held()  # read already: the socket waits until it is decoded
+                continue
             # _wait(), inline: a stream reads here once an event, and each frame between
             # the task and the future is woken on every one.
             waiter = self._waiter = self._connection.loop.create_future()
@@ -102,7 +113,8 @@ class Response:
         data = pending.popleft() if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._size = 0
-        self._connection.resume()
+        if self._decoder is None or not self._decoder.holding:
+            self._connection.resume()
         return data
 
     async def read(self) -> bytes:
@@ -110,7 +122,8 @@ class Response:
         self._whole = True
         try:
             self._check_whole_size()  # what arrived before the whole body was asked for
-        except TooLarge as exc:
+            self._drain()  # and what a read before held back
+        except HttpError as exc:
             self._connection.close()
             raise exc from None
         self._connection.resume()
@@ -213,7 +226,8 @@ class Response:
     def on_body(self, chunks: list[bytes]) -> None:
         """The body chunks the parser found in one read (a chunked body's, one or more)."""
         if self._decoder is not None:
-            chunks = self._decoded(chunks)
+            self._on_compressed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            return
         self._pending.extend(chunks)
         self._size += sum(map(len, chunks))
         if self._size > _HIGH_WATER:
@@ -223,12 +237,61 @@ class Response:
                 self._connection.pause()  # read() turns it into a whole read, and checks
         self._wake()
 
-    def _decoded(self, chunks: list[bytes]) -> list[bytes]:
+    def _on_compressed(self, data: bytes) -> None:
+        """A read of a compressed body: a piece of it decoded now. The decoder holds the
+        rest, and the socket is not read until that is decoded too: at once for a whole
+        read, else as readany() asks for it."""
+        assert self._decoder is not None
+        self._add(self._decode(data))
+        if self._decoder.holding:
+            if self._whole:
+                self._drain()
+            else:
+                self._connection.pause()
+        self._wake()
+
+    def _decode(self, data: bytes) -> bytes:
         assert self._decoder is not None
         try:
-            return [out for chunk in chunks if (out := self._decoder.decompress(chunk))]
+            return self._decoder.decompress(data)
         except zlib.error as exc:
             raise BrokenBody(f"cannot decompress the body: {exc}") from None
+
+    def _add(self, piece: bytes) -> None:
+        """A decoded piece joins the body, within the limits of what it may hold."""
+        if piece:
+            self._pending.append(piece)
+            self._size += len(piece)
+            if self._size > _HIGH_WATER:
+                if self._whole:
+                    self._check_whole_size()  # a piece at a time: it passes by one at most
+                else:
+                    self._connection.pause()
+
+    def _drain(self) -> None:
+        """A whole read takes the decoder's held input at once, a piece at a time, each
+        checked against the body limit; then the socket is read again."""
+        decoder = self._decoder
+        while decoder is not None and decoder.holding:
+            self._add(self._decode(b""))
+        if self._all_in:
+            self._end_decoded()
+
+    def _decode_held(self) -> None:
+        """The next piece of what the decoder holds, for readany(); at the end of it, the
+        body's end if the message ended meanwhile, else the socket is read again."""
+        assert self._decoder is not None
+        try:
+            self._add(self._decode(b""))
+        except HttpError as exc:
+            self._connection.close()
+            self.set_exception(exc)
+            return
+        if not self._decoder.holding:
+            if self._all_in:
+                self._end_decoded()
+            else:
+                self._connection.resume()
 
     def _check_whole_size(self) -> None:
         """A body read whole is held whole: it may not pass the body limit (an error
@@ -240,17 +303,31 @@ class Response:
             raise TooLarge(f"response body larger than {limit} bytes")
 
     def on_message_complete(self) -> None:
-        if self._decoder is not None:
-            try:
-                tail = self._decoder.flush()
-            except zlib.error as exc:
-                self.set_exception(BrokenBody(f"cannot decompress the body: {exc}"))
+        decoder = self._decoder
+        if decoder is not None:
+            if decoder.holding:
+                self._all_in = True  # it ends once readany() has decoded what is held
                 return
-            if tail:
-                self._pending.append(tail)
-            if not self._decoder.ended():
-                self.set_exception(BrokenBody("the compressed body ended part way through"))
-                return
+            self._end_decoded()
+            return
+        self._complete = True
+        self._wake()
+
+    def _end_decoded(self) -> None:
+        """A compressed body is complete once all of it is decoded and it ended where its
+        compressed stream did."""
+        assert self._decoder is not None
+        self._all_in = False
+        try:
+            tail = self._decoder.flush()
+        except zlib.error as exc:
+            self.set_exception(BrokenBody(f"cannot decompress the body: {exc}"))
+            return
+        if tail:
+            self._pending.append(tail)
+        if not self._decoder.ended():
+            self.set_exception(BrokenBody("the compressed body ended part way through"))
+            return
         self._complete = True
         self._wake()
 

@@ -29,6 +29,7 @@ from router.upstream.client import (
     InvalidHeader,
     TooLarge,
 )
+from router.upstream.inflate import PIECE, Decoder
 from tests.conftest import raw_upstream
 from tests.tls import tls_contexts
 
@@ -828,15 +829,142 @@ async def test_a_compression_bomb_fails_before_it_inflates(encoding: str, whole:
         client.close()
 
 
-async def test_a_body_that_compresses_well_but_not_absurdly_is_read() -> None:
-    """A stream of chunks that repeat all but a word each compresses about 25 times."""
+@functools.cache
+def _chat_stream(events: int) -> bytes:
+    """A stream of chunks that repeat all but a word each: it compresses about 25 times."""
     rng = random.Random(1)
     words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8))) for _ in range(999)]
     chunk = (
         '{"id":"chatcmpl-1","object":"chat.completion.chunk",'
         '"choices":[{"delta":{"content":" %s"}}]}'
     )
-    text = "".join(f"data: {chunk % rng.choice(words)}\n\n" for _ in range(20_000)).encode()
+    return "".join(f"data: {chunk % rng.choice(words)}\n\n" for _ in range(events)).encode()
+
+
+def _gzip_answer(packed: bytes, framing: str) -> bytes:
+    """A 200 with `packed` as its gzip body: by Content-Length, or in 4 KiB chunks (many
+    to a read, decoded together)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+    if framing == "content-length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(packed) + packed
+    pieces = [packed[at : at + 4096] for at in range(0, len(packed), 4096)]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_one_read_of_a_well_compressed_stream_comes_a_piece_at_a_time(
+    client, framing: str
+) -> None:
+    """6 MB of events, packed 25 times and sent at once: each socket read of it (64 KiB
+    or more) inflated whole, MBs in one chunk, before the stream's back-pressure could
+    act. It comes a piece at a time, byte-exact; the socket is read on once each read's
+    pieces are taken, and the connection, read to its end, serves the next request."""
+    text = _chat_stream(80_000)
+    packed = gzip.compress(text)
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(_gzip_answer(packed, framing))
+        await server.read_request(reader)
+        writer.write(OK)
+
+    async with wire(serve) as server, asyncio.timeout(10):
+        response = await client.post(server.url, b"{}", {}, connect_timeout=2)
+        chunks = []
+        while chunk := await response.readany():
+            chunks.append(chunk)
+        assert response.at_eof()
+        response.release()
+        assert await post(client, server.url) == (200, b"{}")
+    assert max(map(len, chunks)) <= PIECE
+    assert b"".join(chunks) == text
+    assert server.connections == 1
+
+
+async def test_a_stream_read_in_part_then_whole_gets_the_rest_held_and_unread(client) -> None:
+    """read() after readany(): the first takes what the decoder still holds of a read
+    (the socket is paused for it) before it reads on."""
+    text = _chat_stream(80_000)
+    packed = gzip.compress(text)
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(_gzip_answer(packed, "content-length"))
+
+    async with wire(serve) as server, asyncio.timeout(10):
+        response = await client.post(server.url, b"{}", {}, connect_timeout=2)
+        try:
+            first = await response.readany()
+            assert 0 < len(first) <= PIECE
+            assert first + await response.read() == text
+        finally:
+            response.release()
+
+
+async def test_a_whole_compressed_body_passes_its_limit_by_a_piece_at_most(monkeypatch) -> None:
+    """A whole read holds the body whole, up to its limit: a read of gzip inflated in one
+    call passed the limit by MBs before the check saw it. Now each call decodes a piece,
+    and the check follows each."""
+    decoded: list[int] = []
+    decompress = Decoder.decompress
+
+    def counted(decoder: Decoder, data: bytes) -> bytes:
+        out = decompress(decoder, data)
+        decoded.append(len(out))
+        return out
+
+    monkeypatch.setattr(Decoder, "decompress", counted)  # watched, not changed
+    packed = gzip.compress(_chat_stream(80_000))
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(_gzip_answer(packed, "content-length"))
+        await asyncio.sleep(5)
+
+    client = _limited(max_body_bytes=300_000)
+    try:
+        async with wire(serve) as server:
+            with pytest.raises(TooLarge, match="body larger than 300000 bytes"):
+                await post(client, server.url)
+    finally:
+        client.close()
+    assert sum(decoded) <= 300_000 + PIECE
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        pytest.param(lambda packed: packed[:-30_000], "ended part way", id="cut-short"),
+        pytest.param(lambda packed: packed + b"junk", "bytes after the end", id="bytes-after"),
+    ],
+)
+async def test_a_compressed_stream_spoiled_inside_held_input_fails_there(
+    client, spoil, message: str
+) -> None:
+    """Its end is checked once the held input is decoded, not when the message ends."""
+    text = _chat_stream(80_000)
+    packed = spoil(gzip.compress(text))
+
+    async def serve(reader, writer, n) -> None:
+        await server.read_request(reader)
+        writer.write(_gzip_answer(packed, "chunked"))
+
+    async with wire(serve) as server, asyncio.timeout(10):
+        response = await client.post(server.url, b"{}", {}, connect_timeout=2)
+        chunks = []
+        try:
+            with pytest.raises(BrokenBody, match=message):
+                while chunk := await response.readany():
+                    chunks.append(chunk)
+        finally:
+            response.release()
+    assert text.startswith(b"".join(chunks))
+
+
+async def test_a_body_that_compresses_well_but_not_absurdly_is_read() -> None:
+    """A stream of chunks that repeat all but a word each compresses about 25 times."""
+    text = _chat_stream(20_000)
     packed = gzip.compress(text)
     assert len(text) / len(packed) > 20
 

@@ -190,7 +190,9 @@ async def _bomb_in_the_stream(writer: asyncio.StreamWriter) -> None:
     writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(start), start))
     await writer.drain()
     await asyncio.sleep(0.2)  # the content event goes to the client on its own
-    bomb = packer.compress(b"data: " + bytes(_FLOOD)) + packer.flush()
+    # Blank lines, not one endless event: the body is decoded a piece at a time, so an
+    # event past its limit would end the stream before the inflate bound did.
+    bomb = packer.compress(b"\n" * _FLOOD) + packer.flush()
     writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(bomb), bomb))
 
 
