@@ -34,7 +34,7 @@ from router.handlers.endpoint import (
 )
 from router.handlers.host_check import HostCheck
 from router.handlers.model_api import PATHS, model_api
-from router.handlers.models_list import get_model, list_models
+from router.handlers.models_list import asker_dialect, get_model, list_models
 from router.handlers.reload import RELOADER, reload_config
 from router.handlers.restore import restore_key
 from router.handlers.state import APP_STATE, Current
@@ -188,7 +188,8 @@ def add_routes(
             "POST", PATHS[operation], handler,
             auth=auth, counted=True, dialect=dialect, bodies=room,
         )  # fmt: skip
-    add("GET", "/v1/models", list_models, auth=auth)
+    # Both SDKs ask for the models: each reads its errors (a 401 too) in its own shape.
+    add("GET", "/v1/models", list_models, auth=auth, dialect_of=asker_dialect)
     # Probes carry no key, and come from the pod's or container's address: every Host
     # may ask. Scrapers carry a key only when server.admin_keys asks for one; people
     # looking at /admin do (operator_auth).
@@ -204,7 +205,7 @@ def add_routes(
     add("POST", "/admin/restore", restore_key, auth=operator or auth)
     # After every plain path: fast_paths.py serves those up to the first one with a
     # variable. A model name may hold a slash.
-    add("GET", "/v1/models/{model:.+}", get_model, auth=auth)
+    add("GET", "/v1/models/{model:.+}", get_model, auth=auth, dialect_of=asker_dialect)
     # Anthropic's clients read errors in Anthropic's shape: unknown paths under theirs too.
     messages = not_found(known, hosts, dialect=ANTHROPIC_MESSAGES)
     app.router.add_route("*", "/v1/messages{tail:(?:/.*)?}", messages)

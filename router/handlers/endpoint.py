@@ -1,5 +1,5 @@
-"""What every endpoint does around its handler: request id, client auth, OpenAI-style
-errors and one `request` log event.
+"""What every endpoint does around its handler: request id, client auth, errors in the
+client's dialect and one `request` log event.
 
 It wraps each handler once, when the route is registered, instead of running as aiohttp
 middleware: with no middleware aiohttp calls the handler directly, which saves several
@@ -135,6 +135,7 @@ def endpoint(
     hosts: HostCheck | None = None,
     counted: bool = False,
     dialect: Dialect = OPENAI_CHAT,
+    dialect_of: Callable[[web.Request], Dialect] | None = None,
     bodies: BodyRoom | None = None,
 ) -> Handler:
     """`handler` with request context and error mapping; `auth` when it needs a key,
@@ -142,11 +143,17 @@ def endpoint(
 
     A `counted` endpoint (the model APIs) logs one `request` event and updates the
     request metrics for every call, bad ones included. Errors are written in `dialect`,
-    the shape that endpoint's SDK expects. With `bodies`, the room its handler took for
-    the request's body (body_room.py) goes back when the request ends.
+    the shape that endpoint's SDK expects, or in `dialect_of(request)` on a path both
+    SDKs call (/v1/models): its 401 and 500 must be read by the SDK that asked. With
+    `bodies`, the room its handler took for the request's body (body_room.py) goes back
+    when the request ends.
     """
     needs_key = auth is not None and auth.required
     checks_host = hosts is not None and hosts.active
+
+    def dialect_for(request: web.Request) -> Dialect:
+        # Asked only on the way to an error: a served request never pays for the choice.
+        return dialect if dialect_of is None else dialect_of(request)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         client_id = request.headers.get(answer_headers.REQUEST_ID, "")
@@ -172,15 +179,15 @@ def endpoint(
                 if trace.delivered:
                     status = 200  # the client left after the stream's end reached it
                 elif trace.cut:  # the drain's deadline, not the client: tell it
-                    response = await _cut_short(trace, dialect)
+                    response = await _cut_short(trace, dialect_for(request))
                     status = 503
                     return response
                 raise
             except Exception as exc:
                 if trace.committed is not None:
                     status = 500
-                    return await _fail_stream(trace, request, request_id, dialect)
-                response = _error_response(exc, request, trace, dialect)
+                    return await _fail_stream(trace, request, request_id, dialect_for(request))
+                response = _error_response(exc, request, trace, dialect_for(request))
                 status = response.status
             if not response.prepared:
                 response.headers[answer_headers.REQUEST_ID] = request_id

@@ -6,8 +6,9 @@ OpenAI's and Anthropic's SDKs both call these paths, with different bodies: Open
 page; Anthropic's `{"data": [{"type": "model", "id", "display_name", "created_at"}],
 "has_more", "first_id", "last_id"}`, paged by `limit`, `after_id` and `before_id`.
 Anthropic's SDKs send `anthropic-version` on every request, OpenAI's never, so that
-header picks the shape. An unknown id is a 404 in the asker's shape, as the model APIs
-answer one.
+header picks the shape, errors included: an unknown id (404), a bad page size (400), a
+missing router key (401) or the router's own fault (500), as the model APIs answer them.
+The handlers raise; endpoint() writes the error in `asker_dialect` (server.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from router.errors import InvalidRequest, UnknownModel
 from router.handlers.state import APP_STATE
-from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
+from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, Dialect
 
 # Neither the router nor routes.yaml knows when a model was made: the epoch, as 0 is.
 _EPOCH = "1970-01-01T00:00:00Z"
@@ -29,6 +30,11 @@ _LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() takes "²
 
 def _from_anthropic_sdk(request: web.Request) -> bool:
     return "anthropic-version" in request.headers
+
+
+def asker_dialect(request: web.Request) -> Dialect:
+    """The error shape of the SDK that asked."""
+    return ANTHROPIC_MESSAGES if _from_anthropic_sdk(request) else OPENAI_CHAT
 
 
 def _openai(name: str) -> dict[str, Any]:
@@ -43,10 +49,7 @@ async def list_models(request: web.Request) -> web.Response:
     names = list(request.app[APP_STATE].state.config.models)
     if not _from_anthropic_sdk(request):
         return web.json_response({"object": "list", "data": [_openai(name) for name in names]})
-    try:
-        page, has_more = _page(names, request.query)
-    except InvalidRequest as exc:
-        return _error(exc, anthropic=True)
+    page, has_more = _page(names, request.query)
     return web.json_response(
         {
             "data": [_anthropic(name) for name in page],
@@ -59,11 +62,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    anthropic = _from_anthropic_sdk(request)
     if name not in request.app[APP_STATE].state.config.models:
-        error = UnknownModel(f"the model '{name[:200]}' does not exist on this router")
-        return _error(error, anthropic=anthropic)
-    return web.json_response(_anthropic(name) if anthropic else _openai(name))
+        raise UnknownModel(f"the model '{name[:200]}' does not exist on this router")
+    return web.json_response(_anthropic(name) if _from_anthropic_sdk(request) else _openai(name))
 
 
 def _page(names: list[str], query: Any) -> tuple[list[str], bool]:
@@ -84,8 +85,3 @@ def _page(names: list[str], query: Any) -> tuple[list[str], bool]:
     if after is not None:
         start = names.index(after) + 1 if after in names else len(names)
     return names[start : start + limit], start + limit < len(names)
-
-
-def _error(exc: InvalidRequest | UnknownModel, *, anthropic: bool) -> web.Response:
-    dialect = ANTHROPIC_MESSAGES if anthropic else OPENAI_CHAT
-    return web.json_response(dialect.error_body(exc), status=dialect.error_status(exc))

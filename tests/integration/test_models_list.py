@@ -1,5 +1,6 @@
 """`GET /v1/models` and `GET /v1/models/{id}` through the official SDKs: each gets the
-configured model names in its own shape, pages included, and its own 404."""
+configured model names in its own shape, pages included, and its own errors (404, 401,
+500)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import anthropic
 import openai
 import pytest
 
+from router.handlers import models_list
 from tests.configs import model, route, routes_yaml, sim_keys
 from tests.conftest import SIM_A
 
@@ -89,3 +91,42 @@ async def test_models_need_a_client_key_when_one_is_set(stack):
         await claude_sdk(url, "wrong").models.list()
     with pytest.raises(openai.AuthenticationError):
         await openai_sdk(url, "wrong").models.retrieve("gpt-4o")
+
+
+async def test_a_wrong_key_is_a_401_in_the_shape_of_the_sdk_that_asked(stack):
+    url = await router(stack)
+    for ask in (lambda sdk: sdk.models.list(), lambda sdk: sdk.models.retrieve("claude")):
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            await ask(claude_sdk(url, "wrong"))
+        body = refused.value.body
+        assert isinstance(body, dict) and body.keys() == {"type", "error"}
+        assert (body["type"], body["error"]["type"]) == ("error", "authentication_error")
+        assert "router key" in body["error"]["message"]
+    for ask in (lambda sdk: sdk.models.list(), lambda sdk: sdk.models.retrieve("gpt-4o")):
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await ask(openai_sdk(url, "wrong"))
+        assert (caught.value.type, caught.value.code) == ("authentication_error", "invalid_api_key")
+        assert "router key" in caught.value.message
+
+
+async def test_the_routers_own_fault_is_a_500_in_the_shape_of_the_sdk_that_asked(
+    stack, monkeypatch
+):
+    """A bug of the router's (the shaping of a model entry, made to fail) points to the
+    log in the asker's error shape."""
+
+    def failing(name: str) -> dict[str, object]:
+        raise RuntimeError("a bug in the router")
+
+    monkeypatch.setattr(models_list, "_anthropic", failing)
+    monkeypatch.setattr(models_list, "_openai", failing)
+    url = await router(stack)
+    with pytest.raises(anthropic.InternalServerError) as failed:
+        await claude_sdk(url).models.list()
+    assert failed.value.body["type"] == "error"
+    assert failed.value.body["error"]["type"] == "api_error"
+    assert failed.value.body["error"]["message"].startswith("internal router error")
+    with pytest.raises(openai.InternalServerError) as caught:
+        await openai_sdk(url).models.retrieve("gpt-4o")
+    assert (caught.value.type, caught.value.code) == ("server_error", "internal_error")
+    assert caught.value.body["message"].startswith("internal router error")
