@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,13 +126,16 @@ class Outcome:
 
 
 class Reloader:
-    """Reads `path` again on request; one reload at a time."""
+    """Reads `path` again on request; one reload at a time, and one read of the file at
+    a time, even one a reload gave up on (`_blocked_read`)."""
 
     def __init__(self, path: str | Path | None, current: Current, shared: Shared) -> None:
         self._path = path
         self._current = current
         self._shared = shared
         self._lock = asyncio.Lock()
+        # When the read of the file not yet returned started (time.monotonic), if one is.
+        self._read_started: float | None = None
 
     @property
     def has_file(self) -> bool:
@@ -141,6 +145,8 @@ class Reloader:
         async with self._lock:
             if self._path is None:
                 outcome = Outcome(error="this router was not started from a routes.yaml file")
+            elif (blocked := self._blocked_read()) is not None:
+                outcome = Outcome(error=blocked)
             else:
                 path = self._path
                 try:
@@ -148,9 +154,7 @@ class Reloader:
                     # on a daemon thread, within a bound, as a hung mount must not hold
                     # every later reload (they queue on the lock) nor the exit.
                     async with asyncio.timeout(READ_SECONDS):
-                        config = await asyncio.shield(
-                            in_daemon_thread(lambda: load_config(path), "reload-read")
-                        )
+                        config = await asyncio.shield(self._start_read(path))
                 except ConfigError as exc:
                     outcome = Outcome(error=exc.message)
                 except TimeoutError:
@@ -181,6 +185,32 @@ class Reloader:
                     "starts; they keep their old values until a restart",
                 )
         return outcome
+
+    def _blocked_read(self) -> str | None:
+        """Why no read may start: an earlier one, given up on after READ_SECONDS, is
+        still blocked on its thread. Each reload that timed out on a hung mount would
+        otherwise leave one more thread blocked there, without bound (reloads sent by a
+        script or a ConfigMap watcher); the one still waiting shows when the mount answers."""
+        if self._read_started is None:
+            return None
+        age = time.monotonic() - self._read_started
+        return (
+            f"the read of {self._path} started {age:.0f} s ago has not returned; "
+            "not starting another"
+        )
+
+    def _start_read(self, path: str | Path) -> asyncio.Future[Config]:
+        reading = in_daemon_thread(lambda: load_config(path), "reload-read")
+        self._read_started = time.monotonic()
+        reading.add_done_callback(self._read_returned)
+        return reading
+
+    def _read_returned(self, reading: asyncio.Future[Config]) -> None:
+        self._read_started = None
+        if not reading.cancelled():
+            # Taken here, so that the error of a read no reload waits for any more is
+            # not logged as never retrieved (a config it read is simply dropped).
+            reading.exception()
 
     def _apply(self, new: Config) -> Outcome:
         redact_also(config_secrets(new))  # before anything logs a new key's secret

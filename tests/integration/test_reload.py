@@ -7,6 +7,7 @@ import asyncio
 import gc
 import io
 import os
+import re
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -47,6 +48,16 @@ async def reload(url: str, **headers: str) -> tuple[int, dict[str, Any]]:
         session.post(f"{url}/admin/reload", headers=headers) as response,
     ):
         return response.status, await response.json()
+
+
+def readers() -> list[threading.Thread]:
+    """The threads reading routes.yaml for a reload (router/reload.py)."""
+    return [t for t in threading.enumerate() if t.name == "reload-read"]
+
+
+async def reads_returned() -> None:
+    for reader in readers():
+        await asyncio.to_thread(reader.join, 5)
 
 
 def a_and_b(sim_url: str, **sections: Any) -> str:
@@ -217,6 +228,51 @@ async def test_a_read_that_hangs_fails_the_reload_in_time_and_the_next_one_works
             assert answer["error"] == f"reading {path} took over 0.5 s"
         finally:
             mount.set()
+        await reads_returned()  # the next reload starts once the hung read is over
+        status, answer = await reload(url)
+        assert status == 200, answer
+
+
+async def test_a_reload_starts_no_second_read_while_one_is_still_hung(stack, tmp_path, monkeypatch):
+    """Each reload that timed out left its thread blocked on the hung mount, and the
+    next one started another: reloads sent by a script piled up threads without bound.
+    While a read given up on has not returned, a reload fails at once, as a timed-out
+    one does (422, `reload_failed`), and starts none; once it returns, reloads work."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    mount = threading.Event()  # the mount answers again when set
+    opened: list[str] = []
+    real_open = os.open
+
+    def hanging_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name) == str(path) and not mount.is_set():
+            opened.append(threading.current_thread().name)
+            mount.wait(30)
+        return real_open(name, *args, **kwargs)
+
+    still_reading = (
+        f"the read of {re.escape(str(path))} started [0-9]+ s ago has not returned; "
+        "not starting another"
+    )
+
+    async with router_for(path) as url:
+        monkeypatch.setattr(reloading, "READ_SECONDS", 0.5)
+        monkeypatch.setattr(os, "open", hanging_open)
+        try:
+            status, answer = await reload(url)
+            assert (status, answer["error"]) == (422, f"reading {path} took over 0.5 s")
+            with structlog.testing.capture_logs() as logs:
+                for _ in range(3):  # each at once: its answer is not READ_SECONDS' error
+                    status, answer = await reload(url)
+                    assert status == 422
+                    assert re.fullmatch(still_reading, answer["error"]), answer
+            assert [e["event"] for e in logs] == ["reload_failed"] * 3
+            assert logs[-1]["error"] == answer["error"]
+            assert opened == ["reload-read"] and len(readers()) == 1
+        finally:
+            mount.set()
+        await reads_returned()
         status, answer = await reload(url)
         assert status == 200, answer
 
