@@ -51,6 +51,7 @@ from router.types import Config, Operation
 from router.upstream import translate
 from router.upstream.client import HttpClient
 from router.upstream.providers import PROVIDERS
+from router.upstream.translate import answer_limits
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
 log = structlog.get_logger("router.server")
@@ -80,6 +81,7 @@ def create_app(
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         state_store.start()
         client = HttpClient(limits=config.limits)
+        answer_limits.set_limits(config.limits)  # litellm's clients read within them too
         tracing = start_tracing(config.traces)  # None unless asked for: no otel import
         shared = Shared(
             store=state_store,

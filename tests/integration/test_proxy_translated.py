@@ -543,7 +543,7 @@ async def test_a_translated_tls_handshake_cut_short_leaves_no_socket_to_the_prox
                     await asyncio.sleep(0.1)
             # Nor an entry in the key's pool, where each counted against its 500 for good.
             (key_client,) = translate_egress.open_clients()
-            assert key_client._client._transport._pool.connections == []
+            assert key_client._router_transport._pool.connections == []
     finally:
         server.close()
 

@@ -9,7 +9,9 @@ in pyproject's `translate` range (CI runs the translation tests at both ends):
   `llms.anthropic.experimental_pass_through.adapters` in 1.104, `.pass_through.adapters`
   in 1.106 and `.messages.adapters` in 1.110 (where the 1.106 path still imports, with a
   DeprecationWarning): the first that exists is used;
-- `AsyncHTTPHandler`, patched so that litellm's clients follow no redirect. Its
+- `AsyncHTTPHandler`, patched so that litellm's clients follow no redirect, and so that
+  the transports of each client it makes (httpx's `_transport` and `_mounts`) read
+  answers within the limits (bounded.py). Its
   `follow_redirects` argument is why the range starts at 1.104: 1.102 hard-codes
   redirects in `create_client` (and 1.100 has no Anthropic adapter);
 - the `_skip_mcp_handler` call argument;
@@ -99,6 +101,31 @@ def follow_no_redirects() -> None:
 
     init._router_no_redirects = True  # type: ignore[attr-defined]
     handler.__init__ = init  # type: ignore[method-assign]
+
+
+def bound_answers() -> None:
+    """Every httpx client litellm's `AsyncHTTPHandler` makes (its own, cached per
+    provider, and the one a key's `proxy:` hands it) reads answers within the process's
+    limits (bounded.py). Its clients' transports (`_transport`, `_mounts`: httpx 0.28)
+    are wrapped as each client is made (`create_client`: 1.104 to 1.110); on a litellm
+    without that method, nothing."""
+    from litellm.llms.custom_httpx import http_handler
+
+    from router.upstream.translate.bounded import bounded_client
+
+    handler = http_handler.AsyncHTTPHandler
+    original = getattr(handler, "create_client", None)
+    if original is None or getattr(original, "_router_bounded", False):
+        return
+
+    @functools.wraps(original)
+    def create_client(self: object, *args: object, **kwargs: object) -> Any:
+        client = original(self, *args, **kwargs)
+        bounded_client(client)
+        return client
+
+    create_client._router_bounded = True  # type: ignore[attr-defined]
+    handler.create_client = create_client  # type: ignore[method-assign]
 
 
 def close_failed_tunnels() -> None:
@@ -259,26 +286,32 @@ def proxied_openai_client(
     import litellm
     import openai
 
-    http_client = httpx.AsyncClient(
-        transport=_proxy_transport(proxy), trust_env=False, follow_redirects=False
-    )
+    from router.upstream.translate.bounded import bounded_client
+
+    inner = _proxy_transport(proxy)
+    http_client = httpx.AsyncClient(transport=inner, trust_env=False, follow_redirects=False)
+    bounded_client(http_client)  # its answers within the limits, as litellm's own clients'
+    version = api_version or litellm.AZURE_DEFAULT_API_VERSION
+    client: Any
     if not azure:
-        return openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=api_key, base_url=api_base, http_client=http_client, max_retries=0
         )
-    version = api_version or litellm.AZURE_DEFAULT_API_VERSION
-    if version in _AZURE_V1_VERSIONS:
+    elif version in _AZURE_V1_VERSIONS:
         base = f"{(api_base or '').rstrip('/')}/openai/v1/"
-        return openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base, http_client=http_client, max_retries=0
         )
-    return openai.AsyncAzureOpenAI(
-        api_key=api_key,
-        azure_endpoint=api_base,
-        api_version=version,
-        http_client=http_client,
-        max_retries=0,
-    )
+    else:
+        client = openai.AsyncAzureOpenAI(
+            api_key=api_key,
+            azure_endpoint=api_base,
+            api_version=version,
+            http_client=http_client,
+            max_retries=0,
+        )
+    client._router_transport = inner  # its pool, for close_expired() and close_client()
+    return client
 
 
 def provider_api_base(provider: str) -> str | None:

@@ -69,6 +69,7 @@ def _import() -> ModuleType:
             _quiet_own_handlers()
             litellm_internals.follow_no_redirects()
             litellm_internals.close_failed_tunnels()
+            litellm_internals.bound_answers()
             _litellm = litellm
         return _litellm
 
