@@ -51,6 +51,7 @@ from router.types import Config, Operation
 from router.upstream import translate
 from router.upstream.client import HttpClient
 from router.upstream.providers import PROVIDERS
+from router.upstream.resolver import Resolver
 from router.upstream.translate import answer_limits
 from router.wire.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES
 
@@ -140,7 +141,11 @@ def state_store_for(
     if state.backend == "redis":
         from router.health.redis_store import RedisStore  # imports redis-py: only when asked
 
-        return RedisStore(MemoryStore(clock), state.url, state.prefix, clock)
+        # Its host looked up as the upstreams' are, off the pool every lookup shares: a
+        # Redis name that does not resolve held up litellm's lookups (redis_connection.py).
+        return RedisStore(
+            MemoryStore(clock), state.url, state.prefix, clock, open_socket=Resolver().open_socket
+        )
     if state.snapshot:
         return SnapshotStore(state.snapshot, clock, wall=wall)
     return MemoryStore(clock)

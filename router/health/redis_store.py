@@ -49,6 +49,8 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import NoPermissionError, RedisError
+
+    from router.health.redis_connection import SocketOpener, resolving
 except ImportError:  # pragma: no cover - the config refuses backend: redis without it
     aioredis = None  # type: ignore[assignment]
 
@@ -78,9 +80,17 @@ class RedisStore:
     """A `StateStore` whose copy is local and whose writes go through to Redis."""
 
     def __init__(
-        self, local: MemoryStore, url: str, prefix: str, clock: Callable[[], float]
+        self,
+        local: MemoryStore,
+        url: str,
+        prefix: str,
+        clock: Callable[[], float],
+        *,
+        open_socket: SocketOpener | None = None,
     ) -> None:
-        """`clock`: the local copy's, so pending deadlines and its expiries agree."""
+        """`clock`: the local copy's, so pending deadlines and its expiries agree.
+        `open_socket`: connects to the URL's host, its name looked up off the pool every
+        lookup shares (redis_connection.py); without it, redis-py looks it up there."""
         if aioredis is None:
             raise RuntimeError("state.backend redis needs the redis package")
         self._local = local
@@ -110,6 +120,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             max_connections=8,
         )
+        options = resolving(options, open_socket)
         self._redis = aioredis.Redis(connection_pool=ConnectionPool(**options))
         self._block_script = self._redis.register_script(BLOCK)
         self._lift_script = self._redis.register_script(LIFT)

@@ -41,10 +41,7 @@ async def connect_first(
     """`loop.create_connection(factory, ...)` on the first of `addresses` (family, socket
     address) to connect."""
     loop = asyncio.get_running_loop()
-    infos: list[Info] = [
-        (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
-        for family, sockaddr in addresses
-    ]
+    infos = _infos(addresses)
     while True:
         sock, won = await _race(loop, infos)
         try:
@@ -59,6 +56,20 @@ async def connect_first(
             if not isinstance(exc, OSError) or certificate or len(infos) == 1:
                 raise
             infos.remove(won)
+
+
+async def connected_socket(addresses: list[tuple[int, tuple[str, int]]]) -> socket.socket:
+    """A TCP socket connected to the first of `addresses` to answer, for a client that
+    builds its own transport on it (redis-py's: health/redis_connection.py)."""
+    sock, _ = await _race(asyncio.get_running_loop(), _infos(addresses))
+    return sock
+
+
+def _infos(addresses: list[tuple[int, tuple[str, int]]]) -> list[Info]:
+    return [
+        (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
+        for family, sockaddr in addresses
+    ]
 
 
 async def _race(loop: asyncio.AbstractEventLoop, infos: list[Info]) -> tuple[socket.socket, Info]:

@@ -18,6 +18,9 @@ has started to time out keeps its last addresses. A name the resolver says does 
 exist keeps none. A literal address is never looked up.
 
 A name with several addresses is connected to through race.py (RFC 8305).
+
+The Redis state store looks its host up here too (its own Resolver; server.py): redis-py
+would have looked it up on the shared pool.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ssl import SSLContext
 from typing import TypeVar
 
 from router.upstream.keepalive import keep_alive
-from router.upstream.race import connect_first
+from router.upstream.race import connect_first, connected_socket
 
 # (family, socket address) as getaddrinfo gives them, in its order.
 Address = tuple[int, tuple[str, int]]
@@ -124,6 +127,12 @@ class Resolver:
             )
         keep_alive(transport)
         return transport, protocol  # type: ignore[return-value]
+
+    async def open_socket(self, host: str, port: int) -> socket.socket:
+        """A TCP socket connected to `host:port`, its name looked up here (several
+        addresses race), for a client that makes its own connection on it: the Redis
+        state store's (health/redis_connection.py)."""
+        return await connected_socket(await self.addresses(host, port))
 
     def _look_up(self, host: str, port: int) -> asyncio.Future[list[Address]]:
         """The lookup, on a thread of its own: a daemon, so that an exit does not wait
