@@ -246,7 +246,10 @@ class UpstreamResponse:
         except Exception as exc:
             if (mapped := _mapped(exc, self.route_id, "read")) is None:
                 raise
-            raise mapped from exc
+            try:
+                raise mapped from exc
+            finally:
+                del mapped  # a local naming it is a cycle with its traceback (the Call)
         finally:
             self._due = 0.0
 
@@ -269,7 +272,10 @@ class UpstreamResponse:
         except Exception as exc:
             if (mapped := _mapped(exc, self.route_id, phase)) is None:
                 raise
-            raise mapped from exc
+            try:
+                raise mapped from exc
+            finally:
+                del mapped  # a local naming it is a cycle with its traceback (the Call)
         finally:
             self._due = 0.0
 
@@ -381,7 +387,10 @@ class Upstream:
             attempt.stop()
             if (mapped := _mapped(exc, route.id, "first_byte")) is None:
                 raise
-            raise mapped from exc
+            try:
+                raise mapped from exc
+            finally:
+                del mapped  # a local naming it is a cycle with its traceback (the Call)
         except BaseException:
             attempt.stop()
             raise

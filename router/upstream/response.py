@@ -189,6 +189,7 @@ class Response:
         self._pending.clear()
         self._size = 0
         self._decoder = None
+        self._exception = None  # its traceback holds the attempt's frames, and their Call
 
     async def _wait(self) -> None:
         waiter = self._waiter = self._connection.loop.create_future()

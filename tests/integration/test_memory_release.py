@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.configs import key, model, route, routes_yaml
+from tests.tinyproxy import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,6 +198,56 @@ async def test_a_stream_lets_its_request_body_go_once_committed(stack, no_collec
             post = session.post(f"{router}/v1/chat/completions", json=big)
             async with post as response:
                 assert await response.content.readuntil(b"\n\n") == FIRST_EVENT
+                await asyncio.sleep(0.3)  # the stream is open; the router waits on it
+                held = (tracemalloc.get_traced_memory()[0] - before) / MIB
+    assert held < 2, f"{held:.1f} MiB held by an open stream"
+
+
+async def head_then_silence(writer: asyncio.StreamWriter) -> None:
+    """A stream's head, then nothing: the attempt times out before its first event."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+    await writer.drain()
+
+
+async def head_then_reset(writer: asyncio.StreamWriter) -> None:
+    await head_then_silence(writer)
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("failure", ["refused", "silent", "reset"])
+async def test_a_stream_after_a_failed_attempt_lets_its_request_body_go(
+    stack, no_collector, failure
+):
+    """The first route fails (its connection refused, its first event late, its
+    connection reset) and the second streams. Before, the failed attempt's exception
+    kept the attempt's frames, and with them the request's body and parse, in a cycle
+    (a local naming the mapped error; the response keeping the error it raised) for as
+    long as the stream ran, though the body's room had gone back."""
+    answer = head_then_reset if failure == "reset" else head_then_silence
+    async with upstream(answer) as bad, upstream(a_stream_that_goes_on) as good:
+        first = f"http://127.0.0.1:{free_port()}" if failure == "refused" else bad
+        wide = {"max_input_tokens": 1_000_000_000}  # no count asked of litellm
+        config = routes_yaml(
+            keys=[key("a", f"{first}/v1", api_key="sk-test-upstream-000001"),
+                  key("b", f"{good}/v1", api_key="sk-test-upstream-000002")],
+            models={"gpt-4o": model(
+                route("a", "gpt-4o", priority=1, timeouts={"first_byte": 0.5}, **wide),
+                route("b", "gpt-4o", priority=2, **wide),
+            )},
+            limits={"max_body_bytes": 16 * MIB},
+        )  # fmt: skip
+        router = await stack.router(config)
+        big = {"model": "gpt-4o", "stream": True,
+               "messages": [{"role": "user", "content": "x" * (8 * MIB)}]}  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            async with chat(router, session, stream=True) as response:  # one-offs aside
+                await response.content.readuntil(b"\n\n")
+            await asyncio.sleep(0.3)
+            before = tracemalloc.get_traced_memory()[0]
+            async with session.post(f"{router}/v1/chat/completions", json=big) as response:
+                assert await response.content.readuntil(b"\n\n") == FIRST_EVENT
+                assert response.headers["x-router-attempts"] == "2"
                 await asyncio.sleep(0.3)  # the stream is open; the router waits on it
                 held = (tracemalloc.get_traced_memory()[0] - before) / MIB
     assert held < 2, f"{held:.1f} MiB held by an open stream"
