@@ -45,7 +45,7 @@ _ROUTE_FIELDS = (
     "key", "model", "priority", "weight", "price", "max_input_tokens", "capabilities", "timeouts"
 )  # fmt: skip
 TIMEOUT_FIELDS = tuple(f.name for f in dataclasses.fields(Timeouts))
-# A route's attempts have their own connect, first_byte and idle; `request` bounds the
+# A route's attempts have their own connect, first_byte, idle and stream; `request` bounds the
 # whole client request, every route of it, so it belongs to the model or the top level.
 ROUTE_TIMEOUT_FIELDS = tuple(name for name in TIMEOUT_FIELDS if name != "request")
 _PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")

@@ -181,11 +181,12 @@ class AttemptRunner:
         assert end is not None
         self._health.end(stream.route)
         # A stream the client left before its end says nothing about the route, good
-        # or bad: health learns nothing from it. Its tokens, if reported, are still paid.
+        # or bad, nor one the router's own bound on its length ended: health learns
+        # nothing from them. Their tokens, if reported, are still paid.
         # Nothing moves on from a stream whose answer began: no failover is counted.
         stream.cost_usd = await self._settle(
             stream.sent, self._redacted(end.verdict), end.usage,
-            judged=not end.client_gone, moves_on=False,
+            judged=end.judged and not end.client_gone, moves_on=False,
         )  # fmt: skip
 
     def _redacted(self, verdict: Verdict) -> Verdict:

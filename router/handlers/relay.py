@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from time import monotonic
 
-from router.errors import UpstreamError
+from router.errors import UpstreamError, UpstreamTimeout
 from router.failover.open_stream import OpenStream
 from router.handlers.client_stream import ClientStream
 from router.outcomes import FailureClass, Verdict
@@ -125,7 +125,12 @@ async def _read_failed(
     # events only.
     message = stream.redaction.text(f"upstream stream failed: {exc.message}")
     await client.write(dialect.error_event(message, watch.last))
-    return watch.end(classify_exception(exc))
+    end = watch.end(classify_exception(exc))
+    if isinstance(exc, UpstreamTimeout) and exc.phase == "stream":
+        # The router's bound (timeouts.stream), not the route's failure: a generation
+        # longer than it says nothing of the route's health.
+        end.judged = False
+    return end
 
 
 async def _body_ended(stream: OpenStream, client: ClientStream, dialect: Dialect) -> StreamEnd:

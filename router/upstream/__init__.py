@@ -258,8 +258,14 @@ class UpstreamResponse:
         response = self._response
         assert response is not None
         # _arm(), inline: this runs for every piece of every stream.
-        self._due = due = self._loop.time() + (timeout if timeout > 0.0 else 0.0)
+        now = self._loop.time()
+        self._due = due = now + (timeout if timeout > 0.0 else 0.0)
         if due > self._ends:
+            if now >= self._ends:
+                # Past already: a read that finds bytes waiting never waits for its timer
+                # (a client slow to read, an upstream quick to send).
+                self._due = 0.0
+                raise UpstreamTimeout(self.route_id, "stream")
             self._due = due = self._ends
             phase = "stream"
         self._phase = phase

@@ -35,6 +35,9 @@ class StreamEnd:
     verdict: Verdict  # how the upstream stream ended
     client_gone: bool = False  # the client left before the terminator reached it
     usage: Usage | None = None  # when the stream reported it
+    # Whether the end says anything of the route's health: not when the router's own
+    # bound on a stream's length (timeouts.stream) ended it, however healthy the route.
+    judged: bool = True
 
 
 class StreamWatch:

@@ -120,6 +120,37 @@ async def test_a_stream_past_its_routes_stream_timeout_ends_with_an_error_event(
     assert (event["status"], event["outcome"], event["stream"]) == (200, "failed", "timeout")
 
 
+async def test_a_stream_ended_by_its_stream_timeout_counts_nothing_against_its_route(
+    stack,
+    logs,  # noqa: F811
+):
+    """The bound is the router's, not the route's failure: a generation longer than it
+    opens no circuit (here one failure would open it), and the next request goes to the
+    same route, not to the one after it."""
+    stop = asyncio.Event()
+    endless = trickling(lambda n: TEXT, 0.1, stop)
+    async with (
+        raw_upstream("/v1/chat/completions", endless) as first,
+        raw_upstream("/v1/chat/completions", endless) as second,
+    ):
+        try:
+            config = routes_yaml(
+                keys=[key("u", f"{first}/v1", api_key="sk-test-01"),
+                      key("v", f"{second}/v1", api_key="sk-test-02")],
+                models={"gpt-4o": model(route("u", "gpt-4o", priority=1),
+                                        route("v", "gpt-4o", priority=2))},
+                timeouts={"stream": 0.5},
+                failover={"breaker_failures": 1, "breaker_failure_rate": 0.1},
+            )  # fmt: skip
+            url = await stack.router(config)
+            bodies = [(await timed_stream(url))[0] for _ in range(2)]
+        finally:
+            stop.set()
+    assert all(b"stream timeout" in body for body in bodies)
+    events = [e for e in logs.events() if e["event"] == "request"]
+    assert [e["attempts"] for e in events] == [["u/gpt-4o:timeout"]] * 2
+
+
 @pytest.mark.timeout(60)  # a translated request imports litellm once (~3 s)
 async def test_a_translated_stream_past_the_stream_timeout_ends_with_an_error_event(stack):
     """The same bound on a stream litellm translates (an Anthropic client, an OpenAI

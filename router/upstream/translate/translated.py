@@ -16,7 +16,7 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from router.errors import UpstreamError
+from router.errors import UpstreamError, UpstreamTimeout
 
 # Headers that describe the provider's bytes, not ours: the body was decoded and
 # re-encoded on the way through, so its length, encoding and framing are new.
@@ -110,7 +110,7 @@ class EventStream:
     `close` closes litellm's stream, and with it the provider's connection.
     """
 
-    __slots__ = ("_close", "_closed", "_ends", "_events", "_fail", "headers", "route_id")
+    __slots__ = ("_close", "_closed", "_ends", "_events", "_fail", "_loop", "headers", "route_id")
 
     status = 200
 
@@ -129,19 +129,23 @@ class EventStream:
         self._fail = fail
         self._closed = False
         self._ends: float | None = None  # loop time the stream must end by (limit_stream)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def limit_stream(self, seconds: float) -> None:
-        """As UpstreamResponse's: a read still waiting `seconds` from now fails with a
+        """As UpstreamResponse's: a read `seconds` from now or later fails with a
         `stream` timeout."""
-        self._ends = asyncio.get_running_loop().time() + seconds
+        self._loop = asyncio.get_running_loop()
+        self._ends = self._loop.time() + seconds
 
     async def next_chunk(self, timeout: float, phase: str = "idle") -> bytes:
         if self._closed:
             return b""
-        if self._ends is not None:
-            left = self._ends - asyncio.get_running_loop().time()
+        if self._ends is not None and self._loop is not None:
+            left = self._ends - self._loop.time()
+            if left <= 0.0:  # a read that needs no wait would not meet the timeout
+                raise UpstreamTimeout(self.route_id, "stream")
             if left < timeout:
-                timeout, phase = max(left, 0.0), "stream"
+                timeout, phase = left, "stream"
         try:
             async with asyncio.timeout(timeout):
                 return await anext(self._events)
