@@ -216,7 +216,9 @@ def add_routes(
     # Anthropic's clients read errors in Anthropic's shape: unknown paths under theirs too.
     messages = not_found(known, hosts, dialect=ANTHROPIC_MESSAGES)
     app.router.add_route("*", "/v1/messages{tail:(?:/.*)?}", messages)
-    app.router.add_route("*", "/{tail:.*}", not_found(known, hosts))
+    # Anywhere else, the shape of the SDK that asked: a wrong method on /v1/models (which
+    # both call), a path of Anthropic's the router does not serve (/v1/files).
+    app.router.add_route("*", "/{tail:.*}", not_found(known, hosts, dialect_of=asker_dialect))
 
 
 def needs_translation(config: Config) -> bool:

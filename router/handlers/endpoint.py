@@ -309,9 +309,10 @@ def not_found(
     hosts: HostCheck | None = None,
     *,
     dialect: Dialect = OPENAI_CHAT,
+    dialect_of: Callable[[web.Request], Dialect] | None = None,
 ) -> Handler:
     """The catch-all route: 405 for a known path with the wrong method, else 404, in
-    `dialect`'s error shape."""
+    `dialect`'s error shape, or `dialect_of(request)`'s (the SDK that asked)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         # The path as aiohttp's router matched it: an encoded slash (`%2F`) stays
@@ -325,7 +326,7 @@ def not_found(
             )
         raise PathNotFound(f"no endpoint at {path[:200]}")
 
-    return endpoint(handle, hosts=hosts, dialect=dialect)
+    return endpoint(handle, hosts=hosts, dialect=dialect, dialect_of=dialect_of)
 
 
 def error_response(exc: RouterError, trace: RequestTrace, dialect: Dialect) -> web.Response:

@@ -160,23 +160,31 @@ async def test_count_tokens_errors_are_anthropics_shape(stack):
     assert unknown.value.body["error"]["type"] == "not_found_error"
 
 
+ANTHROPIC_SDK = {"anthropic-version": "2023-06-01"}  # on every request of Anthropic's SDKs
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "status", "kind"),
+    ("method", "path", "status", "kind", "headers"),
     [
-        ("POST", "/v1/messages/batches", 404, "not_found_error"),
-        ("GET", "/v1/messages/count_tokens", 405, "not_found_error"),
-        ("GET", "/v1/messages", 405, "not_found_error"),
-        ("POST", "/v1/messagesx", 404, None),  # not under /v1/messages: OpenAI's shape
+        ("POST", "/v1/messages/batches", 404, "not_found_error", {}),
+        ("GET", "/v1/messages/count_tokens", 405, "not_found_error", {}),
+        ("GET", "/v1/messages", 405, "not_found_error", {}),
+        ("POST", "/v1/messagesx", 404, None, {}),  # not under /v1/messages: OpenAI's shape
+        # Elsewhere, the shape of the SDK that asked.
+        ("POST", "/v1/messagesx", 404, "not_found_error", ANTHROPIC_SDK),
+        ("POST", "/v1/models", 405, "not_found_error", ANTHROPIC_SDK),
+        ("POST", "/v1/models", 405, None, {}),
+        ("GET", "/v1/files", 404, "not_found_error", ANTHROPIC_SDK),
     ],
 )
-async def test_unknown_paths_under_messages_answer_in_anthropics_shape(
-    stack, method, path, status, kind
+async def test_unknown_paths_answer_in_the_shape_of_the_sdk_that_asked(
+    stack, method, path, status, kind, headers
 ):
     sim, _ = await stack.sim(ANT_A)
     url = await stack.router(claude_config(sim.root))
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, f"{url}{path}", json={}) as response,
+        session.request(method, f"{url}{path}", json={}, headers=headers) as response,
     ):
         body = await response.json()
     assert response.status == status
