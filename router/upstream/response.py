@@ -122,7 +122,8 @@ class Response:
         self._whole = True
         try:
             self._check_whole_size()  # what arrived before the whole body was asked for
-            self._drain()  # and what a read before held back
+            if self._decoder is not None:
+                self._drain()  # and what a read before held back
         except HttpError as exc:
             self._connection.close()
             raise exc from None
