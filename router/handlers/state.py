@@ -14,6 +14,7 @@ from router.handlers.client_stream import ClientStream
 from router.health.store import StateStore
 from router.health.tracker import HealthTracker
 from router.outcomes import Attempt, FailureClass
+from router.rules.failures import ACTIONS
 from router.telemetry.labels import RequestOutcome
 from router.telemetry.logs import RequestLog
 from router.telemetry.metrics import Metrics
@@ -96,7 +97,11 @@ class RequestTrace:
         if status == 499:
             return RequestOutcome.CANCELLED
         if end is not None and not end.client_gone and end.verdict.failure is not _OK:
-            return RequestOutcome.FAILED  # the 200 went out, the end of the answer did not
+            # The 200 went out, the end of the answer did not: whose fault, as for an
+            # error answer (a 4xx is the caller's).
+            if ACTIONS[end.verdict.failure].caller_fault:
+                return RequestOutcome.REJECTED
+            return RequestOutcome.FAILED
         if status < 400:
             if self.served_by is not None and self.served_by != self.model:
                 return RequestOutcome.SERVED_BY_FALLBACK

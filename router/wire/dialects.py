@@ -45,6 +45,13 @@ def _json(data: bytes) -> Any:
     return None if fastjson.too_deep(data, value) else value
 
 
+# A line of its own starts after one of these bytes (or at the buffer's start) and is
+# followed by one: JSON in an event's data holds any text (a model explaining SSE writes
+# `data: [DONE]`), but never a raw line end.
+_LINE_ENDS = b"\r\n"
+_LINE_END = (b"\n", b"\r")
+
+
 # Text in a delta: certainly not preamble, and by far the most common event, so it is
 # recognised from its bytes. In a chunk only `delta.content` is a string-valued
 # "content" (logprobs' is a list); an escaped \"content\" inside a string cannot match.
@@ -82,6 +89,14 @@ class OpenAIChat:
     error_hint = b'"error"'
     usage_hint = b'"prompt_tokens"'
     cache_outside_input = False  # OpenAI's input counts include cached tokens
+
+    def ends(self, complete: bytes, at: int) -> bool:
+        """Whether the whole events `complete` end the stream, `at` being where the last
+        `terminator` in them is (the last event: nothing follows it). It must be a line
+        of its own (_LINE_ENDS), since the same text may sit in an event's JSON."""
+        return (at == 0 or complete[at - 1] in _LINE_ENDS) and complete.startswith(
+            _LINE_END, at + len(self.terminator)
+        )
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         """The first chunk carries the role and empty content: nothing to show yet."""
@@ -165,12 +180,17 @@ class OpenAIChat:
 
 
 class OpenAIResponses(OpenAIChat):
-    """`/v1/responses`: named events, `event: error`, ends with `response.completed`."""
+    """`/v1/responses`: named events, `event: error`, ends with `response.completed`, or
+    `response.incomplete` when the answer stopped early (the caller's `max_output_tokens`,
+    a content filter): a whole answer as asked, with its usage."""
 
     name = "openai_responses"
-    terminator = b"event: response.completed"
+    terminator = b"event: response."  # every event's name starts so: `ends` reads which
     error_hint = b"error"  # `event: error` and `response.failed` carry an error object
-    usage_hint = b"response.completed"
+    # In every event that carries the response object: null but in the last one.
+    usage_hint = b'"usage"'
+    _LAST = frozenset({b"response.completed", b"response.incomplete"})
+    _USAGE = frozenset({b"response.completed", b"response.incomplete", b"response.failed"})
     _PREAMBLE = frozenset(
         {
             b"response.created",
@@ -182,6 +202,14 @@ class OpenAIResponses(OpenAIChat):
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:
         return event in self._PREAMBLE
+
+    def ends(self, complete: bytes, at: int) -> bool:
+        """Whether the last event of `complete` (at `at`) is one that ends the stream."""
+        if not (at == 0 or complete[at - 1] in _LINE_ENDS):
+            return False
+        name = at + 7  # past "event: "
+        end = complete.find(b"\n", name)
+        return complete[name:end].rstrip(b"\r") in self._LAST
 
     def content_end(self, buffer: bytes, start: int) -> int:
         return -1  # no shortcut: its events are read one by one
@@ -198,7 +226,7 @@ class OpenAIResponses(OpenAIChat):
         return classify_stream_error(json.dumps({"error": payload}).encode())
 
     def usage(self, event: bytes, data: bytes) -> UsagePart | None:
-        if event != b"response.completed":
+        if event not in self._USAGE:  # what a response that ended, however, used
             return None
         payload = _json(data)
         response = payload.get("response") if isinstance(payload, dict) else None
@@ -259,6 +287,7 @@ class AnthropicMessages:
     error_hint = b"event: error"
     usage_hint = b'"usage"'
     cache_outside_input = True  # cache_read/creation_input_tokens are not in input_tokens
+    ends = OpenAIChat.ends
     _PREAMBLE = frozenset({b"message_start", b"content_block_start", b"ping"})
 
     def is_preamble(self, event: bytes, data: bytes) -> bool:

@@ -178,8 +178,10 @@ class StreamWatch:
             self._read_from(complete, dialect.error_hint, at, usage)
         if usage and (at := complete.find(dialect.usage_hint)) >= 0:
             self._read_from(complete, dialect.usage_hint, at, usage)
-        # The terminator ends the stream, so it is nearly always at the end: search back.
-        if complete.rfind(dialect.terminator) >= 0:
+        # The stream's last event: searched from the end, and read only when it may be
+        # there (the search is all most pieces cost).
+        at = complete.rfind(dialect.terminator)
+        if at >= 0 and dialect.ends(complete, at):
             self.done = True
 
     def _read_from(self, complete: bytes, hint: bytes, at: int, usage: bool) -> None:

@@ -14,7 +14,13 @@ import pytest
 
 from router.outcomes import FailureClass
 from router.wire import sse
-from router.wire.dialects import OPENAI_CHAT, UsagePart, next_sequence_number
+from router.wire.dialects import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    UsagePart,
+    next_sequence_number,
+)
 from router.wire.stream_watch import EventTooLarge
 from router.wire.stream_watch import StreamWatch as _Watch
 from router.wire.usage import Usage
@@ -357,3 +363,55 @@ def test_a_stream_in_many_small_reads_goes_on_whole_and_in_order(text: bytes, si
             assert out == text
         elif text is not MIXED_ENDS:
             assert b'"prompt_tokens"' not in out and watch.done
+
+
+# A model explaining SSE writes its markers in its text; JSON carries them unescaped.
+EXPLAINING = {
+    "openai": (
+        OPENAI_CHAT,
+        b'data: {"choices":[{"index":0,"delta":{"content":"ends with data: [DONE]\\n\\n so"}}]}'
+        b"\n\n",
+        b"data: [DONE]\n\n",
+    ),
+    "anthropic": (
+        ANTHROPIC_MESSAGES,
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+        b'{"type":"text_delta","text":"then event: message_stop\\n comes"}}\n\n',
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ),
+    "responses": (
+        OPENAI_RESPONSES,
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"delta":"last is event: response.completed\\n","sequence_number":4}\n\n',
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+        b'{"input_tokens":3,"output_tokens":5}},"sequence_number":5}\n\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("form", [lambda b: b, crlf], ids=["lf", "crlf"])
+@pytest.mark.parametrize("dialect", list(EXPLAINING))
+def test_a_terminator_in_an_events_text_does_not_end_the_stream(dialect, form) -> None:
+    """Before, the bytes anywhere ended it: the relay then waited 2 s for the body's end
+    and closed the stream as served, the rest of the answer and its usage never sent."""
+    chosen, text, last = EXPLAINING[dialect]
+    watch = _Watch(chosen, 1 << 20)
+    watch.see(form(text))
+    assert not watch.done
+    watch.see(form(text) + form(last))  # the real one, after more text in the same read
+    assert watch.done
+
+
+def test_a_responses_stream_cut_short_by_its_token_limit_ends_as_asked() -> None:
+    """`response.incomplete` (max_output_tokens reached, a content filter) is the answer
+    the caller asked for: the stream's end, with the usage it carries."""
+    watch = _Watch(OPENAI_RESPONSES, 1 << 20)
+    watch.see(
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"delta":"Hi","sequence_number":3}\n\n'
+        b'event: response.incomplete\ndata: {"type":"response.incomplete","response":'
+        b'{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},'
+        b'"usage":{"input_tokens":10,"output_tokens":16}},"sequence_number":4}\n\n'
+    )
+    assert watch.done and watch.error is None
+    assert watch.end().usage == Usage(10, 16)
