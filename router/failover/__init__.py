@@ -22,7 +22,7 @@ import structlog
 
 from router.errors import DeadlineExceeded, InvalidRequest, NoCapacity, OutOfLocalResources
 from router.failover.attempt import AttemptRunner, Outcome
-from router.failover.call import Answer, Call
+from router.failover.call import Answer, Call, Walked
 from router.failover.capable import CapableRoutes
 from router.failover.exhausted import no_capacity
 from router.failover.homes import ResponseHomes
@@ -180,6 +180,16 @@ class Failover:
         except (NoCapacity, DeadlineExceeded, OutOfLocalResources) as exc:
             exc.waited = 0.0 if patience is None else patience.waited
             exc.skipped = skip_notes(walk.skipped, walk.attempts)
+            raise
+        except asyncio.CancelledError as exc:
+            # The client left, or the drain cut the request, mid-walk: what it tried and
+            # waited goes up with the cancellation, for its log line (endpoint.py), as
+            # the metrics already counted them.
+            exc.walked = Walked(  # type: ignore[attr-defined]
+                tuple(walk.attempts),
+                0.0 if patience is None else patience.waited,
+                skip_notes(walk.skipped, walk.attempts),
+            )
             raise
         finally:
             if patience is not None and patience.waited > 0:

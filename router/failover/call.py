@@ -54,3 +54,20 @@ class Answer:
     cost_usd: float | None = None
     waited: float = 0.0  # seconds held for capacity before the round that answered
     skipped: tuple[str, ...] = ()  # routes passed over untried, each with why (the log)
+
+
+@dataclass(slots=True)
+class Walked:
+    """What a request cancelled mid-walk (its client gone, the drain's deadline) had
+    tried, waited and passed over: the failover puts it on the cancellation, which is
+    the only value that goes up then, for the request's log line."""
+
+    attempts: tuple[Attempt, ...]
+    waited: float
+    skipped: tuple[str, ...]
+
+
+def walked(exc: BaseException) -> Walked | None:
+    """What the failover put on `exc`, a cancellation that ended its walk; None else."""
+    found = getattr(exc, "walked", None)
+    return found if isinstance(found, Walked) else None

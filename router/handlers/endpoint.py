@@ -36,7 +36,7 @@ from router.errors import (
     Unauthorized,
     one_line,
 )
-from router.failover.call import Answer
+from router.failover.call import Answer, walked
 from router.failover.open_stream import OpenStream
 from router.handlers import answer_headers
 from router.handlers.body_room import BodyRoom
@@ -175,7 +175,11 @@ def endpoint(
                     auth.check(request)  # type: ignore[union-attr]
                 response = await handler(request)
                 status = 499 if _client_left(trace) else response.status
-            except (asyncio.CancelledError, ConnectionResetError):
+            except (asyncio.CancelledError, ConnectionResetError) as exc:
+                if (left := walked(exc)) is not None:
+                    trace.attempts, trace.waited, trace.skipped = (
+                        left.attempts, left.waited, left.skipped
+                    )  # fmt: skip
                 if trace.delivered:
                     status = 200  # the client left after the stream's end reached it
                 elif trace.cut:  # the drain's deadline, not the client: tell it

@@ -191,3 +191,21 @@ async def test_the_waiting_room_holds_its_bound_across_a_reload(stack, tmp_path)
         assert users(sim) == ["first", "first", "third"]  # in arrival order, across it
     finally:
         await runner.cleanup()
+
+
+async def test_a_client_that_leaves_while_waiting_is_logged_with_what_it_tried(stack, logs):  # noqa: F811
+    """Its 429 attempt and its wait are in the metrics; before, its log line said it
+    tried nothing and waited nothing (the failover's walk went up with nothing)."""
+    sim, sim_url = await stack.sim(SIM_A)
+    url = await stack.router(one_key(sim_url))
+    sim.inject("a", Fault.rate_limit(retry_after=5))
+    with pytest.raises(openai.APITimeoutError):
+        await client(url, timeout=0.5).chat.completions.create(model="gpt-4o", messages=HI)
+    async with asyncio.timeout(5):
+        while not [e for e in logs.events() if e["event"] == "request"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    (event,) = [e for e in logs.events() if e["event"] == "request"]
+    assert (event["status"], event["outcome"]) == (499, "cancelled")
+    assert event["attempts"] == ["a/gpt-4o:rate_limited"]
+    assert event["waited_ms"] > 0
+    assert await metric(url, "llm_router_waits_total") == 1
