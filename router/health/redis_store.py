@@ -308,6 +308,13 @@ class RedisStore:
                 spent.append((total, deadline, queued))
                 queued += 1
             for total, value, left in self._raise_totals:
+                # Less what this replica holds back for its next batch (behind one still
+                # unconfirmed): that batch adds it, and a raise that held it too would
+                # count it twice. Every other amount of the copy's total is in Redis by
+                # now, or in this pipeline's spend before it.
+                held = batch.spend.get(total)
+                if held is not None:
+                    value -= held[0]
                 key = self._key("total", total)
                 await self._raise_script(keys=[key], args=[repr(value), to_ms(left)], client=pipe)
             for message in publish:

@@ -638,6 +638,39 @@ async def test_spend_sent_again_after_a_late_answer_is_counted_once(redis_server
             await redis.aclose()
 
 
+async def test_spend_held_back_during_an_outage_is_not_raised_and_added_both(redis_server):
+    """A batch lands unconfirmed (its answer late), and more is spent while the replica
+    is degraded: that is held back behind the batch. On recovery the replica raises
+    Redis's total to its own, which held the held-back spend too, and the next batch
+    then added it again: a replica over-counted by a third after a 15 s pause of Redis,
+    and a budget turned a key off that had not spent it (helper-66)."""
+    redis = redis_server.client()
+    async with _relayed(redis_server) as (relay, url):
+        store = await _store(url, "sp4")
+
+        async def degraded() -> bool:
+            return store.degraded() is not None
+
+        async def recovered() -> bool:
+            return store.degraded() is None
+
+        try:
+            await store.add("spend:key:a:d", 1.0, 3600)
+            await until(lambda: _total_is(redis, "sp4:total:spend:key:a:d", 1.0))
+            relay.late = True
+            await store.add("spend:key:a:d", 1.0, 3600)  # lands, its answer late
+            await until(lambda: _total_is(redis, "sp4:total:spend:key:a:d", 2.0))
+            await until(degraded)
+            await store.add("spend:key:a:d", 1.0, 3600)  # held back behind that batch
+            relay.late = False
+            await until(recovered)
+            await asyncio.sleep(1.0)  # the held-back batch, after the resync, has landed
+            assert float(await redis.get("sp4:total:spend:key:a:d")) == 3.0
+        finally:
+            await store.close()
+            await redis.aclose()
+
+
 async def test_a_write_under_way_at_shutdown_is_sent_at_close(redis_server):
     """close() cancels the writer while its batch is on the wire, unanswered: the batch
     is not lost with the writer, and close() sends it."""
