@@ -130,7 +130,7 @@ def _header(metric: Any) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
-def _escape(value: str) -> str:
+def escape(value: str) -> str:
     if "\\" not in value and "\n" not in value and '"' not in value:
         return value  # every router label value: names from the config
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
@@ -148,7 +148,7 @@ def _templates(metric: Any, child: Any) -> tuple[str, ...]:
     def template(suffix: str, extra: tuple[str, str] | None = None) -> str:
         fields = [(label, f"{{{index}}}") for index, label in enumerate(names)]
         if extra is not None:
-            fields.append((extra[0], _literal(_escape(extra[1]))))
+            fields.append((extra[0], _literal(escape(extra[1]))))
         labels = ",".join(f'{_literal(label)}="{value}"' for label, value in sorted(fields))
         return f"{name}{suffix}{{{{{labels}}}}} "
 
@@ -169,7 +169,7 @@ def _literal(text: str) -> str:
 def _prefixes(templates: tuple[str, ...], values: tuple[str, ...], histogram: bool) -> Any:
     """A new series' line prefix (a str), or a histogram's prefixes (a tuple), at the
     first render after it appeared."""
-    escaped = [_escape(value) for value in values]
+    escaped = [escape(value) for value in values]
     if not histogram:
         return templates[0].format(*escaped)
     return tuple(template.format(*escaped) for template in templates)

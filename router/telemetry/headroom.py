@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from router.telemetry.exposition import escape
+
 REMAINING = "llm_router_route_headroom_remaining"
 LIMIT = "llm_router_route_headroom_limit"
 _HELP = {
@@ -87,16 +89,12 @@ class HeadroomGauges:
 
 def _prefixes(labels: tuple[str, str, str]) -> tuple[str, ...]:
     """remaining requests, remaining tokens, limit requests, limit tokens"""
-    route, key, provider = (_escape(value) for value in labels)
+    route, key, provider = (escape(value) for value in labels)
     return tuple(
         f'{name}{{dimension="{dimension}",key="{key}",provider="{provider}",route="{route}"}} '
         for name, samples in _OF_FAMILY.items()
         for _, dimension in samples
     )
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def values_of(room: Any) -> list[float]:

@@ -12,8 +12,8 @@ alert compares them with zero or needs them as the config's table before any tra
 - `llm_router_requests_total{model, outcome}` for every configured model and outcome
   (LLMRouterErrorRatioHigh and LLMRouterFailoverRateHigh: `increase()` of a series
   that appears at 1 would miss that first request);
-- `llm_router_upstream_attempts_total{outcome="ok"}` for every (model, own route): the
-  model <-> route table LLMRouterModelUnavailable joins on;
+- `llm_router_model_route` for every (model, own route) of the config now: the model <->
+  route table LLMRouterModelUnavailable joins on (telemetry/model_routes.py);
 - `llm_router_route_state{state="available"}` for every route (that alert's zero);
 - `llm_router_route_retirement_timestamp_seconds` for every route with a retirement date
   (LLMRouterRouteModelRetiring: telemetry/retirement.py).
@@ -37,12 +37,12 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from router.outcomes import FailureClass
 from router.telemetry.children import FastHistogram
 from router.telemetry.exposition import Renderer
 from router.telemetry.labels import RequestOutcome
 from router.telemetry.log_sink import DroppedLinesCounter
 from router.telemetry.logs import dropped_lines
+from router.telemetry.model_routes import ModelRoutes
 from router.telemetry.retirement import RetirementGauge
 from router.telemetry.route_table import RouteTable
 from router.telemetry.series import ModelSeries, RouteSeries
@@ -75,6 +75,7 @@ class Metrics:
         self._upstream_series: dict[tuple[str, str], Any] = {}
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         self._dated = _dated(config)
+        self.model_routes = ModelRoutes(config)  # telemetry/model_routes.py
         self._declare_requests(registry)
         self._declare_upstream(registry)
         self._declare_route_state(registry)
@@ -88,7 +89,7 @@ class Metrics:
         return [
             self.requests, self.in_flight, self.request_seconds, self.attempts,
             self.upstream_seconds, self.failovers, self.fallbacks, self.ttft, self.tokens,
-            self.cached_tokens, self.spend, *self.state.labelled(),
+            self.cached_tokens, self.spend, *self.state.labelled(), self.model_routes,
         ]  # fmt: skip
 
     def _declare_requests(self, r: CollectorRegistry) -> None:
@@ -187,6 +188,7 @@ class Metrics:
         """Route, key and model state (telemetry/state_gauges.py), and retirement dates."""
         self.state = StateGauges(r)
         r.register(RetirementGauge(lambda: self._dated))  # telemetry/retirement.py
+        r.register(self.model_routes)
 
     def _create_series(self, config: Config) -> None:
         """Only the series an alert needs before any traffic (the module's docstring)."""
@@ -194,9 +196,6 @@ class Metrics:
             requests = self.model_series(name).requests
             for outcome in RequestOutcome:
                 requests[outcome]  # the lookup creates the series, at 0
-        for model in config.models.values():
-            for route in model.routes:
-                self.route_series(model.name, route).attempts[FailureClass.OK]  # at 0
         self.state.available(config.all_routes())
 
     def route_series(self, model: str, route: Route) -> RouteSeries:
@@ -242,6 +241,7 @@ class Metrics:
         self._create_series(config)
         self.routes = RouteTable.of(config, SCRAPE_CHUNK)
         self._dated = _dated(config)
+        self.model_routes.set(config)
 
 
 def _dated(config: Config) -> tuple[Route, ...]:

@@ -114,10 +114,12 @@ async def test_reload_adds_a_model_keeps_a_kept_routes_cooldown_and_drops_a_remo
         assert routes["a/gpt-4o"]["state"] == "cooling_down"  # kept, with its cooldown
         async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as page:
             metrics = await page.text()
-        # The new model's series exist before its first request, at zero, as at start;
-        # the removed route's state gauges are gone.
+        # The new model's series exist before its first request, at zero, as at start, and
+        # its pair in the route table; the removed route's state gauges are gone.
         assert 'llm_router_requests_total{model="gpt-4o-mini",outcome="served"} 0.0' in metrics
-        assert 'model="gpt-4o-mini",outcome="ok",provider="openai",route="c/gpt-4o-mini"' in metrics
+        assert (
+            'llm_router_model_route{key="c",model="gpt-4o-mini",route="c/gpt-4o-mini"}' in metrics
+        )
         assert 'route="b/gpt-4o"' not in metrics.split("# HELP llm_router_route_state")[1]
         _, completion = await ask(url, model="gpt-4o-mini")
         assert completion.choices[0].message.content == "Hello from c via gpt-4o-mini."
@@ -527,3 +529,40 @@ async def test_a_key_moved_to_another_provider_counts_under_it(stack, tmp_path):
             assert line.endswith(" 1.0"), line
         (state,) = _series(page, "llm_router_route_state", route="a/gpt-4o")
         assert 'provider="azure"' in state and state.endswith(" 1.0")
+
+
+async def test_the_model_route_table_on_metrics_follows_a_reload(stack, tmp_path):
+    """LLMRouterModelUnavailable joins route state with llm_router_model_route: after a
+    reload moves route b from gpt-4o to a new model, gpt-4o's pairs are a's alone. The
+    counters' label sets, which the alert read before, kept (gpt-4o, b/gpt-4o) for good
+    (helper-67)."""
+    _sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    path = tmp_path / "routes.yaml"
+    path.write_text(a_and_b(sim_url))
+    async with router_for(path) as url:
+        before = await model_routes(url)
+        path.write_text(
+            routes_yaml(
+                keys=sim_keys(sim_url, SIM_A, SIM_B),
+                models={
+                    "gpt-4o": model(route("a", "gpt-4o")),
+                    "other": model(route("b", "gpt-4o")),
+                },
+            )
+        )
+        assert (await reload(url))[0] == 200
+        after = await model_routes(url)
+    assert before == {("gpt-4o", "a/gpt-4o", "a"), ("gpt-4o", "b/gpt-4o", "b")}
+    assert after == {("gpt-4o", "a/gpt-4o", "a"), ("other", "b/gpt-4o", "b")}
+
+
+async def model_routes(url: str) -> set[tuple[str, str, str]]:
+    """The (model, route, key) of each llm_router_model_route sample at 1."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        page = await response.text()
+    found = set()
+    for line in page.splitlines():
+        if line.startswith("llm_router_model_route{") and line.endswith(" 1.0"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            found.add((labels["model"], labels["route"], labels["key"]))
+    return found
