@@ -326,19 +326,28 @@ async def serve(
         max_connections=front_door(runner).max_connections,
     )
     app = runner.app
-    reloads: set[asyncio.Task[Any]] = set()
-
-    def hangup() -> None:
-        task = asyncio.create_task(app[RELOADER].reload(), name="reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    signals = Signals(on_hangup=hangup)
+    hangups = asyncio.Event()
+    reloading = asyncio.create_task(reload_on(hangups, app[RELOADER]), name="reload")
+    signals = Signals(on_hangup=hangups.set)
     try:
         await signals.stop.wait()
         await drain(runner, front_door(runner), app[APP_STATE], signals)
     finally:
+        reloading.cancel()
         await runner.cleanup()
+
+
+async def reload_on(hangups: asyncio.Event, reloader: Reloader) -> None:
+    """A reload for each run of SIGHUPs: those that come while one runs make one more,
+    after it, which reads the file as it is then; not one each. A signal a second from
+    a config-management loop queued a reload per signal, without bound."""
+    while True:
+        await hangups.wait()
+        hangups.clear()
+        try:
+            await reloader.reload()
+        except Exception:  # a bug: said, and the next SIGHUP still reloads
+            log.exception("reload_crashed")
 
 
 # Container allocations between young-generation collections (CPython's default: 700).

@@ -267,6 +267,30 @@ async def test_sighup_reloads_the_config_while_a_stream_is_in_flight(stack, tmp_
     assert SIM_A.api_key not in logged
 
 
+async def test_sighups_while_a_reload_runs_make_one_more_not_one_each(stack, tmp_path):
+    """Signals that come while a reload runs make one more reload, not one each: a
+    config-management loop signalling faster than a reload takes queued a reload per
+    signal, without bound. (A burst sent at once is one signal already: the kernel keeps
+    one pending SIGHUP; these are spaced, each delivered while a reload of 2,000 routes
+    runs.)"""
+    _sim, sim_url = await stack.sim(SIM_A)
+    config = tmp_path / "routes.yaml"
+    keys = [key(f"k{i}", sim_url, api_key="${SIM_KEY}") for i in range(20)]
+    models = {f"m{j}": model(*(route(f"k{i}", "gpt-4o") for i in range(20))) for j in range(100)}
+    config.write_text(routes_yaml(keys=keys, models=models))
+    env = {**ENV, "SIM_KEY": SIM_A.api_key}
+    async with router_process(config, env) as router:
+        for _ in range(20):
+            router.signal(signal.SIGHUP)
+            await asyncio.sleep(0.005)
+        await router.wait_for("config_reloaded")
+        await asyncio.sleep(3.0)  # every reload the signals queued has run by now
+        router.signal(signal.SIGTERM)
+        assert await router.exit_code() == 0
+    reloads = [e for e in router.events if e["event"] == "config_reloaded"]
+    assert 1 <= len(reloads) <= 6, len(reloads)
+
+
 async def test_version_is_the_installed_distributions():
     code, out, _ = await run("--version")
     assert code == 0
