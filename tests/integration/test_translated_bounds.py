@@ -147,55 +147,37 @@ TOO_LARGE = [
 ]  # fmt: skip
 
 
+# How each kind of client litellm sends with is reached: the client's path and body,
+# the provider's path, its answer's shape, and the config.
+LITELLMS_OWN = ("/v1/chat/completions", CHAT, "/v1/messages", anthropic_message, on_anthropic_key)
+ROUTERS_OPENAI = (
+    "/v1/messages",
+    MESSAGES,
+    "/v1/chat/completions",
+    openai_completion,
+    on_openai_key,
+)
+CLIENTS = [pytest.param(LITELLMS_OWN, id="litellms-own-client"),
+           pytest.param(ROUTERS_OPENAI, id="routers-openai-client")]  # fmt: skip
+
+
+@pytest.mark.parametrize("through", CLIENTS)
 @pytest.mark.parametrize(("text", "gzipped", "said"), TOO_LARGE)
-async def test_an_answer_too_large_is_refused_from_litellms_own_client(
-    stack,
-    captured,
-    text,
-    gzipped,
-    said,
-):
-    body = anthropic_message(text)
-    async with raw_upstream("/v1/messages", answering(body, gzipped=gzipped)) as upstream:
-        url = await stack.router(on_anthropic_key(upstream))
-        status, answer = await post(url, "/v1/chat/completions", CHAT)
+async def test_an_answer_too_large_is_refused(stack, captured, through, text, gzipped, said):
+    path, payload, upstream_path, answer_of, config = through
+    handler = answering(answer_of(text), gzipped=gzipped)
+    async with raw_upstream(upstream_path, handler) as upstream:
+        url = await stack.router(config(upstream))
+        status, answer = await post(url, path, payload)
     assert status >= 500, answer[:300]  # the one route failed: the upstream's fault
     assert said in failover_detail(captured)
 
 
-@pytest.mark.parametrize(("text", "gzipped", "said"), TOO_LARGE)
-async def test_an_answer_too_large_is_refused_from_the_routers_openai_client(
-    stack,
-    captured,
-    text,
-    gzipped,
-    said,
-):
-    body = openai_completion(text)
-    async with raw_upstream("/v1/chat/completions", answering(body, gzipped=gzipped)) as upstream:
-        url = await stack.router(on_openai_key(upstream))
-        status, answer = await post(url, "/v1/messages", MESSAGES)
-    assert status >= 500, answer[:300]
-    assert said in failover_detail(captured)
-
-
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
-async def test_a_compressed_answer_within_the_limits_is_served(stack, path):
+@pytest.mark.parametrize("through", CLIENTS)
+async def test_a_compressed_answer_within_the_limits_is_served(stack, through):
     """The router inflates it (httpx must not, unbounded): the answer reads as sent."""
-    if path == "/v1/chat/completions":
-        handler, config, payload = (
-            answering(anthropic_message("Zipped hi."), gzipped=True),
-            on_anthropic_key,
-            CHAT,
-        )
-        upstream_path = "/v1/messages"
-    else:
-        handler, config, payload = (
-            answering(openai_completion("Zipped hi."), gzipped=True),
-            on_openai_key,
-            MESSAGES,
-        )
-        upstream_path = "/v1/chat/completions"
+    path, payload, upstream_path, answer_of, config = through
+    handler = answering(answer_of("Zipped hi."), gzipped=True)
     async with raw_upstream(upstream_path, handler) as upstream:
         url = await stack.router(config(upstream))
         status, answer = await post(url, path, payload)
