@@ -110,6 +110,8 @@ class Outcome:
     added: tuple[str, ...] = ()  # route ids
     removed: tuple[str, ...] = ()
     kept: int = 0  # routes whose state carried over
+    # Routes still there whose key changed account or secret: their state started over.
+    reset: tuple[str, ...] = ()
     needs_restart: tuple[str, ...] = ()  # settings that changed but apply only at start
 
     def as_json(self) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class Outcome:
             "routes_added": list(self.added),
             "routes_removed": list(self.removed),
             "routes_kept": self.kept,
+            "routes_reset": list(self.reset),
             "needs_restart": list(self.needs_restart),
         }
 
@@ -225,6 +228,7 @@ class Reloader:
             i for i, route in new_routes.items()
             if i in old_routes and _same_key(old_routes[i].key, route.key)
         ]  # fmt: skip
+        kept_ids = set(kept)
         gone_routes = [route for i, route in old_routes.items() if i not in kept]
         gone_keys = [
             key for name, key in old.keys.items()
@@ -253,6 +257,7 @@ class Reloader:
             added=tuple(i for i in new_routes if i not in old_routes),
             removed=tuple(i for i in old_routes if i not in new_routes),
             kept=len(kept),
+            reset=tuple(i for i in new_routes if i in old_routes and i not in kept_ids),
             needs_restart=needs_restart,
         )
 

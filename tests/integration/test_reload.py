@@ -107,6 +107,7 @@ async def test_reload_adds_a_model_keeps_a_kept_routes_cooldown_and_drops_a_remo
             "routes_added": ["c/gpt-4o-mini"],
             "routes_removed": ["b/gpt-4o"],
             "routes_kept": 1,
+            "routes_reset": [],
             "needs_restart": [],
         })  # fmt: skip
         routes, keys = await admin_state(url)
@@ -154,7 +155,8 @@ async def test_a_key_whose_headers_change_is_another_account_and_starts_clean(st
         routes, _ = await admin_state(url)
         assert routes["a/gpt-4o"]["state"] == "cooling_down"  # the same account: kept
         path.write_text(config("org-two"))
-        assert (await reload(url))[0] == 200
+        status, answer = await reload(url)
+        assert (status, answer["routes_kept"], answer["routes_reset"]) == (200, 0, ["a/gpt-4o"])
         routes, _ = await admin_state(url)
         assert routes["a/gpt-4o"]["state"] == "available"  # another account: clean
         sim.clear("a")
