@@ -245,6 +245,7 @@ class Reloader:
             totals=[f"spend:key:{key.name}:" for key in removed_keys]
             + [f"spend:model:{name}:" for name in removed_models],
         )
+        old_state.health.retire(route.id for route in gone_routes)
         health = old_state.health.successor(config.failover, kept)
         # Routes and keys gone, or on another account (their state went with it): a
         # key replaced after a 401 no longer shows disabled, nor under its old provider.

@@ -69,6 +69,15 @@ class HealthTracker:
         self._clock = clock
         self._local: dict[str, _Local] = {}
         self._index: dict[int, tuple[tuple[Route, ...], dict[str, tuple[Route, str, str]]]] = {}
+        # Routes a reload removed (or moved to another account), whose shared state it
+        # forgot: a request of this config still running on one records nothing more.
+        self._retired: frozenset[str] = frozenset()
+
+    def retire(self, route_ids: Iterable[str]) -> None:
+        """A reload removed these routes, or moved their key to another account, and
+        forgot their state: a request begun before it that fails on one afterwards must
+        not write it back (a cooldown or a disabled key that came back with the route)."""
+        self._retired = self._retired | frozenset(route_ids)
 
     def successor(self, settings: FailoverSettings, keep: Iterable[str]) -> HealthTracker:
         """A tracker for a reloaded config: the same store, and this process's own state
@@ -154,6 +163,8 @@ class HealthTracker:
         headroom: Headroom | None = None,
     ) -> None:
         """Apply one attempt's outcome. `prior` is the route's health when it was chosen."""
+        if route.id in self._retired:
+            return  # retire(): its state went with the config
         failure = verdict.failure
         action = ACTIONS[failure]
         local = self._local_for(route)

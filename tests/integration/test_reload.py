@@ -19,6 +19,7 @@ import aiohttp
 import openai
 import pytest
 import structlog
+from aiohttp import web
 
 from router import reload as reloading
 from router.config import load_config
@@ -29,7 +30,7 @@ from router.telemetry.logs import configure_logging, reset_logging
 from router.upstream import Upstream
 from router.upstream.translate import egress as translate_egress
 from tests.configs import key, model, route, routes_yaml, sim_key, sim_keys
-from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client
+from tests.conftest import HI, SIM_A, SIM_B, SIM_C, admin_state, ask, client, raw_upstream
 
 
 @asynccontextmanager
@@ -568,3 +569,44 @@ async def model_routes(url: str) -> set[tuple[str, str, str]]:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             found.add((labels["model"], labels["route"], labels["key"]))
     return found
+
+
+async def test_a_request_of_a_removed_route_failing_after_the_reload_leaves_no_state(
+    stack, tmp_path
+):
+    """The reload forgot route r's state; a request begun before it then got its 429 and
+    cooled the route down again, so r came back cooling down when a later reload named
+    it again (helper-67). The old config's tracker now records nothing for r."""
+    answered = asyncio.Event()
+
+    async def slow_429(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(1.0)
+        answered.set()
+        body = {"error": {"message": "slow down", "type": "rate_limit_error",
+                          "code": "rate_limit_exceeded"}}  # fmt: skip
+        return web.json_response(body, status=429, headers={"retry-after": "30"})
+
+    async with raw_upstream("/v1/chat/completions", slow_429) as upstream:
+        with_r = routes_yaml(
+            keys=[key("r", f"{upstream}/v1", api_key="sk-test-r-000001")],
+            models={"gpt-4o": model(route("r", "gpt-4o"))},
+            failover={"max_wait": 0},  # the 429 goes back at once
+        )
+        _sim, sim_url = await stack.sim(SIM_A)
+        without_r = routes_yaml(
+            keys=sim_keys(sim_url, SIM_A), models={"gpt-4o": model(route("a", "gpt-4o"))}
+        )
+        path = tmp_path / "routes.yaml"
+        path.write_text(with_r)
+        async with router_for(path) as url:
+            pending = asyncio.create_task(chat_status(url))
+            await asyncio.sleep(0.3)  # the request is at r, waiting for its answer
+            path.write_text(without_r)
+            assert (await reload(url))[1]["routes_removed"] == ["r/gpt-4o"]
+            await answered.wait()
+            assert await pending == 429
+            path.write_text(with_r)
+            assert (await reload(url))[1]["routes_added"] == ["r/gpt-4o"]
+            routes, _ = await admin_state(url)
+    assert routes["r/gpt-4o"]["state"] == "available"
