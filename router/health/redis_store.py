@@ -39,7 +39,17 @@ import structlog
 from router.health import read_back
 from router.health.memory import MemoryStore
 from router.health.redis_reads import Incoming
-from router.health.redis_writes import APPLIED_MS, BLOCK, LIFT, RAISE, SPEND, PendingWrites, to_ms
+from router.health.redis_writes import (
+    APPLIED_MS,
+    BLOCK,
+    LIFT,
+    LIFT_MARK_MS,
+    PUSH,
+    RAISE,
+    SPEND,
+    PendingWrites,
+    to_ms,
+)
 from router.health.store import ScopeState
 from router.outcomes import BlockReason, Headroom
 
@@ -124,6 +134,7 @@ class RedisStore:
         self._redis = aioredis.Redis(connection_pool=ConnectionPool(**options))
         self._block_script = self._redis.register_script(BLOCK)
         self._lift_script = self._redis.register_script(LIFT)
+        self._push_script = self._redis.register_script(PUSH)
         self._spend_script = self._redis.register_script(SPEND)
         self._raise_script = self._redis.register_script(RAISE)
 
@@ -223,6 +234,10 @@ class RedisStore:
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
 
+    def _mark(self, scope: str, reason: BlockReason) -> str:
+        """Where a lift of `scope`'s block for `reason` is marked (redis_writes.LIFT)."""
+        return self._key("lifted", f"{reason.value}:{scope}")
+
     def _take(self) -> PendingWrites:
         batch, self._pending = self._pending, PendingWrites()
         return batch
@@ -268,7 +283,10 @@ class RedisStore:
                 # since taken back from a replica that pushed its old copy: the lift is
                 # the newer, and goes in this batch; the push would cancel it.
                 continue
-            batch.block(scope, now + left, reason)
+            if scope in batch.blocks:
+                continue  # blocked here since: that one goes as it is, the newer
+            # A copy: refused by a lift made elsewhere meanwhile (its mark; PUSH).
+            batch.pushed[scope] = (now + left, reason)
         for scope, headroom, left in live.headroom:
             batch.headroom.setdefault(scope, (headroom, now + left))
         self._raise_totals = live.totals
@@ -282,14 +300,23 @@ class RedisStore:
             for scope, (deadline, reason) in batch.blocks.items():
                 if deadline > now:
                     ms = to_ms(deadline - now)
-                    key = self._key("block", scope)
-                    await self._block_script(keys=[key], args=[reason.value, ms], client=pipe)
+                    keys = [self._key("block", scope), self._mark(scope, reason)]
+                    await self._block_script(keys=keys, args=[reason.value, ms], client=pipe)
                     queued += 1
                     publish.append({"op": "block", "scope": scope, "reason": reason, "ms": ms})
+            for scope, (deadline, reason) in batch.pushed.items():
+                if deadline > now:
+                    keys = [self._key("block", scope), self._mark(scope, reason)]
+                    args = [reason.value, to_ms(deadline - now), self._channel, self._node, scope]
+                    await self._push_script(keys=keys, args=args, client=pipe)  # publishes
+                    queued += 1
             for scope, reasons in batch.lifts.items():
                 key = self._key("block", scope)
                 for reason in sorted(reasons):
-                    await self._lift_script(keys=[key], args=[reason.value], client=pipe)
+                    keys = [key, self._mark(scope, reason)]
+                    await self._lift_script(
+                        keys=keys, args=[reason.value, LIFT_MARK_MS], client=pipe
+                    )
                     queued += 1
                     publish.append({"op": "lift", "scope": scope, "reason": reason})
             for scope, (headroom, deadline) in batch.headroom.items():

@@ -11,8 +11,11 @@ from __future__ import annotations
 from router.health.read_back import MAX_STATE_SECONDS
 from router.outcomes import BlockReason, Headroom
 
-# KEYS[1] block key; ARGV reason, ms. The later deadline wins, whoever writes first.
+# KEYS[1] block key, KEYS[2] its lift's mark for the reason; ARGV reason, ms. The later
+# deadline wins, whoever writes first. A block seen now is newer than any lift before it:
+# the mark goes.
 BLOCK = """
+redis.call('DEL', KEYS[2])
 local ttl = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -20,11 +23,31 @@ if redis.call('PTTL', KEYS[1]) < ttl then
 end
 return 0
 """
-# KEYS[1] block key; ARGV reason. Only a block for that reason ends.
+# KEYS[1] block key, KEYS[2] its lift's mark; ARGV reason, the mark's ms. Only a block for
+# that reason ends. The mark outlasts any copy of the block a replica may push back
+# after an outage (PUSH): one that missed the lift (its subscription came back after
+# it) would block the scope again, everywhere.
 LIFT = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS[1] block key, KEYS[2] its lift's mark; ARGV reason, ms, channel, node, scope. A
+# replica's copy pushed back after an outage: as BLOCK, unless the block was lifted
+# since (the mark); told to the others only when it is set.
+PUSH = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  redis.call('PUBLISH', ARGV[3], cjson.encode({op = 'block', from = ARGV[4], scope = ARGV[5],
+    reason = ARGV[1], ms = ttl}))
+  return 1
+end
+return 0
+"""
+# How long a lift's mark stays: as long as any block may (read_back.MAX_STATE_SECONDS).
+LIFT_MARK_MS = int(MAX_STATE_SECONDS * 1000)
 # KEYS[1] total, KEYS[2] the sending batch's set of totals applied; ARGV amount, ms,
 # channel, node, name, the set's ms. Atomic across replicas; the period's TTL is set
 # once. Applied once per batch and total: a batch sent again (its answer came late, or
@@ -71,10 +94,12 @@ class PendingWrites:
     has one batch unconfirmed at most: while Redis is away, what it spends meanwhile is
     summed in `spend`, not sealed into a batch per failed attempt (720 an hour each)."""
 
-    __slots__ = ("blocks", "headroom", "lifts", "sent", "spend")
+    __slots__ = ("blocks", "headroom", "lifts", "pushed", "sent", "spend")
 
     def __init__(self) -> None:
         self.blocks: dict[str, tuple[float, BlockReason]] = {}  # scope -> (deadline, reason)
+        # The copy's blocks pushed back after an outage (PUSH): a lift since wins over them.
+        self.pushed: dict[str, tuple[float, BlockReason]] = {}
         # scope -> the reasons lifted: a probe's success lifts CIRCUIT_OPEN and PROBING
         self.lifts: dict[str, set[BlockReason]] = {}
         self.headroom: dict[str, tuple[Headroom, float]] = {}  # scope -> (it, deadline)
@@ -83,7 +108,9 @@ class PendingWrites:
         self.sent: dict[tuple[str, str], tuple[float, float]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.blocks or self.lifts or self.headroom or self.spend or self.sent)
+        return bool(
+            self.blocks or self.pushed or self.lifts or self.headroom or self.spend or self.sent
+        )
 
     def seal(self, batch: str) -> None:
         """Give the spend not yet sent to `batch`, before it is sent, but for totals with
@@ -119,6 +146,9 @@ class PendingWrites:
         for scope, (deadline, reason) in earlier.blocks.items():
             if scope not in self.lifts:
                 self.block(scope, deadline, reason)
+        for scope, value in earlier.pushed.items():
+            if scope not in self.lifts and scope not in self.blocks:
+                self.pushed.setdefault(scope, value)
         for scope, reasons in earlier.lifts.items():
             if scope not in self.blocks:
                 self.lifts.setdefault(scope, set()).update(reasons)

@@ -862,6 +862,57 @@ async def test_a_lift_made_while_its_block_is_on_the_wire_wins(redis_server):
             await redis.aclose()
 
 
+async def test_a_lift_made_in_an_outage_is_not_undone_by_a_replica_that_missed_it(
+    redis_server,
+):
+    """Redis restarts empty; replica A lifts a block meanwhile (an operator's restore)
+    and writes the lift once Redis is back; replica B, cut off until after that, never
+    hears it and pushes its old copy back. Before, that set the block again in Redis and
+    told A, and the key stayed out for its whole disable period (helper-66). The lift
+    leaves a mark in Redis that refuses such a push."""
+    from router.outcomes import BlockReason
+
+    scope = "key:a@acct"
+    redis = redis_server.client()
+    async with _relayed(redis_server) as (relay, url):
+        a, b = await _store(redis_server.url, "miss"), await _store(url, "miss")
+
+        async def blocked_on_b() -> bool:
+            state = b.peek(scope)
+            return state is not None and state.block is not None
+
+        async def a_recovered() -> bool:
+            return a.degraded() is None
+
+        async def b_recovered() -> bool:
+            return b.degraded() is None
+
+        try:
+            await a.block(scope, 3600, BlockReason.QUOTA)
+            await until(blocked_on_b)
+            relay.swallow = True  # nothing B sends reaches Redis from now on
+            await redis_server.kill()
+            await a.lift(scope, BlockReason.QUOTA)
+            await redis_server.start()  # the same port, nothing in it
+
+            async def b_degraded() -> bool:
+                return b.degraded() is not None
+
+            await until(b_degraded, seconds=15)
+            await until(a_recovered, seconds=15)
+            await asyncio.sleep(0.5)  # A's lift is in Redis; B heard nothing of it
+            relay.swallow = False
+            await until(b_recovered, seconds=15)
+            await asyncio.sleep(1.0)  # B's push of its copy has been sent
+            assert not await redis.exists(f"miss:block:{scope}")
+            state = a.peek(scope)
+            assert state is None or state.block is None
+        finally:
+            await a.close()
+            await b.close()
+            await redis.aclose()
+
+
 async def test_two_lifts_of_one_scope_both_reach_the_other_replicas(redis_server):
     """A probe's success lifts CIRCUIT_OPEN and PROBING at once: both are sent."""
     from router.outcomes import BlockReason
