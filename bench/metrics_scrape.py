@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 from router.config import parse_config  # noqa: E402
 from router.handlers.state import APP_STATE  # noqa: E402
 from router.health.tracker import route_scope  # noqa: E402
+from router.outcomes import Headroom  # noqa: E402
 from router.server import bound_port, start, tune_garbage_collector  # noqa: E402
 from router.sim import SimKey, SimProvider  # noqa: E402
-from router.outcomes import Headroom  # noqa: E402
 from tests.configs import model, route, routes_yaml, sim_keys  # noqa: E402
 
 
