@@ -5,6 +5,12 @@ one far over it does not, with no counting. Only near a window is the prompt cou
 exactly, with litellm's counter, in a thread; that imports litellm on first use, so
 it happens only for prompts that are actually close to a limit. Without litellm (the
 `translate` extra), the estimate stands.
+
+A prompt larger than `COUNT_AT_MOST` bytes is not counted: near a window it is sent, and
+the provider judges (its context-length answer goes to the context fallback, at the
+cost of one attempt it does not charge for). Counting multi-MB text took a gigabyte of
+native memory per burst (Hugging Face's tokenizers on the thread pool, several at once,
+outside anything the router bounds), and glibc kept much of it (helper-69).
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from router.upstream.translate.runtime import token_count
 _BYTES_PER_TOKEN = 4
 # Around a window the estimate is not trusted; from half to twice it, count exactly.
 _SURE_FITS, _SURE_TOO_BIG = 0.5, 2.0
+# The largest body whose prompt is counted: a 128k window's whole zone (256 KB to 1 MB
+# of body) still is; a 1M window's (2 to 8 MB) is left to the provider.
+COUNT_AT_MOST = 1 << 20
 
 
 class PromptSize:
@@ -28,6 +37,8 @@ class PromptSize:
         self.estimate = len(body) // _BYTES_PER_TOKEN
         self._messages = messages
         self._exact: int | None = None
+        # Counted near a window, or sent for the provider to judge (COUNT_AT_MOST).
+        self._countable = len(body) <= COUNT_AT_MOST
 
     def fits(self, window: int | None) -> bool:
         """Whether the prompt surely fits `window` (the smallest of a route set's, None
@@ -41,7 +52,9 @@ class PromptSize:
             window = route.max_input_tokens
             if window is None or self.estimate <= window * _SURE_FITS:
                 continue
-            if self.estimate >= window * _SURE_TOO_BIG or await self.exact(route) > window:
+            if self.estimate >= window * _SURE_TOO_BIG or (
+                self._countable and await self.exact(route) > window
+            ):
                 out.add(route.id)
         return frozenset(out)
 

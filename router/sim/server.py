@@ -108,9 +108,14 @@ def _control_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+# A request body the simulator takes, as a provider does (Anthropic's limit is 32 MB);
+# aiohttp's default of 1 MiB answered larger prompts with a 413 no provider sends.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
 def build_app(state: SimState) -> web.Application:
     control = SimControl(state)
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.on_shutdown.append(control.on_shutdown)
     for path, wire in _ROUTES:
         app.router.add_post(path, ModelEndpoint(state, wire, control.shutting_down).handle)

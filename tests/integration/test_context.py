@@ -90,3 +90,17 @@ async def test_without_a_context_fallback_a_too_long_prompt_is_a_clear_400(stack
     assert caught.value.code == "context_length_exceeded"
     assert "context window" in caught.value.message
     assert sim.stats["a"].requests == 0
+
+
+async def test_a_prompt_too_large_to_count_near_a_window_is_sent_for_the_provider_to_judge(
+    stack,
+):
+    """Over COUNT_AT_MOST bytes, a prompt near its route's window is not counted (counting
+    multi-MB text took a gigabyte of native memory per burst): it is sent, and what the
+    provider answers decides. Here about 175k tokens against a 150k window: counted, it
+    was skipped unsent."""
+    sim, sim_url = await stack.sim(SIM_A, SIM_B)
+    url = await stack.router(config(sim_url, window=150_000))
+    messages = words(175_000)  # 1.05 MB of body: an estimate of 262k tokens, near 150k
+    await client(url).chat.completions.with_raw_response.create(model="short", messages=messages)
+    assert sim.stats["a"].requests == 1  # sent to the route, not skipped by a count
